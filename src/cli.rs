@@ -1,0 +1,58 @@
+//! The command line, compatible with the original igotchuu so existing systemd units keep working.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "igotchuu",
+    version,
+    about = "Consistent restic backups of a live system from read-only btrfs snapshots",
+    long_about = "Consistent restic backups of a live system from read-only btrfs snapshots.\n\n\
+        igotchuu enters a private mount namespace, snapshots the configured btrfs subvolumes, \
+        bind-mounts each snapshot over its original path (visible only inside that namespace), \
+        runs `restic backup` on the original paths, and deletes the snapshots afterwards, \
+        whatever happens.",
+    after_help = crate::exit::HELP
+)]
+pub struct Cli {
+    /// Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists;
+    /// otherwise the built-in defaults (back up /home) apply.
+    #[arg(short = 'c', long = "config-file", value_name = "PATH", global = true)]
+    pub config_file: Option<PathBuf>,
+
+    /// Show each step of the plan as it happens (snapshots, mounts, restic command).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Use the settings of the [profiles.NAME] table of the config file on top of the top-level
+    /// keys.
+    #[arg(short, long, value_name = "NAME", global = true)]
+    pub profile: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Snapshot, back up with restic, clean up (the default when no command is given).
+    Backup {
+        /// Print the plan (snapshots, bind mounts, restic command and environment with secrets
+        /// redacted) and exit without touching anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl Cli {
+    pub fn config_path(&self) -> (PathBuf, bool) {
+        match &self.config_file {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        }
+    }
+}

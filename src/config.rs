@@ -1,0 +1,481 @@
+//! The config file: TOML with the original igotchuu's keys, plus what its later versions added.
+//!
+//! Two stages: `RawConfig` is exactly what serde reads (every key optional, spans kept so errors can
+//! name line and column); `Config` is the validated, defaulted form the rest of the program uses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/igotchuu.toml";
+pub const DEFAULT_LOCK_FILE: &str = "/run/igotchuu.lock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/igotchuu";
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/igotchuu/restic";
+/// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
+pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub places: Option<Spanned<Vec<Spanned<String>>>>,
+    pub restic_args: Option<Vec<String>>,
+    pub restic_backup_args: Option<Vec<String>>,
+    pub exec_before_snapshot: Option<Spanned<Vec<String>>>,
+    /// Seconds after which a hanging `exec_before_snapshot` is killed (0 = never).
+    pub exec_before_snapshot_timeout: Option<u64>,
+    pub snapshot_prefix: Option<Spanned<String>>,
+    pub snapshot: Option<Vec<Spanned<SnapshotEntry>>>,
+    pub repo: Option<Spanned<String>>,
+    pub repository_file: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_command: Option<Spanned<String>>,
+    pub progress_fps: Option<Spanned<f64>>,
+    pub cache_dir: Option<Spanned<String>>,
+    pub lock_file: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub profiles: Option<BTreeMap<String, Spanned<RawSettings>>>,
+}
+
+/// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
+/// writes it, a plain string naming the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotEntry {
+    pub source: Spanned<String>,
+    pub snapshot_location: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for SnapshotEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SnapshotEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path string or a table with `source` and optional `snapshot_location`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SnapshotEntry, E> {
+                // A bare string has no span of its own here; the caller's Spanned<SnapshotEntry>
+                // carries it, and `Config::from_raw` uses that span for errors.
+                Ok(SnapshotEntry {
+                    source: Spanned::new(0..0, s.to_owned()),
+                    snapshot_location: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SnapshotEntry, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    source: Spanned<String>,
+                    snapshot_location: Option<Spanned<String>>,
+                }
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(SnapshotEntry {
+                    source: t.source,
+                    snapshot_location: t.snapshot_location,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One snapshot to take: the subvolume and where its snapshot goes, before the run's timestamp
+/// is appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    pub source: PathBuf,
+    pub destination_base: PathBuf,
+}
+
+/// The validated configuration of one run (top level merged with the selected profile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub profile: Option<String>,
+    pub places: Vec<PathBuf>,
+    pub restic_args: Vec<String>,
+    pub restic_backup_args: Vec<String>,
+    pub exec_before_snapshot: Option<Vec<String>>,
+    pub exec_before_snapshot_timeout: Option<u64>,
+    pub snapshots: Vec<SnapshotSpec>,
+    pub repo: Option<String>,
+    pub repository_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+    pub progress_fps: f64,
+    pub cache_dir: PathBuf,
+    pub lock_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// Names of every profile in the file, for `check` and error messages.
+    pub profile_names: Vec<String>,
+}
+
+/// A config error that names the file, the place in it, the key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        (line, col)
+    }
+
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.display().to_string(),
+            location: span.filter(|s| s.end > 0).map(|s| self.line_col(s.start)),
+            message,
+        }
+    }
+}
+
+/// Loads and validates `path`. `explicit` says whether the user named the file: a missing default
+/// file means "use the defaults", as in the original; a missing named file is an error.
+pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            let mut c = parse(path, "", profile)?;
+            // The original's defaults when no config file exists.
+            c.restic_args = vec!["-x".into(), "--exclude-caches".into()];
+            return Ok(c);
+        }
+        Err(e) => {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                location: None,
+                message: format!(
+                    "cannot read the config file: {e}; check the path given with --config-file"
+                ),
+            })
+        }
+    };
+    parse(path, &text, profile)
+}
+
+/// Parses and validates config text; `path` is used only in messages and in `Config::path`.
+pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file: path, text };
+    let raw: RawSettings = toml::from_str(text).map_err(|e| {
+        // toml's message already quotes the offending line; keep just its first line and our
+        // own line:column prefix so the message stays on one screen line in the journal.
+        let msg = e.message().to_owned();
+        ctx.err(e.span(), format!("{msg} (fix the TOML at this place)"))
+    })?;
+    from_raw(&ctx, raw, profile)
+}
+
+fn merge(top: RawSettings, p: RawSettings) -> RawSettings {
+    RawSettings {
+        places: p.places.or(top.places),
+        restic_args: p.restic_args.or(top.restic_args),
+        restic_backup_args: p.restic_backup_args.or(top.restic_backup_args),
+        exec_before_snapshot: p.exec_before_snapshot.or(top.exec_before_snapshot),
+        exec_before_snapshot_timeout: p
+            .exec_before_snapshot_timeout
+            .or(top.exec_before_snapshot_timeout),
+        snapshot_prefix: p.snapshot_prefix.or(top.snapshot_prefix),
+        snapshot: p.snapshot.or(top.snapshot),
+        repo: p.repo.or(top.repo),
+        repository_file: p.repository_file.or(top.repository_file),
+        password_file: p.password_file.or(top.password_file),
+        password_command: p.password_command.or(top.password_command),
+        progress_fps: p.progress_fps.or(top.progress_fps),
+        cache_dir: p.cache_dir.or(top.cache_dir),
+        lock_file: p.lock_file.or(top.lock_file),
+        state_dir: p.state_dir.or(top.state_dir),
+        profiles: None,
+    }
+}
+
+fn from_raw(ctx: &Ctx, mut raw: RawSettings, profile: Option<&str>) -> Result<Config, ConfigError> {
+    let profiles = raw.profiles.take().unwrap_or_default();
+    for (name, p) in &profiles {
+        if p.get_ref().profiles.is_some() {
+            return Err(ctx.err(
+                Some(p.span()),
+                format!("key `profiles.{name}.profiles`: profiles cannot contain profiles"),
+            ));
+        }
+    }
+    let profile_names: Vec<String> = profiles.keys().cloned().collect();
+    let (settings, key_prefix) = match profile {
+        None => (raw, String::new()),
+        Some(name) => match profiles.get(name) {
+            Some(p) => (merge(raw, p.get_ref().clone()), format!("profiles.{name}.")),
+            None => {
+                let known = if profile_names.is_empty() {
+                    "the file defines no [profiles.NAME] tables".to_owned()
+                } else {
+                    format!("known profiles: {}", profile_names.join(", "))
+                };
+                return Err(ctx.err(
+                    None,
+                    format!("no profile named {name:?} (given with --profile); {known}"),
+                ));
+            }
+        },
+    };
+    // Errors name the key as written at top level; when a profile overrides it the span still
+    // points at the right place in the file, which is what the user needs.
+    let _ = key_prefix;
+    validate(ctx, settings, profile, profile_names)
+}
+
+/// Rejects relative paths and `.`/`..` components: the path must mean the same thing whatever the
+/// working directory, and `..` would let a snapshot land outside the place the admin intended.
+fn abs_path(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+    let s = v.get_ref();
+    let p = Path::new(s);
+    if s.is_empty() {
+        return Err(ctx.err(Some(v.span()), format!("key `{key}`: the path is empty")));
+    }
+    if !p.is_absolute() {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: path {s:?} is relative; write it as an absolute path, e.g. \"/{s}\""),
+        ));
+    }
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: path {s:?} contains `.` or `..`; write the plain absolute path"),
+        ));
+    }
+    // Normalise "/home/" and "//home" to "/home" so duplicates and mount order compare equal.
+    Ok(p.components().collect())
+}
+
+fn validate(
+    ctx: &Ctx,
+    s: RawSettings,
+    profile: Option<&str>,
+    profile_names: Vec<String>,
+) -> Result<Config, ConfigError> {
+    let places: Vec<PathBuf> = match &s.places {
+        None => vec![PathBuf::from("/home")],
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(ctx.err(
+                    Some(list.span()),
+                    "key `places`: the list is empty; name at least one directory to back up"
+                        .to_owned(),
+                ));
+            }
+            list.get_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, p)| abs_path(ctx, &format!("places[{i}]"), p))
+                .collect::<Result<_, _>>()?
+        }
+    };
+
+    let prefix = match &s.snapshot_prefix {
+        None => None,
+        Some(v) => {
+            let raw = v.get_ref();
+            if raw.len() > 1 && raw.ends_with('/') || raw == "/" {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!(
+                        "key `snapshot_prefix`: {raw:?} must not end with a slash; write {:?}",
+                        raw.trim_end_matches('/')
+                    ),
+                ));
+            }
+            Some(abs_path(ctx, "snapshot_prefix", v)?)
+        }
+    };
+
+    // `snapshot` defaults to `places`: every place is snapshotted.
+    let entries: Vec<(SnapshotEntry, Option<std::ops::Range<usize>>)> = match &s.snapshot {
+        None => places
+            .iter()
+            .map(|p| {
+                (
+                    SnapshotEntry {
+                        source: Spanned::new(0..0, p.display().to_string()),
+                        snapshot_location: None,
+                    },
+                    s.places.as_ref().map(|l| l.span()),
+                )
+            })
+            .collect(),
+        Some(list) => list
+            .iter()
+            .map(|e| (e.get_ref().clone(), Some(e.span())))
+            .collect(),
+    };
+
+    let mut snapshots: Vec<SnapshotSpec> = Vec::new();
+    for (i, (entry, entry_span)) in entries.iter().enumerate() {
+        // Plain-string entries carry no span of their own: use the entry's.
+        let src_spanned = if entry.source.span().end == 0 {
+            Spanned::new(entry_span.clone().unwrap_or(0..0), entry.source.get_ref().clone())
+        } else {
+            entry.source.clone()
+        };
+        let source = abs_path(ctx, &format!("snapshot[{i}].source"), &src_spanned)?;
+        if source == Path::new("/") {
+            return Err(ctx.err(
+                Some(src_spanned.span()),
+                format!(
+                    "key `snapshot[{i}].source`: \"/\" cannot be snapshotted: mounting over / does \
+                     not change what running processes see. Make the data a subvolume of its own \
+                     (e.g. /home) and list that"
+                ),
+            ));
+        }
+        let destination_base = match &entry.snapshot_location {
+            Some(loc) => {
+                let p = abs_path(ctx, &format!("snapshot[{i}].snapshot_location"), loc)?;
+                if p == Path::new("/") {
+                    return Err(ctx.err(
+                        Some(loc.span()),
+                        format!("key `snapshot[{i}].snapshot_location`: \"/\" is not a snapshot name; give a path like \"/var-lib\""),
+                    ));
+                }
+                p
+            }
+            None => match &prefix {
+                // Path::join would replace the prefix with an absolute source: strip the root.
+                Some(pre) => pre.join(source.strip_prefix("/").unwrap_or(&source)),
+                None => source.clone(),
+            },
+        };
+        let span = entry
+            .snapshot_location
+            .as_ref()
+            .map(|l| l.span())
+            .or(entry_span.clone());
+        if let Some(j) = snapshots.iter().position(|o| o.source == source) {
+            return Err(ctx.err(
+                span,
+                format!(
+                    "key `snapshot[{i}].source`: {} is already snapshotted by snapshot[{j}]; list each subvolume once",
+                    source.display()
+                ),
+            ));
+        }
+        if let Some(j) = snapshots
+            .iter()
+            .position(|o| o.destination_base == destination_base)
+        {
+            return Err(ctx.err(
+                span,
+                format!(
+                    "key `snapshot[{i}]`: its snapshot path {}-<timestamp> is also the destination of snapshot[{j}]; give one of them a different `snapshot_location`",
+                    destination_base.display()
+                ),
+            ));
+        }
+        snapshots.push(SnapshotSpec {
+            source,
+            destination_base,
+        });
+    }
+
+    let exec_before_snapshot = match &s.exec_before_snapshot {
+        None => None,
+        Some(v) => {
+            let argv = v.get_ref();
+            let Some(prog) = argv.first() else {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    "key `exec_before_snapshot`: the command is empty; remove the key or give [\"program\", \"arg\", …]".to_owned(),
+                ));
+            };
+            // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
+            if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("key `exec_before_snapshot`: program {prog:?} must be a command name found in PATH or an absolute path"),
+                ));
+            }
+            Some(argv.clone())
+        }
+    };
+
+    let opt_path = |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
+        v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
+    };
+    let repository_file = opt_path("repository_file", &s.repository_file)?;
+    let password_file = opt_path("password_file", &s.password_file)?;
+    if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
+        return Err(ctx.err(
+            Some(r.span()),
+            "keys `repo` and `repository_file` both set: restic accepts only one; remove one".to_owned(),
+        ));
+    }
+    if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
+        return Err(ctx.err(
+            Some(c.span()),
+            "keys `password_file` and `password_command` both set: restic accepts only one; remove one".to_owned(),
+        ));
+    }
+    if let Some(r) = &s.repo {
+        if r.get_ref().trim().is_empty() {
+            return Err(ctx.err(Some(r.span()), "key `repo`: empty repository".to_owned()));
+        }
+    }
+
+    let progress_fps = match &s.progress_fps {
+        None => DEFAULT_PROGRESS_FPS,
+        Some(v) => {
+            let f = *v.get_ref();
+            // restic caps the rate at 60/s and ignores values <= 0.
+            if !(f > 0.0 && f <= 60.0) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("key `progress_fps`: {f} is out of range; give a number above 0 and at most 60"),
+                ));
+            }
+            f
+        }
+    };
+
+    let cache_dir = opt_path("cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+    let lock_file = opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
+    let state_dir = opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+
+    let restic_args = s.restic_args.clone().unwrap_or_default();
+
+    Ok(Config {
+        path: ctx.file.to_path_buf(),
+        profile: profile.map(str::to_owned),
+        places,
+        restic_args,
+        restic_backup_args: s.restic_backup_args.clone().unwrap_or_default(),
+        exec_before_snapshot,
+        exec_before_snapshot_timeout: s.exec_before_snapshot_timeout.filter(|&t| t > 0),
+        snapshots,
+        repo: s.repo.map(|r| r.into_inner()),
+        repository_file,
+        password_file,
+        password_command: s.password_command.map(|c| c.into_inner()),
+        progress_fps,
+        cache_dir,
+        lock_file,
+        state_dir,
+        profile_names,
+    })
+}

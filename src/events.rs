@@ -1,0 +1,168 @@
+//! The one typed stream of things that happen during a run.
+//!
+//! The pipeline is the only producer and owns the order; the terminal and D-Bus are listeners that
+//! render what they are handed. Nothing here knows about restic's JSON or D-Bus types.
+
+use std::fmt;
+
+/// Where a run is. Published as the D-Bus `State` property and shown with `-v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Preparing,
+    Snapshotting,
+    BackingUp,
+    CleaningUp,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Preparing => "preparing",
+            Phase::Snapshotting => "snapshotting",
+            Phase::BackingUp => "backing-up",
+            Phase::CleaningUp => "cleaning-up",
+        }
+    }
+}
+
+/// restic's `status` message, with every missing field as 0 (what D-Bus clients of the original
+/// expect). `seconds_remaining` is `None` when restic did not send one or sent an absurd value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub seconds_elapsed: u64,
+    pub seconds_remaining: Option<u64>,
+    pub percent_done: f64,
+    /// `None` until restic's scanner has counted the files (and always with `--no-scan`).
+    pub total_files: Option<u64>,
+    pub files_done: u64,
+    pub total_bytes: Option<u64>,
+    pub bytes_done: u64,
+    pub error_count: u64,
+    pub current_files: Vec<String>,
+}
+
+/// restic's `summary` message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub data_blobs: i64,
+    pub tree_blobs: i64,
+    pub data_added: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    /// Seconds; may be negative in restic 0.18.0–0.18.1 when the snapshot was skipped.
+    pub total_duration: f64,
+    /// Empty when restic skipped the snapshot (`--skip-if-unchanged`).
+    pub snapshot_id: String,
+    pub dry_run: bool,
+}
+
+/// An error, from restic or from igotchuu itself. Field names follow the D-Bus `Error` signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorEvent {
+    /// Readable text.
+    pub error: String,
+    /// restic's `during` ("scan", "archival", …) or igotchuu's step ("exec_before_snapshot",
+    /// "snapshot", "mount", "restic", "cleanup", …).
+    pub during: String,
+    /// The path or command concerned; may be empty.
+    pub item: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// restic exited non-zero with this code (3 = snapshot written, some files unreadable).
+    ResticFailed(i32),
+    Interrupted,
+    /// igotchuu's own step failed: config, lock, hook, snapshot, mount, cleanup.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ResticFailed(3) => "partial",
+            Outcome::ResticFailed(_) => "restic-failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Success => write!(f, "success"),
+            Outcome::ResticFailed(3) => {
+                write!(f, "restic exited 3: snapshot written, but some files could not be read")
+            }
+            Outcome::ResticFailed(c) => write!(f, "restic failed with exit code {c}"),
+            Outcome::Interrupted => write!(f, "interrupted"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The run moved to another phase.
+    Phase(Phase),
+    /// A step of the plan, for `-v` and the journal ("created snapshot /home-… of /home").
+    Step(String),
+    /// Something that works but that the user should know; always shown.
+    Warning(String),
+    /// restic is running (D-Bus `BackupStarted`).
+    Started,
+    Progress(Progress),
+    Error(ErrorEvent),
+    /// A plain-text line restic printed (warnings, lock notes, ssh output); passed on, never fatal.
+    ResticText(String),
+    Summary(Summary),
+    Finished(Outcome),
+}
+
+/// Something that renders events. Called synchronously, in order, from the pipeline; a listener
+/// that needs to do slow work (D-Bus) must hand it off and return at once.
+pub trait Listener {
+    fn on_event(&mut self, event: &Event);
+}
+
+/// The fan-out point the pipeline publishes to.
+#[derive(Default)]
+pub struct Events {
+    listeners: Vec<Box<dyn Listener>>,
+}
+
+impl Events {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn subscribe(&mut self, listener: Box<dyn Listener>) {
+        self.listeners.push(listener);
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        for l in &mut self.listeners {
+            l.on_event(&event);
+        }
+    }
+
+    pub fn error(&mut self, during: &str, item: &str, error: impl Into<String>) {
+        self.emit(Event::Error(ErrorEvent {
+            error: error.into(),
+            during: during.to_owned(),
+            item: item.to_owned(),
+        }));
+    }
+}

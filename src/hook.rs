@@ -1,0 +1,61 @@
+//! `exec_before_snapshot`: a command run without a shell inside the private namespace, so what it
+//! mounts is visible to the snapshot step and to restic but never to the host.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::stop::StopSignal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot start it: {0}; check the program name in `exec_before_snapshot`")]
+    Spawn(std::io::Error),
+    #[error("it exited with status {0}; the backup was aborted before any snapshot")]
+    Failed(i32),
+    #[error("it was killed by signal {0}")]
+    Signalled(i32),
+    #[error("it did not finish within {0}s (`exec_before_snapshot_timeout`) and was killed")]
+    TimedOut(u64),
+    #[error("the backup was stopped while it ran")]
+    Stopped,
+}
+
+/// Runs the hook to completion. Its output goes to igotchuu's own stdout/stderr (the journal).
+pub async fn run(
+    argv: &[String],
+    timeout: Option<u64>,
+    stop: &mut StopSignal,
+) -> Result<(), HookError> {
+    let (prog, args) = argv.split_first().ok_or(HookError::Failed(-1))?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(HookError::Spawn)?;
+    let limit = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(Duration::from_secs(t)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let status = tokio::select! {
+        s = child.wait() => s.map_err(HookError::Spawn)?,
+        _ = limit => {
+            let _ = child.kill().await;
+            return Err(HookError::TimedOut(timeout.unwrap_or(0)));
+        }
+        _ = stop.requested() => {
+            let _ = child.kill().await;
+            return Err(HookError::Stopped);
+        }
+    };
+    match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(0), _) => Ok(()),
+        (Some(c), _) => Err(HookError::Failed(c)),
+        (None, Some(s)) => Err(HookError::Signalled(s)),
+        (None, None) => Err(HookError::Failed(-1)),
+    }
+}

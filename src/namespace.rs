@@ -1,0 +1,35 @@
+//! The private mount namespace the snapshots are bind-mounted in.
+
+use std::io;
+
+use rustix::mount::{mount_change, MountPropagationFlags};
+use rustix::thread::UnshareFlags;
+
+/// Moves this process into a new mount namespace and stops mount propagation to the host.
+///
+/// Must run while the process has exactly one thread: unshare(CLONE_NEWNS) moves only the calling
+/// thread, and fails with EINVAL when the fs struct is shared with other threads. `main` calls it
+/// before creating the async runtime or any D-Bus connection.
+pub fn enter_private() -> io::Result<()> {
+    let threads = thread_count();
+    if threads != Some(1) {
+        return Err(io::Error::other(format!(
+            "internal error: entering the mount namespace with {threads:?} threads; it must happen before any thread starts"
+        )));
+    }
+    // SAFETY: single-threaded (checked above), so no other thread shares our fs struct or could
+    // be left behind in the host namespace.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }?;
+    // systemd marks every mount shared: without this our bind mounts would appear on the host.
+    // Slave (not private) so that mounts the admin makes on the host during a long backup (e.g. an
+    // automounted NFS share restic reads) still reach us.
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )?;
+    Ok(())
+}
+
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+}

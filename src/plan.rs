@@ -1,0 +1,225 @@
+//! The plan of one backup, computed from the config before anything touches the disk, so
+//! `--dry-run` shows exactly what a run will do and a bad config fails before the first snapshot.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::redact;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotStep {
+    pub source: PathBuf,
+    /// Final path: destination base + "-" + the run's timestamp.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResticCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Variables set on top of igotchuu's own environment.
+    pub set_env: Vec<(String, String)>,
+    /// Inherited variables removed because the config overrides them (restic refuses e.g.
+    /// RESTIC_REPOSITORY together with RESTIC_REPOSITORY_FILE).
+    pub remove_env: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config_path: PathBuf,
+    pub profile: Option<String>,
+    pub timestamp: String,
+    pub exec_before_snapshot: Option<Vec<String>>,
+    pub exec_before_snapshot_timeout: Option<u64>,
+    /// In config order: snapshots are created in this order and deleted in reverse.
+    pub snapshots: Vec<SnapshotStep>,
+    /// Indices into `snapshots`, parents before children: a parent mounted after its child would
+    /// hide the child's bind mount.
+    pub mount_order: Vec<usize>,
+    pub places: Vec<PathBuf>,
+    pub restic: ResticCommand,
+    pub lock_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// Things that will work but that the user should know (shown by --dry-run and -v).
+    pub warnings: Vec<String>,
+}
+
+/// The run's timestamp, shared by every snapshot. UTC, so names are unambiguous across DST
+/// changes; the original's format otherwise ("%Y-%m-%dT%H:%M:%S").
+pub fn timestamp_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+fn with_suffix(base: &Path, ts: &str) -> PathBuf {
+    let mut s: OsString = base.as_os_str().to_owned();
+    s.push("-");
+    s.push(ts);
+    PathBuf::from(s)
+}
+
+fn has_flag(args: &[String], names: &[&str]) -> bool {
+    args.iter().any(|a| {
+        names
+            .iter()
+            .any(|n| a == n || a.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
+    })
+}
+
+/// Builds the plan. `env` is the environment restic would inherit (passed in so tests and
+/// `--dry-run` see the same decision).
+pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan {
+    let snapshots: Vec<SnapshotStep> = config
+        .snapshots
+        .iter()
+        .map(|s| SnapshotStep {
+            source: s.source.clone(),
+            path: with_suffix(&s.destination_base, timestamp),
+        })
+        .collect();
+    let mut mount_order: Vec<usize> = (0..snapshots.len()).collect();
+    // Stable sort by depth keeps config order among siblings.
+    mount_order.sort_by_key(|&i| snapshots[i].source.components().count());
+
+    let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
+    args.extend(config.restic_backup_args.iter().cloned());
+    args.extend(config.restic_args.iter().cloned());
+    args.push("--".into());
+    args.extend(config.places.iter().map(|p| p.display().to_string()));
+
+    let has_env = |k: &str| env.iter().any(|(n, _)| n == k);
+    let mut set_env: Vec<(String, String)> = Vec::new();
+    let mut remove_env: Vec<String> = Vec::new();
+    let mut set = |k: &str, v: String, conflicts: &[&str]| {
+        set_env.push((k.to_owned(), v));
+        for c in conflicts {
+            if has_env(c) {
+                remove_env.push((*c).to_owned());
+            }
+        }
+    };
+    if let Some(r) = &config.repo {
+        set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
+    }
+    if let Some(r) = &config.repository_file {
+        set("RESTIC_REPOSITORY_FILE", r.display().to_string(), &["RESTIC_REPOSITORY"]);
+    }
+    if let Some(p) = &config.password_file {
+        set("RESTIC_PASSWORD_FILE", p.display().to_string(), &["RESTIC_PASSWORD_COMMAND"]);
+    }
+    if let Some(c) = &config.password_command {
+        set("RESTIC_PASSWORD_COMMAND", c.clone(), &["RESTIC_PASSWORD_FILE"]);
+    }
+    set("RESTIC_PROGRESS_FPS", format!("{}", config.progress_fps), &[]);
+    // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a cache
+    // and re-reads the whole index on every backup. Give it one unless the user chose otherwise.
+    let all_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
+    if !has_env("RESTIC_CACHE_DIR") && !has_flag(&all_args, &["--cache-dir", "--no-cache"]) {
+        set("RESTIC_CACHE_DIR", config.cache_dir.display().to_string(), &[]);
+    }
+
+    let mut warnings = Vec::new();
+    for place in &config.places {
+        let covered = snapshots
+            .iter()
+            .any(|s| place.starts_with(&s.source));
+        if !covered {
+            warnings.push(format!(
+                "place {} is under no snapshot: restic reads it live, not from one point in time",
+                place.display()
+            ));
+        }
+    }
+
+    Plan {
+        config_path: config.path.clone(),
+        profile: config.profile.clone(),
+        timestamp: timestamp.to_owned(),
+        exec_before_snapshot: config.exec_before_snapshot.clone(),
+        exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
+        snapshots,
+        mount_order,
+        places: config.places.clone(),
+        restic: ResticCommand {
+            program: "restic".into(),
+            args,
+            set_env,
+            remove_env,
+        },
+        lock_file: config.lock_file.clone(),
+        state_dir: config.state_dir.clone(),
+        warnings,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=/.,:@+%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The plan as `--dry-run` prints it, secrets redacted.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "igotchuu backup plan")?;
+        writeln!(f, "  config:    {}", self.config_path.display())?;
+        if let Some(p) = &self.profile {
+            writeln!(f, "  profile:   {p}")?;
+        }
+        writeln!(f, "  lock:      {}", self.lock_file.display())?;
+        writeln!(f, "  timestamp: {}", self.timestamp)?;
+        let mut n = 1;
+        writeln!(f, "{n}. enter a private mount namespace (mounts below are invisible to the host)")?;
+        n += 1;
+        if let Some(cmd) = &self.exec_before_snapshot {
+            let q: Vec<String> = cmd.iter().map(|a| shell_quote(a)).collect();
+            write!(f, "{n}. run exec_before_snapshot (no shell): {}", q.join(" "))?;
+            match self.exec_before_snapshot_timeout {
+                Some(t) => writeln!(f, " (timeout {t}s)")?,
+                None => writeln!(f)?,
+            }
+            n += 1;
+        }
+        writeln!(f, "{n}. create read-only btrfs snapshots:")?;
+        for s in &self.snapshots {
+            writeln!(f, "     {} -> {}", s.source.display(), s.path.display())?;
+        }
+        n += 1;
+        writeln!(f, "{n}. bind-mount each snapshot over its source, parents first:")?;
+        for &i in &self.mount_order {
+            let s = &self.snapshots[i];
+            writeln!(f, "     {} on {}", s.path.display(), s.source.display())?;
+        }
+        n += 1;
+        writeln!(f, "{n}. run restic with these variables added to the environment:")?;
+        for (k, v) in &self.restic.set_env {
+            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
+        }
+        for k in &self.restic.remove_env {
+            writeln!(f, "     (unset {k}: the config overrides it)")?;
+        }
+        let args: Vec<String> = redact::argv(&self.restic.args)
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect();
+        writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
+        n += 1;
+        writeln!(
+            f,
+            "{n}. always, even on failure or interruption: unmount and delete the snapshots above"
+        )?;
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}

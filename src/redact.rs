@@ -1,0 +1,123 @@
+//! Keeps secrets out of everything igotchuu prints or publishes: `--dry-run`, logs, D-Bus.
+
+/// restic flags whose value is secret or may contain one (a password command line often embeds
+/// the password or a token).
+const SECRET_FLAGS: &[&str] = &["--password-command"];
+
+/// Environment variables whose values are secret.
+pub fn is_secret_env(name: &str) -> bool {
+    matches!(
+        name,
+        "RESTIC_PASSWORD" | "RESTIC_PASSWORD_COMMAND" | "AWS_SECRET_ACCESS_KEY" | "B2_ACCOUNT_KEY"
+            | "AZURE_ACCOUNT_KEY" | "AZURE_ACCOUNT_SAS" | "GOOGLE_ACCESS_TOKEN" | "OS_PASSWORD"
+            | "ST_KEY" | "RESTIC_REST_PASSWORD"
+    ) || name.ends_with("_PASSWORD")
+        || name.ends_with("_SECRET")
+        || name.ends_with("_TOKEN")
+}
+
+/// Replaces the password in `scheme://user:password@host` (also inside restic's `rest:`/`s3:`
+/// prefixes) with `***`.
+pub fn url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_owned();
+    };
+    let auth_start = scheme_end + 3;
+    let rest = &s[auth_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return s.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let redacted_userinfo = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        // A lone user part can be a token (e.g. GitHub-style), but for sftp it is a login name;
+        // keep it, since it is needed to understand errors.
+        None => userinfo.to_owned(),
+    };
+    format!(
+        "{}{}{}",
+        &s[..auth_start],
+        redacted_userinfo,
+        &s[auth_start + at..]
+    )
+}
+
+/// Redacts one argument of a restic command line. `prev` is the argument before it, for the
+/// `--flag value` form.
+pub fn arg(prev: Option<&str>, a: &str) -> String {
+    if let Some(p) = prev {
+        if SECRET_FLAGS.contains(&p) {
+            return "***".to_owned();
+        }
+    }
+    for f in SECRET_FLAGS {
+        if let Some(v) = a.strip_prefix(f).and_then(|r| r.strip_prefix('=')) {
+            let _ = v;
+            return format!("{f}=***");
+        }
+    }
+    url(a)
+}
+
+/// Redacts a whole argv.
+pub fn argv(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut prev: Option<&str> = None;
+    for a in args {
+        out.push(arg(prev, a));
+        prev = Some(a.as_str());
+    }
+    out
+}
+
+/// Redacts an environment value by its variable's name.
+pub fn env_value(name: &str, value: &str) -> String {
+    if is_secret_env(name) {
+        "***".to_owned()
+    } else if name == "RESTIC_REPOSITORY" {
+        url(value)
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_but_keep_user_and_host() {
+        assert_eq!(
+            url("rest:https://alice:hunter2@backup.example:8000/repo"),
+            "rest:https://alice:***@backup.example:8000/repo"
+        );
+        assert_eq!(url("sftp:user@host:/srv/restic"), "sftp:user@host:/srv/restic");
+        assert_eq!(url("/srv/restic"), "/srv/restic");
+        assert_eq!(url("s3:https://s3.example/bucket"), "s3:https://s3.example/bucket");
+    }
+
+    #[test]
+    fn password_command_values_are_hidden_in_both_forms() {
+        let a: Vec<String> = ["--password-command", "echo hunter2", "--password-command=cat /k", "-x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            argv(&a),
+            vec!["--password-command", "***", "--password-command=***", "-x"]
+        );
+    }
+
+    #[test]
+    fn secret_env_values_are_hidden() {
+        assert_eq!(env_value("RESTIC_PASSWORD", "hunter2"), "***");
+        assert_eq!(env_value("RESTIC_PASSWORD_COMMAND", "echo x"), "***");
+        assert_eq!(env_value("RESTIC_PASSWORD_FILE", "/root/pw"), "/root/pw");
+        assert_eq!(
+            env_value("RESTIC_REPOSITORY", "rest:http://u:p@h/"),
+            "rest:http://u:***@h/"
+        );
+    }
+}

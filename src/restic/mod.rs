@@ -1,0 +1,3 @@
+//! restic: its output format (`parse`) and running it (`run`).
+pub mod parse;
+pub mod run;

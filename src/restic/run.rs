@@ -1,0 +1,192 @@
+//! Runs `restic backup` and turns its two output streams into events.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::process::{getppid, kill_process, Pid, Signal};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::parse::{parse_line, Line};
+use crate::events::{ErrorEvent, Event, Events, Summary};
+use crate::plan::ResticCommand;
+use crate::stop::StopSignal;
+
+/// How long restic gets to remove its lock and exit after SIGINT before it is killed.
+const GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct ResticResult {
+    /// restic's exit code; 128+N when a signal killed it.
+    pub code: i32,
+    /// We asked restic to stop.
+    pub interrupted: bool,
+    pub summary: Option<Summary>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {program}: {source}{hint}")]
+pub struct SpawnError {
+    pub program: String,
+    pub source: std::io::Error,
+    pub hint: &'static str,
+}
+
+/// Starts restic and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
+/// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
+/// a grace period.
+pub async fn run(
+    cmd: &ResticCommand,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Result<ResticResult, SpawnError> {
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: a Ctrl-C on the terminal reaches only igotchuu, which then stops
+        // restic itself, so every stop goes the same way and cleanup is never raced.
+        .process_group(0);
+    for k in &cmd.remove_env {
+        c.env_remove(k);
+    }
+    for (k, v) in &cmd.set_env {
+        c.env(k, v);
+    }
+    let parent = rustix::process::getpid();
+    // SAFETY: only async-signal-safe raw syscalls run between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            // If igotchuu dies, even by SIGKILL, restic gets SIGINT and exits instead of running
+            // on in the orphaned namespace holding the snapshots busy. The death signal is tied
+            // to the forking thread: this is the runtime's only thread, which lives as long as
+            // the process.
+            rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
+            if getppid() != Some(parent) {
+                // The parent died before prctl took effect.
+                return Err(std::io::Error::other("igotchuu exited before restic started"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().map_err(|source| SpawnError {
+        program: cmd.program.clone(),
+        hint: if source.kind() == std::io::ErrorKind::NotFound {
+            "; restic is not installed or not in PATH: install it (apt-get install restic) or extend PATH"
+        } else {
+            ""
+        },
+        source,
+    })?;
+    let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+    events.emit(Event::Started);
+
+    let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut err = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut summary = None;
+    let mut interrupted = false;
+    let mut last_fatal: Option<String> = None;
+    let kill_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(kill_deadline);
+    let mut killed = false;
+
+    let mut handle = |raw: &[u8], events: &mut Events, summary: &mut Option<Summary>| {
+        let text = String::from_utf8_lossy(raw);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            return;
+        }
+        match parse_line(line) {
+            Line::Status(p) => events.emit(Event::Progress(p)),
+            Line::Summary(s) => {
+                *summary = Some(s.clone());
+                events.emit(Event::Summary(s));
+            }
+            Line::Error(e) => events.emit(Event::Error(e)),
+            Line::ExitError { code, message } => {
+                if code != 3 && last_fatal.as_deref() != Some(message.as_str()) {
+                    last_fatal = Some(message.clone());
+                    events.emit(Event::Error(ErrorEvent {
+                        error: message,
+                        during: "restic".into(),
+                        item: String::new(),
+                    }));
+                }
+            }
+            Line::Text(t) => {
+                // Before 0.18 a fatal error is a plain "Fatal: …" line: it is the reason the
+                // backup failed, so it is an error, not just chatter.
+                if t.starts_with("Fatal: ") && last_fatal.as_deref() != Some(t.as_str()) {
+                    last_fatal = Some(t.clone());
+                    events.emit(Event::Error(ErrorEvent {
+                        error: t.clone(),
+                        during: "restic".into(),
+                        item: String::new(),
+                    }));
+                }
+                events.emit(Event::ResticText(t));
+            }
+            Line::Verbose(_) | Line::Other(_) => {}
+        }
+    };
+
+    while out_open || err_open {
+        tokio::select! {
+            r = out.read_until(b'\n', &mut out_buf), if out_open => {
+                match r {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(_) => { handle(&out_buf, events, &mut summary); out_buf.clear(); }
+                }
+            }
+            r = err.read_until(b'\n', &mut err_buf), if err_open => {
+                match r {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(_) => { handle(&err_buf, events, &mut summary); err_buf.clear(); }
+                }
+            }
+            _ = stop.requested(), if !interrupted => {
+                interrupted = true;
+                if let Some(pid) = pid {
+                    let _ = kill_process(pid, Signal::INT);
+                }
+                kill_deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
+            }
+            _ = &mut kill_deadline, if interrupted && !killed => {
+                killed = true;
+                events.emit(Event::Step(format!("restic did not exit within {}s of SIGINT; killing it", GRACE.as_secs())));
+                let _ = child.start_kill();
+            }
+        }
+    }
+    // Pipes closed: restic is exiting (or a grandchild kept them open; then wait bounds it).
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            _ = stop.requested(), if !interrupted => {
+                interrupted = true;
+                if let Some(pid) = pid { let _ = kill_process(pid, Signal::INT); }
+                kill_deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
+            }
+            _ = &mut kill_deadline, if interrupted && !killed => {
+                killed = true;
+                let _ = child.start_kill();
+            }
+        }
+    };
+    let code = match status {
+        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 1,
+        },
+        Err(_) => 1,
+    };
+    Ok(ResticResult {
+        code,
+        interrupted,
+        summary,
+    })
+}

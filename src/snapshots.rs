@@ -1,0 +1,201 @@
+//! Snapshots and bind mounts of one run, and their removal.
+//!
+//! `check` validates every source and destination before the first snapshot is made; `Taken`
+//! remembers what exists so `release` can undo exactly that, in reverse order, whatever happened.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{mkdirat, openat, Mode, OFlags};
+use rustix::mount::{mount_bind, unmount, UnmountFlags};
+
+use crate::btrfs;
+use crate::plan::{Plan, SnapshotStep};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct SnapError {
+    /// "snapshot" or "mount": the step, as the D-Bus `Error` signal's `during`.
+    pub during: &'static str,
+    /// The path concerned.
+    pub item: PathBuf,
+    pub what: String,
+    pub detail: String,
+}
+
+fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -> SnapError {
+    SnapError {
+        during,
+        item: item.to_owned(),
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+/// The nearest existing ancestor of `path`, opened without following symlinks.
+fn nearest_existing_dir(path: &Path) -> io::Result<(PathBuf, OwnedFd)> {
+    let mut p = path.to_path_buf();
+    loop {
+        match btrfs::open_dir_nofollow(&p) {
+            Ok(fd) => return Ok((p, fd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !p.pop() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Checks every snapshot of the plan before anything is created: each source exists and is a
+/// btrfs subvolume, each destination is free and its parent (or nearest existing ancestor) is on
+/// the same btrfs filesystem and reachable without symlinks.
+pub fn check(plan: &Plan) -> Result<(), SnapError> {
+    for s in &plan.snapshots {
+        check_one(s)?;
+    }
+    Ok(())
+}
+
+fn check_one(s: &SnapshotStep) -> Result<(), SnapError> {
+    let src = &s.source;
+    let what = format!("cannot snapshot {}", src.display());
+    let src_fd = btrfs::open_dir(src).map_err(|e| {
+        err("snapshot", src, what.clone(), format!("{e}; check `source` (or `places`) in the config"))
+    })?;
+    let is_subvol = btrfs::is_subvolume(&src_fd)
+        .map_err(|e| err("snapshot", src, what.clone(), e))?;
+    if !is_subvol {
+        let hint = if btrfs::is_btrfs(&src_fd).unwrap_or(false) {
+            "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
+        } else {
+            "it is not on a btrfs filesystem; only btrfs subvolumes can be snapshotted"
+        };
+        return Err(err("snapshot", src, what, hint));
+    }
+    let src_uuid = btrfs::fs_uuid(&src_fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+
+    let dest = &s.path;
+    match rustix::fs::lstat(dest) {
+        Ok(_) => {
+            return Err(err(
+                "snapshot",
+                dest,
+                what,
+                format!("{} already exists; remove it or change the snapshot location", dest.display()),
+            ))
+        }
+        Err(e) if e == rustix::io::Errno::NOENT => {}
+        Err(e) => return Err(err("snapshot", dest, what, format!("{}: {e}", dest.display()))),
+    }
+    let parent = dest.parent().unwrap_or(Path::new("/"));
+    let (anc, anc_fd) = nearest_existing_dir(parent).map_err(|e| {
+        err(
+            "snapshot",
+            parent,
+            what.clone(),
+            format!(
+                "cannot open {} without following symlinks: {e}; snapshot locations must be real directories",
+                parent.display()
+            ),
+        )
+    })?;
+    let same_fs = btrfs::is_btrfs(&anc_fd).unwrap_or(false)
+        && btrfs::fs_uuid(&anc_fd).map(|u| u == src_uuid).unwrap_or(false);
+    if !same_fs {
+        return Err(err(
+            "snapshot",
+            dest,
+            what,
+            format!(
+                "the snapshot would go to {} but {} is not on the same btrfs filesystem as {}; set `snapshot_prefix` or `snapshot_location` to a directory on that filesystem",
+                dest.display(),
+                anc.display(),
+                src.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the missing directories of `dir` with mode 0700, one component at a time and never
+/// following a symlink, and returns an fd of `dir`.
+fn make_dirs_nofollow(dir: &Path) -> io::Result<OwnedFd> {
+    let mut fd = btrfs::open_dir_nofollow(Path::new("/"))?;
+    for c in dir.components() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(n) => n,
+            _ => return Err(io::Error::other(format!("unexpected component in {}", dir.display()))),
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = match openat(&fd, name, flags, Mode::empty()) {
+            Ok(f) => f,
+            Err(e) if e == rustix::io::Errno::NOENT => {
+                match mkdirat(&fd, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(e) if e == rustix::io::Errno::EXIST => {}
+                    Err(e) => return Err(e.into()),
+                }
+                openat(&fd, name, flags, Mode::empty())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        fd = next;
+    }
+    Ok(fd)
+}
+
+fn file_name(p: &Path) -> io::Result<&OsStr> {
+    p.file_name()
+        .ok_or_else(|| io::Error::other(format!("{} has no file name", p.display())))
+}
+
+/// Creates one read-only snapshot at `s.path`.
+pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
+    let what = format!("cannot snapshot {} to {}", s.source.display(), s.path.display());
+    let fail = |e: io::Error| err("snapshot", &s.source, what.clone(), e);
+    let src_fd = btrfs::open_dir(&s.source).map_err(fail)?;
+    let parent = s.path.parent().unwrap_or(Path::new("/"));
+    let parent_fd = make_dirs_nofollow(parent).map_err(fail)?;
+    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, file_name(&s.path).map_err(fail)?)
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(28) {
+                "; the filesystem is full: free space or delete old snapshots"
+            } else {
+                ""
+            };
+            err("snapshot", &s.source, what.clone(), format!("{e}{hint}"))
+        })
+}
+
+/// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
+pub fn delete(path: &Path) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_fd = btrfs::open_dir_nofollow(parent)?;
+    btrfs::delete_subvolume(&parent_fd, file_name(path)?)
+}
+
+pub fn bind(s: &SnapshotStep) -> Result<(), SnapError> {
+    mount_bind(&s.path, &s.source).map_err(|e| {
+        err(
+            "mount",
+            &s.source,
+            format!("cannot bind-mount {} on {}", s.path.display(), s.source.display()),
+            e,
+        )
+    })
+}
+
+pub fn unbind(target: &Path) -> io::Result<()> {
+    match unmount(target, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        // Something still has a file open there (a hook's leftover process): detach it so the
+        // snapshot can still be deleted once that process lets go.
+        Err(e) if e == rustix::io::Errno::BUSY => Ok(unmount(target, UnmountFlags::DETACH)?),
+        Err(e) => Err(e.into()),
+    }
+}
