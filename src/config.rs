@@ -54,7 +54,9 @@ impl<'de> Deserialize<'de> for SnapshotEntry {
         impl<'de> Visitor<'de> for V {
             type Value = SnapshotEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a path string or a table with `source` and optional `snapshot_location`")
+                f.write_str(
+                    "a path string or a table with `source` and optional `snapshot_location`",
+                )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<SnapshotEntry, E> {
                 // A bare string has no span of its own here; the caller's Spanned<SnapshotEntry>
@@ -216,10 +218,12 @@ fn from_raw(ctx: &Ctx, mut raw: RawSettings, profile: Option<&str>) -> Result<Co
         }
     }
     let profile_names: Vec<String> = profiles.keys().cloned().collect();
-    let (settings, key_prefix) = match profile {
-        None => (raw, String::new()),
+    // Errors name keys as written at top level; when a profile overrides one, the line and column
+    // still point into the profile's table, which is what the user needs to find it.
+    let settings = match profile {
+        None => raw,
         Some(name) => match profiles.get(name) {
-            Some(p) => (merge(raw, p.get_ref().clone()), format!("profiles.{name}.")),
+            Some(p) => merge(raw, p.get_ref().clone()),
             None => {
                 let known = if profile_names.is_empty() {
                     "the file defines no [profiles.NAME] tables".to_owned()
@@ -233,9 +237,6 @@ fn from_raw(ctx: &Ctx, mut raw: RawSettings, profile: Option<&str>) -> Result<Co
             }
         },
     };
-    // Errors name the key as written at top level; when a profile overrides it the span still
-    // points at the right place in the file, which is what the user needs.
-    let _ = key_prefix;
     validate(ctx, settings, profile, profile_names)
 }
 
@@ -250,7 +251,9 @@ fn abs_path(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<PathBuf, Config
     if !p.is_absolute() {
         return Err(ctx.err(
             Some(v.span()),
-            format!("key `{key}`: path {s:?} is relative; write it as an absolute path, e.g. \"/{s}\""),
+            format!(
+                "key `{key}`: path {s:?} is relative; write it as an absolute path, e.g. \"/{s}\""
+            ),
         ));
     }
     if p.components()
@@ -330,7 +333,10 @@ fn validate(
     for (i, (entry, entry_span)) in entries.iter().enumerate() {
         // Plain-string entries carry no span of their own: use the entry's.
         let src_spanned = if entry.source.span().end == 0 {
-            Spanned::new(entry_span.clone().unwrap_or(0..0), entry.source.get_ref().clone())
+            Spanned::new(
+                entry_span.clone().unwrap_or(0..0),
+                entry.source.get_ref().clone(),
+            )
         } else {
             entry.source.clone()
         };
@@ -415,15 +421,17 @@ fn validate(
         }
     };
 
-    let opt_path = |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
-        v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
-    };
+    let opt_path =
+        |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
+            v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
+        };
     let repository_file = opt_path("repository_file", &s.repository_file)?;
     let password_file = opt_path("password_file", &s.password_file)?;
     if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
         return Err(ctx.err(
             Some(r.span()),
-            "keys `repo` and `repository_file` both set: restic accepts only one; remove one".to_owned(),
+            "keys `repo` and `repository_file` both set: restic accepts only one; remove one"
+                .to_owned(),
         ));
     }
     if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
@@ -453,9 +461,12 @@ fn validate(
         }
     };
 
-    let cache_dir = opt_path("cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
-    let lock_file = opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
-    let state_dir = opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let cache_dir =
+        opt_path("cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+    let lock_file =
+        opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
+    let state_dir =
+        opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
@@ -478,4 +489,153 @@ fn validate(
         state_dir,
         profile_names,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("/etc/igotchuu.toml"), text, None)
+    }
+
+    fn err(text: &str) -> String {
+        p(text).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_original() {
+        let c = p("").expect("empty config");
+        assert_eq!(c.places, vec![PathBuf::from("/home")]);
+        assert_eq!(c.snapshots.len(), 1);
+        assert_eq!(c.snapshots[0].destination_base, PathBuf::from("/home"));
+        assert_eq!(c.progress_fps, DEFAULT_PROGRESS_FPS);
+        let missing = load(Path::new("/nonexistent/igotchuu.toml"), false, None).expect("defaults");
+        assert_eq!(missing.restic_args, vec!["-x", "--exclude-caches"]);
+        let named = load(Path::new("/nonexistent/igotchuu.toml"), true, None)
+            .expect_err("a named missing file is an error");
+        assert!(named.to_string().contains("/nonexistent/igotchuu.toml"));
+    }
+
+    #[test]
+    fn snapshot_paths_use_location_then_prefix_then_source() {
+        let c = p(r#"
+places = ["/home", "/var/lib", "/srv"]
+snapshot_prefix = "/mnt/snaps"
+snapshot = [
+  { source = "/home" },
+  { source = "/var/lib", snapshot_location = "/var-lib" },
+  "/srv",
+]
+"#)
+        .expect("valid");
+        let d: Vec<_> = c
+            .snapshots
+            .iter()
+            .map(|s| s.destination_base.clone())
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                PathBuf::from("/mnt/snaps/home"),
+                PathBuf::from("/var-lib"),
+                PathBuf::from("/mnt/snaps/srv")
+            ]
+        );
+        let c = p("places = [\"/home/\"]").expect("valid");
+        assert_eq!(c.snapshots[0].destination_base, PathBuf::from("/home"));
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        let e = err("places = [\"/home\"]\nsnapshot_prefix = \"/mnt/\"\n");
+        assert!(
+            e.starts_with("/etc/igotchuu.toml:2:19: key `snapshot_prefix`"),
+            "{e}"
+        );
+        let e = err("\n\nplaces = [\"/home\", \"var\"]\n");
+        assert!(
+            e.starts_with("/etc/igotchuu.toml:3:20: key `places[1]`"),
+            "{e}"
+        );
+        assert!(e.contains("relative"), "{e}");
+        let e = err("places = [\"/home\"]\nbogus = 1\n");
+        assert!(e.starts_with("/etc/igotchuu.toml:2:1:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = err("places = \"/home\"\n");
+        assert!(e.starts_with("/etc/igotchuu.toml:1:10:"), "{e}");
+        let e = err("[[snapshot]]\nsource = \"/home\"\nsnapshot_location = \"x\"\n");
+        assert!(
+            e.contains(":3:21: key `snapshot[0].snapshot_location`"),
+            "{e}"
+        );
+        let e = err("[[snapshot]]\nsource = \"/a\"\nsnapshot_location = \"/x\"\n[[snapshot]]\nsource = \"/b\"\nsnapshot_location = \"/x\"\n");
+        assert!(e.contains(":6:21: key `snapshot[1]`"), "{e}");
+        assert!(e.contains("snapshot[0]"), "{e}");
+        let e = err("[[snapshot]]\nsource = \"/home\"\nunknown = 1\n");
+        assert!(e.contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn prefix_and_plain_source_collide_when_they_map_to_one_path() {
+        let e = err("snapshot_prefix = \"/s\"\nsnapshot = [\"/a\", { source = \"/b\", snapshot_location = \"/s/a\" }]\n");
+        assert!(e.contains("is also the destination of snapshot[0]"), "{e}");
+    }
+
+    #[test]
+    fn conflicting_and_out_of_range_values_are_refused() {
+        assert!(err("repo = \"/r\"\nrepository_file = \"/f\"\n")
+            .contains("`repo` and `repository_file`"));
+        assert!(err("password_file = \"/p\"\npassword_command = \"x\"\n")
+            .contains("`password_file` and `password_command`"));
+        assert!(err("progress_fps = 0.0\n").contains("`progress_fps`"));
+        assert!(err("progress_fps = 61.0\n").contains("`progress_fps`"));
+        assert!(err("exec_before_snapshot = []\n").contains("`exec_before_snapshot`"));
+        assert!(err("exec_before_snapshot = [\"./x\"]\n").contains("`exec_before_snapshot`"));
+        assert!(err("password_file = \"pw\"\n").contains("`password_file`"));
+        assert!(err("places = []\n").contains("`places`"));
+        assert!(err("places = [\"/a/../b\"]\n").contains("`..`"));
+        assert!(err("snapshot = [\"/\"]\n").contains("cannot be snapshotted"));
+        assert!(err("snapshot = [\"/a\", \"/a\"]\n").contains("already snapshotted"));
+    }
+
+    #[test]
+    fn profiles_override_top_level_keys() {
+        let text = "places = [\"/home\"]\nrepo = \"/r1\"\n[profiles.offsite]\nrepo = \"/r2\"\nplaces = [\"/srv\"]\n";
+        let base = parse(Path::new("/c.toml"), text, None).expect("valid");
+        assert_eq!(base.repo.as_deref(), Some("/r1"));
+        let off = parse(Path::new("/c.toml"), text, Some("offsite")).expect("valid");
+        assert_eq!(off.repo.as_deref(), Some("/r2"));
+        assert_eq!(off.places, vec![PathBuf::from("/srv")]);
+        assert_eq!(off.profile_names, vec!["offsite".to_owned()]);
+        let e = parse(Path::new("/c.toml"), text, Some("nope"))
+            .expect_err("unknown profile")
+            .to_string();
+        assert!(
+            e.contains("no profile named \"nope\"") && e.contains("offsite"),
+            "{e}"
+        );
+    }
+
+    /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
+    #[test]
+    fn readme_examples_load() {
+        let readme = include_str!("../README.md");
+        let mut blocks = 0;
+        let mut rest = readme;
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("closed code block");
+            let text = &body[..end];
+            if let Err(e) = parse(Path::new("README.md"), text, None) {
+                panic!("README example {blocks} does not load: {e}\n{text}");
+            }
+            blocks += 1;
+            rest = &body[end..];
+        }
+        assert!(
+            blocks >= 2,
+            "expected the README's TOML examples, found {blocks}"
+        );
+    }
 }

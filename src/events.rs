@@ -104,7 +104,10 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Success => write!(f, "success"),
             Outcome::ResticFailed(3) => {
-                write!(f, "restic exited 3: snapshot written, but some files could not be read")
+                write!(
+                    f,
+                    "restic exited 3: snapshot written, but some files could not be read"
+                )
             }
             Outcome::ResticFailed(c) => write!(f, "restic failed with exit code {c}"),
             Outcome::Interrupted => write!(f, "interrupted"),

@@ -52,7 +52,10 @@ pub async fn run(
             return Err(HookError::Stopped);
         }
     };
-    match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+    match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
         (Some(0), _) => Ok(()),
         (Some(c), _) => Err(HookError::Failed(c)),
         (None, Some(s)) => Err(HookError::Signalled(s)),

@@ -48,7 +48,11 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
             let pid = pid.trim();
             return Err(LockError::Held {
                 path: path.to_owned(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid.to_owned() },
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.to_owned()
+                },
             });
         }
         Err(e) => return Err(io(e.into())),

@@ -135,7 +135,10 @@ async fn backup(
                 events.error(
                     "restic",
                     &plan.restic.program,
-                    format!("restic exited with code {} without writing a snapshot", r.code),
+                    format!(
+                        "restic exited with code {} without writing a snapshot",
+                        r.code
+                    ),
                 );
             }
             Outcome::ResticFailed(r.code)

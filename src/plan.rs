@@ -106,27 +106,45 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
     }
     if let Some(r) = &config.repository_file {
-        set("RESTIC_REPOSITORY_FILE", r.display().to_string(), &["RESTIC_REPOSITORY"]);
+        set(
+            "RESTIC_REPOSITORY_FILE",
+            r.display().to_string(),
+            &["RESTIC_REPOSITORY"],
+        );
     }
     if let Some(p) = &config.password_file {
-        set("RESTIC_PASSWORD_FILE", p.display().to_string(), &["RESTIC_PASSWORD_COMMAND"]);
+        set(
+            "RESTIC_PASSWORD_FILE",
+            p.display().to_string(),
+            &["RESTIC_PASSWORD_COMMAND"],
+        );
     }
     if let Some(c) = &config.password_command {
-        set("RESTIC_PASSWORD_COMMAND", c.clone(), &["RESTIC_PASSWORD_FILE"]);
+        set(
+            "RESTIC_PASSWORD_COMMAND",
+            c.clone(),
+            &["RESTIC_PASSWORD_FILE"],
+        );
     }
-    set("RESTIC_PROGRESS_FPS", format!("{}", config.progress_fps), &[]);
+    set(
+        "RESTIC_PROGRESS_FPS",
+        format!("{}", config.progress_fps),
+        &[],
+    );
     // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a cache
     // and re-reads the whole index on every backup. Give it one unless the user chose otherwise.
     let all_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
     if !has_env("RESTIC_CACHE_DIR") && !has_flag(&all_args, &["--cache-dir", "--no-cache"]) {
-        set("RESTIC_CACHE_DIR", config.cache_dir.display().to_string(), &[]);
+        set(
+            "RESTIC_CACHE_DIR",
+            config.cache_dir.display().to_string(),
+            &[],
+        );
     }
 
     let mut warnings = Vec::new();
     for place in &config.places {
-        let covered = snapshots
-            .iter()
-            .any(|s| place.starts_with(&s.source));
+        let covered = snapshots.iter().any(|s| place.starts_with(&s.source));
         if !covered {
             warnings.push(format!(
                 "place {} is under no snapshot: restic reads it live, not from one point in time",
@@ -178,11 +196,18 @@ impl fmt::Display for Plan {
         writeln!(f, "  lock:      {}", self.lock_file.display())?;
         writeln!(f, "  timestamp: {}", self.timestamp)?;
         let mut n = 1;
-        writeln!(f, "{n}. enter a private mount namespace (mounts below are invisible to the host)")?;
+        writeln!(
+            f,
+            "{n}. enter a private mount namespace (mounts below are invisible to the host)"
+        )?;
         n += 1;
         if let Some(cmd) = &self.exec_before_snapshot {
             let q: Vec<String> = cmd.iter().map(|a| shell_quote(a)).collect();
-            write!(f, "{n}. run exec_before_snapshot (no shell): {}", q.join(" "))?;
+            write!(
+                f,
+                "{n}. run exec_before_snapshot (no shell): {}",
+                q.join(" ")
+            )?;
             match self.exec_before_snapshot_timeout {
                 Some(t) => writeln!(f, " (timeout {t}s)")?,
                 None => writeln!(f)?,
@@ -194,13 +219,19 @@ impl fmt::Display for Plan {
             writeln!(f, "     {} -> {}", s.source.display(), s.path.display())?;
         }
         n += 1;
-        writeln!(f, "{n}. bind-mount each snapshot over its source, parents first:")?;
+        writeln!(
+            f,
+            "{n}. bind-mount each snapshot over its source, parents first:"
+        )?;
         for &i in &self.mount_order {
             let s = &self.snapshots[i];
             writeln!(f, "     {} on {}", s.path.display(), s.source.display())?;
         }
         n += 1;
-        writeln!(f, "{n}. run restic with these variables added to the environment:")?;
+        writeln!(
+            f,
+            "{n}. run restic with these variables added to the environment:"
+        )?;
         for (k, v) in &self.restic.set_env {
             writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
         }

@@ -8,9 +8,16 @@ const SECRET_FLAGS: &[&str] = &["--password-command"];
 pub fn is_secret_env(name: &str) -> bool {
     matches!(
         name,
-        "RESTIC_PASSWORD" | "RESTIC_PASSWORD_COMMAND" | "AWS_SECRET_ACCESS_KEY" | "B2_ACCOUNT_KEY"
-            | "AZURE_ACCOUNT_KEY" | "AZURE_ACCOUNT_SAS" | "GOOGLE_ACCESS_TOKEN" | "OS_PASSWORD"
-            | "ST_KEY" | "RESTIC_REST_PASSWORD"
+        "RESTIC_PASSWORD"
+            | "RESTIC_PASSWORD_COMMAND"
+            | "AWS_SECRET_ACCESS_KEY"
+            | "B2_ACCOUNT_KEY"
+            | "AZURE_ACCOUNT_KEY"
+            | "AZURE_ACCOUNT_SAS"
+            | "GOOGLE_ACCESS_TOKEN"
+            | "OS_PASSWORD"
+            | "ST_KEY"
+            | "RESTIC_REST_PASSWORD"
     ) || name.ends_with("_PASSWORD")
         || name.ends_with("_SECRET")
         || name.ends_with("_TOKEN")
@@ -93,17 +100,28 @@ mod tests {
             url("rest:https://alice:hunter2@backup.example:8000/repo"),
             "rest:https://alice:***@backup.example:8000/repo"
         );
-        assert_eq!(url("sftp:user@host:/srv/restic"), "sftp:user@host:/srv/restic");
+        assert_eq!(
+            url("sftp:user@host:/srv/restic"),
+            "sftp:user@host:/srv/restic"
+        );
         assert_eq!(url("/srv/restic"), "/srv/restic");
-        assert_eq!(url("s3:https://s3.example/bucket"), "s3:https://s3.example/bucket");
+        assert_eq!(
+            url("s3:https://s3.example/bucket"),
+            "s3:https://s3.example/bucket"
+        );
     }
 
     #[test]
     fn password_command_values_are_hidden_in_both_forms() {
-        let a: Vec<String> = ["--password-command", "echo hunter2", "--password-command=cat /k", "-x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let a: Vec<String> = [
+            "--password-command",
+            "echo hunter2",
+            "--password-command=cat /k",
+            "-x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
             argv(&a),
             vec!["--password-command", "***", "--password-command=***", "-x"]

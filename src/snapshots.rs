@@ -64,10 +64,15 @@ fn check_one(s: &SnapshotStep) -> Result<(), SnapError> {
     let src = &s.source;
     let what = format!("cannot snapshot {}", src.display());
     let src_fd = btrfs::open_dir(src).map_err(|e| {
-        err("snapshot", src, what.clone(), format!("{e}; check `source` (or `places`) in the config"))
+        err(
+            "snapshot",
+            src,
+            what.clone(),
+            format!("{e}; check `source` (or `places`) in the config"),
+        )
     })?;
-    let is_subvol = btrfs::is_subvolume(&src_fd)
-        .map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let is_subvol =
+        btrfs::is_subvolume(&src_fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
     if !is_subvol {
         let hint = if btrfs::is_btrfs(&src_fd).unwrap_or(false) {
             "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
@@ -85,11 +90,21 @@ fn check_one(s: &SnapshotStep) -> Result<(), SnapError> {
                 "snapshot",
                 dest,
                 what,
-                format!("{} already exists; remove it or change the snapshot location", dest.display()),
+                format!(
+                    "{} already exists; remove it or change the snapshot location",
+                    dest.display()
+                ),
             ))
         }
         Err(e) if e == rustix::io::Errno::NOENT => {}
-        Err(e) => return Err(err("snapshot", dest, what, format!("{}: {e}", dest.display()))),
+        Err(e) => {
+            return Err(err(
+                "snapshot",
+                dest,
+                what,
+                format!("{}: {e}", dest.display()),
+            ))
+        }
     }
     let parent = dest.parent().unwrap_or(Path::new("/"));
     let (anc, anc_fd) = nearest_existing_dir(parent).map_err(|e| {
@@ -104,7 +119,9 @@ fn check_one(s: &SnapshotStep) -> Result<(), SnapError> {
         )
     })?;
     let same_fs = btrfs::is_btrfs(&anc_fd).unwrap_or(false)
-        && btrfs::fs_uuid(&anc_fd).map(|u| u == src_uuid).unwrap_or(false);
+        && btrfs::fs_uuid(&anc_fd)
+            .map(|u| u == src_uuid)
+            .unwrap_or(false);
     if !same_fs {
         return Err(err(
             "snapshot",
@@ -129,7 +146,12 @@ fn make_dirs_nofollow(dir: &Path) -> io::Result<OwnedFd> {
         let name = match c {
             Component::RootDir => continue,
             Component::Normal(n) => n,
-            _ => return Err(io::Error::other(format!("unexpected component in {}", dir.display()))),
+            _ => {
+                return Err(io::Error::other(format!(
+                    "unexpected component in {}",
+                    dir.display()
+                )))
+            }
         };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let next = match openat(&fd, name, flags, Mode::empty()) {
@@ -156,20 +178,25 @@ fn file_name(p: &Path) -> io::Result<&OsStr> {
 
 /// Creates one read-only snapshot at `s.path`.
 pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
-    let what = format!("cannot snapshot {} to {}", s.source.display(), s.path.display());
+    let what = format!(
+        "cannot snapshot {} to {}",
+        s.source.display(),
+        s.path.display()
+    );
     let fail = |e: io::Error| err("snapshot", &s.source, what.clone(), e);
     let src_fd = btrfs::open_dir(&s.source).map_err(fail)?;
     let parent = s.path.parent().unwrap_or(Path::new("/"));
     let parent_fd = make_dirs_nofollow(parent).map_err(fail)?;
-    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, file_name(&s.path).map_err(fail)?)
-        .map_err(|e| {
+    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, file_name(&s.path).map_err(fail)?).map_err(
+        |e| {
             let hint = if e.raw_os_error() == Some(28) {
                 "; the filesystem is full: free space or delete old snapshots"
             } else {
                 ""
             };
             err("snapshot", &s.source, what.clone(), format!("{e}{hint}"))
-        })
+        },
+    )
 }
 
 /// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
@@ -184,7 +211,11 @@ pub fn bind(s: &SnapshotStep) -> Result<(), SnapError> {
         err(
             "mount",
             &s.source,
-            format!("cannot bind-mount {} on {}", s.path.display(), s.source.display()),
+            format!(
+                "cannot bind-mount {} on {}",
+                s.path.display(),
+                s.source.display()
+            ),
             e,
         )
     })

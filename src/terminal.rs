@@ -79,7 +79,10 @@ pub fn summary_text(s: &Summary) -> String {
     } else {
         s.snapshot_id.clone()
     };
-    t.push_str(&format!("Backup complete{}.\n", if s.dry_run { " (restic dry run)" } else { "" }));
+    t.push_str(&format!(
+        "Backup complete{}.\n",
+        if s.dry_run { " (restic dry run)" } else { "" }
+    ));
     t.push_str(&format!(
         "  files:      {} new, {} changed, {} unmodified\n",
         s.files_new, s.files_changed, s.files_unmodified
@@ -152,7 +155,8 @@ impl Listener for Terminal {
             Event::Warning(w) => self.say(&format!("igotchuu: warning: {w}")),
             Event::Started => {
                 if self.interactive {
-                    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+                    let bar =
+                        ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
                     bar.set_style(
                         ProgressStyle::with_template("{bar:25.cyan/blue} {msg}")
                             .unwrap_or_else(|_| ProgressStyle::default_bar()),

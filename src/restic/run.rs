@@ -65,7 +65,9 @@ pub async fn run(
             rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
             if getppid() != Some(parent) {
                 // The parent died before prctl took effect.
-                return Err(std::io::Error::other("igotchuu exited before restic started"));
+                return Err(std::io::Error::other(
+                    "igotchuu exited before restic started",
+                ));
             }
             Ok(())
         });
