@@ -48,6 +48,38 @@ struct FsInfoArgs {
     reserved: [u8; 944],
 }
 
+#[repr(C)]
+struct IoctlTimespec {
+    sec: u64,
+    nsec: u32,
+}
+
+#[repr(C)]
+struct GetSubvolInfoArgs {
+    treeid: u64,
+    name: [u8; 256],
+    parent_id: u64,
+    dirid: u64,
+    generation: u64,
+    flags: u64,
+    uuid: [u8; 16],
+    parent_uuid: [u8; 16],
+    received_uuid: [u8; 16],
+    ctransid: u64,
+    otransid: u64,
+    stransid: u64,
+    rtransid: u64,
+    ctime: IoctlTimespec,
+    otime: IoctlTimespec,
+    stime: IoctlTimespec,
+    rtime: IoctlTimespec,
+    reserved: [u64; 8],
+}
+
+/// BTRFS_ROOT_SUBVOL_RDONLY in the root item's flags.
+const ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
+
+const _: () = assert!(std::mem::size_of::<GetSubvolInfoArgs>() == 504);
 const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<FsInfoArgs>() == 1024);
@@ -56,6 +88,43 @@ const SNAP_CREATE_V2: rustix::ioctl::Opcode = opcode::write::<VolArgsV2>(BTRFS_I
 const SNAP_DESTROY_V2: rustix::ioctl::Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 63);
 const SNAP_DESTROY: rustix::ioctl::Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 15);
 const FS_INFO: rustix::ioctl::Opcode = opcode::read::<FsInfoArgs>(BTRFS_IOCTL_MAGIC, 31);
+const GET_SUBVOL_INFO: rustix::ioctl::Opcode =
+    opcode::read::<GetSubvolInfoArgs>(BTRFS_IOCTL_MAGIC, 60);
+
+/// What igotchuu needs to know to recognise its own snapshots after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubvolInfo {
+    pub uuid: [u8; 16],
+    /// The UUID of the subvolume this one is a snapshot of (all zero for a plain subvolume).
+    pub parent_uuid: [u8; 16],
+    pub readonly: bool,
+}
+
+/// Information on the subvolume `fd` is in (kernel 4.18+; unprivileged-safe).
+pub fn subvol_info(fd: impl AsFd) -> io::Result<SubvolInfo> {
+    // SAFETY: GET_SUBVOL_INFO fills a `struct btrfs_ioctl_get_subvol_info_args`, mirrored by
+    // GetSubvolInfoArgs (size checked at compile time).
+    let a: GetSubvolInfoArgs =
+        unsafe { ioctl(fd, Getter::<GET_SUBVOL_INFO, GetSubvolInfoArgs>::new())? };
+    Ok(SubvolInfo {
+        uuid: a.uuid,
+        parent_uuid: a.parent_uuid,
+        readonly: a.flags & ROOT_SUBVOL_RDONLY != 0,
+    })
+}
+
+/// A UUID in the usual 8-4-4-4-12 form, for the journal and messages.
+pub fn uuid_string(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
 
 /// Opens a directory without following symlinks in any component, so a link planted under a
 /// snapshot prefix cannot redirect where a snapshot is created or which subvolume is deleted.

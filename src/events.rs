@@ -161,6 +161,10 @@ impl Events {
         }
     }
 
+    pub fn warning(&mut self, text: impl Into<String>) {
+        self.emit(Event::Warning(text.into()));
+    }
+
     pub fn error(&mut self, during: &str, item: &str, error: impl Into<String>) {
         self.emit(Event::Error(ErrorEvent {
             error: error.into(),

@@ -4,10 +4,13 @@
 
 use std::path::PathBuf;
 
+use crate::btrfs;
 use crate::events::{Event, Events, Outcome, Phase};
 use crate::exit;
 use crate::hook;
+use crate::journal::{Journal, Record};
 use crate::plan::Plan;
+use crate::recovery::{self, Found};
 use crate::restic;
 use crate::snapshots;
 use crate::stop::StopSignal;
@@ -15,10 +18,14 @@ use crate::stop::StopSignal;
 /// What this run created and must undo.
 #[derive(Default)]
 struct Taken {
+    journal: Option<Journal>,
     /// Snapshot paths in creation order.
     snapshots: Vec<PathBuf>,
     /// Mount targets in mount order.
     mounts: Vec<PathBuf>,
+    /// An earlier run's snapshot could not be removed: the run still backs up, but exits non-zero
+    /// so the leftover does not go unnoticed.
+    leftovers_remain: bool,
 }
 
 /// Runs the plan and returns the process exit code.
@@ -30,12 +37,12 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
     }
     let outcome = backup(plan, events, stop, &mut taken).await;
     events.emit(Event::Phase(Phase::CleaningUp));
-    let cleanup_ok = cleanup(events, &mut taken);
+    let cleanup_ok = cleanup(events, &mut taken) && !taken.leftovers_remain;
     let outcome = match outcome {
         // Snapshots left on disk fill it night after night: that outranks restic's success.
-        Outcome::Success if !cleanup_ok => {
-            Outcome::Failed("could not remove every snapshot (see above)".into())
-        }
+        Outcome::Success if !cleanup_ok => Outcome::Failed(
+            "the backup succeeded but a snapshot could not be removed (see above)".into(),
+        ),
         o => o,
     };
     let code = exit::code_for(&outcome, cleanup_ok);
@@ -44,9 +51,74 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
     code
 }
 
-fn stopped(stop: &StopSignal) -> Outcome {
-    let _ = stop;
-    Outcome::Interrupted
+/// Runs `exec_before_snapshot` (which may mount where snapshots live), then opens the journal and
+/// removes what crashed runs left. Shared by `backup` and `cleanup`.
+async fn prepare(
+    plan: &Plan,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Result<(Journal, Vec<Found>), Outcome> {
+    if let Some(argv) = &plan.exec_before_snapshot {
+        let item = argv.join(" ");
+        events.emit(Event::Step(format!("running exec_before_snapshot: {item}")));
+        if let Err(e) = hook::run(argv, plan.exec_before_snapshot_timeout, stop).await {
+            if matches!(e, hook::HookError::Stopped) {
+                return Err(Outcome::Interrupted);
+            }
+            let msg = format!("exec_before_snapshot `{item}` failed: {e}");
+            events.error("exec_before_snapshot", &item, msg.clone());
+            return Err(Outcome::Failed(msg));
+        }
+    }
+    if stop.check().await {
+        return Err(Outcome::Interrupted);
+    }
+    let journal = Journal::open(&plan.state_dir).map_err(|e| {
+        let dir = plan.state_dir.display().to_string();
+        let msg = format!(
+            "cannot open the crash-recovery journal in {dir}: {e}; igotchuu records each snapshot there before creating it (set `state_dir` to a writable directory)"
+        );
+        events.error("journal", &dir, msg.clone());
+        Outcome::Failed(msg)
+    })?;
+    let found = recovery::recover(&journal, events);
+    Ok((journal, found))
+}
+
+/// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
+pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+    events.emit(Event::Phase(Phase::CleaningUp));
+    let code = match prepare(plan, events, stop).await {
+        Err(o) => exit::code_for(&o, true),
+        Ok((_, found)) => {
+            let mut failed = false;
+            if found.is_empty() {
+                println!("nothing to clean up: the journal lists no snapshot");
+            }
+            for f in &found {
+                match f {
+                    Found::Removed(r) => println!("removed {}", r.snapshot.display()),
+                    Found::AlreadyGone(r) => {
+                        println!("forgot {} (it no longer exists)", r.snapshot.display())
+                    }
+                    Found::NotOurs(r, why) => {
+                        println!("left alone {} ({why})", r.snapshot.display())
+                    }
+                    Found::Failed(p, e) => {
+                        failed = true;
+                        println!("FAILED {}: {e}", p.display())
+                    }
+                }
+            }
+            if failed {
+                exit::IGOTCHUU_FAILED
+            } else {
+                exit::SUCCESS
+            }
+        }
+    };
+    events.emit(Event::Phase(Phase::Idle));
+    code
 }
 
 async fn backup(
@@ -55,25 +127,13 @@ async fn backup(
     stop: &mut StopSignal,
     taken: &mut Taken,
 ) -> Outcome {
-    if let Some(argv) = &plan.exec_before_snapshot {
-        let item = argv.join(" ");
-        events.emit(Event::Step(format!("running exec_before_snapshot: {item}")));
-        if let Err(e) = hook::run(argv, plan.exec_before_snapshot_timeout, stop).await {
-            if matches!(e, hook::HookError::Stopped) {
-                return stopped(stop);
-            }
-            events.error(
-                "exec_before_snapshot",
-                &item,
-                format!("exec_before_snapshot `{item}` failed: {e}"),
-            );
-            return Outcome::Failed(format!("exec_before_snapshot `{item}` failed: {e}"));
+    match prepare(plan, events, stop).await {
+        Err(o) => return o,
+        Ok((journal, found)) => {
+            taken.leftovers_remain = found.iter().any(Found::is_failure);
+            taken.journal = Some(journal);
         }
     }
-    if stop.check().await {
-        return stopped(stop);
-    }
-
     events.emit(Event::Phase(Phase::Snapshotting));
     // Every source is checked before the first snapshot, so a typo in the second entry does not
     // leave the first one behind.
@@ -83,7 +143,15 @@ async fn backup(
     }
     for s in &plan.snapshots {
         if stop.check().await {
-            return stopped(stop);
+            return Outcome::Interrupted;
+        }
+        if let Err(e) = record(plan, s, taken) {
+            let msg = format!(
+                "cannot record snapshot {} in the journal before creating it: {e}",
+                s.path.display()
+            );
+            events.error("journal", &s.path.display().to_string(), msg.clone());
+            return Outcome::Failed(msg);
         }
         match snapshots::create(s) {
             Ok(()) => {
@@ -100,9 +168,24 @@ async fn backup(
             }
         }
     }
+    // Every snapshot is opened before the first mount: see snapshots::open.
+    let mut opened = Vec::with_capacity(plan.snapshots.len());
+    for s in &plan.snapshots {
+        match snapshots::open(s) {
+            Ok(fd) => opened.push(fd),
+            Err(e) => {
+                // The ioctl failed, so nothing exists at the path: forget the record.
+                if let Some(j) = &taken.journal {
+                    let _ = j.remove(&s.path);
+                }
+                events.error(e.during, &e.item.display().to_string(), e.to_string());
+                return Outcome::Failed(e.to_string());
+            }
+        }
+    }
     for &i in &plan.mount_order {
         let s = &plan.snapshots[i];
-        if let Err(e) = snapshots::bind(s) {
+        if let Err(e) = snapshots::bind(s, &opened[i]) {
             events.error(e.during, &e.item.display().to_string(), e.to_string());
             return Outcome::Failed(e.to_string());
         }
@@ -113,8 +196,9 @@ async fn backup(
             s.source.display()
         )));
     }
+    drop(opened);
     if stop.check().await {
-        return stopped(stop);
+        return Outcome::Interrupted;
     }
 
     events.emit(Event::Phase(Phase::BackingUp));
@@ -146,6 +230,22 @@ async fn backup(
     }
 }
 
+/// Writes the journal record for `s` (durably) before the snapshot exists.
+fn record(plan: &Plan, s: &crate::plan::SnapshotStep, taken: &Taken) -> std::io::Result<()> {
+    let Some(j) = &taken.journal else {
+        return Err(std::io::Error::other("no journal"));
+    };
+    let src = btrfs::open_dir(&s.source)?;
+    let info = btrfs::subvol_info(&src)?;
+    j.record(&Record {
+        snapshot: s.path.clone(),
+        source: s.source.clone(),
+        source_uuid: btrfs::uuid_string(&info.uuid),
+        pid: std::process::id(),
+        run: plan.timestamp.clone(),
+    })
+}
+
 /// Unmounts and deletes everything this run made, children before parents, newest first. Keeps
 /// going past failures so one busy snapshot does not strand the others; reports each.
 fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
@@ -165,14 +265,25 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
     }
     while let Some(path) = taken.snapshots.pop() {
         match snapshots::delete(&path) {
-            Ok(()) => events.emit(Event::Step(format!("deleted snapshot {}", path.display()))),
+            Ok(()) => {
+                events.emit(Event::Step(format!("deleted snapshot {}", path.display())));
+                if let Some(j) = &taken.journal {
+                    if let Err(e) = j.remove(&path) {
+                        // Harmless: the next run finds the path gone and drops the record.
+                        events.warning(format!(
+                            "deleted {} but could not update the journal: {e}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
             Err(e) => {
                 ok = false;
                 events.error(
                     "cleanup",
                     &path.display().to_string(),
                     format!(
-                        "cannot delete snapshot {}: {e}; delete it by hand with `btrfs subvolume delete {}`",
+                        "cannot delete snapshot {}: {e}; it stays in the journal and the next run (or `igotchuu cleanup`) retries; by hand: `btrfs subvolume delete {}`",
                         path.display(),
                         path.display()
                     ),

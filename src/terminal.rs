@@ -184,6 +184,9 @@ impl Listener for Terminal {
                     }
                 }
             }
+            Event::Error(e) if e.during == "recovery" => {
+                self.say(&format!("igotchuu: recovery: {}", e.error));
+            }
             Event::Error(e) => {
                 let mut line = format!("igotchuu: error during {}", e.during);
                 if !e.item.is_empty() {

@@ -1,0 +1,176 @@
+//! The crash-recovery journal: one small file per snapshot igotchuu has created and not yet
+//! deleted, written and fsynced BEFORE the snapshot exists. Snapshots outlive crashes and reboots,
+//! so the journal lives under `state_dir` (default /var/lib/igotchuu), not /run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Where the snapshot is (or will be).
+    pub snapshot: PathBuf,
+    /// The subvolume it is a snapshot of.
+    pub source: PathBuf,
+    /// The source's btrfs UUID: recovery deletes only a read-only snapshot whose parent UUID is
+    /// this, never a subvolume the user made at the same path.
+    pub source_uuid: String,
+    pub pid: u32,
+    /// The run's timestamp.
+    pub run: String,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// An entry found in the journal: the file and its record, or why it could not be read.
+pub struct Entry {
+    pub file: PathBuf,
+    pub record: Result<Record, String>,
+}
+
+/// FNV-1a: a stable file name per snapshot path without any dependency.
+fn file_key(p: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in p.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}.json")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Journal {
+    /// Opens (creating with mode 0700) `<state_dir>/journal`. Refuses a symlinked or group- or
+    /// world-writable directory: records decide what gets deleted as root.
+    pub fn open(state_dir: &Path) -> io::Result<Journal> {
+        let dir = state_dir.join("journal");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
+        for d in [state_dir, dir.as_path()] {
+            let md = fs::symlink_metadata(d)?;
+            if md.file_type().is_symlink() || !md.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} is not a plain directory; remove it so igotchuu can recreate it",
+                    d.display()
+                )));
+            }
+            if md.permissions().mode() & 0o022 != 0 {
+                return Err(io::Error::other(format!(
+                    "{} is writable by group or others; fix it with `chmod go-w {}`",
+                    d.display(),
+                    d.display()
+                )));
+            }
+        }
+        Ok(Journal { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the record durably: temp file, fsync, rename, fsync of the directory.
+    pub fn record(&self, r: &Record) -> io::Result<()> {
+        let name = file_key(&r.snapshot);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        let json = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.dir.join(&name))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Forgets a snapshot once it is deleted.
+    pub fn remove(&self, snapshot: &Path) -> io::Result<()> {
+        self.remove_file(&self.dir.join(file_key(snapshot)))
+    }
+
+    pub fn remove_file(&self, file: &Path) -> io::Result<()> {
+        match fs::remove_file(file) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every record, oldest file first.
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            })
+            .collect();
+        files.sort();
+        Ok(files
+            .into_iter()
+            .map(|file| {
+                let record = fs::read(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+                Entry { file, record }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_until_removed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(d.path()).expect("open");
+        let r = Record {
+            snapshot: "/s/home-1".into(),
+            source: "/home".into(),
+            source_uuid: "u".into(),
+            pid: 1,
+            run: "t".into(),
+        };
+        j.record(&r).expect("record");
+        let j2 = Journal::open(d.path()).expect("reopen");
+        let e = j2.entries().expect("entries");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].record.as_ref().expect("parsed"), &r);
+        j2.remove(&r.snapshot).expect("remove");
+        assert!(j2.entries().expect("entries").is_empty());
+        let mode = fs::metadata(d.path().join("journal"))
+            .expect("md")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_world_writable_state_dir_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = Journal::open(d.path()).err().expect("refused").to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+    }
+}
