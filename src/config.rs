@@ -169,7 +169,52 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
             })
         }
     };
-    parse(path, &text, profile)
+    let trusted = |p: &Path, what: &str| -> Result<(), ConfigError> {
+        // Only root's own runs are at stake: a user dry-running their own file is harmless.
+        if rustix::process::geteuid().is_root() {
+            check_trusted_file(p, what).map_err(|message| ConfigError {
+                file: p.display().to_string(),
+                location: None,
+                message,
+            })?;
+        }
+        Ok(())
+    };
+    trusted(path, "the config file")?;
+    let c = parse(path, &text, profile)?;
+    if let Some(pw) = &c.password_file {
+        trusted(pw, "the `password_file`")?;
+    }
+    if let Some(rf) = &c.repository_file {
+        trusted(rf, "the `repository_file`")?;
+    }
+    Ok(c)
+}
+
+/// The config runs commands as root and the password and repository files decide where data goes:
+/// each must be owned by root and writable by nobody else. A file that does not exist yet is
+/// restic's to complain about.
+pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect {what}: {e}")),
+    };
+    let p = path.display();
+    if md.uid() != 0 {
+        return Err(format!(
+            "{what} is owned by uid {}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
+            md.uid()
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{what} is writable by group or others (mode {:o}); anyone who can write it can run commands as root: `chmod go-w {p}`",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Parses and validates config text; `path` is used only in messages and in `Config::path`.
@@ -178,7 +223,18 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Config, C
     let raw: RawSettings = toml::from_str(text).map_err(|e| {
         // toml's message already quotes the offending line; keep just its first line and our
         // own line:column prefix so the message stays on one screen line in the journal.
-        let msg = e.message().to_owned();
+        let mut msg = e.message().to_owned();
+        // A type error ("invalid type: string …, expected a sequence") does not name its key;
+        // toml keeps the key path private and shows it only when rendering without the input.
+        let mut bare = e.clone();
+        bare.set_input(None);
+        let key = bare
+            .to_string()
+            .lines()
+            .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`').map(str::to_owned));
+        if let Some(k) = key.filter(|k| !msg.contains(&format!("`{k}`"))) {
+            msg = format!("key `{k}`: {msg}");
+        }
         ctx.err(e.span(), format!("{msg} (fix the TOML at this place)"))
     })?;
     from_raw(&ctx, raw, profile)
@@ -615,6 +671,25 @@ snapshot = [
             e.contains("no profile named \"nope\"") && e.contains("offsite"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn untrusted_files_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = check_trusted_file(&f, "the config file").expect_err("refused");
+        assert!(e.contains("chmod go-w") && e.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        if rustix::process::geteuid().is_root() {
+            check_trusted_file(&f, "the config file").expect("root-owned 0640 is fine");
+            rustix::fs::chown(&f, Some(rustix::fs::Uid::from_raw(65534)), None).expect("chown");
+            let e = check_trusted_file(&f, "the config file").expect_err("refused");
+            assert!(e.contains("chown root:") && e.contains("uid 65534"), "{e}");
+        }
+        assert!(check_trusted_file(&d.path().join("missing"), "x").is_ok());
     }
 
     /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
