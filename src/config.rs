@@ -692,6 +692,39 @@ snapshot = [
         assert!(check_trusted_file(&d.path().join("missing"), "x").is_ok());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// The loader never panics, whatever the text (fuzzing for the hostile-input issue).
+        #[test]
+        fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+            let _ = parse(Path::new("/f.toml"), &text, None);
+            let _ = parse(Path::new("/f.toml"), &text, Some("p"));
+        }
+
+        /// Nor on well-formed TOML with the real keys and values of the wrong shape or content.
+        #[test]
+        fn parse_never_panics_on_real_keys(
+            key in proptest::sample::select(vec![
+                "places", "restic_args", "restic_backup_args", "exec_before_snapshot",
+                "exec_before_snapshot_timeout", "snapshot_prefix", "snapshot", "repo",
+                "repository_file", "password_file", "password_command", "progress_fps",
+                "cache_dir", "lock_file", "state_dir", "profiles",
+            ]),
+            value in proptest::sample::select(vec![
+                "\"\"", "\"/\"", "\"/a/\"", "\"rel\"", "\"/a/../b\"", "[]", "[\"/\"]",
+                "[\"\", \"/x\"]", "[{ source = \"/a\" }, \"/a\"]", "0", "-1", "1e309",
+                "nan", "inf", "-0.0", "true", "{}", "{ p = { places = [\"/x\"] } }",
+                "[[]]", "[{ source = \"\" , snapshot_location = \"/\" }]",
+                "18446744073709551616", "\"/a\\u0000b\"",
+            ]),
+            profile in proptest::option::of(proptest::sample::select(vec!["p", "q"])),
+        ) {
+            let text = format!("{key} = {value}\n");
+            let _ = parse(Path::new("/f.toml"), &text, profile);
+        }
+    }
+
     /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
     #[test]
     fn readme_examples_load() {
