@@ -304,6 +304,12 @@ fn abs_path(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<PathBuf, Config
     if s.is_empty() {
         return Err(ctx.err(Some(v.span()), format!("key `{key}`: the path is empty")));
     }
+    if s.contains('\0') {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: path {s:?} contains a NUL character; no file name can"),
+        ));
+    }
     if !p.is_absolute() {
         return Err(ctx.err(
             Some(v.span()),
