@@ -206,8 +206,26 @@ pub fn delete(path: &Path) -> io::Result<()> {
     btrfs::delete_subvolume(&parent_fd, file_name(path)?)
 }
 
-pub fn bind(s: &SnapshotStep) -> Result<(), SnapError> {
-    mount_bind(&s.path, &s.source).map_err(|e| {
+/// Opens a snapshot for [`bind`]. The pipeline opens every snapshot before the first bind mount:
+/// a snapshot lying inside another snapshotted place (/home/user-<ts> for /home/user, the default
+/// without `snapshot_prefix`) is no longer reachable by its path once that place's snapshot is
+/// mounted over it.
+pub fn open(s: &SnapshotStep) -> Result<OwnedFd, SnapError> {
+    btrfs::open_dir_nofollow(&s.path).map_err(|e| {
+        err(
+            "mount",
+            &s.source,
+            format!("cannot open snapshot {}", s.path.display()),
+            e,
+        )
+    })
+}
+
+/// Bind-mounts the snapshot opened as `snapshot` (see [`open`]) over its source.
+pub fn bind(s: &SnapshotStep, snapshot: &OwnedFd) -> Result<(), SnapError> {
+    // The fd's /proc link names the opened directory whatever is mounted over its path by now.
+    let from = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(snapshot));
+    mount_bind(from.as_str(), &s.source).map_err(|e| {
         err(
             "mount",
             &s.source,
