@@ -21,6 +21,8 @@ pub struct ResticCommand {
     pub args: Vec<String>,
     /// Variables set on top of igotchuu's own environment.
     pub set_env: Vec<(String, String)>,
+    /// Secret strings to scrub from everything restic prints before it is shown or published.
+    pub secrets: Vec<String>,
     /// Inherited variables removed because the config overrides them (restic refuses e.g.
     /// RESTIC_REPOSITORY together with RESTIC_REPOSITORY_FILE).
     pub remove_env: Vec<String>,
@@ -164,6 +166,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         places: config.places.clone(),
         restic: ResticCommand {
             program: "restic".into(),
+            secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
             args,
             set_env,
             remove_env,

@@ -79,6 +79,59 @@ pub fn argv(args: &[String]) -> Vec<String> {
     out
 }
 
+/// The password part of `scheme://user:password@host…`, if any.
+pub fn url_password(s: &str) -> Option<&str> {
+    let rest = &s[s.find("://")? + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let pw = &userinfo[userinfo.find(':')? + 1..];
+    (!pw.is_empty()).then_some(pw)
+}
+
+/// Secret strings that restic may echo back (in an error naming the repository, say), collected
+/// from the repository strings and password settings restic is given.
+pub fn secrets_of(args: &[String], env: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut prev: Option<&str> = None;
+    for a in args {
+        if let Some(p) = url_password(a) {
+            out.push(p.to_owned());
+        }
+        if prev.is_some_and(|p| SECRET_FLAGS.contains(&p)) {
+            out.push(a.clone());
+        }
+        for f in SECRET_FLAGS {
+            if let Some(v) = a.strip_prefix(f).and_then(|r| r.strip_prefix('=')) {
+                out.push(v.to_owned());
+            }
+        }
+        prev = Some(a);
+    }
+    for (k, v) in env {
+        if is_secret_env(k) {
+            out.push(v.clone());
+        } else if let Some(p) = url_password(v) {
+            out.push(p.to_owned());
+        }
+    }
+    // Very short values would blank out ordinary words; they are not worth hiding that way.
+    out.retain(|s| s.len() >= 4);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Replaces every occurrence of a secret in `text` with `***`.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut t = text.to_owned();
+    for s in secrets {
+        if t.contains(s.as_str()) {
+            t = t.replace(s.as_str(), "***");
+        }
+    }
+    t
+}
+
 /// Redacts an environment value by its variable's name.
 pub fn env_value(name: &str, value: &str) -> String {
     if is_secret_env(name) {
@@ -125,6 +178,33 @@ mod tests {
         assert_eq!(
             argv(&a),
             vec!["--password-command", "***", "--password-command=***", "-x"]
+        );
+    }
+
+    #[test]
+    fn secrets_echoed_by_restic_are_scrubbed() {
+        let args: Vec<String> = [
+            "-r",
+            "rest:https://u:s3cret-pw@h/r",
+            "--password-command",
+            "pass show backup",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let env = vec![
+            ("RESTIC_PASSWORD".to_owned(), "hunter22".to_owned()),
+            (
+                "RESTIC_REPOSITORY".to_owned(),
+                "s3:https://k:envsecret@h/b".to_owned(),
+            ),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let s = secrets_of(&args, &env);
+        let text = "Fatal: unable to open rest:https://u:s3cret-pw@h/r (envsecret, hunter22): pass show backup failed; /root";
+        assert_eq!(
+            scrub(text, &s),
+            "Fatal: unable to open rest:https://u:***@h/r (***, ***): *** failed; /root"
         );
     }
 

@@ -101,14 +101,22 @@ pub async fn run(
         if line.trim().is_empty() {
             return;
         }
+        // restic may echo a repository URL with its password, or a password command: scrub the
+        // texts (after parsing, so a secret that happens to look like JSON syntax breaks nothing).
+        let scrub = |t: String| crate::redact::scrub(&t, &cmd.secrets);
         match parse_line(line) {
             Line::Status(p) => events.emit(Event::Progress(p)),
             Line::Summary(s) => {
                 *summary = Some(s.clone());
                 events.emit(Event::Summary(s));
             }
-            Line::Error(e) => events.emit(Event::Error(e)),
+            Line::Error(e) => events.emit(Event::Error(ErrorEvent {
+                error: scrub(e.error),
+                during: e.during,
+                item: scrub(e.item),
+            })),
             Line::ExitError { code, message } => {
+                let message = scrub(message);
                 if code != 3 && last_fatal.as_deref() != Some(message.as_str()) {
                     last_fatal = Some(message.clone());
                     events.emit(Event::Error(ErrorEvent {
@@ -119,6 +127,7 @@ pub async fn run(
                 }
             }
             Line::Text(t) => {
+                let t = scrub(t);
                 // Before 0.18 a fatal error is a plain "Fatal: …" line: it is the reason the
                 // backup failed, so it is an error, not just chatter.
                 if t.starts_with("Fatal: ") && last_fatal.as_deref() != Some(t.as_str()) {
