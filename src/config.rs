@@ -15,6 +15,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/igotchuu.toml";
 pub const DEFAULT_LOCK_FILE: &str = "/run/igotchuu.lock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/igotchuu";
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/igotchuu/restic";
+/// Seconds `exec_before_snapshot` may run (0 in the config: no limit).
+pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
 /// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
 pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
 
@@ -25,7 +27,7 @@ pub struct RawSettings {
     pub restic_args: Option<Vec<String>>,
     pub restic_backup_args: Option<Vec<String>>,
     pub exec_before_snapshot: Option<Spanned<Vec<String>>>,
-    /// Seconds after which a hanging `exec_before_snapshot` is killed (0 = never).
+    /// Seconds after which a hanging `exec_before_snapshot` is killed (default 600; 0 = never).
     pub exec_before_snapshot_timeout: Option<u64>,
     pub snapshot_prefix: Option<Spanned<String>>,
     pub snapshot: Option<Vec<Spanned<SnapshotEntry>>>,
@@ -539,7 +541,12 @@ fn validate(
         restic_args,
         restic_backup_args: s.restic_backup_args.clone().unwrap_or_default(),
         exec_before_snapshot,
-        exec_before_snapshot_timeout: s.exec_before_snapshot_timeout.filter(|&t| t > 0),
+        // A hook hung on a dead NFS server must not block the night's backup forever.
+        exec_before_snapshot_timeout: match s.exec_before_snapshot_timeout {
+            None => Some(DEFAULT_HOOK_TIMEOUT),
+            Some(0) => None,
+            Some(t) => Some(t),
+        },
         snapshots,
         repo: s.repo.map(|r| r.into_inner()),
         repository_file,
