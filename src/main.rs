@@ -3,6 +3,7 @@
 mod btrfs;
 mod cli;
 mod config;
+mod dbus;
 mod events;
 mod exit;
 mod hook;
@@ -92,6 +93,16 @@ fn backup(cli: &Cli, dry_run: bool) -> i32 {
             events.emit(Event::Finished(Outcome::Failed(msg)));
             return exit::IGOTCHUU_FAILED;
         }
-        pipeline::run(&plan, &mut events, &mut stop).await
+        // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
+        // anything is snapshotted: a second igotchuu is refused here without touching anything.
+        let dbus = match dbus::start(&mut events, stop_handle).await {
+            Ok(d) => d,
+            Err(taken) => return fail(taken),
+        };
+        let code = pipeline::run(&plan, &mut events, &mut stop).await;
+        if let Some(d) = dbus {
+            d.finish(events).await;
+        }
+        code
     })
 }
