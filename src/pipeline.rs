@@ -141,7 +141,9 @@ async fn backup(
         events.error(e.during, &e.item.display().to_string(), e.to_string());
         return Outcome::Failed(e.to_string());
     }
-    for s in &plan.snapshots {
+    // Parents first: a child snapshotted before its parent (its default location is inside the
+    // parent) would show up in the parent's snapshot as an empty directory and be backed up.
+    for s in plan.mount_order.iter().map(|&i| &plan.snapshots[i]) {
         if stop.check().await {
             return Outcome::Interrupted;
         }
@@ -163,6 +165,10 @@ async fn backup(
                 )));
             }
             Err(e) => {
+                // The ioctl failed, so nothing exists at the path: forget the record.
+                if let Some(j) = &taken.journal {
+                    let _ = j.remove(&s.path);
+                }
                 events.error(e.during, &e.item.display().to_string(), e.to_string());
                 return Outcome::Failed(e.to_string());
             }
@@ -174,10 +180,6 @@ async fn backup(
         match snapshots::open(s) {
             Ok(fd) => opened.push(fd),
             Err(e) => {
-                // The ioctl failed, so nothing exists at the path: forget the record.
-                if let Some(j) = &taken.journal {
-                    let _ = j.remove(&s.path);
-                }
                 events.error(e.during, &e.item.display().to_string(), e.to_string());
                 return Outcome::Failed(e.to_string());
             }

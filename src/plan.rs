@@ -35,7 +35,7 @@ pub struct Plan {
     pub timestamp: String,
     pub exec_before_snapshot: Option<Vec<String>>,
     pub exec_before_snapshot_timeout: Option<u64>,
-    /// In config order: snapshots are created in this order and deleted in reverse.
+    /// In config order; created in `mount_order` and deleted in reverse.
     pub snapshots: Vec<SnapshotStep>,
     /// Indices into `snapshots`, parents before children: a parent mounted after its child would
     /// hide the child's bind mount.
