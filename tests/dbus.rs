@@ -1,0 +1,1458 @@
+//! D-Bus: the original's interface on a private system-like bus that loads the shipped policy
+//! file, watched and called by real clients (gdbus, dbus-send, dbus-monitor, a zbus client) as
+//! root, as nobody and as a member of the group `igotchuu`, during real backups on loop btrfs.
+//!
+//! Each test starts its own `dbus-daemon` (a `<type>system</type>` config in a temp dir that
+//! `<include>`s dist/dbus-1/system.d/com.nyantec.IGotChuu.conf after a default policy like the
+//! system bus's) and points `DBUS_SYSTEM_BUS_ADDRESS` at it, for igotchuu and every client.
+//!
+//! The tests create the group `igotchuu` and a system user `igotchuu-test-member` in it on the
+//! machine (idempotently; they are left in place, like any test dependency). "Mid-backup" moments
+//! are made deterministic with a fake `restic` (a harness wrapper script) that waits for a flag
+//! file before exec'ing the real restic.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use zbus::zvariant::OwnedValue;
+
+const NAME: &str = "com.nyantec.IGotChuu";
+const OBJECT: &str = "/com/nyantec/igotchuu";
+const IFACE: &str = "com.nyantec.igotchuu1";
+const GROUP: &str = "igotchuu";
+const MEMBER_USER: &str = "igotchuu-test-member";
+const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
+/// The original igotchuu's interface, copied byte for byte from its README.
+const SEED_XML: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+
+<node name="/com/nyantec/igotchuu">
+    <interface name="com.nyantec.igotchuu1">
+        <method name="Stop"></method>
+
+        <signal name="BackupStarted"></signal>
+
+        <!-- Signal payload mirrors structs found in Restic's source code
+             https://github.com/restic/restic/blob/master/internal/ui/backup/json.go
+          -->
+        <signal name="Progress">
+            <arg name="seconds_elapsed" type="t" />   <!-- uint64 -->
+            <arg name="seconds_remaining" type="t" />
+            <arg name="percent_done" type="d" />      <!-- float64 -->
+            <arg name="total_files" type="t" />
+            <arg name="files_done" type="t" />
+            <arg name="total_bytes" type="t" />
+            <arg name="bytes_done" type="t" />
+            <arg name="error_count" type="t" />       <!-- uint -->
+            <arg name="current_files" type="as" />    <!-- []string -->
+        </signal>
+        <signal name="BackupComplete">
+            <arg name="files_new" type="t" />
+            <arg name="files_changed" type="t" />
+            <arg name="files_unmodified" type="t" />
+            <arg name="dirs_new" type="t" />
+            <arg name="dirs_changed" type="t" />
+            <arg name="dirs_unmodified" type="t" />
+            <arg name="data_blobs" type="x" />        <!-- int -->
+            <arg name="tree_blobs" type="x" />
+            <arg name="data_added" type="t" />
+            <arg name="total_files_processed" type="t" />
+            <arg name="total_bytes_processed" type="t" />
+            <arg name="total_duration" type="d" />
+            <arg name="snapshot_id" type="s" />       <!-- string -->
+            <arg name="dry_run" type="b" />           <!-- bool -->
+        </signal>
+        <signal name="Error">
+            <arg name="error" type="s" />               <!-- error -->
+            <arg name="during" type="s" />
+            <arg name="item" type="s" />
+        </signal>
+    </interface>
+</node>
+"#;
+
+// ------------------------------------------------------------------------------------------------
+// Requirements, users
+// ------------------------------------------------------------------------------------------------
+
+/// A btrfs/restic fixture, provided the D-Bus tools are there too. `None` after printing
+/// "SKIPPED: …"; under CI=true a missing requirement panics instead (the harness's rule).
+fn setup() -> Option<Fixture> {
+    let fx = Fixture::new()?;
+    let missing = [
+        "dbus-daemon",
+        "dbus-send",
+        "dbus-monitor",
+        "gdbus",
+        "setpriv",
+        "groupadd",
+        "useradd",
+        "usermod",
+    ]
+    .into_iter()
+    .find(|p| find_program(p).is_none());
+    if let Some(p) = missing {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let why = format!("`{p}` is not installed (scripts/setup installs it)");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {why}. CI=true, so this is a failure, not a skip");
+        }
+        loud(&format!("SKIPPED: {test}: {why}"));
+        return None;
+    }
+    Some(fx)
+}
+
+/// Runs a helper to completion.
+fn run(cmd: &mut Command) -> RunOutput {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    RunOutput {
+        code: out.status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what: format!("{cmd:?}"),
+    }
+}
+
+fn must(cmd: &mut Command) -> RunOutput {
+    let out = run(cmd);
+    out.assert_code(0);
+    out
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    uid: u32,
+    gid: u32,
+}
+
+/// The group `igotchuu` and a system user in it, created once per test process (idempotent
+/// across runs: `groupadd -f`, `useradd` only when missing, `usermod -aG`).
+fn member_ids() -> Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        must(Command::new("groupadd").args(["-f", "-r", GROUP]));
+        let exists = run(Command::new("id").arg(MEMBER_USER)).code == Some(0);
+        if !exists {
+            must(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                MEMBER_USER,
+            ]));
+        }
+        must(Command::new("usermod").args(["-a", "-G", GROUP, MEMBER_USER]));
+        let id = |flag: &str| -> u32 {
+            let out = must(Command::new("id").args([flag, MEMBER_USER]));
+            out.stdout.trim().parse().expect("numeric id")
+        };
+        Ids {
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    })
+}
+
+/// Who runs a client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    Root,
+    /// uid/gid 65534, no supplementary groups.
+    Nobody,
+    /// `igotchuu-test-member`, with its groups from /etc/group (so `igotchuu` among them).
+    Member,
+}
+
+fn as_user(who: Who, program: &str) -> Command {
+    match who {
+        Who::Root => Command::new(program),
+        Who::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            c
+        }
+        Who::Member => {
+            let m = member_ids();
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", m.uid))
+                .arg(format!("--regid={}", m.gid))
+                .arg("--init-groups")
+                .arg(program);
+            c
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A private system bus
+// ------------------------------------------------------------------------------------------------
+
+enum Policy {
+    /// dist/dbus-1/system.d/com.nyantec.IGotChuu.conf, as installed.
+    Shipped,
+    /// What the original shipped in spirit: root owns, anyone may call. Tests the in-process check.
+    LetsEveryoneCall,
+    /// No policy file installed: nobody, root included, may own the name.
+    Missing,
+}
+
+struct Bus {
+    daemon: Child,
+    dir: tempfile::TempDir,
+    address: String,
+}
+
+impl Bus {
+    fn start(policy: Policy) -> Bus {
+        // dbus-daemon resolves policy group names when it reads its config: the group must exist
+        // first, or the `igotchuu` policy is ignored.
+        member_ids();
+        let dir = tempfile::Builder::new()
+            .prefix("igotchuu-bus-")
+            .tempdir()
+            .expect("bus temp dir");
+        // The unprivileged clients must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod bus dir");
+        let socket = dir.path().join("system_bus_socket");
+        let include = match policy {
+            Policy::Shipped => format!(
+                "<include>{}</include>",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
+                    .display()
+            ),
+            Policy::LetsEveryoneCall => format!(
+                r#"<policy user="root"><allow own="{NAME}"/></policy>
+  <policy context="default"><allow send_destination="{NAME}"/></policy>"#
+            ),
+            Policy::Missing => String::new(),
+        };
+        // The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed; the include
+        // comes after it, as system.d/ does there.
+        let conf = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+  </policy>
+  {include}
+</busconfig>
+"#,
+            socket = socket.display()
+        );
+        let conf_path = dir.path().join("system.conf");
+        std::fs::write(&conf_path, conf).expect("write bus config");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
+        let mut daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf_path.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start dbus-daemon");
+        // The daemon prints its address once it listens: that is the readiness signal.
+        let stdout = daemon.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let bus = Bus {
+            daemon,
+            address: format!("unix:path={}", socket.display()),
+            dir,
+        };
+        match rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(l) if !l.trim().is_empty() => bus,
+            _ => panic!("dbus-daemon did not start:\n{}", bus.log()),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `program` as `who`, talking to this bus as its system bus.
+    fn cmd(&self, who: Who, program: &str) -> Command {
+        let mut c = as_user(who, program);
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        c
+    }
+
+    fn gdbus(&self, who: Who, args: &[&str]) -> RunOutput {
+        run(self.cmd(who, "gdbus").args(args))
+    }
+
+    /// `gdbus call` of a method on igotchuu's object.
+    fn call(&self, who: Who, method: &str, args: &[&str]) -> RunOutput {
+        let mut a = vec!["call", "--system", "-d", NAME, "-o", OBJECT, "-m", method];
+        a.extend_from_slice(args);
+        self.gdbus(who, &a)
+    }
+
+    fn stop(&self, who: Who) -> RunOutput {
+        self.call(who, &format!("{IFACE}.Stop"), &[])
+    }
+
+    fn get_property(&self, who: Who, prop: &str) -> RunOutput {
+        self.call(who, "org.freedesktop.DBus.Properties.Get", &[IFACE, prop])
+    }
+
+    fn introspect(&self, who: Who) -> RunOutput {
+        self.gdbus(
+            who,
+            &["introspect", "--system", "--xml", "-d", NAME, "-o", OBJECT],
+        )
+    }
+
+    /// igotchuu with this bus as its system bus.
+    fn igotchuu(&self, fx: &Fixture) -> IgotchuuCmd {
+        fx.igotchuu().env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clients
+// ------------------------------------------------------------------------------------------------
+
+/// A root zbus client that records every signal on igotchuu's object path (both interfaces) and
+/// the name's NameOwnerChanged, in arrival order.
+struct Recorder {
+    msgs: Arc<Mutex<Vec<zbus::Message>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(bus: &Bus) -> Recorder {
+        let msgs: Arc<Mutex<Vec<zbus::Message>>> = Default::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (m, d, address) = (msgs.clone(), done.clone(), bus.address.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                use zbus::export::futures_core::Stream;
+                let setup = async {
+                    let conn = zbus::connection::Builder::address(address.as_str())?
+                        .build()
+                        .await?;
+                    // Created before the match rules are added, so nothing matched is missed.
+                    let stream = zbus::MessageStream::from(&conn);
+                    for rule in [
+                        format!("type='signal',path='{OBJECT}'"),
+                        format!("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"),
+                    ] {
+                        conn.call_method(
+                            Some("org.freedesktop.DBus"),
+                            "/org/freedesktop/DBus",
+                            Some("org.freedesktop.DBus"),
+                            "AddMatch",
+                            &rule,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, zbus::Error>((conn, stream))
+                };
+                let (_conn, mut stream) = match setup.await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while !d.load(Ordering::SeqCst) {
+                    let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+                    match tokio::time::timeout(Duration::from_millis(100), next).await {
+                        Ok(Some(Ok(msg))) => {
+                            if msg.message_type() == zbus::message::Type::Signal {
+                                m.lock().expect("recorder lock").push(msg);
+                            }
+                        }
+                        Ok(None) => break,
+                        Ok(Some(Err(_))) | Err(_) => {}
+                    }
+                }
+            });
+        });
+        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the zbus test client cannot connect: {e}"),
+            Err(_) => panic!("the zbus test client did not connect within {WAIT_TIMEOUT:?}"),
+        }
+        Recorder {
+            msgs,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<zbus::Message> {
+        self.msgs.lock().expect("recorder lock").clone()
+    }
+
+    /// Waits until igotchuu's connection has released the name `times` times in total. The bus
+    /// sends NameOwnerChanged only after handling everything that connection sent, so all its
+    /// signals are recorded by then.
+    fn wait_released(&self, times: usize) -> Vec<zbus::Message> {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let msgs = self.snapshot();
+            let released = msgs
+                .iter()
+                .filter(|m| member(m) == "NameOwnerChanged")
+                .filter(|m| {
+                    m.body()
+                        .deserialize::<(String, String, String)>()
+                        .map(|(_, _, new)| new.is_empty())
+                        .unwrap_or(false)
+                })
+                .count();
+            if released >= times {
+                return msgs;
+            }
+            assert!(
+                Instant::now() < end,
+                "the name was not released {times} time(s) within {WAIT_TIMEOUT:?}; recorded: {:?}",
+                msgs.iter().map(member).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn member(m: &zbus::Message) -> String {
+    m.header()
+        .member()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn interface(m: &zbus::Message) -> String {
+    m.header()
+        .interface()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn sender(m: &zbus::Message) -> String {
+    m.header()
+        .sender()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn signature(m: &zbus::Message) -> String {
+    m.body().signature().to_string_no_parens()
+}
+
+/// igotchuu's own signals (com.nyantec.igotchuu1), in order.
+fn igotchuu_signals(msgs: &[zbus::Message]) -> Vec<zbus::Message> {
+    msgs.iter()
+        .filter(|m| interface(m) == IFACE)
+        .cloned()
+        .collect()
+}
+
+/// Every value a property took in PropertiesChanged, in order.
+fn property_values(msgs: &[zbus::Message], prop: &str) -> Vec<OwnedValue> {
+    msgs.iter()
+        .filter(|m| member(m) == "PropertiesChanged")
+        .filter_map(|m| {
+            let (iface, changed, _) = m
+                .body()
+                .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                .expect("PropertiesChanged body");
+            assert_eq!(iface, IFACE, "PropertiesChanged for another interface");
+            changed
+                .get(prop)
+                .map(|v| v.try_clone().expect("clone value"))
+        })
+        .collect()
+}
+
+fn string_values(msgs: &[zbus::Message], prop: &str) -> Vec<String> {
+    property_values(msgs, prop)
+        .into_iter()
+        .map(|v| String::try_from(v).expect("a string property"))
+        .collect()
+}
+
+/// `dbus-monitor` as `who`, listening (like any client may try) to everything igotchuu's name and
+/// object send, to a probe interface and to the name's NameOwnerChanged.
+struct Monitor {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    who: Who,
+}
+
+const PROBE_IFACE: &str = "org.example.IgotchuuTest";
+
+impl Monitor {
+    fn start(bus: &Bus, who: Who) -> Monitor {
+        let mut child = bus
+            .cmd(who, "dbus-monitor")
+            .arg("--system")
+            .arg(format!("type='signal',sender='{NAME}'"))
+            .arg(format!("type='signal',path='{OBJECT}'"))
+            .arg(format!("type='signal',interface='{PROBE_IFACE}'"))
+            .arg(format!(
+                "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Non-root: "unable to enable new-style monitoring … falling back": expected.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-monitor");
+        let out: Arc<Mutex<String>> = Default::default();
+        let (o, stdout) = (out.clone(), child.stdout.take().expect("piped"));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut o = o.lock().expect("monitor lock");
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        Monitor { child, out, who }
+    }
+
+    /// The messages seen so far: a header line plus its indented body lines each.
+    fn messages(&self) -> Vec<String> {
+        let text = self.out.lock().expect("monitor lock").clone();
+        let mut v: Vec<String> = Vec::new();
+        for line in text.lines() {
+            match v.last_mut() {
+                Some(m) if line.starts_with(' ') => {
+                    m.push('\n');
+                    m.push_str(line);
+                }
+                _ => v.push(line.to_owned()),
+            }
+        }
+        v
+    }
+
+    fn heard_probe(&self) -> bool {
+        self.messages()
+            .iter()
+            .any(|m| m.contains(&format!("interface={PROBE_IFACE}")))
+    }
+
+    /// Waits until it saw igotchuu's connection give up the name; everything that connection
+    /// sent was delivered (or withheld) before that.
+    fn wait_released(&self) -> Vec<String> {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let msgs = self.messages();
+            let released = msgs.iter().any(|m| {
+                m.contains("member=NameOwnerChanged")
+                    && m.contains(NAME)
+                    && m.trim_end().ends_with("string \"\"")
+            });
+            if released {
+                return msgs;
+            }
+            assert!(
+                Instant::now() < end,
+                "monitor as {:?} did not see the name released; it saw:\n{}",
+                self.who,
+                msgs.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends probe signals from a root connection until every monitor heard one: then their match
+/// rules are in place and they will see whatever the bus lets them see.
+fn probe_until_heard(bus: &Bus, monitors: &[&Monitor]) {
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !monitors.iter().all(|m| m.heard_probe()) {
+        assert!(Instant::now() < end, "dbus-monitor never heard the probe");
+        must(bus.cmd(Who::Root, "dbus-send").args([
+            "--system",
+            "--type=signal",
+            "/org/example/IgotchuuTest",
+            &format!("{PROBE_IFACE}.Ready"),
+        ]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Members of the monitor's messages that came from igotchuu's object.
+fn monitor_igotchuu_members(msgs: &[String]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.contains(&format!("path={OBJECT};")))
+        .filter_map(|m| m.split("member=").nth(1))
+        .map(|s| s.lines().next().unwrap_or("").trim().to_owned())
+        .collect()
+}
+
+/// A stand-in for logind on the test bus: answers `Inhibit` with the write end of a pipe (or
+/// refuses), and records the calls. Whoever holds the write end holds the "lock"; the test keeps
+/// the read end to see in /proc who holds it and, by EOF, when it is released.
+struct FakeLogind {
+    calls: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct LogindManager {
+    calls: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
+    refuse: bool,
+}
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl LogindManager {
+    fn inhibit(
+        &self,
+        what: String,
+        who: String,
+        why: String,
+        mode: String,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+        self.calls
+            .lock()
+            .expect("calls lock")
+            .push((what, who, why, mode));
+        if self.refuse {
+            return Err(zbus::fdo::Error::AccessDenied(
+                "the fake logind refuses".into(),
+            ));
+        }
+        let (r, w) = rustix::pipe::pipe().map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        *self.read_end.lock().expect("read end lock") = Some(r);
+        Ok(w.into())
+    }
+}
+
+impl FakeLogind {
+    fn start(bus: &Bus, refuse: bool) -> FakeLogind {
+        let calls: Arc<Mutex<Vec<_>>> = Default::default();
+        let read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>> = Default::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let manager = LogindManager {
+            calls: calls.clone(),
+            read_end: read_end.clone(),
+            refuse,
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (d, address) = (done.clone(), bus.address.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let conn = async {
+                    zbus::connection::Builder::address(address.as_str())?
+                        .serve_at("/org/freedesktop/login1", manager)?
+                        .name("org.freedesktop.login1")?
+                        .build()
+                        .await
+                };
+                let _conn = match conn.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                // Serving happens in the runtime's tasks while this waits.
+                while !d.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        });
+        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the fake logind cannot start: {e}"),
+            Err(_) => panic!("the fake logind did not start within {WAIT_TIMEOUT:?}"),
+        }
+        FakeLogind {
+            calls,
+            read_end,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn calls(&self) -> Vec<(String, String, String, String)> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// "pipe:[inode]", as /proc/PID/fd shows the inhibitor fd.
+    fn pipe_link(&self) -> String {
+        let guard = self.read_end.lock().expect("read end lock");
+        let r = guard.as_ref().expect("Inhibit was answered");
+        let st = rustix::fs::fstat(r).expect("fstat pipe");
+        format!("pipe:[{}]", st.st_ino)
+    }
+
+    /// Whether some process still holds the write end (the lock): a non-blocking read of the
+    /// empty pipe says "would block" while a writer exists and EOF once none does.
+    fn still_held(&self) -> bool {
+        let guard = self.read_end.lock().expect("read end lock");
+        let r = guard.as_ref().expect("Inhibit was answered");
+        rustix::fs::fcntl_setfl(r, rustix::fs::OFlags::NONBLOCK).expect("O_NONBLOCK");
+        let mut buf = [0u8; 1];
+        match rustix::io::read(r, &mut buf) {
+            Ok(0) => false,
+            Err(e) if e == rustix::io::Errno::AGAIN => true,
+            other => panic!("unexpected read on the inhibitor pipe: {other:?}"),
+        }
+    }
+}
+
+impl Drop for FakeLogind {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether process `pid` has an fd pointing at `link` ("pipe:[…]").
+fn has_fd(pid: u32, link: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .filter_map(Result::ok)
+        .any(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy() == link)
+                .unwrap_or(false)
+        })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Introspection XML
+// ------------------------------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq)]
+struct Member {
+    kind: String,
+    name: String,
+    /// (name, type) of each argument, in order.
+    args: Vec<(String, String)>,
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let pat = format!(" {name}=\"");
+    let start = tag.find(&pat)? + pat.len();
+    let len = tag[start..].find('"')?;
+    Some(tag[start..start + len].to_owned())
+}
+
+/// The methods and signals (with their arguments) and the properties (name, type, access) of
+/// `iface` in an introspection document, in document order. Enough XML for D-Bus introspection:
+/// tags, double-quoted attributes, comments.
+fn interface_members(xml: &str, iface: &str) -> (Vec<Member>, Vec<(String, String, String)>) {
+    let (mut members, mut props) = (Vec::new(), Vec::new());
+    let mut inside = false;
+    let mut rest = xml;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i..];
+        if rest.starts_with("<!--") {
+            let end = rest.find("-->").expect("closed comment");
+            rest = &rest[end + 3..];
+            continue;
+        }
+        let end = rest.find('>').expect("closed tag");
+        let tag = rest[1..end].trim_end_matches('/').trim().replace('\n', " ");
+        rest = &rest[end + 1..];
+        let tag = format!("{tag} ");
+        let kind = tag.split_whitespace().next().unwrap_or("").to_owned();
+        match kind.as_str() {
+            "interface" => inside = attr(&tag, "name").as_deref() == Some(iface),
+            "/interface" => inside = false,
+            "method" | "signal" if inside => members.push(Member {
+                kind,
+                name: attr(&tag, "name").expect("member name"),
+                args: vec![],
+            }),
+            "arg" if inside => members.last_mut().expect("arg in a member").args.push((
+                attr(&tag, "name").unwrap_or_default(),
+                attr(&tag, "type").expect("arg type"),
+            )),
+            "property" if inside => props.push((
+                attr(&tag, "name").expect("property name"),
+                attr(&tag, "type").expect("property type"),
+                attr(&tag, "access").expect("property access"),
+            )),
+            _ => {}
+        }
+    }
+    (members, props)
+}
+
+fn assert_introspection_is_the_original(xml: &str) {
+    let (seed, _) = interface_members(SEED_XML, IFACE);
+    assert_eq!(seed.len(), 5, "the seed parses: {seed:?}");
+    let (ours, props) = interface_members(xml, IFACE);
+    assert_eq!(ours, seed, "members differ from the original's\n{xml}");
+    let mut props: Vec<_> = props;
+    props.sort();
+    let mut expected: Vec<(String, String, String)> = [
+        ("BytesDone", "t"),
+        ("FilesDone", "t"),
+        ("LastOutcome", "s"),
+        ("LastSnapshotId", "s"),
+        ("PercentDone", "d"),
+        ("SecondsRemaining", "t"),
+        ("State", "s"),
+        ("TotalBytes", "t"),
+        ("TotalFiles", "t"),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string(), "read".to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(props, expected, "the additive read-only properties\n{xml}");
+}
+
+#[test]
+fn the_xml_reader_sees_the_seed_members_in_order() {
+    let (m, p) = interface_members(SEED_XML, IFACE);
+    let names: Vec<_> = m.iter().map(|m| format!("{} {}", m.kind, m.name)).collect();
+    assert_eq!(
+        names,
+        [
+            "method Stop",
+            "signal BackupStarted",
+            "signal Progress",
+            "signal BackupComplete",
+            "signal Error"
+        ]
+    );
+    let sig: String = m[3].args.iter().map(|a| a.1.as_str()).collect();
+    assert_eq!(sig, "ttttttxxtttdsb");
+    assert_eq!(m[2].args[8], ("current_files".into(), "as".into()));
+    assert!(p.is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fixture helpers
+// ------------------------------------------------------------------------------------------------
+
+/// A subvolume `data` with 300 small files and `big_mib` MiB of incompressible data (so restic
+/// runs long enough to report progress at 60 status lines per second). Returns its path.
+fn data_subvolume(fx: &Fixture, big_mib: usize) -> PathBuf {
+    let data = fx.create_subvolume("data");
+    for i in 0..300 {
+        fx.write_file(&format!("data/notes/n{i}.txt"), format!("note {i}\n"));
+    }
+    if big_mib > 0 {
+        // xorshift64: fast, deterministic, not deduplicable.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut buf = Vec::with_capacity(big_mib << 20);
+        while buf.len() < big_mib << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        fx.write_file("data/big.bin", buf);
+    }
+    data
+}
+
+/// A fake restic that touches `held` and waits for `go` before exec'ing the real restic: it
+/// holds the run at a known point (snapshots mounted, restic "running", BackupStarted sent).
+struct Hold {
+    dir: PathBuf,
+    held: PathBuf,
+    go: PathBuf,
+}
+
+fn hold(fx: &Fixture, name: &str) -> Hold {
+    let held = fx.path(format!("{name}-held"));
+    let go = fx.path(format!("{name}-go"));
+    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
+    Hold { dir, held, go }
+}
+
+fn places(data: &Path) -> String {
+    format!("places = [{}]\n", toml_str(data))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn interface_signals_and_properties_match_the_original() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 24);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&format!("{}progress_fps = 60.0\n", places(&data)));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&h.held);
+
+    // Mid-run, as a monitoring client of the original would see it.
+    let xml = bus.introspect(Who::Root);
+    xml.assert_code(0);
+    assert_introspection_is_the_original(&xml.stdout);
+    let state = bus.get_property(Who::Root, "State");
+    state.assert_code(0);
+    assert_eq!(state.stdout.trim(), "(<'backing-up'>,)", "{state}");
+    let outcome = bus.get_property(Who::Root, "LastOutcome");
+    assert_eq!(outcome.stdout.trim(), "(<''>,)", "{outcome}");
+
+    touch(&h.go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    fx.assert_no_snapshot_left("after the backup");
+    let msgs = rec.wait_released(1);
+
+    let sigs = igotchuu_signals(&msgs);
+    let names: Vec<String> = sigs.iter().map(member).collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("BackupStarted"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("BackupComplete"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "BackupStarted").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "BackupComplete").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "Error"), "{names:?}");
+    let progress: Vec<_> = sigs.iter().filter(|m| member(m) == "Progress").collect();
+    assert!(!progress.is_empty(), "no Progress signal: {names:?}\n{out}");
+    for p in &progress {
+        assert_eq!(signature(p), "ttdtttttas");
+        let (_elapsed, _remaining, percent, _tf, files_done, _tb, bytes_done, errors, _current) = p
+            .body()
+            .deserialize::<(u64, u64, f64, u64, u64, u64, u64, u64, Vec<String>)>()
+            .expect("typed Progress");
+        assert!(percent >= 0.0 && files_done <= 301 && bytes_done <= 30 << 20 && errors == 0);
+    }
+    let complete = sigs.last().expect("BackupComplete");
+    assert_eq!(signature(complete), "ttttttxxtttdsb");
+    type Complete = (
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        i64,
+        i64,
+        u64,
+        u64,
+        u64,
+        f64,
+        String,
+        bool,
+    );
+    let c: Complete = complete.body().deserialize().expect("typed BackupComplete");
+    assert_eq!(c.0, 301, "files_new: 300 notes and big.bin");
+    assert_eq!(c.9, 301, "total_files_processed");
+    assert!(c.8 > 0, "data_added is sent too");
+    assert!(!c.13, "not a dry run");
+    let snaps = fx.restic_snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let id = |k: &str| snaps[0][k].as_str().unwrap_or_default().to_owned();
+    assert!(
+        c.12 == id("short_id") || c.12 == id("id"),
+        "snapshot_id {:?} is not restic's snapshot {snaps:?}",
+        c.12
+    );
+
+    // Properties, for clients that connect mid-run.
+    assert_eq!(
+        string_values(&msgs, "State"),
+        [
+            "preparing",
+            "snapshotting",
+            "backing-up",
+            "cleaning-up",
+            "idle"
+        ]
+    );
+    assert_eq!(string_values(&msgs, "LastOutcome"), ["success"]);
+    assert_eq!(
+        string_values(&msgs, "LastSnapshotId"),
+        std::slice::from_ref(&c.12)
+    );
+    let files_done = property_values(&msgs, "FilesDone");
+    assert_eq!(
+        files_done.len(),
+        progress.len(),
+        "one PropertiesChanged per Progress"
+    );
+}
+
+#[test]
+fn restic_and_igotchuu_errors_arrive_as_error_signals() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+
+    // igotchuu's own step fails.
+    let cfg = fx.write_config(&format!(
+        "{}exec_before_snapshot = [\"false\"]\n",
+        places(&data)
+    ));
+    let out = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    out.assert_code(20);
+    // restic fails: wrong password (exit 1 up to 0.17.0, 12 since 0.17.1).
+    let wrong = fx.path("wrong-password");
+    write_secret(&wrong, "not the password\n");
+    let cfg = fx.write_config_raw(&format!(
+        "{}repo = {}\npassword_file = {}\n{}",
+        fx.scratch.standard_keys(),
+        toml_str(fx.repo.as_ref().expect("repo")),
+        toml_str(&wrong),
+        places(&data)
+    ));
+    let out = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    assert!(matches!(out.code, Some(1) | Some(12)), "{out}");
+    fx.assert_no_snapshot_left("after two failed runs");
+
+    let msgs = rec.wait_released(2);
+    let errors: Vec<(String, (String, String, String))> = igotchuu_signals(&msgs)
+        .iter()
+        .filter(|m| member(m) == "Error")
+        .map(|m| {
+            assert_eq!(signature(m), "sss");
+            (sender(m), m.body().deserialize().expect("typed Error"))
+        })
+        .collect();
+    let first_run = &errors.first().expect("Error signals").0;
+    let (run1, run2): (Vec<_>, Vec<_>) = errors.iter().partition(|(s, _)| s == first_run);
+    assert_eq!(run1.len(), 1, "{errors:?}");
+    let (text, during, item) = &run1[0].1;
+    assert_eq!(
+        (during.as_str(), item.as_str()),
+        ("exec_before_snapshot", "false")
+    );
+    assert!(text.contains("false"), "{text}");
+    assert!(
+        run2.iter()
+            .any(|(_, (text, during, _))| during == "restic" && text.contains("wrong password")),
+        "restic's fatal error as an Error signal: {errors:?}"
+    );
+    assert_eq!(
+        string_values(&msgs, "LastOutcome"),
+        ["failed", "restic-failed"]
+    );
+    assert!(!igotchuu_signals(&msgs)
+        .iter()
+        .any(|m| member(m) == "BackupComplete"));
+}
+
+/// Holds a backup mid-run, has `who` call Stop, and checks that it ended like Ctrl-C.
+fn stop_mid_backup(who: Who) {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&data));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&h.held);
+    assert_eq!(
+        fx.extra_subvolumes().len(),
+        1,
+        "the run's snapshot exists now"
+    );
+
+    if who == Who::Member {
+        // A member may also look.
+        let xml = bus.introspect(who);
+        xml.assert_code(0);
+        assert_introspection_is_the_original(&xml.stdout);
+        let state = bus.get_property(who, "State");
+        assert_eq!(state.stdout.trim(), "(<'backing-up'>,)", "{state}");
+    }
+    let reply = bus.stop(who);
+    reply.assert_code(0);
+    assert_eq!(reply.stdout.trim(), "()", "the caller gets its reply");
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(130);
+    fx.assert_no_snapshot_left("after Stop");
+    assert!(
+        fx.restic_snapshots().is_empty(),
+        "no restic snapshot after Stop"
+    );
+    let msgs = rec.wait_released(1);
+    assert!(!igotchuu_signals(&msgs)
+        .iter()
+        .any(|m| member(m) == "BackupComplete"));
+    assert_eq!(string_values(&msgs, "LastOutcome"), ["interrupted"]);
+    assert_eq!(
+        string_values(&msgs, "State").last().map(String::as_str),
+        Some("idle")
+    );
+}
+
+#[test]
+fn stop_from_root_ends_the_backup_like_ctrl_c() {
+    stop_mid_backup(Who::Root);
+}
+
+#[test]
+fn a_member_of_igotchuu_may_introspect_and_stop() {
+    stop_mid_backup(Who::Member);
+}
+
+#[test]
+fn nobody_may_not_own_stop_or_listen_while_a_member_hears_everything() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let nobody = Monitor::start(&bus, Who::Nobody);
+    let member = Monitor::start(&bus, Who::Member);
+    probe_until_heard(&bus, &[&nobody, &member]);
+
+    let own = bus.gdbus(
+        Who::Nobody,
+        &[
+            "call",
+            "--system",
+            "-d",
+            "org.freedesktop.DBus",
+            "-o",
+            "/org/freedesktop/DBus",
+            "-m",
+            "org.freedesktop.DBus.RequestName",
+            NAME,
+            "4",
+        ],
+    );
+    assert_ne!(own.code, Some(0), "{own}");
+    own.assert_stderr_contains(ACCESS_DENIED);
+
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&data));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&h.held);
+    for denied in [
+        bus.stop(Who::Nobody),
+        bus.get_property(Who::Nobody, "State"),
+        bus.introspect(Who::Nobody),
+    ] {
+        assert_ne!(denied.code, Some(0), "{denied}");
+        denied.assert_stderr_contains(ACCESS_DENIED);
+    }
+    touch(&h.go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    assert_eq!(fx.restic_snapshots().len(), 1, "the backup completed");
+    fx.assert_no_snapshot_left("after the backup");
+
+    let heard = monitor_igotchuu_members(&member.wait_released());
+    for m in ["PropertiesChanged", "BackupStarted", "BackupComplete"] {
+        assert!(
+            heard.iter().any(|h| h == m),
+            "the member did not hear {m}: {heard:?}"
+        );
+    }
+    let nobody_msgs = nobody.wait_released();
+    let leaked = monitor_igotchuu_members(&nobody_msgs);
+    assert!(
+        leaked.is_empty(),
+        "nobody received igotchuu signals: {leaked:?}"
+    );
+}
+
+#[test]
+fn stop_is_checked_in_process_when_the_policy_lets_everyone_call() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::LetsEveryoneCall);
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&data));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&h.held);
+    let denied = bus.stop(Who::Nobody);
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(ACCESS_DENIED);
+    // The reply comes from igotchuu, not from the bus's policy.
+    denied.assert_stderr_contains("neither root nor a member of group `igotchuu`");
+    touch(&h.go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    out.assert_stderr_contains("refused D-Bus Stop");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the backup completed");
+}
+
+#[test]
+fn a_second_backup_is_refused_without_touching_anything() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&data));
+    let mut first = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    first.wait_for_path(&h.held);
+    let during = fx.extra_subvolumes();
+    assert_eq!(during.len(), 1, "the first run's snapshot");
+
+    // Same config: the lock file refuses it.
+    let out = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    out.assert_code(20);
+    out.assert_stderr_contains("another igotchuu backup is running");
+    assert_eq!(fx.extra_subvolumes(), during);
+
+    // Another config, another lock file, other subvolumes: the D-Bus name refuses it, before
+    // anything is snapshotted.
+    let Some(other) = Fixture::new_without_repo() else {
+        return;
+    };
+    let other_data = other.create_subvolume("data");
+    other.write_file("data/f", "x");
+    let other_cfg = other.write_config(&format!(
+        "repo = {}\n{}",
+        toml_str(fx.repo.as_ref().expect("repo")),
+        places(&other_data)
+    ));
+    let before = other.probe_next_subvolume_id();
+    let out = bus
+        .igotchuu(&other)
+        .arg("-c")
+        .arg(&other_cfg)
+        .arg("backup")
+        .run();
+    out.assert_code(20);
+    out.assert_stderr_contains(&format!("owns the D-Bus name {NAME}"));
+    assert_eq!(
+        other.probe_next_subvolume_id(),
+        before + 1,
+        "no subvolume was created, not even briefly"
+    );
+    other.assert_no_snapshot_left("after the refused run");
+
+    touch(&h.go);
+    first.wait(RUN_TIMEOUT).assert_code(0);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the first run");
+}
+
+#[test]
+fn the_backup_succeeds_without_any_bus() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let cfg = fx.write_config(&places(&data));
+    // The harness points DBUS_SYSTEM_BUS_ADDRESS at a socket that does not exist.
+    let out = fx.run(&cfg, &["backup"]);
+    out.assert_code(0);
+    out.assert_stderr_contains("warning: no D-Bus system bus");
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the backup");
+}
+
+#[test]
+fn the_backup_succeeds_when_the_policy_file_is_missing() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Missing);
+    let cfg = fx.write_config(&places(&data));
+    let out = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    out.assert_code(0);
+    out.assert_stderr_contains(&format!("warning: cannot own the D-Bus name {NAME}"));
+    out.assert_stderr_contains("com.nyantec.IGotChuu.conf");
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the backup");
+}
+
+#[test]
+fn the_logind_inhibitor_is_held_for_the_run_and_not_inherited() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let logind = FakeLogind::start(&bus, false);
+    // This fake restic also says who it is, to look at its fds.
+    let held = fx.path("restic-held");
+    let go = fx.path("restic-go");
+    let fake = fx.restic_wrapper(&format!(
+        "echo $$ > {t}; mv {t} {h}\n{w}",
+        t = sh_quote(fx.path("restic-held.tmp")),
+        h = sh_quote(&held),
+        w = sh_wait_for(&go)
+    ));
+    let cfg = fx.write_config(&places(&data));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&fake)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&held);
+    let restic_pid: u32 = std::fs::read_to_string(&held)
+        .expect("read held")
+        .trim()
+        .parse()
+        .expect("the wrapper's pid");
+
+    let calls = logind.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let (what, who, _why, mode) = &calls[0];
+    assert_eq!(
+        (what.as_str(), who.as_str(), mode.as_str()),
+        ("sleep:handle-lid-switch", "igotchuu", "block")
+    );
+    let link = logind.pipe_link();
+    assert!(has_fd(run.pid(), &link), "igotchuu holds the inhibitor fd");
+    assert!(
+        !has_fd(restic_pid, &link),
+        "restic must not inherit the inhibitor fd"
+    );
+    assert!(logind.still_held());
+
+    touch(&go);
+    run.wait(RUN_TIMEOUT).assert_code(0);
+    assert!(!logind.still_held(), "the inhibitor is released at exit");
+    assert_eq!(fx.restic_snapshots().len(), 1);
+}
+
+#[test]
+fn the_backup_goes_on_when_logind_refuses_the_inhibitor() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::Shipped);
+    let logind = FakeLogind::start(&bus, true);
+    let cfg = fx.write_config(&places(&data));
+    let out = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    out.assert_code(0);
+    out.assert_stderr_contains("warning: logind refused the sleep inhibitor");
+    assert_eq!(logind.calls().len(), 1);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the backup");
+}
