@@ -438,6 +438,35 @@ fn nested_subvolumes_are_both_snapshotted_and_backed_up() {
     fx.assert_no_snapshot_left("after a nested backup");
 }
 
+/// A child listed before its parent: its snapshot (by default next to it, inside the parent) must
+/// not end up in the parent's snapshot, so the backup holds no `child-<timestamp>` directory.
+#[test]
+fn child_listed_before_its_parent_leaves_no_snapshot_dir_in_the_backup() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let child = fx.create_subvolume("data/child");
+    fx.write_file("data/child/inner.txt", "child\n");
+    let cfg = fx.write_config(&format!(
+        "{}snapshot = [{}, {}]\n",
+        places(&[&data]),
+        toml_str(&child),
+        toml_str(&data)
+    ));
+    let out = fx.run(&cfg, &["backup"]);
+    out.assert_code(0);
+    assert_eq!(
+        fx.restic_dump_latest(&child.join("inner.txt")).as_deref(),
+        Some("child\n")
+    );
+    let ls = fx.restic_ls_latest();
+    let snap_dirs: Vec<&String> = ls.iter().filter(|p| p.contains("/child-")).collect();
+    assert!(
+        snap_dirs.is_empty(),
+        "snapshot directories got into the backup: {snap_dirs:?}\n{out}"
+    );
+    fx.assert_no_snapshot_left("after a child-first nested backup");
+}
+
 /// 6. `--dry-run` shows the plan, hides the password command and touches nothing.
 #[test]
 fn dry_run_prints_the_plan_redacts_secrets_and_creates_nothing() {
