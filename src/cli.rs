@@ -46,6 +46,34 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete the snapshots that crashed runs left behind (recorded in the journal under
+    /// `state_dir`) and list them. Every backup does this at its start, too.
+    Cleanup,
+    /// Validate the config and every profile, check that each snapshot source is a btrfs
+    /// subvolume and that restic can open the repository, and print the plan. Creates no
+    /// snapshot and takes no lock: safe to run at any time.
+    Check,
+    /// Mount the configured restic repository at TARGET with `restic mount` to browse backups.
+    Mount {
+        /// An existing empty directory.
+        target: PathBuf,
+    },
+    /// Write the man page or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        /// Directory to write into.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    /// igotchuu.1
+    Man,
+    /// igotchuu.bash, _igotchuu (zsh), igotchuu.fish
+    Completions,
 }
 
 impl Cli {

@@ -1,6 +1,7 @@
 //! igotchuu: consistent restic backups of a live Linux system from read-only btrfs snapshots.
 
 mod btrfs;
+mod check;
 mod cli;
 mod config;
 mod dbus;
@@ -47,26 +48,94 @@ fn real_main() -> i32 {
             };
         }
     };
-    match cli.command {
-        None => backup(&cli, false),
-        Some(Command::Backup { dry_run }) => backup(&cli, dry_run),
+    match &cli.command {
+        None => privileged(&cli, Job::Backup),
+        Some(Command::Backup { dry_run: false }) => privileged(&cli, Job::Backup),
+        Some(Command::Backup { dry_run: true }) => match load_plan(&cli) {
+            Ok(plan) => {
+                print!("{plan}");
+                exit::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Cleanup) => privileged(&cli, Job::Cleanup),
+        Some(Command::Check) => {
+            let (path, explicit) = cli.config_path();
+            check::run(&path, explicit, cli.profile.as_deref())
+        }
+        Some(Command::Mount { target }) => mount(&cli, target),
+        Some(Command::Generate { what, dir }) => generate(*what, dir),
     }
 }
 
-fn backup(cli: &Cli, dry_run: bool) -> i32 {
+fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
     let (path, explicit) = cli.config_path();
-    let config = match config::load(&path, explicit, cli.profile.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let plan = plan::build(&config, &plan::timestamp_now(), &env);
-    if dry_run {
-        print!("{plan}");
-        return exit::SUCCESS;
+    Ok(plan::build(&config, &plan::timestamp_now(), &env))
+}
+
+/// `igotchuu mount TARGET`: `restic mount` of the configured repository, as in the original's
+/// later versions. Only restic's global options from `restic_args` are passed: backup options
+/// such as `--exclude-caches` would make `restic mount` refuse to start.
+fn mount(cli: &Cli, target: &std::path::Path) -> i32 {
+    let plan = match load_plan(cli) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut args = plan::global_restic_args(&plan.restic_args);
+    args.extend(["mount".to_owned(), "--allow-other".to_owned()]);
+    args.push(target.display().to_string());
+    let err = std::os::unix::process::CommandExt::exec(&mut plan.restic.with_args(args));
+    fail(format_args!(
+        "cannot run {}: {err}; install restic or extend PATH",
+        plan.restic.program
+    ))
+}
+
+/// Writes the man page or the completions, generated from the clap definition so they can never
+/// disagree with `--help`.
+fn generate(what: cli::Generated, dir: &std::path::Path) -> i32 {
+    use clap::CommandFactory;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return fail(format_args!("cannot create {}: {e}", dir.display()));
     }
+    let mut cmd = Cli::command();
+    let result = match what {
+        cli::Generated::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .and_then(|()| std::fs::write(dir.join("igotchuu.1"), buf))
+        }
+        cli::Generated::Completions => [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ]
+        .into_iter()
+        .try_for_each(|sh| clap_complete::generate_to(sh, &mut cmd, "igotchuu", dir).map(drop)),
+    };
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => fail(format_args!("cannot write to {}: {e}", dir.display())),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Backup,
+    Cleanup,
+}
+
+/// The jobs that need root, the lock and the private mount namespace.
+fn privileged(cli: &Cli, job: Job) -> i32 {
+    let plan = match load_plan(cli) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     if !rustix::process::geteuid().is_root() {
-        return fail("igotchuu backup must run as root: it creates btrfs snapshots and mounts them in a private mount namespace");
+        return fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace");
     }
     let _lock = match lock::acquire(&plan.lock_file) {
         Ok(l) => l,
@@ -97,6 +166,9 @@ fn backup(cli: &Cli, dry_run: bool) -> i32 {
         }
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
+        if job == Job::Cleanup {
+            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+        }
         let dbus = match dbus::start(&mut events, stop_handle).await {
             Ok(d) => d,
             Err(taken) => return fail(taken),

@@ -40,8 +40,9 @@ pub struct Plan {
     /// Indices into `snapshots`, parents before children: a parent mounted after its child would
     /// hide the child's bind mount.
     pub mount_order: Vec<usize>,
-    pub places: Vec<PathBuf>,
     pub restic: ResticCommand,
+    /// `restic_backup_args` then `restic_args`, as given.
+    pub restic_args: Vec<String>,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
@@ -75,6 +76,7 @@ fn has_flag(args: &[String], names: &[&str]) -> bool {
 /// Builds the plan. `env` is the environment restic would inherit (passed in so tests and
 /// `--dry-run` see the same decision).
 pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan {
+    let restic_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
     let snapshots: Vec<SnapshotStep> = config
         .snapshots
         .iter()
@@ -88,8 +90,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
     mount_order.sort_by_key(|&i| snapshots[i].source.components().count());
 
     let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
-    args.extend(config.restic_backup_args.iter().cloned());
-    args.extend(config.restic_args.iter().cloned());
+    args.extend(restic_args.iter().cloned());
     args.push("--".into());
     args.extend(config.places.iter().map(|p| p.display().to_string()));
 
@@ -135,8 +136,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
     );
     // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a cache
     // and re-reads the whole index on every backup. Give it one unless the user chose otherwise.
-    let all_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
-    if !has_env("RESTIC_CACHE_DIR") && !has_flag(&all_args, &["--cache-dir", "--no-cache"]) {
+    if !has_env("RESTIC_CACHE_DIR") && !has_flag(&restic_args, &["--cache-dir", "--no-cache"]) {
         set(
             "RESTIC_CACHE_DIR",
             config.cache_dir.display().to_string(),
@@ -163,7 +163,6 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
         snapshots,
         mount_order,
-        places: config.places.clone(),
         restic: ResticCommand {
             program: "restic".into(),
             secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
@@ -171,9 +170,81 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
             set_env,
             remove_env,
         },
+        restic_args,
         lock_file: config.lock_file.clone(),
         state_dir: config.state_dir.clone(),
         warnings,
+    }
+}
+
+/// restic's global flags that take a value (0.14–0.19). Everything else in `restic_args` is taken
+/// to be an option of `restic backup`, which other restic commands would refuse.
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "--cacert",
+    "--cache-dir",
+    "--compression",
+    "--key-hint",
+    "--limit-download",
+    "--limit-upload",
+    "--option",
+    "-o",
+    "--pack-size",
+    "--password-command",
+    "--password-file",
+    "-p",
+    "--repo",
+    "-r",
+    "--repository-file",
+    "--tls-client-cert",
+    "--retry-lock",
+    "--stuck-request-timeout",
+    "--http-user-agent",
+];
+const GLOBAL_BOOL_FLAGS: &[&str] = &[
+    "--cleanup-cache",
+    "--insecure-tls",
+    "--insecure-no-password",
+    "--no-cache",
+    "--no-lock",
+    "--quiet",
+    "-q",
+    "--verbose",
+    "-v",
+];
+
+/// The global restic options among `args` (with their values), for restic commands other than
+/// `backup` (`check` runs `restic cat config`, `mount` runs `restic mount`).
+pub fn global_restic_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let name = a.split('=').next().unwrap_or(a);
+        if GLOBAL_VALUE_FLAGS.contains(&name) {
+            out.push(a.clone());
+            if !a.contains('=') {
+                if let Some(v) = it.next() {
+                    out.push(v.clone());
+                }
+            }
+        } else if GLOBAL_BOOL_FLAGS.contains(&name) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+impl ResticCommand {
+    /// The same program and environment running another restic command.
+    pub fn with_args(&self, args: Vec<String>) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.program);
+        c.args(args);
+        for k in &self.remove_env {
+            c.env_remove(k);
+        }
+        for (k, v) in &self.set_env {
+            c.env(k, v);
+        }
+        c
     }
 }
 

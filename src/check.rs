@@ -1,0 +1,160 @@
+//! `igotchuu check`: everything that can be verified without snapshotting or locking, so an admin
+//! can run it at any time, e.g. right after editing the config.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config};
+use crate::plan::{self, Plan};
+use crate::snapshots;
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl std::fmt::Display) {
+        println!("ok:   {what}");
+    }
+    fn fail(&mut self, what: impl std::fmt::Display) {
+        self.failed = true;
+        println!("FAIL: {what}");
+    }
+}
+
+/// Runs the checks and returns the exit code (0 when everything passed).
+pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
+    let mut r = Report { failed: false };
+    let config = match config::load(path, explicit, profile) {
+        Ok(c) => {
+            r.ok(format!("config {} is valid", path.display()));
+            c
+        }
+        Err(e) => {
+            r.fail(e);
+            return crate::exit::IGOTCHUU_FAILED;
+        }
+    };
+    // Every profile, not just the selected one: a broken profile would otherwise surface only on
+    // the night its timer fires.
+    for name in &config.profile_names {
+        match config::load(path, explicit, Some(name)) {
+            Ok(_) => r.ok(format!("profile {name} is valid")),
+            Err(e) => r.fail(e),
+        }
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let plan = plan::build(&config, &plan::timestamp_now(), &env);
+
+    if let Some(argv) = &plan.exec_before_snapshot {
+        // The hook may mount where snapshots go; it runs in a private mount namespace so nothing
+        // it mounts reaches the host. That needs root, and this process is still single-threaded.
+        if rustix::process::geteuid().is_root() {
+            match crate::namespace::enter_private() {
+                Ok(()) => run_hook(&mut r, argv, plan.exec_before_snapshot_timeout),
+                Err(e) => r.fail(format!("cannot enter a private mount namespace: {e}")),
+            }
+        } else {
+            println!("skip: exec_before_snapshot (needs root); snapshot locations it would mount are not checked");
+        }
+    }
+    check_sources(&mut r, &plan);
+    check_repository(&mut r, &plan, &config);
+    println!();
+    print!("{plan}");
+    if r.failed {
+        println!("\ncheck: FAILED (see the FAIL lines above)");
+        crate::exit::IGOTCHUU_FAILED
+    } else {
+        println!("\ncheck: everything passed");
+        crate::exit::SUCCESS
+    }
+}
+
+fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
+    let shown = argv.join(" ");
+    let Some((prog, args)) = argv.split_first() else {
+        return;
+    };
+    let mut child = match std::process::Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return r.fail(format!("exec_before_snapshot `{shown}` cannot start: {e}")),
+    };
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => {
+                return r.ok(format!("exec_before_snapshot `{shown}` succeeded"))
+            }
+            Ok(Some(s)) => return r.fail(format!("exec_before_snapshot `{shown}` failed: {s}")),
+            Ok(None) => {}
+            Err(e) => return r.fail(format!("exec_before_snapshot `{shown}`: {e}")),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return r.fail(format!(
+                "exec_before_snapshot `{shown}` did not finish within {}s",
+                timeout.unwrap_or(0)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_sources(r: &mut Report, plan: &Plan) {
+    for s in &plan.snapshots {
+        // The same checks a backup makes before its first snapshot, one source at a time so
+        // every problem is listed.
+        let one = Plan {
+            snapshots: vec![s.clone()],
+            mount_order: vec![0],
+            ..plan.clone()
+        };
+        match snapshots::check(&one) {
+            Ok(()) => r.ok(format!(
+                "{} is a btrfs subvolume; its snapshot can go to {}",
+                s.source.display(),
+                s.path.parent().unwrap_or(Path::new("/")).display()
+            )),
+            Err(e) => r.fail(e),
+        }
+    }
+}
+
+fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
+    let mut args = plan::global_restic_args(&plan.restic_args);
+    args.extend(["cat".to_owned(), "config".to_owned()]);
+    let out = plan.restic.with_args(args).stdin(Stdio::null()).output();
+    let repo = config
+        .repo
+        .as_deref()
+        .map(crate::redact::url)
+        .or_else(|| {
+            config
+                .repository_file
+                .as_ref()
+                .map(|p| format!("from {}", p.display()))
+        })
+        .unwrap_or_else(|| "from the environment or restic_args".to_owned());
+    match out {
+        Ok(o) if o.status.success() => r.ok(format!("restic opens the repository ({repo})")),
+        Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let words = crate::redact::scrub(stderr.trim(), &plan.restic.secrets);
+            r.fail(format!(
+                "restic cannot open the repository ({repo}): exit {}: {words}",
+                o.status.code().unwrap_or(-1)
+            ))
+        }
+        Err(e) => r.fail(format!(
+            "cannot run {}: {e}; install restic or extend PATH",
+            plan.restic.program
+        )),
+    }
+}
