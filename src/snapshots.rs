@@ -224,7 +224,10 @@ pub fn open(s: &SnapshotStep) -> Result<OwnedFd, SnapError> {
 /// Bind-mounts the snapshot opened as `snapshot` (see [`open`]) over its source.
 pub fn bind(s: &SnapshotStep, snapshot: &OwnedFd) -> Result<(), SnapError> {
     // The fd's /proc link names the opened directory whatever is mounted over its path by now.
-    let from = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(snapshot));
+    let from = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(snapshot)
+    );
     mount_bind(from.as_str(), &s.source).map_err(|e| {
         err(
             "mount",
