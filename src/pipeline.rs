@@ -36,6 +36,10 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
         events.emit(Event::Warning(w.clone()));
     }
     let outcome = backup(plan, events, stop, &mut taken).await;
+    if outcome == Outcome::Interrupted {
+        let who = stop.reason().unwrap_or_else(|| "a stop request".into());
+        events.warning(format!("stopping the backup ({who}); cleaning up"));
+    }
     events.emit(Event::Phase(Phase::CleaningUp));
     let cleanup_ok = cleanup(events, &mut taken) && !taken.leftovers_remain;
     let outcome = match outcome {
