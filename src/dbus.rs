@@ -277,7 +277,10 @@ impl events::Listener for Signals {
             Event::Summary(s) => Msg::Summary(s.clone()),
             Event::Finished(o) => Msg::Finished(o.as_str()),
             // Not part of the interface: the terminal and the journal show these.
-            Event::Step(_) | Event::Warning(_) | Event::ResticText(_) => return,
+            Event::Step(_)
+            | Event::SnapshotStep { .. }
+            | Event::Warning(_)
+            | Event::ResticText(_) => return,
         };
         if !matches!(msg, Msg::Progress(_)) {
             self.open = None;

@@ -4,6 +4,7 @@
 //! render what they are handed. Nothing here knows about restic's JSON or D-Bus types.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// Where a run is. Published as the D-Bus `State` property and shown with `-v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,12 @@ pub enum Event {
     Phase(Phase),
     /// A step of the plan, for `-v` and the journal ("created snapshot /home-… of /home").
     Step(String),
+    /// A step that concerns one snapshot (created, mounted, unmounted, deleted), so the journal
+    /// can carry the path as a field of its own.
+    SnapshotStep {
+        text: String,
+        snapshot: PathBuf,
+    },
     /// Something that works but that the user should know; always shown.
     Warning(String),
     /// restic is running (D-Bus `BackupStarted`).

@@ -9,6 +9,7 @@ mod events;
 mod exit;
 mod hook;
 mod journal;
+mod journald;
 mod lock;
 mod namespace;
 mod pipeline;
@@ -156,7 +157,14 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
     };
     rt.block_on(async {
         let mut events = Events::new();
-        events.subscribe(Box::new(terminal::Terminal::new(cli.verbose)));
+        // Under systemd the journal gets structured entries instead of plain stderr lines.
+        let run_id = format!("{}-{}", plan.timestamp, std::process::id());
+        match journald::stderr_is_journal()
+            .then(|| journald::JournalLog::connect(run_id, cli.verbose))
+        {
+            Some(Ok(j)) => events.subscribe(Box::new(j)),
+            _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
+        }
         let (stop_handle, mut stop) = stop::channel();
         if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
             let msg = format!("cannot install signal handlers: {e}");

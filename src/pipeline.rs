@@ -162,11 +162,14 @@ async fn backup(
         match snapshots::create(s) {
             Ok(()) => {
                 taken.snapshots.push(s.path.clone());
-                events.emit(Event::Step(format!(
-                    "created read-only snapshot {} of {}",
-                    s.path.display(),
-                    s.source.display()
-                )));
+                events.emit(Event::SnapshotStep {
+                    text: format!(
+                        "created read-only snapshot {} of {}",
+                        s.path.display(),
+                        s.source.display()
+                    ),
+                    snapshot: s.path.clone(),
+                });
             }
             Err(e) => {
                 // The ioctl failed, so nothing exists at the path: forget the record.
@@ -196,11 +199,14 @@ async fn backup(
             return Outcome::Failed(e.to_string());
         }
         taken.mounts.push(s.source.clone());
-        events.emit(Event::Step(format!(
-            "bind-mounted {} on {}",
-            s.path.display(),
-            s.source.display()
-        )));
+        events.emit(Event::SnapshotStep {
+            text: format!(
+                "bind-mounted {} on {}",
+                s.path.display(),
+                s.source.display()
+            ),
+            snapshot: s.path.clone(),
+        });
     }
     drop(opened);
     if stop.check().await {
@@ -272,7 +278,10 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
     while let Some(path) = taken.snapshots.pop() {
         match snapshots::delete(&path) {
             Ok(()) => {
-                events.emit(Event::Step(format!("deleted snapshot {}", path.display())));
+                events.emit(Event::SnapshotStep {
+                    text: format!("deleted snapshot {}", path.display()),
+                    snapshot: path.clone(),
+                });
                 if let Some(j) = &taken.journal {
                     if let Err(e) = j.remove(&path) {
                         // Harmless: the next run finds the path gone and drops the record.

@@ -9,12 +9,40 @@ use crate::events::{Event, Listener, Outcome, Phase, Progress, Summary};
 /// How often, in percent, the non-terminal output reports progress.
 const TERSE_STEP_PERCENT: u64 = 5;
 
+/// Decides when a non-interactive log gets a progress line: at most every few percent, so the
+/// journal holds a handful of lines per backup, not thousands.
+#[derive(Debug)]
+pub struct TerseProgress {
+    next: u64,
+}
+
+impl Default for TerseProgress {
+    fn default() -> Self {
+        TerseProgress {
+            next: TERSE_STEP_PERCENT,
+        }
+    }
+}
+
+impl TerseProgress {
+    pub fn due(&mut self, p: &Progress) -> bool {
+        if p.total_bytes.is_none() {
+            return false;
+        }
+        let pct = (p.percent_done.clamp(0.0, 1.0) * 100.0) as u64;
+        if pct < self.next {
+            return false;
+        }
+        self.next = (pct / TERSE_STEP_PERCENT + 1) * TERSE_STEP_PERCENT;
+        true
+    }
+}
+
 pub struct Terminal {
     verbose: bool,
     bar: Option<ProgressBar>,
     interactive: bool,
-    /// Next percentage at which the non-terminal output prints a line.
-    next_terse: u64,
+    terse: TerseProgress,
 }
 
 pub fn bytes(n: u64) -> String {
@@ -117,7 +145,7 @@ impl Terminal {
             verbose,
             bar: None,
             interactive,
-            next_terse: TERSE_STEP_PERCENT,
+            terse: TerseProgress::default(),
         }
     }
 
@@ -147,7 +175,7 @@ impl Listener for Terminal {
                     self.finish_bar();
                 }
             }
-            Event::Step(s) => {
+            Event::Step(s) | Event::SnapshotStep { text: s, .. } => {
                 if self.verbose {
                     self.say(&format!("igotchuu: {s}"));
                 }
@@ -176,12 +204,8 @@ impl Listener for Terminal {
                         msg.push_str(f);
                     }
                     bar.set_message(msg);
-                } else if !self.interactive && p.total_bytes.is_some() {
-                    let pct = (p.percent_done.clamp(0.0, 1.0) * 100.0) as u64;
-                    if pct >= self.next_terse {
-                        self.say(&format!("igotchuu: {}", progress_line(p)));
-                        self.next_terse = (pct / TERSE_STEP_PERCENT + 1) * TERSE_STEP_PERCENT;
-                    }
+                } else if !self.interactive && self.terse.due(p) {
+                    self.say(&format!("igotchuu: {}", progress_line(p)));
                 }
             }
             Event::Error(e) if e.during == "recovery" => {
