@@ -759,4 +759,92 @@ snapshot = [
             "expected the README's TOML examples, found {blocks}"
         );
     }
+
+    /// The shipped example config (dist/igotchuu.example.toml, installed as
+    /// /usr/share/doc/igotchuu/examples/igotchuu.toml) loads as it is, names every key, and every
+    /// commented-out `# key = value` line in it is valid too: uncommented on its own it loads
+    /// (or is refused only as the documented alternative of a key that is already set), and the
+    /// lines that show a default show the real default.
+    #[test]
+    fn dist_example_loads() {
+        let text = include_str!("../dist/igotchuu.example.toml");
+        let file = Path::new("dist/igotchuu.example.toml");
+        let c =
+            parse(file, text, None).unwrap_or_else(|e| panic!("the example does not load: {e}"));
+        assert_eq!(c.places, vec![PathBuf::from("/home")]);
+        assert!(c.repo.is_some() && c.password_file.is_some(), "{c:?}");
+        assert_eq!(c.profile_names, vec!["offsite".to_owned()]);
+        let off = parse(file, text, Some("offsite")).expect("profile offsite loads");
+        assert_ne!(off.repo, c.repo);
+
+        let keys = [
+            "places",
+            "restic_args",
+            "restic_backup_args",
+            "exec_before_snapshot",
+            "exec_before_snapshot_timeout",
+            "snapshot_prefix",
+            "snapshot",
+            "repo",
+            "repository_file",
+            "password_file",
+            "password_command",
+            "progress_fps",
+            "cache_dir",
+            "lock_file",
+            "state_dir",
+        ];
+        let assigned = |line: &str| -> Option<String> {
+            let l = line.strip_prefix("# ").unwrap_or(line);
+            let (k, _) = l.split_once(" = ")?;
+            (!k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .then(|| k.to_owned())
+        };
+        for k in keys {
+            assert!(
+                text.lines().any(|l| assigned(l).as_deref() == Some(k)),
+                "the example does not show key `{k}`"
+            );
+        }
+        assert!(
+            text.contains("\n[profiles."),
+            "the example shows no [profiles.NAME] table"
+        );
+
+        let lines: Vec<&str> = text.lines().collect();
+        let mut tried = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with("# ") || assigned(line).is_none() {
+                continue;
+            }
+            let key = assigned(line).unwrap();
+            let mut variant = lines.clone();
+            variant[i] = &line[2..];
+            let variant = variant.join("\n");
+            for profile in [None, Some("offsite")] {
+                match parse(file, &variant, profile) {
+                    Ok(v) => match key.as_str() {
+                        "cache_dir" => assert_eq!(v.cache_dir, PathBuf::from(DEFAULT_CACHE_DIR)),
+                        "lock_file" => assert_eq!(v.lock_file, PathBuf::from(DEFAULT_LOCK_FILE)),
+                        "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
+                        "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
+                        "exec_before_snapshot_timeout" => {
+                            assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
+                        }
+                        _ => {}
+                    },
+                    Err(e) if e.to_string().contains("both set") => {}
+                    Err(e) => panic!(
+                        "line {} of the example, uncommented, does not load: {e}",
+                        i + 1
+                    ),
+                }
+            }
+            tried += 1;
+        }
+        assert!(
+            tried >= 10,
+            "expected the commented-out examples, found {tried}"
+        );
+    }
 }

@@ -1,0 +1,51 @@
+# The igotchuu package: the binary, the D-Bus policy (share/dbus-1/system.d, which
+# services.dbus.packages picks up) and the systemd units of dist/ with ExecStart pointing into
+# the store (lib/systemd/system, which systemd.packages picks up).
+{ lib, rustPlatform }:
+
+let
+  cargoToml = lib.importTOML ../Cargo.toml;
+in
+rustPlatform.buildRustPackage {
+  pname = "igotchuu";
+  inherit (cargoToml.package) version;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../README.md
+      ../src
+      ../dist
+      ../tests
+      (lib.fileset.maybeMissing ../build.rs)
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # Unit tests only: the integration tests need root, loop devices, btrfs and restic, none of
+  # which the build sandbox has.
+  cargoTestFlags = [ "--bins" ];
+
+  postInstall = ''
+    install -Dm644 dist/dbus-1/system.d/com.nyantec.IGotChuu.conf \
+      $out/share/dbus-1/system.d/com.nyantec.IGotChuu.conf
+    install -Dm644 -t $out/lib/systemd/system dist/systemd/*
+    substituteInPlace $out/lib/systemd/system/igotchuu.service $out/lib/systemd/system/igotchuu@.service \
+      --replace-fail /usr/bin/igotchuu $out/bin/igotchuu
+    install -Dm644 dist/sysusers.d/igotchuu.conf $out/lib/sysusers.d/igotchuu.conf
+    install -Dm644 dist/igotchuu.example.toml $out/share/doc/igotchuu/examples/igotchuu.toml
+    # Man page and completions (`igotchuu generate man|completions DIR`): see Cargo.toml's
+    # [package.metadata.deb] assets; add them here with installShellFiles the same way.
+  '';
+
+  meta = {
+    description = cargoToml.package.description;
+    homepage = "https://github.com/nyantec/igotchuu";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+    mainProgram = "igotchuu";
+  };
+}
