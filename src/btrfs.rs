@@ -129,13 +129,46 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
 /// Opens a directory without following symlinks in any component, so a link planted under a
 /// snapshot prefix cannot redirect where a snapshot is created or which subvolume is deleted.
 pub fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
-    Ok(openat2(
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match openat2(
         CWD,
         path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        flags,
         Mode::empty(),
         ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?)
+    ) {
+        // Kernels before 5.6 lack openat2, and seccomp filters such as systemd's
+        // RestrictSUIDSGID= answer ENOSYS for it: walk the path one component at a time with
+        // O_NOFOLLOW instead, which refuses a symlink in any component just the same.
+        Err(e) if e == rustix::io::Errno::NOSYS => open_dir_nofollow_walk(path),
+        r => Ok(r?),
+    }
+}
+
+fn open_dir_nofollow_walk(path: &Path) -> io::Result<OwnedFd> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not absolute", path.display()),
+        ));
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd = rustix::fs::open("/", flags, Mode::empty())?;
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => fd = rustix::fs::openat(&fd, name, flags, Mode::empty())?,
+            // ".." could climb out through a symlinked parent; paths here are normalised.
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} contains ..", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(fd)
 }
 
 /// Opens a directory the ordinary way (sources are the user's own paths, symlinks allowed).
@@ -224,5 +257,23 @@ pub fn delete_subvolume(parent: impl AsFd, name: &OsStr) -> io::Result<()> {
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_component_walk_refuses_symlinks_like_openat2() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, d.path().join("link")).expect("symlink");
+        assert!(open_dir_nofollow_walk(&real).is_ok());
+        assert!(open_dir_nofollow_walk(&d.path().join("link")).is_err());
+        assert!(open_dir_nofollow_walk(&d.path().join("link/x")).is_err());
+        assert!(open_dir_nofollow(&d.path().join("link")).is_err());
+        assert!(open_dir_nofollow(&real).is_ok());
     }
 }

@@ -176,6 +176,17 @@ fn file_name(p: &Path) -> io::Result<&OsStr> {
         .ok_or_else(|| io::Error::other(format!("{} has no file name", p.display())))
 }
 
+/// What to do about the errors a snapshot commonly meets.
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(28) => "; the filesystem is full: free space or delete old snapshots",
+        // Under systemd, ProtectHome=read-only / ProtectSystem= make these paths read-only
+        // inside the unit (ReadWritePaths= does not help for snapshots).
+        Some(30) => "; the snapshot location is read-only: set `snapshot_prefix` to a writable directory on the same filesystem, or under systemd set ProtectHome=no for igotchuu.service",
+        _ => "",
+    }
+}
+
 /// Creates one read-only snapshot at `s.path`.
 pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
     let what = format!(
@@ -183,20 +194,19 @@ pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
         s.source.display(),
         s.path.display()
     );
-    let fail = |e: io::Error| err("snapshot", &s.source, what.clone(), e);
+    let fail = |e: io::Error| {
+        err(
+            "snapshot",
+            &s.source,
+            what.clone(),
+            format!("{e}{}", hint(&e)),
+        )
+    };
     let src_fd = btrfs::open_dir(&s.source).map_err(fail)?;
     let parent = s.path.parent().unwrap_or(Path::new("/"));
     let parent_fd = make_dirs_nofollow(parent).map_err(fail)?;
-    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, file_name(&s.path).map_err(fail)?).map_err(
-        |e| {
-            let hint = if e.raw_os_error() == Some(28) {
-                "; the filesystem is full: free space or delete old snapshots"
-            } else {
-                ""
-            };
-            err("snapshot", &s.source, what.clone(), format!("{e}{hint}"))
-        },
-    )
+    let name = file_name(&s.path).map_err(fail)?;
+    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, name).map_err(fail)
 }
 
 /// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
