@@ -694,7 +694,10 @@ snapshot = [
         std::fs::write(&f, "").expect("write");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         let e = check_trusted_file(&f, "the config file").expect_err("refused");
-        assert!(e.contains("chmod go-w") && e.contains("writable by group or others"), "{e}");
+        assert!(
+            e.contains("chmod go-w") && e.contains("writable by group or others"),
+            "{e}"
+        );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         if rustix::process::geteuid().is_root() {
             check_trusted_file(&f, "the config file").expect("root-owned 0640 is fine");
