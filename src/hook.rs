@@ -22,6 +22,18 @@ pub enum HookError {
     Stopped,
 }
 
+/// Kills the hook and everything it started (its process group): a script killed alone would
+/// leave its hanging child (a `mount` waiting on a dead device, say) running on in the namespace.
+async fn kill_all(child: &mut tokio::process::Child) {
+    if let Some(pgid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill().await;
+}
+
 /// Runs the hook to completion. Its output goes to igotchuu's own stdout/stderr (the journal).
 pub async fn run(
     argv: &[String],
@@ -32,6 +44,8 @@ pub async fn run(
     let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
+        // Its own process group, so that a timeout or a stop can kill what it started, too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(HookError::Spawn)?;
@@ -44,11 +58,11 @@ pub async fn run(
     let status = tokio::select! {
         s = child.wait() => s.map_err(HookError::Spawn)?,
         _ = limit => {
-            let _ = child.kill().await;
+            kill_all(&mut child).await;
             return Err(HookError::TimedOut(timeout.unwrap_or(0)));
         }
         _ = stop.requested() => {
-            let _ = child.kill().await;
+            kill_all(&mut child).await;
             return Err(HookError::Stopped);
         }
     };

@@ -91,6 +91,9 @@ pub async fn run(
     let mut summary = None;
     let mut interrupted = false;
     let mut last_fatal: Option<String> = None;
+    // A "Fatal: …" glued to the end of another line: restic 0.14 prints "error while unlocking: …"
+    // without a newline when its server vanished, so its fatal error does not start a line.
+    let mut glued_fatal: Option<String> = None;
     let kill_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(kill_deadline);
     let mut killed = false;
@@ -129,14 +132,19 @@ pub async fn run(
             Line::Text(t) => {
                 let t = scrub(t);
                 // Before 0.18 a fatal error is a plain "Fatal: …" line: it is the reason the
-                // backup failed, so it is an error, not just chatter.
-                if t.starts_with("Fatal: ") && last_fatal.as_deref() != Some(t.as_str()) {
+                // backup failed, so it is an error, not just chatter. A locked repository is the
+                // exception: up to 0.17 restic reports it without "Fatal: ".
+                let fatal =
+                    t.starts_with("Fatal: ") || t.starts_with("unable to create lock in backend: ");
+                if fatal && last_fatal.as_deref() != Some(t.as_str()) {
                     last_fatal = Some(t.clone());
                     events.emit(Event::Error(ErrorEvent {
                         error: t.clone(),
                         during: "restic".into(),
                         item: String::new(),
                     }));
+                } else if let Some(i) = t.find("Fatal: ").filter(|_| !fatal) {
+                    glued_fatal.get_or_insert_with(|| t[i..].to_owned());
                 }
                 events.emit(Event::ResticText(t));
             }
@@ -198,6 +206,17 @@ pub async fn run(
         },
         Err(_) => 1,
     };
+    // Only once restic has failed is a "Fatal: " inside a line taken as its reason (a file name
+    // in a warning could contain those words).
+    if code != 0 && !interrupted && summary.is_none() && last_fatal.is_none() {
+        if let Some(f) = glued_fatal {
+            events.emit(Event::Error(ErrorEvent {
+                error: f,
+                during: "restic".into(),
+                item: String::new(),
+            }));
+        }
+    }
     Ok(ResticResult {
         code,
         interrupted,
