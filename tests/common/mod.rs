@@ -41,6 +41,9 @@
 //! restic.
 #![allow(dead_code)]
 
+/// A private system-like D-Bus and clients that record what igotchuu sends (tests/common/bus.rs).
+pub mod bus;
+
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;

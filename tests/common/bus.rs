@@ -1,0 +1,509 @@
+//! A private system-like D-Bus for the integration tests, and clients that watch it.
+//!
+//! [`Bus::start`] runs a `dbus-daemon` with a `<type>system</type>` config in a temp dir that
+//! `<include>`s dist/dbus-1/system.d/com.nyantec.IGotChuu.conf (or another [`Policy`]) after a
+//! default policy like the system bus's; [`Bus::igotchuu`] points igotchuu's
+//! `DBUS_SYSTEM_BUS_ADDRESS` at it. [`Recorder`] is a root zbus client that records every signal
+//! igotchuu sends. [`setup`] is [`Fixture::new`] that also requires the D-Bus tools.
+//!
+//! The shipped policy names the group `igotchuu`: starting a bus creates that group and a system
+//! user `igotchuu-test-member` in it on the machine (idempotently; left in place, like any test
+//! dependency).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use zbus::zvariant::OwnedValue;
+
+use super::{find_program, loud, Fixture, IgotchuuCmd, RunOutput, WAIT_TIMEOUT};
+
+pub const NAME: &str = "com.nyantec.IGotChuu";
+pub const OBJECT: &str = "/com/nyantec/igotchuu";
+pub const IFACE: &str = "com.nyantec.igotchuu1";
+pub const GROUP: &str = "igotchuu";
+pub const MEMBER_USER: &str = "igotchuu-test-member";
+
+// ------------------------------------------------------------------------------------------------
+// Requirements, users
+// ------------------------------------------------------------------------------------------------
+
+/// A btrfs/restic fixture, provided the D-Bus tools are there too. `None` after printing
+/// "SKIPPED: …"; under CI=true a missing requirement panics instead (the harness's rule).
+pub fn setup() -> Option<Fixture> {
+    let fx = Fixture::new()?;
+    let missing = [
+        "dbus-daemon",
+        "dbus-send",
+        "dbus-monitor",
+        "gdbus",
+        "setpriv",
+        "groupadd",
+        "useradd",
+        "usermod",
+    ]
+    .into_iter()
+    .find(|p| find_program(p).is_none());
+    if let Some(p) = missing {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let why = format!("`{p}` is not installed (scripts/setup installs it)");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {why}. CI=true, so this is a failure, not a skip");
+        }
+        loud(&format!("SKIPPED: {test}: {why}"));
+        return None;
+    }
+    Some(fx)
+}
+
+/// Runs a helper to completion.
+pub fn run(cmd: &mut Command) -> RunOutput {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    RunOutput {
+        code: out.status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what: format!("{cmd:?}"),
+    }
+}
+
+pub fn must(cmd: &mut Command) -> RunOutput {
+    let out = run(cmd);
+    out.assert_code(0);
+    out
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The group `igotchuu` and a system user in it, created once per test process (idempotent
+/// across runs: `groupadd -f`, `useradd` only when missing, `usermod -aG`).
+pub fn member_ids() -> Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        must(Command::new("groupadd").args(["-f", "-r", GROUP]));
+        let exists = run(Command::new("id").arg(MEMBER_USER)).code == Some(0);
+        if !exists {
+            must(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                MEMBER_USER,
+            ]));
+        }
+        must(Command::new("usermod").args(["-a", "-G", GROUP, MEMBER_USER]));
+        let id = |flag: &str| -> u32 {
+            let out = must(Command::new("id").args([flag, MEMBER_USER]));
+            out.stdout.trim().parse().expect("numeric id")
+        };
+        Ids {
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    })
+}
+
+/// Who runs a client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Who {
+    Root,
+    /// uid/gid 65534, no supplementary groups.
+    Nobody,
+    /// `igotchuu-test-member`, with its groups from /etc/group (so `igotchuu` among them).
+    Member,
+}
+
+pub fn as_user(who: Who, program: &str) -> Command {
+    match who {
+        Who::Root => Command::new(program),
+        Who::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            c
+        }
+        Who::Member => {
+            let m = member_ids();
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", m.uid))
+                .arg(format!("--regid={}", m.gid))
+                .arg("--init-groups")
+                .arg(program);
+            c
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A private system bus
+// ------------------------------------------------------------------------------------------------
+
+pub enum Policy {
+    /// dist/dbus-1/system.d/com.nyantec.IGotChuu.conf, as installed.
+    Shipped,
+    /// What the original shipped in spirit: root owns, anyone may call. Tests the in-process check.
+    LetsEveryoneCall,
+    /// No policy file installed: nobody, root included, may own the name.
+    Missing,
+}
+
+pub struct Bus {
+    daemon: Child,
+    dir: tempfile::TempDir,
+    /// `unix:path=…` of the daemon's socket, for `DBUS_SYSTEM_BUS_ADDRESS`.
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start(policy: Policy) -> Bus {
+        // dbus-daemon resolves policy group names when it reads its config: the group must exist
+        // first, or the `igotchuu` policy is ignored.
+        member_ids();
+        let dir = tempfile::Builder::new()
+            .prefix("igotchuu-bus-")
+            .tempdir()
+            .expect("bus temp dir");
+        // The unprivileged clients must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod bus dir");
+        let socket = dir.path().join("system_bus_socket");
+        let include = match policy {
+            Policy::Shipped => format!(
+                "<include>{}</include>",
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
+                    .display()
+            ),
+            Policy::LetsEveryoneCall => format!(
+                r#"<policy user="root"><allow own="{NAME}"/></policy>
+  <policy context="default"><allow send_destination="{NAME}"/></policy>"#
+            ),
+            Policy::Missing => String::new(),
+        };
+        // The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed; the include
+        // comes after it, as system.d/ does there.
+        let conf = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+  </policy>
+  {include}
+</busconfig>
+"#,
+            socket = socket.display()
+        );
+        let conf_path = dir.path().join("system.conf");
+        std::fs::write(&conf_path, conf).expect("write bus config");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
+        let mut daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf_path.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start dbus-daemon");
+        // The daemon prints its address once it listens: that is the readiness signal.
+        let stdout = daemon.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let bus = Bus {
+            daemon,
+            address: format!("unix:path={}", socket.display()),
+            dir,
+        };
+        match rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(l) if !l.trim().is_empty() => bus,
+            _ => panic!("dbus-daemon did not start:\n{}", bus.log()),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `program` as `who`, talking to this bus as its system bus.
+    pub fn cmd(&self, who: Who, program: &str) -> Command {
+        let mut c = as_user(who, program);
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.address);
+        c
+    }
+
+    pub fn gdbus(&self, who: Who, args: &[&str]) -> RunOutput {
+        run(self.cmd(who, "gdbus").args(args))
+    }
+
+    /// `gdbus call` of a method on igotchuu's object.
+    pub fn call(&self, who: Who, method: &str, args: &[&str]) -> RunOutput {
+        let mut a = vec!["call", "--system", "-d", NAME, "-o", OBJECT, "-m", method];
+        a.extend_from_slice(args);
+        self.gdbus(who, &a)
+    }
+
+    pub fn stop(&self, who: Who) -> RunOutput {
+        self.call(who, &format!("{IFACE}.Stop"), &[])
+    }
+
+    pub fn get_property(&self, who: Who, prop: &str) -> RunOutput {
+        self.call(who, "org.freedesktop.DBus.Properties.Get", &[IFACE, prop])
+    }
+
+    pub fn introspect(&self, who: Who) -> RunOutput {
+        self.gdbus(
+            who,
+            &["introspect", "--system", "--xml", "-d", NAME, "-o", OBJECT],
+        )
+    }
+
+    /// igotchuu with this bus as its system bus.
+    pub fn igotchuu(&self, fx: &Fixture) -> IgotchuuCmd {
+        fx.igotchuu().env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+    }
+}
+
+impl Bus {
+    /// Kills the daemon (SIGKILL) and reaps it: the system bus disappears under every client.
+    pub fn kill_daemon(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clients
+// ------------------------------------------------------------------------------------------------
+
+/// A root zbus client that records every signal on igotchuu's object path (both interfaces) and
+/// the name's NameOwnerChanged, in arrival order.
+pub struct Recorder {
+    msgs: Arc<Mutex<Vec<zbus::Message>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    pub fn start(bus: &Bus) -> Recorder {
+        let msgs: Arc<Mutex<Vec<zbus::Message>>> = Default::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (m, d, address) = (msgs.clone(), done.clone(), bus.address.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                use zbus::export::futures_core::Stream;
+                let setup = async {
+                    let conn = zbus::connection::Builder::address(address.as_str())?
+                        .build()
+                        .await?;
+                    // Created before the match rules are added, so nothing matched is missed.
+                    let stream = zbus::MessageStream::from(&conn);
+                    for rule in [
+                        format!("type='signal',path='{OBJECT}'"),
+                        format!("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"),
+                    ] {
+                        conn.call_method(
+                            Some("org.freedesktop.DBus"),
+                            "/org/freedesktop/DBus",
+                            Some("org.freedesktop.DBus"),
+                            "AddMatch",
+                            &rule,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, zbus::Error>((conn, stream))
+                };
+                let (_conn, mut stream) = match setup.await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while !d.load(Ordering::SeqCst) {
+                    let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+                    match tokio::time::timeout(Duration::from_millis(100), next).await {
+                        Ok(Some(Ok(msg))) => {
+                            if msg.message_type() == zbus::message::Type::Signal {
+                                m.lock().expect("recorder lock").push(msg);
+                            }
+                        }
+                        Ok(None) => break,
+                        Ok(Some(Err(_))) | Err(_) => {}
+                    }
+                }
+            });
+        });
+        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the zbus test client cannot connect: {e}"),
+            Err(_) => panic!("the zbus test client did not connect within {WAIT_TIMEOUT:?}"),
+        }
+        Recorder {
+            msgs,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<zbus::Message> {
+        self.msgs.lock().expect("recorder lock").clone()
+    }
+
+    /// Waits until igotchuu's connection has released the name `times` times in total. The bus
+    /// sends NameOwnerChanged only after handling everything that connection sent, so all its
+    /// signals are recorded by then.
+    pub fn wait_released(&self, times: usize) -> Vec<zbus::Message> {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let msgs = self.snapshot();
+            let released = msgs
+                .iter()
+                .filter(|m| member(m) == "NameOwnerChanged")
+                .filter(|m| {
+                    m.body()
+                        .deserialize::<(String, String, String)>()
+                        .map(|(_, _, new)| new.is_empty())
+                        .unwrap_or(false)
+                })
+                .count();
+            if released >= times {
+                return msgs;
+            }
+            assert!(
+                Instant::now() < end,
+                "the name was not released {times} time(s) within {WAIT_TIMEOUT:?}; recorded: {:?}",
+                msgs.iter().map(member).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn member(m: &zbus::Message) -> String {
+    m.header()
+        .member()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+pub fn interface(m: &zbus::Message) -> String {
+    m.header()
+        .interface()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+pub fn sender(m: &zbus::Message) -> String {
+    m.header()
+        .sender()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+pub fn signature(m: &zbus::Message) -> String {
+    m.body().signature().to_string_no_parens()
+}
+
+/// igotchuu's own signals (com.nyantec.igotchuu1), in order.
+pub fn igotchuu_signals(msgs: &[zbus::Message]) -> Vec<zbus::Message> {
+    msgs.iter()
+        .filter(|m| interface(m) == IFACE)
+        .cloned()
+        .collect()
+}
+
+/// Every value a property took in PropertiesChanged, in order.
+pub fn property_values(msgs: &[zbus::Message], prop: &str) -> Vec<OwnedValue> {
+    msgs.iter()
+        .filter(|m| member(m) == "PropertiesChanged")
+        .filter_map(|m| {
+            let (iface, changed, _) = m
+                .body()
+                .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                .expect("PropertiesChanged body");
+            assert_eq!(iface, IFACE, "PropertiesChanged for another interface");
+            changed
+                .get(prop)
+                .map(|v| v.try_clone().expect("clone value"))
+        })
+        .collect()
+}
+
+pub fn string_values(msgs: &[zbus::Message], prop: &str) -> Vec<String> {
+    property_values(msgs, prop)
+        .into_iter()
+        .map(|v| String::try_from(v).expect("a string property"))
+        .collect()
+}

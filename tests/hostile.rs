@@ -1,0 +1,547 @@
+//! Hostile or careless input: files others could change, symlinks planted where snapshots go,
+//! secrets in the config. Each test runs igotchuu as root on a real loop-mounted btrfs with the
+//! real restic and asserts what a user notices: the refusal and its advice, the exit code, that
+//! nothing was created (or deleted) where it must not be, and that no secret is shown anywhere.
+//!
+//! Need root, btrfs-progs, restic and loop devices (and dbus-daemon for the D-Bus checks);
+//! otherwise they print "SKIPPED" (or fail with CI=true). See tests/common/mod.rs.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::bus::{self, Bus, Policy, Recorder};
+use common::*;
+
+// ------------------------------------------------------------------------------------------------
+// Helpers
+// ------------------------------------------------------------------------------------------------
+
+fn subvolume_with_files(fx: &Fixture, name: &str, files: usize) -> PathBuf {
+    let p = fx.create_subvolume(name);
+    for i in 0..files {
+        fx.write_file(
+            &format!("{name}/dir-{}/file-{i}.txt", i % 3),
+            format!("old {i}\n"),
+        );
+    }
+    p
+}
+
+fn places(paths: &[&Path]) -> String {
+    let list: Vec<String> = paths.iter().map(toml_str).collect();
+    format!("places = [{}]\n", list.join(", "))
+}
+
+fn toml_list(items: &[&str]) -> String {
+    let v: Vec<String> = items.iter().map(toml_str).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn assert_no_mounts_left(fx: &Fixture, context: &str) {
+    let left: Vec<MountEntry> = fx
+        .host_mounts_under_mnt()
+        .into_iter()
+        .filter(|m| m.mount_point != fx.mnt)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{context}: mounts left on the host: {left:#?}"
+    );
+}
+
+/// The number of records in the crash-recovery journal.
+fn journal_len(fx: &Fixture) -> usize {
+    std::fs::read_dir(fx.state_dir.join("journal"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.ends_with(".json") && !n.starts_with('.')
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Every path under `dir` (recursively, symlinks not followed), sorted.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), None)
+        .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+/// A fake restic that touches `held` and waits for `go` (bounded, 60 s) before exec'ing the real
+/// restic: holds the run while its snapshot exists.
+fn hold(fx: &Fixture, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let held = fx.path(format!("{name}-held"));
+    let go = fx.path(format!("{name}-go"));
+    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
+    (dir, held, go)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Files others could change
+// ------------------------------------------------------------------------------------------------
+
+const NOBODY: u32 = 65534;
+
+/// A config file, `password_file` or `repository_file` not owned by root or writable by group or
+/// others is refused before anything happens, naming the file and the command that fixes it.
+/// After exactly that fix, the same files back up.
+#[test]
+fn files_others_could_change_are_refused_with_the_fix() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let repo = fx.repo.clone().expect("repo");
+    let pw = fx.path("password");
+    write_secret(&pw, "correct horse battery staple\n");
+    let repo_file = fx.path("repository");
+    std::fs::write(&repo_file, format!("{}\n", repo.display())).unwrap();
+    chmod(&repo_file, 0o600);
+    let cfg = fx.write_config_raw(&format!(
+        "{}repository_file = {}\npassword_file = {}\n{}",
+        fx.scratch.standard_keys(),
+        toml_str(&repo_file),
+        toml_str(&pw),
+        places(&[&data])
+    ));
+    chmod(&cfg, 0o600);
+
+    // (what is wrong, the file, how to break it, the words of the refusal, the fix)
+    type Break = fn(&Path);
+    let cases: [(&str, &Path, Break, String, Break); 6] = [
+        (
+            "config owned by nobody",
+            &cfg,
+            |p| chown(p, NOBODY),
+            format!(
+                "igotchuu: error: {p}: the config file is owned by uid {NOBODY}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
+                p = cfg.display()
+            ),
+            |p| chown(p, 0),
+        ),
+        (
+            "config writable by its group",
+            &cfg,
+            |p| chmod(p, 0o660),
+            format!(
+                "igotchuu: error: {p}: the config file is writable by group or others (mode 660); anyone who can write it can run commands as root: `chmod go-w {p}`",
+                p = cfg.display()
+            ),
+            |p| chmod(p, 0o600),
+        ),
+        (
+            "config writable by anyone",
+            &cfg,
+            |p| chmod(p, 0o646),
+            format!(
+                "igotchuu: error: {p}: the config file is writable by group or others (mode 646)",
+                p = cfg.display()
+            ),
+            |p| chmod(p, 0o600),
+        ),
+        (
+            "password_file owned by nobody",
+            &pw,
+            |p| chown(p, NOBODY),
+            format!(
+                "igotchuu: error: {p}: the `password_file` is owned by uid {NOBODY}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
+                p = pw.display()
+            ),
+            |p| chown(p, 0),
+        ),
+        (
+            "password_file writable by its group",
+            &pw,
+            |p| chmod(p, 0o620),
+            format!(
+                "igotchuu: error: {p}: the `password_file` is writable by group or others (mode 620); anyone who can write it can run commands as root: `chmod go-w {p}`",
+                p = pw.display()
+            ),
+            |p| chmod(p, 0o600),
+        ),
+        (
+            "repository_file writable by anyone",
+            &repo_file,
+            |p| chmod(p, 0o606),
+            format!(
+                "igotchuu: error: {p}: the `repository_file` is writable by group or others (mode 606)",
+                p = repo_file.display()
+            ),
+            |p| chmod(p, 0o600),
+        ),
+    ];
+    let before = fx.probe_next_subvolume_id();
+    for (what, file, breaks, words, fix) in &cases {
+        breaks(file);
+        let out = fx.run(&cfg, &["backup"]);
+        out.assert_code(20);
+        assert!(
+            out.stderr.contains(words),
+            "{what}: expected {words:?}\n{out}"
+        );
+        // The fix the message names, before the next case: each case has exactly one problem.
+        fix(file);
+    }
+    assert_eq!(
+        fx.probe_next_subvolume_id(),
+        before + 1,
+        "a refused run created a subvolume"
+    );
+    fx.assert_no_snapshot_left("after the refusals");
+    assert!(!fx.lock_file.exists(), "a refused run took the lock");
+    assert!(
+        !fx.state_dir.exists(),
+        "a refused run created its state dir"
+    );
+    assert!(fx.restic_snapshots().is_empty());
+
+    // The advice works: with every file fixed as told, the same config backs up.
+    for (_, file, _, _, _) in &cases {
+        let md = std::fs::metadata(file).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o077), (0, 0), "{}", file.display());
+    }
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the backup");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Where snapshots go
+// ------------------------------------------------------------------------------------------------
+
+/// The directories igotchuu creates on the way to a snapshot under `snapshot_prefix` are mode
+/// 0700, root's: nobody else can look into (or plant anything in) where snapshots live.
+#[test]
+fn snapshot_parent_directories_are_created_0700() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let prefix = fx.at("snaps");
+    let cfg = fx.write_config(&format!(
+        "{}snapshot_prefix = {}\n",
+        places(&[&data]),
+        toml_str(&prefix)
+    ));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    // snapshot_prefix + the source's full path: every directory from the prefix down to the
+    // snapshot's parent was made by igotchuu.
+    let parent = prefix.join(data.parent().unwrap().strip_prefix("/").unwrap());
+    let mut dirs = vec![prefix.clone()];
+    for c in parent.strip_prefix(&prefix).unwrap().components() {
+        let next = dirs.last().unwrap().join(c);
+        dirs.push(next);
+    }
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    for d in &dirs {
+        let md = std::fs::symlink_metadata(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        assert!(md.is_dir(), "{}", d.display());
+        assert_eq!(
+            (md.mode() & 0o7777, md.uid()),
+            (0o700, 0),
+            "{} is not 0700 root",
+            d.display()
+        );
+    }
+    fx.assert_no_snapshot_left("after the backup");
+}
+
+/// A symlink planted on the way to where a snapshot goes — under `snapshot_prefix`, pointing at
+/// another directory of the same btrfs, or as the snapshot's parent, pointing outside the
+/// filesystem — is refused before any snapshot is made; nothing appears at the link's target.
+#[test]
+fn a_planted_symlink_cannot_redirect_snapshot_creation() {
+    let Some(fx) = Fixture::new_without_repo() else {
+        return;
+    };
+    let data = subvolume_with_files(&fx, "data", 2);
+
+    // 1. snapshot_prefix/tmp → <same btrfs>/elsewhere, with the rest of the path waiting there.
+    let prefix = fx.at("snaps");
+    std::fs::create_dir(&prefix).unwrap();
+    chmod(&prefix, 0o700);
+    let elsewhere = fx.at("elsewhere");
+    let first = data.strip_prefix("/").unwrap().components().next().unwrap();
+    let rest = data
+        .parent()
+        .unwrap()
+        .strip_prefix("/")
+        .unwrap()
+        .strip_prefix(first)
+        .unwrap();
+    std::fs::create_dir_all(elsewhere.join(rest)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, prefix.join(first)).unwrap();
+    let planted_before = tree(&elsewhere);
+
+    // 2. The snapshot's parent is a link out of the filesystem.
+    let outside = fx.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, fx.at("linked")).unwrap();
+
+    let cases = [
+        (
+            "a link under snapshot_prefix",
+            format!("snapshot_prefix = {}\n", toml_str(&prefix)),
+            prefix.join(data.parent().unwrap().strip_prefix("/").unwrap()),
+        ),
+        (
+            "the snapshot's parent is a link",
+            format!(
+                "[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
+                toml_str(&data),
+                toml_str(fx.at("linked/data"))
+            ),
+            fx.at("linked"),
+        ),
+    ];
+    let before = fx.probe_next_subvolume_id();
+    for (what, keys, parent) in &cases {
+        let cfg = fx.write_config(&format!("{}{keys}", places(&[&data])));
+        let out = fx.run(&cfg, &["backup"]);
+        out.assert_code(20);
+        // The kernel says ELOOP for a link on the way, ENOTDIR for a link at the end.
+        let words = format!(
+            "cannot open {} without following symlinks: ",
+            parent.display()
+        );
+        out.assert_stderr_contains("; snapshot locations must be real directories");
+        assert!(
+            out.stderr.contains(&words),
+            "{what}: expected {words:?}\n{out}"
+        );
+        assert_eq!(journal_len(&fx), 0, "{what}");
+    }
+    assert_eq!(
+        fx.probe_next_subvolume_id(),
+        before + 1,
+        "a subvolume was created"
+    );
+    fx.assert_no_snapshot_left("after the refusals");
+    assert_eq!(
+        tree(&elsewhere),
+        planted_before,
+        "something appeared at the link's target"
+    );
+    assert!(tree(&outside).is_empty(), "something appeared outside");
+}
+
+/// While a backup runs, the snapshot's directory is swapped for a symlink to a directory holding
+/// a subvolume of the user's with the snapshot's very name. Cleanup must not follow the link:
+/// the user's subvolume survives, igotchuu says it could not delete its snapshot (exit 20) and
+/// keeps it in the journal; once the directory is back, the next run removes the snapshot.
+#[test]
+fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let snaps = fx.at("snaps");
+    // Fake restic: holds the run while the test swaps the directory.
+    let (dir, held, go) = hold(&fx, "restic");
+    let cfg = fx.write_config(&format!(
+        "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
+        places(&[&data]),
+        toml_str(&data),
+        toml_str(snaps.join("data"))
+    ));
+    let mut run = fx
+        .igotchuu()
+        .path_prepend(&dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&held);
+    let snap = fx
+        .extra_subvolumes()
+        .into_iter()
+        .map(|s| fx.at(&s.path))
+        .next()
+        .expect("the run's snapshot");
+    let name = snap.file_name().unwrap().to_owned();
+    assert_eq!(snap.parent(), Some(snaps.as_path()));
+
+    // The swap: snaps → snaps.real, and snaps → victim, which holds the user's subvolume
+    // named like the snapshot.
+    let victim = fx.at("victim");
+    std::fs::create_dir(&victim).unwrap();
+    fx.create_subvolume(&format!("victim/{}", name.to_str().unwrap()));
+    fx.write_file(
+        &format!("victim/{}/precious.txt", name.to_str().unwrap()),
+        "the user's data\n",
+    );
+    let real = fx.at("snaps.real");
+    std::fs::rename(&snaps, &real).unwrap();
+    std::os::unix::fs::symlink(&victim, &snaps).unwrap();
+
+    touch(&go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(20);
+    let p = snap.display();
+    // The snapshot's parent is a link now: opened without following links, ENOTDIR.
+    out.assert_stderr_contains(&format!(
+        "igotchuu: error during cleanup of {p}: cannot delete snapshot {p}: Not a directory (os error 20); it stays in the journal"
+    ));
+    assert_eq!(
+        std::fs::read_to_string(victim.join(&name).join("precious.txt")).unwrap(),
+        "the user's data\n",
+        "the user's subvolume behind the link was deleted"
+    );
+    assert!(
+        real.join(&name).is_dir(),
+        "the snapshot itself is still there"
+    );
+    assert_eq!(journal_len(&fx), 1, "the snapshot is kept in the journal");
+    assert_no_mounts_left(&fx, "after the swap");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the backup itself worked");
+
+    // The directory is put back; the next run (snapshotting elsewhere) removes the leftover.
+    std::fs::remove_file(&snaps).unwrap();
+    std::fs::rename(&real, &snaps).unwrap();
+    let cfg2 = fx.write_config(&places(&[&data]));
+    let out = fx.run(&cfg2, &["backup"]);
+    out.assert_code(0);
+    out.assert_stderr_contains(&format!("igotchuu: recovery: removed snapshot {p} of"));
+    assert!(!snap.exists());
+    assert!(victim.join(&name).join("precious.txt").exists());
+    assert_eq!(journal_len(&fx), 0);
+    // Only the test's own subvolumes remain, the user's `victim/<name>` among them.
+    fx.assert_no_snapshot_left("after the next run");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Secrets
+// ------------------------------------------------------------------------------------------------
+
+/// A repository URL with a password (as `repo` and as `-r` in `restic_args`), a
+/// `--password-command` in `restic_args` (both spellings) and the `password_command` key: the
+/// secret never shows in `--dry-run`, in the output of a real (failing) run with `-v`, or in any
+/// D-Bus signal. The password commands name a program that does not exist, so restic itself
+/// echoes the secret back ("exec: \"…\": executable file not found"): igotchuu must scrub it.
+#[test]
+fn secrets_never_show_in_output_dry_run_or_dbus() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let repo = fx.repo.clone().expect("repo");
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let std_keys = fx.scratch.standard_keys();
+    let pw = toml_str(&fx.password_file);
+    let local = toml_str(&repo);
+    let pl = places(&[&data]);
+    // (the secret, the config, restic's echo of it as igotchuu shows it, scrubbed)
+    let cases: Vec<(&str, String, Option<&str>)> = vec![
+        (
+            "s3cret-URL-pw-1",
+            format!(
+                "{std_keys}repo = \"rest:http://user:s3cret-URL-pw-1@127.0.0.1:1/repo\"\npassword_file = {pw}\n{pl}"
+            ),
+            None,
+        ),
+        (
+            "s3cret-ARG-pw-2",
+            format!(
+                "{std_keys}password_file = {pw}\nrestic_args = {}\n{pl}",
+                toml_list(&["-r", "rest:http://user:s3cret-ARG-pw-2@127.0.0.1:1/repo"])
+            ),
+            None,
+        ),
+        (
+            "nonexistent-s3cret-CMD-3",
+            format!(
+                "{std_keys}repo = {local}\nrestic_args = {}\n{pl}",
+                toml_list(&["--password-command", "nonexistent-s3cret-CMD-3"])
+            ),
+            Some("restic: Resolving password failed: exec: \"***\": executable file not found"),
+        ),
+        (
+            "nonexistent-s3cret-EQ-4",
+            format!(
+                "{std_keys}repo = {local}\nrestic_args = {}\n{pl}",
+                toml_list(&["--password-command=nonexistent-s3cret-EQ-4"])
+            ),
+            Some("restic: Resolving password failed: exec: \"***\": executable file not found"),
+        ),
+        (
+            "nonexistent-s3cret-KEY-5",
+            format!(
+                "{std_keys}repo = {local}\npassword_command = \"nonexistent-s3cret-KEY-5\"\n{pl}"
+            ),
+            Some("restic: Resolving password failed: exec: \"***\": executable file not found"),
+        ),
+    ];
+    let secrets: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let mut runs = 0;
+    for (secret, text, echo) in &cases {
+        let cfg = fx.write_config_raw(text);
+        let dry = bus
+            .igotchuu(&fx)
+            .args(["-c", cfg.to_str().unwrap(), "backup", "--dry-run"])
+            .run();
+        dry.assert_code(0);
+        assert!(
+            dry.stdout.contains("***"),
+            "{secret}: nothing redacted?\n{dry}"
+        );
+        let out = bus
+            .igotchuu(&fx)
+            .args(["-c", cfg.to_str().unwrap(), "-v", "backup"])
+            .run();
+        runs += 1;
+        assert_ne!(
+            out.code,
+            Some(0),
+            "{secret}: restic cannot have succeeded\n{out}"
+        );
+        // The run got as far as restic (so restic had its chance to echo the secret).
+        out.assert_stderr_contains("igotchuu: running restic backup --json");
+        if let Some(e) = echo {
+            out.assert_stderr_contains(e);
+        }
+        for s in &secrets {
+            for (name, o) in [("--dry-run", &dry), ("backup -v", &out)] {
+                assert!(!o.all().contains(s), "{name} shows the secret {s:?}\n{o}");
+            }
+        }
+        fx.assert_no_snapshot_left(secret);
+        assert_eq!(journal_len(&fx), 0);
+    }
+
+    let msgs = rec.wait_released(runs);
+    let errors = bus::igotchuu_signals(&msgs)
+        .into_iter()
+        .filter(|m| bus::member(m) == "Error")
+        .count();
+    assert!(errors >= runs, "every failed run sent an Error signal");
+    for m in &msgs {
+        let body = m.body();
+        let text = String::from_utf8_lossy(body.data());
+        for s in &secrets {
+            assert!(
+                !text.contains(s),
+                "a D-Bus {} signal carries the secret {s:?}: {text:?}",
+                bus::member(m)
+            );
+        }
+    }
+}
