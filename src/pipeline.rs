@@ -226,19 +226,8 @@ async fn backup(
         }
         Ok(r) if r.interrupted => Outcome::Interrupted,
         Ok(r) if r.code == 0 => Outcome::Success,
-        Ok(r) => {
-            if r.code != 3 && r.summary.is_none() {
-                events.error(
-                    "restic",
-                    &plan.restic.program,
-                    format!(
-                        "restic exited with code {} without writing a snapshot",
-                        r.code
-                    ),
-                );
-            }
-            Outcome::ResticFailed(r.code)
-        }
+        // restic::run has reported why, in restic's own words, as an Error event.
+        Ok(r) => Outcome::ResticFailed(r.code),
     }
 }
 

@@ -212,7 +212,18 @@ pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
 /// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
 pub fn delete(path: &Path) -> io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_fd = btrfs::open_dir_nofollow(parent)?;
+    let parent_fd = btrfs::open_dir_nofollow(parent).map_err(|e| {
+        if matches!(e.raw_os_error(), Some(20) | Some(40)) {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: a directory on the way to it is now a symlink or not a directory, and igotchuu never follows symlinks when deleting"
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     btrfs::delete_subvolume(&parent_fd, file_name(path)?)
 }
 

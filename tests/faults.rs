@@ -1663,3 +1663,37 @@ fn an_undeletable_snapshot_is_reported_kept_in_the_journal_and_removed_by_the_ne
     assert_eq!(fx.restic_snapshots().len(), 2);
     fx.restic_check();
 }
+
+/// restic failing without a "Fatal: " line (a password command that fails): the `Error` signal
+/// and the terminal still carry restic's own words, not just an exit code.
+#[test]
+fn a_failure_without_fatal_still_reports_restics_words() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let repo = fx.repo.clone().expect("repo");
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let cfg = fx.write_config_raw(&format!(
+        "{}repo = {}\npassword_command = \"false\"\n{}",
+        fx.scratch.standard_keys(),
+        toml_str(&repo),
+        places(&[&data])
+    ));
+    let out = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
+    out.assert_code(1);
+    let words = "Resolving password failed";
+    out.assert_stderr_contains(&format!("igotchuu: error during restic: restic exited with code 1 without writing a snapshot; its last words: {words}"));
+    let msgs = rec.wait_released(1);
+    let errors = errors_by_run(&msgs);
+    assert!(
+        errors[0]
+            .iter()
+            .any(|(text, during, _)| during == "restic" && text.contains(words)),
+        "no Error signal carrying {words:?}: {errors:?}\n{out}"
+    );
+    fx.assert_no_snapshot_left("after a failing password command");
+    assert!(journal_records(&fx).is_empty());
+}

@@ -400,7 +400,7 @@ fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
     let p = snap.display();
     // The snapshot's parent is a link now: opened without following links, ENOTDIR.
     out.assert_stderr_contains(&format!(
-        "igotchuu: error during cleanup of {p}: cannot delete snapshot {p}: Not a directory (os error 20); it stays in the journal"
+        "igotchuu: error during cleanup of {p}: cannot delete snapshot {p}: Not a directory (os error 20): a directory on the way to it is now a symlink or not a directory, and igotchuu never follows symlinks when deleting; it stays in the journal"
     ));
     assert_eq!(
         std::fs::read_to_string(victim.join(&name).join("precious.txt")).unwrap(),

@@ -21,7 +21,6 @@ pub struct ResticResult {
     pub code: i32,
     /// We asked restic to stop.
     pub interrupted: bool,
-    pub summary: Option<Summary>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +93,9 @@ pub async fn run(
     // A "Fatal: …" glued to the end of another line: restic 0.14 prints "error while unlocking: …"
     // without a newline when its server vanished, so its fatal error does not start a line.
     let mut glued_fatal: Option<String> = None;
+    // restic's last plain-text line: the reason, when it fails without a "Fatal: " (e.g.
+    // "Resolving password failed: …").
+    let mut last_text: Option<String> = None;
     let kill_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(kill_deadline);
     let mut killed = false;
@@ -146,6 +148,7 @@ pub async fn run(
                 } else if let Some(i) = t.find("Fatal: ").filter(|_| !fatal) {
                     glued_fatal.get_or_insert_with(|| t[i..].to_owned());
                 }
+                last_text = Some(t.clone());
                 events.emit(Event::ResticText(t));
             }
             Line::Verbose(_) | Line::Other(_) => {}
@@ -208,20 +211,23 @@ pub async fn run(
     };
     // Only once restic has failed is a "Fatal: " inside a line taken as its reason (a file name
     // in a warning could contain those words).
-    if code != 0 && !interrupted && summary.is_none() && last_fatal.is_none() {
-        if let Some(f) = glued_fatal {
-            events.emit(Event::Error(ErrorEvent {
-                error: f,
-                during: "restic".into(),
-                item: String::new(),
-            }));
-        }
+    if code != 0 && code != 3 && !interrupted && summary.is_none() && last_fatal.is_none() {
+        let error = match (glued_fatal, last_text) {
+            (Some(f), _) => f,
+            (None, Some(t)) => format!(
+                "restic exited with code {code} without writing a snapshot; its last words: {t}"
+            ),
+            (None, None) => {
+                format!("restic exited with code {code} without writing a snapshot")
+            }
+        };
+        events.emit(Event::Error(ErrorEvent {
+            error,
+            during: "restic".into(),
+            item: String::new(),
+        }));
     }
-    Ok(ResticResult {
-        code,
-        interrupted,
-        summary,
-    })
+    Ok(ResticResult { code, interrupted })
 }
 
 /// How long `restic unlock` may take before igotchuu gives up on it.
