@@ -12,25 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Creates subvolume `name` holding `files` small files (`dir/file-N.txt`, content "old N") and
-/// returns the subvolume's path.
-fn subvolume_with_files(fx: &Fixture, name: &str, files: usize) -> PathBuf {
-    let p = fx.create_subvolume(name);
-    for i in 0..files {
-        fx.write_file(
-            &format!("{name}/dir-{}/file-{i}.txt", i % 3),
-            format!("old {i}\n"),
-        );
-    }
-    p
-}
-
-/// `places = [...]` for the given paths.
-fn places(paths: &[&Path]) -> String {
-    let list: Vec<String> = paths.iter().map(toml_str).collect();
-    format!("places = [{}]\n", list.join(", "))
-}
-
 /// A fake restic that touches `started`, then blocks until `release` exists (at most 60 s), and
 /// exits 130 on SIGINT the way restic does. Used to make "mid-backup" deterministic.
 fn blocking_wrapper(fx: &Fixture, started: &Path, release: &Path, got_int: &Path) -> PathBuf {

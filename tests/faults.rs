@@ -30,18 +30,6 @@ use rustix::io::Errno;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-/// Creates subvolume `name` holding `files` small files and returns its path.
-fn subvolume_with_files(fx: &Fixture, name: &str, files: usize) -> PathBuf {
-    let p = fx.create_subvolume(name);
-    for i in 0..files {
-        fx.write_file(
-            &format!("{name}/dir-{}/file-{i}.txt", i % 3),
-            format!("old {i}\n"),
-        );
-    }
-    p
-}
-
 /// `n` bytes that do not compress or deduplicate (xorshift64).
 fn noise(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -54,18 +42,6 @@ fn noise(n: usize) -> Vec<u8> {
     }
     buf.truncate(n);
     buf
-}
-
-/// `places = [...]`.
-fn places(paths: &[&Path]) -> String {
-    let list: Vec<String> = paths.iter().map(toml_str).collect();
-    format!("places = [{}]\n", list.join(", "))
-}
-
-/// A TOML array of strings.
-fn toml_list(items: &[&str]) -> String {
-    let v: Vec<String> = items.iter().map(toml_str).collect();
-    format!("[{}]", v.join(", "))
 }
 
 /// Whether the tools a test needs beyond the fixture's are installed. When one is missing, prints

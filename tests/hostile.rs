@@ -18,27 +18,6 @@ use common::*;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-fn subvolume_with_files(fx: &Fixture, name: &str, files: usize) -> PathBuf {
-    let p = fx.create_subvolume(name);
-    for i in 0..files {
-        fx.write_file(
-            &format!("{name}/dir-{}/file-{i}.txt", i % 3),
-            format!("old {i}\n"),
-        );
-    }
-    p
-}
-
-fn places(paths: &[&Path]) -> String {
-    let list: Vec<String> = paths.iter().map(toml_str).collect();
-    format!("places = [{}]\n", list.join(", "))
-}
-
-fn toml_list(items: &[&str]) -> String {
-    let v: Vec<String> = items.iter().map(toml_str).collect();
-    format!("[{}]", v.join(", "))
-}
-
 fn assert_no_mounts_left(fx: &Fixture, context: &str) {
     let left: Vec<MountEntry> = fx
         .host_mounts_under_mnt()

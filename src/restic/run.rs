@@ -39,20 +39,13 @@ pub async fn run(
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Result<ResticResult, SpawnError> {
-    let mut c = Command::new(&cmd.program);
-    c.args(&cmd.args)
-        .stdin(Stdio::null())
+    let mut c = Command::from(cmd.with_args(cmd.args.clone()));
+    c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own process group: a Ctrl-C on the terminal reaches only igotchuu, which then stops
         // restic itself, so every stop goes the same way and cleanup is never raced.
         .process_group(0);
-    for k in &cmd.remove_env {
-        c.env_remove(k);
-    }
-    for (k, v) in &cmd.set_env {
-        c.env(k, v);
-    }
     let parent = rustix::process::getpid();
     // SAFETY: only async-signal-safe raw syscalls run between fork and exec.
     unsafe {
@@ -237,18 +230,11 @@ const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
 /// `prune` or `check`. `restic unlock` removes only stale locks (a dead process on this host, or
 /// older than 30 minutes), never one a live restic holds.
 async fn unlock(cmd: &ResticCommand, events: &mut Events) {
-    let mut c = Command::new(&cmd.program);
-    c.args(&cmd.unlock_args)
-        .stdin(Stdio::null())
+    let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for k in &cmd.remove_env {
-        c.env_remove(k);
-    }
-    for (k, v) in &cmd.set_env {
-        c.env(k, v);
-    }
     let shown = format!(
         "{} {}",
         cmd.program,

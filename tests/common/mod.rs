@@ -1168,3 +1168,28 @@ impl Drop for Fixture {
         }
     }
 }
+
+/// Creates subvolume `name` holding `files` small files (`dir-N/file-M.txt`, content "old M")
+/// and returns its path.
+pub fn subvolume_with_files(fx: &Fixture, name: &str, files: usize) -> PathBuf {
+    let p = fx.create_subvolume(name);
+    for i in 0..files {
+        fx.write_file(
+            &format!("{name}/dir-{}/file-{i}.txt", i % 3),
+            format!("old {i}\n"),
+        );
+    }
+    p
+}
+
+/// `places = [...]` for the given paths, newline-ended.
+pub fn places(paths: &[&Path]) -> String {
+    let list: Vec<String> = paths.iter().map(toml_str).collect();
+    format!("places = [{}]\n", list.join(", "))
+}
+
+/// A TOML array of strings.
+pub fn toml_list(items: &[&str]) -> String {
+    let v: Vec<String> = items.iter().map(toml_str).collect();
+    format!("[{}]", v.join(", "))
+}
