@@ -15,11 +15,11 @@ struct Report {
 
 impl Report {
     fn ok(&mut self, what: impl std::fmt::Display) {
-        println!("ok:   {what}");
+        say_out!("ok:   {what}");
     }
     fn fail(&mut self, what: impl std::fmt::Display) {
         self.failed = true;
-        println!("FAIL: {what}");
+        say_out!("FAIL: {what}");
     }
 }
 
@@ -56,18 +56,18 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
                 Err(e) => r.fail(format!("cannot enter a private mount namespace: {e}")),
             }
         } else {
-            println!("skip: exec_before_snapshot (needs root); snapshot locations it would mount are not checked");
+            say_out!("skip: exec_before_snapshot (needs root); snapshot locations it would mount are not checked");
         }
     }
     check_sources(&mut r, &plan);
     check_repository(&mut r, &plan, &config);
-    println!();
-    print!("{plan}");
+    say_out!("");
+    say_out_raw!("{plan}");
     if r.failed {
-        println!("\ncheck: FAILED (see the FAIL lines above)");
+        say_out!("\ncheck: FAILED (see the FAIL lines above)");
         crate::exit::IGOTCHUU_FAILED
     } else {
-        println!("\ncheck: everything passed");
+        say_out!("\ncheck: everything passed");
         crate::exit::SUCCESS
     }
 }

@@ -92,7 +92,7 @@ impl Igotchuu {
             }
             Err(why) => {
                 // The policy file should have kept this call out; say so to the admin.
-                eprintln!("igotchuu: warning: refused D-Bus Stop from {sender}: {why}");
+                say_err!("igotchuu: warning: refused D-Bus Stop from {sender}: {why}");
                 Err(fdo::Error::AccessDenied(why))
             }
         }
@@ -298,7 +298,7 @@ async fn publish(iface: InterfaceRef<Igotchuu>, mut rx: mpsc::UnboundedReceiver<
             // The bus went away or refuses us: the backup goes on regardless; say it once.
             if !reported {
                 reported = true;
-                eprintln!("igotchuu: warning: cannot send D-Bus signals: {e}; the backup goes on");
+                say_err!("igotchuu: warning: cannot send D-Bus signals: {e}; the backup goes on");
             }
         }
     }

@@ -89,7 +89,7 @@ impl JournalLog {
         }
         // A lost log line must never stop a backup; the journal is best effort.
         if self.sock.send(&buf).is_err() {
-            eprintln!("igotchuu: {message}");
+            say_err!("igotchuu: {message}");
         }
     }
 }

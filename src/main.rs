@@ -1,5 +1,8 @@
 //! igotchuu: consistent restic backups of a live Linux system from read-only btrfs snapshots.
 
+#[macro_use]
+mod out;
+
 mod btrfs;
 mod check;
 mod cli;
@@ -31,7 +34,7 @@ fn main() {
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("igotchuu: error: {msg}");
+    say_err!("igotchuu: error: {msg}");
     exit::IGOTCHUU_FAILED
 }
 
@@ -54,7 +57,7 @@ fn real_main() -> i32 {
         Some(Command::Backup { dry_run: false }) => privileged(&cli, Job::Backup),
         Some(Command::Backup { dry_run: true }) => match load_plan(&cli) {
             Ok(plan) => {
-                print!("{plan}");
+                say_out_raw!("{plan}");
                 exit::SUCCESS
             }
             Err(code) => code,

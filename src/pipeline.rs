@@ -97,20 +97,20 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
         Ok((_, found)) => {
             let mut failed = false;
             if found.is_empty() {
-                println!("nothing to clean up: the journal lists no snapshot");
+                say_out!("nothing to clean up: the journal lists no snapshot");
             }
             for f in &found {
                 match f {
-                    Found::Removed(r) => println!("removed {}", r.snapshot.display()),
+                    Found::Removed(r) => say_out!("removed {}", r.snapshot.display()),
                     Found::AlreadyGone(r) => {
-                        println!("forgot {} (it no longer exists)", r.snapshot.display())
+                        say_out!("forgot {} (it no longer exists)", r.snapshot.display())
                     }
                     Found::NotOurs(r, why) => {
-                        println!("left alone {} ({why})", r.snapshot.display())
+                        say_out!("left alone {} ({why})", r.snapshot.display())
                     }
                     Found::Failed(p, e) => {
                         failed = true;
-                        println!("FAILED {}: {e}", p.display())
+                        say_out!("FAILED {}: {e}", p.display())
                     }
                 }
             }

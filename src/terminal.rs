@@ -152,8 +152,8 @@ impl Terminal {
     /// Prints a line to stderr without tearing the progress bar.
     fn say(&self, line: &str) {
         match &self.bar {
-            Some(b) => b.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(b) => b.suspend(|| say_err!("{line}")),
+            None => say_err!("{line}"),
         }
     }
 

@@ -573,3 +573,31 @@ fn snapshot_entry_as_plain_string_backs_up() {
     );
     fx.assert_no_snapshot_left("after a backup");
 }
+
+/// The terminal igotchuu writes to goes away mid-run (its pipe's reader is gone, as when an ssh
+/// session drops): every write fails with EPIPE, and the backup must still finish and clean up
+/// instead of panicking on the first message.
+#[test]
+fn a_vanished_output_pipe_does_not_stop_the_backup_or_its_cleanup() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let cfg = fx.write_config(&places(&[&data]));
+    let mut cmd = fx
+        .igotchuu()
+        .args(["-v", "-c", cfg.to_str().unwrap(), "backup"])
+        .command();
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn igotchuu");
+    // Close the read ends before igotchuu writes anything.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "igotchuu died with {status:?}");
+    assert_eq!(
+        fx.restic_snapshots().len(),
+        1,
+        "no restic snapshot was written"
+    );
+    fx.assert_no_snapshot_left("after a run whose output pipe vanished");
+}
