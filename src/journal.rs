@@ -25,6 +25,10 @@ pub struct Record {
 
 pub struct Journal {
     dir: PathBuf,
+    /// flock held for the whole run: two runs sharing a `state_dir` (another profile or config
+    /// with its own `lock_file`, or `cleanup`) must never see each other's live snapshots as
+    /// leftovers of a crash.
+    _lock: File,
 }
 
 /// An entry found in the journal: the file and its record, or why it could not be read.
@@ -74,8 +78,42 @@ impl Journal {
                     d.display()
                 )));
             }
+            // Only a root run is at stake (and only root can fix it).
+            if rustix::process::geteuid().is_root() && std::os::unix::fs::MetadataExt::uid(&md) != 0
+            {
+                return Err(io::Error::other(format!(
+                    "{} is owned by uid {}, not root; whoever owns it could make igotchuu delete snapshots: `chown root: {}`",
+                    d.display(),
+                    std::os::unix::fs::MetadataExt::uid(&md),
+                    d.display()
+                )));
+            }
         }
-        Ok(Journal { dir })
+        let lock_path = dir.join(".lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&lock_path)?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                let mut pid = String::new();
+                let _ = io::Read::read_to_string(&mut lock, &mut pid);
+                return Err(io::Error::other(format!(
+                    "another igotchuu run (PID {}) is using the journal in {}; wait for it to finish",
+                    pid.trim(),
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        lock.set_len(0)?;
+        writeln!(lock, "{}", std::process::id())?;
+        Ok(Journal { dir, _lock: lock })
     }
 
     pub fn dir(&self) -> &Path {
@@ -153,6 +191,7 @@ mod tests {
             run: "t".into(),
         };
         j.record(&r).expect("record");
+        drop(j);
         let j2 = Journal::open(d.path()).expect("reopen");
         let e = j2.entries().expect("entries");
         assert_eq!(e.len(), 1);
@@ -164,6 +203,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn two_runs_cannot_share_a_journal() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let _first = Journal::open(d.path()).expect("open");
+        let e = Journal::open(d.path())
+            .err()
+            .expect("second open refused")
+            .to_string();
+        assert!(e.contains(&format!("PID {}", std::process::id())), "{e}");
     }
 
     #[test]

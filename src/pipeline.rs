@@ -105,6 +105,10 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
                     Found::AlreadyGone(r) => {
                         say_out!("forgot {} (it no longer exists)", r.snapshot.display())
                     }
+                    Found::Kept(r, why) => {
+                        failed = true;
+                        say_out!("kept {} ({why})", r.snapshot.display())
+                    }
                     Found::NotOurs(r, why) => {
                         say_out!("left alone {} ({why})", r.snapshot.display())
                     }
