@@ -1673,3 +1673,31 @@ fn a_failure_without_fatal_still_reports_restics_words() {
     fx.assert_no_snapshot_left("after a failing password command");
     assert!(journal_records(&fx).is_empty());
 }
+
+/// A process restic started (as ssh or rclone would be) keeps restic's output open after restic
+/// has exited: igotchuu must not wait for it, but finish and clean up. The fake restic here only
+/// leaves such a process behind (a `sleep` holding stdout and stderr), then runs the real restic.
+#[test]
+fn a_child_of_restic_holding_its_output_does_not_hang_the_run() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let pidfile = fx.path("lingering.pid");
+    let bin = fx.restic_wrapper(&format!("sleep 600 &\necho $! > {}\n", sh_quote(&pidfile)));
+    let cfg = fx.write_config(&places(&[&data]));
+    let out = fx
+        .igotchuu()
+        .path_prepend(&bin)
+        .args(["-v", "-c", cfg.to_str().unwrap(), "backup"])
+        .run();
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        if let Ok(pid) = pid.trim().parse::<u32>() {
+            kill(pid, Signal::KILL);
+        }
+    }
+    out.assert_code(0);
+    out.assert_stderr_contains(
+        "restic exited but a process it started still holds its output open",
+    );
+    assert_eq!(fx.restic_snapshots().len(), 1, "{out}");
+    fx.assert_no_snapshot_left("after a run whose restic left a child behind");
+}

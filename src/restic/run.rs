@@ -14,6 +14,8 @@ use crate::stop::StopSignal;
 
 /// How long restic gets to remove its lock and exit after SIGINT before it is killed.
 const GRACE: Duration = Duration::from_secs(30);
+/// How long restic's output pipes may stay open after restic itself has exited.
+const DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct ResticResult {
@@ -148,7 +150,13 @@ pub async fn run(
         }
     };
 
-    while out_open || err_open {
+    // Read both pipes until restic has exited AND they are drained. restic's ssh or rclone child
+    // inherits its stderr and may outlive it (a black-holed sftp server): once restic itself has
+    // exited, the pipes get DRAIN more time, then igotchuu moves on to cleanup regardless.
+    let mut status = None;
+    let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(drain_deadline);
+    while status.is_none() || out_open || err_open {
         tokio::select! {
             r = out.read_until(b'\n', &mut out_buf), if out_open => {
                 match r {
@@ -162,35 +170,33 @@ pub async fn run(
                     Ok(_) => { handle(&err_buf, events, &mut summary); err_buf.clear(); }
                 }
             }
-            _ = stop.requested(), if !interrupted => {
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                drain_deadline.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+            }
+            _ = &mut drain_deadline, if status.is_some() => {
+                events.emit(Event::Step(format!(
+                    "restic exited but a process it started still holds its output open; not waiting for it beyond {}s",
+                    DRAIN.as_secs()
+                )));
+                break;
+            }
+            _ = stop.requested(), if !interrupted && status.is_none() => {
                 interrupted = true;
                 if let Some(pid) = pid {
                     let _ = kill_process(pid, Signal::INT);
                 }
                 kill_deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
             }
-            _ = &mut kill_deadline, if interrupted && !killed => {
+            _ = &mut kill_deadline, if interrupted && !killed && status.is_none() => {
                 killed = true;
                 events.emit(Event::Step(format!("restic did not exit within {}s of SIGINT; killing it", GRACE.as_secs())));
                 let _ = child.start_kill();
             }
         }
     }
-    // Pipes closed: restic is exiting (or a grandchild kept them open; then wait bounds it).
-    let status = loop {
-        tokio::select! {
-            s = child.wait() => break s,
-            _ = stop.requested(), if !interrupted => {
-                interrupted = true;
-                if let Some(pid) = pid { let _ = kill_process(pid, Signal::INT); }
-                kill_deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
-            }
-            _ = &mut kill_deadline, if interrupted && !killed => {
-                killed = true;
-                let _ = child.start_kill();
-            }
-        }
-    };
+    let status =
+        status.unwrap_or_else(|| Err(std::io::Error::other("restic's exit status was lost")));
     if killed {
         unlock(cmd, events).await;
     }
