@@ -73,7 +73,7 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
 }
 
 fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
-    let shown = argv.join(" ");
+    let shown = crate::redact::argv(argv).join(" ");
     let Some((prog, args)) = argv.split_first() else {
         return;
     };

@@ -14,6 +14,8 @@ pub enum HookError {
     Spawn(std::io::Error),
     #[error("it exited with status {0}; the backup was aborted before any snapshot")]
     Failed(i32),
+    #[error("cannot wait for it: {0}")]
+    Wait(std::io::Error),
     #[error("it was killed by signal {0}")]
     Signalled(i32),
     #[error("it did not finish within {0}s (`exec_before_snapshot_timeout`) and was killed")]
@@ -41,7 +43,17 @@ pub async fn run(
     stop: &mut StopSignal,
 ) -> Result<(), HookError> {
     let (prog, args) = argv.split_first().ok_or(HookError::Failed(-1))?;
-    let mut child = Command::new(prog)
+    let mut cmd = Command::new(prog);
+    // SAFETY: only an async-signal-safe prctl runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // If igotchuu is killed while the hook hangs (a mount on a dead device), the hook
+            // must not run on forever in the orphaned namespace.
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         // Its own process group, so that a timeout or a stop can kill what it started, too.
@@ -56,7 +68,7 @@ pub async fn run(
         }
     };
     let status = tokio::select! {
-        s = child.wait() => s.map_err(HookError::Spawn)?,
+        s = child.wait() => s.map_err(HookError::Wait)?,
         _ = limit => {
             kill_all(&mut child).await;
             return Err(HookError::TimedOut(timeout.unwrap_or(0)));

@@ -37,9 +37,17 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .custom_flags(libc_o_cloexec())
+        // The path is configurable and truncated below: never follow a link planted there
+        // (std already opens close-on-exec).
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(io)?;
+    let md = file.metadata().map_err(io)?;
+    if !md.is_file() {
+        return Err(io(std::io::Error::other(
+            "it is not a regular file; remove it or set `lock_file` elsewhere",
+        )));
+    }
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
@@ -63,10 +71,6 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
     Ok(Lock { _file: file })
 }
 
-fn libc_o_cloexec() -> i32 {
-    rustix::fs::OFlags::CLOEXEC.bits() as i32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +84,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&std::process::id().to_string()), "{msg}");
         assert!(msg.contains("another igotchuu backup is running"), "{msg}");
+    }
+
+    #[test]
+    fn a_symlink_at_the_lock_path_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me\n").expect("write");
+        let p = dir.path().join("lock");
+        std::os::unix::fs::symlink(&target, &p).expect("symlink");
+        acquire(&p).expect_err("a symlinked lock file must be refused");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me\n");
     }
 
     #[test]

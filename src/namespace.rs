@@ -11,11 +11,18 @@ use rustix::thread::UnshareFlags;
 /// thread, and fails with EINVAL when the fs struct is shared with other threads. `main` calls it
 /// before creating the async runtime or any D-Bus connection.
 pub fn enter_private() -> io::Result<()> {
-    let threads = thread_count();
-    if threads != Some(1) {
-        return Err(io::Error::other(format!(
-            "internal error: entering the mount namespace with {threads:?} threads; it must happen before any thread starts"
-        )));
+    match thread_count() {
+        Some(1) => {}
+        None => {
+            return Err(io::Error::other(
+                "cannot read /proc/self/task to count threads (is /proc mounted?)",
+            ))
+        }
+        Some(n) => {
+            return Err(io::Error::other(format!(
+                "internal error: entering the mount namespace with {n} threads; it must happen before any thread starts"
+            )))
+        }
     }
     // SAFETY: single-threaded (checked above), so no other thread shares our fs struct or could
     // be left behind in the host namespace.

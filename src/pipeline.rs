@@ -62,8 +62,14 @@ async fn prepare(
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Result<(Journal, Vec<Found>), Outcome> {
+    // A stop that came while connecting to D-Bus must not start a hook only to kill it halfway
+    // through a mount.
+    if stop.check().await {
+        return Err(Outcome::Interrupted);
+    }
     if let Some(argv) = &plan.exec_before_snapshot {
-        let item = argv.join(" ");
+        // Shown, journaled and sent over D-Bus: passwords in mount options stay hidden.
+        let item = crate::redact::argv(argv).join(" ");
         events.emit(Event::Step(format!("running exec_before_snapshot: {item}")));
         if let Err(e) = hook::run(argv, plan.exec_before_snapshot_timeout, stop).await {
             if matches!(e, hook::HookError::Stopped) {

@@ -284,7 +284,7 @@ impl fmt::Display for Plan {
         )?;
         n += 1;
         if let Some(cmd) = &self.exec_before_snapshot {
-            let q: Vec<String> = cmd.iter().map(|a| shell_quote(a)).collect();
+            let q: Vec<String> = redact::argv(cmd).iter().map(|a| shell_quote(a)).collect();
             write!(
                 f,
                 "{n}. run exec_before_snapshot (no shell): {}",

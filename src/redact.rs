@@ -51,6 +51,26 @@ pub fn url(s: &str) -> String {
     )
 }
 
+/// Option names whose values are secrets inside a comma-separated option list, as in
+/// `mount -t cifs -o username=u,password=…` in an `exec_before_snapshot`.
+const SECRET_OPTIONS: &[&str] = &["password", "passwd", "pass", "secret", "token", "key"];
+
+/// Masks the values of `password=…`-like options in a comma-separated list.
+fn options(a: &str) -> String {
+    if !a.contains('=') {
+        return a.to_owned();
+    }
+    a.split(',')
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if SECRET_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) => {
+                format!("{k}=***")
+            }
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Redacts one argument of a restic command line. `prev` is the argument before it, for the
 /// `--flag value` form.
 pub fn arg(prev: Option<&str>, a: &str) -> String {
@@ -65,7 +85,7 @@ pub fn arg(prev: Option<&str>, a: &str) -> String {
             return format!("{f}=***");
         }
     }
-    url(a)
+    options(&url(a))
 }
 
 /// Redacts a whole argv.
@@ -205,6 +225,24 @@ mod tests {
         assert_eq!(
             scrub(text, &s),
             "Fatal: unable to open rest:https://u:***@h/r (***, ***): *** failed; /root"
+        );
+    }
+
+    #[test]
+    fn mount_option_passwords_are_hidden() {
+        let a: Vec<String> = [
+            "mount",
+            "-o",
+            "username=bob,password=hunter2,vers=3",
+            "//srv/x",
+            "/mnt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            argv(&a).join(" "),
+            "mount -o username=bob,password=***,vers=3 //srv/x /mnt"
         );
     }
 

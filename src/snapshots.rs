@@ -1,7 +1,8 @@
 //! Snapshots and bind mounts of one run, and their removal.
 //!
-//! `check` validates every source and destination before the first snapshot is made; `Taken`
-//! remembers what exists so `release` can undo exactly that, in reverse order, whatever happened.
+//! `check` validates every source and destination before the first snapshot is made; the
+//! pipeline remembers what it created and undoes exactly that, in reverse order, whatever
+//! happened.
 
 use std::ffi::OsStr;
 use std::io;

@@ -1,7 +1,8 @@
 //! Turns one line of `restic backup --json` output (stdout or stderr) into a typed [`Line`].
 //!
-//! restic 0.14 to 0.19 are all in use, and their JSON differs in small ways (see
-//! `/work/shared/notes/restic-output.md`). Both pipes also carry plain text, so nothing here may
+//! restic 0.14 to 0.19 are all in use, and their JSON differs in small ways (restic's
+//! internal/ui/backup/json.go and cmd/restic/main.go at each tag; the tests below hold a line of
+//! each shape). Both pipes also carry plain text, so nothing here may
 //! fail: whatever a line holds, the caller gets something it can render or log. Fields are read
 //! from a loose `serde_json::Value` instead of derived structs so that one odd value (a float
 //! counter, a negative number, an error of an unexpected shape) degrades that field, not the line.
@@ -154,7 +155,7 @@ fn verbose_text(obj: &Map<String, Value>, raw: &str) -> String {
             "scan finished in {:.1}s: {} files, {}",
             float_field(obj, "duration"),
             count(obj, "total_files"),
-            human_bytes(count(obj, "data_size")),
+            crate::terminal::bytes(count(obj, "data_size")),
         );
     }
     let text = format!("{action} {item}");
@@ -164,20 +165,6 @@ fn verbose_text(obj: &Map<String, Value>, raw: &str) -> String {
     } else {
         text.to_owned()
     }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The text of restic's `error` field, whichever of its shapes arrived: 0.17.1+ `{"message"}`,

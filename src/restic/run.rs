@@ -144,7 +144,10 @@ pub async fn run(
                     glued_fatal.get_or_insert_with(|| t[i..].to_owned());
                 }
                 last_text = Some(t.clone());
-                events.emit(Event::ResticText(t));
+                // A fatal line was just reported as an Error: do not print it twice.
+                if !(fatal && last_fatal.as_deref() == Some(t.as_str())) {
+                    events.emit(Event::ResticText(t));
+                }
             }
             Line::Verbose(_) | Line::Other(_) => {}
         }
