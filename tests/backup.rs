@@ -601,3 +601,30 @@ fn a_vanished_output_pipe_does_not_stop_the_backup_or_its_cleanup() {
     );
     fx.assert_no_snapshot_left("after a run whose output pipe vanished");
 }
+
+/// restic inherits nothing of igotchuu's but its three standard streams: not the run's lock, not
+/// the journal's lock (an orphaned restic holding either would block every later run). The fake
+/// restic only records its open files before running the real one.
+#[test]
+fn restic_inherits_no_lock_of_igotchuu() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 1);
+    let fds = fx.path("restic-fds.txt");
+    let bin = fx.restic_wrapper(&format!("ls -l /proc/$$/fd/ > {}\n", sh_quote(&fds)));
+    let cfg = fx.write_config(&places(&[&data]));
+    let out = fx
+        .igotchuu()
+        .path_prepend(&bin)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
+    out.assert_code(0);
+    let listing = std::fs::read_to_string(&fds).expect("the fake restic ran");
+    assert!(listing.contains(" 2 -> "), "not an fd listing:\n{listing}");
+    for held in ["igotchuu.lock", "journal/.lock", "socket:"] {
+        assert!(
+            !listing.contains(held),
+            "restic inherited {held}:\n{listing}"
+        );
+    }
+    fx.assert_no_snapshot_left("after the fd check");
+}
