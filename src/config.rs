@@ -153,8 +153,16 @@ impl Ctx<'_> {
 /// Loads and validates `path`. `explicit` says whether the user named the file: a missing default
 /// file means "use the defaults", as in the original; a missing named file is an error.
 pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    // One open file for both the trust check and the read, so the file cannot be swapped
+    // between the two.
+    let opened = std::fs::File::open(path).and_then(|mut f| {
+        let md = f.metadata()?;
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut f, &mut t)?;
+        Ok((md, t))
+    });
+    let (config_md, text) = match opened {
+        Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             let mut c = parse(path, "", profile)?;
             // The original's defaults when no config file exists.
@@ -171,18 +179,23 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
             })
         }
     };
+    // Only root's own runs are at stake: a user dry-running their own file is harmless.
+    let root = rustix::process::geteuid().is_root();
+    let untrusted = |p: &Path, message: String| ConfigError {
+        file: p.display().to_string(),
+        location: None,
+        message,
+    };
+    if root {
+        check_trusted_metadata(path, &config_md, "the config file")
+            .map_err(|m| untrusted(path, m))?;
+    }
     let trusted = |p: &Path, what: &str| -> Result<(), ConfigError> {
-        // Only root's own runs are at stake: a user dry-running their own file is harmless.
-        if rustix::process::geteuid().is_root() {
-            check_trusted_file(p, what).map_err(|message| ConfigError {
-                file: p.display().to_string(),
-                location: None,
-                message,
-            })?;
+        if root {
+            check_trusted_file(p, what).map_err(|m| untrusted(p, m))?;
         }
         Ok(())
     };
-    trusted(path, "the config file")?;
     let c = parse(path, &text, profile)?;
     if let Some(pw) = &c.password_file {
         trusted(pw, "the `password_file`")?;
@@ -197,12 +210,16 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
 /// each must be owned by root and writable by nobody else. A file that does not exist yet is
 /// restic's to complain about.
 pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(md) => check_trusted_metadata(path, &md, what),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot inspect {what}: {e}")),
+    }
+}
+
+/// The ownership and mode rules of [`check_trusted_file`] on metadata already in hand.
+fn check_trusted_metadata(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let md = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot inspect {what}: {e}")),
-    };
     let p = path.display();
     if md.uid() != 0 {
         return Err(format!(
