@@ -59,19 +59,6 @@ fn have(tools: &[&str]) -> bool {
     false
 }
 
-/// Mounts on the host under the fixture's filesystem other than the fixture's own mount.
-fn assert_no_mounts_left(fx: &Fixture, context: &str) {
-    let left: Vec<MountEntry> = fx
-        .host_mounts_under_mnt()
-        .into_iter()
-        .filter(|m| m.mount_point != fx.mnt)
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{context}: mounts left on the host: {left:#?}"
-    );
-}
-
 /// The crash-recovery journal's records (file contents), oldest file name first.
 fn journal_records(fx: &Fixture) -> Vec<String> {
     let dir = fx.state_dir.join("journal");

@@ -18,18 +18,6 @@ use common::*;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-fn assert_no_mounts_left(fx: &Fixture, context: &str) {
-    let left: Vec<MountEntry> = fx
-        .host_mounts_under_mnt()
-        .into_iter()
-        .filter(|m| m.mount_point != fx.mnt)
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{context}: mounts left on the host: {left:#?}"
-    );
-}
-
 /// The number of records in the crash-recovery journal.
 fn journal_len(fx: &Fixture) -> usize {
     std::fs::read_dir(fx.state_dir.join("journal"))

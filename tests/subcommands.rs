@@ -79,7 +79,7 @@ fn mount_shows_the_backups_through_fuse() {
     fx.run(&cfg, &["backup"]).assert_code(0);
     let target = fx.path("browse");
     std::fs::create_dir(&target).expect("mkdir");
-    let mut run = fx
+    let run = fx
         .igotchuu()
         .args(["-c", cfg.to_str().expect("utf-8"), "mount"])
         .arg(&target)

@@ -1193,3 +1193,17 @@ pub fn toml_list(items: &[&str]) -> String {
     let v: Vec<String> = items.iter().map(toml_str).collect();
     format!("[{}]", v.join(", "))
 }
+
+/// Asserts no mount is left on the host under the fixture's filesystem, other than the
+/// fixture's own mount.
+pub fn assert_no_mounts_left(fx: &Fixture, context: &str) {
+    let left: Vec<MountEntry> = fx
+        .host_mounts_under_mnt()
+        .into_iter()
+        .filter(|m| m.mount_point != fx.mnt)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{context}: mounts left on the host: {left:#?}"
+    );
+}
