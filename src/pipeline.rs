@@ -19,8 +19,9 @@ use crate::stop::StopSignal;
 #[derive(Default)]
 struct Taken {
     journal: Option<Journal>,
-    /// Snapshot paths in creation order.
-    snapshots: Vec<PathBuf>,
+    /// Snapshot paths in creation order, with the subvolume UUID each got (None only if it could
+    /// not be read right after creation).
+    snapshots: Vec<(PathBuf, Option<[u8; 16]>)>,
     /// Mount targets in mount order.
     mounts: Vec<PathBuf>,
     /// An earlier run's snapshot could not be removed: the run still backs up, but exits non-zero
@@ -170,8 +171,8 @@ async fn backup(
             return Outcome::Failed(msg);
         }
         match snapshots::create(s) {
-            Ok(()) => {
-                taken.snapshots.push(s.path.clone());
+            Ok(uuid) => {
+                taken.snapshots.push((s.path.clone(), Some(uuid)));
                 events.emit(Event::SnapshotStep {
                     text: format!(
                         "created read-only snapshot {} of {}",
@@ -182,8 +183,10 @@ async fn backup(
                 });
             }
             Err(e) => {
-                // The ioctl failed, so nothing exists at the path: forget the record.
-                if let Some(j) = &taken.journal {
+                if e.created {
+                    taken.snapshots.push((s.path.clone(), None));
+                } else if let Some(j) = &taken.journal {
+                    // The ioctl failed, so nothing exists at the path: forget the record.
                     let _ = j.remove(&s.path);
                 }
                 events.error(e.during, &e.item.display().to_string(), e.to_string());
@@ -194,7 +197,13 @@ async fn backup(
     // Every snapshot is opened before the first mount: see snapshots::open.
     let mut opened = Vec::with_capacity(plan.snapshots.len());
     for s in &plan.snapshots {
-        match snapshots::open(s) {
+        let uuid = taken
+            .snapshots
+            .iter()
+            .find(|(p, _)| p == &s.path)
+            .and_then(|(_, u)| *u)
+            .unwrap_or_default();
+        match snapshots::open(s, &uuid) {
             Ok(fd) => opened.push(fd),
             Err(e) => {
                 events.error(e.during, &e.item.display().to_string(), e.to_string());
@@ -274,8 +283,12 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
             }
         }
     }
-    while let Some(path) = taken.snapshots.pop() {
-        match snapshots::delete(&path) {
+    while let Some((path, uuid)) = taken.snapshots.pop() {
+        let deleted = match uuid {
+            Some(u) => snapshots::delete_verified(&path, &u),
+            None => snapshots::delete(&path),
+        };
+        match deleted {
             Ok(()) => {
                 events.emit(Event::SnapshotStep {
                     text: format!("deleted snapshot {}", path.display()),

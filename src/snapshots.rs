@@ -24,6 +24,9 @@ pub struct SnapError {
     pub item: PathBuf,
     pub what: String,
     pub detail: String,
+    /// The snapshot exists although the step failed (it was created, then could not be
+    /// inspected): it must still be deleted.
+    pub created: bool,
 }
 
 fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -> SnapError {
@@ -32,6 +35,7 @@ fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -
         item: item.to_owned(),
         what,
         detail: detail.to_string(),
+        created: false,
     }
 }
 
@@ -189,7 +193,7 @@ fn hint(e: &io::Error) -> &'static str {
 }
 
 /// Creates one read-only snapshot at `s.path`.
-pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
+pub fn create(s: &SnapshotStep) -> Result<[u8; 16], SnapError> {
     let what = format!(
         "cannot snapshot {} to {}",
         s.source.display(),
@@ -207,13 +211,73 @@ pub fn create(s: &SnapshotStep) -> Result<(), SnapError> {
     let parent = s.path.parent().unwrap_or(Path::new("/"));
     let parent_fd = make_dirs_nofollow(parent).map_err(fail)?;
     let name = file_name(&s.path).map_err(fail)?;
-    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, name).map_err(fail)
+    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, name).map_err(fail)?;
+    // Remember exactly which subvolume was made, through the same directory fd: mounting and
+    // deleting it later check this identity, so a directory swapped in on the way meanwhile is
+    // never mounted over the source nor deleted.
+    let created = |e: io::Error| SnapError {
+        created: true,
+        ..fail(e)
+    };
+    let snap = openat(
+        &parent_fd,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| created(e.into()))?;
+    Ok(btrfs::subvol_info(&snap).map_err(created)?.uuid)
+}
+
+/// Opens `path` without following symlinks and checks it is still the subvolume `uuid`.
+fn open_verified(path: &Path, uuid: &[u8; 16]) -> io::Result<OwnedFd> {
+    let fd = btrfs::open_dir_nofollow(path)?;
+    let now = btrfs::subvol_info(&fd)?.uuid;
+    if &now != uuid {
+        return Err(io::Error::other(format!(
+            "{} is no longer the snapshot this run created (subvolume {} instead of {}); it was left alone",
+            path.display(),
+            btrfs::uuid_string(&now),
+            btrfs::uuid_string(uuid)
+        )));
+    }
+    Ok(fd)
+}
+
+/// Deletes the snapshot this run created at `path`, after checking it is still that subvolume.
+pub fn delete_verified(path: &Path, uuid: &[u8; 16]) -> io::Result<()> {
+    // Checked through the parent fd that the deletion then uses.
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_fd = open_parent_for_delete(parent)?;
+    let name = file_name(path)?;
+    let snap = openat(
+        &parent_fd,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = btrfs::subvol_info(&snap)?.uuid;
+    if &now != uuid {
+        return Err(io::Error::other(format!(
+            "it is no longer the snapshot this run created (subvolume {} instead of {}), so it was left alone",
+            btrfs::uuid_string(&now),
+            btrfs::uuid_string(uuid)
+        )));
+    }
+    drop(snap);
+    btrfs::delete_subvolume(&parent_fd, name)
 }
 
 /// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
 pub fn delete(path: &Path) -> io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_fd = btrfs::open_dir_nofollow(parent).map_err(|e| {
+    let parent_fd = open_parent_for_delete(parent)?;
+    btrfs::delete_subvolume(&parent_fd, file_name(path)?)
+}
+
+/// Opens a snapshot's directory for deletion, saying why when a symlink is in the way.
+fn open_parent_for_delete(parent: &Path) -> io::Result<OwnedFd> {
+    btrfs::open_dir_nofollow(parent).map_err(|e| {
         if matches!(e.raw_os_error(), Some(20) | Some(40)) {
             io::Error::new(
                 e.kind(),
@@ -224,16 +288,15 @@ pub fn delete(path: &Path) -> io::Result<()> {
         } else {
             e
         }
-    })?;
-    btrfs::delete_subvolume(&parent_fd, file_name(path)?)
+    })
 }
 
 /// Opens a snapshot for [`bind`]. The pipeline opens every snapshot before the first bind mount:
 /// a snapshot lying inside another snapshotted place (/home/user-<ts> for /home/user, the default
 /// without `snapshot_prefix`) is no longer reachable by its path once that place's snapshot is
 /// mounted over it.
-pub fn open(s: &SnapshotStep) -> Result<OwnedFd, SnapError> {
-    btrfs::open_dir_nofollow(&s.path).map_err(|e| {
+pub fn open(s: &SnapshotStep, uuid: &[u8; 16]) -> Result<OwnedFd, SnapError> {
+    open_verified(&s.path, uuid).map_err(|e| {
         err(
             "mount",
             &s.source,

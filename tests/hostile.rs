@@ -512,3 +512,54 @@ fn secrets_never_show_in_output_dry_run_or_dbus() {
         }
     }
 }
+
+/// The same swap with a real directory instead of a symlink (a user owning a directory on the
+/// way could do this): the subvolume now at the snapshot's path is not the one this run created,
+/// so igotchuu refuses to delete it and says why.
+#[test]
+fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let snaps = fx.at("snaps");
+    let (dir, held, go) = hold(&fx, "restic");
+    let cfg = fx.write_config(&format!(
+        "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
+        places(&[&data]),
+        toml_str(&data),
+        toml_str(snaps.join("data"))
+    ));
+    let mut run = fx
+        .igotchuu()
+        .path_prepend(&dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&held);
+    let snap = fx
+        .extra_subvolumes()
+        .into_iter()
+        .map(|s| fx.at(&s.path))
+        .next()
+        .expect("the run's snapshot");
+    let name = snap.file_name().unwrap().to_str().unwrap().to_owned();
+    // snaps → snaps.real; a new real directory `snaps` holds the user's subvolume of that name.
+    let real = fx.at("snaps.real");
+    std::fs::rename(&snaps, &real).unwrap();
+    std::fs::create_dir(&snaps).unwrap();
+    fx.create_subvolume(&format!("snaps/{name}"));
+    fx.write_file(&format!("snaps/{name}/precious.txt"), "the user's data\n");
+
+    touch(&go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(20);
+    out.assert_stderr_contains("it is no longer the snapshot this run created");
+    assert_eq!(
+        std::fs::read_to_string(snaps.join(&name).join("precious.txt")).unwrap(),
+        "the user's data\n",
+        "the user's subvolume was deleted"
+    );
+    assert!(
+        real.join(&name).is_dir(),
+        "the snapshot itself is still there"
+    );
+    assert_eq!(journal_len(&fx), 1, "the snapshot is kept in the journal");
+}
