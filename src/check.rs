@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
 use crate::plan::{self, Plan};
@@ -72,38 +71,23 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
     }
 }
 
+/// Runs the hook exactly as a backup does (`hook::run`: own process group, parent-death signal,
+/// timeout), on a runtime of its own since `check` is otherwise synchronous.
 fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     let shown = crate::redact::argv(argv).join(" ");
-    let Some((prog, args)) = argv.split_first() else {
-        return;
-    };
-    let mut child = match std::process::Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     {
-        Ok(c) => c,
-        Err(e) => return r.fail(format!("exec_before_snapshot `{shown}` cannot start: {e}")),
+        Ok(rt) => rt,
+        Err(e) => return r.fail(format!("cannot start the async runtime: {e}")),
     };
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs(t));
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => {
-                return r.ok(format!("exec_before_snapshot `{shown}` succeeded"))
-            }
-            Ok(Some(s)) => return r.fail(format!("exec_before_snapshot `{shown}` failed: {s}")),
-            Ok(None) => {}
-            Err(e) => return r.fail(format!("exec_before_snapshot `{shown}`: {e}")),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return r.fail(format!(
-                "exec_before_snapshot `{shown}` did not finish within {}s",
-                timeout.unwrap_or(0)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    // Nobody can ask `check` to stop but Ctrl-C, which ends it outright: a stop signal that
+    // never fires.
+    let (_handle, mut stop) = crate::stop::channel();
+    match rt.block_on(crate::hook::run(argv, timeout, &mut stop)) {
+        Ok(()) => r.ok(format!("exec_before_snapshot `{shown}` succeeded")),
+        Err(e) => r.fail(format!("exec_before_snapshot `{shown}` failed: {e}")),
     }
 }
 

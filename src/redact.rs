@@ -80,8 +80,7 @@ pub fn arg(prev: Option<&str>, a: &str) -> String {
         }
     }
     for f in SECRET_FLAGS {
-        if let Some(v) = a.strip_prefix(f).and_then(|r| r.strip_prefix('=')) {
-            let _ = v;
+        if a.strip_prefix(f).is_some_and(|r| r.starts_with('=')) {
             return format!("{f}=***");
         }
     }

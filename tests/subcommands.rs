@@ -104,3 +104,27 @@ fn mount_shows_the_backups_through_fuse() {
         "the FUSE mount is still there\n{out}"
     );
 }
+
+/// `check` runs `exec_before_snapshot` the way a backup does and reports its result.
+#[test]
+fn check_runs_the_hook_and_reports_it() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 1);
+    let ok = fx.write_config(&format!(
+        "{}exec_before_snapshot = [\"true\"]\n",
+        places(&[&data])
+    ));
+    let out = fx.run(&ok, &["check"]);
+    out.assert_code(0);
+    out.assert_stdout_contains("ok:   exec_before_snapshot `true` succeeded");
+    let bad = fx.write_config(&format!(
+        "{}exec_before_snapshot = [\"sh\", \"-c\", \"exit 7\"]\n",
+        places(&[&data])
+    ));
+    let out = fx.run(&bad, &["check"]);
+    out.assert_code(20);
+    out.assert_stdout_contains(
+        "FAIL: exec_before_snapshot `sh -c exit 7` failed: it exited with status 7",
+    );
+    fx.assert_no_snapshot_left("after check with a hook");
+}
