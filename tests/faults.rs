@@ -44,21 +44,6 @@ fn noise(n: usize) -> Vec<u8> {
     buf
 }
 
-/// Whether the tools a test needs beyond the fixture's are installed. When one is missing, prints
-/// "SKIPPED: …" and returns false; with CI=true it panics instead (the harness's rule).
-fn have(tools: &[&str]) -> bool {
-    let Some(missing) = tools.iter().find(|t| find_program(t).is_none()) else {
-        return true;
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    let why = format!("`{missing}` is not installed (scripts/setup installs it)");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}. CI=true, so this is a failure, not a skip");
-    }
-    loud(&format!("SKIPPED: {test}: {why}"));
-    false
-}
-
 /// The crash-recovery journal's records (file contents), oldest file name first.
 fn journal_records(fx: &Fixture) -> Vec<String> {
     let dir = fx.state_dir.join("journal");
@@ -1135,27 +1120,6 @@ impl Drop for Sshd {
     }
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A repository on a real sshd over sftp: a normal backup works; the server killed mid-upload
 /// fails the run cleanly (restic's code and words, snapshots removed); the next run, with the
 /// server back, succeeds and the repository checks clean.
@@ -1687,4 +1651,9 @@ fn a_child_of_restic_holding_its_output_does_not_hang_the_run() {
     );
     assert_eq!(fx.restic_snapshots().len(), 1, "{out}");
     fx.assert_no_snapshot_left("after a run whose restic left a child behind");
+}
+
+/// Every file (not directory) under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walk(dir).into_iter().filter(|p| !p.is_dir()).collect()
 }

@@ -32,26 +32,6 @@ fn journal_len(fx: &Fixture) -> usize {
         .unwrap_or(0)
 }
 
-/// Every path under `dir` (recursively, symlinks not followed), sorted.
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 fn chown(p: &Path, uid: u32) {
     std::os::unix::fs::chown(p, Some(uid), None)
         .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
@@ -262,7 +242,7 @@ fn a_planted_symlink_cannot_redirect_snapshot_creation() {
         .unwrap();
     std::fs::create_dir_all(elsewhere.join(rest)).unwrap();
     std::os::unix::fs::symlink(&elsewhere, prefix.join(first)).unwrap();
-    let planted_before = tree(&elsewhere);
+    let planted_before = walk(&elsewhere);
 
     // 2. The snapshot's parent is a link out of the filesystem.
     let outside = fx.path("outside");
@@ -309,11 +289,11 @@ fn a_planted_symlink_cannot_redirect_snapshot_creation() {
     );
     fx.assert_no_snapshot_left("after the refusals");
     assert_eq!(
-        tree(&elsewhere),
+        walk(&elsewhere),
         planted_before,
         "something appeared at the link's target"
     );
-    assert!(tree(&outside).is_empty(), "something appeared outside");
+    assert!(walk(&outside).is_empty(), "something appeared outside");
 }
 
 /// While a backup runs, the snapshot's directory is swapped for a symlink to a directory holding

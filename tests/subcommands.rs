@@ -63,13 +63,7 @@ fn check_names_every_problem() {
 fn mount_shows_the_backups_through_fuse() {
     let Some(fx) = Fixture::new() else { return };
     if !Path::new("/dev/fuse").exists() || find_program("fusermount").is_none() {
-        let why = "FUSE (/dev/fuse, fusermount from Debian's fuse) is not available";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; CI=true"
-        );
-        loud(&format!("SKIPPED: {why}"));
-        return;
+        return cannot_run("FUSE (/dev/fuse, fusermount from Debian's fuse) is not available");
     }
     let data = subvolume_with_files(&fx, "data", 2);
     let cfg = fx.write_config(&format!(

@@ -1207,3 +1207,46 @@ pub fn assert_no_mounts_left(fx: &Fixture, context: &str) {
         "{context}: mounts left on the host: {left:#?}"
     );
 }
+
+/// A test that cannot run here: with `CI=true` it fails, elsewhere it says so loudly (past
+/// libtest's capture) and the caller returns early.
+pub fn cannot_run(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}. CI=true, so this is a failure, not a skip");
+    }
+    loud(&format!("SKIPPED: {test}: {why}"));
+}
+
+/// Whether every program in `tools` is installed; if not, [`cannot_run`] says which is missing.
+pub fn have(tools: &[&str]) -> bool {
+    match tools.iter().find(|t| find_program(t).is_none()) {
+        None => true,
+        Some(missing) => {
+            cannot_run(&format!(
+                "`{missing}` is not installed (scripts/setup installs it)"
+            ));
+            false
+        }
+    }
+}
+
+/// Every path under `dir`, recursively, symlinks not followed, sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
