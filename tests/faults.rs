@@ -371,6 +371,11 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
     assert_eq!(pids.len(), 1, "one restic child of igotchuu: {pids:?}");
     let restic = Proc::of(pids[0]).expect("restic is there");
     let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", restic.pid)).expect("restic's ns");
+    // Held open until the straggler check: an open namespace file keeps the namespace (and so
+    // its inode number) alive, so a namespace another test's run creates meanwhile cannot reuse
+    // the number and be mistaken for this one.
+    let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
+        .expect("open restic's mount namespace");
     assert_ne!(
         ns,
         std::fs::read_link("/proc/self/ns/mnt").unwrap(),
@@ -407,6 +412,7 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
         stragglers.is_empty(),
         "processes run on in igotchuu's orphaned namespace: {stragglers:?}"
     );
+    drop(ns_pin);
     assert_no_mounts_left(&fx, "after SIGKILL");
     // What SIGKILL cannot avoid: the snapshot stays on disk, recorded in the journal.
     assert_eq!(leftover_paths(&fx), vec![snapshot.clone()]);
