@@ -94,6 +94,9 @@ const GET_SUBVOL_INFO: rustix::ioctl::Opcode =
 /// What igotchuu needs to know to recognise its own snapshots after a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubvolInfo {
+    /// The subvolume's id (its tree's objectid). Never reused while the filesystem lives, so it
+    /// names one subvolume wherever it is renamed to.
+    pub id: u64,
     pub uuid: [u8; 16],
     /// The UUID of the subvolume this one is a snapshot of (all zero for a plain subvolume).
     pub parent_uuid: [u8; 16],
@@ -107,6 +110,7 @@ pub fn subvol_info(fd: impl AsFd) -> io::Result<SubvolInfo> {
     let a: GetSubvolInfoArgs =
         unsafe { ioctl(fd, Getter::<GET_SUBVOL_INFO, GetSubvolInfoArgs>::new())? };
     Ok(SubvolInfo {
+        id: a.treeid,
         uuid: a.uuid,
         parent_uuid: a.parent_uuid,
         readonly: a.flags & ROOT_SUBVOL_RDONLY != 0,
@@ -169,15 +173,6 @@ fn open_dir_nofollow_walk(path: &Path) -> io::Result<OwnedFd> {
         }
     }
     Ok(fd)
-}
-
-/// Opens a directory the ordinary way (sources are the user's own paths, symlinks allowed).
-pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
 }
 
 pub fn is_btrfs(fd: impl AsFd) -> io::Result<bool> {
@@ -260,6 +255,128 @@ pub fn delete_subvolume(parent: impl AsFd, name: &OsStr) -> io::Result<()> {
     }
 }
 
+/// `struct btrfs_ioctl_search_key`: which items of which tree BTRFS_IOC_TREE_SEARCH returns.
+#[repr(C)]
+#[derive(Default)]
+struct SearchKey {
+    tree_id: u64,
+    min_objectid: u64,
+    max_objectid: u64,
+    min_offset: u64,
+    max_offset: u64,
+    min_transid: u64,
+    max_transid: u64,
+    min_type: u32,
+    max_type: u32,
+    nr_items: u32,
+    unused: u32,
+    unused1: u64,
+    unused2: u64,
+    unused3: u64,
+    unused4: u64,
+}
+
+const SEARCH_BUF: usize = 4096 - std::mem::size_of::<SearchKey>();
+
+#[repr(C)]
+struct SearchArgs {
+    key: SearchKey,
+    buf: [u8; SEARCH_BUF],
+}
+
+const _: () = assert!(std::mem::size_of::<SearchKey>() == 104);
+const _: () = assert!(std::mem::size_of::<SearchArgs>() == 4096);
+const TREE_SEARCH: rustix::ioctl::Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
+/// The tree that maps subvolume UUIDs to subvolume ids.
+const UUID_TREE_OBJECTID: u64 = 9;
+const UUID_KEY_SUBVOL: u32 = 251;
+/// `struct btrfs_ioctl_search_header` before each item in the result buffer.
+const SEARCH_HEADER: usize = 32;
+/// BTRFS_SUBVOL_SPEC_BY_ID: SNAP_DESTROY_V2 deletes the subvolume with this id, wherever it is.
+const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
+
+/// The id of the subvolume whose UUID is `uuid`, looked up in the filesystem's UUID tree through
+/// any fd on that filesystem (needs CAP_SYS_ADMIN). `None` when no subvolume has that UUID any
+/// more: deleting a subvolume removes its UUID tree entry, so this is positive evidence it is
+/// gone, however it was renamed or moved meanwhile.
+pub fn subvol_id_by_uuid(fs: impl AsFd, uuid: &[u8; 16]) -> io::Result<Option<u64>> {
+    let lo = u64::from_le_bytes(uuid[0..8].try_into().map_err(io::Error::other)?);
+    let hi = u64::from_le_bytes(uuid[8..16].try_into().map_err(io::Error::other)?);
+    let args = SearchArgs {
+        key: SearchKey {
+            tree_id: UUID_TREE_OBJECTID,
+            min_objectid: lo,
+            max_objectid: lo,
+            min_offset: hi,
+            max_offset: hi,
+            min_transid: 0,
+            max_transid: u64::MAX,
+            min_type: UUID_KEY_SUBVOL,
+            max_type: UUID_KEY_SUBVOL,
+            nr_items: 1,
+            ..SearchKey::default()
+        },
+        buf: [0; SEARCH_BUF],
+    };
+    let mut args = Box::new(args);
+    // SAFETY: TREE_SEARCH reads and fills a `struct btrfs_ioctl_search_args`, which SearchArgs
+    // mirrors (size checked at compile time); the kernel writes at most its 4096 bytes.
+    unsafe {
+        ioctl(
+            fs,
+            rustix::ioctl::Updater::<TREE_SEARCH, SearchArgs>::new(&mut *args),
+        )
+    }?;
+    if args.key.nr_items == 0 {
+        return Ok(None);
+    }
+    // Header: transid, objectid, offset (u64 each), type, len (u32 each); then the item: the ids
+    // of the subvolumes with that UUID (one, unless the filesystem is damaged).
+    let len = u32::from_ne_bytes(args.buf[28..32].try_into().map_err(io::Error::other)?) as usize;
+    if len < 8 || SEARCH_HEADER + 8 > SEARCH_BUF {
+        return Err(io::Error::other("malformed UUID tree item"));
+    }
+    let id = u64::from_le_bytes(
+        args.buf[SEARCH_HEADER..SEARCH_HEADER + 8]
+            .try_into()
+            .map_err(io::Error::other)?,
+    );
+    Ok(Some(id))
+}
+
+/// Deletes the subvolume `id` of the filesystem `fs` is on, wherever it is in the tree (kernel
+/// 5.7+, CAP_SYS_ADMIN). Used for a snapshot someone moved away from where igotchuu made it.
+pub fn delete_subvolume_by_id(fs: impl AsFd, id: u64) -> io::Result<()> {
+    let mut name = [0u8; BTRFS_SUBVOL_NAME_MAX + 1];
+    // The kernel's union puts `subvolid` where `name` starts.
+    name[..8].copy_from_slice(&id.to_ne_bytes());
+    let args = VolArgsV2 {
+        fd: 0,
+        transid: 0,
+        flags: SUBVOL_SPEC_BY_ID,
+        unused: [0; 4],
+        name,
+    };
+    // SAFETY: SNAP_DESTROY_V2 takes a `struct btrfs_ioctl_vol_args_v2`; with SPEC_BY_ID the
+    // kernel reads the id from the union that VolArgsV2's `name` covers.
+    unsafe { ioctl(fs, Setter::<SNAP_DESTROY_V2, VolArgsV2>::new(args)) }?;
+    Ok(())
+}
+
+/// Parses the 8-4-4-4-12 form [`uuid_string`] writes.
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 || s.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let txt = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(txt, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +392,13 @@ mod tests {
         assert!(open_dir_nofollow_walk(&d.path().join("link/x")).is_err());
         assert!(open_dir_nofollow(&d.path().join("link")).is_err());
         assert!(open_dir_nofollow(&real).is_ok());
+    }
+
+    #[test]
+    fn uuids_round_trip() {
+        let u: [u8; 16] = std::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(parse_uuid(&uuid_string(&u)), Some(u));
+        assert_eq!(parse_uuid("not-a-uuid"), None);
+        assert_eq!(parse_uuid(""), None);
     }
 }

@@ -92,22 +92,20 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
 }
 
 fn check_sources(r: &mut Report, plan: &Plan) {
+    // The same checks a backup makes before its first snapshot, one source at a time so every
+    // problem is listed.
     for s in &plan.snapshots {
-        // The same checks a backup makes before its first snapshot, one source at a time so
-        // every problem is listed.
-        let one = Plan {
-            snapshots: vec![s.clone()],
-            mount_order: vec![0],
-            ..plan.clone()
-        };
-        match snapshots::check(&one) {
-            Ok(()) => r.ok(format!(
+        match snapshots::resolve(s) {
+            Ok(_) => r.ok(format!(
                 "{} is a btrfs subvolume; its snapshot can go to {}",
                 s.source.display(),
-                s.path.parent().unwrap_or(Path::new("/")).display()
+                s.container.parent().unwrap_or(Path::new("/")).display()
             )),
             Err(e) => r.fail(e),
         }
+    }
+    for w in snapshots::path_warnings(plan) {
+        say_out!("warn: {w}");
     }
 }
 

@@ -21,6 +21,18 @@ pub struct Record {
     pub pid: u32,
     /// The run's timestamp.
     pub run: String,
+    /// The root-only directory made for the snapshot (absent in records of versions that made
+    /// the snapshot directly at `snapshot`): removed once empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<PathBuf>,
+    /// The snapshot's own UUID, recorded right after it was made. With it recovery finds the
+    /// snapshot wherever someone moved it, and knows for certain when it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_uuid: Option<String>,
+    /// The inode number of `container`, recorded with `snapshot_uuid`: a user who can write the
+    /// directory around it may rename it, and recovery then finds it by this number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ino: Option<u64>,
 }
 
 pub struct Journal {
@@ -189,6 +201,9 @@ mod tests {
             source_uuid: "u".into(),
             pid: 1,
             run: "t".into(),
+            container: None,
+            snapshot_uuid: None,
+            container_ino: None,
         };
         j.record(&r).expect("record");
         drop(j);

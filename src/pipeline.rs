@@ -15,15 +15,16 @@ use crate::restic;
 use crate::snapshots;
 use crate::stop::StopSignal;
 
-/// What this run created and must undo.
+/// What this run created and must undo, held by fds (see `snapshots`).
 #[derive(Default)]
 struct Taken {
     journal: Option<Journal>,
-    /// Snapshot paths in creation order, with the subvolume UUID each got (None only if it could
-    /// not be read right after creation).
-    snapshots: Vec<(PathBuf, Option<[u8; 16]>)>,
-    /// Mount targets in mount order.
-    mounts: Vec<PathBuf>,
+    /// Snapshots in creation order.
+    snapshots: Vec<snapshots::Snapshot>,
+    /// A container made for a snapshot whose creation then failed: only the empty directory.
+    containers: Vec<snapshots::Container>,
+    /// Mounts in mount order.
+    mounts: Vec<snapshots::Mount>,
     /// An earlier run's snapshot could not be removed: the run still backs up, but exits non-zero
     /// so the leftover does not go unnoticed.
     leftovers_remain: bool,
@@ -150,84 +151,60 @@ async fn backup(
         }
     }
     events.emit(Event::Phase(Phase::Snapshotting));
-    // Every source is checked before the first snapshot, so a typo in the second entry does not
-    // leave the first one behind.
-    if let Err(e) = snapshots::check(plan) {
-        events.error(e.during, &e.item.display().to_string(), e.to_string());
-        return Outcome::Failed(e.to_string());
+    for w in snapshots::path_warnings(plan) {
+        events.warning(w);
     }
+    // Every source is resolved (and checked) before the first snapshot, so a typo in the second
+    // entry does not leave the first one behind; from here on only these fds are used.
+    let sources = match snapshots::resolve_all(plan) {
+        Ok(s) => s,
+        Err(e) => return failed(events, e),
+    };
     // Parents first: a child snapshotted before its parent (its default location is inside the
     // parent) would show up in the parent's snapshot as an empty directory and be backed up.
-    for s in plan.mount_order.iter().map(|&i| &plan.snapshots[i]) {
+    let mut made: Vec<Option<usize>> = vec![None; plan.snapshots.len()];
+    for &i in &plan.mount_order {
         if stop.check().await {
             return Outcome::Interrupted;
         }
-        if let Err(e) = record(plan, s, taken) {
-            let msg = format!(
-                "cannot record snapshot {} in the journal before creating it: {e}",
-                s.path.display()
-            );
-            events.error("journal", &s.path.display().to_string(), msg.clone());
-            return Outcome::Failed(msg);
-        }
-        match snapshots::create(s) {
-            Ok(uuid) => {
-                taken.snapshots.push((s.path.clone(), Some(uuid)));
-                events.emit(Event::SnapshotStep {
-                    text: format!(
-                        "created read-only snapshot {} of {}",
-                        s.path.display(),
-                        s.source.display()
-                    ),
-                    snapshot: s.path.clone(),
-                });
-            }
-            Err(e) => {
-                if e.created {
-                    taken.snapshots.push((s.path.clone(), None));
-                } else if let Some(j) = &taken.journal {
-                    // The ioctl failed, so nothing exists at the path: forget the record.
-                    let _ = j.remove(&s.path);
-                }
-                events.error(e.during, &e.item.display().to_string(), e.to_string());
-                return Outcome::Failed(e.to_string());
-            }
-        }
-    }
-    // Every snapshot is opened before the first mount: see snapshots::open.
-    let mut opened = Vec::with_capacity(plan.snapshots.len());
-    for s in &plan.snapshots {
-        let uuid = taken
-            .snapshots
-            .iter()
-            .find(|(p, _)| p == &s.path)
-            .and_then(|(_, u)| *u)
-            .unwrap_or_default();
-        match snapshots::open(s, &uuid) {
-            Ok(fd) => opened.push(fd),
-            Err(e) => {
-                events.error(e.during, &e.item.display().to_string(), e.to_string());
-                return Outcome::Failed(e.to_string());
-            }
+        match snapshot_one(plan, i, &sources[i], taken, events) {
+            Ok(k) => made[i] = Some(k),
+            Err(o) => return o,
         }
     }
     for &i in &plan.mount_order {
-        let s = &plan.snapshots[i];
-        if let Err(e) = snapshots::bind(s, &opened[i]) {
-            events.error(e.during, &e.item.display().to_string(), e.to_string());
-            return Outcome::Failed(e.to_string());
+        let src = &sources[i];
+        let Some(snap) = made[i].map(|k| &taken.snapshots[k]) else {
+            continue;
+        };
+        // A source inside another snapshotted source goes on its placeholder in that snapshot's
+        // mount: the nearest enclosing one, already mounted (parents first).
+        let outer = taken
+            .mounts
+            .iter()
+            .filter(|m| src.path.starts_with(&m.source) && src.path != m.source)
+            .max_by_key(|m| m.source.components().count());
+        let mounted = match outer {
+            Some(o) => snapshots::nested_target(o, &src.path)
+                .and_then(|t| snapshots::mount(src, snap, std::os::fd::AsFd::as_fd(&t))),
+            None => snapshots::mount(src, snap, snapshots::source_fd(src)),
+        };
+        match mounted {
+            Ok(m) => taken.mounts.push(m),
+            Err(e) => return failed(events, e),
         }
-        taken.mounts.push(s.source.clone());
         events.emit(Event::SnapshotStep {
             text: format!(
                 "bind-mounted {} on {}",
-                s.path.display(),
-                s.source.display()
+                snap.path.display(),
+                src.path.display()
             ),
-            snapshot: s.path.clone(),
+            snapshot: snap.path.clone(),
         });
     }
-    drop(opened);
+    if let Err(e) = snapshots::verify_paths(&taken.mounts) {
+        return failed(events, e);
+    }
     if stop.check().await {
         return Outcome::Interrupted;
     }
@@ -250,28 +227,159 @@ async fn backup(
     }
 }
 
-/// Writes the journal record for `s` (durably) before the snapshot exists.
-fn record(plan: &Plan, s: &crate::plan::SnapshotStep, taken: &Taken) -> std::io::Result<()> {
-    let Some(j) = &taken.journal else {
-        return Err(std::io::Error::other("no journal"));
-    };
-    let src = btrfs::open_dir(&s.source)?;
-    let info = btrfs::subvol_info(&src)?;
-    j.record(&Record {
-        snapshot: s.path.clone(),
-        source: s.source.clone(),
-        source_uuid: btrfs::uuid_string(&info.uuid),
+fn failed(events: &mut Events, e: snapshots::SnapError) -> Outcome {
+    events.error(e.during, &e.item.display().to_string(), e.to_string());
+    Outcome::Failed(e.to_string())
+}
+
+/// How many names are tried for a snapshot's directory before giving up: the first is the plan's,
+/// the others random, so only a broken random source or a full directory exhausts them.
+const CONTAINER_ATTEMPTS: u32 = 8;
+
+/// Makes the snapshot of `plan.snapshots[i]`: its directory, journaled before it exists, then the
+/// snapshot itself, journaled again with its UUID. Returns its index in `taken.snapshots`.
+fn snapshot_one(
+    plan: &Plan,
+    i: usize,
+    src: &snapshots::Source,
+    taken: &mut Taken,
+    events: &mut Events,
+) -> Result<usize, Outcome> {
+    let step = &plan.snapshots[i];
+    let dest = snapshots::open_destination(step).map_err(|e| failed(events, e))?;
+    let mut record = Record {
+        snapshot: PathBuf::new(),
+        source: step.source.clone(),
+        source_uuid: btrfs::uuid_string(&src.info.uuid),
         pid: std::process::id(),
         run: plan.timestamp.clone(),
-    })
+        container: None,
+        snapshot_uuid: None,
+        container_ino: None,
+    };
+    let journal_failed = |events: &mut Events, path: &std::path::Path, e: std::io::Error| {
+        let msg = format!(
+            "cannot record snapshot {} in the journal before creating it: {e}",
+            path.display()
+        );
+        events.error("journal", &path.display().to_string(), msg.clone());
+        Outcome::Failed(msg)
+    };
+    let mut container = None;
+    for attempt in 0..CONTAINER_ATTEMPTS {
+        let path = dest.candidate(attempt).map_err(|e| {
+            failed(
+                events,
+                snapshots::SnapError {
+                    during: "snapshot",
+                    item: step.container.clone(),
+                    what: format!(
+                        "cannot choose a name for the snapshot of {}",
+                        step.source.display()
+                    ),
+                    detail: e.to_string(),
+                },
+            )
+        })?;
+        record.container = Some(path.clone());
+        record.snapshot = path.join(&step.name);
+        let Some(j) = &taken.journal else {
+            return Err(journal_failed(
+                events,
+                &record.snapshot,
+                std::io::Error::other("no journal"),
+            ));
+        };
+        j.record(&record)
+            .map_err(|e| journal_failed(events, &record.snapshot, e))?;
+        match snapshots::make_container(&dest, &path) {
+            Ok(snapshots::Made::Created(c)) => {
+                container = Some(c);
+                break;
+            }
+            Ok(snapshots::Made::Taken) => {
+                let _ = j.remove(&record.snapshot);
+                events.warning(format!(
+                    "{} already exists (made by someone else); the snapshot of {} goes to a directory with a random name next to it instead",
+                    path.display(),
+                    step.source.display()
+                ));
+            }
+            Err(e) => {
+                let _ = j.remove(&record.snapshot);
+                return Err(failed(
+                    events,
+                    snapshots::SnapError {
+                        during: "snapshot",
+                        item: step.source.clone(),
+                        what: format!(
+                            "cannot snapshot {} to {}",
+                            step.source.display(),
+                            path.join(&step.name).display()
+                        ),
+                        detail: format!("{e}{}", snapshots::hint(&e)),
+                    },
+                ));
+            }
+        }
+    }
+    let Some(container) = container else {
+        return Err(failed(
+            events,
+            snapshots::SnapError {
+                during: "snapshot",
+                item: step.container.clone(),
+                what: format!("cannot snapshot {}", step.source.display()),
+                detail: format!(
+                    "every name tried next to {} was taken; see who creates them there",
+                    step.container.display()
+                ),
+            },
+        ));
+    };
+    match snapshots::create(src, container, &step.name) {
+        Ok(snap) => {
+            if let (Some(info), Some(j)) = (&snap.info, &taken.journal) {
+                record.snapshot_uuid = Some(btrfs::uuid_string(&info.uuid));
+                record.container_ino = Some(snap.container_ino());
+                if let Err(e) = j.record(&record) {
+                    // The first record already names it: recovery still finds it by path.
+                    events.warning(format!(
+                        "could not add the UUID of {} to the journal: {e}",
+                        snap.path.display()
+                    ));
+                }
+            }
+            events.emit(Event::SnapshotStep {
+                text: format!(
+                    "created read-only snapshot {} of {}",
+                    snap.path.display(),
+                    step.source.display()
+                ),
+                snapshot: snap.path.clone(),
+            });
+            taken.snapshots.push(snap);
+            Ok(taken.snapshots.len() - 1)
+        }
+        Err((e, snap, container)) => {
+            if let Some(s) = snap {
+                taken.snapshots.push(s);
+            }
+            if let Some(c) = container {
+                taken.containers.push(c);
+            }
+            Err(failed(events, e))
+        }
+    }
 }
 
 /// Unmounts and deletes everything this run made, children before parents, newest first. Keeps
 /// going past failures so one busy snapshot does not strand the others; reports each.
 fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
     let mut ok = true;
-    while let Some(target) = taken.mounts.pop() {
-        match snapshots::unbind(&target) {
+    while let Some(m) = taken.mounts.pop() {
+        let target = m.source.clone();
+        match snapshots::unmount_fd(m) {
             Ok(()) => events.emit(Event::Step(format!("unmounted {}", target.display()))),
             Err(e) => {
                 ok = false;
@@ -283,26 +391,35 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
             }
         }
     }
-    while let Some((path, uuid)) = taken.snapshots.pop() {
-        let deleted = match uuid {
-            Some(u) => snapshots::delete_verified(&path, &u),
-            None => snapshots::delete(&path),
-        };
-        match deleted {
-            Ok(()) => {
+    while let Some(c) = taken.containers.pop() {
+        let path = c.path.clone();
+        if let Err(e) = snapshots::remove_container(c) {
+            ok = false;
+            events.error(
+                "cleanup",
+                &path.display().to_string(),
+                format!("cannot remove the empty directory {}: {e}", path.display()),
+            );
+        } else {
+            forget(events, taken, &path);
+        }
+    }
+    while let Some(snap) = taken.snapshots.pop() {
+        let path = snap.path.clone();
+        match snapshots::delete(snap) {
+            Ok(d) => {
+                if let Some(to) = &d.renamed_to {
+                    events.warning(format!(
+                        "the directory holding snapshot {} had been renamed to {} by someone else; the snapshot was found there and deleted",
+                        path.display(),
+                        to.display()
+                    ));
+                }
                 events.emit(Event::SnapshotStep {
                     text: format!("deleted snapshot {}", path.display()),
                     snapshot: path.clone(),
                 });
-                if let Some(j) = &taken.journal {
-                    if let Err(e) = j.remove(&path) {
-                        // Harmless: the next run finds the path gone and drops the record.
-                        events.warning(format!(
-                            "deleted {} but could not update the journal: {e}",
-                            path.display()
-                        ));
-                    }
-                }
+                forget(events, taken, &path);
             }
             Err(e) => {
                 ok = false;
@@ -319,4 +436,17 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
         }
     }
     ok
+}
+
+/// Drops the journal record of a snapshot (or empty container) that is gone.
+fn forget(events: &mut Events, taken: &Taken, snapshot: &std::path::Path) {
+    if let Some(j) = &taken.journal {
+        if let Err(e) = j.remove(snapshot) {
+            // Harmless: the next run finds it gone and drops the record.
+            events.warning(format!(
+                "deleted {} but could not update the journal: {e}",
+                snapshot.display()
+            ));
+        }
+    }
 }

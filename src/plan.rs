@@ -11,8 +11,22 @@ use crate::redact;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStep {
     pub source: PathBuf,
-    /// Final path: destination base + "-" + the run's timestamp.
-    pub path: PathBuf,
+    /// The directory the snapshot is made in: destination base + "-" + the run's timestamp.
+    /// igotchuu creates it, owned by root with mode 0700, so that nobody else can read the
+    /// snapshot through it (the snapshot's own root keeps the source's mode, and its new place
+    /// may be more open than the source's) nor rename, replace or keep the snapshot. When that
+    /// name is taken (someone can pre-create names in a directory they can write), a random
+    /// suffix is added at run time; the journal records the name actually used.
+    pub container: PathBuf,
+    /// The snapshot's name inside `container`: the destination base's last component.
+    pub name: OsString,
+}
+
+impl SnapshotStep {
+    /// Where the snapshot will be when `container` is free.
+    pub fn path(&self) -> PathBuf {
+        self.container.join(&self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +99,13 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         .iter()
         .map(|s| SnapshotStep {
             source: s.source.clone(),
-            path: with_suffix(&s.destination_base, timestamp),
+            container: with_suffix(&s.destination_base, timestamp),
+            // The config refuses "/" as a destination, so every base has a last component.
+            name: s
+                .destination_base
+                .file_name()
+                .map(|n| n.to_owned())
+                .unwrap_or_else(|| OsString::from("snapshot")),
         })
         .collect();
     let mut mount_order: Vec<usize> = (0..snapshots.len()).collect();
@@ -296,9 +316,12 @@ impl fmt::Display for Plan {
             }
             n += 1;
         }
-        writeln!(f, "{n}. create read-only btrfs snapshots:")?;
+        writeln!(
+            f,
+            "{n}. create read-only btrfs snapshots, each in a new root-only (0700) directory:"
+        )?;
         for s in &self.snapshots {
-            writeln!(f, "     {} -> {}", s.source.display(), s.path.display())?;
+            writeln!(f, "     {} -> {}", s.source.display(), s.path().display())?;
         }
         n += 1;
         writeln!(
@@ -307,7 +330,7 @@ impl fmt::Display for Plan {
         )?;
         for &i in &self.mount_order {
             let s = &self.snapshots[i];
-            writeln!(f, "     {} on {}", s.path.display(), s.source.display())?;
+            writeln!(f, "     {} on {}", s.path().display(), s.source.display())?;
         }
         n += 1;
         writeln!(

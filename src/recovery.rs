@@ -1,7 +1,7 @@
 //! Repairs what an earlier, crashed run left: deletes the snapshots its journal recorded, but only
 //! after checking each is still what igotchuu made (a read-only snapshot of the recorded source).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::btrfs;
 use crate::events::Events;
@@ -42,15 +42,21 @@ enum Verdict {
     Unknown(String),
 }
 
-/// Checks whether `r.snapshot` is a read-only snapshot of the subvolume with `r.source_uuid`.
-/// A record is dropped only on positive evidence: a snapshot location that only an
-/// `exec_before_snapshot` of another profile mounts must not make its snapshots leak for good.
+/// Checks whether `r.snapshot` is a read-only snapshot of the subvolume with `r.source_uuid`
+/// (and, when the journal has it, is the very snapshot with `r.snapshot_uuid`). A record is
+/// dropped only on positive evidence: a snapshot location that only an `exec_before_snapshot` of
+/// another profile mounts must not make its snapshots leak for good.
 fn verify(r: &Record) -> Verdict {
     use Verdict::*;
     let fd = match btrfs::open_dir_nofollow(&r.snapshot) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = r.snapshot.parent().unwrap_or(std::path::Path::new("/"));
+            let mut parent = r.snapshot.parent().unwrap_or(Path::new("/"));
+            // Its root-only directory may be gone (or renamed) too: then the directory that held
+            // that one must be there.
+            if r.container.as_deref() == Some(parent) && !parent.exists() {
+                parent = parent.parent().unwrap_or(Path::new("/"));
+            }
             return match btrfs::open_dir_nofollow(parent).map(|d| btrfs::is_btrfs(&d)) {
                 Ok(Ok(true)) => Gone,
                 _ => Unknown(format!(
@@ -81,7 +87,92 @@ fn verify(r: &Record) -> Verdict {
             r.source.display()
         ));
     }
+    if let Some(want) = r.snapshot_uuid.as_deref() {
+        let now = btrfs::uuid_string(&info.uuid);
+        if now != want {
+            return NotOurs(format!(
+                "it is subvolume {now}, not the snapshot {want} igotchuu made"
+            ));
+        }
+    }
     Ours
+}
+
+/// A snapshot that is not where the journal says: someone with write access to the directory
+/// around it moved it (or its root-only directory). With its UUID in the journal it is found
+/// through the filesystem's UUID tree wherever it is, and deleted by id; without, it is reported.
+fn find_moved(r: &Record) -> Result<Option<String>, String> {
+    let Some(uuid) = r.snapshot_uuid.as_deref().and_then(btrfs::parse_uuid) else {
+        return Ok(None);
+    };
+    // Any directory on that filesystem will do: the recorded location's nearest parent, else the
+    // source.
+    let near = r
+        .container
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let fs = btrfs::open_dir_nofollow(near)
+        .or_else(|_| btrfs::open_dir_nofollow(&r.source))
+        .map_err(|e| format!("no directory of its filesystem is reachable: {e}"))?;
+    match btrfs::subvol_id_by_uuid(&fs, &uuid) {
+        Ok(None) => Ok(None),
+        Ok(Some(id)) => {
+            btrfs::delete_subvolume_by_id(&fs, id).map_err(|e| {
+                format!("it was moved away from {}; found as subvolume id {id} by its UUID, but cannot delete it: {e}", r.snapshot.display())
+            })?;
+            Ok(Some(format!(
+                "it had been moved away from {} by someone; it was found by its UUID (subvolume id {id}) and deleted",
+                r.snapshot.display()
+            )))
+        }
+        Err(e) => Err(format!("cannot look up its UUID: {e}")),
+    }
+}
+
+/// Removes the root-only directory a snapshot was made in, once the snapshot is gone: at its
+/// recorded name, or (renamed by whoever can write around it) found by its inode number. Only an
+/// empty directory owned by root with mode 0700 is removed: that is what igotchuu made.
+fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
+    let parent_path = c.parent().unwrap_or(Path::new("/"));
+    let parent = match btrfs::open_dir_nofollow(parent_path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot open {}: {e}", parent_path.display())),
+    };
+    let ours = |name: &std::ffi::OsStr| -> bool {
+        match rustix::fs::statat(&parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                st.st_uid == 0
+                    && st.st_mode & 0o7777 == 0o700
+                    && rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Directory
+                    && r.container_ino.is_none_or(|ino| ino == st.st_ino)
+            }
+            Err(_) => false,
+        }
+    };
+    let name = c.file_name().ok_or("no file name")?.to_owned();
+    let name = if ours(&name) {
+        name
+    } else {
+        match r
+            .container_ino
+            .and_then(|ino| snapshots::find_ino(&parent, ino).ok().flatten())
+        {
+            Some(n) if ours(&n) => n,
+            // Gone, or someone else's directory at that name now: nothing of ours to remove.
+            _ => return Ok(()),
+        }
+    };
+    match rustix::fs::unlinkat(&parent, &name, rustix::fs::AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOENT => Ok(()),
+        Err(e) => Err(format!(
+            "cannot remove the directory {}: {e}",
+            parent_path.join(&name).display()
+        )),
+    }
 }
 
 /// Processes every journal entry and reports each on `events`. Returns what was found.
@@ -115,7 +206,18 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             }
         };
         let path = r.snapshot.display().to_string();
-        match verify(&r) {
+        let verdict = match verify(&r) {
+            Verdict::Gone => match find_moved(&r) {
+                Ok(None) => Verdict::Gone,
+                Ok(Some(note)) => {
+                    events.warning(format!("the journal names {path}, but {note}"));
+                    Verdict::Gone
+                }
+                Err(why) => Verdict::Unknown(why),
+            },
+            v => v,
+        };
+        match verdict {
             Verdict::Unknown(why) => {
                 events.warning(format!(
                     "the journal names {path}, left by igotchuu PID {} ({}), but {why}; the record is kept and a later run retries",
@@ -123,10 +225,20 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 ));
                 out.push(Found::Kept(r, why));
             }
-            Verdict::Gone => {
-                let _ = journal.remove_file(&entry.file);
-                out.push(Found::AlreadyGone(r));
-            }
+            Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
+                Some(Err(e)) => {
+                    events.error(
+                        "recovery",
+                        &path,
+                        format!("{e}; the record is kept and the next run retries"),
+                    );
+                    out.push(Found::Failed(r.snapshot.clone(), e));
+                }
+                _ => {
+                    let _ = journal.remove_file(&entry.file);
+                    out.push(Found::AlreadyGone(r));
+                }
+            },
             Verdict::NotOurs(why) => {
                 events.warning(format!(
                     "the journal names {path}, left by igotchuu PID {} ({}), but {why}: left alone",
@@ -135,7 +247,13 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 let _ = journal.remove_file(&entry.file);
                 out.push(Found::NotOurs(r, why));
             }
-            Verdict::Ours => match snapshots::delete(&r.snapshot) {
+            Verdict::Ours => match snapshots::delete_at(&r.snapshot)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    r.container
+                        .as_deref()
+                        .map_or(Ok(()), |c| remove_container(&r, c))
+                }) {
                 Ok(()) => {
                     let _ = journal.remove_file(&entry.file);
                     events.error(
@@ -156,7 +274,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                         &path,
                         format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
                     );
-                    out.push(Found::Failed(r.snapshot.clone(), e.to_string()));
+                    out.push(Found::Failed(r.snapshot.clone(), e));
                 }
             },
         }
@@ -181,6 +299,9 @@ mod tests {
             source_uuid: "00000000-0000-0000-0000-000000000000".into(),
             pid: 1,
             run: "2026-01-01T00:00:00Z".into(),
+            container: None,
+            snapshot_uuid: None,
+            container_ino: None,
         };
         j.record(&r).expect("record");
         let found = recover(&j, &mut Events::new());

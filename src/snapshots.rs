@@ -1,18 +1,30 @@
 //! Snapshots and bind mounts of one run, and their removal.
 //!
-//! `check` validates every source and destination before the first snapshot is made; the
-//! pipeline remembers what it created and undoes exactly that, in reverse order, whatever
-//! happened.
+//! igotchuu runs as root among users who may be hostile, and a configured path may run through a
+//! directory such a user can write (`/home/alice/vm`). So every configured path is resolved
+//! exactly once, without following symlinks, and the file descriptor is used from then on: the
+//! subvolume check, the snapshot ioctl, the journal's identity and the mount target are all the
+//! one directory that was opened. Renaming or swapping a path component afterwards changes
+//! nothing igotchuu does; it only makes the final check before restic fail (see [`verify_paths`]).
+//!
+//! Each snapshot is made inside a directory igotchuu creates for it, owned by root with mode
+//! 0700: nobody else can read the snapshot through it, move the snapshot away or put anything in
+//! its place, and the snapshot is deleted through that directory's fd.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{mkdirat, openat, Mode, OFlags};
-use rustix::mount::{mount_bind, unmount, UnmountFlags};
+use rustix::fs::{
+    fchmod, fstat, lstat, mkdirat, openat, openat2, statat, AtFlags, Mode, OFlags, ResolveFlags,
+    Stat, CWD,
+};
+use rustix::io::Errno;
+use rustix::mount::{move_mount, open_tree, unmount, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
-use crate::btrfs;
+use crate::btrfs::{self, SubvolInfo};
 use crate::plan::{Plan, SnapshotStep};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +36,6 @@ pub struct SnapError {
     pub item: PathBuf,
     pub what: String,
     pub detail: String,
-    /// The snapshot exists although the step failed (it was created, then could not be
-    /// inspected): it must still be deleted.
-    pub created: bool,
 }
 
 fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -> SnapError {
@@ -35,8 +44,98 @@ fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -
         item: item.to_owned(),
         what,
         detail: detail.to_string(),
-        created: false,
     }
+}
+
+/// The identity of an inode: what a path must still lead to.
+fn ident(st: &Stat) -> (u64, u64) {
+    (st.st_dev, st.st_ino)
+}
+
+const DIR_NOFOLLOW: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// A snapshot source, resolved once. Every later step uses `fd`.
+#[derive(Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    fd: OwnedFd,
+    /// The source subvolume: its UUID goes to the journal, so recovery deletes only snapshots of
+    /// it.
+    pub info: SubvolInfo,
+}
+
+/// Why a path could not be opened without following symlinks, naming the link if there is one.
+fn explain_nofollow(path: &Path, e: io::Error) -> String {
+    if !matches!(
+        Errno::from_io_error(&e),
+        Some(Errno::LOOP) | Some(Errno::NOTDIR) | Some(Errno::XDEV)
+    ) {
+        return e.to_string();
+    }
+    let mut p = PathBuf::from("/");
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+            if let Ok(target) = std::fs::read_link(&p) {
+                return format!(
+                    "{} is a symlink (to {}); igotchuu never follows symlinks in a configured path, since whoever can write the directory holding one could point it anywhere: name the real path in the config",
+                    p.display(),
+                    target.display()
+                );
+            }
+        }
+    }
+    e.to_string()
+}
+
+/// Opens and checks one source: a btrfs subvolume reached without symlinks, other than `/`.
+pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
+    let src = &s.source;
+    let what = format!("cannot snapshot {}", src.display());
+    let fd = btrfs::open_dir_nofollow(src).map_err(|e| {
+        err(
+            "snapshot",
+            src,
+            what.clone(),
+            format!(
+                "{}; check `source` (or `places`) in the config",
+                explain_nofollow(src, e)
+            ),
+        )
+    })?;
+    let is_subvol = btrfs::is_subvolume(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    if !is_subvol {
+        let hint = if btrfs::is_btrfs(&fd).unwrap_or(false) {
+            "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
+        } else {
+            "it is not on a btrfs filesystem; only btrfs subvolumes can be snapshotted"
+        };
+        return Err(err("snapshot", src, what, hint));
+    }
+    // By identity, not by name: a path that only leads to "/" through a rename must be refused
+    // just the same (the config refuses the string "/").
+    let here = fstat(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let root =
+        statat(CWD, "/", AtFlags::empty()).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    if ident(&here) == ident(&root) {
+        return Err(err(
+            "snapshot",
+            src,
+            what,
+            "it is the root directory /: mounting over / does not change what running processes see. Make the data a subvolume of its own (e.g. /home) and list that",
+        ));
+    }
+    let info = btrfs::subvol_info(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let fs = btrfs::fs_uuid(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    check_destination(s, &fs)?;
+    Ok(Source {
+        path: src.clone(),
+        fd,
+        info,
+    })
 }
 
 /// The nearest existing ancestor of `path`, opened without following symlinks.
@@ -55,92 +154,111 @@ fn nearest_existing_dir(path: &Path) -> io::Result<(PathBuf, OwnedFd)> {
     }
 }
 
-/// Checks every snapshot of the plan before anything is created: each source exists and is a
-/// btrfs subvolume, each destination is free and its parent (or nearest existing ancestor) is on
-/// the same btrfs filesystem and reachable without symlinks.
-pub fn check(plan: &Plan) -> Result<(), SnapError> {
-    for s in &plan.snapshots {
-        check_one(s)?;
-    }
-    Ok(())
-}
-
-fn check_one(s: &SnapshotStep) -> Result<(), SnapError> {
-    let src = &s.source;
-    let what = format!("cannot snapshot {}", src.display());
-    let src_fd = btrfs::open_dir(src).map_err(|e| {
-        err(
-            "snapshot",
-            src,
-            what.clone(),
-            format!("{e}; check `source` (or `places`) in the config"),
-        )
-    })?;
-    let is_subvol =
-        btrfs::is_subvolume(&src_fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-    if !is_subvol {
-        let hint = if btrfs::is_btrfs(&src_fd).unwrap_or(false) {
-            "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
-        } else {
-            "it is not on a btrfs filesystem; only btrfs subvolumes can be snapshotted"
-        };
-        return Err(err("snapshot", src, what, hint));
-    }
-    let src_uuid = btrfs::fs_uuid(&src_fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-
-    let dest = &s.path;
-    match rustix::fs::lstat(dest) {
-        Ok(_) => {
-            return Err(err(
-                "snapshot",
-                dest,
-                what,
-                format!(
-                    "{} already exists; remove it or change the snapshot location",
-                    dest.display()
-                ),
-            ))
-        }
-        Err(e) if e == rustix::io::Errno::NOENT => {}
-        Err(e) => {
-            return Err(err(
-                "snapshot",
-                dest,
-                what,
-                format!("{}: {e}", dest.display()),
-            ))
-        }
-    }
-    let parent = dest.parent().unwrap_or(Path::new("/"));
+/// The snapshot's directory (or its nearest existing ancestor) is reachable without symlinks and
+/// on the source's filesystem.
+fn check_destination(s: &SnapshotStep, src_fs: &[u8; 16]) -> Result<(), SnapError> {
+    let what = format!("cannot snapshot {}", s.source.display());
+    let parent = s.container.parent().unwrap_or(Path::new("/"));
     let (anc, anc_fd) = nearest_existing_dir(parent).map_err(|e| {
         err(
             "snapshot",
             parent,
             what.clone(),
             format!(
-                "cannot open {} without following symlinks: {e}; snapshot locations must be real directories",
-                parent.display()
+                "cannot open {} without following symlinks: {}; snapshot locations must be real directories",
+                parent.display(),
+                explain_nofollow(parent, e)
             ),
         )
     })?;
     let same_fs = btrfs::is_btrfs(&anc_fd).unwrap_or(false)
         && btrfs::fs_uuid(&anc_fd)
-            .map(|u| u == src_uuid)
+            .map(|u| &u == src_fs)
             .unwrap_or(false);
     if !same_fs {
         return Err(err(
             "snapshot",
-            dest,
+            &s.container,
             what,
             format!(
                 "the snapshot would go to {} but {} is not on the same btrfs filesystem as {}; set `snapshot_prefix` or `snapshot_location` to a directory on that filesystem",
-                dest.display(),
+                s.path().display(),
                 anc.display(),
-                src.display()
+                s.source.display()
             ),
         ));
     }
     Ok(())
+}
+
+/// Resolves every source of the plan before anything is created, so a typo in the second entry
+/// does not leave the first one's snapshot behind. In `plan.snapshots` order.
+pub fn resolve_all(plan: &Plan) -> Result<Vec<Source>, SnapError> {
+    plan.snapshots.iter().map(resolve).collect()
+}
+
+/// The innermost place on the way to `path` where a user other than root could rename or
+/// replace an entry: a directory that such a user owns or may write, unless its sticky bit
+/// protects the root-owned entry in it (/tmp). Described for a warning; read with lstat only, so
+/// `--dry-run` can show it too. Missing components are skipped.
+pub fn replaceable_by_others(path: &Path) -> Option<String> {
+    let mut entry = Some(path);
+    while let Some(e) = entry {
+        let Some(dir) = e.parent() else { break };
+        if let (Ok(d), Ok(st)) = (lstat(dir), lstat(e)) {
+            let mode = d.st_mode & 0o7777;
+            let sticky_protects = mode & 0o1000 != 0 && st.st_uid == 0;
+            if d.st_uid != 0 || (mode & 0o022 != 0 && !sticky_protects) {
+                return Some(format!(
+                    "{} (owner uid {}, mode {:o})",
+                    dir.display(),
+                    d.st_uid,
+                    mode
+                ));
+            }
+        }
+        entry = Some(dir);
+    }
+    None
+}
+
+/// Whether users other than root can create names in `dir` (sticky or not): they can then take
+/// the names igotchuu would use there.
+fn open_to_others(dir: &Path) -> Option<String> {
+    let d = lstat(dir).ok()?;
+    let mode = d.st_mode & 0o7777;
+    (d.st_uid != 0 || mode & 0o022 != 0).then(|| {
+        format!(
+            "{} (owner uid {}, mode {:o})",
+            dir.display(),
+            d.st_uid,
+            mode
+        )
+    })
+}
+
+/// Warnings about paths through directories that other users can write: igotchuu is safe there
+/// (see the module comment), but such a user can make a run fail or fill the backup with their
+/// own files, and the admin should know.
+pub fn path_warnings(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &plan.snapshots {
+        if let Some(d) = replaceable_by_others(&s.source) {
+            out.push(format!(
+                "source {} lies in {d}, which a user other than root can write: that user can replace {} before a run (igotchuu then refuses or backs up what it finds there, never following a symlink); prefer a source only root can reach",
+                s.source.display(),
+                s.source.display()
+            ));
+        }
+        let parent = s.container.parent().unwrap_or(Path::new("/"));
+        if let Some(d) = open_to_others(parent).or_else(|| replaceable_by_others(parent)) {
+            out.push(format!(
+                "the snapshot of {} is made in {d}, which a user other than root can write: igotchuu keeps the snapshot in a root-only directory there, but prefer `snapshot_prefix` in a directory only root can write",
+                s.source.display()
+            ));
+        }
+    }
+    out
 }
 
 /// Creates the missing directories of `dir` with mode 0700, one component at a time and never
@@ -158,16 +276,15 @@ fn make_dirs_nofollow(dir: &Path) -> io::Result<OwnedFd> {
                 )))
             }
         };
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let next = match openat(&fd, name, flags, Mode::empty()) {
+        let next = match openat(&fd, name, DIR_NOFOLLOW, Mode::empty()) {
             Ok(f) => f,
-            Err(e) if e == rustix::io::Errno::NOENT => {
+            Err(e) if e == Errno::NOENT => {
                 match mkdirat(&fd, name, Mode::from_raw_mode(0o700)) {
                     Ok(()) => {}
-                    Err(e) if e == rustix::io::Errno::EXIST => {}
+                    Err(e) if e == Errno::EXIST => {}
                     Err(e) => return Err(e.into()),
                 }
-                openat(&fd, name, flags, Mode::empty())?
+                openat(&fd, name, DIR_NOFOLLOW, Mode::empty())?
             }
             Err(e) => return Err(e.into()),
         };
@@ -176,163 +293,417 @@ fn make_dirs_nofollow(dir: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn file_name(p: &Path) -> io::Result<&OsStr> {
-    p.file_name()
-        .ok_or_else(|| io::Error::other(format!("{} has no file name", p.display())))
-}
-
 /// What to do about the errors a snapshot commonly meets.
-fn hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(28) => "; the filesystem is full: free space or delete old snapshots",
+pub fn hint(e: &io::Error) -> &'static str {
+    match Errno::from_io_error(e) {
+        Some(Errno::NOSPC) => "; the filesystem is full: free space or delete old snapshots",
         // Under systemd, ProtectHome=read-only / ProtectSystem= make these paths read-only
         // inside the unit (ReadWritePaths= does not help for snapshots).
-        Some(30) => "; the snapshot location is read-only: set `snapshot_prefix` to a writable directory on the same filesystem, or under systemd set ProtectHome=no for igotchuu.service",
+        Some(Errno::ROFS) => "; the snapshot location is read-only: set `snapshot_prefix` to a writable directory on the same filesystem, or under systemd set ProtectHome=no for igotchuu.service",
         _ => "",
     }
 }
 
-/// Creates one read-only snapshot at `s.path`.
-pub fn create(s: &SnapshotStep) -> Result<[u8; 16], SnapError> {
+/// The directory a snapshot's container goes in, opened (and created, 0700) without symlinks.
+pub struct Destination {
+    parent_path: PathBuf,
+    parent: OwnedFd,
+    /// The container's preferred name: `<base>-<timestamp>`.
+    preferred: OsString,
+}
+
+pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
+    let parent_path = s.container.parent().unwrap_or(Path::new("/")).to_owned();
     let what = format!(
         "cannot snapshot {} to {}",
         s.source.display(),
-        s.path.display()
+        s.path().display()
+    );
+    let parent = make_dirs_nofollow(&parent_path).map_err(|e| {
+        err("snapshot", &parent_path, what.clone(), {
+            let h = hint(&e);
+            format!("{}{h}", explain_nofollow(&parent_path, e))
+        })
+    })?;
+    let preferred = s
+        .container
+        .file_name()
+        .map(|n| n.to_owned())
+        .ok_or_else(|| err("snapshot", &s.container, what, "it has no file name"))?;
+    Ok(Destination {
+        parent_path,
+        parent,
+        preferred,
+    })
+}
+
+impl Destination {
+    /// The container path to try for `attempt` (0 first): the plan's name, then the same with a
+    /// random suffix, so that names planted in advance cannot block a run.
+    pub fn candidate(&self, attempt: u32) -> io::Result<PathBuf> {
+        let mut name = self.preferred.clone();
+        if attempt > 0 {
+            let mut r = [0u8; 6];
+            rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty())?;
+            name.push("-");
+            name.push(r.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        }
+        Ok(self.parent_path.join(name))
+    }
+}
+
+/// A snapshot container this run created: a root-owned 0700 directory held by fd.
+pub struct Container {
+    pub path: PathBuf,
+    parent: OwnedFd,
+    fd: OwnedFd,
+    id: (u64, u64),
+}
+
+/// How creating a container went.
+pub enum Made {
+    Created(Container),
+    /// The name is taken (planted, or left by someone): try another.
+    Taken,
+}
+
+/// Creates the container `path` (a candidate of `dest`).
+pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
+    match mkdirat(&dest.parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(e) if e == Errno::EXIST => return Ok(Made::Taken),
+        Err(e) => return Err(e.into()),
+    }
+    // Reopen by name and check it is the directory just made: in a directory another user can
+    // write, ours can be removed and replaced by theirs in between. Only root can own a new
+    // directory, so an owner of root proves it is ours; anything else is left alone and another
+    // name is tried.
+    let fd = match openat(&dest.parent, name, DIR_NOFOLLOW, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if e == Errno::NOENT || e == Errno::LOOP || e == Errno::NOTDIR => {
+            return Ok(Made::Taken)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(&fd)?;
+    if st.st_uid != 0 {
+        return Ok(Made::Taken);
+    }
+    // mkdir's mode is cut by the umask: make it exactly 0700.
+    if st.st_mode & 0o7777 != 0o700 {
+        fchmod(&fd, Mode::from_raw_mode(0o700))?;
+    }
+    Ok(Made::Created(Container {
+        path: path.to_owned(),
+        parent: rustix::io::dup(&dest.parent)?,
+        fd,
+        id: ident(&st),
+    }))
+}
+
+/// One snapshot this run made, held through its container's fd.
+pub struct Snapshot {
+    pub path: PathBuf,
+    container: Container,
+    name: OsString,
+    /// None only if it could not be read right after creation.
+    pub info: Option<SubvolInfo>,
+    fd: Option<OwnedFd>,
+}
+
+impl Snapshot {
+    /// The inode number of the directory it is in, for the journal.
+    pub fn container_ino(&self) -> u64 {
+        self.container.id.1
+    }
+}
+
+/// Creates the read-only snapshot of `src` as `name` inside `container`. On failure after the
+/// ioctl succeeded, the snapshot is still returned (with `info: None`) so it gets deleted.
+pub fn create(
+    src: &Source,
+    container: Container,
+    name: &OsStr,
+) -> Result<Snapshot, (SnapError, Option<Snapshot>, Option<Container>)> {
+    let path = container.path.join(name);
+    let what = format!(
+        "cannot snapshot {} to {}",
+        src.path.display(),
+        path.display()
     );
     let fail = |e: io::Error| {
         err(
             "snapshot",
-            &s.source,
+            &src.path,
             what.clone(),
             format!("{e}{}", hint(&e)),
         )
     };
-    let src_fd = btrfs::open_dir(&s.source).map_err(fail)?;
-    let parent = s.path.parent().unwrap_or(Path::new("/"));
-    let parent_fd = make_dirs_nofollow(parent).map_err(fail)?;
-    let name = file_name(&s.path).map_err(fail)?;
-    btrfs::create_readonly_snapshot(&src_fd, &parent_fd, name).map_err(fail)?;
-    // Remember exactly which subvolume was made, through the same directory fd: mounting and
-    // deleting it later check this identity, so a directory swapped in on the way meanwhile is
-    // never mounted over the source nor deleted.
-    let created = |e: io::Error| SnapError {
-        created: true,
-        ..fail(e)
-    };
-    let snap = openat(
-        &parent_fd,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| created(e.into()))?;
-    Ok(btrfs::subvol_info(&snap).map_err(created)?.uuid)
-}
-
-/// Opens `path` without following symlinks and checks it is still the subvolume `uuid`.
-fn open_verified(path: &Path, uuid: &[u8; 16]) -> io::Result<OwnedFd> {
-    let fd = btrfs::open_dir_nofollow(path)?;
-    let now = btrfs::subvol_info(&fd)?.uuid;
-    if &now != uuid {
-        return Err(io::Error::other(format!(
-            "{} is no longer the snapshot this run created (subvolume {} instead of {}); it was left alone",
-            path.display(),
-            btrfs::uuid_string(&now),
-            btrfs::uuid_string(uuid)
-        )));
+    if let Err(e) = btrfs::create_readonly_snapshot(&src.fd, &container.fd, name) {
+        return Err((fail(e), None, Some(container)));
     }
-    Ok(fd)
-}
-
-/// Deletes the snapshot this run created at `path`, after checking it is still that subvolume.
-pub fn delete_verified(path: &Path, uuid: &[u8; 16]) -> io::Result<()> {
-    // Checked through the parent fd that the deletion then uses.
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_fd = open_parent_for_delete(parent)?;
-    let name = file_name(path)?;
-    let snap = openat(
-        &parent_fd,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let now = btrfs::subvol_info(&snap)?.uuid;
-    if &now != uuid {
-        return Err(io::Error::other(format!(
-            "it is no longer the snapshot this run created (subvolume {} instead of {}), so it was left alone",
-            btrfs::uuid_string(&now),
-            btrfs::uuid_string(uuid)
-        )));
+    let opened = openat(&container.fd, name, DIR_NOFOLLOW, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(|fd| Ok((btrfs::subvol_info(&fd)?, fd)));
+    match opened {
+        Ok((info, fd)) => Ok(Snapshot {
+            path,
+            container,
+            name: name.to_owned(),
+            info: Some(info),
+            fd: Some(fd),
+        }),
+        Err(e) => Err((
+            fail(e),
+            Some(Snapshot {
+                path,
+                container,
+                name: name.to_owned(),
+                info: None,
+                fd: None,
+            }),
+            None,
+        )),
     }
-    drop(snap);
-    btrfs::delete_subvolume(&parent_fd, name)
 }
 
-/// Deletes a snapshot this run (or an earlier one) created, reaching it without symlinks.
-pub fn delete(path: &Path) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_fd = open_parent_for_delete(parent)?;
-    btrfs::delete_subvolume(&parent_fd, file_name(path)?)
+/// A snapshot mounted over its source inside the namespace, held by the mount's fd.
+pub struct Mount {
+    pub source: PathBuf,
+    tree: OwnedFd,
 }
 
-/// Opens a snapshot's directory for deletion, saying why when a symlink is in the way.
-fn open_parent_for_delete(parent: &Path) -> io::Result<OwnedFd> {
-    btrfs::open_dir_nofollow(parent).map_err(|e| {
-        if matches!(e.raw_os_error(), Some(20) | Some(40)) {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{e}: a directory on the way to it is now a symlink or not a directory, and igotchuu never follows symlinks when deleting"
-                ),
-            )
-        } else {
-            e
-        }
-    })
-}
-
-/// Opens a snapshot for [`bind`]. The pipeline opens every snapshot before the first bind mount:
-/// a snapshot lying inside another snapshotted place (/home/user-<ts> for /home/user, the default
-/// without `snapshot_prefix`) is no longer reachable by its path once that place's snapshot is
-/// mounted over it.
-pub fn open(s: &SnapshotStep, uuid: &[u8; 16]) -> Result<OwnedFd, SnapError> {
-    open_verified(&s.path, uuid).map_err(|e| {
-        err(
-            "mount",
-            &s.source,
-            format!("cannot open snapshot {}", s.path.display()),
-            e,
-        )
-    })
-}
-
-/// Bind-mounts the snapshot opened as `snapshot` (see [`open`]) over its source.
-pub fn bind(s: &SnapshotStep, snapshot: &OwnedFd) -> Result<(), SnapError> {
-    // The fd's /proc link names the opened directory whatever is mounted over its path by now.
-    let from = format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(snapshot)
+/// Mounts `snap` over `target`: the source's own fd, or the source's placeholder inside an
+/// enclosing source's mounted snapshot (see [`nested_target`]). Nothing here looks up a path.
+pub fn mount(src: &Source, snap: &Snapshot, target: BorrowedFd<'_>) -> Result<Mount, SnapError> {
+    let what = format!(
+        "cannot bind-mount {} on {}",
+        snap.path.display(),
+        src.path.display()
     );
-    mount_bind(from.as_str(), &s.source).map_err(|e| {
+    let fail = |e: io::Error| err("mount", &src.path, what.clone(), e);
+    let Some(fd) = &snap.fd else {
+        return Err(fail(io::Error::other(
+            "the snapshot could not be opened after creation",
+        )));
+    };
+    let tree = open_tree(
+        fd,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| fail(e.into()))?;
+    move_mount(
+        &tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| fail(e.into()))?;
+    Ok(Mount {
+        source: src.path.clone(),
+        tree,
+    })
+}
+
+/// Opens where a source nested in another snapshotted source is mounted: its placeholder inside
+/// the enclosing snapshot's mount, reached from that mount's fd and never leaving it or following
+/// a symlink. (The source's own fd names the directory the enclosing mount now hides.)
+pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> {
+    let what = format!("cannot mount the snapshot of {}", inner.display());
+    let rel = inner.strip_prefix(&outer.source).map_err(|_| {
         err(
             "mount",
-            &s.source,
+            inner,
+            what.clone(),
             format!(
-                "cannot bind-mount {} on {}",
-                s.path.display(),
-                s.source.display()
+                "{} is not below {}",
+                inner.display(),
+                outer.source.display()
             ),
-            e,
+        )
+    })?;
+    openat2(
+        &outer.tree,
+        rel,
+        DIR_NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
+    )
+    .map_err(|e| {
+        err(
+            "mount",
+            inner,
+            what,
+            format!(
+                "{} inside the snapshot of {}: {e}",
+                rel.display(),
+                outer.source.display()
+            ),
         )
     })
 }
 
-pub fn unbind(target: &Path) -> io::Result<()> {
-    match unmount(target, UnmountFlags::empty()) {
-        Ok(()) => Ok(()),
-        // Something still has a file open there (a hook's leftover process): detach it so the
-        // snapshot can still be deleted once that process lets go.
-        Err(e) if e == rustix::io::Errno::BUSY => Ok(unmount(target, UnmountFlags::DETACH)?),
-        Err(e) => Err(e.into()),
+/// The source's own fd, as a mount target.
+pub fn source_fd(src: &Source) -> BorrowedFd<'_> {
+    src.fd.as_fd()
+}
+
+/// Checks, right before restic starts, that each source path still leads to the snapshot
+/// mounted for it. restic is handed the paths, and a directory on the way that was renamed or
+/// swapped since igotchuu resolved it would make restic read something else.
+pub fn verify_paths(mounts: &[Mount]) -> Result<(), SnapError> {
+    for m in mounts {
+        let what = format!("{} no longer leads to its snapshot", m.source.display());
+        let want = fstat(&m.tree).map_err(|e| err("mount", &m.source, what.clone(), e))?;
+        let now = btrfs::open_dir_nofollow(&m.source)
+            .and_then(|fd| Ok(fstat(&fd)?))
+            .map_err(|e| {
+                err(
+                    "mount",
+                    &m.source,
+                    what.clone(),
+                    explain_nofollow(&m.source, e),
+                )
+            })?;
+        if ident(&now) != ident(&want) {
+            return Err(err(
+                "mount",
+                &m.source,
+                what,
+                "a directory on the way was renamed or replaced during the run; the backup was not started",
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Unmounts a snapshot mount through its fd. The path is our own fd's /proc link, which only
+/// this process can change, so no configured path is looked up (UMOUNT_NOFOLLOW would refuse
+/// that one link). Lazily: the fd itself keeps the mount busy, and so might a process a hook
+/// left behind; the mount is gone once they let go, and the namespace dies with us anyway.
+pub fn unmount_fd(m: Mount) -> io::Result<()> {
+    let path = format!("/proc/self/fd/{}", m.tree.as_raw_fd());
+    unmount(path.as_str(), UnmountFlags::DETACH)?;
+    drop(m);
+    Ok(())
+}
+
+/// What deleting a snapshot found out on the way.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    /// Someone renamed the container; it was found by identity and removed there.
+    pub renamed_to: Option<PathBuf>,
+}
+
+/// Deletes a snapshot this run made, then its container. The snapshot is reached through the
+/// container's fd (nobody but root can rename anything inside it); the container's own name in
+/// its parent may have been changed by whoever can write there, so it is looked up by identity.
+pub fn delete(snap: Snapshot) -> io::Result<Deleted> {
+    let Snapshot {
+        container,
+        name,
+        info,
+        fd,
+        ..
+    } = snap;
+    drop(fd);
+    let now = openat(&container.fd, &name, DIR_NOFOLLOW, Mode::empty());
+    match now {
+        Ok(now) => {
+            let now_info = btrfs::subvol_info(&now)?;
+            if let Some(want) = info {
+                if now_info.uuid != want.uuid {
+                    return Err(io::Error::other(format!(
+                        "it is no longer the snapshot this run created (subvolume {} instead of {}), so it was left alone",
+                        btrfs::uuid_string(&now_info.uuid),
+                        btrfs::uuid_string(&want.uuid)
+                    )));
+                }
+            }
+            drop(now);
+            btrfs::delete_subvolume(&container.fd, &name)?;
+        }
+        // The ioctl failed after all, or it is already gone: only the container is left.
+        Err(e) if e == Errno::NOENT => {}
+        Err(e) => return Err(e.into()),
+    }
+    remove_container(container)
+}
+
+/// Removes an empty container, found by identity in its parent.
+pub fn remove_container(c: Container) -> io::Result<Deleted> {
+    let mut out = Deleted::default();
+    let name = c
+        .path
+        .file_name()
+        .ok_or_else(|| io::Error::other("container without a name"))?
+        .to_owned();
+    let name = match statat(&c.parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if ident(&st) == c.id => name,
+        _ => {
+            let found = find_by_ident(&c.parent, c.id)?.ok_or_else(|| {
+                io::Error::other(format!(
+                    "its directory {} was moved away and cannot be found in {}",
+                    c.path.display(),
+                    c.path.parent().unwrap_or(Path::new("/")).display()
+                ))
+            })?;
+            out.renamed_to = Some(c.path.with_file_name(&found));
+            found
+        }
+    };
+    drop(c.fd);
+    // rmdir removes only an empty directory: the worst a racing rename could make it remove is
+    // an empty directory of the renamer's own, in a directory they can write anyway.
+    rustix::fs::unlinkat(&c.parent, &name, AtFlags::REMOVEDIR)?;
+    Ok(out)
+}
+
+/// The name of the entry with inode number `ino` in the directory `dir` (one filesystem).
+pub fn find_ino(dir: &OwnedFd, ino: u64) -> io::Result<Option<OsString>> {
+    let want = (fstat(dir)?.st_dev, ino);
+    find_by_ident(dir, want)
+}
+
+/// The name under which the inode `id` sits in the directory `dir`.
+fn find_by_ident(dir: &OwnedFd, id: (u64, u64)) -> io::Result<Option<OsString>> {
+    let d = rustix::fs::Dir::read_from(dir)?;
+    for entry in d {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if let Ok(st) = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            if ident(&st) == id {
+                return Ok(Some(OsStr::from_bytes(name.to_bytes()).to_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes the snapshot at `path`, found by recovery, reaching it without symlinks.
+pub fn delete_at(path: &Path) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_fd = btrfs::open_dir_nofollow(parent).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}; igotchuu never follows symlinks when deleting",
+                explain_nofollow(parent, e)
+            ),
+        )
+    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
+    btrfs::delete_subvolume(&parent_fd, name)
 }
