@@ -296,10 +296,11 @@ fn a_planted_symlink_cannot_redirect_snapshot_creation() {
     assert!(walk(&outside).is_empty(), "something appeared outside");
 }
 
-/// While a backup runs, the snapshot's directory is swapped for a symlink to a directory holding
-/// a subvolume of the user's with the snapshot's very name. Cleanup must not follow the link:
-/// the user's subvolume survives, igotchuu says it could not delete its snapshot (exit 20) and
-/// keeps it in the journal; once the directory is back, the next run removes the snapshot.
+/// While a backup runs, the directory holding the snapshot is swapped for a symlink to a
+/// directory holding a subvolume of the user's with the snapshot's very path. igotchuu deletes
+/// through the directory fds it kept since it made them, never by path: its own snapshot (moved
+/// along with the directory) is deleted, the user's subvolume behind the link survives, and the
+/// run succeeds with nothing left.
 #[test]
 fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
     let Some(fx) = Fixture::new() else { return };
@@ -325,16 +326,17 @@ fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
         .map(|s| fx.at(&s.path))
         .next()
         .expect("the run's snapshot");
-    let name = snap.file_name().unwrap().to_owned();
-    assert_eq!(snap.parent(), Some(snaps.as_path()));
+    let container = snap.parent().expect("container").to_owned();
+    assert_eq!(container.parent(), Some(snaps.as_path()));
+    let rel = snap.strip_prefix(&snaps).unwrap().to_owned();
 
-    // The swap: snaps → snaps.real, and snaps → victim, which holds the user's subvolume
-    // named like the snapshot.
+    // The swap: snaps → snaps.real, and snaps → victim, which holds the user's subvolume at the
+    // snapshot's path.
     let victim = fx.at("victim");
-    std::fs::create_dir(&victim).unwrap();
-    fx.create_subvolume(&format!("victim/{}", name.to_str().unwrap()));
+    std::fs::create_dir_all(victim.join(rel.parent().unwrap())).unwrap();
+    fx.create_subvolume(&format!("victim/{}", rel.display()));
     fx.write_file(
-        &format!("victim/{}/precious.txt", name.to_str().unwrap()),
+        &format!("victim/{}/precious.txt", rel.display()),
         "the user's data\n",
     );
     let real = fx.at("snaps.real");
@@ -343,37 +345,21 @@ fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
 
     touch(&go);
     let out = run.wait(RUN_TIMEOUT);
-    out.assert_code(20);
-    let p = snap.display();
-    // The snapshot's parent is a link now: opened without following links, ENOTDIR.
-    out.assert_stderr_contains(&format!(
-        "igotchuu: error during cleanup of {p}: cannot delete snapshot {p}: Not a directory (os error 20): a directory on the way to it is now a symlink or not a directory, and igotchuu never follows symlinks when deleting; it stays in the journal"
-    ));
+    out.assert_code(0);
     assert_eq!(
-        std::fs::read_to_string(victim.join(&name).join("precious.txt")).unwrap(),
+        std::fs::read_to_string(victim.join(&rel).join("precious.txt")).unwrap(),
         "the user's data\n",
-        "the user's subvolume behind the link was deleted"
+        "the user's subvolume behind the link was deleted\n{out}"
     );
     assert!(
-        real.join(&name).is_dir(),
-        "the snapshot itself is still there"
+        walk(&real).is_empty(),
+        "igotchuu's snapshot or its directory is left in the moved directory\n{out}"
     );
-    assert_eq!(journal_len(&fx), 1, "the snapshot is kept in the journal");
+    assert_eq!(journal_len(&fx), 0, "the journal keeps a record");
     assert_no_mounts_left(&fx, "after the swap");
     assert_eq!(fx.restic_snapshots().len(), 1, "the backup itself worked");
-
-    // The directory is put back; the next run (snapshotting elsewhere) removes the leftover.
-    std::fs::remove_file(&snaps).unwrap();
-    std::fs::rename(&real, &snaps).unwrap();
-    let cfg2 = fx.write_config(&places(&[&data]));
-    let out = fx.run(&cfg2, &["backup"]);
-    out.assert_code(0);
-    out.assert_stderr_contains(&format!("igotchuu: recovery: removed snapshot {p} of"));
-    assert!(!snap.exists());
-    assert!(victim.join(&name).join("precious.txt").exists());
-    assert_eq!(journal_len(&fx), 0);
-    // Only the test's own subvolumes remain, the user's `victim/<name>` among them.
-    fx.assert_no_snapshot_left("after the next run");
+    // Only the test's own subvolumes remain, the user's `victim/…` among them.
+    fx.assert_no_snapshot_left("after the run");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -494,8 +480,8 @@ fn secrets_never_show_in_output_dry_run_or_dbus() {
 }
 
 /// The same swap with a real directory instead of a symlink (a user owning a directory on the
-/// way could do this): the subvolume now at the snapshot's path is not the one this run created,
-/// so igotchuu refuses to delete it and says why.
+/// way could do this): the subvolume now at the snapshot's path is the user's, and igotchuu,
+/// deleting through its own directory fds, deletes only its own snapshot.
 #[test]
 fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
     let Some(fx) = Fixture::new() else { return };
@@ -520,26 +506,26 @@ fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
         .map(|s| fx.at(&s.path))
         .next()
         .expect("the run's snapshot");
-    let name = snap.file_name().unwrap().to_str().unwrap().to_owned();
-    // snaps → snaps.real; a new real directory `snaps` holds the user's subvolume of that name.
+    let rel = snap.strip_prefix(&snaps).unwrap().to_owned();
+    // snaps → snaps.real; a new real directory `snaps` holds the user's subvolume at that path.
     let real = fx.at("snaps.real");
     std::fs::rename(&snaps, &real).unwrap();
-    std::fs::create_dir(&snaps).unwrap();
-    fx.create_subvolume(&format!("snaps/{name}"));
-    fx.write_file(&format!("snaps/{name}/precious.txt"), "the user's data\n");
+    std::fs::create_dir_all(snaps.join(rel.parent().unwrap())).unwrap();
+    fx.create_subvolume(&format!("snaps/{}", rel.display()));
+    fx.write_file(&format!("snaps/{}/precious.txt", rel.display()), "the user's data\n");
 
     touch(&go);
     let out = run.wait(RUN_TIMEOUT);
-    out.assert_code(20);
-    out.assert_stderr_contains("it is no longer the snapshot this run created");
+    out.assert_code(0);
     assert_eq!(
-        std::fs::read_to_string(snaps.join(&name).join("precious.txt")).unwrap(),
+        std::fs::read_to_string(snaps.join(&rel).join("precious.txt")).unwrap(),
         "the user's data\n",
-        "the user's subvolume was deleted"
+        "the user's subvolume was deleted\n{out}"
     );
     assert!(
-        real.join(&name).is_dir(),
-        "the snapshot itself is still there"
+        walk(&real).is_empty(),
+        "igotchuu's snapshot or its directory is left in the moved directory\n{out}"
     );
-    assert_eq!(journal_len(&fx), 1, "the snapshot is kept in the journal");
+    assert_eq!(journal_len(&fx), 0, "the journal keeps a record");
+    assert_no_mounts_left(&fx, "after the swap");
 }
