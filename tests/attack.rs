@@ -100,10 +100,7 @@ fn setup() -> Option<Home> {
     let evil = data.join("restic");
     std::fs::write(
         &evil,
-        format!(
-            "#!/bin/sh\nid > {}\nexit 0\n",
-            sh_quote(&pwned)
-        ),
+        format!("#!/bin/sh\nid > {}\nexit 0\n", sh_quote(&pwned)),
     )
     .expect("write alice's restic");
     chmod(&evil, 0o755);
@@ -219,14 +216,42 @@ fn a_symlink_in_a_source_path_is_refused_before_anything_is_made() {
     std::os::unix::fs::symlink(&h.secret, &secret_link).unwrap();
     chmod(&secret_parent, 0o755);
     let cases = [
-        ("data → victim", format!("mv {data} {data}.real && ln -s {} {data}", h.victim.display()), data.clone()),
-        ("data → root's subvolume", format!("mv {data} {data}.real && ln -s {} {data}", h.secret.display()), data.clone()),
-        ("data → /", format!("mv {data} {data}.real && ln -s / {data}"), data.clone()),
-        ("vm → a directory whose data is root's subvolume", format!("mv {vm} {vm}.real && ln -s {} {vm}", secret_parent.display()), vm.clone()),
+        (
+            "data → victim",
+            format!(
+                "mv {data} {data}.real && ln -s {} {data}",
+                h.victim.display()
+            ),
+            data.clone(),
+        ),
+        (
+            "data → root's subvolume",
+            format!(
+                "mv {data} {data}.real && ln -s {} {data}",
+                h.secret.display()
+            ),
+            data.clone(),
+        ),
+        (
+            "data → /",
+            format!("mv {data} {data}.real && ln -s / {data}"),
+            data.clone(),
+        ),
+        (
+            "vm → a directory whose data is root's subvolume",
+            format!(
+                "mv {vm} {vm}.real && ln -s {} {vm}",
+                secret_parent.display()
+            ),
+            vm.clone(),
+        ),
     ];
     for (what, attack, link) in cases {
         as_alice_ok(&attack);
-        let out = h.igotchuu().args(["-c", cfg.to_str().unwrap(), "backup"]).run();
+        let out = h
+            .igotchuu()
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .run();
         out.assert_code(20);
         out.assert_stderr_contains(&format!("{link} is a symlink (to "));
         out.assert_stderr_contains("igotchuu never follows symlinks in a configured path");
@@ -234,7 +259,10 @@ fn a_symlink_in_a_source_path_is_refused_before_anything_is_made() {
         h.assert_unharmed(&out, what);
     }
     // And with alice's tree as it was, the same config backs up.
-    let out = h.igotchuu().args(["-c", cfg.to_str().unwrap(), "backup"]).run();
+    let out = h
+        .igotchuu()
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
     out.assert_code(0);
     h.assert_unharmed(&out, "after the attacks");
 }
@@ -262,9 +290,7 @@ fn swapping_a_source_path_component_mid_run_never_redirects_the_snapshot_or_moun
     for (event, watched, swapped) in cases {
         let what = format!("{swapped} swapped on {event} of {watched}");
         // Dirty data: the snapshot ioctl must write it out first.
-        as_alice_ok(&format!(
-            "head -c 33554432 /dev/urandom > {data}/dirty.bin"
-        ));
+        as_alice_ok(&format!("head -c 33554432 /dev/urandom > {data}/dirty.bin"));
         let ready = h.alice_tmp.join("watching");
         let _ = std::fs::remove_file(&ready);
         let racer = Command::new("setpriv")
@@ -284,11 +310,15 @@ fn swapping_a_source_path_component_mid_run_never_redirects_the_snapshot_or_moun
             .expect("racer");
         let mut racer = KillOnDrop(racer);
         assert!(
-            wait_for(|| std::fs::read_to_string(&ready)
-                .is_ok_and(|s| s.contains("Watches established"))),
+            wait_for(
+                || std::fs::read_to_string(&ready).is_ok_and(|s| s.contains("Watches established"))
+            ),
             "inotifywait never set up its watch"
         );
-        let out = h.igotchuu().args(["-c", cfg.to_str().unwrap(), "backup"]).run();
+        let out = h
+            .igotchuu()
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .run();
         let swapped_at_all = wait_for(|| racer.0.try_wait().is_ok_and(|s| s.is_some()));
         assert!(swapped_at_all, "{what}: the racer never fired\n{out}");
         if out.code == Some(20) {
@@ -307,7 +337,10 @@ fn swapping_a_source_path_component_mid_run_never_redirects_the_snapshot_or_moun
         );
         std::fs::remove_file(h.data.join("dirty.bin")).expect("remove dirty data");
         // Give the space back before the next round (deleted snapshots are freed lazily).
-        let _ = Command::new("btrfs").args(["filesystem", "sync"]).arg(&h.fx.mnt).status();
+        let _ = Command::new("btrfs")
+            .args(["filesystem", "sync"])
+            .arg(&h.fx.mnt)
+            .status();
     }
     eprintln!("race outcomes:\n  {}", outcomes.join("\n  "));
 }
@@ -332,19 +365,23 @@ fn swaps_before_unmount_and_delete_touch_nothing_of_the_users() {
         after = sh_quote(&after),
         wait = sh_wait_for(&go)
     ));
-    let mut run = h
-        .fx
-        .igotchuu()
-        .path_prepend(&h.victim)
-        .path_prepend(&wrapper)
-        .args(["-c", cfg.to_str().unwrap(), "backup"])
-        .spawn();
+    let mut run =
+        h.fx.igotchuu()
+            .path_prepend(&h.victim)
+            .path_prepend(&wrapper)
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .spawn();
     run.wait_for_path(&after);
     let container = std::fs::read_dir(&h.vm)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("data-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("data-")
+        })
         .expect("the snapshot's directory in vm");
     let vm = h.vm.display().to_string();
     as_alice_ok(&format!(
@@ -363,7 +400,10 @@ fn swaps_before_unmount_and_delete_touch_nothing_of_the_users() {
         "mine\n",
         "alice's planted directory was touched\n{out}"
     );
-    assert!(!real.join("renamed").exists(), "the renamed directory is left\n{out}");
+    assert!(
+        !real.join("renamed").exists(),
+        "the renamed directory is left\n{out}"
+    );
     let mi = std::fs::read_to_string(&mountinfo).unwrap();
     let victim = h.victim.display().to_string();
     assert!(
@@ -399,7 +439,10 @@ fn names_planted_in_advance_do_not_block_the_backup() {
     }
     as_alice_ok(&script);
     let before = walk(&h.vm).len();
-    let out = h.igotchuu().args(["-c", cfg.to_str().unwrap(), "backup"]).run();
+    let out = h
+        .igotchuu()
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
     out.assert_code(0);
     out.assert_stderr_contains("already exists (made by someone else)");
     assert_eq!(walk(&h.vm).len(), before, "alice's names changed\n{out}");
@@ -423,29 +466,26 @@ fn a_snapshot_in_an_open_directory_is_not_readable_by_others() {
     chmod(&public, 0o755);
     let held = h.fx.path("held");
     let go = h.fx.path("go");
-    let wrapper = h
-        .fx
-        .restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
+    let wrapper =
+        h.fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
     let cfg = h.fx.write_config(&format!(
         "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
         places(&[&src]),
         toml_str(&src),
         toml_str(public.join("db"))
     ));
-    let mut run = h
-        .fx
-        .igotchuu()
-        .path_prepend(&wrapper)
-        .args(["-c", cfg.to_str().unwrap(), "backup"])
-        .spawn();
+    let mut run =
+        h.fx.igotchuu()
+            .path_prepend(&wrapper)
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .spawn();
     run.wait_for_path(&held);
-    let snap = h
-        .fx
-        .extra_subvolumes()
-        .into_iter()
-        .map(|s| h.fx.at(&s.path))
-        .next()
-        .expect("the run's snapshot");
+    let snap =
+        h.fx.extra_subvolumes()
+            .into_iter()
+            .map(|s| h.fx.at(&s.path))
+            .next()
+            .expect("the run's snapshot");
     assert!(snap.starts_with(&public));
     let read = as_alice(&format!("cat {}/table", snap.display()));
     assert!(
@@ -474,16 +514,13 @@ fn recovery_finds_a_moved_snapshot_by_its_uuid() {
     let held = h.fx.path("held");
     // `exec`: the parent-death signal igotchuu gave restic reaches the sleep, which holds the
     // namespace (and so the snapshot's mount) until it is gone.
-    let wrapper = h.fx.restic_wrapper(&format!(
-        "echo $$ > {}\nexec sleep 600",
-        sh_quote(&held)
-    ));
-    let mut run = h
-        .fx
-        .igotchuu()
-        .path_prepend(&wrapper)
-        .args(["-c", cfg.to_str().unwrap(), "backup"])
-        .spawn();
+    let wrapper =
+        h.fx.restic_wrapper(&format!("echo $$ > {}\nexec sleep 600", sh_quote(&held)));
+    let mut run =
+        h.fx.igotchuu()
+            .path_prepend(&wrapper)
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .spawn();
     run.wait_for_path(&held);
     run.signal(rustix::process::Signal::KILL);
     let _ = run.wait(RUN_TIMEOUT);
@@ -491,7 +528,12 @@ fn recovery_finds_a_moved_snapshot_by_its_uuid() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("data-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("data-")
+        })
         .expect("the snapshot's directory in vm");
     as_alice_ok(&format!(
         "mv {} {}/moved",
@@ -504,14 +546,16 @@ fn recovery_finds_a_moved_snapshot_by_its_uuid() {
         wait_for(|| !Path::new(&format!("/proc/{pid}")).exists()),
         "the fake restic outlived igotchuu"
     );
-    let out = h
-        .fx
-        .igotchuu()
-        .args(["-c", cfg.to_str().unwrap(), "cleanup"])
-        .run();
+    let out =
+        h.fx.igotchuu()
+            .args(["-c", cfg.to_str().unwrap(), "cleanup"])
+            .run();
     out.assert_code(0);
     out.assert_stderr_contains("found by its UUID");
-    assert!(!h.vm.join("moved").exists(), "the moved directory is left\n{out}");
+    assert!(
+        !h.vm.join("moved").exists(),
+        "the moved directory is left\n{out}"
+    );
     h.assert_unharmed(&out, "moved after a crash");
 }
 

@@ -512,7 +512,10 @@ fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
     std::fs::rename(&snaps, &real).unwrap();
     std::fs::create_dir_all(snaps.join(rel.parent().unwrap())).unwrap();
     fx.create_subvolume(&format!("snaps/{}", rel.display()));
-    fx.write_file(&format!("snaps/{}/precious.txt", rel.display()), "the user's data\n");
+    fx.write_file(
+        &format!("snaps/{}/precious.txt", rel.display()),
+        "the user's data\n",
+    );
 
     touch(&go);
     let out = run.wait(RUN_TIMEOUT);
