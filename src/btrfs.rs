@@ -363,6 +363,120 @@ pub fn delete_subvolume_by_id(fs: impl AsFd, id: u64) -> io::Result<()> {
     Ok(())
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RootRef {
+    treeid: u64,
+    dirid: u64,
+}
+
+const ROOTREF_ITEMS: usize = 255;
+
+/// `struct btrfs_ioctl_get_subvol_rootref_args`.
+#[repr(C)]
+struct GetRootrefArgs {
+    min_treeid: u64,
+    rootref: [RootRef; ROOTREF_ITEMS],
+    num_items: u8,
+    align: [u8; 7],
+}
+
+const VOL_NAME_MAX: usize = 255;
+const INO_LOOKUP_USER_PATH_MAX: usize = 4080 - VOL_NAME_MAX - 1;
+
+/// `struct btrfs_ioctl_ino_lookup_user_args`.
+#[repr(C)]
+struct InoLookupUserArgs {
+    dirid: u64,
+    treeid: u64,
+    name: [u8; VOL_NAME_MAX + 1],
+    path: [u8; INO_LOOKUP_USER_PATH_MAX],
+}
+
+const _: () = assert!(std::mem::size_of::<GetRootrefArgs>() == 4096);
+const _: () = assert!(std::mem::size_of::<InoLookupUserArgs>() == 4096);
+const GET_SUBVOL_ROOTREF: rustix::ioctl::Opcode =
+    opcode::read_write::<GetRootrefArgs>(BTRFS_IOCTL_MAGIC, 61);
+const INO_LOOKUP_USER: rustix::ioctl::Opcode =
+    opcode::read_write::<InoLookupUserArgs>(BTRFS_IOCTL_MAGIC, 62);
+
+/// A subvolume directly below another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSubvol {
+    pub id: u64,
+    /// Its path relative to the parent subvolume's root.
+    pub path: std::path::PathBuf,
+}
+
+fn c_bytes(buf: &[u8]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+/// The subvolumes whose parent is the subvolume `fd` is in, with their paths below it, from
+/// btrfs' own subvolume metadata (BTRFS_IOC_GET_SUBVOL_ROOTREF + BTRFS_IOC_INO_LOOKUP_USER,
+/// kernel 4.18+, no privilege needed), not from a walk of the directory tree: a nested
+/// subvolume deep in a big tree costs nothing to find.
+pub fn child_subvolumes(fd: impl AsFd) -> io::Result<Vec<ChildSubvol>> {
+    let fd = fd.as_fd();
+    let mut refs = Vec::new();
+    let mut args = Box::new(GetRootrefArgs {
+        min_treeid: 0,
+        rootref: [RootRef {
+            treeid: 0,
+            dirid: 0,
+        }; ROOTREF_ITEMS],
+        num_items: 0,
+        align: [0; 7],
+    });
+    loop {
+        // SAFETY: GET_SUBVOL_ROOTREF reads `min_treeid` and fills the struct GetRootrefArgs
+        // mirrors (size checked at compile time).
+        let r = unsafe {
+            ioctl(
+                fd,
+                rustix::ioctl::Updater::<GET_SUBVOL_ROOTREF, GetRootrefArgs>::new(&mut *args),
+            )
+        };
+        let more = match r {
+            Ok(()) => false,
+            // More than 255 children: the kernel set min_treeid to continue from.
+            Err(e) if e == rustix::io::Errno::OVERFLOW => true,
+            Err(e) => return Err(e.into()),
+        };
+        let n = usize::from(args.num_items).min(ROOTREF_ITEMS);
+        refs.extend_from_slice(&args.rootref[..n]);
+        if !more || n == 0 {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let mut a = Box::new(InoLookupUserArgs {
+            dirid: r.dirid,
+            treeid: r.treeid,
+            name: [0; VOL_NAME_MAX + 1],
+            path: [0; INO_LOOKUP_USER_PATH_MAX],
+        });
+        // SAFETY: INO_LOOKUP_USER reads dirid/treeid and fills name and path of the struct
+        // InoLookupUserArgs mirrors (size checked at compile time).
+        unsafe {
+            ioctl(
+                fd,
+                rustix::ioctl::Updater::<INO_LOOKUP_USER, InoLookupUserArgs>::new(&mut *a),
+            )
+        }?;
+        // `path` is the directory holding it, relative to the parent's root, "" or ending in "/".
+        let dir = std::ffi::OsStr::from_bytes(c_bytes(&a.path));
+        let name = std::ffi::OsStr::from_bytes(c_bytes(&a.name));
+        out.push(ChildSubvol {
+            id: r.treeid,
+            path: Path::new(dir).join(name),
+        });
+    }
+    Ok(out)
+}
+
 /// Parses the 8-4-4-4-12 form [`uuid_string`] writes.
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();

@@ -104,6 +104,9 @@ fn check_sources(r: &mut Report, plan: &Plan) {
             Err(e) => r.fail(e),
         }
     }
+    for n in snapshots::describe_nested(plan) {
+        say_out!("info: {n}");
+    }
     for w in snapshots::path_warnings(plan) {
         say_out!("warn: {w}");
     }

@@ -2,7 +2,8 @@
 //!
 //! Runs inside the private mount namespace (entered by `main` before any thread existed).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::btrfs;
 use crate::events::{Event, Events, Outcome, Phase};
@@ -15,16 +16,25 @@ use crate::restic;
 use crate::snapshots;
 use crate::stop::StopSignal;
 
+/// What goes on a place: a snapshot this run made (index into `Taken::snapshots`), or a
+/// read-only nested subvolume as it is (source index, nested index).
+enum MountFrom {
+    Snapshot(usize),
+    Live(usize, usize),
+}
+
 /// What this run created and must undo, held by fds (see `snapshots`).
 #[derive(Default)]
 struct Taken {
     journal: Option<Journal>,
     /// Snapshots in creation order.
     snapshots: Vec<snapshots::Snapshot>,
-    /// A container made for a snapshot whose creation then failed: only the empty directory.
-    containers: Vec<snapshots::Container>,
+    /// The root-only directories made for the snapshots, removed once these are deleted.
+    containers: Vec<Rc<snapshots::Container>>,
     /// Mounts in mount order.
     mounts: Vec<snapshots::Mount>,
+    /// Snapshot paths recorded in the journal by this run, dropped once gone with their directory.
+    records: Vec<PathBuf>,
     /// An earlier run's snapshot could not be removed: the run still backs up, but exits non-zero
     /// so the leftover does not go unnoticed.
     leftovers_remain: bool,
@@ -162,44 +172,78 @@ async fn backup(
     };
     // Parents first: a child snapshotted before its parent (its default location is inside the
     // parent) would show up in the parent's snapshot as an empty directory and be backed up.
-    let mut made: Vec<Option<usize>> = vec![None; plan.snapshots.len()];
+    // What to mount where, once everything is snapshotted: (live path, what to mount).
+    let mut jobs: Vec<(PathBuf, MountFrom)> = Vec::new();
     for &i in &plan.mount_order {
         if stop.check().await {
             return Outcome::Interrupted;
         }
-        match snapshot_one(plan, i, &sources[i], taken, events) {
-            Ok(k) => made[i] = Some(k),
+        let src = &sources[i];
+        let (container, k) = match snapshot_one(plan, i, src, taken, events) {
+            Ok(made) => made,
             Err(o) => return o,
+        };
+        jobs.push((src.path.clone(), MountFrom::Snapshot(k)));
+        // Right after their parent, with the same timestamp, before restic starts.
+        for (n_i, n) in src.nested.iter().enumerate() {
+            match snapshots::nested_action(plan, n) {
+                snapshots::NestedAction::Snapshot => {
+                    match snapshot_nested(plan, n, &container, taken, events) {
+                        Ok(k) => jobs.push((n.path.clone(), MountFrom::Snapshot(k))),
+                        Err(o) => return o,
+                    }
+                }
+                snapshots::NestedAction::MountLive => {
+                    jobs.push((n.path.clone(), MountFrom::Live(i, n_i)))
+                }
+                snapshots::NestedAction::SkippedOneFileSystem => events.warning(format!(
+                    "nested subvolume {}: {}",
+                    n.path.display(),
+                    snapshots::skipped_hint(&n.path)
+                )),
+                snapshots::NestedAction::Listed => {}
+            }
         }
     }
-    for &i in &plan.mount_order {
-        let src = &sources[i];
-        let Some(snap) = made[i].map(|k| &taken.snapshots[k]) else {
+    // Parents before children, so each goes on its placeholder inside its parent's mount.
+    jobs.sort_by_key(|(p, _)| p.components().count());
+    for (path, from) in &jobs {
+        let (fd, shown) = match from {
+            MountFrom::Snapshot(k) => {
+                let snap = &taken.snapshots[*k];
+                (snap.fd(), snap.path.clone())
+            }
+            MountFrom::Live(i, n) => (Some(sources[*i].nested[*n].fd()), path.clone()),
+        };
+        let Some(fd) = fd else {
             continue;
         };
-        // A source inside another snapshotted source goes on its placeholder in that snapshot's
-        // mount: the nearest enclosing one, already mounted (parents first).
+        // The nearest enclosing mount, if any: a source or nested subvolume inside another goes
+        // on its placeholder in that mount (the source's own fd names the directory the
+        // enclosing mount now hides).
         let outer = taken
             .mounts
             .iter()
-            .filter(|m| src.path.starts_with(&m.source) && src.path != m.source)
+            .filter(|m| path.starts_with(&m.source) && path != &m.source)
             .max_by_key(|m| m.source.components().count());
-        let mounted = match outer {
-            Some(o) => snapshots::nested_target(o, &src.path)
-                .and_then(|t| snapshots::mount(src, snap, std::os::fd::AsFd::as_fd(&t))),
-            None => snapshots::mount(src, snap, snapshots::source_fd(src)),
+        let mounted = match (outer, sources.iter().find(|s| &s.path == path)) {
+            (Some(o), _) => snapshots::nested_target(o, path)
+                .and_then(|t| snapshots::mount(path, fd, std::os::fd::AsFd::as_fd(&t))),
+            (None, Some(src)) => snapshots::mount(path, fd, src.fd()),
+            (None, None) => Err(snapshots::SnapError {
+                during: "mount",
+                item: path.clone(),
+                what: format!("cannot mount a snapshot on {}", path.display()),
+                detail: "internal error: a nested subvolume without its parent's mount".into(),
+            }),
         };
         match mounted {
             Ok(m) => taken.mounts.push(m),
             Err(e) => return failed(events, e),
         }
         events.emit(Event::SnapshotStep {
-            text: format!(
-                "bind-mounted {} on {}",
-                snap.path.display(),
-                src.path.display()
-            ),
-            snapshot: snap.path.clone(),
+            text: format!("bind-mounted {} on {}", shown.display(), path.display()),
+            snapshot: shown,
         });
     }
     if let Err(e) = snapshots::verify_paths(&taken.mounts) {
@@ -237,14 +281,15 @@ fn failed(events: &mut Events, e: snapshots::SnapError) -> Outcome {
 const CONTAINER_ATTEMPTS: u32 = 8;
 
 /// Makes the snapshot of `plan.snapshots[i]`: its directory, journaled before it exists, then the
-/// snapshot itself, journaled again with its UUID. Returns its index in `taken.snapshots`.
+/// snapshot itself, journaled again with its UUID. Returns the directory (the source's nested
+/// subvolumes are snapshotted into it too) and the snapshot's index in `taken.snapshots`.
 fn snapshot_one(
     plan: &Plan,
     i: usize,
     src: &snapshots::Source,
     taken: &mut Taken,
     events: &mut Events,
-) -> Result<usize, Outcome> {
+) -> Result<(Rc<snapshots::Container>, usize), Outcome> {
     let step = &plan.snapshots[i];
     let dest = snapshots::open_destination(step).map_err(|e| failed(events, e))?;
     let mut record = Record {
@@ -256,14 +301,6 @@ fn snapshot_one(
         container: None,
         snapshot_uuid: None,
         container_ino: None,
-    };
-    let journal_failed = |events: &mut Events, path: &std::path::Path, e: std::io::Error| {
-        let msg = format!(
-            "cannot record snapshot {} in the journal before creating it: {e}",
-            path.display()
-        );
-        events.error("journal", &path.display().to_string(), msg.clone());
-        Outcome::Failed(msg)
     };
     let mut container = None;
     for attempt in 0..CONTAINER_ATTEMPTS {
@@ -337,7 +374,68 @@ fn snapshot_one(
             },
         ));
     };
-    match snapshots::create(src, container, &step.name) {
+    taken.containers.push(Rc::clone(&container));
+    taken.records.push(record.snapshot.clone());
+    let k = make_snapshot(src.fd(), &container, &step.name, record, taken, events)?;
+    Ok((container, k))
+}
+
+/// Snapshots a writable subvolume nested in a source into the source's root-only directory, as
+/// `nested-<subvolume id>` (unique on the filesystem), journaled like any other snapshot.
+fn snapshot_nested(
+    plan: &Plan,
+    n: &snapshots::Nested,
+    container: &Rc<snapshots::Container>,
+    taken: &mut Taken,
+    events: &mut Events,
+) -> Result<usize, Outcome> {
+    let name = std::ffi::OsString::from(format!("nested-{}", n.info.id));
+    let record = Record {
+        snapshot: container.path.join(&name),
+        source: n.path.clone(),
+        source_uuid: btrfs::uuid_string(&n.info.uuid),
+        pid: std::process::id(),
+        run: plan.timestamp.clone(),
+        container: Some(container.path.clone()),
+        snapshot_uuid: None,
+        container_ino: None,
+    };
+    match &taken.journal {
+        Some(j) => j
+            .record(&record)
+            .map_err(|e| journal_failed(events, &record.snapshot, e))?,
+        None => {
+            return Err(journal_failed(
+                events,
+                &record.snapshot,
+                std::io::Error::other("no journal"),
+            ))
+        }
+    }
+    taken.records.push(record.snapshot.clone());
+    make_snapshot(n.fd(), container, &name, record, taken, events)
+}
+
+fn journal_failed(events: &mut Events, path: &Path, e: std::io::Error) -> Outcome {
+    let msg = format!(
+        "cannot record snapshot {} in the journal before creating it: {e}",
+        path.display()
+    );
+    events.error("journal", &path.display().to_string(), msg.clone());
+    Outcome::Failed(msg)
+}
+
+/// Creates the snapshot `record` announces (already journaled) and journals its UUID. Returns its
+/// index in `taken.snapshots`.
+fn make_snapshot(
+    from: std::os::fd::BorrowedFd<'_>,
+    container: &Rc<snapshots::Container>,
+    name: &std::ffi::OsStr,
+    mut record: Record,
+    taken: &mut Taken,
+    events: &mut Events,
+) -> Result<usize, Outcome> {
+    match snapshots::create(from, &record.source, container, name) {
         Ok(snap) => {
             if let (Some(info), Some(j)) = (&snap.info, &taken.journal) {
                 record.snapshot_uuid = Some(btrfs::uuid_string(&info.uuid));
@@ -354,19 +452,17 @@ fn snapshot_one(
                 text: format!(
                     "created read-only snapshot {} of {}",
                     snap.path.display(),
-                    step.source.display()
+                    record.source.display()
                 ),
                 snapshot: snap.path.clone(),
             });
             taken.snapshots.push(snap);
             Ok(taken.snapshots.len() - 1)
         }
-        Err((e, snap, container)) => {
+        Err((e, snap)) => {
+            // Its record goes with its directory in cleanup.
             if let Some(s) = snap {
                 taken.snapshots.push(s);
-            }
-            if let Some(c) = container {
-                taken.containers.push(c);
             }
             Err(failed(events, e))
         }
@@ -391,38 +487,17 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
             }
         }
     }
-    while let Some(c) = taken.containers.pop() {
-        let path = c.path.clone();
-        if let Err(e) = snapshots::remove_container(c) {
-            ok = false;
-            events.error(
-                "cleanup",
-                &path.display().to_string(),
-                format!("cannot remove the empty directory {}: {e}", path.display()),
-            );
-        } else {
-            forget(events, taken, &path);
-        }
-    }
     while let Some(snap) = taken.snapshots.pop() {
         let path = snap.path.clone();
         match snapshots::delete(snap) {
-            Ok(d) => {
-                if let Some(to) = &d.renamed_to {
-                    events.warning(format!(
-                        "the directory holding snapshot {} had been renamed to {} by someone else; the snapshot was found there and deleted",
-                        path.display(),
-                        to.display()
-                    ));
-                }
-                events.emit(Event::SnapshotStep {
-                    text: format!("deleted snapshot {}", path.display()),
-                    snapshot: path.clone(),
-                });
-                forget(events, taken, &path);
-            }
+            Ok(()) => events.emit(Event::SnapshotStep {
+                text: format!("deleted snapshot {}", path.display()),
+                snapshot: path.clone(),
+            }),
             Err(e) => {
                 ok = false;
+                // Its record stays; so does its directory (below), and the next run retries.
+                taken.records.retain(|r| r != &path);
                 events.error(
                     "cleanup",
                     &path.display().to_string(),
@@ -431,6 +506,43 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
                         path.display(),
                         path.display()
                     ),
+                );
+            }
+        }
+    }
+    // The records go only once the directory that holds their snapshots is gone too, so a crash
+    // in between still leaves the next run something to clean up.
+    while let Some(c) = taken.containers.pop() {
+        let path = c.path.clone();
+        match snapshots::remove_container(c) {
+            Ok(d) => {
+                if let Some(to) = &d.renamed_to {
+                    events.warning(format!(
+                        "the directory {} holding this run's snapshots had been renamed to {} by someone else; it was found there and removed",
+                        path.display(),
+                        to.display()
+                    ));
+                }
+                let gone: Vec<PathBuf> = taken
+                    .records
+                    .iter()
+                    .filter(|r| r.starts_with(&path))
+                    .cloned()
+                    .collect();
+                taken.records.retain(|r| !r.starts_with(&path));
+                for r in gone {
+                    forget(events, taken, &r);
+                }
+            }
+            // A snapshot in it could not be deleted: already reported, kept for the next run.
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) && !ok => {}
+            Err(e) => {
+                ok = false;
+                events.error(
+                    "cleanup",
+                    &path.display().to_string(),
+                    format!("cannot remove the directory {} that held this run's snapshots: {e}; the next run (or `igotchuu cleanup`) retries", path.display()),
                 );
             }
         }

@@ -60,6 +60,9 @@ pub struct Plan {
     pub restic: ResticCommand,
     /// `restic_backup_args` then `restic_args`, as given.
     pub restic_args: Vec<String>,
+    /// restic runs with `--one-file-system` (`-x`): it skips nested subvolumes, so the run
+    /// neither snapshots nor mounts them, as restic would skip them on the live system.
+    pub one_file_system: bool,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
@@ -88,6 +91,20 @@ fn has_flag(args: &[String], names: &[&str]) -> bool {
             .iter()
             .any(|n| a == n || a.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
     })
+}
+
+/// Whether restic's arguments turn on `--one-file-system` (`-x`; the last one given wins, as in
+/// restic's flag parser).
+fn one_file_system(args: &[String]) -> bool {
+    let mut on = false;
+    for a in args {
+        match a.as_str() {
+            "-x" | "--one-file-system" | "--one-file-system=true" => on = true,
+            "--one-file-system=false" => on = false,
+            _ => {}
+        }
+    }
+    on
 }
 
 /// Builds the plan. `env` is the environment restic would inherit (passed in so tests and
@@ -198,6 +215,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
             set_env,
             remove_env,
         },
+        one_file_system: one_file_system(&restic_args),
         restic_args,
         lock_file: config.lock_file.clone(),
         state_dir: config.state_dir.clone(),

@@ -168,6 +168,9 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
     match rustix::fs::unlinkat(&parent, &name, rustix::fs::AtFlags::REMOVEDIR) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::NOENT => Ok(()),
+        // It still holds another record's snapshot (a nested subvolume's, or one kept after a
+        // failure): that record's turn removes it.
+        Err(e) if e == rustix::io::Errno::NOTEMPTY => Ok(()),
         Err(e) => Err(format!(
             "cannot remove the directory {}: {e}",
             parent_path.join(&name).display()

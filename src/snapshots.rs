@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{
     fchmod, fstat, lstat, mkdirat, openat, openat2, statat, AtFlags, Mode, OFlags, ResolveFlags,
@@ -65,6 +66,146 @@ pub struct Source {
     /// The source subvolume: its UUID goes to the journal, so recovery deletes only snapshots of
     /// it.
     pub info: SubvolInfo,
+    /// The subvolumes nested below it at any depth, parents before children.
+    pub nested: Vec<Nested>,
+}
+
+impl Source {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A subvolume nested below a source. A btrfs snapshot is not recursive: in the source's
+/// snapshot it is an empty placeholder directory, so without its own snapshot (or, when it is
+/// read-only, the live one) mounted there, restic would back up an empty directory.
+#[derive(Debug)]
+pub struct Nested {
+    /// Its live path.
+    pub path: PathBuf,
+    fd: OwnedFd,
+    pub info: SubvolInfo,
+}
+
+impl Nested {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What a run does with a nested subvolume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedAction {
+    /// Writable: snapshotted with its parent and mounted on its placeholder.
+    Snapshot,
+    /// Read-only (snapper's or btrbk's snapshots): it cannot change, so the live one is mounted
+    /// on its placeholder as it is.
+    MountLive,
+    /// restic runs with `--one-file-system`, and skips it just as on the live system.
+    SkippedOneFileSystem,
+    /// The config lists it as a source of its own.
+    Listed,
+}
+
+/// Decides what happens to `n` in a run of `plan`.
+pub fn nested_action(plan: &Plan, n: &Nested) -> NestedAction {
+    if plan.snapshots.iter().any(|s| s.source == n.path) {
+        NestedAction::Listed
+    } else if plan.one_file_system {
+        NestedAction::SkippedOneFileSystem
+    } else if n.info.readonly {
+        NestedAction::MountLive
+    } else {
+        NestedAction::Snapshot
+    }
+}
+
+/// Finds every subvolume below `fd` (the subvolume at `path`), at any depth, from btrfs' own
+/// metadata, and opens each through its parent's fd without following symlinks.
+pub fn discover_nested(path: &Path, fd: BorrowedFd<'_>) -> io::Result<Vec<Nested>> {
+    let mut out: Vec<Nested> = Vec::new();
+    let mut todo: Vec<(PathBuf, Option<usize>)> = vec![(path.to_owned(), None)];
+    while let Some((dir, parent)) = todo.pop() {
+        let children = match parent {
+            None => btrfs::child_subvolumes(fd)?,
+            Some(i) => btrfs::child_subvolumes(&out[i].fd)?,
+        };
+        for c in children {
+            let pfd = match parent {
+                None => fd,
+                Some(i) => out[i].fd.as_fd(),
+            };
+            let child = openat2(
+                pfd,
+                &c.path,
+                DIR_NOFOLLOW,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
+            )
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open the nested subvolume {} without following symlinks: {e}",
+                    dir.join(&c.path).display()
+                ))
+            })?;
+            let info = btrfs::subvol_info(&child)?;
+            if info.id != c.id {
+                // Something is mounted over it: restic reads that mount, live, as on the host.
+                continue;
+            }
+            out.push(Nested {
+                path: dir.join(&c.path),
+                fd: child,
+                info,
+            });
+            todo.push((dir.join(&c.path), Some(out.len() - 1)));
+        }
+    }
+    out.sort_by_key(|n| n.path.components().count());
+    Ok(out)
+}
+
+/// For `--dry-run` and `check`: every nested subvolume below the plan's sources and what a run
+/// will do with it (`None` when a source cannot be opened here, e.g. without root).
+pub fn describe_nested(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &plan.snapshots {
+        let found = btrfs::open_dir_nofollow(&s.source)
+            .and_then(|fd| discover_nested(&s.source, fd.as_fd()));
+        match found {
+            Err(e) => out.push(format!(
+                "{}: cannot list its nested subvolumes here ({e})",
+                s.source.display()
+            )),
+            Ok(list) => {
+                for n in &list {
+                    let what = match nested_action(plan, n) {
+                        NestedAction::Snapshot => {
+                            "writable: snapshotted with its parent and mounted on its placeholder"
+                                .to_owned()
+                        }
+                        NestedAction::MountLive => {
+                            "read-only: mounted as it is on its placeholder".to_owned()
+                        }
+                        NestedAction::SkippedOneFileSystem => skipped_hint(&n.path),
+                        NestedAction::Listed => {
+                            "listed in the config: snapshotted as its own entry".to_owned()
+                        }
+                    };
+                    out.push(format!("nested subvolume {}: {what}", n.path.display()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `--one-file-system` does to a nested subvolume, and how to include it.
+pub fn skipped_hint(p: &Path) -> String {
+    format!(
+        "restic runs with --one-file-system and skips it, as it would on the live system; list {} in `places` to back it up",
+        p.display()
+    )
 }
 
 /// Why a path could not be opened without following symlinks, naming the link if there is one.
@@ -131,10 +272,19 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
     let info = btrfs::subvol_info(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
     let fs = btrfs::fs_uuid(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
     check_destination(s, &fs)?;
+    let nested = discover_nested(src, fd.as_fd()).map_err(|e| {
+        err(
+            "snapshot",
+            src,
+            format!("cannot list the subvolumes nested in {}", src.display()),
+            e,
+        )
+    })?;
     Ok(Source {
         path: src.clone(),
         fd,
         info,
+        nested,
     })
 }
 
@@ -362,7 +512,8 @@ pub struct Container {
 
 /// How creating a container went.
 pub enum Made {
-    Created(Container),
+    /// Shared: the snapshots of the subvolumes nested in a source go in its source's container.
+    Created(Rc<Container>),
     /// The name is taken (planted, or left by someone): try another.
     Taken,
 }
@@ -396,18 +547,18 @@ pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
     if st.st_mode & 0o7777 != 0o700 {
         fchmod(&fd, Mode::from_raw_mode(0o700))?;
     }
-    Ok(Made::Created(Container {
+    Ok(Made::Created(Rc::new(Container {
         path: path.to_owned(),
         parent: rustix::io::dup(&dest.parent)?,
         fd,
         id: ident(&st),
-    }))
+    })))
 }
 
 /// One snapshot this run made, held through its container's fd.
 pub struct Snapshot {
     pub path: PathBuf,
-    container: Container,
+    container: Rc<Container>,
     name: OsString,
     /// None only if it could not be read right after creation.
     pub info: Option<SubvolInfo>,
@@ -421,52 +572,49 @@ impl Snapshot {
     }
 }
 
-/// Creates the read-only snapshot of `src` as `name` inside `container`. On failure after the
-/// ioctl succeeded, the snapshot is still returned (with `info: None`) so it gets deleted.
+/// Creates the read-only snapshot of the subvolume `from` (at `from_path`) as `name` inside
+/// `container`. On failure after the ioctl succeeded, the snapshot is still returned (with
+/// `info: None`) so it gets deleted.
 pub fn create(
-    src: &Source,
-    container: Container,
+    from: BorrowedFd<'_>,
+    from_path: &Path,
+    container: &Rc<Container>,
     name: &OsStr,
-) -> Result<Snapshot, (SnapError, Option<Snapshot>, Option<Container>)> {
+) -> Result<Snapshot, (SnapError, Option<Snapshot>)> {
     let path = container.path.join(name);
     let what = format!(
         "cannot snapshot {} to {}",
-        src.path.display(),
+        from_path.display(),
         path.display()
     );
     let fail = |e: io::Error| {
         err(
             "snapshot",
-            &src.path,
+            from_path,
             what.clone(),
             format!("{e}{}", hint(&e)),
         )
     };
-    if let Err(e) = btrfs::create_readonly_snapshot(&src.fd, &container.fd, name) {
-        return Err((fail(e), None, Some(container)));
+    if let Err(e) = btrfs::create_readonly_snapshot(from, &container.fd, name) {
+        return Err((fail(e), None));
     }
     let opened = openat(&container.fd, name, DIR_NOFOLLOW, Mode::empty())
         .map_err(io::Error::from)
         .and_then(|fd| Ok((btrfs::subvol_info(&fd)?, fd)));
+    let mut snap = Snapshot {
+        path,
+        container: Rc::clone(container),
+        name: name.to_owned(),
+        info: None,
+        fd: None,
+    };
     match opened {
-        Ok((info, fd)) => Ok(Snapshot {
-            path,
-            container,
-            name: name.to_owned(),
-            info: Some(info),
-            fd: Some(fd),
-        }),
-        Err(e) => Err((
-            fail(e),
-            Some(Snapshot {
-                path,
-                container,
-                name: name.to_owned(),
-                info: None,
-                fd: None,
-            }),
-            None,
-        )),
+        Ok((info, fd)) => {
+            snap.info = Some(info);
+            snap.fd = Some(fd);
+            Ok(snap)
+        }
+        Err(e) => Err((fail(e), Some(snap))),
     }
 }
 
@@ -476,22 +624,18 @@ pub struct Mount {
     tree: OwnedFd,
 }
 
-/// Mounts `snap` over `target`: the source's own fd, or the source's placeholder inside an
-/// enclosing source's mounted snapshot (see [`nested_target`]). Nothing here looks up a path.
-pub fn mount(src: &Source, snap: &Snapshot, target: BorrowedFd<'_>) -> Result<Mount, SnapError> {
-    let what = format!(
-        "cannot bind-mount {} on {}",
-        snap.path.display(),
-        src.path.display()
-    );
-    let fail = |e: io::Error| err("mount", &src.path, what.clone(), e);
-    let Some(fd) = &snap.fd else {
-        return Err(fail(io::Error::other(
-            "the snapshot could not be opened after creation",
-        )));
-    };
+/// Mounts the subvolume `from` (a snapshot, or a read-only nested subvolume as it is) over
+/// `target`: the source's own fd, or its placeholder inside an enclosing mount (see
+/// [`nested_target`]). `path` is the live path it covers. Nothing here looks up a path.
+pub fn mount(
+    path: &Path,
+    from: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+) -> Result<Mount, SnapError> {
+    let what = format!("cannot mount a snapshot on {}", path.display());
+    let fail = |e: io::Error| err("mount", path, what.clone(), e);
     let tree = open_tree(
-        fd,
+        from,
         "",
         OpenTreeFlags::OPEN_TREE_CLONE
             | OpenTreeFlags::OPEN_TREE_CLOEXEC
@@ -507,9 +651,16 @@ pub fn mount(src: &Source, snap: &Snapshot, target: BorrowedFd<'_>) -> Result<Mo
     )
     .map_err(|e| fail(e.into()))?;
     Ok(Mount {
-        source: src.path.clone(),
+        source: path.to_owned(),
         tree,
     })
+}
+
+impl Snapshot {
+    /// The snapshot's own fd, to mount it; `None` if it could not be opened after creation.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
 }
 
 /// Opens where a source nested in another snapshotted source is mounted: its placeholder inside
@@ -548,11 +699,6 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
             ),
         )
     })
-}
-
-/// The source's own fd, as a mount target.
-pub fn source_fd(src: &Source) -> BorrowedFd<'_> {
-    src.fd.as_fd()
 }
 
 /// Checks, right before restic starts, that each source path still leads to the snapshot
@@ -602,10 +748,9 @@ pub struct Deleted {
     pub renamed_to: Option<PathBuf>,
 }
 
-/// Deletes a snapshot this run made, then its container. The snapshot is reached through the
-/// container's fd (nobody but root can rename anything inside it); the container's own name in
-/// its parent may have been changed by whoever can write there, so it is looked up by identity.
-pub fn delete(snap: Snapshot) -> io::Result<Deleted> {
+/// Deletes a snapshot this run made, reached through its container's fd (nobody but root can
+/// rename anything inside the container).
+pub fn delete(snap: Snapshot) -> io::Result<()> {
     let Snapshot {
         container,
         name,
@@ -630,15 +775,16 @@ pub fn delete(snap: Snapshot) -> io::Result<Deleted> {
             drop(now);
             btrfs::delete_subvolume(&container.fd, &name)?;
         }
-        // The ioctl failed after all, or it is already gone: only the container is left.
+        // The ioctl failed after all, or it is already gone.
         Err(e) if e == Errno::NOENT => {}
         Err(e) => return Err(e.into()),
     }
-    remove_container(container)
+    Ok(())
 }
 
-/// Removes an empty container, found by identity in its parent.
-pub fn remove_container(c: Container) -> io::Result<Deleted> {
+/// Removes a container once its snapshots are deleted. Its name in its parent may have been
+/// changed by whoever can write there, so it is found by identity.
+pub fn remove_container(c: Rc<Container>) -> io::Result<Deleted> {
     let mut out = Deleted::default();
     let name = c
         .path
@@ -659,7 +805,6 @@ pub fn remove_container(c: Container) -> io::Result<Deleted> {
             found
         }
     };
-    drop(c.fd);
     // rmdir removes only an empty directory: the worst a racing rename could make it remove is
     // an empty directory of the renamer's own, in a directory they can write anyway.
     rustix::fs::unlinkat(&c.parent, &name, AtFlags::REMOVEDIR)?;
