@@ -989,8 +989,8 @@ fn documented_debian_install_works_in_a_fresh_clone() {
         result("version")
     );
     assert!(
-        // "complete -F _igotchuu -o bashdefault -o default igotchuu"
-        result("bash-complete").starts_with("complete -F "),
+        // "complete -o bashdefault -o default -o nosort -F _igotchuu igotchuu"
+        result("bash-complete").contains(" -F _igotchuu "),
         "bash did not register a completion for igotchuu from the installed file: {}",
         result("bash-complete")
     );
