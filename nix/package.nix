@@ -1,7 +1,7 @@
 # The igotchuu package: the binary, the D-Bus policy (share/dbus-1/system.d, which
-# services.dbus.packages picks up) and the systemd units of dist/ with ExecStart pointing into
-# the store (lib/systemd/system, which systemd.packages picks up).
-{ lib, rustPlatform }:
+# services.dbus.packages picks up), the systemd units of dist/ with ExecStart pointing into
+# the store (lib/systemd/system, which systemd.packages picks up), the man page and completions.
+{ lib, rustPlatform, installShellFiles }:
 
 let
   cargoToml = lib.importTOML ../Cargo.toml;
@@ -25,6 +25,8 @@ rustPlatform.buildRustPackage {
 
   cargoLock.lockFile = ../Cargo.lock;
 
+  nativeBuildInputs = [ installShellFiles ];
+
   # Unit tests only: the integration tests need root, loop devices, btrfs and restic, none of
   # which the build sandbox has.
   cargoTestFlags = [ "--bins" ];
@@ -37,8 +39,13 @@ rustPlatform.buildRustPackage {
       --replace-fail /usr/bin/igotchuu $out/bin/igotchuu
     install -Dm644 dist/sysusers.d/igotchuu.conf $out/lib/sysusers.d/igotchuu.conf
     install -Dm644 dist/igotchuu.example.toml $out/share/doc/igotchuu/examples/igotchuu.toml
-    # Man page and completions (`igotchuu generate man|completions DIR`): see Cargo.toml's
-    # [package.metadata.deb] assets; add them here with installShellFiles the same way.
+    # The man page and completions committed under dist/ by scripts/generate: the same files
+    # the .deb ships (Cargo.toml's [package.metadata.deb] assets).
+    installManPage dist/man/igotchuu.1
+    installShellCompletion --cmd igotchuu \
+      --bash dist/completions/igotchuu.bash \
+      --zsh dist/completions/_igotchuu \
+      --fish dist/completions/igotchuu.fish
   '';
 
   meta = {

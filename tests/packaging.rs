@@ -8,22 +8,26 @@
 //! hardening setting the unit file says it leaves out for a reason is switched on in a drop-in to
 //! show that reason is real.
 //!
-//! Tools a test needs and does not find make it print "SKIPPED: <why>" on stderr, or fail under
-//! CI=true. scripts/setup installs all of them.
+//! A test that cannot run here (a missing tool, not root) says "SKIPPED: <why>" on stderr, or fails
+//! under CI=true: the shared harness's `cannot_run`/`have` (tests/common/mod.rs). scripts/setup
+//! installs every tool.
+
+mod common;
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_igotchuu");
+use common::{cannot_run, have, loud, walk, BIN};
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The .deb test installs into the host's /usr, which the container test uses as its /usr and the
-/// verify test copies units from: they take turns.
+/// The .deb test installs into the host's /usr, which the container test uses as its /usr, the
+/// verify test copies units from and the fresh-clone test's throwaway root lies over: they take
+/// turns.
 static HOST_USR: Mutex<()> = Mutex::new(());
 
 const UNITS: [&str; 4] = [
@@ -34,46 +38,11 @@ const UNITS: [&str; 4] = [
 ];
 
 // ------------------------------------------------------------------------------------------------
-// Helpers
+// Helpers (skipping, or failing under CI=true, is the shared harness's: tests/common/mod.rs)
 // ------------------------------------------------------------------------------------------------
-
-/// Straight to fd 2, past libtest's capture, so a skip is seen even when the test "passes".
-fn loud(msg: &str) {
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "\n{}\n{msg}\n{}", "=".repeat(70), "=".repeat(70));
-}
-
-/// A test that cannot run: fails under CI=true, otherwise says so loudly.
-fn skip(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cannot run: {why} (CI=true: a test that cannot run fails; scripts/setup installs what is needed)");
-    }
-    loud(&format!("SKIPPED: {why}"));
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        });
-    found
-}
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// The first missing tool of `tools`, as a skip reason.
-fn missing(tools: &[&str]) -> Option<String> {
-    tools
-        .iter()
-        .find(|t| which(t).is_none())
-        .map(|t| format!("`{t}` is not installed"))
 }
 
 fn text(b: &[u8]) -> String {
@@ -160,11 +129,11 @@ fn section(unit: &str, name: &str) -> Vec<String> {
 /// `systemd-analyze security` stays at "OK" or better.
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    if let Some(why) = missing(&["systemd-analyze"]) {
-        return skip(&format!("{why} (Debian package systemd)"));
+    if !have(&["systemd-analyze"]) {
+        return;
     }
     let Some(host_units) = host_unit_dir() else {
-        return skip("no systemd unit directory (/usr/lib/systemd/system) on this machine");
+        return cannot_run("no systemd unit directory (/usr/lib/systemd/system) on this machine");
     };
     // The .deb test adds and removes files there.
     let _usr = HOST_USR.lock().unwrap_or_else(|e| e.into_inner());
@@ -298,11 +267,11 @@ fn template_units_match_the_main_units() {
 /// systemd-sysusers creates the group the D-Bus policy grants access to.
 #[test]
 fn sysusers_creates_the_dbus_policy_group() {
-    if let Some(why) = missing(&["systemd-sysusers"]) {
-        return skip(&format!("{why} (Debian package systemd)"));
+    if !have(&["systemd-sysusers"]) {
+        return;
     }
     if !is_root() {
-        return skip("systemd-sysusers --root needs root");
+        return cannot_run("systemd-sysusers --root needs root");
     }
     let root = tempfile::tempdir().expect("tempdir");
     fs::create_dir_all(root.path().join("etc")).expect("mkdir");
@@ -361,8 +330,8 @@ fn nix_eval(expr: &str) -> String {
 /// (nix/module.nix, a module function), without needing nixpkgs to tell.
 #[test]
 fn nix_files_parse() {
-    if let Some(why) = missing(&["nix-instantiate"]) {
-        return skip(&format!("{why} (Debian package nix-bin)"));
+    if !have(&["nix-instantiate"]) {
+        return;
     }
     let mut files = Vec::new();
     nix_files(Path::new(REPO), &mut files);
@@ -407,8 +376,52 @@ fn nix_files_parse() {
         nix_eval(&format!(
             "builtins.functionArgs (import {REPO}/nix/package.nix)"
         )),
-        r#"{"lib":false,"rustPlatform":false}"#
+        r#"{"installShellFiles":false,"lib":false,"rustPlatform":false}"#
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// The man page and completions
+// ------------------------------------------------------------------------------------------------
+
+/// The man page and completions committed under dist/ (what the .deb and the Nix package install)
+/// are exactly what this build's `igotchuu generate` writes from the command line's definition, so
+/// `man igotchuu` and tab completion never describe options that are not there.
+#[test]
+fn committed_man_page_and_completions_match_the_command_line() {
+    let fresh = tempfile::tempdir().expect("tempdir");
+    for what in ["man", "completions"] {
+        ok(Command::new(BIN)
+            .args(["generate", what])
+            .arg(fresh.path().join(what)));
+    }
+    let files_under = |root: &Path| -> Vec<String> {
+        ["man", "completions"]
+            .iter()
+            .flat_map(|d| walk(&root.join(d)))
+            .filter(|p| p.is_file())
+            .filter_map(|p| Some(p.strip_prefix(root).ok()?.display().to_string()))
+            .collect()
+    };
+    let refresh = "run scripts/generate and commit dist/man and dist/completions";
+    let generated = files_under(fresh.path());
+    assert_eq!(
+        files_under(&Path::new(REPO).join("dist")),
+        generated,
+        "dist/man and dist/completions (left) must hold exactly the files `igotchuu generate` writes \
+         (right); {refresh}, and delete any file it does not write"
+    );
+    for rel in &generated {
+        let new = fresh.path().join(rel);
+        if read(&new) != read(&dist(rel)) {
+            let diff = output(Command::new("diff").arg("-u").arg(dist(rel)).arg(&new));
+            panic!(
+                "dist/{rel} is stale: the command line (src/cli.rs) changed since it was generated; \
+                 {refresh}. What changed:\n{}",
+                text(&diff.stdout)
+            );
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -446,13 +459,38 @@ const DEB_FILES: [(&str, &str); 12] = [
         "igotchuu.example.toml",
     ),
     ("/usr/bin/igotchuu", ""),
-    // Generated by `igotchuu generate` before packaging (no source under dist/ to compare).
-    // cargo-deb compresses man pages, as Debian policy asks.
-    ("/usr/share/man/man1/igotchuu.1.gz", ""),
-    ("/usr/share/bash-completion/completions/igotchuu", ""),
-    ("/usr/share/zsh/vendor-completions/_igotchuu", ""),
-    ("/usr/share/fish/vendor_completions.d/igotchuu.fish", ""),
+    // cargo-deb compresses man pages, as Debian policy asks: compared after gunzip.
+    ("/usr/share/man/man1/igotchuu.1.gz", "man/igotchuu.1"),
+    (
+        "/usr/share/bash-completion/completions/igotchuu",
+        "completions/igotchuu.bash",
+    ),
+    (
+        "/usr/share/zsh/vendor-completions/_igotchuu",
+        "completions/_igotchuu",
+    ),
+    (
+        "/usr/share/fish/vendor_completions.d/igotchuu.fish",
+        "completions/igotchuu.fish",
+    ),
 ];
+
+/// What the package installs from the files scripts/generate writes: the man page and the
+/// completions.
+fn generated_deb_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    DEB_FILES
+        .into_iter()
+        .filter(|(_, source)| source.starts_with("man/") || source.starts_with("completions/"))
+}
+
+/// An installed file's content; a gzipped man page is unpacked first.
+fn installed_content(path: &Path) -> String {
+    if path.extension().is_some_and(|x| x == "gz") {
+        ok(Command::new("gzip").arg("-dc").arg(path))
+    } else {
+        read(path)
+    }
+}
 
 fn dpkg_status(pkg: &str) -> String {
     let out = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]));
@@ -482,9 +520,9 @@ impl Drop for Installed {
 #[test]
 fn debian_package_installs_where_systemd_and_dbus_look() {
     if !is_root() {
-        return skip("installing a .deb needs root");
+        return cannot_run("installing a .deb needs root");
     }
-    if let Some(why) = missing(&[
+    if !have(&[
         "dpkg",
         "dpkg-deb",
         "systemd-analyze",
@@ -492,7 +530,7 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         "dbus-send",
         "setpriv",
     ]) {
-        return skip(&why);
+        return;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let has_cargo_deb = Command::new(&cargo)
@@ -502,13 +540,13 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_cargo_deb {
-        return skip(
+        return cannot_run(
             "cargo-deb is not installed (cargo install cargo-deb --locked; scripts/setup does)",
         );
     }
     let before = dpkg_status("igotchuu");
     if before.contains("installed") && !before.contains("not-installed") {
-        return skip(&format!(
+        return cannot_run(&format!(
             "a package named igotchuu is already on this machine ({before}); the test would replace and remove it"
         ));
     }
@@ -522,12 +560,6 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         .and_then(|n| n.to_str())
         .unwrap_or("release")
         .to_owned();
-    // The man page and completions come from the binary itself (see Cargo.toml's deb assets).
-    let assets = Path::new(REPO).join("target/assets");
-    ok(Command::new(BIN).args(["generate", "man"]).arg(&assets));
-    ok(Command::new(BIN)
-        .args(["generate", "completions"])
-        .arg(assets.join("completions")));
     let mut cmd = Command::new(&cargo);
     cmd.args(["deb", "--no-build", "--locked", "--fast", "--output"])
         .arg(out_dir.path())
@@ -570,7 +602,7 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         assert!(p.is_file(), "{installed} was not installed");
         if !source.is_empty() {
             assert_eq!(
-                read(p),
+                installed_content(p),
                 read(&dist(source)),
                 "{installed} differs from dist/{source}"
             );
@@ -726,6 +758,253 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The documented install commands, in a fresh clone
+// ------------------------------------------------------------------------------------------------
+
+/// The Debian install line of README.md's "Installing" section (`BUILD && INSTALL`), as the build
+/// command and the install command. docs/install.md must give the same two, each on its own line.
+fn documented_debian_install() -> (String, String) {
+    let readme = read(&Path::new(REPO).join("README.md"));
+    let section = readme
+        .split("\n## Installing\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has no \"## Installing\" section");
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("cargo deb"))
+        .expect("README.md's \"Installing\" section has no line starting with `cargo deb`");
+    let (build, install) = line
+        .split_once("&&")
+        .unwrap_or_else(|| panic!("README.md's install line is not `BUILD && INSTALL`: {line}"));
+    let (build, install) = (build.trim().to_owned(), install.trim().to_owned());
+    let guide = read(&Path::new(REPO).join("docs/install.md"));
+    for command in [&build, &install] {
+        assert!(
+            guide
+                .lines()
+                .any(|l| l.split(" #").next().unwrap_or_default().trim() == command.as_str()),
+            "docs/install.md does not give `{command}` on a line of its own, as README.md does: \
+             the two must agree"
+        );
+    }
+    (build, install)
+}
+
+/// `sh` in `dir` with the environment of someone who has just cloned the repository: PATH, HOME,
+/// locale, rustup's and cargo's homes, registry and proxy settings. None of what cargo sets for a
+/// test run (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) and no CARGO_TARGET_DIR: with one, cargo
+/// builds, and cargo-deb writes the .deb, outside ./target, and `apt install
+/// ./target/debian/...` as documented finds nothing.
+fn user_shell(dir: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir).env_clear().stdin(Stdio::null());
+    for (key, value) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        let keep = matches!(
+            &*name,
+            "PATH"
+                | "HOME"
+                | "USER"
+                | "LOGNAME"
+                | "LANG"
+                | "LC_ALL"
+                | "RUSTUP_HOME"
+                | "RUSTUP_TOOLCHAIN"
+                | "CARGO_HOME"
+                | "SSL_CERT_FILE"
+                | "SSL_CERT_DIR"
+        ) || name.to_ascii_lowercase().ends_with("_proxy")
+            || [
+                "CARGO_REGISTRIES_",
+                "CARGO_REGISTRY_",
+                "CARGO_NET_",
+                "CARGO_HTTP_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if keep {
+            cmd.env(key, value);
+        }
+    }
+    cmd
+}
+
+/// The install commands of README.md and docs/install.md, exactly as written, in a fresh `git
+/// clone` of this repository: `cargo deb --locked` with nothing run before it builds the package,
+/// which holds the man page and the completions, and `apt install ./target/debian/igotchuu_*.deb`
+/// installs it. apt runs in a throwaway copy of this machine (tests/packaging/throwaway-root.sh:
+/// an overlay over / in a private mount namespace), so the machine's own packages are untouched.
+///
+/// The clone is of the committed HEAD: uncommitted changes are not in it (a note says so). The
+/// build is a full release build in the clone's own ./target, as a user's would be (no shared
+/// target directory: see `user_shell`): 5.5 minutes (3 minutes of CPU) on 2 cores shared with
+/// other builds when measured, the longest test of the suite. Its duration is reported, not
+/// asserted.
+#[test]
+fn documented_debian_install_works_in_a_fresh_clone() {
+    if !is_root() {
+        return cannot_run(
+            "installing the .deb into a throwaway root needs root (mount namespace, overlay, chroot)",
+        );
+    }
+    if !have(&[
+        "git", "dpkg-deb", "gzip", "bash", "unshare", "mount", "chroot",
+    ]) {
+        return;
+    }
+    let (build, install) = documented_debian_install();
+    let work = tempfile::tempdir().expect("tempdir");
+    let share = work.path().join("share");
+    let clone = share.join("igotchuu");
+    let results = share.join("results");
+    fs::create_dir_all(&results).expect("mkdir");
+    let has_cargo_deb = output(user_shell(work.path()).args(["-c", "cargo deb --version"]))
+        .status
+        .success();
+    if !has_cargo_deb {
+        return cannot_run(
+            "`cargo deb` does not run in a user's shell here: cargo-deb is not installed, or cargo \
+             is not in PATH (cargo install cargo-deb --locked; scripts/setup does)",
+        );
+    }
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.contains("overlay") {
+        // Loaded on first use on most kernels: try once.
+        let _ = Command::new("modprobe").arg("overlay").status();
+        if !fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .contains("overlay")
+        {
+            return cannot_run("the kernel offers no overlay filesystem for the throwaway root");
+        }
+    }
+
+    // The committed state, as a user's `git clone` gets it.
+    let head = ok(Command::new("git").args(["-C", REPO, "rev-parse", "HEAD"]))
+        .trim()
+        .to_owned();
+    // Untracked files count: a new file not yet added is missing from the clone just the same.
+    let dirty = ok(Command::new("git").args(["-C", REPO, "status", "--porcelain"]));
+    if !dirty.trim().is_empty() {
+        loud(&format!(
+            "NOTE: the fresh-clone test builds the committed HEAD {head}, not these uncommitted \
+             changes:\n{dirty}"
+        ));
+    }
+    ok(Command::new("git")
+        .args(["clone", "--quiet", "--no-checkout", REPO])
+        .arg(&clone));
+    ok(Command::new("git")
+        .arg("-C")
+        .arg(&clone)
+        .args(["checkout", "--quiet", "--detach", &head]));
+    assert!(
+        !clone.join("target").exists(),
+        "the clone is not fresh: it has a target/ directory"
+    );
+
+    // 1. Build, as documented.
+    let started = Instant::now();
+    ok(user_shell(&clone).args(["-c", &build]));
+    let took = started.elapsed();
+    loud(&format!(
+        "NOTE: `{build}` in a fresh clone took {:.0} s (a full release build)",
+        took.as_secs_f64()
+    ));
+    let debs: Vec<PathBuf> = walk(&clone.join("target/debian"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    assert_eq!(
+        debs.len(),
+        1,
+        "`{build}` in a fresh clone should leave exactly one .deb in target/debian, found {debs:?}"
+    );
+    let listing = ok(Command::new("dpkg-deb").arg("-c").arg(&debs[0]));
+    for (installed, source) in generated_deb_files() {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!(" .{installed}"))),
+            "the package built in a fresh clone lacks {installed} (from dist/{source}):\n{listing}"
+        );
+    }
+
+    // 2. Install, as documented, in a throwaway root; collect what a user would look at.
+    let generated: Vec<&str> = generated_deb_files().map(|(p, _)| p).collect();
+    let r = results.display();
+    let inspect = format!(
+        "dpkg-query -W -f='${{Status}}' igotchuu >{r}/status
+         dpkg -L igotchuu >{r}/files
+         igotchuu --version >{r}/version
+         bash -c '. /usr/share/bash-completion/completions/igotchuu && complete -p igotchuu' >{r}/bash-complete
+         cp --parents {} {r}/",
+        generated.join(" ")
+    );
+    let _usr = HOST_USR.lock().unwrap_or_else(|e| e.into_inner());
+    let host_before = dpkg_status("igotchuu");
+    let script = Path::new(REPO).join("tests/packaging/throwaway-root.sh");
+    let overlay = work.path().join("overlay");
+    fs::create_dir(&overlay).expect("mkdir");
+    let mut cmd = Command::new(&script);
+    cmd.arg(&overlay)
+        .arg(&share)
+        .arg(format!(
+            "cd igotchuu && {install} && {{\nset -e\n{inspect}\n}}"
+        ))
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/root")
+        .env("LANG", "C.UTF-8")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null());
+    let out = output(&mut cmd);
+    assert!(
+        out.status.success(),
+        "`{install}`, as documented, failed in a throwaway root:\n{}",
+        describe(&cmd, &out)
+    );
+    assert_eq!(
+        dpkg_status("igotchuu"),
+        host_before,
+        "installing in the throwaway root changed this machine's own dpkg database"
+    );
+
+    let result = |name: &str| read(&results.join(name));
+    assert_eq!(result("status"), "install ok installed");
+    let files = result("files");
+    for (installed, _) in DEB_FILES {
+        assert!(
+            files.lines().any(|l| l == installed),
+            "dpkg -L igotchuu does not list {installed}:\n{files}"
+        );
+    }
+    assert!(
+        result("version").contains(env!("CARGO_PKG_VERSION")),
+        "the installed igotchuu --version says: {}",
+        result("version")
+    );
+    assert!(
+        // "complete -o bashdefault -o default -o nosort -F _igotchuu igotchuu"
+        result("bash-complete").contains(" -F _igotchuu "),
+        "bash did not register a completion for igotchuu from the installed file: {}",
+        result("bash-complete")
+    );
+    for (installed, source) in generated_deb_files() {
+        let copy = results.join(installed.trim_start_matches('/'));
+        assert_eq!(
+            installed_content(&copy),
+            read(&clone.join("dist").join(source)),
+            "the installed {installed} differs from the committed dist/{source}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // The units under the real systemd
 // ------------------------------------------------------------------------------------------------
 
@@ -854,11 +1133,10 @@ impl Container {
         ))
     }
 
-    /// Waits until systemd logged the end of a run of `unit` after `cursor`; returns the exit
-    /// status and everything logged about the run.
+    /// Waits until systemd logged the end of a run of `unit` after `cursor` and journald has read
+    /// all the run wrote to stdout and stderr; returns the exit status and everything logged
+    /// about the run.
     fn finished(&self, cursor: &str, unit: &str) -> (i32, String) {
-        // The service's stdout reaches the journal asynchronously: wait for systemd's own verdict,
-        // which comes after the process has exited, then read once more.
         let deadline = Instant::now() + Duration::from_secs(120);
         while exit_status(&self.log_since(cursor, &[unit])).is_none() {
             assert!(
@@ -868,9 +1146,57 @@ impl Container {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // systemd's verdict and igotchuu's native journal messages come through one datagram
+        // socket, in order; but what the unit wrote to stdout/stderr comes through a stream that
+        // journald may still be reading. journald keeps a state file naming the unit for each
+        // such stream (/run/systemd/journal/streams/) and deletes it once it has read the stream
+        // to its end, so the run's log is complete when none is left for the unit.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let open = self.open_streams(unit);
+            if open.trim().is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "30 s after systemd logged the end of {unit}, journald still reads its output \
+                 ({}): is a process of the unit still running?\n{}",
+                open.trim(),
+                self.ok(&format!("systemctl status --no-pager '{unit}' || true"))
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let log = self.log_since(cursor, &[unit]);
-        (exit_status(&log).unwrap(), log)
+        match exit_status(&log) {
+            Some(status) => (status, log),
+            None => panic!("the end of {unit} vanished from the log:\n{log}"),
+        }
+    }
+
+    /// journald's state files of the stdout/stderr streams of `unit` it has not read to the end
+    /// yet, one path a line; empty when there is none.
+    fn open_streams(&self, unit: &str) -> String {
+        self.ok(&format!(
+            "grep -lxF 'UNIT={unit}' /run/systemd/journal/streams/* 2>/dev/null || true"
+        ))
+    }
+
+    /// A property of igotchuu's D-Bus interface (dbus.rs), as dbus-send prints its value; `None`
+    /// while no igotchuu owns the name on the container's system bus.
+    fn igotchuu_property(&self, name: &str) -> Option<String> {
+        let out = self.sh(&format!(
+            "dbus-send --system --print-reply=literal --dest=com.nyantec.IGotChuu \
+             /com/nyantec/igotchuu org.freedesktop.DBus.Properties.Get \
+             string:com.nyantec.igotchuu1 string:{name}"
+        ));
+        // "   variant       uint64 2097152" or "   variant       backing-up"
+        if !out.status.success() {
+            return None;
+        }
+        text(&out.stdout)
+            .split_whitespace()
+            .last()
+            .map(str::to_owned)
     }
 
     /// `systemctl start` (waits for the oneshot to finish); returns igotchuu's exit status, as
@@ -970,9 +1296,9 @@ fn assert_breaks(ct: &Container, unit: &str, setting: &str, expect: &str) {
 #[test]
 fn hardened_units_back_up_under_the_real_systemd() {
     if !is_root() {
-        return skip("booting systemd in a container and mounting btrfs need root");
+        return cannot_run("booting systemd in a container and mounting btrfs need root");
     }
-    if let Some(why) = missing(&[
+    if !have(&[
         "unshare",
         "nsenter",
         "setpriv",
@@ -985,10 +1311,10 @@ fn hardened_units_back_up_under_the_real_systemd() {
         "dbus-daemon",
         "dbus-send",
     ]) {
-        return skip(&why);
+        return;
     }
     if !Path::new("/usr/lib/systemd/systemd").exists() {
-        return skip("/usr/lib/systemd/systemd is missing (Debian package systemd)");
+        return cannot_run("/usr/lib/systemd/systemd is missing (Debian package systemd)");
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems.contains("overlay") || !filesystems.contains("btrfs") {
@@ -998,13 +1324,13 @@ fn hardened_units_back_up_under_the_real_systemd() {
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems.contains("overlay") || !filesystems.contains("btrfs") {
-        return skip("the kernel offers no overlay or no btrfs filesystem");
+        return cannot_run("the kernel offers no overlay or no btrfs filesystem");
     }
     if output(Command::new("findmnt").args(["-n", "-t", "cgroup2"]))
         .stdout
         .is_empty()
     {
-        return skip("no cgroup2 hierarchy is mounted (systemd needs one)");
+        return cannot_run("no cgroup2 hierarchy is mounted (systemd needs one)");
     }
     let _usr = HOST_USR.lock().unwrap_or_else(|e| e.into_inner());
 
@@ -1047,7 +1373,7 @@ fn hardened_units_back_up_under_the_real_systemd() {
         .expect("image");
     let out = output(Command::new("losetup").args(["--find", "--show"]).arg(&img));
     if !out.status.success() {
-        return skip(&format!("no loop device: {}", text(&out.stderr).trim()));
+        return cannot_run(&format!("no loop device: {}", text(&out.stderr).trim()));
     }
     let loopdev = text(&out.stdout).trim().to_owned();
     let mkfs = output(Command::new("mkfs.btrfs").args(["-q", "-f", &loopdev]));
@@ -1264,12 +1590,33 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // In the middle of the upload: igotchuu reports (on D-Bus) that restic has processed data,
+        // which at --limit-upload 1 (KiB/s) takes far longer to upload than this test runs.
+        while !(ct.igotchuu_property("State").as_deref() == Some("backing-up")
+            && ct
+                .igotchuu_property("BytesDone")
+                .and_then(|b| b.parse::<u64>().ok())
+                .is_some_and(|b| b > 0))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "igotchuu never reported restic's progress on D-Bus:\n{}",
+                ct.log_since(&cursor, &[unit])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         assert_eq!(
             ct.show(unit, "ActiveState"),
             "activating",
             "the slow backup ended before it could be stopped:\n{}",
             ct.log_since(&cursor, &[unit])
+        );
+        // `finished` waits for journald's stream state files to go: that means something only if
+        // this journald keeps one while the unit runs.
+        assert!(
+            !ct.open_streams(unit).trim().is_empty(),
+            "journald keeps no state file naming {unit} in /run/systemd/journal/streams while it \
+             runs, so Container::finished cannot tell when it has read all of the unit's output"
         );
         let t = Instant::now();
         ct.ok(&format!("systemctl stop '{unit}'"));

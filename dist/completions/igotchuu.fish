@@ -1,0 +1,64 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_igotchuu_global_optspecs
+    string join \n c/config-file= v/verbose p/profile= h/help V/version
+end
+
+function __fish_igotchuu_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_igotchuu_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_igotchuu_using_subcommand
+    set -l cmd (__fish_igotchuu_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -s V -l version -d 'Print version'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "backup" -d 'Snapshot, back up with restic, clean up (the default when no command is given)'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "cleanup" -d 'Delete the snapshots that crashed runs left behind (recorded in the journal under `state_dir`) and list them. Every backup does this at its start, too'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "check" -d 'Validate the config and every profile, check that each snapshot source is a btrfs subvolume and that restic can open the repository, and print the plan. Creates no snapshot and takes no lock: safe to run at any time'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "mount" -d 'Mount the configured restic repository at TARGET with `restic mount` to browse backups'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "generate" -d 'Write the man page or shell completions (for packaging)'
+complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -l dry-run -d 'Print the plan (snapshots, bind mounts, restic command and environment with secrets redacted) and exit without touching anything'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s h -l help -d 'Print help'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand cleanup" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand cleanup" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand cleanup" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand cleanup" -s h -l help -d 'Print help'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand check" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand check" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand check" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand check" -s h -l help -d 'Print help'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand mount" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand mount" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand mount" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand mount" -s h -l help -d 'Print help'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand generate" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand generate" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand generate" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "backup" -d 'Snapshot, back up with restic, clean up (the default when no command is given)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "cleanup" -d 'Delete the snapshots that crashed runs left behind (recorded in the journal under `state_dir`) and list them. Every backup does this at its start, too'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "check" -d 'Validate the config and every profile, check that each snapshot source is a btrfs subvolume and that restic can open the repository, and print the plan. Creates no snapshot and takes no lock: safe to run at any time'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "mount" -d 'Mount the configured restic repository at TARGET with `restic mount` to browse backups'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "generate" -d 'Write the man page or shell completions (for packaging)'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand help; and not __fish_seen_subcommand_from backup cleanup check mount generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
