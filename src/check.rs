@@ -13,12 +13,20 @@ struct Report {
 }
 
 impl Report {
+    // Each entry is one line; a message quoting restic's stderr goes on indented, so no quoted
+    // line can pass for an entry of its own.
     fn ok(&mut self, what: impl std::fmt::Display) {
-        say_out!("ok:   {what}");
+        say_out!(
+            "ok:   {}",
+            crate::sanitize::indented(&what.to_string(), "      ")
+        );
     }
     fn fail(&mut self, what: impl std::fmt::Display) {
         self.failed = true;
-        say_out!("FAIL: {what}");
+        say_out!(
+            "FAIL: {}",
+            crate::sanitize::indented(&what.to_string(), "      ")
+        );
     }
 }
 

@@ -20,6 +20,7 @@ mod plan;
 mod recovery;
 mod redact;
 mod restic;
+mod sanitize;
 mod snapshots;
 mod stop;
 mod terminal;
@@ -34,7 +35,8 @@ fn main() {
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
-    say_err!("igotchuu: error: {msg}");
+    // One line, whatever paths or quoted text the message carries.
+    say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
     exit::IGOTCHUU_FAILED
 }
 
