@@ -24,6 +24,7 @@ mod sanitize;
 mod snapshots;
 mod stop;
 mod terminal;
+mod trust;
 
 use clap::Parser;
 
@@ -142,6 +143,11 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
     };
     if !rustix::process::geteuid().is_root() {
         return fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace");
+    }
+    // Before the lock, so that a refused state_dir leaves nothing behind; lock::acquire checks
+    // the lock file's own path.
+    if let Err(e) = trust::check_place(&plan.state_dir, &trust::STATE_DIR) {
+        return fail(e);
     }
     let _lock = match lock::acquire(&plan.lock_file) {
         Ok(l) => l,
