@@ -543,3 +543,67 @@ fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
     );
     assert_eq!(journal_len(&fx), 1, "the snapshot is kept in the journal");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Names chosen by others, shown on the admin's terminal
+// ------------------------------------------------------------------------------------------------
+
+/// A file name that sets the window title, clears the screen, turns the text red and starts a
+/// new line, when a terminal is handed it as it is.
+const HOSTILE_NAME: &str = "x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname";
+/// How igotchuu shows it: every control character as `\xNN`.
+const HOSTILE_SHOWN: &str = r"x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\x0aname";
+
+/// restic really reports a file with such a name: it cannot read it (its data block is
+/// corrupted on the disk, so even root gets EIO) and sends the name in its JSON error. igotchuu
+/// names the file on stderr with every control character escaped, on one line, and nothing it
+/// prints holds an ESC or BEL; the backup goes on as restic's partial success (exit 3). D-Bus
+/// clients get the name as it is: there it is data, not text for a terminal.
+#[test]
+fn a_hostile_file_name_is_shown_escaped_never_obeyed() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let bad = fx.write_unreadable_file(&format!("data/{HOSTILE_NAME}"));
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let cfg = fx.write_config(&places(&[&data]));
+    let out = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "-v", "backup"])
+        .run();
+    out.assert_code(3);
+    let all = out.all();
+    for (byte, name) in [('\x1b', "ESC"), ('\x07', "BEL"), ('\u{9b}', "CSI")] {
+        assert!(!all.contains(byte), "igotchuu printed a raw {name}\n{out}");
+    }
+    let shown = format!("{}/{HOSTILE_SHOWN}", data.display());
+    out.assert_stderr_contains(&format!(
+        "\nigotchuu: error during archival of {shown}: read {shown}: input/output error\n"
+    ));
+    // The newline in the name did not start a line of its own.
+    assert!(
+        !all.lines().any(|l| l.starts_with("name")),
+        "a line begins inside the file name\n{out}"
+    );
+    out.assert_stderr_contains(
+        "igotchuu: backup finished: restic exited 3: snapshot written, but some files could not be read",
+    );
+    out.assert_stdout_contains("Backup complete.");
+    fx.assert_no_snapshot_left("after the backup");
+    assert_no_mounts_left(&fx, "after the backup");
+    assert_eq!(fx.restic_snapshots().len(), 1, "restic wrote its snapshot");
+
+    let msgs = rec.wait_released(1);
+    let errors: Vec<(String, String, String)> = bus::igotchuu_signals(&msgs)
+        .iter()
+        .filter(|m| bus::member(m) == "Error")
+        .map(|m| m.body().deserialize().expect("typed Error"))
+        .collect();
+    let raw = bad.to_str().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|(_, during, item)| during == "archival" && item == raw),
+        "no D-Bus Error with the raw name: {errors:?}"
+    );
+}
