@@ -57,7 +57,7 @@ exit $rc
 "#,
             journald = JOURNALD,
             bin = sh_quote(BIN),
-            cfg = sh_quote(&cfg),
+            cfg = sh_quote(cfg),
             out = sh_quote(&out_json),
         ),
     )
