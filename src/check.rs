@@ -13,12 +13,20 @@ struct Report {
 }
 
 impl Report {
+    // Each entry is one line; a message quoting restic's stderr goes on indented, so no quoted
+    // line can pass for an entry of its own.
     fn ok(&mut self, what: impl std::fmt::Display) {
-        say_out!("ok:   {what}");
+        say_out!(
+            "ok:   {}",
+            crate::sanitize::indented(&what.to_string(), "      ")
+        );
     }
     fn fail(&mut self, what: impl std::fmt::Display) {
         self.failed = true;
-        say_out!("FAIL: {what}");
+        say_out!(
+            "FAIL: {}",
+            crate::sanitize::indented(&what.to_string(), "      ")
+        );
     }
 }
 
@@ -58,6 +66,7 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
             say_out!("skip: exec_before_snapshot (needs root); snapshot locations it would mount are not checked");
         }
     }
+    check_places(&mut r, &plan);
     check_sources(&mut r, &plan);
     check_repository(&mut r, &plan, &config);
     say_out!("");
@@ -88,6 +97,24 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     match rt.block_on(crate::hook::run(argv, timeout, &mut stop)) {
         Ok(()) => r.ok(format!("exec_before_snapshot `{shown}` succeeded")),
         Err(e) => r.fail(format!("exec_before_snapshot `{shown}` failed: {e}")),
+    }
+}
+
+/// Where the lock file and the state directory are: the walk a backup makes before its lock.
+fn check_places(r: &mut Report, plan: &Plan) {
+    if !rustix::process::geteuid().is_root() {
+        return say_out!("skip: who can write lock_file and state_dir (checked for root's runs)");
+    }
+    use crate::trust::{check_place, LOCK_FILE, STATE_DIR};
+    for (path, place) in [(&plan.lock_file, &LOCK_FILE), (&plan.state_dir, &STATE_DIR)] {
+        match check_place(path, place) {
+            Ok(()) => r.ok(format!(
+                "{} {}: only root can write it and the directories on the way",
+                place.key,
+                path.display()
+            )),
+            Err(e) => r.fail(e),
+        }
     }
 }
 

@@ -221,19 +221,17 @@ pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), String> {
 fn check_trusted_metadata(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let p = path.display();
-    if md.uid() != 0 {
-        return Err(format!(
+    match crate::trust::fault(md.uid(), md.mode()) {
+        None => Ok(()),
+        Some(crate::trust::Fault::NotRoot) => Err(format!(
             "{what} is owned by uid {}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
             md.uid()
-        ));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(format!(
+        )),
+        Some(_) => Err(format!(
             "{what} is writable by group or others (mode {:o}); anyone who can write it can run commands as root: `chmod go-w {p}`",
             md.mode() & 0o7777
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Parses and validates config text; `path` is used only in messages and in `Config::path`.

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,10 @@ impl Journal {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;
+        // Only a root run is at stake (and only root can fix ownership); a directory others can
+        // write is refused whoever runs. The directories above `state_dir` are checked by the
+        // caller before the run takes its lock (`trust::check_place`, in main.rs).
+        let root = rustix::process::geteuid().is_root();
         for d in [state_dir, dir.as_path()] {
             let md = fs::symlink_metadata(d)?;
             if md.file_type().is_symlink() || !md.is_dir() {
@@ -83,22 +87,24 @@ impl Journal {
                     d.display()
                 )));
             }
-            if md.permissions().mode() & 0o022 != 0 {
-                return Err(io::Error::other(format!(
-                    "{} is writable by group or others; fix it with `chmod go-w {}`",
-                    d.display(),
-                    d.display()
-                )));
-            }
-            // Only a root run is at stake (and only root can fix it).
-            if rustix::process::geteuid().is_root() && std::os::unix::fs::MetadataExt::uid(&md) != 0
-            {
-                return Err(io::Error::other(format!(
-                    "{} is owned by uid {}, not root; whoever owns it could make igotchuu delete snapshots: `chown root: {}`",
-                    d.display(),
-                    std::os::unix::fs::MetadataExt::uid(&md),
-                    d.display()
-                )));
+            let uid = std::os::unix::fs::MetadataExt::uid(&md);
+            let mode = std::os::unix::fs::MetadataExt::mode(&md);
+            match crate::trust::fault(if root { uid } else { 0 }, mode) {
+                None => {}
+                Some(crate::trust::Fault::NotRoot) => {
+                    return Err(io::Error::other(format!(
+                        "{} is owned by uid {uid}, not root; whoever owns it could make igotchuu delete snapshots: `chown root: {}`",
+                        d.display(),
+                        d.display()
+                    )))
+                }
+                Some(_) => {
+                    return Err(io::Error::other(format!(
+                        "{} is writable by group or others; fix it with `chmod go-w {}`",
+                        d.display(),
+                        d.display()
+                    )))
+                }
             }
         }
         let lock_path = dir.join(".lock");
@@ -113,11 +119,15 @@ impl Journal {
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                let mut pid = String::new();
-                let _ = io::Read::read_to_string(&mut lock, &mut pid);
+                // Root's file in a root-only directory, but shown only as a plain PID all the same.
+                let mut content = String::new();
+                let _ = io::Read::read_to_string(&mut io::Read::take(&mut lock, 32), &mut content);
+                let who = match crate::lock::holder_pid(&content) {
+                    Some(pid) => format!("another igotchuu run (PID {pid})"),
+                    None => "another igotchuu run".to_owned(),
+                };
                 return Err(io::Error::other(format!(
-                    "another igotchuu run (PID {}) is using the journal in {}; wait for it to finish",
-                    pid.trim(),
+                    "{who} is using the journal in {}; wait for it to finish",
                     dir.display()
                 )));
             }
@@ -190,6 +200,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn records_survive_until_removed() {

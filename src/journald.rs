@@ -1,12 +1,18 @@
 //! Structured logging to the systemd journal when igotchuu runs under systemd: the same events
 //! the terminal shows, with fields a monitor can filter on (`journalctl IGOTCHUU_RUN_ID=…`,
 //! `IGOTCHUU_STEP=snapshot`, `IGOTCHUU_SNAPSHOT=/path`).
+//!
+//! Every value is escaped with [`sanitize`] on its way out: `journalctl -o cat`, `-a` and
+//! `--follow` put MESSAGE on the admin's terminal as it is, and a newline in a file name must not
+//! look like an entry of its own. MESSAGE and every field are one line, except the summary,
+//! which is igotchuu's own multi-line layout.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use crate::events::{Event, Listener, Outcome, Phase};
+use crate::sanitize;
 use crate::terminal::{progress_line, summary_text, TerseProgress};
 
 const SOCKET: &str = "/run/systemd/journal/socket";
@@ -72,7 +78,14 @@ impl JournalLog {
         })
     }
 
+    /// Sends a one-line message.
     fn send(&self, priority: u8, message: &str, extra: &[(&str, &str)]) {
+        self.send_escaped(priority, &sanitize::line(message), extra);
+    }
+
+    /// `message` already escaped (by [`sanitize::line`] or, for multi-line text igotchuu lays out
+    /// itself, [`sanitize::text`]); the extra fields are escaped here.
+    fn send_escaped(&self, priority: u8, message: &str, extra: &[(&str, &str)]) {
         let mut buf = Vec::with_capacity(256 + message.len());
         field(&mut buf, "MESSAGE", message);
         field(&mut buf, "PRIORITY", &priority.to_string());
@@ -83,9 +96,10 @@ impl JournalLog {
             .find(|(k, _)| *k == "IGOTCHUU_STEP")
             .map(|(_, v)| *v)
             .unwrap_or(self.phase.as_str());
-        field(&mut buf, "IGOTCHUU_STEP", step);
+        // restic's `during` becomes the step of an error: escaped like everything from outside.
+        field(&mut buf, "IGOTCHUU_STEP", &sanitize::line(step));
         for (k, v) in extra.iter().filter(|(k, _)| *k != "IGOTCHUU_STEP") {
-            field(&mut buf, k, v);
+            field(&mut buf, k, &sanitize::line(v));
         }
         // A lost log line must never stop a backup; the journal is best effort.
         if self.sock.send(&buf).is_err() {
@@ -128,9 +142,9 @@ impl Listener for JournalLog {
                 );
             }
             Event::ResticText(t) => self.send(NOTICE, &format!("restic: {t}"), &[]),
-            Event::Summary(s) => self.send(
+            Event::Summary(s) => self.send_escaped(
                 INFO,
-                summary_text(s).trim_end(),
+                &sanitize::text(summary_text(s).trim_end()),
                 &[("IGOTCHUU_SNAPSHOT_ID", &s.snapshot_id)],
             ),
             Event::Finished(o) => {
@@ -142,5 +156,104 @@ impl Listener for JournalLog {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ErrorEvent, Summary};
+
+    /// The datagrams a [`JournalLog`] sends, received on a real socket where journald's would be.
+    fn sent(events: &[Event]) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("socket");
+        let rx = UnixDatagram::bind(&path).expect("bind");
+        let mut log = JournalLog::connect_to(&path, "run-1".into(), true).expect("connect");
+        for e in events {
+            log.on_event(e);
+        }
+        rx.set_nonblocking(true).expect("nonblocking");
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = rx.recv(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    /// The fields of one datagram in journald's native protocol.
+    fn fields(d: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut rest = d;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|b| *b == b'\n').expect("field ends");
+            let head = &rest[..nl];
+            if let Some(eq) = head.iter().position(|b| *b == b'=') {
+                out.push((
+                    String::from_utf8_lossy(&head[..eq]).into_owned(),
+                    head[eq + 1..].to_vec(),
+                ));
+                rest = &rest[nl + 1..];
+            } else {
+                let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().expect("8 bytes"));
+                let start = nl + 9;
+                let end = start + len as usize;
+                out.push((
+                    String::from_utf8_lossy(head).into_owned(),
+                    rest[start..end].to_vec(),
+                ));
+                assert_eq!(rest[end], b'\n');
+                rest = &rest[end + 1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_hostile_file_name_reaches_the_journal_escaped() {
+        let name = "/d/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname";
+        let d = sent(&[Event::Error(ErrorEvent {
+            error: format!("read {name}: input/output error"),
+            during: "archival\x1b[2J".into(),
+            item: name.into(),
+        })]);
+        assert_eq!(d.len(), 1);
+        assert!(
+            !d[0].iter().any(|b| *b == 0x1b || *b == 0x07),
+            "{:?}",
+            String::from_utf8_lossy(&d[0])
+        );
+        let f = fields(&d[0]);
+        let get = |k: &str| {
+            f.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let shown = r"/d/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\x0aname";
+        assert_eq!(
+            get("MESSAGE").as_deref(),
+            Some(
+                format!(
+                    "error during archival\\x1b[2J of {shown}: read {shown}: input/output error"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(get("IGOTCHUU_ITEM").as_deref(), Some(shown));
+        assert_eq!(get("IGOTCHUU_STEP").as_deref(), Some(r"archival\x1b[2J"));
+    }
+
+    #[test]
+    fn the_summary_keeps_its_lines() {
+        let d = sent(&[Event::Summary(Summary {
+            snapshot_id: "abc\x1b[2J".into(),
+            ..Default::default()
+        })]);
+        let f = fields(&d[0]);
+        let msg = &f.iter().find(|(n, _)| n == "MESSAGE").expect("MESSAGE").1;
+        let msg = String::from_utf8_lossy(msg);
+        assert!(msg.starts_with("Backup complete.\n  files:"), "{msg}");
+        assert!(msg.ends_with(r"snapshot:   abc\x1b[2J"), "{msg}");
     }
 }

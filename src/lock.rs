@@ -1,17 +1,32 @@
 //! One backup at a time: an flock on the lock file, which the kernel releases however the holder
 //! dies, so a crash never leaves a stale lock. The holder writes its PID for the error message.
+//!
+//! The lock file is only as good as the directory it is in: a user who can create it first, or
+//! swap it, holds every backup up. As root, [`acquire`] therefore refuses a lock file that anyone
+//! but root could create, replace or write (trust.rs), and keeps it readable by root alone,
+//! since an flock needs no more than a file opened for reading. Its content is shown to the admin
+//! only when it is a plain PID.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, Mode};
+
+use crate::trust;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another igotchuu backup is running (PID {pid}, holding {path}); wait for it to finish or stop it with `kill -INT {pid}`")]
-    Held { path: PathBuf, pid: String },
+    Held { path: PathBuf, pid: u32 },
+    /// The file names no PID: an igotchuu killed between locking and writing it, or a process that
+    /// is not igotchuu. Its content is never shown: it could be anything, e.g. `1; reboot` for an
+    /// admin to paste into a `kill` command.
+    #[error("another igotchuu backup is running, or another process holds {path} (the file names no PID); wait for it to finish, or find the holder with `fuser -v {path}`")]
+    HeldByUnknown { path: PathBuf },
+    #[error(transparent)]
+    Untrusted(#[from] trust::Refused),
     #[error("cannot use the lock file {path}: {source}; check that its directory exists and is writable by root")]
     Io {
         path: PathBuf,
@@ -23,10 +38,38 @@ pub enum LockError {
 /// it (an orphaned child must not keep the lock).
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
 }
 
+impl Drop for Lock {
+    /// Empties the file while still holding the lock, so the PID of a finished run is not shown
+    /// later for whatever else may hold the file then.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// The PID a lock file names: digits only, with the newline the holder writes, and a number a
+/// PID can be. Anything else is not shown.
+pub fn holder_pid(content: &str) -> Option<u32> {
+    let digits = content.strip_suffix('\n').unwrap_or(content);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Takes the lock at `path`. As root, the path and the file are checked first (see the module
+/// docs); a run as anyone else cannot hurt root, and never gets this far anyway.
 pub fn acquire(path: &Path) -> Result<Lock, LockError> {
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        trust::check_place(path, &trust::LOCK_FILE)?;
+    }
+    lock_at(path, root)
+}
+
+fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
     let io = |source| LockError::Io {
         path: path.to_owned(),
         source,
@@ -36,14 +79,22 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
         // The path is configurable and truncated below: never follow a link planted there
         // (std already opens close-on-exec).
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(io)?;
-    let md = file.metadata().map_err(io)?;
-    if !md.is_file() {
+    let st = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
+    if root {
+        // The very file opened: root's, written by nobody else, a regular file.
+        trust::check_opened(path, &trust::LOCK_FILE, &st)?;
+        // One made by an older igotchuu is 0644: anyone could open it for reading and hold
+        // its flock. Root's own file, so root may tighten it.
+        if st.st_mode & 0o077 != 0 {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(0o600)).map_err(|e| io(e.into()))?;
+        }
+    } else if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(io(std::io::Error::other(
             "it is not a regular file; remove it or set `lock_file` elsewhere",
         )));
@@ -51,15 +102,16 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(LockError::Held {
-                path: path.to_owned(),
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid.to_owned()
+            // At most a PID's worth: a huge file must not cost memory.
+            let mut content = String::new();
+            let _ = (&mut file).take(32).read_to_string(&mut content);
+            return Err(match holder_pid(&content) {
+                Some(pid) => LockError::Held {
+                    path: path.to_owned(),
+                    pid,
+                },
+                None => LockError::HeldByUnknown {
+                    path: path.to_owned(),
                 },
             });
         }
@@ -68,22 +120,62 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(Lock { _file: file })
+    Ok(Lock { file })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    // The mechanics run anywhere (`lock_at`); where the file may be is trust.rs's, tested there
+    // and, end to end, in tests/hostile.rs.
 
     #[test]
     fn a_second_lock_names_the_holder() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("lock");
-        let _a = acquire(&p).expect("first lock");
-        let err = acquire(&p).expect_err("second lock must fail");
+        let _a = lock_at(&p, false).expect("first lock");
+        let err = lock_at(&p, false).expect_err("second lock must fail");
         let msg = err.to_string();
-        assert!(msg.contains(&std::process::id().to_string()), "{msg}");
-        assert!(msg.contains("another igotchuu backup is running"), "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "another igotchuu backup is running (PID {pid}, holding {p}); wait for it to finish or stop it with `kill -INT {pid}`",
+                pid = std::process::id(),
+                p = p.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_pid_is_never_echoed() {
+        for content in [
+            "1; reboot\n",
+            "1 2\n",
+            "\n",
+            "-1\n",
+            "0\n",
+            "99999999999999999999\n",
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let p = dir.path().join("lock");
+            let _a = lock_at(&p, false).expect("first lock");
+            std::fs::write(&p, content).expect("write");
+            let msg = lock_at(&p, false).expect_err("held").to_string();
+            assert_eq!(
+                msg,
+                format!(
+                    "another igotchuu backup is running, or another process holds {p} (the file names no PID); wait for it to finish, or find the holder with `fuser -v {p}`",
+                    p = p.display()
+                ),
+                "{content:?}"
+            );
+        }
+        assert_eq!(holder_pid("4242\n"), Some(4242));
+        assert_eq!(holder_pid("4242"), Some(4242));
+        assert_eq!(holder_pid(" 4242\n"), None);
+        assert_eq!(holder_pid("4242\n\n"), None);
     }
 
     #[test]
@@ -93,15 +185,41 @@ mod tests {
         std::fs::write(&target, "keep me\n").expect("write");
         let p = dir.path().join("lock");
         std::os::unix::fs::symlink(&target, &p).expect("symlink");
-        acquire(&p).expect_err("a symlinked lock file must be refused");
+        lock_at(&p, false).expect_err("a symlinked lock file must be refused");
         assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me\n");
     }
 
     #[test]
-    fn the_lock_is_free_again_after_drop() {
+    fn the_lock_is_free_and_empty_again_after_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("lock");
-        drop(acquire(&p).expect("first lock"));
-        acquire(&p).expect("lock after release");
+        drop(lock_at(&p, false).expect("first lock"));
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "");
+        let _again = lock_at(&p, false).expect("lock after release");
+        let mode = std::fs::metadata(&p).expect("md").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn as_root_a_readable_lock_file_is_tightened_and_a_foreign_one_refused() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("lock");
+        std::fs::write(&p, "").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(lock_at(&p, true).expect("lock"));
+        let mode = std::fs::metadata(&p).expect("md").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        rustix::fs::chown(&p, Some(rustix::fs::Uid::from_raw(65534)), None).expect("chown");
+        let msg = lock_at(&p, true).expect_err("refused").to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "cannot use the lock file {p}: it is not root's (owner uid 65534, mode 600); its owner could take or replace the lock, and so stop every backup: remove it (igotchuu creates it anew)",
+                p = p.display()
+            )
+        );
     }
 }

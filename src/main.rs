@@ -20,9 +20,11 @@ mod plan;
 mod recovery;
 mod redact;
 mod restic;
+mod sanitize;
 mod snapshots;
 mod stop;
 mod terminal;
+mod trust;
 
 use clap::Parser;
 
@@ -34,7 +36,8 @@ fn main() {
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
-    say_err!("igotchuu: error: {msg}");
+    // One line, whatever paths or quoted text the message carries.
+    say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
     exit::IGOTCHUU_FAILED
 }
 
@@ -146,6 +149,11 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
     };
     if !rustix::process::geteuid().is_root() {
         return fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace");
+    }
+    // Before the lock, so that a refused state_dir leaves nothing behind; lock::acquire checks
+    // the lock file's own path.
+    if let Err(e) = trust::check_place(&plan.state_dir, &trust::STATE_DIR) {
+        return fail(e);
     }
     let _lock = match lock::acquire(&plan.lock_file) {
         Ok(l) => l,

@@ -2,29 +2,38 @@
 //! fail at night: the ssh session a backup was started from drops (EIO on the tty) or the pipe a
 //! log went into closes (EPIPE; Rust ignores SIGPIPE). A panic there would skip cleanup and leave
 //! the snapshots behind, so every message goes through these and a failed write is dropped.
+//!
+//! They are also the last line of defence for the terminal: whatever they print passes through
+//! [`crate::sanitize::text`], so a control character in a path or a message that a caller did
+//! not escape is shown as `\x1b`, never obeyed. Newlines stay (a caller may print several lines
+//! at once, like the plan); a field that must stay on one line is escaped with
+//! [`crate::sanitize::line`] by its renderer before it gets here.
 
-/// Like `eprintln!`, ignoring write errors.
+/// Like `eprintln!`, ignoring write errors; control characters other than `\n` escaped.
 macro_rules! say_err {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+        let s = format!($($t)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::sanitize::text(&s));
     }};
 }
 
-/// Like `println!`, ignoring write errors.
+/// Like `println!`, ignoring write errors; control characters other than `\n` escaped.
 macro_rules! say_out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+        let s = format!($($t)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", $crate::sanitize::text(&s));
     }};
 }
 
-/// Like `print!`, ignoring write errors.
+/// Like `print!`, ignoring write errors; control characters other than `\n` escaped.
 macro_rules! say_out_raw {
     ($($t:tt)*) => {{
         use std::io::Write as _;
+        let s = format!($($t)*);
         let mut o = std::io::stdout().lock();
-        let _ = write!(o, $($t)*);
+        let _ = o.write_all($crate::sanitize::text(&s).as_bytes());
         let _ = o.flush();
     }};
 }

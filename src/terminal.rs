@@ -1,10 +1,15 @@
 //! Renders events for a person: a live progress bar on a terminal, terse lines for the journal.
+//!
+//! Every line shown here is one line: the file names, items and error texts in it come from
+//! restic and the file system, so they pass through [`sanitize::line`] here, at the renderer
+//! (see sanitize.rs for why and how).
 
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::{Event, Listener, Outcome, Phase, Progress, Summary};
+use crate::sanitize;
 
 /// How often, in percent, the non-terminal output reports progress.
 const TERSE_STEP_PERCENT: u64 = 5;
@@ -100,6 +105,17 @@ pub fn progress_line(p: &Progress) -> String {
     format!("{pct} {files}, {data}, {eta}{errs}")
 }
 
+/// The progress bar's text: the progress line and the file restic is reading. indicatif draws it
+/// straight to the terminal, so it is escaped here.
+fn bar_message(p: &Progress) -> String {
+    let mut msg = progress_line(p);
+    if let Some(f) = p.current_files.first() {
+        msg.push(' ');
+        msg.push_str(f);
+    }
+    sanitize::line(&msg).into_owned()
+}
+
 pub fn summary_text(s: &Summary) -> String {
     let mut t = String::new();
     let id = if s.snapshot_id.is_empty() {
@@ -151,6 +167,7 @@ impl Terminal {
 
     /// Prints a line to stderr without tearing the progress bar.
     fn say(&self, line: &str) {
+        let line = sanitize::line(line);
         match &self.bar {
             Some(b) => b.suspend(|| say_err!("{line}")),
             None => say_err!("{line}"),
@@ -198,12 +215,7 @@ impl Listener for Terminal {
             Event::Progress(p) => {
                 if let Some(bar) = &self.bar {
                     bar.set_position((p.percent_done.clamp(0.0, 1.0) * 1000.0) as u64);
-                    let mut msg = progress_line(p);
-                    if let Some(f) = p.current_files.first() {
-                        msg.push(' ');
-                        msg.push_str(f);
-                    }
-                    bar.set_message(msg);
+                    bar.set_message(bar_message(p));
                 } else if !self.interactive && self.terse.due(p) {
                     self.say(&format!("igotchuu: {}", progress_line(p)));
                 }
@@ -223,7 +235,8 @@ impl Listener for Terminal {
             Event::Summary(s) => {
                 self.finish_bar();
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(summary_text(s).as_bytes());
+                // The snapshot id is restic's text; the layout is ours.
+                let _ = out.write_all(sanitize::text(&summary_text(s)).as_bytes());
                 let _ = out.flush();
             }
             Event::Finished(o) => {
@@ -262,6 +275,19 @@ mod tests {
         assert_eq!(
             progress_line(&p),
             "[ 50.0%] 5/10 files, 2.0 KiB/4.0 KiB, ETA 1m15s, 1 errors"
+        );
+    }
+
+    #[test]
+    fn the_bar_shows_a_hostile_file_name_escaped() {
+        let p = Progress {
+            files_done: 1,
+            current_files: vec!["/d/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            bar_message(&p),
+            r"[scan…] 1 files, 0 B, ETA unknown /d/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\x0aname"
         );
     }
 

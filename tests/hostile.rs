@@ -532,3 +532,298 @@ fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
     assert_eq!(journal_len(&fx), 0, "the journal keeps a record");
     assert_no_mounts_left(&fx, "after the swap");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Names chosen by others, shown on the admin's terminal
+// ------------------------------------------------------------------------------------------------
+
+/// A file name that sets the window title, clears the screen, turns the text red and starts a
+/// new line, when a terminal is handed it as it is.
+const HOSTILE_NAME: &str = "x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname";
+/// How igotchuu shows it: every control character as `\xNN`.
+const HOSTILE_SHOWN: &str = r"x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\x0aname";
+
+/// restic really reports a file with such a name: it cannot read it (its data block is
+/// corrupted on the disk, so even root gets EIO) and sends the name in its JSON error. igotchuu
+/// names the file on stderr with every control character escaped, on one line, and nothing it
+/// prints holds an ESC or BEL; the backup goes on as restic's partial success (exit 3). D-Bus
+/// clients get the name as it is: there it is data, not text for a terminal.
+#[test]
+fn a_hostile_file_name_is_shown_escaped_never_obeyed() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 2);
+    let bad = fx.write_unreadable_file(&format!("data/{HOSTILE_NAME}"));
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let cfg = fx.write_config(&places(&[&data]));
+    let out = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "-v", "backup"])
+        .run();
+    out.assert_code(3);
+    let all = out.all();
+    for (byte, name) in [('\x1b', "ESC"), ('\x07', "BEL"), ('\u{9b}', "CSI")] {
+        assert!(!all.contains(byte), "igotchuu printed a raw {name}\n{out}");
+    }
+    let shown = format!("{}/{HOSTILE_SHOWN}", data.display());
+    out.assert_stderr_contains(&format!(
+        "\nigotchuu: error during archival of {shown}: read {shown}: input/output error\n"
+    ));
+    // The newline in the name did not start a line of its own.
+    assert!(
+        !all.lines().any(|l| l.starts_with("name")),
+        "a line begins inside the file name\n{out}"
+    );
+    out.assert_stderr_contains(
+        "igotchuu: backup finished: restic exited 3: snapshot written, but some files could not be read",
+    );
+    out.assert_stdout_contains("Backup complete.");
+    fx.assert_no_snapshot_left("after the backup");
+    assert_no_mounts_left(&fx, "after the backup");
+    assert_eq!(fx.restic_snapshots().len(), 1, "restic wrote its snapshot");
+
+    let msgs = rec.wait_released(1);
+    let errors: Vec<(String, String, String)> = bus::igotchuu_signals(&msgs)
+        .iter()
+        .filter(|m| bus::member(m) == "Error")
+        .map(|m| m.body().deserialize().expect("typed Error"))
+        .collect();
+    let raw = bad.to_str().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|(_, during, item)| during == "archival" && item == raw),
+        "no D-Bus Error with the raw name: {errors:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// A lock file or state directory others could take
+// ------------------------------------------------------------------------------------------------
+
+/// The standard config keys with `lock_file` and `state_dir` replaced.
+fn keys_with(fx: &Fixture, lock: &Path, state: &Path) -> String {
+    fx.standard_keys()
+        .replace(
+            &format!("lock_file = {}", toml_str(&fx.lock_file)),
+            &format!("lock_file = {}", toml_str(lock)),
+        )
+        .replace(
+            &format!("state_dir = {}", toml_str(&fx.state_dir)),
+            &format!("state_dir = {}", toml_str(state)),
+        )
+}
+
+/// An unprivileged process (uid and gid 65534, no groups) holding an flock on `lock` with
+/// `flock -n`, after running `script` (sh, `$1` is the lock's path). Lets go when dropped: its
+/// stdin closes and its `cat` ends.
+struct Holder {
+    child: std::process::Child,
+}
+
+impl Holder {
+    fn start(lock: &Path, script: &str) -> Holder {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["flock", "-n", "-x"])
+            .arg(lock)
+            .args([
+                "sh",
+                "-c",
+                &format!("{script}\necho locked\nexec cat"),
+                "sh",
+            ])
+            .arg(lock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start setpriv flock");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        if line != "locked\n" {
+            drop(child.stdin.take());
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "the unprivileged holder could not lock {}: {:?} {}",
+                lock.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Holder { child }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `lock_file` or `state_dir` in a sticky world-writable directory (like /tmp or /dev/shm) is
+/// refused before anything happens, with exit 20 and a message naming the path, the directory
+/// at fault with its owner and mode, why, and what to do. Here another user really got there
+/// first: they created the lock file with `1; reboot` in it and hold its flock. igotchuu neither
+/// waits for them nor shows what they wrote, and `igotchuu check` reports both places as FAIL.
+/// With the two keys moved where the message says, the same config backs up.
+#[test]
+fn a_lock_file_or_state_dir_others_could_take_is_refused() {
+    let Some(fx) = Fixture::new() else { return };
+    if !have(&["setpriv", "flock"]) {
+        return;
+    }
+    let data = subvolume_with_files(&fx, "data", 2);
+    let shared = fx.private_dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o1777);
+    let lock = shared.join("igotchuu.lock");
+    let _holder = Holder::start(&lock, "printf '1; reboot\\n' > \"$1\"");
+    assert_eq!(std::fs::metadata(&lock).unwrap().uid(), NOBODY);
+
+    let state = shared.join("state");
+    let sticky = |p: &Path, what: &str, key: &str, default: &str, name: &str, risk: &str| {
+        format!(
+            "cannot use {what} {p}: the directory {d} (owner root, mode 1777) is writable by everyone, like /tmp and /dev/shm: its sticky bit only keeps users from deleting each other's files, any user can create {name} there before igotchuu does and {risk}; set `{key}` to a path in a directory only root can write, such as {default} (the default)",
+            p = p.display(),
+            d = shared.display()
+        )
+    };
+    let lock_words = sticky(
+        &lock,
+        "the lock file",
+        "lock_file",
+        "/run/igotchuu.lock",
+        "igotchuu.lock",
+        "take or replace the lock, and so stop every backup",
+    );
+    let state_words = sticky(
+        &state,
+        "the state directory",
+        "state_dir",
+        "/var/lib/igotchuu",
+        "state",
+        "take or replace the journal that decides which snapshots igotchuu deletes",
+    );
+    let pl = places(&[&data]);
+    let cases = [
+        (
+            "lock_file",
+            keys_with(&fx, &lock, &fx.state_dir),
+            lock_words.clone(),
+        ),
+        (
+            "state_dir",
+            keys_with(&fx, &fx.lock_file, &state),
+            state_words.clone(),
+        ),
+    ];
+    let before = fx.probe_next_subvolume_id();
+    for (what, keys, words) in &cases {
+        let cfg = fx.write_config_raw(&format!("{keys}{pl}"));
+        let out = fx.run(&cfg, &["backup"]);
+        out.assert_code(20);
+        assert_eq!(
+            out.stderr,
+            format!("igotchuu: error: {words}\n"),
+            "{what}\n{out}"
+        );
+        assert!(out.stdout.is_empty(), "{what}\n{out}");
+    }
+    let both = fx.write_config_raw(&format!("{}{pl}", keys_with(&fx, &lock, &state)));
+    let out = fx.run(&both, &["check"]);
+    out.assert_code(20);
+    out.assert_stdout_contains(&format!("\nFAIL: {lock_words}\n"));
+    out.assert_stdout_contains(&format!("\nFAIL: {state_words}\n"));
+    assert!(!out.all().contains("reboot"), "{out}");
+
+    // Nothing happened, and the other user's file is as they left it.
+    assert_eq!(
+        fx.probe_next_subvolume_id(),
+        before + 1,
+        "a refused run created a subvolume"
+    );
+    fx.assert_no_snapshot_left("after the refusals");
+    assert_no_mounts_left(&fx, "after the refusals");
+    assert!(!state.exists(), "a refused run created its state dir");
+    assert!(!fx.state_dir.exists(), "a refused run created a state dir");
+    assert!(!fx.lock_file.exists(), "a refused run took the other lock");
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "1; reboot\n");
+    assert!(fx.restic_snapshots().is_empty());
+
+    // The advice works: with both keys in a directory only root can write, it backs up.
+    let cfg = fx.write_config(&pl);
+    let out = fx.run(&cfg, &["check"]);
+    out.assert_code(0);
+    out.assert_stdout_contains(&format!(
+        "ok:   lock_file {}: only root can write it and the directories on the way",
+        fx.lock_file.display()
+    ));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the backup");
+}
+
+/// The lock file is root's, in a directory only root can write, but readable by everyone (as an
+/// older igotchuu made it) and not holding a PID: here `1; reboot`. An unprivileged user opens it
+/// for reading and holds its flock. The run is refused (exit 20) with a message that names the
+/// file and how to find the holder, and never what the file says (an admin would paste it into
+/// `kill -INT …`). igotchuu makes the file readable by root alone on the way, so no one else can
+/// take it again; once the holder lets go, the next run backs up and leaves the file empty.
+#[test]
+fn a_lock_held_by_another_user_shows_no_pid_and_none_of_its_content() {
+    let Some(fx) = Fixture::new() else { return };
+    if !have(&["setpriv", "flock"]) {
+        return;
+    }
+    let data = subvolume_with_files(&fx, "data", 2);
+    let lock = fx.lock_file.clone();
+    std::fs::write(&lock, "1; reboot\n").unwrap();
+    chmod(&lock, 0o644);
+    let cfg = fx.write_config(&places(&[&data]));
+    let before = fx.probe_next_subvolume_id();
+    let holder = Holder::start(&lock, ":");
+
+    let out = fx.run(&cfg, &["backup"]);
+    out.assert_code(20);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "igotchuu: error: another igotchuu backup is running, or another process holds {p} (the file names no PID); wait for it to finish, or find the holder with `fuser -v {p}`\n",
+            p = lock.display()
+        ),
+        "{out}"
+    );
+    assert!(!out.all().contains("reboot"), "{out}");
+    assert_eq!(
+        std::fs::metadata(&lock).unwrap().mode() & 0o7777,
+        0o600,
+        "the lock file is still readable by others"
+    );
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "1; reboot\n");
+    assert_eq!(fx.probe_next_subvolume_id(), before + 1);
+    fx.assert_no_snapshot_left("after the refusal");
+    assert_no_mounts_left(&fx, "after the refusal");
+
+    // Let go; now the user cannot even open the file again.
+    drop(holder);
+    let again = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["flock", "-n", "-x"])
+        .arg(&lock)
+        .arg("true")
+        .output()
+        .expect("run setpriv flock");
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("Permission denied"),
+        "another user could open the lock file again: {again:?}"
+    );
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
+    fx.assert_no_snapshot_left("after the backup");
+}

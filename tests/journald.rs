@@ -5,30 +5,31 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 
-#[test]
-fn under_systemd_the_journal_gets_structured_entries() {
-    let Some(fx) = Fixture::new() else { return };
+/// Runs `igotchuu -c cfg backup` as systemd runs a service: a real systemd-journald in a
+/// private mount namespace, igotchuu's stderr connected to it with systemd-cat and JOURNAL_STREAM
+/// set. Returns how the run ended and igotchuu's entries as `journalctl -o json` exports them,
+/// or `None` after [`cannot_run`] when a tool is missing.
+fn backup_under_journald(fx: &Fixture, cfg: &Path) -> Option<(std::process::Output, String)> {
     for tool in [
         JOURNALD,
         "/usr/bin/journalctl",
         "/usr/bin/systemd-cat",
         "/usr/bin/unshare",
     ] {
-        if !std::path::Path::new(tool).exists() {
-            return cannot_run(&format!(
+        if !Path::new(tool).exists() {
+            cannot_run(&format!(
                 "{tool} is missing (Debian package systemd / util-linux)"
             ));
+            return None;
         }
     }
-    let data = fx.create_subvolume("data");
-    fx.write_file("data/a.txt", "a\n");
-    let cfg = fx.write_config(&format!("places = [{}]\n", toml_str(&data)));
     let out_json = fx.path("journal.json");
     let script = fx.path("journal.sh");
     std::fs::write(
@@ -56,7 +57,7 @@ exit $rc
 "#,
             journald = JOURNALD,
             bin = sh_quote(BIN),
-            cfg = sh_quote(&cfg),
+            cfg = sh_quote(cfg),
             out = sh_quote(&out_json),
         ),
     )
@@ -72,6 +73,30 @@ exit $rc
         };
     }
     let out = c.output().expect("run unshare");
+    let text = std::fs::read_to_string(&out_json).unwrap_or_default();
+    Some((out, text))
+}
+
+/// The entries of a `journalctl -o json` export.
+fn entries(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn field(e: &serde_json::Value, k: &str) -> Option<String> {
+    e.get(k).and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+#[test]
+fn under_systemd_the_journal_gets_structured_entries() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = fx.create_subvolume("data");
+    fx.write_file("data/a.txt", "a\n");
+    let cfg = fx.write_config(&format!("places = [{}]\n", toml_str(&data)));
+    let Some((out, text)) = backup_under_journald(&fx, &cfg) else {
+        return;
+    };
     assert!(
         out.status.success(),
         "igotchuu under the journal failed: {:?}\n{}{}",
@@ -79,13 +104,7 @@ exit $rc
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&out_json).expect("journal export");
-    let entries: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let field =
-        |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let entries = entries(&text);
     assert!(
         !entries.is_empty(),
         "no igotchuu entries in the journal:\n{text}"
@@ -138,5 +157,57 @@ exit $rc
         ),
         "the summary is journaled with restic's snapshot id:\n{text}"
     );
+    fx.assert_no_snapshot_left("after a journaled backup");
+}
+
+/// A file restic cannot read, with a name that would drive a terminal (see tests/hostile.rs):
+/// the journal gets it escaped, as text (journalctl exports a field holding control characters
+/// as an array of bytes instead), in the message and in IGOTCHUU_ITEM, and no entry holds an
+/// ESC or BEL.
+#[test]
+fn the_journal_gets_hostile_file_names_escaped() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = fx.create_subvolume("data");
+    fx.write_file("data/a.txt", "a\n");
+    fx.write_unreadable_file("data/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname");
+    let cfg = fx.write_config(&format!("places = [{}]\n", toml_str(&data)));
+    let Some((out, text)) = backup_under_journald(&fx, &cfg) else {
+        return;
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "restic reports the unreadable file: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = entries(&text);
+    assert!(!entries.is_empty(), "no igotchuu entries:\n{text}");
+    for e in &entries {
+        let obj = e.as_object().expect("an entry is an object");
+        for (k, v) in obj {
+            assert!(v.is_string(), "{k} is not text (control characters?): {v}");
+        }
+    }
+    assert!(
+        !text.contains("\\u001b") && !text.contains("\\u0007"),
+        "an entry holds ESC or BEL:\n{text}"
+    );
+    let shown = format!(
+        r"{}/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\x0aname",
+        data.display()
+    );
+    let error = entries
+        .iter()
+        .find(|e| field(e, "IGOTCHUU_ITEM").as_deref() == Some(shown.as_str()))
+        .unwrap_or_else(|| panic!("no entry names {shown}:\n{text}"));
+    assert_eq!(
+        field(error, "MESSAGE"),
+        Some(format!(
+            "error during archival of {shown}: read {shown}: input/output error"
+        ))
+    );
+    assert_eq!(field(error, "PRIORITY").as_deref(), Some("3"));
+    assert_eq!(field(error, "IGOTCHUU_STEP").as_deref(), Some("archival"));
     fx.assert_no_snapshot_left("after a journaled backup");
 }

@@ -4,7 +4,8 @@
 //!
 //! * [`Scratch`]: a per-test temporary directory with per-test `lock_file`, `cache_dir` and
 //!   `state_dir` paths, a config writer and a runner for the igotchuu binary. Needs nothing
-//!   special: config-error and `--dry-run` tests can use it as any user.
+//!   special: config-error and `--dry-run` tests can use it as any user. As root, `lock_file`
+//!   and `state_dir` are in a root-only directory under /run (igotchuu refuses them below /tmp).
 //! * [`Fixture`]: a [`Scratch`] plus a real btrfs filesystem (a sparse image file mounted with
 //!   `mount -o loop`), subvolume helpers, a restic repository and helpers that run restic against
 //!   it. Needs root, `mkfs.btrfs`, `btrfs`, `restic` and working loop devices. The mount is made
@@ -503,11 +504,22 @@ impl Drop for Running {
 // Scratch: temp dir + config + runner, no privileges needed
 // ------------------------------------------------------------------------------------------------
 
+/// Where the per-test lock files and state directories of runs as root live. igotchuu refuses
+/// both under a directory anyone but root can write, and the scratch directory is in /tmp (sticky
+/// and world-writable); /run is root's 0755 on every Linux system.
+pub const PRIVATE_BASE: &str = "/run/igotchuu-tests";
+
 /// A per-test temporary directory with per-test igotchuu paths. Removed on drop.
 pub struct Scratch {
     dir: Option<tempfile::TempDir>,
     /// The directory itself (canonical, so it matches what the kernel reports in mountinfo).
     pub root: PathBuf,
+    /// Holds `lock_file` and `state_dir`. As root: a directory of its own under [`PRIVATE_BASE`],
+    /// root's, mode 0755 (writable by root alone, as igotchuu demands of the directories on the
+    /// way to those two; searchable, so a test can let an unprivileged process reach a file in
+    /// it). As anyone else: `root`, since igotchuu checks those places only for root's runs.
+    pub private_dir: PathBuf,
+    private: Option<tempfile::TempDir>,
     /// `lock_file` of configs written by [`Scratch::write_config`].
     pub lock_file: PathBuf,
     /// `cache_dir` of configs written by [`Scratch::write_config`].
@@ -533,12 +545,34 @@ impl Scratch {
             .tempdir()
             .expect("create temp dir");
         let root = dir.path().canonicalize().expect("canonical temp dir");
+        let private = rustix::process::geteuid().is_root().then(|| {
+            let base = Path::new(PRIVATE_BASE);
+            match std::fs::create_dir(base) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {PRIVATE_BASE}: {e}"),
+            }
+            let d = tempfile::Builder::new()
+                .prefix("igotchuu-test-")
+                .tempdir_in(base)
+                .unwrap_or_else(|e| panic!("create a temp dir in {PRIVATE_BASE}: {e}"));
+            for p in [base, d.path()] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+                    .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", p.display()));
+            }
+            d
+        });
+        let private_dir = private
+            .as_ref()
+            .map_or_else(|| root.clone(), |d| d.path().to_owned());
         Scratch {
-            lock_file: root.join("igotchuu.lock"),
+            lock_file: private_dir.join("igotchuu.lock"),
             cache_dir: root.join("cache"),
-            state_dir: root.join("state"),
+            state_dir: private_dir.join("state"),
             no_bus: root.join("no-bus"),
             root,
+            private_dir,
+            private,
             dir: Some(dir),
             config_count: std::cell::Cell::new(0),
         }
@@ -605,6 +639,12 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some(d) = self.private.take() {
+            let path = d.path().to_owned();
+            if let Err(e) = d.close() {
+                loud(&format!("harness: cannot remove {}: {e}", path.display()));
+            }
+        }
         if let Some(d) = self.dir.take() {
             if let Err(e) = d.close() {
                 loud(&format!(
@@ -1021,6 +1061,57 @@ impl Fixture {
             std::fs::create_dir_all(d).expect("create parent dirs");
         }
         std::fs::write(&p, content).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+
+    /// Writes a file at `mnt/rel` that nobody, root included, can read: after it is on disk, its
+    /// first data block is overwritten in the image file, behind btrfs's back, so reading it
+    /// fails with EIO (checksum mismatch) — the real error restic reports for a bad disk. The
+    /// file's own page cache still holds the good data; a snapshot taken afterwards (what
+    /// igotchuu backs up) is a new inode and reads from the disk. 64 KiB, far above btrfs's
+    /// inline limit, so the data has an extent (and checksums) of its own.
+    pub fn write_unreadable_file(&self, rel: &str) -> PathBuf {
+        const BLOCK: usize = 4096;
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        // Unique on this filesystem: the scratch path and a counter, repeated.
+        let seed = format!("igotchuu-unreadable-{n}-{}|", self.root.display());
+        let block: Vec<u8> = seed.bytes().cycle().take(BLOCK).collect();
+        let p = self.write_file(rel, block.repeat(16));
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .unwrap_or_else(|e| panic!("fsync {}: {e}", p.display()));
+        // btrfs puts data at sector (4 KiB) boundaries of the device, which is the image file.
+        let mut img = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.image)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.image.display()));
+        let mut chunk = vec![0u8; 256 * BLOCK];
+        let mut offset: u64 = 0;
+        let found = loop {
+            let got = img.read(&mut chunk).expect("read the image");
+            if got == 0 {
+                break None;
+            }
+            if let Some(i) = chunk[..got]
+                .chunks_exact(BLOCK)
+                .position(|b| b == block.as_slice())
+            {
+                break Some(offset + (i * BLOCK) as u64);
+            }
+            offset += got as u64;
+        };
+        let at = found.unwrap_or_else(|| {
+            panic!(
+                "the data of {} is not in {}",
+                p.display(),
+                self.image.display()
+            )
+        });
+        std::io::Seek::seek(&mut img, std::io::SeekFrom::Start(at)).expect("seek");
+        img.write_all(&[0u8; BLOCK]).expect("overwrite the block");
+        img.sync_all().expect("fsync the image");
         p
     }
 
