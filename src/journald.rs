@@ -12,8 +12,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use crate::events::{Event, Listener, Outcome, Phase};
+use crate::format::{progress_line, summary_text, TerseProgress};
 use crate::sanitize;
-use crate::terminal::{progress_line, summary_text, TerseProgress};
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 

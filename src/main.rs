@@ -3,6 +3,7 @@
 #[macro_use]
 mod out;
 
+mod args;
 mod btrfs;
 mod check;
 mod cli;
@@ -10,6 +11,7 @@ mod config;
 mod dbus;
 mod events;
 mod exit;
+mod format;
 mod hook;
 mod journal;
 mod journald;

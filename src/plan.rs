@@ -86,11 +86,7 @@ fn with_suffix(base: &Path, ts: &str) -> PathBuf {
 }
 
 fn has_flag(args: &[String], names: &[&str]) -> bool {
-    args.iter().any(|a| {
-        names
-            .iter()
-            .any(|n| a == n || a.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
-    })
+    args.iter().any(|a| crate::args::is_any(a, names))
 }
 
 /// Whether restic's arguments turn on `--one-file-system` (`-x`; the last one given wins, as in
@@ -98,9 +94,9 @@ fn has_flag(args: &[String], names: &[&str]) -> bool {
 fn one_file_system(args: &[String]) -> bool {
     let mut on = false;
     for a in args {
-        match a.as_str() {
-            "-x" | "--one-file-system" | "--one-file-system=true" => on = true,
-            "--one-file-system=false" => on = false,
+        match crate::args::split(a) {
+            ("-x" | "--one-file-system", None | Some("true")) => on = true,
+            ("-x" | "--one-file-system", Some(_)) => on = false,
             _ => {}
         }
     }
@@ -264,10 +260,10 @@ pub fn global_restic_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
-        let name = a.split('=').next().unwrap_or(a);
+        let (name, inline) = crate::args::split(a);
         if GLOBAL_VALUE_FLAGS.contains(&name) {
             out.push(a.clone());
-            if !a.contains('=') {
+            if inline.is_none() {
                 if let Some(v) = it.next() {
                     out.push(v.clone());
                 }

@@ -79,10 +79,8 @@ pub fn arg(prev: Option<&str>, a: &str) -> String {
             return "***".to_owned();
         }
     }
-    for f in SECRET_FLAGS {
-        if a.strip_prefix(f).is_some_and(|r| r.starts_with('=')) {
-            return format!("{f}=***");
-        }
+    if let Some((f, _)) = crate::args::inline_value(a, SECRET_FLAGS) {
+        return format!("{f}=***");
     }
     options(&url(a))
 }
@@ -119,10 +117,8 @@ pub fn secrets_of(args: &[String], env: &[(String, String)]) -> Vec<String> {
         if prev.is_some_and(|p| SECRET_FLAGS.contains(&p)) {
             out.push(a.clone());
         }
-        for f in SECRET_FLAGS {
-            if let Some(v) = a.strip_prefix(f).and_then(|r| r.strip_prefix('=')) {
-                out.push(v.to_owned());
-            }
+        if let Some((_, v)) = crate::args::inline_value(a, SECRET_FLAGS) {
+            out.push(v.to_owned());
         }
         prev = Some(a);
     }

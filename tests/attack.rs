@@ -464,10 +464,11 @@ fn a_snapshot_in_an_open_directory_is_not_readable_by_others() {
     let public = h.fx.at("public");
     std::fs::create_dir(&public).unwrap();
     chmod(&public, 0o755);
-    let held = h.fx.path("held");
-    let go = h.fx.path("go");
-    let wrapper =
-        h.fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
+    let Hold {
+        dir: wrapper,
+        held,
+        go,
+    } = hold(&h.fx, "restic");
     let cfg = h.fx.write_config(&format!(
         "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
         places(&[&src]),

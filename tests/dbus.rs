@@ -470,21 +470,6 @@ fn data_subvolume(fx: &Fixture, big_mib: usize) -> PathBuf {
     data
 }
 
-/// A fake restic that touches `held` and waits for `go` before exec'ing the real restic: it
-/// holds the run at a known point (snapshots mounted, restic "running", BackupStarted sent).
-struct Hold {
-    dir: PathBuf,
-    held: PathBuf,
-    go: PathBuf,
-}
-
-fn hold(fx: &Fixture, name: &str) -> Hold {
-    let held = fx.path(format!("{name}-held"));
-    let go = fx.path(format!("{name}-go"));
-    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
-    Hold { dir, held, go }
-}
-
 fn places(data: &Path) -> String {
     format!("places = [{}]\n", toml_str(data))
 }

@@ -241,21 +241,6 @@ fn open_fifo_when_read(fifo: &Path, mut run: Running) -> (Running, OwnedFd) {
     }
 }
 
-/// A fake restic that touches `held` and waits for `go` (bounded, 60 s) before exec'ing the real
-/// restic: holds the run at a known point (snapshots mounted, BackupStarted sent).
-struct Hold {
-    dir: PathBuf,
-    held: PathBuf,
-    go: PathBuf,
-}
-
-fn hold(fx: &Fixture, name: &str) -> Hold {
-    let held = fx.path(format!("{name}-held"));
-    let go = fx.path(format!("{name}-go"));
-    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
-    Hold { dir, held, go }
-}
-
 /// restic's own fatal message in a run's stderr: the message of its `exit_error` JSON line
 /// (0.18+), else its "Fatal: …" line, else (a locked repository up to 0.17 has no "Fatal: ")
 /// its first plain-text line.

@@ -9,7 +9,7 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::bus::{self, Bus, Policy, Recorder};
 use common::*;
@@ -40,15 +40,6 @@ fn chown(p: &Path, uid: u32) {
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
-}
-
-/// A fake restic that touches `held` and waits for `go` (bounded, 60 s) before exec'ing the real
-/// restic: holds the run while its snapshot exists.
-fn hold(fx: &Fixture, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let held = fx.path(format!("{name}-held"));
-    let go = fx.path(format!("{name}-go"));
-    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
-    (dir, held, go)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -307,7 +298,7 @@ fn a_planted_symlink_cannot_redirect_snapshot_deletion() {
     let data = subvolume_with_files(&fx, "data", 2);
     let snaps = fx.at("snaps");
     // Fake restic: holds the run while the test swaps the directory.
-    let (dir, held, go) = hold(&fx, "restic");
+    let Hold { dir, held, go } = hold(&fx, "restic");
     let cfg = fx.write_config(&format!(
         "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
         places(&[&data]),
@@ -487,7 +478,7 @@ fn a_directory_swapped_in_cannot_redirect_snapshot_deletion() {
     let Some(fx) = Fixture::new() else { return };
     let data = subvolume_with_files(&fx, "data", 2);
     let snaps = fx.at("snaps");
-    let (dir, held, go) = hold(&fx, "restic");
+    let Hold { dir, held, go } = hold(&fx, "restic");
     let cfg = fx.write_config(&format!(
         "{}[[snapshot]]\nsource = {}\nsnapshot_location = {}\n",
         places(&[&data]),

@@ -47,7 +47,8 @@ fn a_nested_subvolume_is_backed_up_from_its_own_snapshot() {
         .run();
     out.assert_code(0);
     assert_eq!(
-        fx.restic_dump_latest(&alice.join("important.txt")).as_deref(),
+        fx.restic_dump_latest(&alice.join("important.txt"))
+            .as_deref(),
         Some("alicedata\n"),
         "alice's file is missing or not from snapshot time\n{out}"
     );
@@ -215,10 +216,7 @@ fn a_crash_leaves_nested_snapshots_that_the_next_run_removes() {
     fx.write_file("home/alice/f", "a\n");
     fx.create_subvolume("home/carol");
     let held = fx.path("held");
-    let bin = fx.restic_wrapper(&format!(
-        "echo $$ > {}\nexec sleep 600",
-        sh_quote(&held)
-    ));
+    let bin = fx.restic_wrapper(&format!("echo $$ > {}\nexec sleep 600", sh_quote(&held)));
     let cfg = fx.write_config(&format!("{}restic_args = []\n", places(&[&home])));
     let mut run = fx
         .igotchuu()
@@ -226,7 +224,12 @@ fn a_crash_leaves_nested_snapshots_that_the_next_run_removes() {
         .args(["-c", cfg.to_str().unwrap(), "backup"])
         .spawn();
     run.wait_for_path(&held);
-    assert_eq!(fx.extra_subvolumes().len(), 3, "{:?}", fx.extra_subvolumes());
+    assert_eq!(
+        fx.extra_subvolumes().len(),
+        3,
+        "{:?}",
+        fx.extra_subvolumes()
+    );
     run.signal(rustix::process::Signal::KILL);
     let _ = run.wait(RUN_TIMEOUT);
     // The fake restic (a sleep, which got the parent-death signal) holds the namespace.
@@ -238,7 +241,9 @@ fn a_crash_leaves_nested_snapshots_that_the_next_run_removes() {
     let out = fx.run(&cfg, &["backup"]);
     out.assert_code(0);
     assert_eq!(
-        out.stderr.matches("igotchuu: recovery: removed snapshot").count(),
+        out.stderr
+            .matches("igotchuu: recovery: removed snapshot")
+            .count(),
         3,
         "{out}"
     );

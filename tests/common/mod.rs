@@ -168,6 +168,23 @@ pub fn sh_wait_for(flag: &Path) -> String {
     )
 }
 
+/// A fake restic that touches `held` and waits for `go` (bounded, 60 s) before exec'ing the real
+/// restic: holds the run at a known point (snapshots mounted, restic "running", BackupStarted
+/// sent) until the test touches `go`.
+pub struct Hold {
+    /// Put first in PATH ([`IgotchuuCmd::path_prepend`]).
+    pub dir: PathBuf,
+    pub held: PathBuf,
+    pub go: PathBuf,
+}
+
+pub fn hold(fx: &Fixture, name: &str) -> Hold {
+    let held = fx.path(format!("{name}-held"));
+    let go = fx.path(format!("{name}-go"));
+    let dir = fx.restic_wrapper(&format!("touch {}\n{}", sh_quote(&held), sh_wait_for(&go)));
+    Hold { dir, held, go }
+}
+
 /// Runs a command to completion and returns its output; panics when it cannot be started.
 fn run_cmd(cmd: &mut Command) -> RunOutput {
     let out = cmd
