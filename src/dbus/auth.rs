@@ -168,12 +168,12 @@ pub(super) fn authorize(
 // ------------------------------------------------------------------------------------------------
 //
 // libc directly rather than nix's User/Group (the other well-kept option): libc is already in the
-// dependency tree (tokio and zbus use it), so nothing new runs as root;
-// and nix's User keeps the name only as lossy UTF-8, so getgrouplist on a non-UTF-8 user name
-// would ask about someone else, while here pw_name goes to getgrouplist byte for byte, straight
-// from getpwuid_r's buffer. nix also caps the buffer at 1 MiB (a large LDAP group's member list
-// can exceed it) and reads errno where POSIX says the return value carries the error. The price
-// is the three `unsafe` calls below, each with its contract.
+// dependency tree (tokio and zbus use it), so nothing new runs as root. nix's User keeps the name
+// only as lossy UTF-8, so getgrouplist on a non-UTF-8 user name would ask about someone else;
+// here pw_name goes to getgrouplist byte for byte, straight from getpwuid_r's buffer. nix also
+// stops growing the buffer at 1 MiB (a large LDAP group's member list can exceed it) and reads
+// errno where POSIX puts the error in the return value. The price is the `unsafe` below, each
+// with its contract, and the ERANGE retry written out in lookup_r.
 
 /// The system's user database, through NSS.
 pub(super) struct Nss;
@@ -406,8 +406,8 @@ mod tests {
     fn nss_gives_a_users_groups_with_its_primary_group() {
         let groups = Nss.user_groups(0).expect("lookup").expect("root exists");
         assert!(groups.contains(&0), "{groups:?}");
-        // (uid_t)-2: no user has it on an ordinary system.
-        assert_eq!(Nss.user_groups(u32::MAX - 1), Ok(None));
+        // Above every range distributions and systemd hand out (systemd stops at 2^31 - 1).
+        assert_eq!(Nss.user_groups(0x7fff_fff0), Ok(None));
     }
 
     #[test]
