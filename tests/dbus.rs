@@ -7,7 +7,10 @@
 //! system bus's) and points `DBUS_SYSTEM_BUS_ADDRESS` at it, for igotchuu and every client.
 //!
 //! The tests create the group `igotchuu` and a system user `igotchuu-test-member` in it on the
-//! machine (idempotently; they are left in place, like any test dependency). "Mid-backup" moments
+//! machine (idempotently; they are left in place, like any test dependency). The tests of
+//! membership by the user database create a throwaway user each (`igt-<tag>-<pid>`) and remove
+//! it when they end, failed or not. The group's name is a constant of igotchuu (`igotchuu`, as in
+//! the shipped policy), so they use the machine's real group. "Mid-backup" moments
 //! are made deterministic with a fake `restic` (a harness wrapper script) that waits for a flag
 //! file before exec'ing the real restic.
 
@@ -812,6 +815,63 @@ fn stop_is_checked_in_process_when_the_policy_lets_everyone_call() {
     out.assert_code(0);
     out.assert_stderr_contains("refused D-Bus Stop");
     assert_eq!(fx.restic_snapshots().len(), 1, "the backup completed");
+}
+
+/// Holds a backup mid-run under a policy that lets everyone call, so igotchuu's own check is
+/// what answers, and has a throwaway user (`useradd` with `extra`) call Stop from a process that
+/// holds none of the user's supplementary groups and gid 65534: only the user database (NSS) can
+/// tell igotchuu that this user is a member. nobody is refused first, while the user is obeyed.
+fn stop_as_member_by_the_user_database(tag: &str, extra: &[&str]) {
+    let Some(fx) = setup() else { return };
+    if !have(&["userdel", "groupdel", "getent"]) {
+        return;
+    }
+    let data = data_subvolume(&fx, 0);
+    let bus = Bus::start(Policy::LetsEveryoneCall);
+    let user = TempUser::create(tag, extra);
+    let bare = Who::Bare {
+        uid: user.ids.uid,
+        gid: 65534,
+    };
+    let h = hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&data));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    run.wait_for_path(&h.held);
+
+    let denied = bus.stop(Who::Nobody);
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(ACCESS_DENIED);
+    denied.assert_stderr_contains("neither root nor a member of group `igotchuu`");
+    let reply = bus.stop(bare);
+    reply.assert_code(0);
+    assert_eq!(reply.stdout.trim(), "()", "the member gets its reply");
+
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(130);
+    out.assert_stderr_contains("refused D-Bus Stop");
+    out.assert_stderr_contains(&format!("(uid {}))", user.ids.uid));
+    fx.assert_no_snapshot_left("after Stop");
+    assert!(
+        fx.restic_snapshots().is_empty(),
+        "no restic snapshot after Stop"
+    );
+}
+
+#[test]
+fn a_member_by_the_user_database_may_stop_though_its_process_lacks_the_group() {
+    // A supplementary member, as `usermod -aG igotchuu`, sssd or LDAP make one.
+    stop_as_member_by_the_user_database("supp", &["-G", GROUP]);
+}
+
+#[test]
+fn a_user_whose_primary_group_is_igotchuu_may_stop() {
+    stop_as_member_by_the_user_database("primary", &["-g", GROUP]);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //!
 //! The shipped policy names the group `igotchuu`: starting a bus creates that group and a system
 //! user `igotchuu-test-member` in it on the machine (idempotently; left in place, like any test
-//! dependency).
+//! dependency). [`TempUser`] makes a user for one test and removes it afterwards.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -114,6 +114,87 @@ pub fn member_ids() -> Ids {
     })
 }
 
+/// Runs a shadow-utils tool (useradd, userdel, …), retrying while another process holds
+/// /etc/passwd's or /etc/group's lock (tests of other checkouts may add users too).
+fn shadow_tool(args: &[&str]) -> RunOutput {
+    let end = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let out = run(Command::new(args[0]).args(&args[1..]));
+        if out.code == Some(0) || !out.stderr.contains("lock") || Instant::now() >= end {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A system user made for one test (no home, no login shell), removed with its own group when
+/// dropped, a failing test included. `useradd` gets `extra`, e.g. `["-G", "igotchuu"]`.
+pub struct TempUser {
+    pub name: String,
+    pub ids: Ids,
+}
+
+impl TempUser {
+    pub fn create(tag: &str, extra: &[&str]) -> TempUser {
+        // The shared member is created first: two shadow-utils runs of this process never race.
+        member_ids();
+        // Unique per test process; the longest stays within useradd's 32 characters.
+        let name = format!("igt-{tag}-{}", std::process::id());
+        // A test killed before its guard ran leaves its user behind: start clean.
+        TempUser::remove(&name);
+        let mut args = vec![
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&name);
+        shadow_tool(&args).assert_code(0);
+        let mut user = TempUser {
+            name,
+            ids: Ids { uid: 0, gid: 0 },
+        };
+        let id = |flag: &str| -> u32 {
+            let out = must(Command::new("id").args([flag, user.name.as_str()]));
+            out.stdout.trim().parse().expect("numeric id")
+        };
+        user.ids = Ids {
+            uid: id("-u"),
+            gid: id("-g"),
+        };
+        user
+    }
+
+    /// userdel, then the user's own group if useradd made one and userdel left it (never the
+    /// shared `igotchuu`: the name differs).
+    fn remove(name: &str) {
+        if run(Command::new("id").arg(name)).code == Some(0) {
+            let out = shadow_tool(&["userdel", name]);
+            if out.code != Some(0) {
+                eprintln!("WARNING: cannot remove the test user {name}; remove it by hand:\n{out}");
+            }
+        }
+        if run(Command::new("getent").args(["group", name])).code == Some(0) {
+            let out = shadow_tool(&["groupdel", name]);
+            if out.code != Some(0) {
+                eprintln!(
+                    "WARNING: cannot remove the test group {name}; remove it by hand:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        TempUser::remove(&self.name);
+    }
+}
+
 /// Who runs a client.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Who {
@@ -122,6 +203,11 @@ pub enum Who {
     Nobody,
     /// `igotchuu-test-member`, with its groups from /etc/group (so `igotchuu` among them).
     Member,
+    /// This uid with this gid and no supplementary groups, whatever the user database says.
+    Bare {
+        uid: u32,
+        gid: u32,
+    },
 }
 
 pub fn as_user(who: Who, program: &str) -> Command {
@@ -138,6 +224,14 @@ pub fn as_user(who: Who, program: &str) -> Command {
             c.arg(format!("--reuid={}", m.uid))
                 .arg(format!("--regid={}", m.gid))
                 .arg("--init-groups")
+                .arg(program);
+            c
+        }
+        Who::Bare { uid, gid } => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
                 .arg(program);
             c
         }

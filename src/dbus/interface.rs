@@ -1,0 +1,171 @@
+//! The object at [`super::PATH`] and its `com.nyantec.igotchuu1` interface: the one place that
+//! defines what clients see.
+//!
+//! It lives apart from everything else so the interface can be read (and diffed) as a whole:
+//! members, argument names, types and order are the original igotchuu's and must not change,
+//! because monitoring clients written for it depend on them and tests/dbus.rs compares the
+//! introspection data member by member. The object only holds state; [`super::publish`] fills it
+//! in and sends the signals, [`super::auth`] decides who may call `Stop`.
+
+// The signals' long flat argument lists are the interface; the macro copies them into functions
+// an item-level allow does not reach.
+#![allow(clippy::too_many_arguments)]
+
+use zbus::fdo;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection};
+
+use super::auth;
+use crate::events::{Phase, Progress};
+use crate::stop::StopHandle;
+
+/// The object at [`super::PATH`]. Its fields are the properties; the publisher task updates them.
+pub(super) struct Igotchuu {
+    stop: StopHandle,
+    pub(super) state: Phase,
+    pub(super) progress: Progress,
+    /// `Outcome::as_str` of this run once it ended; "" before.
+    pub(super) last_outcome: &'static str,
+    pub(super) last_snapshot_id: String,
+}
+
+impl Igotchuu {
+    /// The state before the run begins: idle, no progress, no outcome yet.
+    pub(super) fn new(stop: StopHandle) -> Igotchuu {
+        Igotchuu {
+            stop,
+            state: Phase::Idle,
+            progress: Progress::default(),
+            last_outcome: "",
+            last_snapshot_id: String::new(),
+        }
+    }
+}
+
+// Member order and argument names below are the interface: clients of the original depend on
+// them. Signals take their argument names from the Rust parameter names; separate parameters give
+// the flat bodies (ttdtttttas, ttttttxxtttdsb, sss) the original sends. Properties are additive
+// and come after the original's members in the introspection data. The signals are pub(super)
+// only so the publisher next door can send them; visibility does not reach the bus.
+#[interface(name = "com.nyantec.igotchuu1", introspection_docs = false)]
+impl Igotchuu {
+    /// Ends the run like Ctrl-C: restic is interrupted, snapshots are removed, exit code 130.
+    async fn stop(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> fdo::Result<()> {
+        let caller = auth::Caller::of(&header, conn).await?;
+        match auth::may_stop(&caller).await {
+            Ok(()) => {
+                self.stop.request(format!(
+                    "D-Bus Stop from {} (uid {})",
+                    caller.sender,
+                    caller.uid.unwrap_or(u32::MAX)
+                ));
+                Ok(())
+            }
+            Err(why) => {
+                // The policy file should have kept this call out; say so to the admin.
+                say_err!(
+                    "igotchuu: warning: refused D-Bus Stop from {}: {why}",
+                    caller.sender
+                );
+                Err(fdo::Error::AccessDenied(why))
+            }
+        }
+    }
+
+    #[zbus(signal)]
+    pub(super) async fn backup_started(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub(super) async fn progress(
+        emitter: &SignalEmitter<'_>,
+        seconds_elapsed: u64,
+        seconds_remaining: u64,
+        percent_done: f64,
+        total_files: u64,
+        files_done: u64,
+        total_bytes: u64,
+        bytes_done: u64,
+        error_count: u64,
+        current_files: &[String],
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub(super) async fn backup_complete(
+        emitter: &SignalEmitter<'_>,
+        files_new: u64,
+        files_changed: u64,
+        files_unmodified: u64,
+        dirs_new: u64,
+        dirs_changed: u64,
+        dirs_unmodified: u64,
+        data_blobs: i64,
+        tree_blobs: i64,
+        data_added: u64,
+        total_files_processed: u64,
+        total_bytes_processed: u64,
+        total_duration: f64,
+        snapshot_id: &str,
+        dry_run: bool,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub(super) async fn error(
+        emitter: &SignalEmitter<'_>,
+        error: &str,
+        during: &str,
+        item: &str,
+    ) -> zbus::Result<()>;
+
+    /// idle, preparing, snapshotting, backing-up or cleaning-up.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.state.as_str().to_owned()
+    }
+
+    #[zbus(property)]
+    fn percent_done(&self) -> f64 {
+        self.progress.percent_done
+    }
+
+    #[zbus(property)]
+    fn files_done(&self) -> u64 {
+        self.progress.files_done
+    }
+
+    #[zbus(property)]
+    fn total_files(&self) -> u64 {
+        self.progress.total_files.unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn bytes_done(&self) -> u64 {
+        self.progress.bytes_done
+    }
+
+    #[zbus(property)]
+    fn total_bytes(&self) -> u64 {
+        self.progress.total_bytes.unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn seconds_remaining(&self) -> u64 {
+        self.progress.seconds_remaining.unwrap_or(0)
+    }
+
+    /// success, partial, restic-failed, interrupted or failed; "" until the run ended.
+    #[zbus(property)]
+    fn last_outcome(&self) -> String {
+        self.last_outcome.to_owned()
+    }
+
+    /// The snapshot restic wrote; "" when it wrote none (or skipped it).
+    #[zbus(property)]
+    fn last_snapshot_id(&self) -> String {
+        self.last_snapshot_id.clone()
+    }
+}
