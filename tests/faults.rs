@@ -451,6 +451,176 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
     assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
 }
 
+/// `restic list locks`: the IDs of the repository's locks, as a user would list them.
+fn restic_locks(fx: &Fixture) -> Vec<String> {
+    let out = fx.restic(&["list", "locks"]);
+    out.assert_code(0);
+    out.stdout.lines().map(str::to_owned).collect()
+}
+
+/// A backup whose real restic uploads slowly: `--limit-upload 1024` (KiB/s) and 6 MiB that do
+/// not compress keep restic uploading, holding its repository lock, for several seconds.
+fn slow_upload_config(fx: &Fixture, data: &Path) -> PathBuf {
+    fx.write_config(&format!(
+        "{}restic_args = {}\n",
+        places(&[data]),
+        toml_list(&["--limit-upload", "1024"])
+    ))
+}
+
+/// Waits until the real restic of `run` holds its repository lock and is uploading (a lock file
+/// in the repository's locks/ and a temporary pack file under data/), and returns it. Panics with
+/// igotchuu's output if the run ends first.
+fn wait_until_uploading(fx: &Fixture, mut run: Running) -> (Running, Proc) {
+    let repo = fx.repo.clone().expect("repo");
+    let uploading = || {
+        !repo_locks(&repo).is_empty()
+            && files_under(&repo.join("data"))
+                .iter()
+                .any(|p| p.to_string_lossy().contains("-tmp-"))
+    };
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !uploading() {
+        if run.has_exited() {
+            let out = run.wait(RUN_TIMEOUT);
+            panic!("the run ended before restic was uploading\n{out}");
+        }
+        assert!(Instant::now() < end, "restic did not start uploading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = children_named(run.pid(), "restic");
+    assert_eq!(pids.len(), 1, "one restic child of igotchuu: {pids:?}");
+    let restic = Proc::of(pids[0]).expect("restic is there");
+    (run, restic)
+}
+
+/// igotchuu killed with SIGKILL while the REAL restic uploads and holds its repository lock:
+/// restic, told by the parent-death SIGINT, removes its own lock and exits (it does not die of
+/// SIGPIPE on the output pipes igotchuu left), nothing runs on in the orphaned namespace, and
+/// after the next run `restic check` passes.
+#[test]
+fn sigkill_mid_upload_leaves_no_repository_lock() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(&fx, run);
+    let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", restic.pid)).expect("restic's ns");
+    // Pinned so that no later namespace can reuse its inode number (see the test above).
+    let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
+        .expect("open restic's mount namespace");
+
+    run.signal(Signal::KILL);
+    let out = run.wait(RUN_TIMEOUT);
+    assert_eq!(out.signal, Some(9), "{out}");
+    wait_until("the real restic exits after igotchuu's SIGKILL", || {
+        !restic.alive()
+    });
+    // Only restic itself can have removed its lock: no igotchuu has run since.
+    assert_eq!(
+        restic_locks(&fx),
+        Vec::<String>::new(),
+        "restic left its lock behind after igotchuu's SIGKILL"
+    );
+    wait_until("nothing runs on in the orphaned namespace", || {
+        processes_in_namespace(&ns).is_empty()
+    });
+    drop(ns_pin);
+    assert_no_mounts_left(&fx, "after SIGKILL");
+
+    let out = fx.run(&fx.write_config(&places(&[&data])), &["backup"]);
+    out.assert_code(0);
+    fx.assert_no_snapshot_left("after the next run");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
+    fx.restic_check();
+    assert!(restic_locks(&fx).is_empty());
+}
+
+/// Kills igotchuu and its restic with SIGKILL mid-upload, as systemd's final SIGKILL or the OOM
+/// killer would: restic cannot remove its lock. igotchuu is stopped (SIGSTOP) first, so it cannot
+/// notice restic's death and clean up before it dies too. Returns igotchuu's PID.
+fn kill_igotchuu_and_restic(fx: &Fixture, data: &Path) -> u32 {
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(fx, data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(fx, run);
+    let pid = run.pid();
+    run.signal(Signal::STOP);
+    kill(restic.pid, Signal::KILL);
+    wait_until("restic dies of SIGKILL", || !restic.alive());
+    run.signal(Signal::KILL);
+    assert_eq!(run.wait(RUN_TIMEOUT).signal, Some(9));
+    assert_eq!(journal_records(fx).len(), 1, "the crashed run's snapshot");
+    assert_eq!(
+        restic_locks(fx).len(),
+        1,
+        "the killed restic's lock is left"
+    );
+    pid
+}
+
+/// igotchuu and restic both killed mid-upload leave restic's lock in the repository. The next
+/// `igotchuu cleanup`, and the next backup, see the crashed run in the journal and remove the
+/// stale lock with `restic unlock`, saying so on the terminal and as a D-Bus `Error` during
+/// "recovery"; `restic check` passes afterwards.
+#[test]
+fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let cfg = fx.write_config(&places(&[&data]));
+    let said = "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository: `restic unlock` removed the stale locks";
+
+    kill_igotchuu_and_restic(&fx, &data);
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
+    out.assert_stderr_contains(said);
+    assert!(restic_locks(&fx).is_empty(), "cleanup left the lock\n{out}");
+    fx.assert_no_snapshot_left("after cleanup");
+    fx.restic_check();
+
+    kill_igotchuu_and_restic(&fx, &data);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let out = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
+    out.assert_code(0);
+    out.assert_stderr_contains(said);
+    assert!(
+        restic_locks(&fx).is_empty(),
+        "the backup left the lock\n{out}"
+    );
+    fx.assert_no_snapshot_left("after the next backup");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
+    fx.restic_check();
+
+    let msgs = rec.wait_released(1);
+    let errors = errors_by_run(&msgs);
+    assert!(
+        errors[0]
+            .iter()
+            .any(|(text, during, item)| during == "recovery"
+                && item == "restic unlock"
+                && text.contains("`restic unlock` removed the stale locks")),
+        "no Error signal during recovery about the lock: {errors:?}"
+    );
+    assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
+}
+
 /// A user's own subvolume at a path the journal names is never deleted: a killed run left two
 /// snapshots; the user replaced one with a writable subvolume and the other with a read-only
 /// snapshot of another subvolume. The next run leaves both alone, says why, and backs up.
