@@ -494,6 +494,17 @@ fn wait_until_uploading(fx: &Fixture, mut run: Running) -> (Running, Proc) {
     (run, restic)
 }
 
+/// Continues a process stopped with SIGSTOP when dropped, so a failing test leaves none stopped.
+struct Held(Proc);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.alive() {
+            kill(self.0.pid, Signal::CONT);
+        }
+    }
+}
+
 /// igotchuu killed with SIGKILL while the REAL restic uploads and holds its repository lock:
 /// restic, told by the parent-death SIGINT, removes its own lock and exits (it does not die of
 /// SIGPIPE on the output pipes igotchuu left), nothing runs on in the orphaned namespace, and
@@ -517,9 +528,16 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
     let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
         .expect("open restic's mount namespace");
 
+    // restic is held (SIGSTOP) until igotchuu is dead and reaped, every thread of it gone, so
+    // restic answers the parent-death SIGINT only once nothing of igotchuu can read its output
+    // any more. Without the hold the test would race igotchuu's exit: a write restic makes while
+    // igotchuu's second thread is still exiting lands in the pipe.
+    let held = Held(restic);
+    kill(restic.pid, Signal::STOP);
     run.signal(Signal::KILL);
     let out = run.wait(RUN_TIMEOUT);
     assert_eq!(out.signal, Some(9), "{out}");
+    drop(held);
     wait_until("the real restic exits after igotchuu's SIGKILL", || {
         !restic.alive()
     });
