@@ -194,6 +194,23 @@ fn processes_in_namespace(ns: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Waits (bounded by [`WAIT_TIMEOUT`]) until no process is left in mount namespace `ns`: restic,
+/// and the helper that read its output after igotchuu died, exit moments after each other.
+fn wait_until_namespace_empty(ns: &Path) {
+    let end = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let left = processes_in_namespace(ns);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "processes run on in igotchuu's orphaned namespace: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn kill(pid: u32, sig: Signal) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, sig);
@@ -407,11 +424,7 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
         Err(e) if e == Errno::PIPE => {}
         other => panic!("someone still reads restic's --files-from FIFO: {other:?}"),
     }
-    let stragglers = processes_in_namespace(&ns);
-    assert!(
-        stragglers.is_empty(),
-        "processes run on in igotchuu's orphaned namespace: {stragglers:?}"
-    );
+    wait_until_namespace_empty(&ns);
     drop(ns_pin);
     assert_no_mounts_left(&fx, "after SIGKILL");
     // What SIGKILL cannot avoid: the snapshot stays on disk, recorded in the journal.
@@ -442,11 +455,10 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
     let errors = errors_by_run(&msgs);
     let recovery: Vec<_> = errors[0]
         .iter()
-        .filter(|(_, during, _)| during == "recovery")
+        .filter(|(_, during, item)| during == "recovery" && item == snapshot.to_str().unwrap())
         .collect();
     assert_eq!(recovery.len(), 1, "{errors:?}");
-    let (text, _, item) = recovery[0];
-    assert_eq!(item, snapshot.to_str().unwrap());
+    let (text, _, _) = recovery[0];
     assert!(text.contains("left by an earlier run"), "{text}");
     assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
 }
@@ -547,9 +559,7 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
         Vec::<String>::new(),
         "restic left its lock behind after igotchuu's SIGKILL"
     );
-    wait_until("nothing runs on in the orphaned namespace", || {
-        processes_in_namespace(&ns).is_empty()
-    });
+    wait_until_namespace_empty(&ns);
     drop(ns_pin);
     assert_no_mounts_left(&fx, "after SIGKILL");
 
@@ -580,6 +590,9 @@ fn kill_igotchuu_and_restic(fx: &Fixture, data: &Path) -> u32 {
     wait_until("restic dies of SIGKILL", || !restic.alive());
     run.signal(Signal::KILL);
     assert_eq!(run.wait(RUN_TIMEOUT).signal, Some(9));
+    // restic unlock takes a zombie's PID for a live restic. init reaps orphans at once on a
+    // real system; this machine's init may take a few seconds.
+    wait_until("init reaps the killed restic", || restic.state().is_none());
     assert_eq!(journal_records(fx).len(), 1, "the crashed run's snapshot");
     assert_eq!(
         restic_locks(fx).len(),
@@ -599,7 +612,7 @@ fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
     let data = subvolume_with_files(&fx, "data", 3);
     fx.write_file("data/big.bin", noise(6 << 20));
     let cfg = fx.write_config(&places(&[&data]));
-    let said = "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository: `restic unlock` removed the stale locks";
+    let said = "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository: ran `restic unlock` to remove stale ones";
 
     kill_igotchuu_and_restic(&fx, &data);
     let out = fx.run(&cfg, &["cleanup"]);
@@ -633,7 +646,7 @@ fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
             .iter()
             .any(|(text, during, item)| during == "recovery"
                 && item == "restic unlock"
-                && text.contains("`restic unlock` removed the stale locks")),
+                && text.contains("ran `restic unlock` to remove stale ones")),
         "no Error signal during recovery about the lock: {errors:?}"
     );
     assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
@@ -750,7 +763,8 @@ fn uuid_of(fx: &Fixture, p: &Path) -> String {
 /// `igotchuu cleanup` on demand: refused while a backup runs (its snapshots are not leftovers);
 /// after a crash it deletes what the journal names and lists it, leaves a user's subvolume at a
 /// recorded path alone and says why, reports a snapshot it cannot delete (exit 20, kept for
-/// later), and removes it once it can; with nothing left it says so.
+/// later), and removes it once it can; a `restic unlock` that fails is reported, not fatal; with
+/// nothing left it says so.
 #[test]
 fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
     let Some(fx) = Fixture::new_without_repo() else {
@@ -837,6 +851,11 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
 
     let out = fx.run(&cfg, &["cleanup"]);
     out.assert_code(0);
+    // This fixture has no repository, so the `restic unlock` that follows a crash fails: said
+    // plainly, in restic's words, and no reason to fail the cleanup.
+    out.assert_stderr_contains(
+        "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
+    );
     assert_eq!(
         out.stdout.trim(),
         format!("removed {}", snap_a.display()),

@@ -1,3 +1,6 @@
-//! restic: its output format (`parse`) and running it (`run`).
+//! restic: its output format (`parse`), running it (`run`), keeping it alive to clean up when
+//! igotchuu dies (`drain`) and removing the locks it could not (`unlock`).
+pub mod drain;
 pub mod parse;
 pub mod run;
+pub mod unlock;

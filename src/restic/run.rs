@@ -1,5 +1,6 @@
 //! Runs `restic backup` and turns its two output streams into events.
 
+use std::os::fd::AsFd;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use rustix::process::{getppid, kill_process, Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use super::drain::Drain;
 use super::parse::{parse_line, Line};
 use crate::events::{ErrorEvent, Event, Events, Summary};
 use crate::plan::ResticCommand;
@@ -53,9 +55,9 @@ pub async fn run(
     unsafe {
         c.pre_exec(move || {
             // If igotchuu dies, even by SIGKILL, restic gets SIGINT and exits instead of running
-            // on in the orphaned namespace holding the snapshots busy. The death signal is tied
-            // to the forking thread: this is the runtime's only thread, which lives as long as
-            // the process.
+            // on in the orphaned namespace holding the snapshots busy; the drain helper below
+            // lets it remove its lock first. The death signal is tied to the forking thread: the
+            // runtime's own thread, which lives as long as the process.
             rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
             if getppid() != Some(parent) {
                 // The parent died before prctl took effect.
@@ -78,8 +80,20 @@ pub async fn run(
     let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
     events.emit(Event::Started);
 
-    let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut err = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
+    let drain = match Drain::start(out.as_fd(), err.as_fd()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            events.warning(format!(
+                "cannot start the helper that keeps restic's output open should igotchuu be killed ({e}); the backup goes on, but if igotchuu is killed, restic may leave a stale lock in the repository (the next run removes it)"
+            ));
+            None
+        }
+    };
+    let mut out = BufReader::new(out);
+    let mut err = BufReader::new(err);
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
     let mut summary = None;
@@ -198,13 +212,27 @@ pub async fn run(
             }
         }
     }
+    if let Some(d) = drain {
+        d.stop().await;
+    }
     let status =
         status.unwrap_or_else(|| Err(std::io::Error::other("restic's exit status was lost")));
-    if killed {
-        unlock(cmd, events).await;
+    let signal = status
+        .as_ref()
+        .ok()
+        .and_then(std::os::unix::process::ExitStatusExt::signal);
+    if let Some(sig) = signal {
+        // Killed by igotchuu after the grace period or by anyone else (the OOM killer): restic
+        // had no chance to remove its lock.
+        let how = if killed {
+            "restic had to be killed".to_owned()
+        } else {
+            format!("restic was killed by signal {sig}")
+        };
+        super::unlock::after_killed_restic(cmd, events, &how).await;
     }
     let code = match status {
-        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+        Ok(s) => match (s.code(), signal) {
             (Some(c), _) => c,
             (None, Some(sig)) => 128 + sig,
             (None, None) => 1,
@@ -230,45 +258,4 @@ pub async fn run(
         }));
     }
     Ok(ResticResult { code, interrupted })
-}
-
-/// How long `restic unlock` may take before igotchuu gives up on it.
-const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// restic had to be killed, so its repository lock is left behind and would block the next
-/// `prune` or `check`. `restic unlock` removes only stale locks (a dead process on this host, or
-/// older than 30 minutes), never one a live restic holds.
-async fn unlock(cmd: &ResticCommand, events: &mut Events) {
-    let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let shown = format!(
-        "{} {}",
-        cmd.program,
-        crate::redact::argv(&cmd.unlock_args).join(" ")
-    );
-    let result = match c.spawn() {
-        Ok(child) => match tokio::time::timeout(UNLOCK_TIMEOUT, child.wait_with_output()).await {
-            Ok(Ok(o)) if o.status.success() => Ok(()),
-            Ok(Ok(o)) => Err(crate::redact::scrub(
-                String::from_utf8_lossy(&o.stderr).trim(),
-                &cmd.secrets,
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", UNLOCK_TIMEOUT.as_secs())),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match result {
-        Ok(()) => events.warning(format!(
-            "restic had to be killed; removed the repository lock it left with `{shown}`"
-        )),
-        Err(why) => events.error(
-            "restic",
-            &shown,
-            format!("restic had to be killed and `{shown}` could not remove its stale lock: {why}; run it by hand before the next prune"),
-        ),
-    }
 }
