@@ -159,3 +159,25 @@ pub fn helper_main(args: &[OsString]) -> i32 {
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    /// The helper takes only what igotchuu hands it: pipes, never its own standard streams nor
+    /// any other open file.
+    #[test]
+    fn the_helper_takes_only_pipes() {
+        let (r, _w) = rustix::pipe::pipe().expect("pipe");
+        let fd = r.into_raw_fd();
+        let taken = take_pipe(&OsString::from(fd.to_string())).expect("a pipe is taken");
+        assert_eq!(taken.as_raw_fd(), fd);
+
+        let file = File::open("/proc/self/stat").expect("open a file");
+        assert!(take_pipe(&OsString::from(file.as_raw_fd().to_string())).is_none());
+        for not_ours in ["0", "1", "2", "-1", "x", ""] {
+            assert!(take_pipe(&OsString::from(not_ours)).is_none(), "{not_ours}");
+        }
+    }
+}
