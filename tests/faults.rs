@@ -652,6 +652,36 @@ fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
     assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
 }
 
+/// restic killed by someone else mid-upload (here SIGKILL, as the OOM killer sends) while igotchuu
+/// lives: igotchuu reports restic's death, removes the lock restic could not with `restic unlock`,
+/// says so, and removes its snapshot; `restic check` passes at once.
+#[test]
+fn restic_killed_mid_upload_has_its_lock_removed_by_igotchuu() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(&fx, run);
+    kill(restic.pid, Signal::KILL);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(137);
+    out.assert_stderr_contains(
+        "igotchuu: warning: restic was killed by signal 9; removed the repository lock it left with `restic --limit-upload 1024 unlock`",
+    );
+    out.assert_stderr_contains("igotchuu: backup finished: restic failed with exit code 137");
+    assert!(restic_locks(&fx).is_empty(), "the lock is left\n{out}");
+    fx.assert_no_snapshot_left("after restic was killed");
+    assert!(journal_records(&fx).is_empty());
+    fx.restic_check();
+}
+
 /// A user's own subvolume at a path the journal names is never deleted: a killed run left two
 /// snapshots; the user replaced one with a writable subvolume and the other with a read-only
 /// snapshot of another subvolume. The next run leaves both alone, says why, and backs up.
