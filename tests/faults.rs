@@ -520,7 +520,8 @@ impl Drop for Held {
 /// igotchuu killed with SIGKILL while the REAL restic uploads and holds its repository lock:
 /// restic, told by the parent-death SIGINT, removes its own lock and exits (it does not die of
 /// SIGPIPE on the output pipes igotchuu left), nothing runs on in the orphaned namespace, and
-/// after the next run `restic check` passes.
+/// after the next run `restic check` passes. The helper that makes this work holds none of
+/// igotchuu's locks.
 #[test]
 fn sigkill_mid_upload_leaves_no_repository_lock() {
     let Some(fx) = Fixture::new() else { return };
@@ -535,6 +536,21 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
         ])
         .spawn();
     let (run, restic) = wait_until_uploading(&fx, run);
+    // The helper that outlives igotchuu holds nothing of igotchuu's: an orphan holding the run's
+    // lock or the journal's would block the next run.
+    let helper = children_named(run.pid(), "igotchuu-drain");
+    assert_eq!(helper.len(), 1, "one helper beside restic: {helper:?}");
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", helper[0]))
+        .expect("the helper's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    for link in &held {
+        let l = link.to_string_lossy();
+        assert!(
+            l.starts_with("pipe:") || l == "/dev/null",
+            "the helper holds {l}: {held:?}"
+        );
+    }
     let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", restic.pid)).expect("restic's ns");
     // Pinned so that no later namespace can reuse its inode number (see the test above).
     let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
