@@ -5,8 +5,9 @@
 //! Without `--remove-all`, restic removes only stale locks: those of a process on this host that
 //! no longer exists, and those not refreshed for 30 minutes (a live restic refreshes its lock every
 //! 5). So this never takes the lock of a restic that still runs — another profile's, an admin's,
-//! or the crashed run's own restic still winding down. One limit: a dead restic whose PID now
-//! belongs to another process keeps its lock until it is 30 minutes old.
+//! or the crashed run's own restic still winding down. The limits: a dead restic whose PID now
+//! belongs to another process, or that nobody has reaped yet (a zombie's PID still answers),
+//! keeps its lock until the lock is 30 minutes old.
 
 use std::process::Stdio;
 use std::time::Duration;
