@@ -34,6 +34,12 @@ use crate::cli::{Cli, Command};
 use crate::events::{Event, Events, Outcome};
 
 fn main() {
+    // The helper that keeps restic's output pipes open should igotchuu be killed is this same
+    // binary (see restic::drain); it needs none of what follows.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == restic::drain::HELPER_ARG) {
+        std::process::exit(restic::drain::helper_main(&args[2..]));
+    }
     std::process::exit(real_main());
 }
 

@@ -104,6 +104,9 @@ async fn prepare(
         Outcome::Failed(msg)
     })?;
     let found = recovery::recover(&journal, events);
+    if !found.is_empty() {
+        restic::unlock::after_crash(&plan.restic, events, stop).await;
+    }
     Ok((journal, found))
 }
 

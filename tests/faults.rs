@@ -194,6 +194,23 @@ fn processes_in_namespace(ns: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Waits (bounded by [`WAIT_TIMEOUT`]) until no process is left in mount namespace `ns`: restic,
+/// and the helper that read its output after igotchuu died, exit moments after each other.
+fn wait_until_namespace_empty(ns: &Path) {
+    let end = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let left = processes_in_namespace(ns);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "processes run on in igotchuu's orphaned namespace: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn kill(pid: u32, sig: Signal) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, sig);
@@ -392,11 +409,7 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
         Err(e) if e == Errno::PIPE => {}
         other => panic!("someone still reads restic's --files-from FIFO: {other:?}"),
     }
-    let stragglers = processes_in_namespace(&ns);
-    assert!(
-        stragglers.is_empty(),
-        "processes run on in igotchuu's orphaned namespace: {stragglers:?}"
-    );
+    wait_until_namespace_empty(&ns);
     drop(ns_pin);
     assert_no_mounts_left(&fx, "after SIGKILL");
     // What SIGKILL cannot avoid: the snapshot stays on disk, recorded in the journal.
@@ -427,13 +440,247 @@ fn sigkill_mid_backup_stops_the_real_restic_and_the_next_run_removes_the_leftove
     let errors = errors_by_run(&msgs);
     let recovery: Vec<_> = errors[0]
         .iter()
-        .filter(|(_, during, _)| during == "recovery")
+        .filter(|(_, during, item)| during == "recovery" && item == snapshot.to_str().unwrap())
         .collect();
     assert_eq!(recovery.len(), 1, "{errors:?}");
-    let (text, _, item) = recovery[0];
-    assert_eq!(item, snapshot.to_str().unwrap());
+    let (text, _, _) = recovery[0];
     assert!(text.contains("left by an earlier run"), "{text}");
     assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
+}
+
+/// `restic list locks`: the IDs of the repository's locks, as a user would list them.
+fn restic_locks(fx: &Fixture) -> Vec<String> {
+    let out = fx.restic(&["list", "locks"]);
+    out.assert_code(0);
+    out.stdout.lines().map(str::to_owned).collect()
+}
+
+/// A backup whose real restic uploads slowly: `--limit-upload 1024` (KiB/s) and 6 MiB that do
+/// not compress keep restic uploading, holding its repository lock, for several seconds.
+fn slow_upload_config(fx: &Fixture, data: &Path) -> PathBuf {
+    fx.write_config(&format!(
+        "{}restic_args = {}\n",
+        places(&[data]),
+        toml_list(&["--limit-upload", "1024"])
+    ))
+}
+
+/// Waits until the real restic of `run` holds its repository lock and is uploading (a lock file
+/// in the repository's locks/ and a temporary pack file under data/), and returns it. Panics with
+/// igotchuu's output if the run ends first.
+fn wait_until_uploading(fx: &Fixture, mut run: Running) -> (Running, Proc) {
+    let repo = fx.repo.clone().expect("repo");
+    let uploading = || {
+        !repo_locks(&repo).is_empty()
+            && files_under(&repo.join("data"))
+                .iter()
+                .any(|p| p.to_string_lossy().contains("-tmp-"))
+    };
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !uploading() {
+        if run.has_exited() {
+            let out = run.wait(RUN_TIMEOUT);
+            panic!("the run ended before restic was uploading\n{out}");
+        }
+        assert!(Instant::now() < end, "restic did not start uploading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = children_named(run.pid(), "restic");
+    assert_eq!(pids.len(), 1, "one restic child of igotchuu: {pids:?}");
+    let restic = Proc::of(pids[0]).expect("restic is there");
+    (run, restic)
+}
+
+/// Continues a process stopped with SIGSTOP when dropped, so a failing test leaves none stopped.
+struct Held(Proc);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.alive() {
+            kill(self.0.pid, Signal::CONT);
+        }
+    }
+}
+
+/// igotchuu killed with SIGKILL while the REAL restic uploads and holds its repository lock:
+/// restic, told by the parent-death SIGINT, removes its own lock and exits (it does not die of
+/// SIGPIPE on the output pipes igotchuu left), nothing runs on in the orphaned namespace, and
+/// after the next run `restic check` passes. The helper that makes this work holds none of
+/// igotchuu's locks.
+#[test]
+fn sigkill_mid_upload_leaves_no_repository_lock() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(&fx, run);
+    // The helper that outlives igotchuu holds nothing of igotchuu's: an orphan holding the run's
+    // lock or the journal's would block the next run.
+    let helper = children_named(run.pid(), "igotchuu-drain");
+    assert_eq!(helper.len(), 1, "one helper beside restic: {helper:?}");
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", helper[0]))
+        .expect("the helper's fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    for link in &held {
+        let l = link.to_string_lossy();
+        assert!(
+            l.starts_with("pipe:") || l == "/dev/null",
+            "the helper holds {l}: {held:?}"
+        );
+    }
+    let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", restic.pid)).expect("restic's ns");
+    // Pinned so that no later namespace can reuse its inode number (see the test above).
+    let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
+        .expect("open restic's mount namespace");
+
+    // restic is held (SIGSTOP) until igotchuu is dead and reaped, every thread of it gone, so
+    // restic answers the parent-death SIGINT only once nothing of igotchuu can read its output
+    // any more. Without the hold the test would race igotchuu's exit: a write restic makes while
+    // igotchuu's second thread is still exiting lands in the pipe.
+    let held = Held(restic);
+    kill(restic.pid, Signal::STOP);
+    run.signal(Signal::KILL);
+    let out = run.wait(RUN_TIMEOUT);
+    assert_eq!(out.signal, Some(9), "{out}");
+    drop(held);
+    wait_until("the real restic exits after igotchuu's SIGKILL", || {
+        !restic.alive()
+    });
+    // Only restic itself can have removed its lock: no igotchuu has run since.
+    assert_eq!(
+        restic_locks(&fx),
+        Vec::<String>::new(),
+        "restic left its lock behind after igotchuu's SIGKILL"
+    );
+    wait_until_namespace_empty(&ns);
+    drop(ns_pin);
+    assert_no_mounts_left(&fx, "after SIGKILL");
+
+    let out = fx.run(&fx.write_config(&places(&[&data])), &["backup"]);
+    out.assert_code(0);
+    fx.assert_no_snapshot_left("after the next run");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
+    fx.restic_check();
+    assert!(restic_locks(&fx).is_empty());
+}
+
+/// Kills igotchuu and its restic with SIGKILL mid-upload, as systemd's final SIGKILL or the OOM
+/// killer would: restic cannot remove its lock. igotchuu is stopped (SIGSTOP) first, so it cannot
+/// notice restic's death and clean up before it dies too. Returns igotchuu's PID.
+fn kill_igotchuu_and_restic(fx: &Fixture, data: &Path) -> u32 {
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(fx, data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(fx, run);
+    let pid = run.pid();
+    run.signal(Signal::STOP);
+    kill(restic.pid, Signal::KILL);
+    wait_until("restic dies of SIGKILL", || !restic.alive());
+    run.signal(Signal::KILL);
+    assert_eq!(run.wait(RUN_TIMEOUT).signal, Some(9));
+    // restic unlock takes a zombie's PID for a live restic. init reaps orphans at once on a
+    // real system; this machine's init may take a few seconds.
+    wait_until("init reaps the killed restic", || restic.state().is_none());
+    assert_eq!(journal_records(fx).len(), 1, "the crashed run's snapshot");
+    assert_eq!(
+        restic_locks(fx).len(),
+        1,
+        "the killed restic's lock is left"
+    );
+    pid
+}
+
+/// igotchuu and restic both killed mid-upload leave restic's lock in the repository. The next
+/// `igotchuu cleanup`, and the next backup, see the crashed run in the journal and remove the
+/// stale lock with `restic unlock`, saying so on the terminal and as a D-Bus `Error` during
+/// "recovery"; `restic check` passes afterwards.
+#[test]
+fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
+    let Some(fx) = bus::setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let cfg = fx.write_config(&places(&[&data]));
+    let said = "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository: ran `restic unlock` to remove stale ones";
+
+    kill_igotchuu_and_restic(&fx, &data);
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
+    out.assert_stderr_contains(said);
+    assert!(restic_locks(&fx).is_empty(), "cleanup left the lock\n{out}");
+    fx.assert_no_snapshot_left("after cleanup");
+    fx.restic_check();
+
+    kill_igotchuu_and_restic(&fx, &data);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = Recorder::start(&bus);
+    let out = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run();
+    out.assert_code(0);
+    out.assert_stderr_contains(said);
+    assert!(
+        restic_locks(&fx).is_empty(),
+        "the backup left the lock\n{out}"
+    );
+    fx.assert_no_snapshot_left("after the next backup");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
+    fx.restic_check();
+
+    let msgs = rec.wait_released(1);
+    let errors = errors_by_run(&msgs);
+    assert!(
+        errors[0]
+            .iter()
+            .any(|(text, during, item)| during == "recovery"
+                && item == "restic unlock"
+                && text.contains("ran `restic unlock` to remove stale ones")),
+        "no Error signal during recovery about the lock: {errors:?}"
+    );
+    assert_eq!(bus::string_values(&msgs, "LastOutcome"), ["success"]);
+}
+
+/// restic killed by someone else mid-upload (here SIGKILL, as the OOM killer sends) while igotchuu
+/// lives: igotchuu reports restic's death, removes the lock restic could not with `restic unlock`,
+/// says so, and removes its snapshot; `restic check` passes at once.
+#[test]
+fn restic_killed_mid_upload_has_its_lock_removed_by_igotchuu() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(&fx, run);
+    kill(restic.pid, Signal::KILL);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(137);
+    out.assert_stderr_contains(
+        "igotchuu: warning: restic was killed by signal 9; removed the repository lock it left with `restic --limit-upload 1024 unlock`",
+    );
+    out.assert_stderr_contains("igotchuu: backup finished: restic failed with exit code 137");
+    assert!(restic_locks(&fx).is_empty(), "the lock is left\n{out}");
+    fx.assert_no_snapshot_left("after restic was killed");
+    assert!(journal_records(&fx).is_empty());
+    fx.restic_check();
 }
 
 /// A user's own subvolume at a path the journal names is never deleted: a killed run left two
@@ -547,7 +794,8 @@ fn uuid_of(fx: &Fixture, p: &Path) -> String {
 /// `igotchuu cleanup` on demand: refused while a backup runs (its snapshots are not leftovers);
 /// after a crash it deletes what the journal names and lists it, leaves a user's subvolume at a
 /// recorded path alone and says why, reports a snapshot it cannot delete (exit 20, kept for
-/// later), and removes it once it can; with nothing left it says so.
+/// later), and removes it once it can; a `restic unlock` that fails is reported, not fatal; with
+/// nothing left it says so.
 #[test]
 fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
     let Some(fx) = Fixture::new_without_repo() else {
@@ -634,6 +882,11 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
 
     let out = fx.run(&cfg, &["cleanup"]);
     out.assert_code(0);
+    // This fixture has no repository, so the `restic unlock` that follows a crash fails: said
+    // plainly, in restic's words, and no reason to fail the cleanup.
+    out.assert_stderr_contains(
+        "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
+    );
     assert_eq!(
         out.stdout.trim(),
         format!("removed {}", snap_a.display()),

@@ -1,5 +1,6 @@
 //! Runs `restic backup` and turns its two output streams into events.
 
+use std::os::fd::AsFd;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -7,8 +8,9 @@ use rustix::process::{getppid, kill_process, Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::parse::{parse_line, Line};
-use crate::events::{ErrorEvent, Event, Events, Summary};
+use super::drain::Drain;
+use super::output::{parse_raw, ResticOutput};
+use crate::events::{Event, Events};
 use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
@@ -33,6 +35,13 @@ pub struct SpawnError {
     pub hint: &'static str,
 }
 
+/// Publishes the events one raw line of restic's output makes.
+fn publish(raw: &[u8], output: &mut ResticOutput, events: &mut Events) {
+    for e in parse_raw(raw).map(|l| output.line(l)).unwrap_or_default() {
+        events.emit(e);
+    }
+}
+
 /// Starts restic and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
 /// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
 /// a grace period.
@@ -53,9 +62,9 @@ pub async fn run(
     unsafe {
         c.pre_exec(move || {
             // If igotchuu dies, even by SIGKILL, restic gets SIGINT and exits instead of running
-            // on in the orphaned namespace holding the snapshots busy. The death signal is tied
-            // to the forking thread: this is the runtime's only thread, which lives as long as
-            // the process.
+            // on in the orphaned namespace holding the snapshots busy; the drain helper below
+            // lets it remove its lock first. The death signal is tied to the forking thread: the
+            // runtime's own thread, which lives as long as the process.
             rustix::process::set_parent_process_death_signal(Some(Signal::INT))?;
             if getppid() != Some(parent) {
                 // The parent died before prctl took effect.
@@ -78,80 +87,27 @@ pub async fn run(
     let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
     events.emit(Event::Started);
 
-    let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut err = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
+    let drain = match Drain::start(out.as_fd(), err.as_fd()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            events.warning(format!(
+                "cannot start the helper that keeps restic's output open should igotchuu be killed ({e}); the backup goes on, but if igotchuu is killed, restic may leave a stale lock in the repository (the next run removes it)"
+            ));
+            None
+        }
+    };
+    let mut out = BufReader::new(out);
+    let mut err = BufReader::new(err);
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
-    let mut summary = None;
+    let mut output = ResticOutput::new(&cmd.secrets);
     let mut interrupted = false;
-    let mut last_fatal: Option<String> = None;
-    // A "Fatal: …" glued to the end of another line: restic 0.14 prints "error while unlocking: …"
-    // without a newline when its server vanished, so its fatal error does not start a line.
-    let mut glued_fatal: Option<String> = None;
-    // restic's last plain-text line: the reason, when it fails without a "Fatal: " (e.g.
-    // "Resolving password failed: …").
-    let mut last_text: Option<String> = None;
     let kill_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(kill_deadline);
     let mut killed = false;
-
-    let mut handle = |raw: &[u8], events: &mut Events, summary: &mut Option<Summary>| {
-        let text = String::from_utf8_lossy(raw);
-        let line = text.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            return;
-        }
-        // restic may echo a repository URL with its password, or a password command: scrub the
-        // texts (after parsing, so a secret that happens to look like JSON syntax breaks nothing).
-        let scrub = |t: String| crate::redact::scrub(&t, &cmd.secrets);
-        match parse_line(line) {
-            Line::Status(p) => events.emit(Event::Progress(p)),
-            Line::Summary(s) => {
-                *summary = Some(s.clone());
-                events.emit(Event::Summary(s));
-            }
-            Line::Error(e) => events.emit(Event::Error(ErrorEvent {
-                error: scrub(e.error),
-                during: e.during,
-                item: scrub(e.item),
-            })),
-            Line::ExitError { code, message } => {
-                let message = scrub(message);
-                if code != 3 && last_fatal.as_deref() != Some(message.as_str()) {
-                    last_fatal = Some(message.clone());
-                    events.emit(Event::Error(ErrorEvent {
-                        error: message,
-                        during: "restic".into(),
-                        item: String::new(),
-                    }));
-                }
-            }
-            Line::Text(t) => {
-                let t = scrub(t);
-                // Before 0.18 a fatal error is a plain "Fatal: …" line: it is the reason the
-                // backup failed, so it is an error, not just chatter. A locked repository is the
-                // exception: up to 0.17 restic reports it without "Fatal: ".
-                let fatal =
-                    t.starts_with("Fatal: ") || t.starts_with("unable to create lock in backend: ");
-                if fatal && last_fatal.as_deref() != Some(t.as_str()) {
-                    last_fatal = Some(t.clone());
-                    events.emit(Event::Error(ErrorEvent {
-                        error: t.clone(),
-                        during: "restic".into(),
-                        item: String::new(),
-                    }));
-                } else if let Some(i) = t.find("Fatal: ").filter(|_| !fatal) {
-                    glued_fatal.get_or_insert_with(|| t[i..].to_owned());
-                }
-                last_text = Some(t.clone());
-                // A fatal line was just reported as an Error: do not print it twice.
-                if !(fatal && last_fatal.as_deref() == Some(t.as_str())) {
-                    events.emit(Event::ResticText(t));
-                }
-            }
-            Line::Verbose(_) | Line::Other(_) => {}
-        }
-    };
 
     // Read both pipes until restic has exited AND they are drained. restic's ssh or rclone child
     // inherits its stderr and may outlive it (a black-holed sftp server): once restic itself has
@@ -164,13 +120,13 @@ pub async fn run(
             r = out.read_until(b'\n', &mut out_buf), if out_open => {
                 match r {
                     Ok(0) | Err(_) => out_open = false,
-                    Ok(_) => { handle(&out_buf, events, &mut summary); out_buf.clear(); }
+                    Ok(_) => { publish(&out_buf, &mut output, events); out_buf.clear(); }
                 }
             }
             r = err.read_until(b'\n', &mut err_buf), if err_open => {
                 match r {
                     Ok(0) | Err(_) => err_open = false,
-                    Ok(_) => { handle(&err_buf, events, &mut summary); err_buf.clear(); }
+                    Ok(_) => { publish(&err_buf, &mut output, events); err_buf.clear(); }
                 }
             }
             s = child.wait(), if status.is_none() => {
@@ -198,77 +154,37 @@ pub async fn run(
             }
         }
     }
+    if let Some(d) = drain {
+        d.stop().await;
+    }
     let status =
         status.unwrap_or_else(|| Err(std::io::Error::other("restic's exit status was lost")));
-    if killed {
-        unlock(cmd, events).await;
+    let signal = status
+        .as_ref()
+        .ok()
+        .and_then(std::os::unix::process::ExitStatusExt::signal);
+    if let Some(sig) = signal {
+        // Killed by igotchuu after the grace period or by anyone else (the OOM killer): restic
+        // had no chance to remove its lock.
+        let how = if killed {
+            "restic had to be killed".to_owned()
+        } else {
+            format!("restic was killed by signal {sig}")
+        };
+        super::unlock::after_killed_restic(cmd, events, &how).await;
     }
     let code = match status {
-        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+        Ok(s) => match (s.code(), signal) {
             (Some(c), _) => c,
             (None, Some(sig)) => 128 + sig,
             (None, None) => 1,
         },
         Err(_) => 1,
     };
-    // Only once restic has failed is a "Fatal: " inside a line taken as its reason (a file name
-    // in a warning could contain those words).
-    if code != 0 && code != 3 && !interrupted && summary.is_none() && last_fatal.is_none() {
-        let error = match (glued_fatal, last_text) {
-            (Some(f), _) => f,
-            (None, Some(t)) => format!(
-                "restic exited with code {code} without writing a snapshot; its last words: {t}"
-            ),
-            (None, None) => {
-                format!("restic exited with code {code} without writing a snapshot")
-            }
-        };
-        events.emit(Event::Error(ErrorEvent {
-            error,
-            during: "restic".into(),
-            item: String::new(),
-        }));
+    if !interrupted {
+        if let Some(why) = output.verdict(code) {
+            events.emit(why);
+        }
     }
     Ok(ResticResult { code, interrupted })
-}
-
-/// How long `restic unlock` may take before igotchuu gives up on it.
-const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// restic had to be killed, so its repository lock is left behind and would block the next
-/// `prune` or `check`. `restic unlock` removes only stale locks (a dead process on this host, or
-/// older than 30 minutes), never one a live restic holds.
-async fn unlock(cmd: &ResticCommand, events: &mut Events) {
-    let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let shown = format!(
-        "{} {}",
-        cmd.program,
-        crate::redact::argv(&cmd.unlock_args).join(" ")
-    );
-    let result = match c.spawn() {
-        Ok(child) => match tokio::time::timeout(UNLOCK_TIMEOUT, child.wait_with_output()).await {
-            Ok(Ok(o)) if o.status.success() => Ok(()),
-            Ok(Ok(o)) => Err(crate::redact::scrub(
-                String::from_utf8_lossy(&o.stderr).trim(),
-                &cmd.secrets,
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", UNLOCK_TIMEOUT.as_secs())),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match result {
-        Ok(()) => events.warning(format!(
-            "restic had to be killed; removed the repository lock it left with `{shown}`"
-        )),
-        Err(why) => events.error(
-            "restic",
-            &shown,
-            format!("restic had to be killed and `{shown}` could not remove its stale lock: {why}; run it by hand before the next prune"),
-        ),
-    }
 }

@@ -1,0 +1,121 @@
+//! `restic unlock`: removes the repository lock a restic that did not end normally left behind.
+//! A stale lock makes `restic check` and `restic prune` refuse to run (restic 0.14's check even
+//! refuses a lock of a long-dead process) until someone unlocks by hand.
+//!
+//! Without `--remove-all`, restic removes only stale locks: those of a process on this host that
+//! no longer exists, and those not refreshed for 30 minutes (a live restic refreshes its lock every
+//! 5). So this never takes the lock of a restic that still runs — another profile's, an admin's,
+//! or the crashed run's own restic still winding down. The limits: a dead restic whose PID now
+//! belongs to another process, or that nobody has reaped yet (a zombie's PID still answers),
+//! keeps its lock until the lock is 30 minutes old.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::events::Events;
+use crate::plan::ResticCommand;
+use crate::stop::StopSignal;
+
+/// How long `restic unlock` may take (a remote repository may be slow or gone) before igotchuu
+/// gives up on it.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `restic unlock` as shown to the user, secrets redacted.
+fn shown(cmd: &ResticCommand) -> String {
+    format!(
+        "{} {}",
+        cmd.program,
+        crate::redact::argv(&cmd.unlock_args).join(" ")
+    )
+}
+
+/// Runs `restic unlock` with the backup's program, environment and global options. `Ok` carries
+/// restic's last line on stdout ("successfully removed locks"), `Err` why it failed, in restic's
+/// words where it gave any. A stop request ends the wait (`unlock` holds no lock of its own, so
+/// killing it leaves nothing behind).
+async fn run(cmd: &ResticCommand, stop: Option<&mut StopSignal>) -> Result<String, String> {
+    let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = c
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", cmd.program))?;
+    let stopped = async {
+        match stop {
+            Some(s) => s.requested().await,
+            None => std::future::pending().await,
+        }
+    };
+    let output = tokio::select! {
+        r = tokio::time::timeout(TIMEOUT, child.wait_with_output()) => r,
+        () = stopped => return Err("interrupted by a stop request".into()),
+    };
+    let scrub = |b: &[u8]| crate::redact::scrub(String::from_utf8_lossy(b).trim(), &cmd.secrets);
+    match output {
+        Ok(Ok(o)) if o.status.success() => Ok(scrub(&o.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()),
+        Ok(Ok(o)) => {
+            let why = scrub(&o.stderr);
+            Err(if why.is_empty() {
+                format!("it exited with {}", o.status)
+            } else {
+                why.lines().collect::<Vec<_>>().join("; ")
+            })
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+    }
+}
+
+/// restic ended by a signal (killed by igotchuu after the grace period, or by anyone else: the
+/// OOM killer, an admin) could not remove its lock: remove it now, while igotchuu still runs.
+/// `how` says how restic ended ("restic had to be killed").
+pub async fn after_killed_restic(cmd: &ResticCommand, events: &mut Events, how: &str) {
+    let shown = shown(cmd);
+    match run(cmd, None).await {
+        Ok(_) => events.warning(format!(
+            "{how}; removed the repository lock it left with `{shown}`"
+        )),
+        Err(why) => events.error(
+            "restic",
+            &shown,
+            format!("{how} and `{shown}` could not remove its stale lock: {why}; run it by hand before the next `restic check` or `restic prune`"),
+        ),
+    }
+}
+
+/// After a crashed run (recovery found its records in the journal): its restic may have died
+/// without removing its lock (killed together with igotchuu, the machine lost power). Said as a
+/// recovery `Error` event, like everything recovery repairs; a failure is reported and nothing
+/// else: the backup does not need the lock gone.
+pub async fn after_crash(cmd: &ResticCommand, events: &mut Events, stop: &mut StopSignal) {
+    let shown = shown(cmd);
+    let what =
+        "an earlier run did not finish, so its restic may have left a lock in the repository";
+    match run(cmd, Some(stop)).await {
+        Ok(said) => {
+            let said = if said.is_empty() {
+                String::new()
+            } else {
+                format!(" (restic: {said})")
+            };
+            events.error(
+                "recovery",
+                &shown,
+                format!("{what}: ran `{shown}` to remove stale ones{said}"),
+            );
+        }
+        Err(why) => events.error(
+            "recovery",
+            &shown,
+            format!("{what}, and `{shown}` failed: {why}; a stale lock makes `restic check` and `restic prune` refuse to run: run `{shown}` by hand"),
+        ),
+    }
+}
