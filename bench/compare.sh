@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
-# Wall time and memory of igotchuu against plain `restic backup` of the same live directories:
-# 5,000 small files in two btrfs subvolumes on a loop device, incremental runs (each tool has its
-# own repository, seeded by one first run). Prints medians, the ratio, and igotchuu's own peak RSS
-# (VmHWM of the igotchuu process, not restic's). Run as root after `cargo build --release`.
-#   bench/compare.sh [RUNS]   (default 7)
+# Wall time and memory of igotchuu against the same job done by hand (bench/floor.sh: unshare,
+# btrfs snapshot, mount --bind, restic, umount, btrfs delete) and against plain `restic backup` of
+# the live directories: 5,000 small files in two btrfs subvolumes on a loop device, incremental
+# runs (each has its own repository and cache, seeded by one first run). Run as root after
+# `cargo build --release --locked`:
+#   bench/compare.sh [RUNS]        (default 9)
+# Environment:
+#   IGOTCHUU=path       the binary to measure (default target/release/igotchuu)
+#   BENCH_BUS=none      DBUS_SYSTEM_BUS_ADDRESS names a socket that does not exist (default)
+#   BENCH_BUS=real      a private dbus-daemon with the shipped policy (no logind on it)
+#   BENCH_PHASES=0      skip the second pass (restic behind a timestamping wrapper)
+#   BENCH_KEEP=1        keep the work directory (its path is printed) for strace and perf
+#
+# Three passes, each interleaving the three tools run by run (igotchuu, floor, plain, igotchuu, …)
+# so that load from elsewhere on the machine hits all three alike:
+#  1. wall time of each run, nothing else attached; timestamps are bash's $EPOCHREALTIME, no fork;
+#  2. the same with a `restic` wrapper first in PATH that logs $EPOCHREALTIME when it starts and
+#     when the real restic returns: the time before restic is exec'd and after it exits, for each
+#     tool. The wrapper itself costs each tool one bash start (about 1 ms, counted as "before")
+#     and one fork (restic runs as the wrapper's child): pass 1's totals are the ones to quote;
+#  3. igotchuu's own peak RSS (VmHWM of the igotchuu process, not restic's), polled every 5 ms
+#     in runs of its own: the polling forks awk and would slow the timed runs down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-7}
-bin="$PWD/target/release/igotchuu"
+src=$PWD
+runs=${1:-9}
+bin=${IGOTCHUU:-$src/target/release/igotchuu}
 [ -x "$bin" ] || { echo "build first: cargo build --release --locked" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+real_restic=$(command -v restic) || { echo "restic is not installed" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/igotchuu-bench.XXXXXX)
+# lock_file and state_dir must be in directories only root can write (igotchuu refuses /tmp):
+# everything goes in one root-only directory. On this machine /run is on the root ext4
+# filesystem, so the journal's fsyncs reach a disk as they would in /var/lib/igotchuu.
+work=$(mktemp -d /run/igotchuu-bench.XXXXXX)
 mnt="$work/mnt"
-trap 'umount -R "$mnt" 2>/dev/null; rm -rf "$work"' EXIT
+bus_pid=
+cleanup() {
+  [ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null
+  umount -R "$mnt" 2>/dev/null || true
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $work (umount -R $mnt is done; remount $work/img to reuse)"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+echo "load before: $(cat /proc/loadavg)"
 truncate -s 1G "$work/img"
 mkfs.btrfs -q "$work/img" >/dev/null
 mkdir -p "$mnt"
 mount -o loop "$work/img" "$mnt"
 for sv in a b; do
-  btrfs -q subvolume create "$mnt/$sv"
+  btrfs -q subvolume create "$mnt/$sv" >/dev/null
   for d in $(seq 1 25); do
     mkdir "$mnt/$sv/d$d"
     for f in $(seq 1 100); do printf 'file %s %s %s\n' "$sv" "$d" "$f" > "$mnt/$sv/d$d/f$f"; done
   done
 done
+mkdir -m 700 "$mnt/.floor"
 printf 'bench\n' > "$work/pw"
+chmod 600 "$work/pw"
+# What igotchuu sets for restic (plan.rs): the password file, the progress rate (the config's
+# default), a cache directory; the repository comes per tool.
 export RESTIC_PASSWORD_FILE="$work/pw" RESTIC_PROGRESS_FPS=4
-restic init -q -r "$work/repo-plain"
-restic init -q -r "$work/repo-igo"
+for t in igo floor plain; do restic init -q -r "$work/repo-$t" >/dev/null; done
 cat > "$work/c.toml" <<TOML
 places = ["$mnt/a", "$mnt/b"]
 repo = "$work/repo-igo"
@@ -36,36 +69,120 @@ snapshot_prefix = "$mnt/.snap"
 lock_file = "$work/lock"
 cache_dir = "$work/cache-igo"
 state_dir = "$work/state"
+progress_fps = 4.0
 restic_args = []
 TOML
 chmod 600 "$work/c.toml"
-export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/no-bus"
 
-plain() { RESTIC_CACHE_DIR="$work/cache-plain" restic -r "$work/repo-plain" backup --json -- "$mnt/a" "$mnt/b" >/dev/null; }
-igo_rss_file="$work/rss"
+case ${BENCH_BUS:-none} in
+  none) export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/no-bus" ;;
+  real)
+    cat > "$work/bus.conf" <<XML
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$work/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default"><allow user="*"/><deny own="*"/></policy>
+  <include>$src/dist/dbus-1/system.d/com.nyantec.IGotChuu.conf</include>
+</busconfig>
+XML
+    getent group igotchuu >/dev/null || groupadd --system igotchuu
+    dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile --print-address=1 > "$work/bus.addr" &
+    bus_pid=$!
+    for _ in $(seq 100); do [ -s "$work/bus.addr" ] && break; sleep 0.05; done
+    [ -s "$work/bus.addr" ] || { echo "dbus-daemon did not start" >&2; exit 1; }
+    export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/bus" ;;
+  *) echo "BENCH_BUS is none or real" >&2; exit 1 ;;
+esac
+
 igo() {
+  local rc=0
+  "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err" || rc=$?
+  [ "$rc" = 0 ] || { echo "igotchuu failed ($rc):" >&2; cat "$work/igo.err" >&2; exit 1; }
+}
+floor() {
+  RESTIC_REPOSITORY="$work/repo-floor" RESTIC_CACHE_DIR="$work/cache-floor" \
+    "$src/bench/floor.sh" "$mnt/.floor" "$mnt/a" "$mnt/b"
+}
+plain() {
+  RESTIC_REPOSITORY="$work/repo-plain" RESTIC_CACHE_DIR="$work/cache-plain" \
+    restic backup --json -- "$mnt/a" "$mnt/b" >/dev/null
+}
+tools=(igo floor plain)
+for t in "${tools[@]}"; do "$t"; done   # seed the repositories and caches
+
+# Pass 1: wall time.
+declare -A wall
+for i in $(seq 1 "$runs"); do
+  for t in "${tools[@]}"; do
+    s=$EPOCHREALTIME; "$t"; e=$EPOCHREALTIME
+    wall[$t]+="$(echo "$e - $s" | bc) "
+  done
+done
+
+# "median min max" of the numbers given, in milliseconds when they are seconds.
+stats() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1*1000} END {m=(NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); printf "%.1f %.1f %.1f\n", m, a[1], a[NR]}'; }
+declare -A med
+echo "runs: $runs incremental backups of 5000 files in 2 subvolumes, interleaved igotchuu/floor/plain; D-Bus: ${BENCH_BUS:-none}"
+echo "wall time, ms:        median     min     max   (all runs, s)"
+for t in "${tools[@]}"; do
+  # shellcheck disable=SC2086
+  read -r m lo hi <<< "$(stats ${wall[$t]})"
+  med[$t]=$m
+  printf '  %-8s %12s %7s %7s   (%s)\n' "$t" "$m" "$lo" "$hi" "${wall[$t]% }"
+done
+echo "ratio igotchuu/floor: $(echo "scale=3; ${med[igo]} / ${med[floor]}" | bc)"
+echo "ratio igotchuu/plain: $(echo "scale=3; ${med[igo]} / ${med[plain]}" | bc)"
+
+# Pass 2: before restic starts, after it ends.
+if [ "${BENCH_PHASES:-1}" = 1 ]; then
+  mkdir "$work/wrap"
+  cat > "$work/wrap/restic" <<SH
+#!/bin/bash
+printf 'exec %s\n' "\$EPOCHREALTIME" >> "\$BENCH_PHASE_LOG"
+$real_restic "\$@"
+rc=\$?
+printf 'exit %s\n' "\$EPOCHREALTIME" >> "\$BENCH_PHASE_LOG"
+exit \$rc
+SH
+  chmod 755 "$work/wrap/restic"
+  declare -A pre post
+  for i in $(seq 1 "$runs"); do
+    for t in "${tools[@]}"; do
+      log="$work/phase.log"; : > "$log"
+      s=$EPOCHREALTIME
+      PATH="$work/wrap:$PATH" BENCH_PHASE_LOG=$log "$t"
+      e=$EPOCHREALTIME
+      x=$(awk '$1=="exec" {print $2; exit}' "$log"); y=$(awk '$1=="exit" {v=$2} END {print v}' "$log")
+      pre[$t]+="$(echo "$x - $s" | bc) "; post[$t]+="$(echo "$e - $y" | bc) "
+    done
+  done
+  echo "around restic (wrapper pass), ms: median before restic's exec [min max] | after its exit [min max]"
+  for t in "${tools[@]}"; do
+    # shellcheck disable=SC2086
+    read -r a alo ahi <<< "$(stats ${pre[$t]})"
+    # shellcheck disable=SC2086
+    read -r b blo bhi <<< "$(stats ${post[$t]})"
+    printf '  %-8s %8s [%s %s] | %8s [%s %s]\n' "$t" "$a" "$alo" "$ahi" "$b" "$blo" "$bhi"
+  done
+fi
+
+# Pass 3: igotchuu's peak RSS.
+hwm=0
+for i in 1 2 3; do
   "$bin" -c "$work/c.toml" backup >/dev/null 2>&1 &
-  local pid=$! hwm=0 v
+  pid=$! last=0
   # VmHWM only grows; sample until the process is gone and keep the last value read.
   while v=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$v" ]; do
-    hwm=$v
+    last=$v
     sleep 0.005
   done
   wait "$pid"
-  echo "$hwm" >> "$igo_rss_file"
-}
-now() { date +%s.%N; }
-plain; igo; : > "$igo_rss_file"   # seed both repositories and caches
-tp=(); ti=()
-for i in $(seq 1 "$runs"); do
-  s=$(now); plain; e=$(now); tp+=("$(echo "$e - $s" | bc)")
-  s=$(now); igo;   e=$(now); ti+=("$(echo "$e - $s" | bc)")
+  [ "$last" -gt "$hwm" ] && hwm=$last
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-mp=$(median "${tp[@]}"); mi=$(median "${ti[@]}")
-rss=$(sort -n "$igo_rss_file" | tail -1)
-echo "runs: $runs incremental backups of 5000 files in 2 subvolumes"
-echo "plain restic:  median ${mp}s  (all: ${tp[*]})"
-echo "igotchuu:      median ${mi}s  (all: ${ti[*]})"
-echo "ratio igotchuu/restic: $(echo "scale=3; $mi / $mp" | bc)"
-echo "igotchuu peak RSS (VmHWM, own process): ${rss} KiB = $(echo "scale=2; $rss / 1024" | bc) MiB"
+echo "igotchuu peak RSS (VmHWM, own process, max of 3 runs): $hwm KiB = $(echo "scale=2; $hwm / 1024" | bc) MiB"
+strip -o "$work/stripped" "$bin"
+echo "binary: $(stat -c %s "$bin") bytes, stripped $(stat -c %s "$work/stripped") bytes ($bin)"
+echo "load after: $(cat /proc/loadavg)"
