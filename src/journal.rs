@@ -144,6 +144,29 @@ impl Journal {
 
     /// Writes the record durably: temp file, fsync, rename, fsync of the directory.
     pub fn record(&self, r: &Record) -> io::Result<()> {
+        self.write(r)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Replaces the record of a snapshot that now exists with a fuller one (its UUID and its
+    /// directory's inode number), without the directory fsync of [`Journal::record`].
+    ///
+    /// Why that is safe: the record it replaces was made durable by `record` before the snapshot
+    /// existed, and the new one's data is fsynced before the rename. rename is atomic, so after a
+    /// crash the name holds either the old record or the new one, each complete and each naming
+    /// the snapshot by path; only the UUID may be missing, and recovery then finds the snapshot by
+    /// path, as it does when this update fails outright (the pipeline only warns then). A `.tmp`
+    /// left behind is skipped by [`Journal::entries`] and truncated by the next write of that key.
+    /// The file's own fsync stays: without it a crash could leave the new name on an empty file
+    /// (rename before data), which would lose the durable record too. What goes is one fsync per
+    /// snapshot that waits for a journal commit of the filesystem holding `state_dir`, 0.2 ms on
+    /// an idle disk and several ms while other programs write (bench/README.md).
+    pub fn update(&self, r: &Record) -> io::Result<()> {
+        self.write(r)
+    }
+
+    /// Temp file, fsync, rename: a complete record under its name, not yet durable as a name.
+    fn write(&self, r: &Record) -> io::Result<()> {
         let name = file_key(&r.snapshot);
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut f = OpenOptions::new()
@@ -156,13 +179,30 @@ impl Journal {
         let json = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
         f.write_all(&json)?;
         f.sync_all()?;
-        fs::rename(&tmp, self.dir.join(&name))?;
-        sync_dir(&self.dir)
+        fs::rename(&tmp, self.dir.join(&name))
     }
 
     /// Forgets a snapshot once it is deleted.
     pub fn remove(&self, snapshot: &Path) -> io::Result<()> {
         self.remove_file(&self.dir.join(file_key(snapshot)))
+    }
+
+    /// Forgets a snapshot this run has deleted, with the directory that held it, without the
+    /// directory fsync of [`Journal::remove`].
+    ///
+    /// Why that is safe: a removal that a crash undoes leaves a record naming a snapshot that is
+    /// gone, with its directory; the next run's recovery finds it gone and drops the record, as
+    /// it does after a crash between the deletion and this call. Nothing relies on the removal
+    /// being durable, and the filesystem's own commit (ext4: within 5 s) makes it so soon after.
+    /// `remove` keeps its fsync for records dropped before their snapshot was ever made (a
+    /// container name taken by someone else), where a record that came back would name a path in
+    /// a directory that is not ours.
+    pub fn forget_deleted(&self, snapshot: &Path) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(file_key(snapshot))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn remove_file(&self, file: &Path) -> io::Result<()> {
@@ -229,6 +269,34 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    /// The UUID update replaces the record under the same name; forgetting a deleted snapshot
+    /// removes it, and forgetting one already gone is no error.
+    #[test]
+    fn update_replaces_and_forget_deleted_removes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(d.path()).expect("open");
+        let mut r = Record {
+            snapshot: "/s/c/home".into(),
+            source: "/home".into(),
+            source_uuid: "u".into(),
+            pid: 1,
+            run: "t".into(),
+            container: Some("/s/c".into()),
+            snapshot_uuid: None,
+            container_ino: None,
+        };
+        j.record(&r).expect("record");
+        r.snapshot_uuid = Some("v".into());
+        r.container_ino = Some(7);
+        j.update(&r).expect("update");
+        let e = j.entries().expect("entries");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].record.as_ref().expect("parsed"), &r);
+        j.forget_deleted(&r.snapshot).expect("forget");
+        assert!(j.entries().expect("entries").is_empty());
+        j.forget_deleted(&r.snapshot).expect("forget again");
     }
 
     #[test]

@@ -443,7 +443,8 @@ fn make_snapshot(
             if let (Some(info), Some(j)) = (&snap.info, &taken.journal) {
                 record.snapshot_uuid = Some(btrfs::uuid_string(&info.uuid));
                 record.container_ino = Some(snap.container_ino());
-                if let Err(e) = j.record(&record) {
+                // Not fsynced as a name: the first record, already durable, names it too.
+                if let Err(e) = j.update(&record) {
                     // The first record already names it: recovery still finds it by path.
                     events.warning(format!(
                         "could not add the UUID of {} to the journal: {e}",
@@ -556,7 +557,7 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
 /// Drops the journal record of a snapshot (or empty container) that is gone.
 fn forget(events: &mut Events, taken: &Taken, snapshot: &std::path::Path) {
     if let Some(j) = &taken.journal {
-        if let Err(e) = j.remove(snapshot) {
+        if let Err(e) = j.forget_deleted(snapshot) {
             // Harmless: the next run finds it gone and drops the record.
             events.warning(format!(
                 "deleted {} but could not update the journal: {e}",
