@@ -549,7 +549,10 @@ pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
     }
     Ok(Made::Created(Rc::new(Container {
         path: path.to_owned(),
-        parent: rustix::io::dup(&dest.parent)?,
+        // Close-on-exec like every other fd igotchuu holds (plain dup() drops the flag): restic,
+        // its drain helper and `restic unlock` must not inherit a directory on the snapshots'
+        // filesystem (tests/faults.rs sigkill_mid_upload_leaves_no_repository_lock).
+        parent: rustix::io::fcntl_dupfd_cloexec(&dest.parent, 0)?,
         fd,
         id: ident(&st),
     })))
