@@ -11,6 +11,7 @@
 #   BENCH_BUS=real      a private dbus-daemon with the shipped policy (no logind on it)
 #   BENCH_PHASES=0      skip the second pass (restic behind a timestamping wrapper)
 #   BENCH_KEEP=1        keep the work directory (its path is printed) for strace and perf
+#   BENCH_DIR=dir       where the root-only work directory goes (default /run; see bench/lib.sh)
 #
 # Three passes, each interleaving the three tools run by run (igotchuu, floor, plain, igotchuu, …)
 # so that load from elsewhere on the machine hits all three alike:
@@ -30,70 +31,13 @@ bin=${IGOTCHUU:-$src/target/release/igotchuu}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 real_restic=$(command -v restic) || { echo "restic is not installed" >&2; exit 1; }
 
-# lock_file and state_dir must be in directories only root can write (igotchuu refuses /tmp):
-# everything goes in one root-only directory. On this machine /run is on the root ext4
-# filesystem, so the journal's fsyncs reach a disk as they would in /var/lib/igotchuu.
-work=$(mktemp -d /run/igotchuu-bench.XXXXXX)
-mnt="$work/mnt"
-bus_pid=
-cleanup() {
-  [ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null
-  umount -R "$mnt" 2>/dev/null || true
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $work (umount -R $mnt is done; remount $work/img to reuse)"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-echo "load before: $(cat /proc/loadavg)"
-truncate -s 1G "$work/img"
-mkfs.btrfs -q "$work/img" >/dev/null
-mkdir -p "$mnt"
-mount -o loop "$work/img" "$mnt"
-for sv in a b; do
-  btrfs -q subvolume create "$mnt/$sv" >/dev/null
-  for d in $(seq 1 25); do
-    mkdir "$mnt/$sv/d$d"
-    for f in $(seq 1 100); do printf 'file %s %s %s\n' "$sv" "$d" "$f" > "$mnt/$sv/d$d/f$f"; done
-  done
-done
-mkdir -m 700 "$mnt/.floor"
-printf 'bench\n' > "$work/pw"
-chmod 600 "$work/pw"
-# What igotchuu sets for restic (plan.rs): the password file, the progress rate (the config's
-# default), a cache directory; the repository comes per tool.
-export RESTIC_PASSWORD_FILE="$work/pw" RESTIC_PROGRESS_FPS=4
-for t in igo floor plain; do restic init -q -r "$work/repo-$t" >/dev/null; done
-cat > "$work/c.toml" <<TOML
-places = ["$mnt/a", "$mnt/b"]
-repo = "$work/repo-igo"
-password_file = "$work/pw"
-snapshot_prefix = "$mnt/.snap"
-lock_file = "$work/lock"
-cache_dir = "$work/cache-igo"
-state_dir = "$work/state"
-progress_fps = 4.0
-restic_args = []
-TOML
-chmod 600 "$work/c.toml"
-
+# shellcheck source=bench/lib.sh
+. "$src/bench/lib.sh"
+trap bench_cleanup EXIT
+bench_fixture
 case ${BENCH_BUS:-none} in
   none) export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/no-bus" ;;
-  real)
-    cat > "$work/bus.conf" <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$work/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default"><allow user="*"/><deny own="*"/></policy>
-  <include>$src/dist/dbus-1/system.d/com.nyantec.IGotChuu.conf</include>
-</busconfig>
-XML
-    getent group igotchuu >/dev/null || groupadd --system igotchuu
-    dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile --print-address=1 > "$work/bus.addr" &
-    bus_pid=$!
-    for _ in $(seq 100); do [ -s "$work/bus.addr" ] && break; sleep 0.05; done
-    [ -s "$work/bus.addr" ] || { echo "dbus-daemon did not start" >&2; exit 1; }
-    export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/bus" ;;
+  real) DBUS_SYSTEM_BUS_ADDRESS=$(bench_bus); export DBUS_SYSTEM_BUS_ADDRESS ;;
   *) echo "BENCH_BUS is none or real" >&2; exit 1 ;;
 esac
 
@@ -101,10 +45,6 @@ igo() {
   local rc=0
   "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err" || rc=$?
   [ "$rc" = 0 ] || { echo "igotchuu failed ($rc):" >&2; cat "$work/igo.err" >&2; exit 1; }
-}
-floor() {
-  RESTIC_REPOSITORY="$work/repo-floor" RESTIC_CACHE_DIR="$work/cache-floor" \
-    "$src/bench/floor.sh" "$mnt/.floor" "$mnt/a" "$mnt/b"
 }
 plain() {
   RESTIC_REPOSITORY="$work/repo-plain" RESTIC_CACHE_DIR="$work/cache-plain" \
@@ -122,8 +62,6 @@ for i in $(seq 1 "$runs"); do
   done
 done
 
-# "median min max" of the numbers given, in milliseconds when they are seconds.
-stats() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1*1000} END {m=(NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); printf "%.1f %.1f %.1f\n", m, a[1], a[NR]}'; }
 declare -A med
 echo "runs: $runs incremental backups of 5000 files in 2 subvolumes, interleaved igotchuu/floor/plain; D-Bus: ${BENCH_BUS:-none}"
 echo "wall time, ms:        median     min     max   (all runs, s)"
