@@ -37,7 +37,7 @@ trap bench_cleanup EXIT
 bench_fixture
 case ${BENCH_BUS:-none} in
   none) export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/no-bus" ;;
-  real) DBUS_SYSTEM_BUS_ADDRESS=$(bench_bus); export DBUS_SYSTEM_BUS_ADDRESS ;;
+  real) bench_bus; export DBUS_SYSTEM_BUS_ADDRESS=$bus_addr ;;
   *) echo "BENCH_BUS is none or real" >&2; exit 1 ;;
 esac
 

@@ -50,7 +50,8 @@ TOML
   chmod 600 "$1"
 }
 
-# A private system bus with the shipped policy and no logind; prints its address.
+# A private system bus with the shipped policy and no logind; sets $bus_addr. Not to be called in
+# a subshell ($(…)): bench_cleanup stops the daemon by $bus_pid.
 bench_bus() {
   # Debian's default system-bus policy, trimmed (as tests/common/bus.rs), plus the shipped one.
   cat > "$work/bus.conf" <<XML
@@ -83,7 +84,7 @@ XML
   bus_pid=$!
   for _ in $(seq 100); do [ -s "$work/bus.addr" ] && break; sleep 0.05; done
   [ -s "$work/bus.addr" ] || { echo "dbus-daemon did not start" >&2; exit 1; }
-  echo "unix:path=$work/bus"
+  bus_addr="unix:path=$work/bus"
 }
 
 bench_cleanup() {

@@ -33,7 +33,8 @@ for b in "${bins[@]}"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exi
 trap bench_cleanup EXIT
 bench_fixture
 no_bus="unix:path=$work/no-bus"
-bus=$(bench_bus)
+bench_bus
+bus=$bus_addr
 mkdir -m 700 "$work/tmpfs-state"
 mount -t tmpfs -o mode=700,size=16m tmpfs "$work/tmpfs-state"
 bench_config "$work/c-tmpfs.toml" "$work/tmpfs-state"
