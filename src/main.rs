@@ -193,7 +193,7 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
         let (stop_handle, mut stop) = stop::channel();
         if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
             let msg = format!("cannot install signal handlers: {e}");
-            events.error("setup", "", msg.clone());
+            events.error(events::Step::Setup, "", msg.clone());
             events.emit(Event::Finished(Outcome::Failed(msg)));
             return exit::IGOTCHUU_FAILED;
         }

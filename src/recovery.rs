@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::btrfs;
-use crate::events::Events;
+use crate::events::{Cleaned, Events, Step};
 use crate::journal::{Journal, Record};
 use crate::snapshots;
 
@@ -27,6 +27,17 @@ pub enum Found {
 impl Found {
     pub fn is_failure(&self) -> bool {
         matches!(self, Found::Failed(..))
+    }
+
+    /// As `igotchuu cleanup` lists it.
+    pub fn as_cleaned(&self) -> Cleaned {
+        match self {
+            Found::Removed(r) => Cleaned::Removed(r.snapshot.clone()),
+            Found::AlreadyGone(r) => Cleaned::Forgot(r.snapshot.clone()),
+            Found::NotOurs(r, why) => Cleaned::LeftAlone(r.snapshot.clone(), why.clone()),
+            Found::Kept(r, why) => Cleaned::Kept(r.snapshot.clone(), why.clone()),
+            Found::Failed(p, e) => Cleaned::Failed(p.clone(), e.clone()),
+        }
     }
 }
 
@@ -185,7 +196,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
         Err(e) => {
             let dir = journal.dir().display().to_string();
             events.error(
-                "recovery",
+                Step::Recovery,
                 &dir,
                 format!("cannot read the journal {dir}: {e}"),
             );
@@ -200,7 +211,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             Err(e) => {
                 // Kept: it may name a snapshot; an admin must look.
                 events.error(
-                    "recovery",
+                    Step::Recovery,
                     &file,
                     format!("unreadable journal record {file}: {e}; inspect it, delete the snapshot it names if any, then remove the file"),
                 );
@@ -231,7 +242,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
                 Some(Err(e)) => {
                     events.error(
-                        "recovery",
+                        Step::Recovery,
                         &path,
                         format!("{e}; the record is kept and the next run retries"),
                     );
@@ -259,8 +270,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 }) {
                 Ok(()) => {
                     let _ = journal.remove_file(&entry.file);
-                    events.error(
-                        "recovery",
+                    events.recovered(
                         &path,
                         format!(
                             "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
@@ -273,7 +283,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 }
                 Err(e) => {
                     events.error(
-                        "recovery",
+                        Step::Recovery,
                         &path,
                         format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
                     );

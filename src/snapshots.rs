@@ -18,28 +18,26 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{
-    fchmod, fstat, lstat, mkdirat, openat, openat2, statat, AtFlags, Mode, OFlags, ResolveFlags,
-    Stat, CWD,
-};
+use rustix::fs::{fchmod, fstat, lstat, mkdirat, openat, statat, AtFlags, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 use rustix::mount::{move_mount, open_tree, unmount, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 use crate::btrfs::{self, SubvolInfo};
+use crate::events::Step;
 use crate::plan::{Plan, SnapshotStep};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct SnapError {
-    /// "snapshot" or "mount": the step, as the D-Bus `Error` signal's `during`.
-    pub during: &'static str,
+    /// Snapshot or Mount: the step, as the D-Bus `Error` signal's `during`.
+    pub during: Step,
     /// The path concerned.
     pub item: PathBuf,
     pub what: String,
     pub detail: String,
 }
 
-fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -> SnapError {
+fn err(during: Step, item: &Path, what: String, detail: impl ToString) -> SnapError {
     SnapError {
         during,
         item: item.to_owned(),
@@ -135,14 +133,7 @@ pub fn discover_nested(path: &Path, fd: BorrowedFd<'_>) -> io::Result<Vec<Nested
                 None => fd,
                 Some(i) => out[i].fd.as_fd(),
             };
-            let child = openat2(
-                pfd,
-                &c.path,
-                DIR_NOFOLLOW,
-                Mode::empty(),
-                ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
-            )
-            .map_err(|e| {
+            let child = btrfs::open_dir_beneath(pfd, &c.path, true).map_err(|e| {
                 io::Error::other(format!(
                     "cannot open the nested subvolume {} without following symlinks: {e}",
                     dir.join(&c.path).display()
@@ -238,7 +229,7 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
     let what = format!("cannot snapshot {}", src.display());
     let fd = btrfs::open_dir_nofollow(src).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             src,
             what.clone(),
             format!(
@@ -247,34 +238,35 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
             ),
         )
     })?;
-    let is_subvol = btrfs::is_subvolume(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let is_subvol =
+        btrfs::is_subvolume(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     if !is_subvol {
         let hint = if btrfs::is_btrfs(&fd).unwrap_or(false) {
             "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
         } else {
             "it is not on a btrfs filesystem; only btrfs subvolumes can be snapshotted"
         };
-        return Err(err("snapshot", src, what, hint));
+        return Err(err(Step::Snapshot, src, what, hint));
     }
     // By identity, not by name: a path that only leads to "/" through a rename must be refused
     // just the same (the config refuses the string "/").
-    let here = fstat(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-    let root =
-        statat(CWD, "/", AtFlags::empty()).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let here = fstat(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
+    let root = statat(CWD, "/", AtFlags::empty())
+        .map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     if ident(&here) == ident(&root) {
         return Err(err(
-            "snapshot",
+            Step::Snapshot,
             src,
             what,
             "it is the root directory /: mounting over / does not change what running processes see. Make the data a subvolume of its own (e.g. /home) and list that",
         ));
     }
-    let info = btrfs::subvol_info(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-    let fs = btrfs::fs_uuid(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let info = btrfs::subvol_info(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
+    let fs = btrfs::fs_uuid(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     check_destination(s, &fs)?;
     let nested = discover_nested(src, fd.as_fd()).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             src,
             format!("cannot list the subvolumes nested in {}", src.display()),
             e,
@@ -311,7 +303,7 @@ fn check_destination(s: &SnapshotStep, src_fs: &[u8; 16]) -> Result<(), SnapErro
     let parent = s.container.parent().unwrap_or(Path::new("/"));
     let (anc, anc_fd) = nearest_existing_dir(parent).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             parent,
             what.clone(),
             format!(
@@ -327,7 +319,7 @@ fn check_destination(s: &SnapshotStep, src_fs: &[u8; 16]) -> Result<(), SnapErro
             .unwrap_or(false);
     if !same_fs {
         return Err(err(
-            "snapshot",
+            Step::Snapshot,
             &s.container,
             what,
             format!(
@@ -470,7 +462,7 @@ pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
         s.path().display()
     );
     let parent = make_dirs_nofollow(&parent_path).map_err(|e| {
-        err("snapshot", &parent_path, what.clone(), {
+        err(Step::Snapshot, &parent_path, what.clone(), {
             let h = hint(&e);
             format!("{}{h}", explain_nofollow(&parent_path, e))
         })
@@ -479,7 +471,7 @@ pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
         .container
         .file_name()
         .map(|n| n.to_owned())
-        .ok_or_else(|| err("snapshot", &s.container, what, "it has no file name"))?;
+        .ok_or_else(|| err(Step::Snapshot, &s.container, what, "it has no file name"))?;
     Ok(Destination {
         parent_path,
         parent,
@@ -589,7 +581,7 @@ pub fn create(
     );
     let fail = |e: io::Error| {
         err(
-            "snapshot",
+            Step::Snapshot,
             from_path,
             what.clone(),
             format!("{e}{}", hint(&e)),
@@ -633,7 +625,7 @@ pub fn mount(
     target: BorrowedFd<'_>,
 ) -> Result<Mount, SnapError> {
     let what = format!("cannot mount a snapshot on {}", path.display());
-    let fail = |e: io::Error| err("mount", path, what.clone(), e);
+    let fail = |e: io::Error| err(Step::Mount, path, what.clone(), e);
     let tree = open_tree(
         from,
         "",
@@ -670,7 +662,7 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
     let what = format!("cannot mount the snapshot of {}", inner.display());
     let rel = inner.strip_prefix(&outer.source).map_err(|_| {
         err(
-            "mount",
+            Step::Mount,
             inner,
             what.clone(),
             format!(
@@ -680,16 +672,9 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
             ),
         )
     })?;
-    openat2(
-        &outer.tree,
-        rel,
-        DIR_NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
-    )
-    .map_err(|e| {
+    btrfs::open_dir_beneath(outer.tree.as_fd(), rel, true).map_err(|e| {
         err(
-            "mount",
+            Step::Mount,
             inner,
             what,
             format!(
@@ -707,12 +692,12 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
 pub fn verify_paths(mounts: &[Mount]) -> Result<(), SnapError> {
     for m in mounts {
         let what = format!("{} no longer leads to its snapshot", m.source.display());
-        let want = fstat(&m.tree).map_err(|e| err("mount", &m.source, what.clone(), e))?;
+        let want = fstat(&m.tree).map_err(|e| err(Step::Mount, &m.source, what.clone(), e))?;
         let now = btrfs::open_dir_nofollow(&m.source)
             .and_then(|fd| Ok(fstat(&fd)?))
             .map_err(|e| {
                 err(
-                    "mount",
+                    Step::Mount,
                     &m.source,
                     what.clone(),
                     explain_nofollow(&m.source, e),
@@ -720,7 +705,7 @@ pub fn verify_paths(mounts: &[Mount]) -> Result<(), SnapError> {
             })?;
         if ident(&now) != ident(&want) {
             return Err(err(
-                "mount",
+                Step::Mount,
                 &m.source,
                 what,
                 "a directory on the way was renamed or replaced during the run; the backup was not started",

@@ -872,8 +872,8 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
         snap_b.display()
     ));
     out.assert_stderr_contains(&format!(
-        "igotchuu: recovery: cannot delete leftover snapshot {}: Operation not permitted (os error 1); it stays in the journal and the next run retries",
-        snap_a.display()
+        "igotchuu: error during recovery of {p}: cannot delete leftover snapshot {p}: Operation not permitted (os error 1); it stays in the journal and the next run retries",
+        p = snap_a.display()
     ));
     assert!(snap_a.exists() && snap_b.join("mine.txt").exists());
     let records = journal_records(&fx);
@@ -885,7 +885,7 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
     // This fixture has no repository, so the `restic unlock` that follows a crash fails: said
     // plainly, in restic's words, and no reason to fail the cleanup.
     out.assert_stderr_contains(
-        "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
+        "igotchuu: error during recovery of restic unlock: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
     );
     assert_eq!(
         out.stdout.trim(),
