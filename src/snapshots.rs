@@ -541,7 +541,8 @@ pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
     }
     Ok(Made::Created(Rc::new(Container {
         path: path.to_owned(),
-        parent: rustix::io::dup(&dest.parent)?,
+        // try_clone keeps close-on-exec (dup would not): restic must not inherit it.
+        parent: dest.parent.try_clone()?,
         fd,
         id: ident(&st),
     })))
