@@ -445,7 +445,11 @@ fn make_snapshot(
             taken.snapshots.push(snap);
             Ok(taken.snapshots.len() - 1)
         }
-        Err((e, snap)) => {
+        Err(f) => {
+            let snapshots::CreateFailed {
+                error: e,
+                made: snap,
+            } = *f;
             // Its record goes with its directory in cleanup.
             if let Some(s) = snap {
                 taken.snapshots.push(s);

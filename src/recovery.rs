@@ -158,7 +158,7 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
                     && st.st_mode & 0o7777 == 0o700
                     && rustix::fs::FileType::from_raw_mode(st.st_mode)
                         == rustix::fs::FileType::Directory
-                    && r.container_ino.is_none_or(|ino| ino == st.st_ino)
+                    && r.container_ino.map_or(true, |ino| ino == st.st_ino)
             }
             Err(_) => false,
         }

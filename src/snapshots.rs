@@ -565,6 +565,13 @@ impl Snapshot {
     }
 }
 
+/// A snapshot that could not be made, or made but not opened afterwards (`made`: it must still
+/// be deleted).
+pub struct CreateFailed {
+    pub error: SnapError,
+    pub made: Option<Snapshot>,
+}
+
 /// Creates the read-only snapshot of the subvolume `from` (at `from_path`) as `name` inside
 /// `container`. On failure after the ioctl succeeded, the snapshot is still returned (with
 /// `info: None`) so it gets deleted.
@@ -573,7 +580,7 @@ pub fn create(
     from_path: &Path,
     container: &Rc<Container>,
     name: &OsStr,
-) -> Result<Snapshot, (SnapError, Option<Snapshot>)> {
+) -> Result<Snapshot, Box<CreateFailed>> {
     let path = container.path.join(name);
     let what = format!(
         "cannot snapshot {} to {}",
@@ -589,7 +596,10 @@ pub fn create(
         )
     };
     if let Err(e) = btrfs::create_readonly_snapshot(from, &container.fd, name) {
-        return Err((fail(e), None));
+        return Err(Box::new(CreateFailed {
+            error: fail(e),
+            made: None,
+        }));
     }
     let opened = openat(&container.fd, name, DIR_NOFOLLOW, Mode::empty())
         .map_err(io::Error::from)
@@ -607,7 +617,10 @@ pub fn create(
             snap.fd = Some(fd);
             Ok(snap)
         }
-        Err(e) => Err((fail(e), Some(snap))),
+        Err(e) => Err(Box::new(CreateFailed {
+            error: fail(e),
+            made: Some(snap),
+        })),
     }
 }
 
