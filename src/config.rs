@@ -346,13 +346,9 @@ fn abs_path(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<PathBuf, Config
     Ok(p.components().collect())
 }
 
-fn validate(
-    ctx: &Ctx,
-    s: RawSettings,
-    profile: Option<&str>,
-    profile_names: Vec<String>,
-) -> Result<Config, ConfigError> {
-    let places: Vec<PathBuf> = match &s.places {
+/// `places`, absolute; the original's `/home` when not given.
+fn validate_places(ctx: &Ctx, s: &RawSettings) -> Result<Vec<PathBuf>, ConfigError> {
+    Ok(match &s.places {
         None => vec![PathBuf::from("/home")],
         Some(list) => {
             if list.get_ref().is_empty() {
@@ -368,9 +364,12 @@ fn validate(
                 .map(|(i, p)| abs_path(ctx, &format!("places[{i}]"), p))
                 .collect::<Result<_, _>>()?
         }
-    };
+    })
+}
 
-    let prefix = match &s.snapshot_prefix {
+/// `snapshot_prefix`, without a trailing slash.
+fn validate_prefix(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(match &s.snapshot_prefix {
         None => None,
         Some(v) => {
             let raw = v.get_ref();
@@ -385,8 +384,16 @@ fn validate(
             }
             Some(abs_path(ctx, "snapshot_prefix", v)?)
         }
-    };
+    })
+}
 
+/// `snapshot` (by default one per place): each source once, each destination once, never `/`.
+fn validate_snapshots(
+    ctx: &Ctx,
+    s: &RawSettings,
+    places: &[PathBuf],
+    prefix: &Option<PathBuf>,
+) -> Result<Vec<SnapshotSpec>, ConfigError> {
     // `snapshot` defaults to `places`: every place is snapshotted.
     let entries: Vec<(SnapshotEntry, Option<std::ops::Range<usize>>)> = match &s.snapshot {
         None => places
@@ -477,6 +484,18 @@ fn validate(
             destination_base,
         });
     }
+    Ok(snapshots)
+}
+
+fn validate(
+    ctx: &Ctx,
+    s: RawSettings,
+    profile: Option<&str>,
+    profile_names: Vec<String>,
+) -> Result<Config, ConfigError> {
+    let places = validate_places(ctx, &s)?;
+    let prefix = validate_prefix(ctx, &s)?;
+    let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
 
     let exec_before_snapshot = match &s.exec_before_snapshot {
         None => None,
