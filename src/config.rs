@@ -20,26 +20,48 @@ pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
 /// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
 pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSettings {
-    pub places: Option<Spanned<Vec<Spanned<String>>>>,
-    pub restic_args: Option<Vec<String>>,
-    pub restic_backup_args: Option<Vec<String>>,
-    pub exec_before_snapshot: Option<Spanned<Vec<String>>>,
+/// The config keys, listed once: this makes the struct serde reads, the list of key names the
+/// tests and docs check against, and the profile merge, so a new key cannot be forgotten in one
+/// of them.
+macro_rules! settings {
+    ($($(#[$attr:meta])* $key:ident: $ty:ty,)*) => {
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawSettings {
+            $($(#[$attr])* pub $key: Option<$ty>,)*
+            pub profiles: Option<BTreeMap<String, Spanned<RawSettings>>>,
+        }
+
+        /// Every key a settings table may hold (`profiles` only at the top level).
+        pub const KEYS: &[&str] = &[$(stringify!($key),)* "profiles"];
+
+        /// A profile's keys override the top level's, key by key.
+        fn merge(top: RawSettings, p: RawSettings) -> RawSettings {
+            RawSettings {
+                $($key: p.$key.or(top.$key),)*
+                profiles: None,
+            }
+        }
+    };
+}
+
+settings! {
+    places: Spanned<Vec<Spanned<String>>>,
+    restic_args: Vec<String>,
+    restic_backup_args: Vec<String>,
+    exec_before_snapshot: Spanned<Vec<String>>,
     /// Seconds after which a hanging `exec_before_snapshot` is killed (default 600; 0 = never).
-    pub exec_before_snapshot_timeout: Option<u64>,
-    pub snapshot_prefix: Option<Spanned<String>>,
-    pub snapshot: Option<Vec<Spanned<SnapshotEntry>>>,
-    pub repo: Option<Spanned<String>>,
-    pub repository_file: Option<Spanned<String>>,
-    pub password_file: Option<Spanned<String>>,
-    pub password_command: Option<Spanned<String>>,
-    pub progress_fps: Option<Spanned<f64>>,
-    pub cache_dir: Option<Spanned<String>>,
-    pub lock_file: Option<Spanned<String>>,
-    pub state_dir: Option<Spanned<String>>,
-    pub profiles: Option<BTreeMap<String, Spanned<RawSettings>>>,
+    exec_before_snapshot_timeout: u64,
+    snapshot_prefix: Spanned<String>,
+    snapshot: Vec<Spanned<SnapshotEntry>>,
+    repo: Spanned<String>,
+    repository_file: Spanned<String>,
+    password_file: Spanned<String>,
+    password_command: Spanned<String>,
+    progress_fps: Spanned<f64>,
+    cache_dir: Spanned<String>,
+    lock_file: Spanned<String>,
+    state_dir: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -257,29 +279,6 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Config, C
     from_raw(&ctx, raw, profile)
 }
 
-fn merge(top: RawSettings, p: RawSettings) -> RawSettings {
-    RawSettings {
-        places: p.places.or(top.places),
-        restic_args: p.restic_args.or(top.restic_args),
-        restic_backup_args: p.restic_backup_args.or(top.restic_backup_args),
-        exec_before_snapshot: p.exec_before_snapshot.or(top.exec_before_snapshot),
-        exec_before_snapshot_timeout: p
-            .exec_before_snapshot_timeout
-            .or(top.exec_before_snapshot_timeout),
-        snapshot_prefix: p.snapshot_prefix.or(top.snapshot_prefix),
-        snapshot: p.snapshot.or(top.snapshot),
-        repo: p.repo.or(top.repo),
-        repository_file: p.repository_file.or(top.repository_file),
-        password_file: p.password_file.or(top.password_file),
-        password_command: p.password_command.or(top.password_command),
-        progress_fps: p.progress_fps.or(top.progress_fps),
-        cache_dir: p.cache_dir.or(top.cache_dir),
-        lock_file: p.lock_file.or(top.lock_file),
-        state_dir: p.state_dir.or(top.state_dir),
-        profiles: None,
-    }
-}
-
 fn from_raw(ctx: &Ctx, mut raw: RawSettings, profile: Option<&str>) -> Result<Config, ConfigError> {
     let profiles = raw.profiles.take().unwrap_or_default();
     for (name, p) in &profiles {
@@ -347,13 +346,9 @@ fn abs_path(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<PathBuf, Config
     Ok(p.components().collect())
 }
 
-fn validate(
-    ctx: &Ctx,
-    s: RawSettings,
-    profile: Option<&str>,
-    profile_names: Vec<String>,
-) -> Result<Config, ConfigError> {
-    let places: Vec<PathBuf> = match &s.places {
+/// `places`, absolute; the original's `/home` when not given.
+fn validate_places(ctx: &Ctx, s: &RawSettings) -> Result<Vec<PathBuf>, ConfigError> {
+    Ok(match &s.places {
         None => vec![PathBuf::from("/home")],
         Some(list) => {
             if list.get_ref().is_empty() {
@@ -369,9 +364,12 @@ fn validate(
                 .map(|(i, p)| abs_path(ctx, &format!("places[{i}]"), p))
                 .collect::<Result<_, _>>()?
         }
-    };
+    })
+}
 
-    let prefix = match &s.snapshot_prefix {
+/// `snapshot_prefix`, without a trailing slash.
+fn validate_prefix(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(match &s.snapshot_prefix {
         None => None,
         Some(v) => {
             let raw = v.get_ref();
@@ -386,8 +384,16 @@ fn validate(
             }
             Some(abs_path(ctx, "snapshot_prefix", v)?)
         }
-    };
+    })
+}
 
+/// `snapshot` (by default one per place): each source once, each destination once, never `/`.
+fn validate_snapshots(
+    ctx: &Ctx,
+    s: &RawSettings,
+    places: &[PathBuf],
+    prefix: &Option<PathBuf>,
+) -> Result<Vec<SnapshotSpec>, ConfigError> {
     // `snapshot` defaults to `places`: every place is snapshotted.
     let entries: Vec<(SnapshotEntry, Option<std::ops::Range<usize>>)> = match &s.snapshot {
         None => places
@@ -478,6 +484,18 @@ fn validate(
             destination_base,
         });
     }
+    Ok(snapshots)
+}
+
+fn validate(
+    ctx: &Ctx,
+    s: RawSettings,
+    profile: Option<&str>,
+    profile_names: Vec<String>,
+) -> Result<Config, ConfigError> {
+    let places = validate_places(ctx, &s)?;
+    let prefix = validate_prefix(ctx, &s)?;
+    let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
 
     let exec_before_snapshot = match &s.exec_before_snapshot {
         None => None,
@@ -736,12 +754,7 @@ snapshot = [
         /// Nor on well-formed TOML with the real keys and values of the wrong shape or content.
         #[test]
         fn parse_never_panics_on_real_keys(
-            key in proptest::sample::select(vec![
-                "places", "restic_args", "restic_backup_args", "exec_before_snapshot",
-                "exec_before_snapshot_timeout", "snapshot_prefix", "snapshot", "repo",
-                "repository_file", "password_file", "password_command", "progress_fps",
-                "cache_dir", "lock_file", "state_dir", "profiles",
-            ]),
+            key in proptest::sample::select(KEYS.to_vec()),
             value in proptest::sample::select(vec![
                 "\"\"", "\"/\"", "\"/a/\"", "\"rel\"", "\"/a/../b\"", "[]", "[\"/\"]",
                 "[\"\", \"/x\"]", "[{ source = \"/a\" }, \"/a\"]", "0", "-1", "1e309",
@@ -795,30 +808,14 @@ snapshot = [
         let off = parse(file, text, Some("offsite")).expect("profile offsite loads");
         assert_ne!(off.repo, c.repo);
 
-        let keys = [
-            "places",
-            "restic_args",
-            "restic_backup_args",
-            "exec_before_snapshot",
-            "exec_before_snapshot_timeout",
-            "snapshot_prefix",
-            "snapshot",
-            "repo",
-            "repository_file",
-            "password_file",
-            "password_command",
-            "progress_fps",
-            "cache_dir",
-            "lock_file",
-            "state_dir",
-        ];
+        let keys = KEYS.iter().filter(|k| **k != "profiles");
         let assigned = |line: &str| -> Option<String> {
             let l = line.strip_prefix("# ").unwrap_or(line);
             let (k, _) = l.split_once(" = ")?;
             (!k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
                 .then(|| k.to_owned())
         };
-        for k in keys {
+        for &k in keys {
             assert!(
                 text.lines().any(|l| assigned(l).as_deref() == Some(k)),
                 "the example does not show key `{k}`"

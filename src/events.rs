@@ -65,16 +65,93 @@ pub struct Summary {
     pub dry_run: bool,
 }
 
+/// igotchuu's own steps, named as the D-Bus `Error` signal's `during` and the journal's
+/// IGOTCHUU_STEP name them. Clients match these words, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Setup,
+    ExecBeforeSnapshot,
+    Journal,
+    Recovery,
+    Snapshot,
+    Mount,
+    Restic,
+    Cleanup,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Setup => "setup",
+            Step::ExecBeforeSnapshot => "exec_before_snapshot",
+            Step::Journal => "journal",
+            Step::Recovery => "recovery",
+            Step::Snapshot => "snapshot",
+            Step::Mount => "mount",
+            Step::Restic => "restic",
+            Step::Cleanup => "cleanup",
+        }
+    }
+}
+
+/// Where an error happened: one of igotchuu's steps, or restic's own `during` of a file error
+/// ("scan", "archival", …), passed on as restic wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum During {
+    Step(Step),
+    Restic(String),
+}
+
+impl During {
+    pub fn as_str(&self) -> &str {
+        match self {
+            During::Step(s) => s.as_str(),
+            During::Restic(s) => s,
+        }
+    }
+}
+
 /// An error, from restic or from igotchuu itself. Field names follow the D-Bus `Error` signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorEvent {
     /// Readable text.
     pub error: String,
-    /// restic's `during` ("scan", "archival", …) or igotchuu's step ("exec_before_snapshot",
-    /// "snapshot", "mount", "restic", "cleanup", …).
-    pub during: String,
+    pub during: During,
     /// The path or command concerned; may be empty.
     pub item: String,
+}
+
+/// What `igotchuu cleanup` did with one journal record (or that there was none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleaned {
+    Nothing,
+    Removed(PathBuf),
+    /// Already gone; the record was dropped.
+    Forgot(PathBuf),
+    /// Could not tell whether it is there: the record is kept.
+    Kept(PathBuf, String),
+    /// Not igotchuu's: left alone, record dropped.
+    LeftAlone(PathBuf, String),
+    Failed(PathBuf, String),
+}
+
+impl Cleaned {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Cleaned::Kept(..) | Cleaned::Failed(..))
+    }
+}
+
+impl fmt::Display for Cleaned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cleaned::Nothing => write!(f, "nothing to clean up: the journal lists no snapshot"),
+            Cleaned::Removed(p) => write!(f, "removed {}", p.display()),
+            Cleaned::Forgot(p) => write!(f, "forgot {} (it no longer exists)", p.display()),
+            Cleaned::Kept(p, why) => write!(f, "kept {} ({why})", p.display()),
+            Cleaned::LeftAlone(p, why) => write!(f, "left alone {} ({why})", p.display()),
+            Cleaned::Failed(p, e) => write!(f, "FAILED {}: {e}", p.display()),
+        }
+    }
 }
 
 /// How a run ended.
@@ -135,6 +212,16 @@ pub enum Event {
     Started,
     Progress(Progress),
     Error(ErrorEvent),
+    /// Recovery repaired something an earlier run left (a snapshot removed, stale repository
+    /// locks removed). Not a failure; D-Bus clients see it as an `Error` with `during` =
+    /// "recovery", as they always have.
+    Recovered {
+        text: String,
+        /// The snapshot or command concerned.
+        item: String,
+    },
+    /// One entry of `igotchuu cleanup`'s listing.
+    Cleaned(Cleaned),
     /// A plain-text line restic printed (warnings, lock notes, ssh output); passed on, never fatal.
     ResticText(String),
     Summary(Summary),
@@ -172,11 +259,18 @@ impl Events {
         self.emit(Event::Warning(text.into()));
     }
 
-    pub fn error(&mut self, during: &str, item: &str, error: impl Into<String>) {
+    pub fn error(&mut self, step: Step, item: &str, error: impl Into<String>) {
         self.emit(Event::Error(ErrorEvent {
             error: error.into(),
-            during: during.to_owned(),
+            during: During::Step(step),
             item: item.to_owned(),
         }));
+    }
+
+    pub fn recovered(&mut self, item: &str, text: impl Into<String>) {
+        self.emit(Event::Recovered {
+            text: text.into(),
+            item: item.to_owned(),
+        });
     }
 }

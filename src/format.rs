@@ -2,7 +2,17 @@
 //! terminal, the journal and restic's own messages; a client of the D-Bus interface will want the
 //! same words.
 
-use crate::events::{Progress, Summary};
+use crate::events::{ErrorEvent, Progress, Summary};
+
+/// "error during <step> of <item>: <text>", as the terminal and the journal say it.
+pub fn error_line(e: &ErrorEvent) -> String {
+    let mut line = format!("error during {}", e.during.as_str());
+    if !e.item.is_empty() {
+        line.push_str(&format!(" of {}", e.item));
+    }
+    line.push_str(&format!(": {}", e.error));
+    line
+}
 
 /// How often, in percent, the non-terminal output reports progress.
 const TERSE_STEP_PERCENT: u64 = 5;

@@ -108,21 +108,10 @@ impl Journal {
             }
         }
         let lock_path = dir.join(".lock");
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&lock_path)?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                // Root's file in a root-only directory, but shown only as a plain PID all the same.
-                let mut content = String::new();
-                let _ = io::Read::read_to_string(&mut io::Read::take(&mut lock, 32), &mut content);
-                let who = match crate::lock::holder_pid(&content) {
+        let lock = match crate::lock::flock_or_holder(crate::lock::open_lock_file(&lock_path)?)? {
+            Ok(lock) => lock,
+            Err(holder) => {
+                let who = match holder {
                     Some(pid) => format!("another igotchuu run (PID {pid})"),
                     None => "another igotchuu run".to_owned(),
                 };
@@ -131,10 +120,7 @@ impl Journal {
                     dir.display()
                 )));
             }
-            Err(e) => return Err(e.into()),
-        }
-        lock.set_len(0)?;
-        writeln!(lock, "{}", std::process::id())?;
+        };
         Ok(Journal { dir, _lock: lock })
     }
 

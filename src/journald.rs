@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
-use crate::events::{Event, Listener, Outcome, Phase};
-use crate::format::{progress_line, summary_text, TerseProgress};
+use crate::events::{Event, Listener, Outcome, Phase, Step};
+use crate::format::{error_line, progress_line, summary_text, TerseProgress};
 use crate::sanitize;
 
 const SOCKET: &str = "/run/systemd/journal/socket";
@@ -128,18 +128,24 @@ impl Listener for JournalLog {
                     self.send(INFO, &progress_line(p), &[]);
                 }
             }
-            Event::Error(e) => {
-                let mut msg = format!("error during {}", e.during);
-                if !e.item.is_empty() {
-                    msg.push_str(&format!(" of {}", e.item));
-                }
-                msg.push_str(&format!(": {}", e.error));
-                let prio = if e.during == "recovery" { NOTICE } else { ERR };
-                self.send(
-                    prio,
-                    &msg,
-                    &[("IGOTCHUU_STEP", &e.during), ("IGOTCHUU_ITEM", &e.item)],
-                );
+            Event::Error(e) => self.send(
+                ERR,
+                &error_line(e),
+                &[
+                    ("IGOTCHUU_STEP", e.during.as_str()),
+                    ("IGOTCHUU_ITEM", &e.item),
+                ],
+            ),
+            Event::Recovered { text, item } => self.send(
+                NOTICE,
+                &format!("recovery: {text}"),
+                &[
+                    ("IGOTCHUU_STEP", Step::Recovery.as_str()),
+                    ("IGOTCHUU_ITEM", item),
+                ],
+            ),
+            Event::Cleaned(c) => {
+                self.send(if c.is_failure() { ERR } else { INFO }, &c.to_string(), &[])
             }
             Event::ResticText(t) => self.send(NOTICE, &format!("restic: {t}"), &[]),
             Event::Summary(s) => self.send_escaped(
@@ -215,7 +221,7 @@ mod tests {
         let name = "/d/x\x1b]0;TITLE\x07\x1b[2J\x1b[31mEVIL\nname";
         let d = sent(&[Event::Error(ErrorEvent {
             error: format!("read {name}: input/output error"),
-            during: "archival\x1b[2J".into(),
+            during: crate::events::During::Restic("archival\x1b[2J".into()),
             item: name.into(),
         })]);
         assert_eq!(d.len(), 1);

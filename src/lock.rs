@@ -69,22 +69,46 @@ pub fn acquire(path: &Path) -> Result<Lock, LockError> {
     lock_at(path, root)
 }
 
-fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
-    let io = |source| LockError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
+/// Opens (creating, 0600) a lock file, never through a symlink: the path is configurable and the
+/// file is truncated once locked (std already opens close-on-exec). Shared with the journal's
+/// own lock.
+pub fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        // The path is configurable and truncated below: never follow a link planted there
-        // (std already opens close-on-exec).
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
-        .map_err(io)?;
+}
+
+/// Takes `file`'s flock without waiting and writes this process's PID into it. When another
+/// process holds it, `Err` carries the PID the holder wrote, if the file names one (see
+/// [`holder_pid`]: what it says is never shown otherwise).
+pub fn flock_or_holder(mut file: File) -> std::io::Result<Result<File, Option<u32>>> {
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            // At most a PID's worth: a huge file must not cost memory.
+            let mut content = String::new();
+            let _ = (&mut file).take(32).read_to_string(&mut content);
+            return Ok(Err(holder_pid(&content)));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(Ok(file))
+}
+
+fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = open_lock_file(path).map_err(io)?;
     let st = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
     if root {
         // The very file opened: root's, written by nobody else, a regular file.
@@ -99,28 +123,16 @@ fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
             "it is not a regular file; remove it or set `lock_file` elsewhere",
         )));
     }
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-            // At most a PID's worth: a huge file must not cost memory.
-            let mut content = String::new();
-            let _ = (&mut file).take(32).read_to_string(&mut content);
-            return Err(match holder_pid(&content) {
-                Some(pid) => LockError::Held {
-                    path: path.to_owned(),
-                    pid,
-                },
-                None => LockError::HeldByUnknown {
-                    path: path.to_owned(),
-                },
-            });
-        }
-        Err(e) => return Err(io(e.into())),
+    match flock_or_holder(file).map_err(io)? {
+        Ok(file) => Ok(Lock { file }),
+        Err(Some(pid)) => Err(LockError::Held {
+            path: path.to_owned(),
+            pid,
+        }),
+        Err(None) => Err(LockError::HeldByUnknown {
+            path: path.to_owned(),
+        }),
     }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(Lock { file })
 }
 
 #[cfg(test)]

@@ -1,37 +1,11 @@
 //! igotchuu: consistent restic backups of a live Linux system from read-only btrfs snapshots.
 
-#[macro_use]
-mod out;
-
-mod args;
-mod btrfs;
-mod check;
-mod cli;
-mod config;
-mod dbus;
-mod events;
-mod exit;
-mod format;
-mod hook;
-mod journal;
-mod journald;
-mod lock;
-mod namespace;
-mod pipeline;
-mod plan;
-mod recovery;
-mod redact;
-mod restic;
-mod sanitize;
-mod snapshots;
-mod stop;
-mod terminal;
-mod trust;
+use igotchuu::*;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
-use crate::events::{Event, Events, Outcome};
+use igotchuu::cli::{Cli, Command};
+use igotchuu::events::{Event, Events, Outcome};
 
 fn main() {
     // The helper that keeps restic's output pipes open should igotchuu be killed is this same
@@ -193,7 +167,7 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
         let (stop_handle, mut stop) = stop::channel();
         if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
             let msg = format!("cannot install signal handlers: {e}");
-            events.error("setup", "", msg.clone());
+            events.error(events::Step::Setup, "", msg.clone());
             events.emit(Event::Finished(Outcome::Failed(msg)));
             return exit::IGOTCHUU_FAILED;
         }

@@ -10,6 +10,7 @@
 //! [`crate::sanitize::line`] by its renderer before it gets here.
 
 /// Like `eprintln!`, ignoring write errors; control characters other than `\n` escaped.
+#[macro_export]
 macro_rules! say_err {
     ($($t:tt)*) => {{
         use std::io::Write as _;
@@ -19,6 +20,7 @@ macro_rules! say_err {
 }
 
 /// Like `println!`, ignoring write errors; control characters other than `\n` escaped.
+#[macro_export]
 macro_rules! say_out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
@@ -28,6 +30,7 @@ macro_rules! say_out {
 }
 
 /// Like `print!`, ignoring write errors; control characters other than `\n` escaped.
+#[macro_export]
 macro_rules! say_out_raw {
     ($($t:tt)*) => {{
         use std::io::Write as _;

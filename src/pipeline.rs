@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::btrfs;
-use crate::events::{Event, Events, Outcome, Phase};
+use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
 use crate::journal::{Journal, Record};
@@ -88,7 +88,7 @@ async fn prepare(
                 return Err(Outcome::Interrupted);
             }
             let msg = format!("exec_before_snapshot `{item}` failed: {e}");
-            events.error("exec_before_snapshot", &item, msg.clone());
+            events.error(Step::ExecBeforeSnapshot, &item, msg.clone());
             return Err(Outcome::Failed(msg));
         }
     }
@@ -100,7 +100,7 @@ async fn prepare(
         let msg = format!(
             "cannot open the crash-recovery journal in {dir}: {e}; igotchuu records each snapshot there before creating it (set `state_dir` to a writable directory)"
         );
-        events.error("journal", &dir, msg.clone());
+        events.error(Step::Journal, &dir, msg.clone());
         Outcome::Failed(msg)
     })?;
     let found = recovery::recover(&journal, events);
@@ -116,30 +116,13 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
     let code = match prepare(plan, events, stop).await {
         Err(o) => exit::code_for(&o, true),
         Ok((_, found)) => {
-            let mut failed = false;
             if found.is_empty() {
-                say_out!("nothing to clean up: the journal lists no snapshot");
+                events.emit(Event::Cleaned(Cleaned::Nothing));
             }
             for f in &found {
-                match f {
-                    Found::Removed(r) => say_out!("removed {}", r.snapshot.display()),
-                    Found::AlreadyGone(r) => {
-                        say_out!("forgot {} (it no longer exists)", r.snapshot.display())
-                    }
-                    Found::Kept(r, why) => {
-                        failed = true;
-                        say_out!("kept {} ({why})", r.snapshot.display())
-                    }
-                    Found::NotOurs(r, why) => {
-                        say_out!("left alone {} ({why})", r.snapshot.display())
-                    }
-                    Found::Failed(p, e) => {
-                        failed = true;
-                        say_out!("FAILED {}: {e}", p.display())
-                    }
-                }
+                events.emit(Event::Cleaned(f.as_cleaned()));
             }
-            if failed {
+            if found.iter().any(|f| f.as_cleaned().is_failure()) {
                 exit::IGOTCHUU_FAILED
             } else {
                 exit::SUCCESS
@@ -234,7 +217,7 @@ async fn backup(
                 .and_then(|t| snapshots::mount(path, fd, std::os::fd::AsFd::as_fd(&t))),
             (None, Some(src)) => snapshots::mount(path, fd, src.fd()),
             (None, None) => Err(snapshots::SnapError {
-                during: "mount",
+                during: Step::Mount,
                 item: path.clone(),
                 what: format!("cannot mount a snapshot on {}", path.display()),
                 detail: "internal error: a nested subvolume without its parent's mount".into(),
@@ -264,7 +247,7 @@ async fn backup(
     )));
     match restic::run::run(&plan.restic, events, stop).await {
         Err(e) => {
-            events.error("restic", &plan.restic.program, e.to_string());
+            events.error(Step::Restic, &plan.restic.program, e.to_string());
             Outcome::Failed(e.to_string())
         }
         Ok(r) if r.interrupted => Outcome::Interrupted,
@@ -311,7 +294,7 @@ fn snapshot_one(
             failed(
                 events,
                 snapshots::SnapError {
-                    during: "snapshot",
+                    during: Step::Snapshot,
                     item: step.container.clone(),
                     what: format!(
                         "cannot choose a name for the snapshot of {}",
@@ -350,7 +333,7 @@ fn snapshot_one(
                 return Err(failed(
                     events,
                     snapshots::SnapError {
-                        during: "snapshot",
+                        during: Step::Snapshot,
                         item: step.source.clone(),
                         what: format!(
                             "cannot snapshot {} to {}",
@@ -367,7 +350,7 @@ fn snapshot_one(
         return Err(failed(
             events,
             snapshots::SnapError {
-                during: "snapshot",
+                during: Step::Snapshot,
                 item: step.container.clone(),
                 what: format!("cannot snapshot {}", step.source.display()),
                 detail: format!(
@@ -424,7 +407,7 @@ fn journal_failed(events: &mut Events, path: &Path, e: std::io::Error) -> Outcom
         "cannot record snapshot {} in the journal before creating it: {e}",
         path.display()
     );
-    events.error("journal", &path.display().to_string(), msg.clone());
+    events.error(Step::Journal, &path.display().to_string(), msg.clone());
     Outcome::Failed(msg)
 }
 
@@ -463,7 +446,11 @@ fn make_snapshot(
             taken.snapshots.push(snap);
             Ok(taken.snapshots.len() - 1)
         }
-        Err((e, snap)) => {
+        Err(f) => {
+            let snapshots::CreateFailed {
+                error: e,
+                made: snap,
+            } = *f;
             // Its record goes with its directory in cleanup.
             if let Some(s) = snap {
                 taken.snapshots.push(s);
@@ -484,7 +471,7 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
             Err(e) => {
                 ok = false;
                 events.error(
-                    "cleanup",
+                    Step::Cleanup,
                     &target.display().to_string(),
                     format!("cannot unmount the snapshot from {}: {e}", target.display()),
                 );
@@ -503,7 +490,7 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
                 // Its record stays; so does its directory (below), and the next run retries.
                 taken.records.retain(|r| r != &path);
                 events.error(
-                    "cleanup",
+                    Step::Cleanup,
                     &path.display().to_string(),
                     format!(
                         "cannot delete snapshot {}: {e}; it stays in the journal and the next run (or `igotchuu cleanup`) retries; by hand: `btrfs subvolume delete {}`",
@@ -544,7 +531,7 @@ fn cleanup(events: &mut Events, taken: &mut Taken) -> bool {
             Err(e) => {
                 ok = false;
                 events.error(
-                    "cleanup",
+                    Step::Cleanup,
                     &path.display().to_string(),
                     format!("cannot remove the directory {} that held this run's snapshots: {e}; the next run (or `igotchuu cleanup`) retries", path.display()),
                 );

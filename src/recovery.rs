@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::btrfs;
-use crate::events::Events;
+use crate::events::{Cleaned, Events, Step};
 use crate::journal::{Journal, Record};
 use crate::snapshots;
 
@@ -27,6 +27,17 @@ pub enum Found {
 impl Found {
     pub fn is_failure(&self) -> bool {
         matches!(self, Found::Failed(..))
+    }
+
+    /// As `igotchuu cleanup` lists it.
+    pub fn as_cleaned(&self) -> Cleaned {
+        match self {
+            Found::Removed(r) => Cleaned::Removed(r.snapshot.clone()),
+            Found::AlreadyGone(r) => Cleaned::Forgot(r.snapshot.clone()),
+            Found::NotOurs(r, why) => Cleaned::LeftAlone(r.snapshot.clone(), why.clone()),
+            Found::Kept(r, why) => Cleaned::Kept(r.snapshot.clone(), why.clone()),
+            Found::Failed(p, e) => Cleaned::Failed(p.clone(), e.clone()),
+        }
     }
 }
 
@@ -147,7 +158,7 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
                     && st.st_mode & 0o7777 == 0o700
                     && rustix::fs::FileType::from_raw_mode(st.st_mode)
                         == rustix::fs::FileType::Directory
-                    && r.container_ino.is_none_or(|ino| ino == st.st_ino)
+                    && r.container_ino.map_or(true, |ino| ino == st.st_ino)
             }
             Err(_) => false,
         }
@@ -178,6 +189,22 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
     }
 }
 
+/// Commits the btrfs transaction that deleted `r`'s snapshot, so the record is never gone while
+/// the snapshot could still come back after a crash (see snapshots::remove_container). On
+/// failure the record stays, and the next run finds the snapshot gone and drops it then.
+fn durable(r: &Record) -> bool {
+    let near = r
+        .container
+        .as_deref()
+        .and_then(Path::parent)
+        .or_else(|| r.snapshot.parent())
+        .unwrap_or(Path::new("/"));
+    btrfs::open_dir_nofollow(near)
+        .or_else(|_| btrfs::open_dir_nofollow(&r.source))
+        .and_then(|fd| Ok(rustix::fs::syncfs(&fd)?))
+        .is_ok()
+}
+
 /// Processes every journal entry and reports each on `events`. Returns what was found.
 pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
     let entries = match journal.entries() {
@@ -185,7 +212,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
         Err(e) => {
             let dir = journal.dir().display().to_string();
             events.error(
-                "recovery",
+                Step::Recovery,
                 &dir,
                 format!("cannot read the journal {dir}: {e}"),
             );
@@ -200,7 +227,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             Err(e) => {
                 // Kept: it may name a snapshot; an admin must look.
                 events.error(
-                    "recovery",
+                    Step::Recovery,
                     &file,
                     format!("unreadable journal record {file}: {e}; inspect it, delete the snapshot it names if any, then remove the file"),
                 );
@@ -231,14 +258,17 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
                 Some(Err(e)) => {
                     events.error(
-                        "recovery",
+                        Step::Recovery,
                         &path,
                         format!("{e}; the record is kept and the next run retries"),
                     );
                     out.push(Found::Failed(r.snapshot.clone(), e));
                 }
                 _ => {
-                    let _ = journal.remove_file(&entry.file);
+                    // find_moved may have just deleted it by id: durable before the record goes.
+                    if durable(&r) {
+                        let _ = journal.remove_file(&entry.file);
+                    }
                     out.push(Found::AlreadyGone(r));
                 }
             },
@@ -258,9 +288,10 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                         .map_or(Ok(()), |c| remove_container(&r, c))
                 }) {
                 Ok(()) => {
-                    let _ = journal.remove_file(&entry.file);
-                    events.error(
-                        "recovery",
+                    if durable(&r) {
+                        let _ = journal.remove_file(&entry.file);
+                    }
+                    events.recovered(
                         &path,
                         format!(
                             "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
@@ -273,7 +304,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 }
                 Err(e) => {
                     events.error(
-                        "recovery",
+                        Step::Recovery,
                         &path,
                         format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
                     );

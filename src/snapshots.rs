@@ -18,28 +18,26 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{
-    fchmod, fstat, lstat, mkdirat, openat, openat2, statat, AtFlags, Mode, OFlags, ResolveFlags,
-    Stat, CWD,
-};
+use rustix::fs::{fchmod, fstat, lstat, mkdirat, openat, statat, AtFlags, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 use rustix::mount::{move_mount, open_tree, unmount, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 use crate::btrfs::{self, SubvolInfo};
+use crate::events::Step;
 use crate::plan::{Plan, SnapshotStep};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct SnapError {
-    /// "snapshot" or "mount": the step, as the D-Bus `Error` signal's `during`.
-    pub during: &'static str,
+    /// Snapshot or Mount: the step, as the D-Bus `Error` signal's `during`.
+    pub during: Step,
     /// The path concerned.
     pub item: PathBuf,
     pub what: String,
     pub detail: String,
 }
 
-fn err(during: &'static str, item: &Path, what: String, detail: impl ToString) -> SnapError {
+fn err(during: Step, item: &Path, what: String, detail: impl ToString) -> SnapError {
     SnapError {
         during,
         item: item.to_owned(),
@@ -135,14 +133,7 @@ pub fn discover_nested(path: &Path, fd: BorrowedFd<'_>) -> io::Result<Vec<Nested
                 None => fd,
                 Some(i) => out[i].fd.as_fd(),
             };
-            let child = openat2(
-                pfd,
-                &c.path,
-                DIR_NOFOLLOW,
-                Mode::empty(),
-                ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
-            )
-            .map_err(|e| {
+            let child = btrfs::open_dir_beneath(pfd, &c.path, true).map_err(|e| {
                 io::Error::other(format!(
                     "cannot open the nested subvolume {} without following symlinks: {e}",
                     dir.join(&c.path).display()
@@ -238,7 +229,7 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
     let what = format!("cannot snapshot {}", src.display());
     let fd = btrfs::open_dir_nofollow(src).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             src,
             what.clone(),
             format!(
@@ -247,34 +238,35 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
             ),
         )
     })?;
-    let is_subvol = btrfs::is_subvolume(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let is_subvol =
+        btrfs::is_subvolume(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     if !is_subvol {
         let hint = if btrfs::is_btrfs(&fd).unwrap_or(false) {
             "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
         } else {
             "it is not on a btrfs filesystem; only btrfs subvolumes can be snapshotted"
         };
-        return Err(err("snapshot", src, what, hint));
+        return Err(err(Step::Snapshot, src, what, hint));
     }
     // By identity, not by name: a path that only leads to "/" through a rename must be refused
     // just the same (the config refuses the string "/").
-    let here = fstat(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-    let root =
-        statat(CWD, "/", AtFlags::empty()).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let here = fstat(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
+    let root = statat(CWD, "/", AtFlags::empty())
+        .map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     if ident(&here) == ident(&root) {
         return Err(err(
-            "snapshot",
+            Step::Snapshot,
             src,
             what,
             "it is the root directory /: mounting over / does not change what running processes see. Make the data a subvolume of its own (e.g. /home) and list that",
         ));
     }
-    let info = btrfs::subvol_info(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
-    let fs = btrfs::fs_uuid(&fd).map_err(|e| err("snapshot", src, what.clone(), e))?;
+    let info = btrfs::subvol_info(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
+    let fs = btrfs::fs_uuid(&fd).map_err(|e| err(Step::Snapshot, src, what.clone(), e))?;
     check_destination(s, &fs)?;
     let nested = discover_nested(src, fd.as_fd()).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             src,
             format!("cannot list the subvolumes nested in {}", src.display()),
             e,
@@ -311,7 +303,7 @@ fn check_destination(s: &SnapshotStep, src_fs: &[u8; 16]) -> Result<(), SnapErro
     let parent = s.container.parent().unwrap_or(Path::new("/"));
     let (anc, anc_fd) = nearest_existing_dir(parent).map_err(|e| {
         err(
-            "snapshot",
+            Step::Snapshot,
             parent,
             what.clone(),
             format!(
@@ -327,7 +319,7 @@ fn check_destination(s: &SnapshotStep, src_fs: &[u8; 16]) -> Result<(), SnapErro
             .unwrap_or(false);
     if !same_fs {
         return Err(err(
-            "snapshot",
+            Step::Snapshot,
             &s.container,
             what,
             format!(
@@ -470,7 +462,7 @@ pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
         s.path().display()
     );
     let parent = make_dirs_nofollow(&parent_path).map_err(|e| {
-        err("snapshot", &parent_path, what.clone(), {
+        err(Step::Snapshot, &parent_path, what.clone(), {
             let h = hint(&e);
             format!("{}{h}", explain_nofollow(&parent_path, e))
         })
@@ -479,7 +471,7 @@ pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
         .container
         .file_name()
         .map(|n| n.to_owned())
-        .ok_or_else(|| err("snapshot", &s.container, what, "it has no file name"))?;
+        .ok_or_else(|| err(Step::Snapshot, &s.container, what, "it has no file name"))?;
     Ok(Destination {
         parent_path,
         parent,
@@ -549,10 +541,8 @@ pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
     }
     Ok(Made::Created(Rc::new(Container {
         path: path.to_owned(),
-        // Close-on-exec like every other fd igotchuu holds (plain dup() drops the flag): restic,
-        // its drain helper and `restic unlock` must not inherit a directory on the snapshots'
-        // filesystem (tests/faults.rs sigkill_mid_upload_leaves_no_repository_lock).
-        parent: rustix::io::fcntl_dupfd_cloexec(&dest.parent, 0)?,
+        // try_clone keeps close-on-exec (dup would not): restic must not inherit it.
+        parent: dest.parent.try_clone()?,
         fd,
         id: ident(&st),
     })))
@@ -575,6 +565,13 @@ impl Snapshot {
     }
 }
 
+/// A snapshot that could not be made, or made but not opened afterwards (`made`: it must still
+/// be deleted).
+pub struct CreateFailed {
+    pub error: SnapError,
+    pub made: Option<Snapshot>,
+}
+
 /// Creates the read-only snapshot of the subvolume `from` (at `from_path`) as `name` inside
 /// `container`. On failure after the ioctl succeeded, the snapshot is still returned (with
 /// `info: None`) so it gets deleted.
@@ -583,7 +580,7 @@ pub fn create(
     from_path: &Path,
     container: &Rc<Container>,
     name: &OsStr,
-) -> Result<Snapshot, (SnapError, Option<Snapshot>)> {
+) -> Result<Snapshot, Box<CreateFailed>> {
     let path = container.path.join(name);
     let what = format!(
         "cannot snapshot {} to {}",
@@ -592,14 +589,17 @@ pub fn create(
     );
     let fail = |e: io::Error| {
         err(
-            "snapshot",
+            Step::Snapshot,
             from_path,
             what.clone(),
             format!("{e}{}", hint(&e)),
         )
     };
     if let Err(e) = btrfs::create_readonly_snapshot(from, &container.fd, name) {
-        return Err((fail(e), None));
+        return Err(Box::new(CreateFailed {
+            error: fail(e),
+            made: None,
+        }));
     }
     let opened = openat(&container.fd, name, DIR_NOFOLLOW, Mode::empty())
         .map_err(io::Error::from)
@@ -617,7 +617,10 @@ pub fn create(
             snap.fd = Some(fd);
             Ok(snap)
         }
-        Err(e) => Err((fail(e), Some(snap))),
+        Err(e) => Err(Box::new(CreateFailed {
+            error: fail(e),
+            made: Some(snap),
+        })),
     }
 }
 
@@ -636,7 +639,7 @@ pub fn mount(
     target: BorrowedFd<'_>,
 ) -> Result<Mount, SnapError> {
     let what = format!("cannot mount a snapshot on {}", path.display());
-    let fail = |e: io::Error| err("mount", path, what.clone(), e);
+    let fail = |e: io::Error| err(Step::Mount, path, what.clone(), e);
     let tree = open_tree(
         from,
         "",
@@ -673,7 +676,7 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
     let what = format!("cannot mount the snapshot of {}", inner.display());
     let rel = inner.strip_prefix(&outer.source).map_err(|_| {
         err(
-            "mount",
+            Step::Mount,
             inner,
             what.clone(),
             format!(
@@ -683,16 +686,9 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
             ),
         )
     })?;
-    openat2(
-        &outer.tree,
-        rel,
-        DIR_NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH,
-    )
-    .map_err(|e| {
+    btrfs::open_dir_beneath(outer.tree.as_fd(), rel, true).map_err(|e| {
         err(
-            "mount",
+            Step::Mount,
             inner,
             what,
             format!(
@@ -710,12 +706,12 @@ pub fn nested_target(outer: &Mount, inner: &Path) -> Result<OwnedFd, SnapError> 
 pub fn verify_paths(mounts: &[Mount]) -> Result<(), SnapError> {
     for m in mounts {
         let what = format!("{} no longer leads to its snapshot", m.source.display());
-        let want = fstat(&m.tree).map_err(|e| err("mount", &m.source, what.clone(), e))?;
+        let want = fstat(&m.tree).map_err(|e| err(Step::Mount, &m.source, what.clone(), e))?;
         let now = btrfs::open_dir_nofollow(&m.source)
             .and_then(|fd| Ok(fstat(&fd)?))
             .map_err(|e| {
                 err(
-                    "mount",
+                    Step::Mount,
                     &m.source,
                     what.clone(),
                     explain_nofollow(&m.source, e),
@@ -723,7 +719,7 @@ pub fn verify_paths(mounts: &[Mount]) -> Result<(), SnapError> {
             })?;
         if ident(&now) != ident(&want) {
             return Err(err(
-                "mount",
+                Step::Mount,
                 &m.source,
                 what,
                 "a directory on the way was renamed or replaced during the run; the backup was not started",
@@ -811,6 +807,10 @@ pub fn remove_container(c: Rc<Container>) -> io::Result<Deleted> {
     // rmdir removes only an empty directory: the worst a racing rename could make it remove is
     // an empty directory of the renamer's own, in a directory they can write anyway.
     rustix::fs::unlinkat(&c.parent, &name, AtFlags::REMOVEDIR)?;
+    // A snapshot's deletion is durable only once btrfs commits its transaction (up to 30 s
+    // later by default). The journal records go right after this: were they gone and the
+    // deletion not, a crash would bring back a snapshot nothing names. syncfs commits it.
+    rustix::fs::syncfs(&c.parent)?;
     Ok(out)
 }
 

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::{Event, Listener, Outcome, Phase, Progress};
-use crate::format::{progress_line, summary_text, TerseProgress};
+use crate::format::{error_line, progress_line, summary_text, TerseProgress};
 use crate::sanitize;
 
 pub struct Terminal {
@@ -99,16 +99,12 @@ impl Listener for Terminal {
                     self.say(&format!("igotchuu: {}", progress_line(p)));
                 }
             }
-            Event::Error(e) if e.during == "recovery" => {
-                self.say(&format!("igotchuu: recovery: {}", e.error));
-            }
-            Event::Error(e) => {
-                let mut line = format!("igotchuu: error during {}", e.during);
-                if !e.item.is_empty() {
-                    line.push_str(&format!(" of {}", e.item));
-                }
-                line.push_str(&format!(": {}", e.error));
-                self.say(&line);
+            Event::Recovered { text, .. } => self.say(&format!("igotchuu: recovery: {text}")),
+            Event::Error(e) => self.say(&format!("igotchuu: {}", error_line(e))),
+            Event::Cleaned(c) => {
+                // The listing `igotchuu cleanup` was asked for: stdout, not the log.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", sanitize::line(&c.to_string()));
             }
             Event::ResticText(t) => self.say(&format!("restic: {t}")),
             Event::Summary(s) => {

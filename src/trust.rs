@@ -265,7 +265,21 @@ pub fn check_place(path: &Path, place: &'static Place) -> Result<(), Refused> {
             FileType::RegularFile if last && !place.dir => None,
             _ => Some(Fault::WrongType),
         };
-        if let Some(fault) = wrong_type.or_else(|| fault(st.st_uid, st.st_mode)) {
+        let fault = wrong_type
+            .or_else(|| fault(st.st_uid, st.st_mode))
+            .filter(|f| {
+                // A sticky directory (/tmp) keeps everyone but the owner from renaming or removing
+                // an entry: a root-owned directory or file already in it cannot be taken or
+                // replaced (mktemp -d under /tmp is fine). A name not there yet could be taken
+                // first, so that is still refused.
+                !(*f == Fault::Sticky
+                    && !last
+                    && rustix::fs::statat(&fd, &names[i], rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|n| {
+                            n.st_uid == 0 && FileType::from_raw_mode(n.st_mode) != FileType::Symlink
+                        }))
+            });
+        if let Some(fault) = fault {
             return Err(refused(Why::Fault {
                 at,
                 fault,
@@ -392,6 +406,21 @@ mod tests {
             .to_string();
         assert!(e.contains("any user can create state there"), "{e}");
         assert!(e.contains("such as /var/lib/igotchuu (the default)"), "{e}");
+
+        // A root-owned directory already in the sticky one (what `mktemp -d` makes under /tmp)
+        // cannot be taken or replaced by anyone else: accepted. One owned by a user is not.
+        let mine = sticky.join("root-only");
+        std::fs::create_dir(&mine).expect("mkdir");
+        chmod(&mine, 0o700);
+        check_place(&mine.join("igotchuu.lock"), &LOCK_FILE)
+            .expect("a root-owned directory in /tmp");
+        let theirs = sticky.join("users");
+        std::fs::create_dir(&theirs).expect("mkdir");
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+        let e = check_place(&theirs.join("igotchuu.lock"), &LOCK_FILE)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("writable by everyone"), "{e}");
 
         // Group-writable, not root's, a link on the way, a file where a directory must be.
         chmod(&sticky, 0o775);

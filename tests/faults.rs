@@ -491,6 +491,22 @@ fn wait_until_uploading(fx: &Fixture, mut run: Running) -> (Running, Proc) {
     (run, restic)
 }
 
+/// A backup of a 6 MiB file at a 1 KiB/s upload limit, returned once the real restic uploads.
+fn start_uploading(fx: &Fixture) -> (Running, Proc, PathBuf) {
+    let data = subvolume_with_files(fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let run = fx
+        .igotchuu()
+        .args([
+            "-c",
+            slow_upload_config(fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(fx, run);
+    (run, restic, data)
+}
+
 /// Continues a process stopped with SIGSTOP when dropped, so a failing test leaves none stopped.
 struct Held(Proc);
 
@@ -510,17 +526,7 @@ impl Drop for Held {
 #[test]
 fn sigkill_mid_upload_leaves_no_repository_lock() {
     let Some(fx) = Fixture::new() else { return };
-    let data = subvolume_with_files(&fx, "data", 3);
-    fx.write_file("data/big.bin", noise(6 << 20));
-    let run = fx
-        .igotchuu()
-        .args([
-            "-c",
-            slow_upload_config(&fx, &data).to_str().unwrap(),
-            "backup",
-        ])
-        .spawn();
-    let (run, restic) = wait_until_uploading(&fx, run);
+    let (run, restic, data) = start_uploading(&fx);
     // The helper that outlives igotchuu holds nothing of igotchuu's: an orphan holding the run's
     // lock or the journal's would block the next run.
     let helper = children_named(run.pid(), "igotchuu-drain");
@@ -659,17 +665,7 @@ fn after_a_crash_cleanup_and_the_next_backup_remove_restics_stale_lock() {
 #[test]
 fn restic_killed_mid_upload_has_its_lock_removed_by_igotchuu() {
     let Some(fx) = Fixture::new() else { return };
-    let data = subvolume_with_files(&fx, "data", 3);
-    fx.write_file("data/big.bin", noise(6 << 20));
-    let run = fx
-        .igotchuu()
-        .args([
-            "-c",
-            slow_upload_config(&fx, &data).to_str().unwrap(),
-            "backup",
-        ])
-        .spawn();
-    let (run, restic) = wait_until_uploading(&fx, run);
+    let (run, restic, _) = start_uploading(&fx);
     kill(restic.pid, Signal::KILL);
     let out = run.wait(RUN_TIMEOUT);
     out.assert_code(137);
@@ -872,8 +868,8 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
         snap_b.display()
     ));
     out.assert_stderr_contains(&format!(
-        "igotchuu: recovery: cannot delete leftover snapshot {}: Operation not permitted (os error 1); it stays in the journal and the next run retries",
-        snap_a.display()
+        "igotchuu: error during recovery of {p}: cannot delete leftover snapshot {p}: Operation not permitted (os error 1); it stays in the journal and the next run retries",
+        p = snap_a.display()
     ));
     assert!(snap_a.exists() && snap_b.join("mine.txt").exists());
     let records = journal_records(&fx);
@@ -885,7 +881,7 @@ fn cleanup_subcommand_removes_only_what_crashed_runs_left_and_lists_it() {
     // This fixture has no repository, so the `restic unlock` that follows a crash fails: said
     // plainly, in restic's words, and no reason to fail the cleanup.
     out.assert_stderr_contains(
-        "igotchuu: recovery: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
+        "igotchuu: error during recovery of restic unlock: an earlier run did not finish, so its restic may have left a lock in the repository, and `restic unlock` failed: Fatal: Please specify repository location",
     );
     assert_eq!(
         out.stdout.trim(),

@@ -1675,7 +1675,9 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         (
             "igotchuu.service",
             "[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=CAP_SYS_ADMIN CAP_FOWNER",
-            "/home/alice",
+            // Without CAP_DAC_READ_SEARCH root cannot enter bob's 0700 subvolume nested in /home,
+            // so igotchuu cannot snapshot it (and restic could not read alice's files).
+            "cannot open the nested subvolume /home/bob without following symlinks: Permission denied",
         ),
         (
             "igotchuu@bob.service",

@@ -67,12 +67,19 @@ impl events::Listener for Signals {
             Event::Phase(p) => Msg::Phase(*p),
             Event::Started => Msg::Started,
             Event::Error(e) => Msg::Error(e.clone()),
+            // Clients have always learnt of recovery through `Error` (during "recovery").
+            Event::Recovered { text, item } => Msg::Error(ErrorEvent {
+                error: text.clone(),
+                during: events::During::Step(events::Step::Recovery),
+                item: item.clone(),
+            }),
             Event::Summary(s) => Msg::Summary(s.clone()),
             Event::Finished(o) => Msg::Finished(o.as_str()),
             // Not part of the interface: the terminal and the journal show these.
             Event::Step(_)
             | Event::SnapshotStep { .. }
             | Event::Warning(_)
+            | Event::Cleaned(_)
             | Event::ResticText(_) => return,
         };
         if !matches!(msg, Msg::Progress(_)) {
@@ -136,7 +143,7 @@ async fn send(iface: &InterfaceRef<Igotchuu>, msg: Msg) -> zbus::Result<()> {
             iface.get_mut().await.progress = p;
             properties_changed(emitter, changed).await
         }
-        Msg::Error(e) => Igotchuu::error(emitter, &e.error, &e.during, &e.item).await,
+        Msg::Error(e) => Igotchuu::error(emitter, &e.error, e.during.as_str(), &e.item).await,
         Msg::Summary(s) => {
             Igotchuu::backup_complete(
                 emitter,
@@ -224,7 +231,7 @@ mod tests {
         }
         l.on_event(&Event::Error(ErrorEvent {
             error: "e".into(),
-            during: "archival".into(),
+            during: events::During::Restic("archival".into()),
             item: "/x".into(),
         }));
         l.on_event(&Event::Progress(progress(4)));

@@ -5,7 +5,7 @@
 //! fed restic's real output, captured in tests/fixtures/restic, without starting anything.
 
 use super::parse::{parse_line, Line};
-use crate::events::{ErrorEvent, Event};
+use crate::events::{During, ErrorEvent, Event, Step};
 
 /// restic's output so far, as far as the verdict needs it.
 #[derive(Debug, Default)]
@@ -37,7 +37,7 @@ pub fn parse_raw(raw: &[u8]) -> Option<Line> {
 fn restic_error(error: String) -> Event {
     Event::Error(ErrorEvent {
         error,
-        during: "restic".into(),
+        during: During::Step(Step::Restic),
         item: String::new(),
     })
 }
@@ -135,7 +135,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                Event::Error(e) => Some((e.during.clone(), e.error.clone())),
+                Event::Error(e) => Some((e.during.as_str().to_owned(), e.error.clone())),
                 _ => None,
             })
             .collect()

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::events::{ErrorEvent, Progress, Summary};
+use crate::events::{During, ErrorEvent, Progress, Summary};
 
 /// One line of restic output, classified.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +88,7 @@ fn parse_object(obj: &Map<String, Value>, raw: &str) -> Line {
         Some("summary") => Line::Summary(summary(obj)),
         Some("error") => Line::Error(ErrorEvent {
             error: error_text(obj.get("error")),
-            during: text_field(obj, "during"),
+            during: During::Restic(text_field(obj, "during")),
             item: text_field(obj, "item"),
         }),
         Some("exit_error") => Line::ExitError {
@@ -383,7 +383,7 @@ mod tests {
     fn err(error: &str, during: &str, item: &str) -> ErrorEvent {
         ErrorEvent {
             error: error.into(),
-            during: during.into(),
+            during: During::Restic(during.into()),
             item: item.into(),
         }
     }

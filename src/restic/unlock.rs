@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::events::Events;
+use crate::events::{Events, Step};
 use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
@@ -84,7 +84,7 @@ pub async fn after_killed_restic(cmd: &ResticCommand, events: &mut Events, how: 
             "{how}; removed the repository lock it left with `{shown}`"
         )),
         Err(why) => events.error(
-            "restic",
+            Step::Restic,
             &shown,
             format!("{how} and `{shown}` could not remove its stale lock: {why}; run it by hand before the next `restic check` or `restic prune`"),
         ),
@@ -106,14 +106,13 @@ pub async fn after_crash(cmd: &ResticCommand, events: &mut Events, stop: &mut St
             } else {
                 format!(" (restic: {said})")
             };
-            events.error(
-                "recovery",
+            events.recovered(
                 &shown,
                 format!("{what}: ran `{shown}` to remove stale ones{said}"),
             );
         }
         Err(why) => events.error(
-            "recovery",
+            Step::Recovery,
             &shown,
             format!("{what}, and `{shown}` failed: {why}; a stale lock makes `restic check` and `restic prune` refuse to run: run `{shown}` by hand"),
         ),

@@ -1,0 +1,31 @@
+//! igotchuu as a library: the whole tool but `main`, so the integration tests (and a future
+//! daemon or client crate) can call the config loader, the plan and the formatters in-process,
+//! without root and without the binary.
+
+#[macro_use]
+pub mod out;
+
+pub mod args;
+pub mod btrfs;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod dbus;
+pub mod events;
+pub mod exit;
+pub mod format;
+pub mod hook;
+pub mod journal;
+pub mod journald;
+pub mod lock;
+pub mod namespace;
+pub mod pipeline;
+pub mod plan;
+pub mod recovery;
+pub mod redact;
+pub mod restic;
+pub mod sanitize;
+pub mod snapshots;
+pub mod stop;
+pub mod terminal;
+pub mod trust;
