@@ -123,16 +123,19 @@ fn check_sources(r: &mut Report, plan: &Plan) {
     // problem is listed.
     for s in &plan.snapshots {
         match snapshots::resolve(s) {
-            Ok(_) => r.ok(format!(
-                "{} is a btrfs subvolume; its snapshot can go to {}",
-                s.source.display(),
-                s.container.parent().unwrap_or(Path::new("/")).display()
-            )),
+            Ok(src) => {
+                r.ok(format!(
+                    "{} is a btrfs subvolume; its snapshot can go to {}",
+                    s.source.display(),
+                    s.container.parent().unwrap_or(Path::new("/")).display()
+                ));
+                // resolve found them already: no second lookup.
+                for n in &src.nested {
+                    say_out!("info: {}", snapshots::describe(plan, n));
+                }
+            }
             Err(e) => r.fail(e),
         }
-    }
-    for n in snapshots::describe_nested(plan) {
-        say_out!("info: {n}");
     }
     for w in snapshots::path_warnings(plan) {
         say_out!("warn: {w}");

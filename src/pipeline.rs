@@ -182,11 +182,9 @@ async fn backup(
                 snapshots::NestedAction::MountLive => {
                     jobs.push((n.path.clone(), MountFrom::Live(i, n_i)))
                 }
-                snapshots::NestedAction::SkippedOneFileSystem => events.warning(format!(
-                    "nested subvolume {}: {}",
-                    n.path.display(),
-                    snapshots::skipped_hint(&n.path)
-                )),
+                snapshots::NestedAction::SkippedOneFileSystem => {
+                    events.warning(snapshots::describe(plan, n))
+                }
                 snapshots::NestedAction::Listed => {}
             }
         }

@@ -25,6 +25,7 @@ use rustix::mount::{move_mount, open_tree, unmount, MoveMountFlags, OpenTreeFlag
 use crate::btrfs::{self, SubvolInfo};
 use crate::events::Step;
 use crate::plan::{Plan, SnapshotStep};
+use crate::trust;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {detail}")]
@@ -161,38 +162,35 @@ pub fn discover_nested(path: &Path, fd: BorrowedFd<'_>) -> io::Result<Vec<Nested
 pub fn describe_nested(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     for s in &plan.snapshots {
-        let found = btrfs::open_dir_nofollow(&s.source)
-            .and_then(|fd| discover_nested(&s.source, fd.as_fd()));
-        match found {
+        match btrfs::open_dir_nofollow(&s.source)
+            .and_then(|fd| discover_nested(&s.source, fd.as_fd()))
+        {
             Err(e) => out.push(format!(
                 "{}: cannot list its nested subvolumes here ({e})",
                 s.source.display()
             )),
-            Ok(list) => {
-                for n in &list {
-                    let what = match nested_action(plan, n) {
-                        NestedAction::Snapshot => {
-                            "writable: snapshotted with its parent and mounted on its placeholder"
-                                .to_owned()
-                        }
-                        NestedAction::MountLive => {
-                            "read-only: mounted as it is on its placeholder".to_owned()
-                        }
-                        NestedAction::SkippedOneFileSystem => skipped_hint(&n.path),
-                        NestedAction::Listed => {
-                            "listed in the config: snapshotted as its own entry".to_owned()
-                        }
-                    };
-                    out.push(format!("nested subvolume {}: {what}", n.path.display()));
-                }
-            }
+            Ok(list) => out.extend(list.iter().map(|n| describe(plan, n))),
         }
     }
     out
 }
 
+/// One nested subvolume and what a run does with it, as `--dry-run`, `check` and the run's
+/// warning (under `--one-file-system`) say it.
+pub fn describe(plan: &Plan, n: &Nested) -> String {
+    let what = match nested_action(plan, n) {
+        NestedAction::Snapshot => {
+            "writable: snapshotted with its parent and mounted on its placeholder".to_owned()
+        }
+        NestedAction::MountLive => "read-only: mounted as it is on its placeholder".to_owned(),
+        NestedAction::SkippedOneFileSystem => skipped_hint(&n.path),
+        NestedAction::Listed => "listed in the config: snapshotted as its own entry".to_owned(),
+    };
+    format!("nested subvolume {}: {what}", n.path.display())
+}
+
 /// What `--one-file-system` does to a nested subvolume, and how to include it.
-pub fn skipped_hint(p: &Path) -> String {
+fn skipped_hint(p: &Path) -> String {
     format!(
         "restic runs with --one-file-system and skips it, as it would on the live system; list {} in `places` to back it up",
         p.display()
@@ -348,15 +346,11 @@ pub fn replaceable_by_others(path: &Path) -> Option<String> {
     while let Some(e) = entry {
         let Some(dir) = e.parent() else { break };
         if let (Ok(d), Ok(st)) = (lstat(dir), lstat(e)) {
-            let mode = d.st_mode & 0o7777;
-            let sticky_protects = mode & 0o1000 != 0 && st.st_uid == 0;
-            if d.st_uid != 0 || (mode & 0o022 != 0 && !sticky_protects) {
-                return Some(format!(
-                    "{} (owner uid {}, mode {:o})",
-                    dir.display(),
-                    d.st_uid,
-                    mode
-                ));
+            // trust.rs's rule, with its exception: the sticky bit protects a root-owned entry.
+            match trust::fault(d.st_uid, d.st_mode) {
+                None => {}
+                Some(trust::Fault::Sticky) if st.st_uid == 0 => {}
+                Some(_) => return Some(described(dir, &d)),
             }
         }
         entry = Some(dir);
@@ -368,15 +362,16 @@ pub fn replaceable_by_others(path: &Path) -> Option<String> {
 /// the names igotchuu would use there.
 fn open_to_others(dir: &Path) -> Option<String> {
     let d = lstat(dir).ok()?;
-    let mode = d.st_mode & 0o7777;
-    (d.st_uid != 0 || mode & 0o022 != 0).then(|| {
-        format!(
-            "{} (owner uid {}, mode {:o})",
-            dir.display(),
-            d.st_uid,
-            mode
-        )
-    })
+    trust::fault(d.st_uid, d.st_mode).map(|_| described(dir, &d))
+}
+
+fn described(dir: &Path, st: &Stat) -> String {
+    format!(
+        "{} (owner uid {}, mode {:o})",
+        dir.display(),
+        st.st_uid,
+        st.st_mode & 0o7777
+    )
 }
 
 /// Warnings about paths through directories that other users can write: igotchuu is safe there
