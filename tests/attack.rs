@@ -582,17 +582,14 @@ fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn time_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// `2026-11-29T12:00:00Z` for a Unix time, as igotchuu names snapshots.
 fn utc(t: i64) -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .expect("a time in range")
+        .format(&fmt)
+        .expect("formattable")
 }
