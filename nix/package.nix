@@ -4,11 +4,13 @@
 { lib, rustPlatform, installShellFiles }:
 
 let
-  cargoToml = lib.importTOML ../Cargo.toml;
+  # A Cargo workspace: the version is the workspace's, the description the tool crate's.
+  workspaceToml = lib.importTOML ../Cargo.toml;
+  cargoToml = lib.importTOML ../crates/igotchuu/Cargo.toml;
 in
 rustPlatform.buildRustPackage {
   pname = "igotchuu";
-  inherit (cargoToml.package) version;
+  inherit (workspaceToml.workspace.package) version;
 
   src = lib.fileset.toSource {
     root = ../.;
@@ -16,10 +18,8 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../README.md
-      ../src
+      ../crates
       ../dist
-      ../tests
-      (lib.fileset.maybeMissing ../build.rs)
     ];
   };
 
@@ -30,6 +30,8 @@ rustPlatform.buildRustPackage {
   # Unit tests only: the integration tests need root, loop devices, btrfs and restic, none of
   # which the build sandbox has.
   cargoTestFlags = [ "--bins" ];
+  # The tool only; the desktop monitor is packages.monitor.
+  cargoBuildFlags = [ "-p" "igotchuu" ];
 
   postInstall = ''
     install -Dm644 dist/dbus-1/system.d/com.nyantec.IGotChuu.conf \

@@ -16,7 +16,8 @@ fn the_quick_start_demo_passes() {
         common::cannot_run("scripts/demo needs root (loop devices, btrfs, namespaces)");
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
+    // The workspace root: this crate lives in crates/igotchuu.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let out = Command::new("bash")
         .arg(format!("{root}/scripts/demo"))
         .current_dir(root)

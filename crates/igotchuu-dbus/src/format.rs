@@ -2,7 +2,7 @@
 //! terminal, the journal and restic's own messages; a client of the D-Bus interface will want the
 //! same words.
 
-use crate::events::{ErrorEvent, Progress, Summary};
+use crate::types::{ErrorEvent, Progress, Summary};
 
 /// "error during <step> of <item>: <text>", as the terminal and the journal say it.
 pub fn error_line(e: &ErrorEvent) -> String {

@@ -278,7 +278,7 @@ impl Bus {
             Policy::Shipped => format!(
                 "<include>{}</include>",
                 Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
+                    .join("../../dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
                     .display()
             ),
             Policy::LetsEveryoneCall => format!(

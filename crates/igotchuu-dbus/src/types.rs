@@ -1,10 +1,8 @@
-//! The one typed stream of things that happen during a run.
-//!
-//! The pipeline is the only producer and owns the order; the terminal and D-Bus are listeners that
-//! render what they are handed. Nothing here knows about restic's JSON or D-Bus types.
+//! The typed values of a run, shared by the tool (which produces them) and its clients (which
+//! receive them over D-Bus): where a run is, restic's progress and summary, igotchuu's steps, and
+//! how a run ended. The strings each maps to are the D-Bus interface's words and never change.
 
 use std::fmt;
-use std::path::PathBuf;
 
 /// Where a run is. Published as the D-Bus `State` property and shown with `-v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +23,20 @@ impl Phase {
             Phase::BackingUp => "backing-up",
             Phase::CleaningUp => "cleaning-up",
         }
+    }
+
+    /// The `State` property's word back to its phase; `None` for a word this version does not
+    /// know (a newer server), which a client shows as it is.
+    pub fn parse(word: &str) -> Option<Phase> {
+        [
+            Phase::Idle,
+            Phase::Preparing,
+            Phase::Snapshotting,
+            Phase::BackingUp,
+            Phase::CleaningUp,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == word)
     }
 }
 
@@ -121,39 +133,6 @@ pub struct ErrorEvent {
     pub item: String,
 }
 
-/// What `igotchuu cleanup` did with one journal record (or that there was none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cleaned {
-    Nothing,
-    Removed(PathBuf),
-    /// Already gone; the record was dropped.
-    Forgot(PathBuf),
-    /// Could not tell whether it is there: the record is kept.
-    Kept(PathBuf, String),
-    /// Not igotchuu's: left alone, record dropped.
-    LeftAlone(PathBuf, String),
-    Failed(PathBuf, String),
-}
-
-impl Cleaned {
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Cleaned::Kept(..) | Cleaned::Failed(..))
-    }
-}
-
-impl fmt::Display for Cleaned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cleaned::Nothing => write!(f, "nothing to clean up: the journal lists no snapshot"),
-            Cleaned::Removed(p) => write!(f, "removed {}", p.display()),
-            Cleaned::Forgot(p) => write!(f, "forgot {} (it no longer exists)", p.display()),
-            Cleaned::Kept(p, why) => write!(f, "kept {} ({why})", p.display()),
-            Cleaned::LeftAlone(p, why) => write!(f, "left alone {} ({why})", p.display()),
-            Cleaned::Failed(p, e) => write!(f, "FAILED {}: {e}", p.display()),
-        }
-    }
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -167,13 +146,69 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The word clients see, without the details.
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Success => "success",
-            Outcome::ResticFailed(3) => "partial",
-            Outcome::ResticFailed(_) => "restic-failed",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Failed(_) => "failed",
+            Outcome::Success => OutcomeKind::Success,
+            Outcome::ResticFailed(3) => OutcomeKind::Partial,
+            Outcome::ResticFailed(_) => OutcomeKind::ResticFailed,
+            Outcome::Interrupted => OutcomeKind::Interrupted,
+            Outcome::Failed(_) => OutcomeKind::Failed,
         }
+    }
+}
+
+/// How a run ended, as the `LastOutcome` property and the status file say it. `Crashed` is never
+/// sent by a run itself: the next run's recovery (or the daemon, when its child died) records it
+/// for a run that could not say how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    Success,
+    Partial,
+    ResticFailed,
+    Interrupted,
+    Failed,
+    Crashed,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 6] = [
+        OutcomeKind::Success,
+        OutcomeKind::Partial,
+        OutcomeKind::ResticFailed,
+        OutcomeKind::Interrupted,
+        OutcomeKind::Failed,
+        OutcomeKind::Crashed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Success => "success",
+            OutcomeKind::Partial => "partial",
+            OutcomeKind::ResticFailed => "restic-failed",
+            OutcomeKind::Interrupted => "interrupted",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Crashed => "crashed",
+        }
+    }
+
+    /// `LastOutcome`'s word back to its kind; `None` for "" (no run yet) or an unknown word.
+    pub fn parse(word: &str) -> Option<OutcomeKind> {
+        OutcomeKind::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+
+    /// Whether the backup it describes can be relied on in full.
+    pub fn is_success(self) -> bool {
+        self == OutcomeKind::Success
+    }
+}
+
+impl fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -191,86 +226,5 @@ impl fmt::Display for Outcome {
             Outcome::Interrupted => write!(f, "interrupted"),
             Outcome::Failed(why) => write!(f, "failed: {why}"),
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The run moved to another phase.
-    Phase(Phase),
-    /// A step of the plan, for `-v` and the journal ("created snapshot /home-… of /home").
-    Step(String),
-    /// A step that concerns one snapshot (created, mounted, unmounted, deleted), so the journal
-    /// can carry the path as a field of its own.
-    SnapshotStep {
-        text: String,
-        snapshot: PathBuf,
-    },
-    /// Something that works but that the user should know; always shown.
-    Warning(String),
-    /// restic is running (D-Bus `BackupStarted`).
-    Started,
-    Progress(Progress),
-    Error(ErrorEvent),
-    /// Recovery repaired something an earlier run left (a snapshot removed, stale repository
-    /// locks removed). Not a failure; D-Bus clients see it as an `Error` with `during` =
-    /// "recovery", as they always have.
-    Recovered {
-        text: String,
-        /// The snapshot or command concerned.
-        item: String,
-    },
-    /// One entry of `igotchuu cleanup`'s listing.
-    Cleaned(Cleaned),
-    /// A plain-text line restic printed (warnings, lock notes, ssh output); passed on, never fatal.
-    ResticText(String),
-    Summary(Summary),
-    Finished(Outcome),
-}
-
-/// Something that renders events. Called synchronously, in order, from the pipeline; a listener
-/// that needs to do slow work (D-Bus) must hand it off and return at once.
-pub trait Listener {
-    fn on_event(&mut self, event: &Event);
-}
-
-/// The fan-out point the pipeline publishes to.
-#[derive(Default)]
-pub struct Events {
-    listeners: Vec<Box<dyn Listener>>,
-}
-
-impl Events {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn subscribe(&mut self, listener: Box<dyn Listener>) {
-        self.listeners.push(listener);
-    }
-
-    pub fn emit(&mut self, event: Event) {
-        for l in &mut self.listeners {
-            l.on_event(&event);
-        }
-    }
-
-    pub fn warning(&mut self, text: impl Into<String>) {
-        self.emit(Event::Warning(text.into()));
-    }
-
-    pub fn error(&mut self, step: Step, item: &str, error: impl Into<String>) {
-        self.emit(Event::Error(ErrorEvent {
-            error: error.into(),
-            during: During::Step(step),
-            item: item.to_owned(),
-        }));
-    }
-
-    pub fn recovered(&mut self, item: &str, text: impl Into<String>) {
-        self.emit(Event::Recovered {
-            text: text.into(),
-            item: item.to_owned(),
-        });
     }
 }

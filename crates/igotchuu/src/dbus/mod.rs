@@ -32,9 +32,7 @@ use crate::events::{Event, Events};
 use crate::stop::StopHandle;
 use interface::Igotchuu;
 
-pub const NAME: &str = "com.nyantec.IGotChuu";
-pub const PATH: &str = "/com/nyantec/igotchuu";
-pub const INTERFACE: &str = "com.nyantec.igotchuu1";
+pub use igotchuu_dbus::{INTERFACE, NAME, PATH};
 
 /// A bus that accepts the connection but never answers must not hold the backup up for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -772,7 +772,7 @@ snapshot = [
     /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
     #[test]
     fn readme_examples_load() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../../README.md");
         let mut blocks = 0;
         let mut rest = readme;
         while let Some(start) = rest.find("```toml\n") {
@@ -798,7 +798,7 @@ snapshot = [
     /// lines that show a default show the real default.
     #[test]
     fn dist_example_loads() {
-        let text = include_str!("../dist/igotchuu.example.toml");
+        let text = include_str!("../../../dist/igotchuu.example.toml");
         let file = Path::new("dist/igotchuu.example.toml");
         let c =
             parse(file, text, None).unwrap_or_else(|e| panic!("the example does not load: {e}"));

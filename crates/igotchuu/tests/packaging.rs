@@ -23,7 +23,11 @@ use std::time::{Duration, Instant};
 
 use common::{cannot_run, have, loud, walk, BIN};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The workspace root (README, dist/, flake.nix, the git repository); this crate lives two levels
+/// down, in crates/igotchuu.
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// This crate's directory, which holds tests/.
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The .deb test installs into the host's /usr, which the container test uses as its /usr, the
 /// verify test copies units from and the fresh-clone test's throwaway root lies over: they take
@@ -944,7 +948,7 @@ fn documented_debian_install_works_in_a_fresh_clone() {
     );
     let _usr = HOST_USR.lock().unwrap_or_else(|e| e.into_inner());
     let host_before = dpkg_status("igotchuu");
-    let script = Path::new(REPO).join("tests/packaging/throwaway-root.sh");
+    let script = Path::new(CRATE).join("tests/packaging/throwaway-root.sh");
     let overlay = work.path().join("overlay");
     fs::create_dir(&overlay).expect("mkdir");
     let mut cmd = Command::new(&script);
@@ -1020,7 +1024,7 @@ struct Container {
 
 impl Container {
     fn boot(dir: &Path, loopdev: &str) -> Container {
-        let script = Path::new(REPO).join("tests/packaging/systemd-container.sh");
+        let script = Path::new(CRATE).join("tests/packaging/systemd-container.sh");
         let log = fs::File::create(dir.join("container.log")).expect("log");
         let unshare = Command::new(&script)
             .arg(dir)

@@ -1,0 +1,120 @@
+//! A zbus proxy for `com.nyantec.igotchuu1`, for clients. Member names and signatures mirror the
+//! server's definition (crates/igotchuu/src/dbus/interface.rs), which keeps the original's members,
+//! argument names and order; tests/dbus.rs checks the two against the live introspection data.
+
+// The signals' flat argument lists are the interface.
+#![allow(clippy::too_many_arguments)]
+
+use zbus::proxy;
+
+use crate::types;
+
+#[proxy(
+    interface = "com.nyantec.igotchuu1",
+    default_service = "com.nyantec.IGotChuu",
+    default_path = "/com/nyantec/igotchuu",
+    gen_blocking = true
+)]
+pub trait Igotchuu {
+    /// Ends the running backup like Ctrl-C (restic interrupted, snapshots removed).
+    fn stop(&self) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn backup_started(&self) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn progress(
+        &self,
+        seconds_elapsed: u64,
+        seconds_remaining: u64,
+        percent_done: f64,
+        total_files: u64,
+        files_done: u64,
+        total_bytes: u64,
+        bytes_done: u64,
+        error_count: u64,
+        current_files: Vec<String>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn backup_complete(
+        &self,
+        files_new: u64,
+        files_changed: u64,
+        files_unmodified: u64,
+        dirs_new: u64,
+        dirs_changed: u64,
+        dirs_unmodified: u64,
+        data_blobs: i64,
+        tree_blobs: i64,
+        data_added: u64,
+        total_files_processed: u64,
+        total_bytes_processed: u64,
+        total_duration: f64,
+        snapshot_id: String,
+        dry_run: bool,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn error(&self, error: String, during: String, item: String) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn percent_done(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn files_done(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn total_files(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn total_bytes(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn seconds_remaining(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_outcome(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_snapshot_id(&self) -> zbus::Result<String>;
+}
+
+impl ProgressArgs<'_> {
+    /// The signal's flat arguments as the typed value. On the bus "unknown" is 0 (the original's
+    /// convention), so a 0 total or remaining time reads back as unknown.
+    pub fn to_progress(&self) -> types::Progress {
+        let known = |v: u64| (v > 0).then_some(v);
+        types::Progress {
+            seconds_elapsed: self.seconds_elapsed,
+            seconds_remaining: known(self.seconds_remaining),
+            percent_done: self.percent_done,
+            total_files: known(self.total_files),
+            files_done: self.files_done,
+            total_bytes: known(self.total_bytes),
+            bytes_done: self.bytes_done,
+            error_count: self.error_count,
+            current_files: self.current_files.clone(),
+        }
+    }
+}
+
+impl BackupCompleteArgs<'_> {
+    /// The signal's flat arguments as the typed value.
+    pub fn to_summary(&self) -> types::Summary {
+        types::Summary {
+            files_new: self.files_new,
+            files_changed: self.files_changed,
+            files_unmodified: self.files_unmodified,
+            dirs_new: self.dirs_new,
+            dirs_changed: self.dirs_changed,
+            dirs_unmodified: self.dirs_unmodified,
+            data_blobs: self.data_blobs,
+            tree_blobs: self.tree_blobs,
+            data_added: self.data_added,
+            total_files_processed: self.total_files_processed,
+            total_bytes_processed: self.total_bytes_processed,
+            total_duration: self.total_duration,
+            snapshot_id: self.snapshot_id.clone(),
+            dry_run: self.dry_run,
+        }
+    }
+}
