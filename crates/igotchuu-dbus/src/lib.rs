@@ -19,5 +19,23 @@ pub const NAME: &str = "com.nyantec.IGotChuu";
 pub const PATH: &str = "/com/nyantec/igotchuu";
 /// The interface, as the original igotchuu named it.
 pub const INTERFACE: &str = "com.nyantec.igotchuu1";
+/// The D-Bus error names `Start` refuses with. Each carries a message for a person.
+pub mod errors {
+    /// A backup is already running (started by the timer, a shell or another client).
+    pub const ALREADY_RUNNING: &str = "com.nyantec.igotchuu1.Error.AlreadyRunning";
+    /// The config has no profile of that name; the message lists the known ones.
+    pub const UNKNOWN_PROFILE: &str = "com.nyantec.igotchuu1.Error.UnknownProfile";
+    /// The config does not load; the message is the config error's text.
+    pub const CONFIG_INVALID: &str = "com.nyantec.igotchuu1.Error.ConfigInvalid";
+    /// polkit (or, without polkitd, the group check) said no.
+    pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+}
+
+/// The polkit actions (dist/polkit-1/actions/com.nyantec.igotchuu.policy).
+pub mod actions {
+    pub const START: &str = "com.nyantec.igotchuu.start";
+    pub const STOP: &str = "com.nyantec.igotchuu.stop";
+}
+
 /// The group whose members may watch and stop backups (and, with the daemon, start them).
 pub const GROUP: &str = "igotchuu";

@@ -19,6 +19,10 @@ pub trait Igotchuu {
     /// Ends the running backup like Ctrl-C (restic interrupted, snapshots removed).
     fn stop(&self) -> zbus::Result<()>;
 
+    /// Daemon only (`igotchuu daemon`, issue 9): starts a backup of `profile` ("" = the top-level
+    /// config) and returns its run id. Refusals are the errors named in [`crate::errors`].
+    fn start(&self, profile: &str) -> zbus::Result<String>;
+
     #[zbus(signal)]
     fn backup_started(&self) -> zbus::Result<()>;
 
@@ -76,6 +80,25 @@ pub trait Igotchuu {
     fn last_outcome(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn last_snapshot_id(&self) -> zbus::Result<String>;
+
+    // Added with the daemon (issue 9); also served while idle. A one-shot run of an older
+    // igotchuu does not have them: a client treats a missing property as "unknown".
+    /// The config's profile names (the top level, "", is always startable and not listed).
+    #[zbus(property)]
+    fn profiles(&self) -> zbus::Result<Vec<String>>;
+    /// Unix times in seconds; 0 if never.
+    #[zbus(property)]
+    fn last_run_started(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_run_finished(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_success(&self) -> zbus::Result<u64>;
+    /// igotchuu's exit code of the last run.
+    #[zbus(property)]
+    fn last_exit_code(&self) -> zbus::Result<i32>;
+    /// From the systemd timer when systemd answers, else 0.
+    #[zbus(property)]
+    fn next_run(&self) -> zbus::Result<u64>;
 }
 
 impl ProgressArgs<'_> {

@@ -26,6 +26,7 @@ pub mod redact;
 pub mod restic;
 pub mod sanitize;
 pub mod snapshots;
+pub mod status;
 pub mod stop;
 pub mod terminal;
 pub mod trust;
