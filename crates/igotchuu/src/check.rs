@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use crate::config::{self, Config};
 use crate::plan::{self, Plan};
-use crate::snapshots;
+use crate::snapshot;
 
 struct Report {
     failed: bool,
@@ -122,22 +122,18 @@ fn check_sources(r: &mut Report, plan: &Plan) {
     // The same checks a backup makes before its first snapshot, one source at a time so every
     // problem is listed.
     for s in &plan.snapshots {
-        match snapshots::resolve(s) {
+        match snapshot::resolve(s) {
             Ok(src) => {
-                r.ok(format!(
-                    "{} is a btrfs subvolume; its snapshot can go to {}",
-                    s.source.display(),
-                    s.container.parent().unwrap_or(Path::new("/")).display()
-                ));
+                r.ok(src.checked(plan, s));
                 // resolve found them already: no second lookup.
-                for n in &src.nested {
-                    say_out!("info: {}", snapshots::describe(plan, n));
+                for line in src.describe(plan) {
+                    say_out!("info: {line}");
                 }
             }
             Err(e) => r.fail(e),
         }
     }
-    for w in snapshots::path_warnings(plan) {
+    for w in snapshot::path_warnings(plan) {
         say_out!("warn: {w}");
     }
 }

@@ -9,15 +9,24 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::Backend;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// Where the snapshot is (or will be).
+    /// How the snapshot was made, so recovery checks and deletes it the same way. Records of
+    /// versions that knew one backend only lack the field and load as `Backend::default()`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// The snapshot: where it is (or will be), or its backend's name for it
+    /// (`dataset@snapshot`). Also the record's key.
     pub snapshot: PathBuf,
-    /// The subvolume it is a snapshot of.
+    /// The live path it is a snapshot of.
     pub source: PathBuf,
-    /// The source's btrfs UUID: recovery deletes only a read-only snapshot whose parent UUID is
-    /// this, never a subvolume the user made at the same path.
-    pub source_uuid: String,
+    /// The source's identity as its backend reports it (a subvolume UUID, a dataset guid):
+    /// recovery deletes only a snapshot of this source, never something the user made under the
+    /// same name. The JSON name stays the one earlier versions wrote and read.
+    #[serde(rename = "source_uuid")]
+    pub source_id: String,
     pub pid: u32,
     /// The run's timestamp.
     pub run: String,
@@ -25,14 +34,23 @@ pub struct Record {
     /// the snapshot directly at `snapshot`): removed once empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<PathBuf>,
-    /// The snapshot's own UUID, recorded right after it was made. With it recovery finds the
-    /// snapshot wherever someone moved it, and knows for certain when it is gone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_uuid: Option<String>,
+    /// The snapshot's own identity (UUID, guid), recorded right after it was made. With it
+    /// recovery finds the snapshot wherever someone moved it, and knows for certain when it is
+    /// gone.
+    #[serde(
+        default,
+        rename = "snapshot_uuid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub snapshot_id: Option<String>,
     /// The inode number of `container`, recorded with `snapshot_uuid`: a user who can write the
     /// directory around it may rename it, and recovery then finds it by this number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_ino: Option<u64>,
+    /// The value of the mark igotchuu set on the snapshot itself (a ZFS user property), for
+    /// backends whose snapshots carry one: recovery destroys only a snapshot that has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<String>,
 }
 
 pub struct Journal {
@@ -235,12 +253,14 @@ mod tests {
         let r = Record {
             snapshot: "/s/home-1".into(),
             source: "/home".into(),
-            source_uuid: "u".into(),
+            backend: Backend::default(),
+            source_id: "u".into(),
             pid: 1,
             run: "t".into(),
             container: None,
-            snapshot_uuid: None,
+            snapshot_id: None,
             container_ino: None,
+            mark: None,
         };
         j.record(&r).expect("record");
         drop(j);
@@ -266,15 +286,17 @@ mod tests {
         let mut r = Record {
             snapshot: "/s/c/home".into(),
             source: "/home".into(),
-            source_uuid: "u".into(),
+            backend: Backend::default(),
+            source_id: "u".into(),
             pid: 1,
             run: "t".into(),
             container: Some("/s/c".into()),
-            snapshot_uuid: None,
+            snapshot_id: None,
             container_ino: None,
+            mark: None,
         };
         j.record(&r).expect("record");
-        r.snapshot_uuid = Some("v".into());
+        r.snapshot_id = Some("v".into());
         r.container_ino = Some(7);
         j.update(&r).expect("update");
         let e = j.entries().expect("entries");

@@ -6,7 +6,6 @@
 pub mod out;
 
 pub mod args;
-pub mod btrfs;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -25,7 +24,7 @@ pub mod recovery;
 pub mod redact;
 pub mod restic;
 pub mod sanitize;
-pub mod snapshots;
+pub mod snapshot;
 pub mod status;
 pub mod stop;
 pub mod terminal;

@@ -43,10 +43,10 @@ fn real_main() -> i32 {
         Some(Command::Backup { dry_run: true }) => match load_plan(&cli) {
             Ok(plan) => {
                 say_out_raw!("{plan}");
-                for n in snapshots::describe_nested(&plan) {
+                for n in snapshot::describe_sources(&plan) {
                     say_out!("{n}");
                 }
-                for w in snapshots::path_warnings(&plan) {
+                for w in snapshot::path_warnings(&plan) {
                     say_out!("warning: {w}");
                 }
                 exit::SUCCESS

@@ -332,7 +332,7 @@ impl fmt::Display for Plan {
         }
         writeln!(
             f,
-            "{n}. create read-only btrfs snapshots, each in a new root-only (0700) directory:"
+            "{n}. create read-only snapshots (of a subvolume: in a new root-only (0700) directory):"
         )?;
         for s in &self.snapshots {
             writeln!(f, "     {} -> {}", s.source.display(), s.path().display())?;

@@ -1,12 +1,12 @@
 //! Repairs what an earlier, crashed run left: deletes the snapshots its journal recorded, but only
-//! after checking each is still what igotchuu made (a read-only snapshot of the recorded source).
+//! after checking each is still what igotchuu made (a snapshot of the recorded source), each the
+//! way its backend made it.
 
 use std::path::{Path, PathBuf};
 
-use crate::btrfs;
 use crate::events::{Cleaned, Events, Step};
 use crate::journal::{Journal, Record};
-use crate::snapshots;
+use crate::snapshot::{self, Verdict};
 
 /// What happened to one journal entry.
 #[derive(Debug)]
@@ -41,112 +41,12 @@ impl Found {
     }
 }
 
-/// What is at a recorded path now.
-enum Verdict {
-    /// igotchuu's snapshot: delete it.
-    Ours,
-    /// Positively gone: its directory is there on btrfs and the name is not.
-    Gone,
-    /// Something else, certainly not igotchuu's: leave it and forget the record.
-    NotOurs(String),
-    /// Cannot tell (the location is not mounted in this run, an I/O error): keep the record.
-    Unknown(String),
-}
-
-/// Checks whether `r.snapshot` is a read-only snapshot of the subvolume with `r.source_uuid`
-/// (and, when the journal has it, is the very snapshot with `r.snapshot_uuid`). A record is
-/// dropped only on positive evidence: a snapshot location that only an `exec_before_snapshot` of
-/// another profile mounts must not make its snapshots leak for good.
-fn verify(r: &Record) -> Verdict {
-    use Verdict::*;
-    let fd = match btrfs::open_dir_nofollow(&r.snapshot) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut parent = r.snapshot.parent().unwrap_or(Path::new("/"));
-            // Its root-only directory may be gone (or renamed) too: then the directory that held
-            // that one must be there.
-            if r.container.as_deref() == Some(parent) && !parent.exists() {
-                parent = parent.parent().unwrap_or(Path::new("/"));
-            }
-            return match btrfs::open_dir_nofollow(parent).map(|d| btrfs::is_btrfs(&d)) {
-                Ok(Ok(true)) => Gone,
-                _ => Unknown(format!(
-                    "its directory {} is not reachable on btrfs in this run (is it mounted by an exec_before_snapshot this run does not run?)",
-                    parent.display()
-                )),
-            };
-        }
-        Err(e) => return Unknown(format!("cannot open it without following symlinks: {e}")),
-    };
-    match btrfs::is_subvolume(&fd) {
-        Ok(true) => {}
-        Ok(false) => return NotOurs("it is not a btrfs subvolume".into()),
-        Err(e) => return Unknown(e.to_string()),
-    }
-    let info = match btrfs::subvol_info(&fd) {
-        Ok(i) => i,
-        Err(e) => return Unknown(e.to_string()),
-    };
-    if !info.readonly {
-        return NotOurs("it is not read-only, so igotchuu did not make it".into());
-    }
-    let parent = btrfs::uuid_string(&info.parent_uuid);
-    if parent != r.source_uuid {
-        return NotOurs(format!(
-            "its parent subvolume is {parent}, not {} ({})",
-            r.source_uuid,
-            r.source.display()
-        ));
-    }
-    if let Some(want) = r.snapshot_uuid.as_deref() {
-        let now = btrfs::uuid_string(&info.uuid);
-        if now != want {
-            return NotOurs(format!(
-                "it is subvolume {now}, not the snapshot {want} igotchuu made"
-            ));
-        }
-    }
-    Ours
-}
-
-/// A snapshot that is not where the journal says: someone with write access to the directory
-/// around it moved it (or its root-only directory). With its UUID in the journal it is found
-/// through the filesystem's UUID tree wherever it is, and deleted by id; without, it is reported.
-fn find_moved(r: &Record) -> Result<Option<String>, String> {
-    let Some(uuid) = r.snapshot_uuid.as_deref().and_then(btrfs::parse_uuid) else {
-        return Ok(None);
-    };
-    // Any directory on that filesystem will do: the recorded location's nearest parent, else the
-    // source.
-    let near = r
-        .container
-        .as_deref()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/"));
-    let fs = btrfs::open_dir_nofollow(near)
-        .or_else(|_| btrfs::open_dir_nofollow(&r.source))
-        .map_err(|e| format!("no directory of its filesystem is reachable: {e}"))?;
-    match btrfs::subvol_id_by_uuid(&fs, &uuid) {
-        Ok(None) => Ok(None),
-        Ok(Some(id)) => {
-            btrfs::delete_subvolume_by_id(&fs, id).map_err(|e| {
-                format!("it was moved away from {}; found as subvolume id {id} by its UUID, but cannot delete it: {e}", r.snapshot.display())
-            })?;
-            Ok(Some(format!(
-                "it had been moved away from {} by someone; it was found by its UUID (subvolume id {id}) and deleted",
-                r.snapshot.display()
-            )))
-        }
-        Err(e) => Err(format!("cannot look up its UUID: {e}")),
-    }
-}
-
 /// Removes the root-only directory a snapshot was made in, once the snapshot is gone: at its
 /// recorded name, or (renamed by whoever can write around it) found by its inode number. Only an
 /// empty directory owned by root with mode 0700 is removed: that is what igotchuu made.
 fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
     let parent_path = c.parent().unwrap_or(Path::new("/"));
-    let parent = match btrfs::open_dir_nofollow(parent_path) {
+    let parent = match snapshot::fs::open_dir_nofollow(parent_path) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(format!("cannot open {}: {e}", parent_path.display())),
@@ -169,7 +69,7 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
     } else {
         match r
             .container_ino
-            .and_then(|ino| snapshots::find_ino(&parent, ino).ok().flatten())
+            .and_then(|ino| snapshot::find_ino(&parent, ino).ok().flatten())
         {
             Some(n) if ours(&n) => n,
             // Gone, or someone else's directory at that name now: nothing of ours to remove.
@@ -187,22 +87,6 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
             parent_path.join(&name).display()
         )),
     }
-}
-
-/// Commits the btrfs transaction that deleted `r`'s snapshot, so the record is never gone while
-/// the snapshot could still come back after a crash (see snapshots::remove_container). On
-/// failure the record stays, and the next run finds the snapshot gone and drops it then.
-fn durable(r: &Record) -> bool {
-    let near = r
-        .container
-        .as_deref()
-        .and_then(Path::parent)
-        .or_else(|| r.snapshot.parent())
-        .unwrap_or(Path::new("/"));
-    btrfs::open_dir_nofollow(near)
-        .or_else(|_| btrfs::open_dir_nofollow(&r.source))
-        .and_then(|fd| Ok(rustix::fs::syncfs(&fd)?))
-        .is_ok()
 }
 
 /// Processes every journal entry and reports each on `events`. Returns what was found.
@@ -236,8 +120,8 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             }
         };
         let path = r.snapshot.display().to_string();
-        let verdict = match verify(&r) {
-            Verdict::Gone => match find_moved(&r) {
+        let verdict = match snapshot::verify(&r) {
+            Verdict::Gone => match snapshot::find_moved(&r) {
                 Ok(None) => Verdict::Gone,
                 Ok(Some(note)) => {
                     events.warning(format!("the journal names {path}, but {note}"));
@@ -266,7 +150,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 }
                 _ => {
                     // find_moved may have just deleted it by id: durable before the record goes.
-                    if durable(&r) {
+                    if snapshot::durable(&r) {
                         let _ = journal.remove_file(&entry.file);
                     }
                     out.push(Found::AlreadyGone(r));
@@ -280,7 +164,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 let _ = journal.remove_file(&entry.file);
                 out.push(Found::NotOurs(r, why));
             }
-            Verdict::Ours => match snapshots::delete_at(&r.snapshot)
+            Verdict::Ours => match snapshot::delete_recorded(&r)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
                     r.container
@@ -288,7 +172,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                         .map_or(Ok(()), |c| remove_container(&r, c))
                 }) {
                 Ok(()) => {
-                    if durable(&r) {
+                    if snapshot::durable(&r) {
                         let _ = journal.remove_file(&entry.file);
                     }
                     events.recovered(
@@ -321,7 +205,7 @@ mod tests {
     use super::*;
     use crate::events::Events;
 
-    /// A record whose location cannot be inspected in this run (not on btrfs here, e.g. not
+    /// A record whose location cannot be inspected in this run (not on its filesystem here, e.g. not
     /// mounted) is kept, not dropped: dropping it would leak the snapshot for good.
     #[test]
     fn an_unreachable_record_is_kept() {
@@ -330,12 +214,14 @@ mod tests {
         let r = Record {
             snapshot: d.path().join("not-mounted/home-2026-01-01T00:00:00Z"),
             source: "/home".into(),
-            source_uuid: "00000000-0000-0000-0000-000000000000".into(),
+            backend: snapshot::Backend::default(),
+            source_id: "00000000-0000-0000-0000-000000000000".into(),
             pid: 1,
             run: "2026-01-01T00:00:00Z".into(),
             container: None,
-            snapshot_uuid: None,
+            snapshot_id: None,
             container_ino: None,
+            mark: None,
         };
         j.record(&r).expect("record");
         let found = recover(&j, &mut Events::new());

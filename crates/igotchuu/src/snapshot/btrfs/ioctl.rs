@@ -3,11 +3,11 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{fstat, fstatfs, openat2, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{fstat, fstatfs, FileType};
 use rustix::ioctl::{ioctl, opcode, Getter, Setter};
 
 const BTRFS_SUPER_MAGIC: u64 = 0x9123_683E;
@@ -128,72 +128,6 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-/// Opens a directory without following symlinks in any component, so a link planted under a
-/// snapshot prefix cannot redirect where a snapshot is created or which subvolume is deleted.
-pub fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
-    if !path.is_absolute() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not absolute", path.display()),
-        ));
-    }
-    let root = rustix::fs::open("/", DIR_FLAGS, Mode::empty())?;
-    open_dir_beneath(root.as_fd(), path.strip_prefix("/").unwrap_or(path), false)
-}
-
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::CLOEXEC)
-    .union(OFlags::NOFOLLOW);
-
-/// Opens the directory `rel` below `dir` without following a symlink in any component and, with
-/// `beneath`, without leaving `dir` ("..", absolute paths). An empty `rel` is `dir` itself.
-pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &Path, beneath: bool) -> io::Result<OwnedFd> {
-    let mut how = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    if beneath {
-        how |= ResolveFlags::BENEATH;
-    }
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    match openat2(dir, rel, DIR_FLAGS, Mode::empty(), how) {
-        // Kernels before 5.6 lack openat2, and seccomp filters such as systemd's
-        // RestrictSUIDSGID= answer ENOSYS for it: walk the path one component at a time with
-        // O_NOFOLLOW instead, which refuses a symlink in any component just the same, and
-        // refuses ".." outright (it could climb out through a parent swapped for a link).
-        Err(e) if e == rustix::io::Errno::NOSYS => open_dir_walk(dir, rel),
-        r => Ok(r?),
-    }
-}
-
-fn open_dir_walk(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
-    use std::path::Component;
-    let mut fd = rustix::fs::openat(dir, ".", DIR_FLAGS, Mode::empty())?;
-    for c in rel.components() {
-        match c {
-            Component::CurDir => {}
-            Component::Normal(name) => {
-                fd = rustix::fs::openat(&fd, name, DIR_FLAGS, Mode::empty())?
-            }
-            Component::RootDir | Component::ParentDir | Component::Prefix(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} is not a plain relative path", rel.display()),
-                ))
-            }
-        }
-    }
-    Ok(fd)
-}
-
-#[cfg(test)]
-fn open_dir_nofollow_walk(path: &Path) -> io::Result<OwnedFd> {
-    let root = rustix::fs::open("/", DIR_FLAGS, Mode::empty())?;
-    open_dir_walk(root.as_fd(), path.strip_prefix("/").unwrap_or(path))
 }
 
 pub fn is_btrfs(fd: impl AsFd) -> io::Result<bool> {
@@ -515,19 +449,6 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_component_walk_refuses_symlinks_like_openat2() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let real = d.path().join("real");
-        std::fs::create_dir(&real).expect("mkdir");
-        std::os::unix::fs::symlink(&real, d.path().join("link")).expect("symlink");
-        assert!(open_dir_nofollow_walk(&real).is_ok());
-        assert!(open_dir_nofollow_walk(&d.path().join("link")).is_err());
-        assert!(open_dir_nofollow_walk(&d.path().join("link/x")).is_err());
-        assert!(open_dir_nofollow(&d.path().join("link")).is_err());
-        assert!(open_dir_nofollow(&real).is_ok());
-    }
 
     #[test]
     fn uuids_round_trip() {
