@@ -626,6 +626,14 @@ fn ours(name: &str, mark: Option<&str>, guid: Option<&str>) -> Verdict {
     if v("type") != "snapshot" {
         return Verdict::NotOurs(format!("it is a {}, not a snapshot", v("type")));
     }
+    if let Some(g) = guid {
+        if v("guid") != g {
+            return Verdict::NotOurs(format!(
+                "it is snapshot guid {}, not the {g} igotchuu made",
+                v("guid")
+            ));
+        }
+    }
     match mark {
         Some(m) if v(cli::MARK) == m => {}
         _ => {
@@ -635,14 +643,6 @@ fn ours(name: &str, mark: Option<&str>, guid: Option<&str>) -> Verdict {
                 mark.unwrap_or("?"),
                 v(cli::MARK)
             ))
-        }
-    }
-    if let Some(g) = guid {
-        if v("guid") != g {
-            return Verdict::NotOurs(format!(
-                "it is snapshot guid {}, not the {g} igotchuu made",
-                v("guid")
-            ));
         }
     }
     Verdict::Ours
