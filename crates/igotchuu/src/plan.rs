@@ -332,7 +332,7 @@ impl fmt::Display for Plan {
         }
         writeln!(
             f,
-            "{n}. create read-only snapshots (of a subvolume: in a new root-only (0700) directory):"
+            "{n}. create read-only snapshots: a subvolume's as shown, in a new root-only (0700) directory; a ZFS dataset's as <dataset>@igotchuu-<timestamp> (listed at the end):"
         )?;
         for s in &self.snapshots {
             writeln!(f, "     {} -> {}", s.source.display(), s.path().display())?;
@@ -340,7 +340,7 @@ impl fmt::Display for Plan {
         n += 1;
         writeln!(
             f,
-            "{n}. bind-mount each snapshot over its source, parents first:"
+            "{n}. mount each snapshot over its source, parents first:"
         )?;
         for &i in &self.mount_order {
             let s = &self.snapshots[i];
