@@ -234,6 +234,15 @@ fn a_zfs_dataset_backs_up_from_its_snapshot() {
         alice.display()
     ));
     assert!(z.calls("zfs snapshot").is_empty(), "--dry-run snapshotted");
+    let check = z.igotchuu(&fx, &cfg, &["check"]).run();
+    check.assert_stdout_contains(&format!(
+        "ok:   {} is the ZFS dataset tank/home; it is snapshotted as tank/home@igotchuu-",
+        home.display()
+    ));
+    check.assert_stdout_contains(&format!(
+        "info: ZFS dataset tank/home/alice mounted below at {}: snapshotted",
+        alice.display()
+    ));
 
     let out = z
         .igotchuu(&fx, &cfg, &["-v", "backup"])
@@ -417,6 +426,65 @@ fn recovery_leaves_a_snapshot_without_the_mark_alone() {
     assert!(
         z.calls("zfs destroy").len() == 1,
         "only the test's own destroy"
+    );
+}
+
+/// The journal names a snapshot on a pool that is not imported in this run (exported after the
+/// crash): the record is kept, not dropped, and a run after the pool is back destroys it.
+#[test]
+fn a_record_on_an_exported_pool_is_kept_until_the_pool_is_back() {
+    let Some(fx) = Fixture::new() else { return };
+    let z = Zfs::new(&fx);
+    z.pool("tank");
+    let home = z.create("tank/home", &[]);
+    let held = fx.path("held");
+    let bin = fx.restic_wrapper(&format!("echo $$ > {}\nexec sleep 600", sh_quote(&held)));
+    let cfg = fx.write_config(&format!("{}restic_args = []\n", places(&[&home])));
+    let mut run = z
+        .igotchuu(&fx, &cfg, &["backup"])
+        .path_prepend(&bin)
+        .spawn();
+    run.wait_for_path(&held);
+    let ours = z.snapshots().pop().unwrap();
+    run.signal(rustix::process::Signal::KILL);
+    let _ = run.wait(RUN_TIMEOUT);
+    wait_gone(&held);
+
+    let zpool = |verb: &str| {
+        let out = z.cmd("zpool").args([verb, "tank"]).output().unwrap();
+        assert!(out.status.success(), "zpool {verb}: {out:?}");
+    };
+    zpool("export");
+    let out = z.igotchuu(&fx, &cfg, &["cleanup"]).run();
+    out.assert_code(20);
+    out.assert_stdout_contains(&format!(
+        "kept {ours} (its pool tank is not imported in this run)"
+    ));
+    zpool("import");
+    assert_eq!(z.snapshots(), vec![ours.clone()]);
+    let out = z.igotchuu(&fx, &cfg, &["cleanup"]).run();
+    out.assert_code(0);
+    out.assert_stdout_contains(&format!("removed {ours}"));
+    z.assert_nothing_left(&fx, "after the pool came back");
+}
+
+/// A directory inside a dataset is not a dataset: refused, naming the dataset's mount point.
+#[test]
+fn a_directory_inside_a_dataset_is_refused_clearly() {
+    let Some(fx) = Fixture::new() else { return };
+    let z = Zfs::new(&fx);
+    z.pool("tank");
+    let home = z.create("tank/home", &[]);
+    let sub = home.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert_refused(
+        &z,
+        &fx,
+        &sub,
+        &[&format!(
+            "it is a directory inside the ZFS dataset tank/home, which is mounted at {}",
+            home.display()
+        )],
     );
 }
 
