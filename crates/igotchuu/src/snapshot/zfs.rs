@@ -135,7 +135,7 @@ pub fn resolve(
             ),
         ));
     }
-    let mut children: Vec<(Child, u64)> = Vec::new();
+    let mut children: Vec<Child> = Vec::new();
     let table = mountinfo::all().map_err(|e| {
         err(
             Step::Snapshot,
@@ -170,16 +170,13 @@ pub fn resolve(
         if mountinfo::mount_id(&cfd).ok() != Some(line.id) {
             continue;
         }
-        children.push((
-            Child {
-                path: line.mount_point.clone(),
-                name: ds,
-                guid: String::new(),
-            },
-            line.id,
-        ));
+        children.push(Child {
+            path: line.mount_point.clone(),
+            name: ds,
+            // Filled in from `zfs get` below, with the source's.
+            guid: String::new(),
+        });
     }
-    let mut children: Vec<Child> = children.into_iter().map(|(c, _)| c).collect();
     children.sort_by_key(|c| c.path.components().count());
     let mut names: Vec<&str> = vec![name.as_str()];
     names.extend(children.iter().map(|c| c.name.as_str()));
