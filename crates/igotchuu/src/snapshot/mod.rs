@@ -343,7 +343,15 @@ pub fn path_warnings(plan: &Plan) -> Vec<String> {
                 s.source.display()
             ));
         }
+        // A ZFS snapshot is not made in a directory (it is mounted from one under `state_dir`).
+        let zfs = fs::open_dir_nofollow(&s.source)
+            .ok()
+            .and_then(|fd| zfs::probe(fd.as_fd()).ok().flatten())
+            .is_some();
         let parent = s.container.parent().unwrap_or(Path::new("/"));
+        if zfs {
+            continue;
+        }
         if let Some(d) = open_to_others(parent).or_else(|| replaceable_by_others(parent)) {
             out.push(format!(
                 "the snapshot of {} is made in {d}, which a user other than root can write: igotchuu keeps the snapshot in a root-only directory there, but prefer `snapshot_prefix` in a directory only root can write",
