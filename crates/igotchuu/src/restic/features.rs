@@ -5,7 +5,8 @@
 //! anonymous device number: when any other subvolume was opened between two runs (another
 //! snapshot, a container starting, snapper), the number differs, restic sees every directory as
 //! changed and stores every directory's tree again although no file changed (restic issue #3041;
-//! measured in bench/trees.sh: about 2.4 KB per directory per run). restic 0.17 added the feature
+//! measured in bench/trees.sh: 1,641 directories, 1,645 tree blobs and 1.0 MiB (one entry per
+//! directory) to 5.6 MiB (ten) per run before compression). restic 0.17 added the feature
 //! flag `device-id-for-hardlinks` (`RESTIC_FEATURES`), which stores the device number only where
 //! it is needed, for hard-linked files; with it an unchanged run adds a handful of tree blobs.
 //!
@@ -93,8 +94,9 @@ fn cost(who: &str) -> String {
         "{who} stores each directory's device number, and a btrfs snapshot's device number \
          changes whenever another subvolume was opened since the last run (another snapshot, a \
          container starting); restic then stores the tree of every directory again although \
-         nothing in it changed: about 2.4 KB per directory per run (a /home of 200,000 \
-         directories: about 0.5 GB a night; restic issue #3041). restic {FIRST_WITH_FLAG} and \
+         nothing in it changed: 0.6 KB (one entry) to 3.5 KB (ten entries) per directory per \
+         run before compression, so a /home of 200,000 directories grows the repository by \
+         100-700 MB a night (bench/trees.sh; restic issue #3041). restic {FIRST_WITH_FLAG} and \
          later avoid this with {ENV}={DEVICE_ID_FOR_HARDLINKS}"
     )
 }
@@ -265,7 +267,7 @@ mod tests {
         assert!(old.rewrites_trees());
         let d = old.describe();
         assert!(
-            d.contains("2.4 KB per directory")
+            d.contains("per directory per run")
                 && d.contains("restic 0.17.0")
                 && d.contains("RESTIC_FEATURES=device-id-for-hardlinks")
                 && d.contains("restic 0.16.5"),
@@ -284,7 +286,7 @@ mod tests {
         let off = Trees::decide(&v("0.18.0"), Some("device-id-for-hardlinks=false"));
         assert_eq!(off.features_env(), None);
         assert!(off.rewrites_trees());
-        assert!(off.describe().contains("2.4 KB per directory"), "{off:?}");
+        assert!(off.describe().contains("per directory per run"), "{off:?}");
         let on = Trees::decide(&v("0.19.1"), Some("device-id-for-hardlinks=true"));
         assert_eq!(on.features_env(), None);
         assert!(!on.rewrites_trees());
