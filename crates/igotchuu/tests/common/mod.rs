@@ -1257,15 +1257,21 @@ impl Fixture {
     /// with igotchuu's arguments. Returns the directory to put first in PATH
     /// ([`IgotchuuCmd::path_prepend`]). `body` runs inside igotchuu's private mount namespace,
     /// after the snapshots are bind-mounted; it may use [`sh_wait_for`] to block on a flag file.
-    /// These fakes exist to make races and "mid-backup" moments deterministic.
+    /// These fakes exist to make races and "mid-backup" moments deterministic. `restic version`,
+    /// which igotchuu runs once before its snapshots (restic::version), goes straight to the real
+    /// restic without `body`.
     pub fn restic_wrapper(&self, body: &str) -> PathBuf {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let dir = self.path(format!("fake-restic-{n}"));
         std::fs::create_dir_all(&dir).expect("mkdir wrapper dir");
         let script = format!(
-            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n{body}\nexec {} \"$@\"\n",
-            sh_quote(&self.restic_bin)
+            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n\
+             # igotchuu asks restic's version before anything else; that is not the run the\n\
+             # fake stands in for.\n\
+             if [ \"${{1-}}\" = version ]; then exec {real} version; fi\n\
+             {body}\nexec {real} \"$@\"\n",
+            real = sh_quote(&self.restic_bin)
         );
         let p = dir.join("restic");
         std::fs::write(&p, script).expect("write wrapper");
