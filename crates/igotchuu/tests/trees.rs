@@ -80,8 +80,15 @@ fn shift_device_number(fx: &Fixture, name: &str) {
     std::fs::metadata(&p).expect("stat the new subvolume");
 }
 
-/// Two backups of the unchanged tree with a device-number shift in between. Returns the tree
-/// blobs the second run added and what restic was given in each run.
+/// How many times a device-number shift is tried. Anonymous device numbers are shared by the
+/// whole machine (every btrfs subvolume, overlayfs, tmpfs…), so another test or process can free
+/// or take one at the wrong moment and the next snapshot gets the previous one's number after
+/// all; such a run is not the one measured, and the shift is tried again.
+const SHIFT_ATTEMPTS: usize = 5;
+
+/// Backups of the unchanged tree until one runs on a snapshot whose device number differs from
+/// the run before it (another subvolume is created and opened before each). Returns the tree
+/// blobs that run added and what restic was given in every run.
 fn unchanged_run_after_a_shift(
     fx: &Fixture,
     user_features: Option<&str>,
@@ -106,16 +113,26 @@ fn unchanged_run_after_a_shift(
         first >= DIRS,
         "the first run stores one tree per directory: {first} tree blobs for {DIRS} directories"
     );
-    shift_device_number(fx, "other");
-    backup();
-    let added = tree_blobs(fx) - first;
-    let runs = seen.runs();
-    assert_eq!(runs.len(), 2, "two restic backups: {runs:?}");
-    assert_ne!(
-        runs[0].0, runs[1].0,
-        "the premise: the second run's snapshot has another device number: {runs:?}"
+    let mut before = first;
+    for attempt in 0..SHIFT_ATTEMPTS {
+        shift_device_number(fx, &format!("other-{attempt}"));
+        backup();
+        let after = tree_blobs(fx);
+        let runs = seen.runs();
+        assert_eq!(
+            runs.len(),
+            attempt + 2,
+            "one restic backup per run: {runs:?}"
+        );
+        if runs[attempt].0 != runs[attempt + 1].0 {
+            return (after - before, runs);
+        }
+        before = after;
+    }
+    panic!(
+        "the snapshot's device number never changed between two runs in {SHIFT_ATTEMPTS} attempts: {:?}",
+        seen.runs()
     );
-    (added, runs)
 }
 
 /// The `RESTIC_FEATURES` the plan (`--dry-run`, `check`) lists among the variables it sets for
