@@ -96,7 +96,7 @@ fn cost(who: &str) -> String {
          container starting); restic then stores the tree of every directory again although \
          nothing in it changed: 0.6 KB (one entry) to 3.5 KB (ten entries) per directory per \
          run before compression, so a /home of 200,000 directories grows the repository by \
-         100-700 MB a night (bench/trees.sh; restic issue #3041). restic {FIRST_WITH_FLAG} and \
+         100-700 MB a night (restic issue #3041). restic {FIRST_WITH_FLAG} and \
          later avoid this with {ENV}={DEVICE_ID_FOR_HARDLINKS}"
     )
 }
