@@ -52,7 +52,8 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
         }
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let plan = plan::build(&config, &plan::timestamp_now(), &env);
+    let version = crate::restic::version::detect(plan::RESTIC_PROGRAM);
+    let plan = plan::build(&config, &plan::timestamp_now(), &env, &version);
 
     if let Some(argv) = &plan.exec_before_snapshot {
         // The hook may mount where snapshots go; it runs in a private mount namespace so nothing
@@ -69,6 +70,7 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
     check_places(&mut r, &plan);
     check_sources(&mut r, &plan);
     check_repository(&mut r, &plan, &config);
+    check_trees(&mut r, &plan);
     say_out!("");
     say_out_raw!("{plan}");
     if r.failed {
@@ -135,6 +137,29 @@ fn check_sources(r: &mut Report, plan: &Plan) {
     }
     for w in snapshot::path_warnings(plan) {
         say_out!("warn: {w}");
+    }
+}
+
+/// Whether restic will store every directory's tree again after a snapshot's device number
+/// changed. The plan printed below explains it once; this line points there.
+fn check_trees(r: &mut Report, plan: &Plan) {
+    use crate::restic::features::{Trees, UserSetting};
+    match &plan.trees {
+        // restic cannot run at all: check_repository has said so already.
+        Trees::Unknown(_) => {}
+        Trees::FlagAdded { version, .. }
+        | Trees::UserSet {
+            version,
+            setting: UserSetting::On,
+        } => r.ok(format!(
+            "restic {version} keeps directories' trees unchanged across snapshots (device-id-for-hardlinks)"
+        )),
+        Trees::TooOld(version) => say_out!(
+            "warn: restic {version} stores every directory's tree again whenever a snapshot's device number changes: see the note in the plan below"
+        ),
+        Trees::UserSet { .. } => say_out!(
+            "warn: RESTIC_FEATURES keeps restic from reusing directories' trees across snapshots: see the note in the plan below"
+        ),
     }
 }
 

@@ -67,7 +67,9 @@ fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
     let (path, explicit) = cli.config_path();
     let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    Ok(plan::build(&config, &plan::timestamp_now(), &env))
+    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).
+    let version = restic::version::detect(plan::RESTIC_PROGRAM);
+    Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }
 
 /// `igotchuu mount TARGET`: `restic mount` of the configured repository, as in the original's

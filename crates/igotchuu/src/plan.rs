@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::redact;
+use crate::restic::features::{self, Trees};
+use crate::restic::version::{Version, VersionError};
+
+/// The restic program every run starts, found through PATH.
+pub const RESTIC_PROGRAM: &str = "restic";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStep {
@@ -67,6 +72,9 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
     pub warnings: Vec<String>,
+    /// Whether restic stores every directory's tree again when a snapshot's device number
+    /// changes, and the `RESTIC_FEATURES` igotchuu sets against it (restic::features).
+    pub trees: Trees,
 }
 
 /// The run's timestamp, shared by every snapshot. UTC, so names are unambiguous across DST
@@ -104,8 +112,14 @@ fn one_file_system(args: &[String]) -> bool {
 }
 
 /// Builds the plan. `env` is the environment restic would inherit (passed in so tests and
-/// `--dry-run` see the same decision).
-pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan {
+/// `--dry-run` see the same decision); `restic_version` what `restic version` said
+/// (restic::version::detect).
+pub fn build(
+    config: &Config,
+    timestamp: &str,
+    env: &[(String, String)],
+    restic_version: &Result<Version, VersionError>,
+) -> Plan {
     let restic_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
     let snapshots: Vec<SnapshotStep> = config
         .snapshots
@@ -180,6 +194,16 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         );
     }
 
+    let user_features = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == features::ENV)
+        .map(|(_, v)| v.as_str());
+    let trees = Trees::decide(restic_version, user_features);
+    if let Some(f) = trees.features_env() {
+        set(features::ENV, f.to_owned(), &[]);
+    }
+
     let mut warnings = Vec::new();
     for place in &config.places {
         let covered = snapshots.iter().any(|s| place.starts_with(&s.source));
@@ -200,7 +224,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         snapshots,
         mount_order,
         restic: ResticCommand {
-            program: "restic".into(),
+            program: RESTIC_PROGRAM.into(),
             secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
             unlock_args: {
                 let mut a = global_restic_args(&restic_args);
@@ -216,6 +240,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         lock_file: config.lock_file.clone(),
         state_dir: config.state_dir.clone(),
         warnings,
+        trees,
     }
 }
 
@@ -301,6 +326,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// `text` in lines of at most `width` characters where words allow, for notes in the plan.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// The plan as `--dry-run` prints it, secrets redacted.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -362,6 +406,12 @@ impl fmt::Display for Plan {
             .map(|a| shell_quote(a))
             .collect();
         writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
+        // Only snapshots get a new device number each run; without any the note has no point.
+        if !self.snapshots.is_empty() {
+            for l in wrap(&self.trees.describe(), 96) {
+                writeln!(f, "   {}", crate::sanitize::line(&l))?;
+            }
+        }
         n += 1;
         writeln!(
             f,
@@ -371,5 +421,60 @@ impl fmt::Display for Plan {
             writeln!(f, "warning: {w}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(version: &str, env: &[(&str, &str)]) -> Plan {
+        let config = crate::config::parse(Path::new("/c.toml"), "places = [\"/home\"]\n", None)
+            .expect("valid config");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let version = version
+            .parse::<Version>()
+            .map_err(|e| VersionError::Unrecognised {
+                program: "restic".into(),
+                said: e.to_string(),
+            });
+        build(&config, "2026-01-01T00:00:00Z", &env, &version)
+    }
+
+    fn features_set(p: &Plan) -> Option<&str> {
+        p.restic
+            .set_env
+            .iter()
+            .find(|(k, _)| k == features::ENV)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn restic_features_follow_the_version_and_the_users_setting() {
+        let p = plan_with("0.18.0", &[]);
+        assert_eq!(features_set(&p), Some("device-id-for-hardlinks"));
+        let p = plan_with("0.18.0", &[("RESTIC_FEATURES", "other=true")]);
+        assert_eq!(features_set(&p), Some("other=true,device-id-for-hardlinks"));
+        // The user's own setting of the flag is inherited untouched.
+        let p = plan_with(
+            "0.18.0",
+            &[("RESTIC_FEATURES", "device-id-for-hardlinks=false")],
+        );
+        assert_eq!(features_set(&p), None);
+        assert!(p.to_string().contains("turns device-id-for-hardlinks off"));
+        // restic 0.14 has no feature flags: nothing set, the cost explained once.
+        let p = plan_with("0.14.0", &[]);
+        assert_eq!(features_set(&p), None);
+        let shown = p.to_string();
+        assert_eq!(shown.matches("per directory per run").count(), 1, "{shown}");
+        assert!(
+            shown.contains("restic 0.14.0 stores each directory's"),
+            "{shown}"
+        );
+        let p = plan_with("not a version", &[("RESTIC_FEATURES", "x")]);
+        assert_eq!(features_set(&p), None);
     }
 }

@@ -36,6 +36,12 @@
 //! under the scratch directory is unmounted (lazily if busy; the loop device is detached
 //! automatically with the last unmount), and the directory is removed.
 //!
+//! Tests whose outcome depends on restic's version choose it with [`Restic`]: [`Restic::Debian12`]
+//! is the `restic` on PATH (0.14 here and in CI), [`Restic::Debian13`] the 0.18 binary that
+//! scripts/setup fetches (scripts/fetch-restic-0.18). [`Fixture::with_restic`] makes a fixture
+//! whose repository, harness calls and igotchuu runs ([`Fixture::igotchuu`], first in PATH) all
+//! use that binary. A missing 0.18 is a loud skip, and a failure under `CI=true`.
+//!
 //! "Fake restic" wrappers ([`Fixture::restic_wrapper`]) are shell scripts named `restic`, put
 //! first in PATH of one igotchuu run only. They run inside igotchuu's private mount namespace and
 //! are used to make races and "mid-backup" moments deterministic; they end by exec'ing the real
@@ -310,6 +316,9 @@ pub struct IgotchuuCmd {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     path_prepend: Vec<PathBuf>,
+    /// The fixture's own restic directory ([`Fixture::with_restic`]): in PATH after
+    /// `path_prepend` (so a wrapper still comes first) and before the inherited PATH.
+    restic_dir: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -358,11 +367,12 @@ impl IgotchuuCmd {
                 c.env_remove(&k);
             }
         }
-        if !self.path_prepend.is_empty() {
+        if !self.path_prepend.is_empty() || self.restic_dir.is_some() {
             let old = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
             let dirs = self
                 .path_prepend
                 .iter()
+                .chain(&self.restic_dir)
                 .cloned()
                 .chain(std::env::split_paths(&old));
             c.env(
@@ -634,6 +644,7 @@ impl Scratch {
                 format!("unix:path={}", self.no_bus.display()).into(),
             )],
             path_prepend: Vec::new(),
+            restic_dir: None,
             timeout: RUN_TIMEOUT,
         }
     }
@@ -791,6 +802,50 @@ pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
 // Fixture: btrfs + restic
 // ------------------------------------------------------------------------------------------------
 
+/// Where scripts/fetch-restic-0.18 puts restic 0.18 (overridden by `IGOTCHUU_TEST_RESTIC_018`).
+pub const RESTIC_018: &str = "/opt/igotchuu-test/restic-0.18/restic";
+
+/// A restic release a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restic {
+    /// The `restic` on PATH: Debian 12's 0.14 here and in CI.
+    Debian12,
+    /// Debian 13's 0.18, fetched by scripts/setup into [`RESTIC_018`]; never on PATH.
+    Debian13,
+}
+
+impl Restic {
+    /// The binary, or `None` after [`cannot_run`] said why (a failure under `CI=true`).
+    pub fn binary(self) -> Option<PathBuf> {
+        match self {
+            Restic::Debian12 => {
+                let found = find_program("restic");
+                if found.is_none() {
+                    cannot_run("`restic` is not installed (scripts/setup installs it)");
+                }
+                found
+            }
+            Restic::Debian13 => {
+                let p = std::env::var_os("IGOTCHUU_TEST_RESTIC_018")
+                    .map_or_else(|| PathBuf::from(RESTIC_018), PathBuf::from);
+                let runs = Command::new(&p)
+                    .arg("version")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("restic 0.18."));
+                if runs {
+                    Some(p)
+                } else {
+                    cannot_run(&format!(
+                        "restic 0.18 is not at {} or does not run (scripts/setup fetches it with scripts/fetch-restic-0.18)",
+                        p.display()
+                    ));
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// A subvolume as `btrfs subvolume list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Subvolume {
@@ -816,6 +871,9 @@ pub struct Fixture {
     pub password_file: PathBuf,
     /// The real restic binary (never a wrapper).
     pub restic_bin: PathBuf,
+    /// With [`Fixture::with_restic`]: a directory holding only `restic` (a symlink to
+    /// `restic_bin`), put first in PATH of every [`Fixture::igotchuu`] run.
+    pub restic_dir: Option<PathBuf>,
     /// The `btrfs` CLI (used by the harness only; igotchuu itself must not need it).
     pub btrfs_bin: PathBuf,
     /// Subvolumes made with [`Fixture::create_subvolume`] (top-level-relative paths).
@@ -864,8 +922,18 @@ impl Fixture {
         Self::build(with_repo, Some(part))
     }
 
+    /// Like [`Fixture::new`], with `restic` (from [`Restic::binary`]) instead of the one on
+    /// PATH: for the repository, the harness's restic calls, wrappers and igotchuu's runs.
+    pub fn with_restic(restic: &Path) -> Option<Fixture> {
+        Self::build_with(true, None, Some(restic))
+    }
+
     fn build(with_repo: bool, part: Option<&str>) -> Option<Fixture> {
-        match Self::try_new(with_repo) {
+        Self::build_with(with_repo, part, None)
+    }
+
+    fn build_with(with_repo: bool, part: Option<&str>, restic: Option<&Path>) -> Option<Fixture> {
+        match Self::try_new_with(with_repo, restic) {
             Ok(f) => Some(f),
             Err(why) => {
                 let test = std::thread::current()
@@ -892,6 +960,11 @@ impl Fixture {
 
     /// Builds the fixture or says why it cannot.
     pub fn try_new(with_repo: bool) -> Result<Fixture, String> {
+        Self::try_new_with(with_repo, None)
+    }
+
+    /// [`Fixture::try_new`] with another restic binary (see [`Fixture::with_restic`]).
+    pub fn try_new_with(with_repo: bool, restic: Option<&Path>) -> Result<Fixture, String> {
         if let Some(why) = missing_requirements() {
             return Err(why);
         }
@@ -944,12 +1017,21 @@ impl Fixture {
             image,
             mnt,
             device,
-            restic_bin: find_program("restic").expect("checked"),
+            restic_bin: restic
+                .map_or_else(|| find_program("restic").expect("checked"), Path::to_owned),
+            restic_dir: None,
             btrfs_bin: find_program("btrfs").expect("checked"),
             created: Default::default(),
             counter: std::cell::Cell::new(0),
         };
         // From here on, Drop cleans up.
+        if restic.is_some() {
+            let dir = fx.scratch.path("restic-bin");
+            std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            std::os::unix::fs::symlink(&fx.restic_bin, dir.join("restic"))
+                .map_err(|e| format!("symlink restic into {}: {e}", dir.display()))?;
+            fx.restic_dir = Some(dir);
+        }
         write_secret(&fx.password_file, "correct horse battery staple\n");
         if with_repo {
             let repo = fx.scratch.path("repo");
@@ -976,6 +1058,19 @@ impl Fixture {
     pub fn write_config(&self, body: &str) -> PathBuf {
         self.scratch
             .write_config_raw(&format!("{}{body}", self.standard_keys()))
+    }
+
+    /// The igotchuu binary as [`Scratch::igotchuu`], with the fixture's restic first in PATH
+    /// when it was built [`with_restic`](Fixture::with_restic).
+    pub fn igotchuu(&self) -> IgotchuuCmd {
+        let mut cmd = self.scratch.igotchuu();
+        cmd.restic_dir = self.restic_dir.clone();
+        cmd
+    }
+
+    /// Shorthand: `igotchuu -c <config> <args…>` ([`Fixture::igotchuu`]), run to completion.
+    pub fn run(&self, config: &Path, args: &[&str]) -> RunOutput {
+        self.igotchuu().arg("-c").arg(config).args(args).run()
     }
 
     /// `mnt/rel`.
@@ -1162,15 +1257,21 @@ impl Fixture {
     /// with igotchuu's arguments. Returns the directory to put first in PATH
     /// ([`IgotchuuCmd::path_prepend`]). `body` runs inside igotchuu's private mount namespace,
     /// after the snapshots are bind-mounted; it may use [`sh_wait_for`] to block on a flag file.
-    /// These fakes exist to make races and "mid-backup" moments deterministic.
+    /// These fakes exist to make races and "mid-backup" moments deterministic. `restic version`,
+    /// which igotchuu runs once before its snapshots (restic::version), goes straight to the real
+    /// restic without `body`.
     pub fn restic_wrapper(&self, body: &str) -> PathBuf {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let dir = self.path(format!("fake-restic-{n}"));
         std::fs::create_dir_all(&dir).expect("mkdir wrapper dir");
         let script = format!(
-            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n{body}\nexec {} \"$@\"\n",
-            sh_quote(&self.restic_bin)
+            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n\
+             # igotchuu asks restic's version before anything else; that is not the run the\n\
+             # fake stands in for.\n\
+             if [ \"${{1-}}\" = version ]; then exec {real} version; fi\n\
+             {body}\nexec {real} \"$@\"\n",
+            real = sh_quote(&self.restic_bin)
         );
         let p = dir.join("restic");
         std::fs::write(&p, script).expect("write wrapper");
