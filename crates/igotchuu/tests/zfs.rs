@@ -284,6 +284,34 @@ fn a_zfs_dataset_backs_up_from_its_snapshot() {
     fx.restic_check();
 }
 
+/// A btrfs subvolume and a ZFS dataset in one run: each backend makes its snapshot, restic reads
+/// both from one run, and nothing of either is left.
+#[test]
+fn btrfs_and_zfs_sources_in_one_run() {
+    let Some(fx) = Fixture::new() else { return };
+    let z = Zfs::new(&fx);
+    z.pool("tank");
+    let data = fx.create_subvolume("data");
+    fx.write_file("data/f", "btrfs\n");
+    let home = z.create("tank/home", &[]);
+    std::fs::write(home.join("f"), "zfs\n").unwrap();
+    let cfg = fx.write_config(&format!("{}restic_args = []\n", places(&[&data, &home])));
+    let out = z.igotchuu(&fx, &cfg, &["-v", "backup"]).run();
+    out.assert_code(0);
+    out.assert_stderr_contains(&format!("created read-only snapshot {}", fx.mnt.display()));
+    out.assert_stderr_contains("created read-only ZFS snapshot tank/home@igotchuu-");
+    assert_eq!(
+        fx.restic_dump_latest(&data.join("f")).as_deref(),
+        Some("btrfs\n")
+    );
+    assert_eq!(
+        fx.restic_dump_latest(&home.join("f")).as_deref(),
+        Some("zfs\n")
+    );
+    fx.assert_no_snapshot_left("after the run");
+    z.assert_nothing_left(&fx, "after the run");
+}
+
 /// Two datasets of one pool are snapshotted with one `zfs snapshot` (atomic within the pool), a
 /// dataset of another pool with another.
 #[test]
@@ -347,6 +375,28 @@ fn a_crash_leaves_a_marked_snapshot_that_cleanup_destroys() {
         .find(|s| !s.ends_with("2020-01-01T00:00:00Z"))
         .unwrap()
         .clone();
+    // Its mount point: a directory igotchuu made under state_dir, root's and 0700, the only
+    // way into it from the host (the mount itself is only in igotchuu's namespace).
+    let staged: Vec<PathBuf> = std::fs::read_dir(fx.state_dir.join("mnt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    for d in [&staged[0], &fx.state_dir.join("mnt")] {
+        let md = std::fs::symlink_metadata(d).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            md.is_dir() && md.uid() == 0 && md.mode() & 0o7777 == 0o700,
+            "{} {md:?}",
+            d.display()
+        );
+    }
+    assert!(
+        host_mounts()
+            .iter()
+            .all(|m| !m.mount_point.starts_with(&staged[0])),
+        "the snapshot's mount reached the host"
+    );
     run.signal(rustix::process::Signal::KILL);
     let _ = run.wait(RUN_TIMEOUT);
     wait_gone(&held);
