@@ -660,15 +660,22 @@ fn a_missing_zfs_command_is_named() {
     z.pool("tank");
     let home = z.create("tank/home", &[]);
     let cfg = fx.write_config(&format!("{}restic_args = []\n", places(&[&home])));
-    // The pools are still taken for ZFS, but the double is not on PATH.
+    // The pools are still taken for ZFS, but PATH holds restic only: no double, nor an OpenZFS
+    // the machine may have.
+    let only_restic = fx.path("only-restic");
+    std::fs::create_dir(&only_restic).unwrap();
+    std::os::unix::fs::symlink(&fx.restic_bin, only_restic.join("restic")).unwrap();
     let out = fx
         .igotchuu()
         .env("IGOTCHUU_TEST_ZFS_DOUBLE", z.devices.borrow().join(":"))
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PATH", &only_restic)
         .args(["-c", cfg.to_str().unwrap(), "backup"])
         .run();
     out.assert_code(20);
-    out.assert_stderr_contains("the `zfs` command is not on PATH");
+    out.assert_stderr_contains(&format!(
+        "the `zfs` command is not on PATH (PATH={})",
+        only_restic.display()
+    ));
     out.assert_stderr_contains("tank/home");
     out.assert_stderr_contains("zfsutils-linux");
     assert!(z.snapshots().is_empty());
