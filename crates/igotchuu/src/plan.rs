@@ -65,6 +65,8 @@ pub struct Plan {
     pub one_file_system: bool,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
+    /// node_exporter's textfile for this run's metrics (see metrics.rs), if configured.
+    pub metrics_file: Option<PathBuf>,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
     pub warnings: Vec<String>,
 }
@@ -215,6 +217,7 @@ pub fn build(config: &Config, timestamp: &str, env: &[(String, String)]) -> Plan
         restic_args,
         lock_file: config.lock_file.clone(),
         state_dir: config.state_dir.clone(),
+        metrics_file: config.metrics_file.clone(),
         warnings,
     }
 }
