@@ -130,7 +130,9 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
         }
         return Err((NOTHING_RUNNING, msg));
     }
-    if !running {
+    if running {
+        say_err!("igotchuu: following the running backup");
+    } else {
         say_err!("igotchuu: waiting for the next backup…");
     }
     // The run's start time as the bus said it, to read its exit code once it ends.
@@ -160,6 +162,9 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
                 // A one-shot run (or the daemon) appeared; the daemon may still be idle.
                 if let Ok(s) = p.state().await {
                     running = is_running(&s);
+                    if running {
+                        say_err!("igotchuu: following the backup that just started");
+                    }
                     if let Some(ph) = Phase::parse(&s) {
                         term.on_event(&Event::Phase(ph));
                     }

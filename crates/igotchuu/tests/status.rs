@@ -206,3 +206,390 @@ fn a_killed_run_is_recorded_as_crashed_by_cleanup() {
     st.assert_code(2);
     st.assert_stdout_contains("crashed");
 }
+
+// ------------------------------------------------------------------------------------------------
+// §4 igotchuu status
+// ------------------------------------------------------------------------------------------------
+
+/// Incompressible, undeduplicable bytes (xorshift64).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ n as u64;
+    let mut buf = Vec::with_capacity(n + 8);
+    while buf.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(n);
+    buf
+}
+
+/// `igotchuu -c CFG ARGS` as `who` on `bus`.
+fn as_who(bus: &Bus, who: Who, cfg: &Path, args: &[&str]) -> RunOutput {
+    bus::run(bus.cmd(who, BIN).arg("-c").arg(cfg).args(args))
+}
+
+fn json_of(out: &RunOutput) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{out}"))
+}
+
+/// Lets other users read the scratch directory's config files (tempdirs are 0700).
+fn share_scratch(fx: &Fixture) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fx.root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// Moves every recorded run back by `secs` (the runs are real; only their age is what the test
+/// needs to control, since tests must not depend on how long things take).
+fn age_runs(fx: &Fixture, secs: u64) {
+    let p = fx.state_dir.join("status.json");
+    let mut v = status_file(fx);
+    for r in v["runs"].as_array_mut().unwrap() {
+        for k in ["started", "finished"] {
+            let t = r[k].as_u64().unwrap();
+            r[k] = Value::from(t - secs);
+        }
+    }
+    // Rewritten in place: mode and group stay.
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).expect("rewrite status.json");
+}
+
+/// After a success: text and JSON say so, the check is OK; aged beyond --max-age it is CRITICAL
+/// (2d default, 36h, 90m forms); a member of the group reads it without sudo; the next run is
+/// unknown (no systemd on the test bus) and says so.
+#[test]
+fn status_after_success_and_max_age() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    share_scratch(&fx);
+    bus.igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run()
+        .assert_code(0);
+
+    let out = as_who(&bus, Who::Member, &cfg, &["status"]);
+    out.assert_code(0);
+    out.assert_stdout_contains("igotchuu:     idle");
+    out.assert_stdout_contains("last run:     success, exit code 0");
+    out.assert_stdout_contains("5 new, 0 changed, 0 unmodified files");
+    out.assert_stdout_contains(
+        "next run:     unknown (systemd does not answer for igotchuu.timer)",
+    );
+    out.assert_stdout_contains("OK: last run success");
+    let id = runs(&fx)[0]["snapshot_id"].as_str().unwrap().to_owned();
+    out.assert_stdout_contains(&format!("  snapshot:   {id}"));
+
+    let j = json_of(&as_who(&bus, Who::Member, &cfg, &["status", "--json"]));
+    assert_eq!(j["state"], "idle", "{j}");
+    assert_eq!(j["running"], false);
+    assert_eq!(j["bus"], "not-running");
+    assert_eq!(j["last_run"]["outcome"], "success");
+    assert_eq!(j["last_run"]["snapshot_id"], id.as_str());
+    assert_eq!(j["last_success"]["run_id"], j["last_run"]["run_id"]);
+    assert_eq!(j["next_run"], 0);
+    assert_eq!(j["check"]["status"], "OK");
+    assert_eq!(j["check"]["code"], 0);
+    assert_eq!(j["check"]["max_age_seconds"], 172_800);
+
+    // 3 days old: too old by default and for 36h, fine for 4d; 1 hour old: too old for 90m? no.
+    age_runs(&fx, 3 * 86_400);
+    let st = |args: &[&str]| as_who(&bus, Who::Member, &cfg, args);
+    st(&["status"])
+        .assert_code(2)
+        .assert_stdout_contains("CRITICAL: last run success");
+    st(&["status", "--max-age", "36h"]).assert_code(2);
+    st(&["status", "--max-age", "4d"]).assert_code(0);
+    st(&["status", "--max-age", "5000m"]).assert_code(0);
+    st(&["status", "--max-age", "4000m"]).assert_code(2);
+    st(&["status", "--max-age", "2w"])
+        .assert_code(20)
+        .assert_stderr_contains("unknown unit");
+}
+
+/// After a failure: CRITICAL, the outcome and restic's error shown; a user outside the group is
+/// told about the group and gets UNKNOWN (3).
+#[test]
+fn status_after_failure_and_for_a_non_member() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let repo = fx
+        .repo
+        .as_ref()
+        .expect("fixture repo")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = fx
+        .standard_keys()
+        .replace(&toml_str(&repo), &toml_str(fx.path("no-such-repo")));
+    let cfg = fx.write_config_raw(&format!("{text}{}", places(&[&d])));
+    share_scratch(&fx);
+    let code = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run()
+        .code;
+    assert_eq!(code, Some(1), "restic cannot open the repository");
+
+    let out = as_who(&bus, Who::Member, &cfg, &["status"]);
+    out.assert_code(2);
+    out.assert_stdout_contains("last run:     restic-failed, exit code 1");
+    out.assert_stdout_contains("no-such-repo");
+    out.assert_stdout_contains("last success: never");
+    out.assert_stdout_contains("CRITICAL: last run restic-failed");
+
+    let stranger = TempUser::create("st", &[]);
+    let who = Who::Bare {
+        uid: stranger.ids.uid,
+        gid: stranger.ids.gid,
+    };
+    let out = as_who(&bus, who, &cfg, &["status"]);
+    out.assert_code(3);
+    out.assert_stdout_contains("permission denied");
+    out.assert_stdout_contains("readable by root and the `igotchuu` group only");
+    out.assert_stdout_contains("UNKNOWN");
+    let j = json_of(&as_who(&bus, who, &cfg, &["status", "--json"]));
+    assert_eq!(j["check"]["code"], 3, "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("`igotchuu` group"),
+        "{j}"
+    );
+    assert_eq!(j["last_run"], Value::Null);
+}
+
+/// A run of 6 MiB at --limit-upload 64 KiB/s, on `bus`, not yet started.
+fn slow_run(fx: &Fixture, bus: &Bus) -> (IgotchuuCmd, PathBuf) {
+    let d = data(fx);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let cfg = fx.write_config(&format!(
+        "{}restic_args = {}\n",
+        places(&[&d]),
+        toml_list(&["--limit-upload", "64"])
+    ));
+    let cmd = bus
+        .igotchuu(fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"]);
+    (cmd, cfg)
+}
+
+/// Polls `status --json` (as a group member) until restic's totals are known.
+fn wait_for_progress(bus: &Bus, cfg: &Path, run: &mut Running) -> Value {
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let out = as_who(bus, Who::Member, cfg, &["status", "--json"]);
+        let j = json_of(&out);
+        if j["progress"]["total_bytes"].as_u64().is_some_and(|t| t > 0) {
+            return j;
+        }
+        assert!(
+            !run.has_exited(),
+            "the run ended before its progress was seen"
+        );
+        assert!(
+            std::time::Instant::now() < end,
+            "no progress within the wait: {j}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// While a one-shot run goes, `status` (as a group member) reads the live state and progress
+/// from its bus name; after it was stopped, the record says interrupted.
+#[test]
+fn status_while_running_shows_the_progress() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let (cmd, cfg) = slow_run(&fx, &bus);
+    share_scratch(&fx);
+    let mut run = cmd.spawn();
+    let j = wait_for_progress(&bus, &cfg, &mut run);
+    assert_eq!(j["state"], "backing-up", "{j}");
+    assert_eq!(j["running"], true);
+    assert_eq!(j["bus"], "answered");
+    assert!(
+        j["progress"]["total_bytes"].as_u64().unwrap() >= 6 << 20,
+        "{j}"
+    );
+    let text = as_who(&bus, Who::Member, &cfg, &["status"]);
+    text.assert_stdout_contains("igotchuu:     running (backing-up)");
+    text.assert_stdout_contains("  progress:   [");
+    text.assert_stdout_contains("files, ");
+
+    bus.stop(Who::Root).assert_code(0);
+    run.wait(RUN_TIMEOUT).assert_code(130);
+    let j = json_of(&as_who(&bus, Who::Member, &cfg, &["status", "--json"]));
+    assert_eq!(j["state"], "idle", "{j}");
+    assert_eq!(j["last_run"]["outcome"], "interrupted");
+    assert_eq!(j["last_run"]["exit_code"], 130);
+    assert_eq!(
+        j["check"]["code"], 2,
+        "interrupted and never succeeded: {j}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// §4 igotchuu watch
+// ------------------------------------------------------------------------------------------------
+
+/// `igotchuu watch` as `who`, its stderr to a file the test can poll.
+fn spawn_watch(
+    fx: &Fixture,
+    bus: &Bus,
+    who: Who,
+    args: &[&str],
+) -> (std::process::Child, PathBuf, PathBuf) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let err = fx.path(format!("watch-{n}.err"));
+    let out = err.with_extension("out");
+    let child = bus
+        .cmd(who, BIN)
+        .arg("watch")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("watch stdout"))
+        .stderr(std::fs::File::create(&err).expect("watch stderr"))
+        .spawn()
+        .expect("start igotchuu watch");
+    (child, err, out)
+}
+
+fn wait_for_text(file: &Path, needle: &str) {
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let t = std::fs::read_to_string(file).unwrap_or_default();
+        if t.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{needle:?} not in {}:\n{t}",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn wait_child(mut c: std::process::Child) -> Option<i32> {
+    let end = std::time::Instant::now() + RUN_TIMEOUT;
+    loop {
+        if let Some(s) = c.try_wait().expect("wait") {
+            return s.code();
+        }
+        if std::time::Instant::now() > end {
+            let _ = c.kill();
+            panic!("igotchuu watch did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `watch` (as a group member) follows a one-shot run to its end: the terminal lines of a run
+/// (the summary, "backup finished: success") and its exit code 0; a second
+/// `watch` of a run that is stopped exits 130 like the run. With nothing running it says so (21).
+#[test]
+fn watch_follows_a_run_to_its_end_with_its_exit_code() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    share_scratch(&fx);
+    let idle = bus::run(bus.cmd(Who::Member, BIN).arg("watch"));
+    idle.assert_code(21)
+        .assert_stderr_contains("no backup is running");
+
+    let h = hold(&fx, "watch");
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    let (watch, err, out) = spawn_watch(&fx, &bus, Who::Member, &[]);
+    wait_for_text(&err, "following the running backup");
+    touch(&h.go);
+    run.wait(RUN_TIMEOUT).assert_code(0);
+    assert_eq!(wait_child(watch), Some(0));
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        stderr.contains("igotchuu: backup finished: success"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("Backup complete."), "{stdout}");
+    assert!(
+        stdout.contains("  files:      5 new, 0 changed, 0 unmodified"),
+        "{stdout}"
+    );
+
+    // Stopped mid-upload: watch exits with the run's 130.
+    let (cmd, _) = slow_run_named(&fx, &bus, "data2");
+    let mut run = cmd.spawn();
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    while !bus
+        .get_property(Who::Root, "State")
+        .stdout
+        .contains("backing-up")
+    {
+        assert!(
+            !run.has_exited() && std::time::Instant::now() < end,
+            "no backing-up state"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (watch, err, _) = spawn_watch(&fx, &bus, Who::Member, &[]);
+    wait_for_text(&err, "following the running backup");
+    bus.stop(Who::Root).assert_code(0);
+    run.wait(RUN_TIMEOUT).assert_code(130);
+    assert_eq!(wait_child(watch), Some(130));
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(stderr.contains("backup finished: interrupted"), "{stderr}");
+}
+
+/// Like [`slow_run`] with a subvolume of another name (a second run in one test).
+fn slow_run_named(fx: &Fixture, bus: &Bus, name: &str) -> (IgotchuuCmd, PathBuf) {
+    let d = fx.create_subvolume(name);
+    fx.write_file(&format!("{name}/big.bin"), noise(6 << 20));
+    let cfg = fx.write_config(&format!(
+        "{}restic_args = {}\n",
+        places(&[&d]),
+        toml_list(&["--limit-upload", "64"])
+    ));
+    let cmd = bus
+        .igotchuu(fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"]);
+    (cmd, cfg)
+}
+
+/// A user outside the group who runs `watch` while a backup runs is told about the group at
+/// once (the policy answers AccessDenied), exit 22, instead of waiting for signals it will
+/// never receive.
+#[test]
+fn watch_as_a_non_member_gets_the_group_message() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    let h = hold(&fx, "nm");
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    let stranger = TempUser::create("wt", &[]);
+    let who = Who::Bare {
+        uid: stranger.ids.uid,
+        gid: stranger.ids.gid,
+    };
+    let out = bus::run(bus.cmd(who, BIN).arg("watch"));
+    touch(&h.go);
+    out.assert_code(22);
+    out.assert_stderr_contains("only root and members of the `igotchuu` group");
+    out.assert_stderr_contains("usermod -aG igotchuu");
+    run.wait(RUN_TIMEOUT).assert_code(0);
+}
