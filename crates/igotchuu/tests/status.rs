@@ -593,3 +593,180 @@ fn watch_as_a_non_member_gets_the_group_message() {
     out.assert_stderr_contains("usermod -aG igotchuu");
     run.wait(RUN_TIMEOUT).assert_code(0);
 }
+
+// ------------------------------------------------------------------------------------------------
+// §5 Prometheus
+// ------------------------------------------------------------------------------------------------
+
+/// node_exporter's /metrics body (HTTP/1.0 GET without a client library).
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let (head, body) = body.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+/// The value of the sample `series` (`name{labels}` or `name`) in an exposition text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A real node_exporter (textfile collector only) on a free 127.0.0.1 port, as `nobody`,
+/// killed on drop.
+struct NodeExporter {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl NodeExporter {
+    fn start(dir: &Path) -> NodeExporter {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = bus::as_user(Who::Nobody, "prometheus-node-exporter")
+            .args([
+                "--collector.disable-defaults",
+                "--collector.textfile",
+                &format!("--collector.textfile.directory={}", dir.display()),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus-node-exporter");
+        NodeExporter { child, port }
+    }
+
+    /// The first scrape that answers.
+    fn scrape(&mut self) -> String {
+        let end = std::time::Instant::now() + WAIT_TIMEOUT;
+        loop {
+            if let Some(b) = scrape(self.port) {
+                return b;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("node_exporter exited: {st}");
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "node_exporter does not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// After real backups of two profiles sharing one metrics_file, the real node_exporter's
+/// textfile collector serves every metric with the values status.json holds, per profile, and
+/// `node_textfile_scrape_error` is 0. The file is 0644 (node_exporter runs as nobody here).
+#[test]
+fn node_exporter_serves_the_metrics_of_every_profile() {
+    let Some(fx) = bus::setup() else { return };
+    if find_program("prometheus-node-exporter").is_none() {
+        cannot_run("`prometheus-node-exporter` is not installed (scripts/setup installs it)");
+        return;
+    }
+    let d = data(&fx);
+    let textfiles = fx.path("textfile");
+    std::fs::create_dir(&textfiles).expect("mkdir");
+    share_scratch(&fx);
+    let prom = textfiles.join("igotchuu.prom");
+    let cfg = fx.write_config(&format!(
+        "{}metrics_file = {}\n[profiles.offsite]\nrestic_backup_args = [\"--tag\", \"offsite\"]\n",
+        places(&[&d]),
+        toml_str(&prom)
+    ));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    fx.write_file("data/new.txt", "one more\n");
+    fx.run(&cfg, &["-p", "offsite", "backup"]).assert_code(0);
+    let md = std::fs::metadata(&prom).expect("the metrics file");
+    assert_eq!(md.mode() & 0o7777, 0o644);
+
+    let runs = runs(&fx);
+    assert_eq!(runs.len(), 2);
+    let mut ne = NodeExporter::start(&textfiles);
+    let body = ne.scrape();
+    assert_eq!(
+        sample(&body, "node_textfile_scrape_error"),
+        Some(0.0),
+        "{body}"
+    );
+    for (r, label) in [(&runs[0], "\"\""), (&runs[1], "\"offsite\"")] {
+        let m = |name: &str| {
+            let series = format!("{name}{{profile={label}}}");
+            sample(&body, &series).unwrap_or_else(|| panic!("{series} missing:\n{body}"))
+        };
+        let s = &r["summary"];
+        assert_eq!(m("igotchuu_last_run_exit_code"), 0.0);
+        assert_eq!(m("igotchuu_last_run_success"), 1.0);
+        assert_eq!(
+            m("igotchuu_last_run_start_time_seconds"),
+            r["started"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_end_time_seconds"),
+            r["finished"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_success_time_seconds"),
+            r["finished"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_duration_seconds"),
+            r["finished"].as_f64().unwrap() - r["started"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_files_new"),
+            s["files_new"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_files_changed"),
+            s["files_changed"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_files_unmodified"),
+            s["files_unmodified"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_added_bytes"),
+            s["data_added"].as_f64().unwrap()
+        );
+        assert_eq!(
+            m("igotchuu_last_run_processed_bytes"),
+            s["total_bytes_processed"].as_f64().unwrap()
+        );
+        assert_eq!(m("igotchuu_snapshots_left_over"), 0.0);
+    }
+    // What restic reported, not zeros: the first run found the 5 files, the second 1 new file.
+    assert_eq!(
+        sample(&body, "igotchuu_last_run_files_new{profile=\"\"}"),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&body, "igotchuu_last_run_files_new{profile=\"offsite\"}"),
+        Some(1.0)
+    );
+    assert!(
+        body.contains("# HELP igotchuu_last_run_added_bytes Bytes restic added"),
+        "{body}"
+    );
+}
