@@ -1480,10 +1480,12 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         "",
         "snapshot directory left in /"
     );
-    // CacheDirectory= and StateDirectory= exist, private; restic used the persistent cache.
+    // CacheDirectory= exists, private; StateDirectory= only searchable by others (0711), so the
+    // igotchuu group reaches status.json (0640 root:igotchuu) while the journal stays 0700;
+    // restic used the persistent cache.
     assert_eq!(
-        ct.ok("stat -c %a /var/cache/igotchuu /var/lib/igotchuu"),
-        "700\n700\n"
+        ct.ok("stat -c %a /var/cache/igotchuu /var/lib/igotchuu /var/lib/igotchuu/journal /var/lib/igotchuu/status.json"),
+        "700\n711\n700\n640\n"
     );
     assert!(
         ct.sh("test -f /var/cache/igotchuu/restic/CACHEDIR.TAG")
