@@ -193,15 +193,36 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
     out
 }
 
+/// The largest old file read back: ours is a few KiB per profile.
+const MAX_OLD: u64 = 1 << 20;
+
+/// The file as it is, if it is a plain file: never through a symlink, never blocking on a FIFO
+/// someone put there, at most [`MAX_OLD`] bytes. Anything else is replaced, not read.
+fn read_old(target: &Path) -> Option<String> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        target,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::from(fd), MAX_OLD),
+        &mut text,
+    )
+    .ok()?;
+    Some(text)
+}
+
 /// Rewrites `target` from `state_dir`'s status file, keeping other profiles' series.
 pub fn write_for(state_dir: &Path, target: &Path) -> io::Result<()> {
     let file = status::load(state_dir).map_err(io::Error::other)?;
-    let old = match std::fs::read_to_string(target) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        // Unreadable or not UTF-8: ours to replace.
-        Err(_) => String::new(),
-    };
+    let old = read_old(target).unwrap_or_default();
     let text = render(&file, left_over(state_dir), &old);
     status::write_atomically(target, text.as_bytes(), 0o644, None)
 }

@@ -118,6 +118,8 @@ pub fn group_gid() -> Option<u32> {
 /// What the listener collected from the run's events.
 #[derive(Debug, Default)]
 struct Collected {
+    /// restic ran (BackupStarted).
+    restic_started: bool,
     summary: Option<Summary>,
     errors: Vec<String>,
     more_errors: usize,
@@ -131,6 +133,7 @@ impl Listener for Collector {
     fn on_event(&mut self, event: &Event) {
         let mut c = self.0.borrow_mut();
         match event {
+            Event::Started => c.restic_started = true,
             Event::Summary(s) => c.summary = Some(s.clone()),
             // Already redacted where they were made (restic's output, the hook's argv).
             Event::Error(e) if c.errors.len() < MAX_ERRORS => c.errors.push(error_line(e)),
@@ -243,7 +246,14 @@ impl Recording {
             exit_code: code,
             started: self.started,
             finished: now(),
-            restic_version: c.summary.as_ref().and_then(|_| restic_version(plan)),
+            // Only for runs that got as far as restic: its version is what explains them.
+            restic_version: (c.restic_started
+                || matches!(
+                    outcome,
+                    OutcomeKind::Success | OutcomeKind::Partial | OutcomeKind::ResticFailed
+                ))
+            .then(|| restic_version(plan))
+            .flatten(),
             summary: summary.map(SummaryRecord::from),
             snapshot_id: summary.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
             errors,

@@ -240,10 +240,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, gid: Option<u32>) 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
+    // A fresh file, never an existing one: whoever can write `dir` (node_exporter's directory
+    // may be another user's) could have left a hard link to a file of root's under that name,
+    // which truncating and chmodding would destroy or expose. A leftover of ours is removed
+    // first; one put back in between makes the write fail, not follow it.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)?;

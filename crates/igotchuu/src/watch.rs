@@ -161,9 +161,8 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
             if args.new_owner().is_some() && !running {
                 // A one-shot run (or the daemon) appeared; the daemon may still be idle.
                 if let Ok(s) = p.state().await {
-                    running = is_running(&s);
-                    if running {
-                        say_err!("igotchuu: following the backup that just started");
+                    if is_running(&s) {
+                        began(&mut running);
                     }
                     if let Some(ph) = Phase::parse(&s) {
                         term.on_event(&Event::Phase(ph));
@@ -186,7 +185,7 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
         }
         if !running {
             // Signals of a daemon's run before its State changed: the run has begun.
-            running = true;
+            began(&mut running);
         }
         match member.as_str() {
             "BackupStarted" if BackupStarted::from_message(msg.clone()).is_some() => {
@@ -230,6 +229,14 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     Err(cannot("the connection to the system bus was lost".into()))
 }
 
+/// The run being waited for has begun: say so once.
+fn began(running: &mut bool) {
+    if !*running {
+        *running = true;
+        say_err!("igotchuu: following the backup that just started");
+    }
+}
+
 /// `during` back to its step, or restic's own word.
 fn during(word: &str) -> During {
     [
@@ -257,15 +264,22 @@ async fn on_properties(
     if let Some(Value::Str(s)) = changed.get("State") {
         if let Some(ph) = Phase::parse(s.as_str()) {
             if ph != Phase::Idle {
-                *running = true;
+                began(running);
             }
             term.on_event(&Event::Phase(ph));
         }
     }
-    let Some(Value::Str(word)) = changed.get("LastOutcome") else {
-        return None;
+    let kind = match changed.get("LastOutcome") {
+        Some(Value::Str(word)) => OutcomeKind::parse(word.as_str())?,
+        // Idle without an outcome in this message: watch came in after LastOutcome was sent
+        // (attached while cleaning up); ask for it.
+        _ if *running
+            && matches!(changed.get("State"), Some(Value::Str(s)) if s.as_str() == Phase::Idle.as_str()) =>
+        {
+            OutcomeKind::parse(&p.last_outcome().await.ok()?)?
+        }
+        _ => return None,
     };
-    let kind = OutcomeKind::parse(word.as_str())?;
     if !*running {
         return None;
     }

@@ -204,7 +204,29 @@ fn a_killed_run_is_recorded_as_crashed_by_cleanup() {
 
     let st = fx.run(&cfg, &["status"]);
     st.assert_code(2);
-    st.assert_stdout_contains("crashed");
+    st.assert_stdout_contains("last run:     crashed, exit code -1");
+
+    // Killed again; this time the next backup records it, then its own success after it.
+    let mut run = fx
+        .igotchuu()
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    std::fs::remove_file(&h.go).expect("rm go");
+    std::fs::remove_file(&h.held).ok();
+    run.wait_for_path(&h.held);
+    let pid = run.pid();
+    run.signal(Signal::KILL);
+    assert_eq!(run.wait(RUN_TIMEOUT).signal, Some(9));
+    let out = fx.run(&cfg, &["backup"]);
+    out.assert_code(0);
+    out.assert_stderr_contains(&format!("(PID {pid}) had crashed; recorded as `crashed`"));
+    let outcomes: Vec<String> = self::runs(&fx)
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["crashed", "crashed", "success"]);
+    fx.run(&cfg, &["status"]).assert_code(0);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -769,4 +791,72 @@ fn node_exporter_serves_the_metrics_of_every_profile() {
         body.contains("# HELP igotchuu_last_run_added_bytes Bytes restic added"),
         "{body}"
     );
+}
+
+/// `watch --wait` started while nothing runs waits, then follows the next one-shot run (found
+/// by its bus name appearing) to its end.
+#[test]
+fn watch_wait_follows_the_next_run() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    let (watch, err, out) = spawn_watch(&fx, &bus, Who::Member, &["--wait"]);
+    wait_for_text(&err, "waiting for the next backup");
+    let h = hold(&fx, "wait");
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    wait_for_text(&err, "following the backup that just started");
+    touch(&h.go);
+    run.wait(RUN_TIMEOUT).assert_code(0);
+    assert_eq!(wait_child(watch), Some(0));
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert!(stdout.contains("  files:      5 new"), "{stdout}");
+}
+
+/// The properties about past runs, on a one-shot run's object, come from status.json: during a
+/// second run they describe the first; NextRun is 0 (no systemd on the test bus).
+#[test]
+fn the_last_run_properties_come_from_the_status_file() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    bus.igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run()
+        .assert_code(0);
+    let first = runs(&fx)[0].clone();
+    let h = hold(&fx, "props");
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    let prop = |name: &str| -> String {
+        let out = bus.get_property(Who::Member, name);
+        out.assert_code(0);
+        out.stdout.trim().to_owned()
+    };
+    assert_eq!(
+        prop("LastRunStarted"),
+        format!("(<uint64 {}>,)", first["started"])
+    );
+    assert_eq!(
+        prop("LastRunFinished"),
+        format!("(<uint64 {}>,)", first["finished"])
+    );
+    assert_eq!(
+        prop("LastSuccess"),
+        format!("(<uint64 {}>,)", first["finished"])
+    );
+    assert_eq!(prop("LastExitCode"), "(<0>,)");
+    assert_eq!(prop("NextRun"), "(<uint64 0>,)");
+    touch(&h.go);
+    run.wait(RUN_TIMEOUT).assert_code(0);
 }
