@@ -112,7 +112,10 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     }
     let p = proxy(&conn).await.map_err(|e| cannot(e.to_string()))?;
     let mut running = match p.state().await {
-        Ok(s) => is_running(&s),
+        Ok(s) => {
+            join(&s, &mut term);
+            is_running(&s)
+        }
         Err(e) if is_access_denied(&e) => {
             return Err(cannot(group_message("cannot watch the backup")));
         }
@@ -135,7 +138,6 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     } else {
         say_err!("igotchuu: waiting for the next backup…");
     }
-    // The run's start time as the bus said it, to read its exit code once it ends.
     while let Some(msg) = stream.next().await {
         let Ok(msg) = msg else { continue };
         let header = msg.header();
@@ -163,9 +165,7 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
                 if let Ok(s) = p.state().await {
                     if is_running(&s) {
                         began(&mut running);
-                    }
-                    if let Some(ph) = Phase::parse(&s) {
-                        term.on_event(&Event::Phase(ph));
+                        join(&s, &mut term);
                     }
                 }
             }
@@ -227,6 +227,19 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
         }
     }
     Err(cannot("the connection to the system bus was lost".into()))
+}
+
+/// Brings the terminal to where a run already is: its phase, and restic running (the progress
+/// bar exists only after `Started`, which was sent before we came).
+fn join(state: &str, term: &mut Terminal) {
+    if let Some(ph) = Phase::parse(state) {
+        if ph != Phase::Idle {
+            term.on_event(&Event::Phase(ph));
+        }
+        if ph == Phase::BackingUp {
+            term.on_event(&Event::Started);
+        }
+    }
 }
 
 /// The run being waited for has begun: say so once.
@@ -303,4 +316,29 @@ fn in_group() -> bool {
         || rustix::process::getgroups()
             .map(|g| g.iter().any(|g| g.as_raw() == gid))
             .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_map_back_to_what_a_one_shot_run_gives() {
+        assert_eq!(during("archival"), During::Restic("archival".into()));
+        assert_eq!(during("recovery"), During::Step(Step::Recovery));
+        assert_eq!(code_of(OutcomeKind::Partial), 3);
+        assert_eq!(code_of(OutcomeKind::Interrupted), 130);
+        assert_eq!(code_of(OutcomeKind::Crashed), exit::IGOTCHUU_FAILED);
+        // The same words the run prints.
+        assert_eq!(
+            outcome_of(OutcomeKind::Partial, 3).to_string(),
+            Outcome::ResticFailed(3).to_string()
+        );
+        for k in OutcomeKind::ALL {
+            assert_eq!(
+                outcome_of(k, code_of(k)).kind().as_str() == "failed",
+                matches!(k, OutcomeKind::Failed | OutcomeKind::Crashed)
+            );
+        }
+    }
 }
