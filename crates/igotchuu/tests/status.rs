@@ -497,17 +497,7 @@ fn wait_for_text(file: &Path, needle: &str) {
 }
 
 fn wait_child(mut c: std::process::Child) -> Option<i32> {
-    let end = std::time::Instant::now() + RUN_TIMEOUT;
-    loop {
-        if let Some(s) = c.try_wait().expect("wait") {
-            return s.code();
-        }
-        if std::time::Instant::now() > end {
-            let _ = c.kill();
-            panic!("igotchuu watch did not end");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_child_status(&mut c)
 }
 
 /// `watch` (as a group member) follows a one-shot run to its end: the terminal lines of a run
@@ -859,4 +849,69 @@ fn the_last_run_properties_come_from_the_status_file() {
     assert_eq!(prop("NextRun"), "(<uint64 0>,)");
     touch(&h.go);
     run.wait(RUN_TIMEOUT).assert_code(0);
+}
+
+/// On a terminal (a pty from util-linux `script`), `watch` draws the same progress bar a
+/// one-shot run draws (indicatif's █/░ bar with the progress line), joined mid-backup.
+#[test]
+fn watch_on_a_terminal_draws_the_progress_bar() {
+    let Some(fx) = bus::setup() else { return };
+    if find_program("script").is_none() {
+        cannot_run("`script` (util-linux) is not installed");
+        return;
+    }
+    let bus = Bus::start(Policy::Shipped);
+    let (cmd, _) = slow_run(&fx, &bus);
+    let mut run = cmd.spawn();
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    while !bus
+        .get_property(Who::Root, "State")
+        .stdout
+        .contains("backing-up")
+    {
+        assert!(
+            !run.has_exited() && std::time::Instant::now() < end,
+            "no backing-up state"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = fx.path("watch-pty.out");
+    let mut watch = bus
+        .cmd(Who::Member, "script")
+        .args(["-qec", &format!("{BIN} watch"), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("pty log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start script");
+    // A progress update drawn into the bar after watch joined.
+    wait_for_text(&out, " files, ");
+    bus.stop(Who::Root).assert_code(0);
+    run.wait(RUN_TIMEOUT).assert_code(130);
+    let code = wait_child_status(&mut watch);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(code, Some(130), "{text}");
+    assert!(
+        text.contains('█') || text.contains('░'),
+        "no bar drawn:\n{text}"
+    );
+    assert!(
+        text.contains("/6.0 MiB"),
+        "the bar's progress line:\n{text}"
+    );
+    assert!(text.contains("backup finished: interrupted"), "{text}");
+}
+
+fn wait_child_status(c: &mut std::process::Child) -> Option<i32> {
+    let end = std::time::Instant::now() + RUN_TIMEOUT;
+    loop {
+        if let Some(s) = c.try_wait().expect("wait") {
+            return s.code();
+        }
+        if std::time::Instant::now() > end {
+            let _ = c.kill();
+            panic!("did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
