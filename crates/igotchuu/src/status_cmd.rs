@@ -92,6 +92,9 @@ pub struct Live {
     pub state: String,
     pub progress: Progress,
     pub next_run: u64,
+    /// The last runs as the server's LastRun* properties give them (absent on older servers),
+    /// for when status.json cannot be read.
+    pub history: Option<StatusFile>,
 }
 
 /// Why the bus did not say.
@@ -185,12 +188,81 @@ async fn ask_live(conn: &Connection) -> Result<Live, NoLive> {
     };
     // Older one-shot runs do not have it: unknown.
     let next_run = p.next_run().await.unwrap_or(0);
+    let history = match (
+        p.last_run_started().await,
+        p.last_run_finished().await,
+        p.last_success().await,
+        p.last_exit_code().await,
+    ) {
+        (Ok(started), Ok(finished), Ok(success), Ok(code)) if started > 0 => {
+            // LastOutcome is the outcome of the run the server serves (a one-shot run's own,
+            // "" until it ends): only an idle server's matches LastExitCode's run.
+            let word = match Phase::parse(&state) {
+                Some(Phase::Idle) => p.last_outcome().await.unwrap_or_default(),
+                _ => String::new(),
+            };
+            let snapshot = p.last_snapshot_id().await.unwrap_or_default();
+            Some(history_from_bus(
+                started, finished, success, code, &word, snapshot,
+            ))
+        }
+        _ => None,
+    };
     Ok(Live {
+        history,
         phase: Phase::parse(&state),
         state,
         progress,
         next_run,
     })
+}
+
+/// The outcome a one-shot run's exit code stands for (exit.rs).
+fn kind_of_code(code: i32) -> OutcomeKind {
+    match code {
+        0 => OutcomeKind::Success,
+        3 => OutcomeKind::Partial,
+        -1 => OutcomeKind::Crashed,
+        crate::exit::INTERRUPTED => OutcomeKind::Interrupted,
+        crate::exit::IGOTCHUU_FAILED => OutcomeKind::Failed,
+        _ => OutcomeKind::ResticFailed,
+    }
+}
+
+/// A history of one or two runs from the LastRun* properties: the last run, and the last
+/// success when that was another run.
+fn history_from_bus(
+    started: u64,
+    finished: u64,
+    success: u64,
+    code: i32,
+    word: &str,
+    snapshot_id: String,
+) -> StatusFile {
+    let record = |outcome, exit_code, started, finished, snapshot_id| RunRecord {
+        run_id: String::new(),
+        profile: String::new(),
+        outcome,
+        exit_code,
+        started,
+        finished,
+        restic_version: None,
+        summary: None,
+        snapshot_id,
+        errors: vec![],
+    };
+    let outcome = OutcomeKind::parse(word).unwrap_or_else(|| kind_of_code(code));
+    let mut runs = vec![record(outcome, code, started, finished, snapshot_id)];
+    if success > 0 && !(outcome.is_success() && success == finished) {
+        runs.insert(
+            0,
+            record(OutcomeKind::Success, 0, success, success, String::new()),
+        );
+    }
+    StatusFile {
+        runs,
+        ..Default::default()
+    }
 }
 
 /// "2026-11-29 14:00:01 UTC".
@@ -314,14 +386,33 @@ pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|d| status::load(d).map_err(|e: StatusError| e.to_string()));
+    // status.json unreadable (an older file of root's alone, say) while the server answers:
+    // its LastRun* properties are the history (they carry no profile: any profile's).
+    let (file, from_bus) = match (file, &live) {
+        (
+            Err(e),
+            Ok(Live {
+                history: Some(h), ..
+            }),
+        ) if profile.is_none() => (Ok(h.clone()), Some(e)),
+        (f, _) => (f, None),
+    };
     let now = now();
     let (check, why) = match &file {
         Ok(f) => judge(f, profile, max_age, now),
         Err(e) => (Check::Unknown, e.clone()),
     };
     if json {
-        print_json(&live, &file, profile, next_run, check, &why, max_age);
+        print_json(
+            &live, &file, &from_bus, profile, next_run, check, &why, max_age,
+        );
     } else {
+        if let Some(e) = &from_bus {
+            say_out!(
+                "(the last runs as igotchuu reports them on the bus: {})",
+                sanitize::line(e)
+            );
+        }
         print_text(&live, &file, profile, next_run, now);
         say_out!("{}: {}", check.as_str(), sanitize::line(&why));
     }
@@ -386,9 +477,11 @@ fn run_json(r: &RunRecord) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_json(
     live: &Result<Live, NoLive>,
     file: &Result<StatusFile, String>,
+    from_bus: &Option<String>,
     profile: Option<&str>,
     next_run: Option<u64>,
     check: Check,
@@ -422,6 +515,7 @@ fn print_json(
         ),
         Err(e) => (None, None, Some(e.clone())),
     };
+    let error = error.or_else(|| from_bus.clone());
     let v = json!({
         "state": state,
         "running": !matches!(state.as_str(), "idle" | "unknown"),
@@ -430,6 +524,9 @@ fn print_json(
         "profile": profile,
         "last_run": last,
         "last_success": last_success,
+        // Where last_run and last_success come from: "status-file", or "bus" (with `error`
+        // saying why the file could not be read).
+        "history": if from_bus.is_some() { "bus" } else { "status-file" },
         "next_run": next_run.unwrap_or(0),
         "check": {
             "code": check as i32,
@@ -459,6 +556,22 @@ mod tests {
             snapshot_id: String::new(),
             errors: vec![],
         }
+    }
+
+    #[test]
+    fn the_bus_properties_make_a_history_judged_like_the_file() {
+        let h = history_from_bus(100, 110, 110, 0, "", "abc".into());
+        assert_eq!(h.runs.len(), 1);
+        assert_eq!(judge(&h, None, 50, 120).0, Check::Ok);
+        // A partial run after an older success: two runs, WARNING.
+        let h = history_from_bus(200, 210, 110, 3, "", String::new());
+        assert_eq!(h.runs.len(), 2);
+        assert_eq!(h.last(None).map(|r| r.outcome), Some(OutcomeKind::Partial));
+        assert_eq!(judge(&h, None, 500, 220).0, Check::Warning);
+        // An idle server's word wins; never a success: CRITICAL.
+        let h = history_from_bus(200, 210, 0, 20, "crashed", String::new());
+        assert_eq!(h.last(None).map(|r| r.outcome), Some(OutcomeKind::Crashed));
+        assert_eq!(judge(&h, None, 500, 220).0, Check::Critical);
     }
 
     #[test]

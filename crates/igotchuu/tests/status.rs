@@ -809,7 +809,8 @@ fn watch_wait_follows_the_next_run() {
 }
 
 /// The properties about past runs, on a one-shot run's object, come from status.json: during a
-/// second run they describe the first; NextRun is 0 (no systemd on the test bus).
+/// second run they describe the first; NextRun is 0 (no systemd on the test bus). `status`
+/// falls back to them when it cannot read status.json.
 #[test]
 fn the_last_run_properties_come_from_the_status_file() {
     let Some(fx) = bus::setup() else { return };
@@ -847,6 +848,24 @@ fn the_last_run_properties_come_from_the_status_file() {
     );
     assert_eq!(prop("LastExitCode"), "(<0>,)");
     assert_eq!(prop("NextRun"), "(<uint64 0>,)");
+
+    // status.json unreadable for the member (root's alone): `status` takes the last runs from
+    // these properties instead, and says so.
+    use std::os::unix::fs::PermissionsExt;
+    share_scratch(&fx);
+    let file = fx.state_dir.join("status.json");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let j = json_of(&as_who(&bus, Who::Member, &cfg, &["status", "--json"]));
+    assert_eq!(j["history"], "bus", "{j}");
+    assert_eq!(j["state"], "backing-up");
+    assert_eq!(j["last_run"]["outcome"], "success");
+    assert_eq!(j["last_run"]["started"], first["started"]);
+    assert_eq!(j["last_success"]["finished"], first["finished"]);
+    assert_eq!(j["check"]["code"], 0, "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("permission denied"),
+        "{j}"
+    );
     touch(&h.go);
     run.wait(RUN_TIMEOUT).assert_code(0);
 }
