@@ -282,10 +282,8 @@ impl Recording {
     }
 
     fn write(self, plan: &Plan, record: RunRecord, events: &mut Events) {
-        let gid = group_gid();
         let path = status::path(&self.state_dir);
-        let written = make_reachable(&self.state_dir)
-            .and_then(|()| status::append(&self.state_dir, record, gid));
+        let written = append(&self.state_dir, record, events);
         match written {
             Err(e) => events.warning(format!(
                 "cannot write the run's status to {}: {e}; `igotchuu status` does not know how this run ended",
@@ -307,6 +305,28 @@ impl Recording {
                 ));
             }
         }
+    }
+}
+
+/// Appends `record` to status.json, group `igotchuu`. Giving a file to a group takes CAP_CHOWN
+/// (root is not a member): without it (a unit that drops it) the file stays root's alone, with a
+/// warning, rather than the run going unrecorded.
+fn append(state_dir: &Path, record: RunRecord, events: &mut Events) -> io::Result<()> {
+    make_reachable(state_dir)?;
+    let Some(gid) = group_gid() else {
+        return status::append(state_dir, record, None);
+    };
+    match status::append(state_dir, record.clone(), Some(gid)) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            events.warning(format!(
+                "cannot give {} to group `{}`: {e}; only root can read it now (under systemd, \
+                 the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
+                status::path(state_dir).display(),
+                igotchuu_dbus::GROUP
+            ));
+            status::append(state_dir, record, None)
+        }
+        r => r,
     }
 }
 
@@ -397,9 +417,7 @@ pub fn record_crashed(plan: &Plan, events: &mut Events) {
                 marker.pid
             )],
         };
-        match make_reachable(&plan.state_dir)
-            .and_then(|()| status::append(&plan.state_dir, record, group_gid()))
-        {
+        match append(&plan.state_dir, record, events) {
             Ok(()) => {
                 let _ = fs::remove_file(&path);
                 events.recovered(
