@@ -313,6 +313,9 @@ impl Recording {
 /// warning, rather than the run going unrecorded.
 fn append(state_dir: &Path, record: RunRecord, events: &mut Events) -> io::Result<()> {
     make_reachable(state_dir)?;
+    if let Err(e @ status::StatusError::Invalid { .. }) = status::load(state_dir) {
+        events.warning(format!("{e}: replaced, the runs it held are lost"));
+    }
     let Some(gid) = group_gid() else {
         return status::append(state_dir, record, None);
     };
