@@ -201,11 +201,12 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
             }
             return exit::IGOTCHUU_FAILED;
         }
-        // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
-        // anything is snapshotted: a second igotchuu is refused here without touching anything.
+        // Only backups are recorded: no recording means `cleanup`.
         let Some(recording) = recording else {
             return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
         };
+        // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
+        // anything is snapshotted: a second igotchuu is refused here without touching anything.
         let dbus = match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
             Ok(d) => d,
             Err(taken) => {
