@@ -57,7 +57,8 @@ Exit codes (Nagios/Icinga plugin convention):
   2  CRITICAL  the last run failed or crashed, no run succeeded yet, or the last success is
                older than --max-age
   3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
-Without --profile the newest run of any profile counts.";
+Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
+config's runs only.";
 
 /// `--max-age`: `2d`, `36h`, `90m`, `600s` or plain seconds.
 pub fn parse_age(s: &str) -> Result<u64, String> {
@@ -356,7 +357,8 @@ fn describe_run(r: &RunRecord, now: u64) -> Vec<String> {
 pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
     let (path, explicit) = cli.config_path();
     let profile = cli.profile.as_deref();
-    let state_dir = match crate::config::load(&path, explicit, profile) {
+    // `-p ""`: the top-level config's runs only (without -p: any profile's).
+    let state_dir = match crate::config::load(&path, explicit, profile.filter(|p| !p.is_empty())) {
         Ok(c) => Ok(c.state_dir),
         Err(e) => Err(e.to_string()),
     };

@@ -312,6 +312,8 @@ fn status_after_success_and_max_age() {
     assert_eq!(j["last_run"]["snapshot_id"], id.as_str());
     assert_eq!(j["last_success"]["run_id"], j["last_run"]["run_id"]);
     assert_eq!(j["next_run"], 0);
+    assert_eq!(j["history"], "status-file");
+    assert_eq!(j["error"], Value::Null);
     assert_eq!(j["check"]["status"], "OK");
     assert_eq!(j["check"]["code"], 0);
     assert_eq!(j["check"]["max_age_seconds"], 172_800);
@@ -715,6 +717,16 @@ fn node_exporter_serves_the_metrics_of_every_profile() {
 
     let runs = runs(&fx);
     assert_eq!(runs.len(), 2);
+    // `status` per profile, and without -p the newest of any profile.
+    let st = |args: &[&str]| json_of(&fx.run(&cfg, args));
+    assert_eq!(st(&["status", "--json"])["last_run"]["profile"], "offsite");
+    let top = st(&["-p", "", "status", "--json"]);
+    assert_eq!(top["last_run"]["run_id"], runs[0]["run_id"], "{top}");
+    let off = st(&["-p", "offsite", "status", "--json"]);
+    assert_eq!(off["last_run"]["run_id"], runs[1]["run_id"], "{off}");
+    fx.run(&cfg, &["-p", "nosuch", "status"])
+        .assert_code(3)
+        .assert_stdout_contains("nosuch");
     let mut ne = NodeExporter::start(&textfiles);
     let body = ne.scrape();
     assert_eq!(
