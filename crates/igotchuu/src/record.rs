@@ -246,14 +246,9 @@ impl Recording {
             exit_code: code,
             started: self.started,
             finished: now(),
-            // Only for runs that got as far as restic: its version is what explains them.
-            restic_version: (c.restic_started
-                || matches!(
-                    outcome,
-                    OutcomeKind::Success | OutcomeKind::Partial | OutcomeKind::ResticFailed
-                ))
-            .then(|| restic_version(plan))
-            .flatten(),
+            // Only for runs that got as far as starting restic: its version is what explains
+            // them, and no other run should start a restic it never needed.
+            restic_version: c.restic_started.then(|| restic_version(plan)).flatten(),
             summary: summary.map(SummaryRecord::from),
             snapshot_id: summary.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
             errors,
@@ -354,8 +349,14 @@ fn restic_version(plan: &Plan) -> Option<String> {
             }
         }
     }
-    let mut out = String::new();
-    io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    // What it printed is in the pipe by now. Read without waiting for the end of the pipe: a
+    // process it left behind (a wrapper's, ssh's) may hold the pipe open for as long as it lives.
+    let stdout = child.stdout.take()?;
+    let flags = rustix::fs::fcntl_getfl(&stdout).ok()?;
+    rustix::fs::fcntl_setfl(&stdout, flags | rustix::fs::OFlags::NONBLOCK).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = rustix::io::read(&stdout, &mut buf).ok()?;
+    let out = String::from_utf8_lossy(&buf[..n]);
     // "restic 0.14.0 compiled with go1.19.8 on linux/amd64"
     let v = out.strip_prefix("restic ")?.split_whitespace().next()?;
     (v.len() <= 64
