@@ -1159,7 +1159,7 @@ impl Fixture {
     // -- fake restic -----------------------------------------------------------------------------
 
     /// Creates a fake `restic`: a /bin/sh script that runs `body` and then execs the real restic
-    /// with igotchuu's arguments. Returns the directory to put first in PATH
+    /// with igotchuu's arguments (`restic version` goes to the real restic directly). Returns the directory to put first in PATH
     /// ([`IgotchuuCmd::path_prepend`]). `body` runs inside igotchuu's private mount namespace,
     /// after the snapshots are bind-mounted; it may use [`sh_wait_for`] to block on a flag file.
     /// These fakes exist to make races and "mid-backup" moments deterministic.
@@ -1168,9 +1168,12 @@ impl Fixture {
         self.counter.set(n);
         let dir = self.path(format!("fake-restic-{n}"));
         std::fs::create_dir_all(&dir).expect("mkdir wrapper dir");
+        // `restic version` (which igotchuu asks after a run that started restic, for status.json)
+        // is answered by the real restic at once: `body` stands for the backup alone, and must
+        // not run (touch flags, record the mount table, wait) a second time.
+        let real = sh_quote(&self.restic_bin);
         let script = format!(
-            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n{body}\nexec {} \"$@\"\n",
-            sh_quote(&self.restic_bin)
+            "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n[ \"$1\" = version ] && exec {real} \"$@\"\n{body}\nexec {real} \"$@\"\n"
         );
         let p = dir.join("restic");
         std::fs::write(&p, script).expect("write wrapper");
