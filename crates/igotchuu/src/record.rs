@@ -222,7 +222,9 @@ impl Recording {
             None if code == 0 => OutcomeKind::Success,
             None => OutcomeKind::Failed,
         };
-        // A cleanup failure after a restic failure exits 20 but keeps restic's outcome word.
+        // The exit code has the last word on success (the pipeline already turns a success
+        // whose snapshot could not be removed into Failed); a restic failure followed by a
+        // cleanup failure keeps restic's word, with exit code 20.
         let outcome = if outcome == OutcomeKind::Success && code != 0 {
             OutcomeKind::Failed
         } else {
@@ -272,7 +274,9 @@ impl Recording {
             snapshot_id: String::new(),
             errors: vec![crate::redact::scrub(why, &plan.restic.secrets)],
         };
+        // The run's listeners do not exist yet: its warnings go to the terminal.
         let mut events = Events::new();
+        events.subscribe(Box::new(crate::terminal::Terminal::new(false)));
         self.write(plan, record, &mut events);
     }
 
