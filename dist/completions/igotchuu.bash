@@ -34,6 +34,12 @@ _igotchuu() {
             igotchuu,mount)
                 cmd="igotchuu__subcmd__mount"
                 ;;
+            igotchuu,status)
+                cmd="igotchuu__subcmd__status"
+                ;;
+            igotchuu,watch)
+                cmd="igotchuu__subcmd__watch"
+                ;;
             igotchuu__subcmd__help,backup)
                 cmd="igotchuu__subcmd__help__subcmd__backup"
                 ;;
@@ -52,6 +58,12 @@ _igotchuu() {
             igotchuu__subcmd__help,mount)
                 cmd="igotchuu__subcmd__help__subcmd__mount"
                 ;;
+            igotchuu__subcmd__help,status)
+                cmd="igotchuu__subcmd__help__subcmd__status"
+                ;;
+            igotchuu__subcmd__help,watch)
+                cmd="igotchuu__subcmd__help__subcmd__watch"
+                ;;
             *)
                 ;;
         esac
@@ -59,7 +71,7 @@ _igotchuu() {
 
     case "${cmd}" in
         igotchuu)
-            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check mount generate help"
+            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check status watch mount generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -209,7 +221,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help)
-            opts="backup cleanup check mount generate help"
+            opts="backup cleanup check status watch mount generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,8 +318,100 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__mount)
             opts="-c -v -p -h --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__status)
+            opts="-c -v -p -h --json --max-age --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__watch)
+            opts="-c -v -p -h --wait --config-file --verbose --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

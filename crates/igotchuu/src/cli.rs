@@ -53,6 +53,27 @@ pub enum Command {
     /// subvolume and that restic can open the repository, and print the plan. Creates no
     /// snapshot and takes no lock: safe to run at any time.
     Check,
+    /// Show whether a backup runs (with its progress), how the last run ended, the last success
+    /// and the next scheduled run. For root and the `igotchuu` group; usable as a
+    /// Nagios/Icinga check.
+    #[command(after_help = crate::status_cmd::HELP)]
+    Status {
+        /// Machine-readable output (one JSON object).
+        #[arg(long)]
+        json: bool,
+        /// The oldest last success that is still OK: `2d`, `36h`, `90m`, `600s`.
+        #[arg(long, value_name = "AGE", default_value = crate::status_cmd::DEFAULT_MAX_AGE,
+              value_parser = crate::status_cmd::parse_age)]
+        max_age: u64,
+    },
+    /// Follow the running backup on the terminal (progress bar, errors, summary) from its D-Bus
+    /// signals, and exit with its exit code. For root and the `igotchuu` group.
+    #[command(after_help = crate::watch::HELP)]
+    Watch {
+        /// When no backup runs, wait for the next one instead of exiting.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Mount the configured restic repository at TARGET with `restic mount` to browse backups.
     Mount {
         /// An existing empty directory.

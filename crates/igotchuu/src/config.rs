@@ -62,6 +62,8 @@ settings! {
     cache_dir: Spanned<String>,
     lock_file: Spanned<String>,
     state_dir: Spanned<String>,
+    /// node_exporter's textfile collector file, written after every run (off when unset).
+    metrics_file: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -135,6 +137,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
+    /// Where to write Prometheus metrics after every run (see metrics.rs); `None`: nowhere.
+    pub metrics_file: Option<PathBuf>,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
 }
@@ -564,6 +568,19 @@ fn validate(
         opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
     let state_dir =
         opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let metrics_file = opt_path("metrics_file", &s.metrics_file)?;
+    if let (Some(m), Some(v)) = (&metrics_file, &s.metrics_file) {
+        // node_exporter's textfile collector reads `*.prom` only: another name is never scraped.
+        if m.extension().map_or(true, |e| e != "prom") {
+            return Err(ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `metrics_file`: {} does not end in `.prom`, so node_exporter's textfile collector would never read it; name it e.g. /var/lib/prometheus/node-exporter/igotchuu.prom",
+                    m.display()
+                ),
+            ));
+        }
+    }
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
@@ -589,6 +606,7 @@ fn validate(
         cache_dir,
         lock_file,
         state_dir,
+        metrics_file,
         profile_names,
     })
 }

@@ -58,6 +58,8 @@ fn real_main() -> i32 {
             let (path, explicit) = cli.config_path();
             check::run(&path, explicit, cli.profile.as_deref())
         }
+        Some(Command::Status { json, max_age }) => status_cmd::run(&cli, *json, *max_age),
+        Some(Command::Watch { wait }) => watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
         Some(Command::Generate { what, dir }) => generate(*what, dir),
     }
@@ -143,46 +145,81 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
+    // refusals before this point (config, trust, the lock held by another run) are not runs.
+    let run_id = format!("{}-{}", plan.timestamp, std::process::id());
+    let (recording, marker_warning) = match job {
+        Job::Backup => {
+            let (r, w) = record::Recording::begin(&plan, &run_id);
+            (Some(r), w)
+        }
+        Job::Cleanup => (None, None),
+    };
     // Before any thread exists: see namespace::enter_private.
     if let Err(e) = namespace::enter_private() {
-        return fail(format_args!(
+        let msg = format!(
             "cannot enter a private mount namespace: {e}; igotchuu needs CAP_SYS_ADMIN (under systemd, do not set RestrictNamespaces= or drop CAP_SYS_ADMIN)"
-        ));
+        );
+        if let Some(r) = recording {
+            r.failed_early(&plan, &msg);
+        }
+        return fail(msg);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            let msg = format!("cannot start the async runtime: {e}");
+            if let Some(r) = recording {
+                r.failed_early(&plan, &msg);
+            }
+            return fail(msg);
+        }
     };
     rt.block_on(async {
         let mut events = Events::new();
         // Under systemd the journal gets structured entries instead of plain stderr lines.
-        let run_id = format!("{}-{}", plan.timestamp, std::process::id());
         match journald::stderr_is_journal()
             .then(|| journald::JournalLog::connect(run_id, cli.verbose))
         {
             Some(Ok(j)) => events.subscribe(Box::new(j)),
             _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
         }
+        if let Some(w) = marker_warning {
+            events.warning(w);
+        }
+        if let Some(r) = &recording {
+            events.subscribe(r.listener());
+        }
         let (stop_handle, mut stop) = stop::channel();
         if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
             let msg = format!("cannot install signal handlers: {e}");
             events.error(events::Step::Setup, "", msg.clone());
             events.emit(Event::Finished(Outcome::Failed(msg)));
+            if let Some(r) = recording {
+                r.finish(&plan, exit::IGOTCHUU_FAILED, &mut events);
+            }
             return exit::IGOTCHUU_FAILED;
         }
+        // Only backups are recorded: no recording means `cleanup`.
+        let Some(recording) = recording else {
+            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+        };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
-        if job == Job::Cleanup {
-            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
-        }
-        let dbus = match dbus::start(&mut events, stop_handle).await {
+        let dbus = match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
             Ok(d) => d,
-            Err(taken) => return fail(taken),
+            Err(taken) => {
+                // Another run owns the name: this one never started, the other is recorded.
+                recording.abandon();
+                return fail(taken);
+            }
         };
         let code = pipeline::run(&plan, &mut events, &mut stop).await;
+        // Before the publisher runs again: LastOutcome leaves after the record is on disk.
+        recording.finish(&plan, code, &mut events);
         if let Some(d) = dbus {
             d.finish(events).await;
         }

@@ -76,6 +76,8 @@ async fn prepare(
         Outcome::Failed(msg)
     })?;
     let found = recovery::recover(&journal, events);
+    // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
+    crate::record::record_crashed(plan, events);
     if !found.is_empty() {
         restic::unlock::after_crash(&plan.restic, events, stop).await;
     }

@@ -70,6 +70,8 @@ pub struct Plan {
     pub one_file_system: bool,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
+    /// node_exporter's textfile for this run's metrics (see metrics.rs), if configured.
+    pub metrics_file: Option<PathBuf>,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
     pub warnings: Vec<String>,
     /// Whether restic stores every directory's tree again when a snapshot's device number
@@ -239,6 +241,7 @@ pub fn build(
         restic_args,
         lock_file: config.lock_file.clone(),
         state_dir: config.state_dir.clone(),
+        metrics_file: config.metrics_file.clone(),
         warnings,
         trees,
     }

@@ -109,7 +109,7 @@ impl StatusFile {
         self.runs
             .iter()
             .rev()
-            .find(|r| profile.is_none_or(|p| r.profile == p))
+            .find(|r| profile.map_or(true, |p| r.profile == p))
     }
 
     /// The newest successful run of `profile` (`None`: of any profile).
@@ -117,9 +117,48 @@ impl StatusFile {
         self.runs
             .iter()
             .rev()
-            .filter(|r| profile.is_none_or(|p| r.profile == p))
+            .filter(|r| profile.map_or(true, |p| r.profile == p))
             .find(|r| r.outcome.is_success())
     }
+}
+
+/// Where the D-Bus properties about past runs (`LastRunStarted`, …) come from: a `state_dir`'s
+/// status file, read on every Get (a few KiB), so they are right while idle and across runs.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub state_dir: PathBuf,
+    /// Whose timer `NextRun` asks systemd about (`None`: igotchuu.timer).
+    pub profile: Option<String>,
+}
+
+impl Source {
+    pub fn of(plan: &crate::plan::Plan) -> Source {
+        Source {
+            state_dir: plan.state_dir.clone(),
+            profile: plan.profile.clone(),
+        }
+    }
+
+    /// The newest run of any profile, and the newest success; zeros when none (or unreadable).
+    pub fn idle(&self) -> Idle {
+        let file = load(&self.state_dir).unwrap_or_default();
+        let last = file.last(None);
+        Idle {
+            last_run_started: last.map_or(0, |r| r.started),
+            last_run_finished: last.map_or(0, |r| r.finished),
+            last_success: file.last_success(None).map_or(0, |r| r.finished),
+            last_exit_code: last.map_or(0, |r| r.exit_code),
+        }
+    }
+}
+
+/// The values of the idle properties.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Idle {
+    pub last_run_started: u64,
+    pub last_run_finished: u64,
+    pub last_success: u64,
+    pub last_exit_code: i32,
 }
 
 /// Why the status file could not be read or written, naming the file and what to do.
@@ -187,24 +226,43 @@ pub fn append(state_dir: &Path, run: RunRecord, gid: Option<u32>) -> io::Result<
 
 /// Temp file (0640, NOFOLLOW), fsync, rename, fsync of the directory.
 pub fn write(state_dir: &Path, file: &StatusFile, gid: Option<u32>) -> io::Result<()> {
-    let tmp = state_dir.join(".status.json.tmp");
+    let json = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
+    write_atomically(&path(state_dir), &json, 0o640, gid)
+}
+
+/// Writes `bytes` to `path` atomically: a temp file next to it (NOFOLLOW, `mode` set explicitly
+/// whatever the umask or an old temp file's mode, group `gid` if given), fsync, rename, fsync of
+/// the directory. A reader sees the old content or the new, never half of it.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, gid: Option<u32>) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A fresh file, never an existing one: whoever can write `dir` (node_exporter's directory
+    // may be another user's) could have left a hard link to a file of root's under that name,
+    // which truncating and chmodding would destroy or expose. A leftover of ours is removed
+    // first; one put back in between makes the write fail, not follow it.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
+        .create_new(true)
+        .mode(mode)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)?;
-    // The mode of an existing temp file is not reset by open(2); set it explicitly.
-    rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(0o640))?;
+    rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))?;
     if let Some(gid) = gid {
         rustix::fs::fchown(&f, None, Some(rustix::fs::Gid::from_raw(gid)))?;
     }
-    let json = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-    f.write_all(&json)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
-    fs::rename(&tmp, path(state_dir))?;
-    fs::File::open(state_dir)?.sync_all()
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
 }
 
 /// serde for [`OutcomeKind`] as its word ("success", "partial", …).

@@ -414,6 +414,12 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("FilesDone", "t"),
         ("LastOutcome", "s"),
         ("LastSnapshotId", "s"),
+        // Issue 9 §3/§4: the last runs from status.json, the timer's next elapse.
+        ("LastExitCode", "i"),
+        ("LastRunFinished", "t"),
+        ("LastRunStarted", "t"),
+        ("LastSuccess", "t"),
+        ("NextRun", "t"),
         ("PercentDone", "d"),
         ("SecondsRemaining", "t"),
         ("State", "s"),

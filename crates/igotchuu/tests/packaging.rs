@@ -1480,10 +1480,12 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         "",
         "snapshot directory left in /"
     );
-    // CacheDirectory= and StateDirectory= exist, private; restic used the persistent cache.
+    // CacheDirectory= exists, private; StateDirectory= only searchable by others (0711), so the
+    // igotchuu group reaches status.json (0640 root:igotchuu) while the journal stays 0700;
+    // restic used the persistent cache.
     assert_eq!(
-        ct.ok("stat -c %a /var/cache/igotchuu /var/lib/igotchuu"),
-        "700\n700\n"
+        ct.ok("stat -c %a /var/cache/igotchuu /var/lib/igotchuu /var/lib/igotchuu/journal /var/lib/igotchuu/status.json"),
+        "700\n711\n700\n640\n"
     );
     assert!(
         ct.sh("test -f /var/cache/igotchuu/restic/CACHEDIR.TAG")
@@ -1491,6 +1493,35 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
             .success(),
         "restic did not use /var/cache/igotchuu/restic:\n{}",
         ct.ok("find /var/cache/igotchuu -maxdepth 2")
+    );
+
+    assert_eq!(
+        ct.ok("stat -c %G /var/lib/igotchuu/status.json").trim(),
+        "igotchuu",
+        "status.json belongs to the igotchuu group (the unit keeps CAP_CHOWN)"
+    );
+    // 1b. `igotchuu status` under the real systemd (issue 9 §4): the run above is recorded, and
+    //     the next run is igotchuu.timer's next elapse as systemd tells it on the system bus.
+    ct.ok("systemctl start igotchuu.timer");
+    let st = ct.sh("igotchuu status --json");
+    ct.ok("systemctl stop igotchuu.timer");
+    let j: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}\n{}",
+            describe(&Command::new("igotchuu"), &st)
+        )
+    });
+    assert_eq!(st.status.code(), Some(0), "{j}");
+    assert_eq!(j["last_run"]["outcome"], "success", "{j}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let next = j["next_run"].as_u64().unwrap_or(0);
+    // OnCalendar=daily with RandomizedDelaySec=1h: within the next 25 hours.
+    assert!(
+        next > now && next <= now + 25 * 3600,
+        "next_run {next} is not igotchuu.timer's next elapse (now {now}): {j}"
     );
 
     // 2. exec_before_snapshot mounts a block device (the top-level subvolume) inside the

@@ -200,6 +200,11 @@ impl UserDb for Nss {
     }
 }
 
+/// The gid of group `name` through NSS (the status file's group, record.rs).
+pub(crate) fn group_gid(name: &str) -> Result<Option<u32>, String> {
+    Nss.group_gid(name)
+}
+
 /// Where a `get*_r` buffer starts: a few hundred bytes hold most users and groups.
 const FIRST_BUFFER: usize = 1024;
 /// Where doubling the buffer stops: a group with more than 16 MiB of member names (about half a

@@ -28,17 +28,20 @@ pub(super) struct Igotchuu {
     /// `Outcome::as_str` of this run once it ended; "" before.
     pub(super) last_outcome: &'static str,
     pub(super) last_snapshot_id: String,
+    /// Where LastRunStarted & co. are read from (status.rs).
+    pub(super) status: crate::status::Source,
 }
 
 impl Igotchuu {
     /// The state before the run begins: idle, no progress, no outcome yet.
-    pub(super) fn new(stop: StopHandle) -> Igotchuu {
+    pub(super) fn new(stop: StopHandle, status: crate::status::Source) -> Igotchuu {
         Igotchuu {
             stop,
             state: Phase::Idle,
             progress: Progress::default(),
             last_outcome: "",
             last_snapshot_id: String::new(),
+            status,
         }
     }
 }
@@ -167,5 +170,37 @@ impl Igotchuu {
     #[zbus(property)]
     fn last_snapshot_id(&self) -> String {
         self.last_snapshot_id.clone()
+    }
+
+    // --- Issue 9: the last runs, from state_dir/status.json (read on each Get), and the timer.
+    /// Unix time the newest recorded run started; 0 if none.
+    #[zbus(property)]
+    fn last_run_started(&self) -> u64 {
+        self.status.idle().last_run_started
+    }
+
+    #[zbus(property)]
+    fn last_run_finished(&self) -> u64 {
+        self.status.idle().last_run_finished
+    }
+
+    /// Unix time the newest successful run ended; 0 if none.
+    #[zbus(property)]
+    fn last_success(&self) -> u64 {
+        self.status.idle().last_success
+    }
+
+    /// igotchuu's exit code of the newest recorded run (written before LastOutcome changes).
+    #[zbus(property)]
+    fn last_exit_code(&self) -> i32 {
+        self.status.idle().last_exit_code
+    }
+
+    /// The timer's next elapse (Unix seconds) as systemd says; 0 when systemd does not answer.
+    #[zbus(property)]
+    async fn next_run(&self, #[zbus(connection)] conn: &Connection) -> u64 {
+        crate::schedule::next_run(conn, self.status.profile.as_deref())
+            .await
+            .unwrap_or(0)
     }
 }

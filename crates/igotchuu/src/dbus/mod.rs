@@ -34,6 +34,8 @@ use interface::Igotchuu;
 
 pub use igotchuu_dbus::{INTERFACE, NAME, PATH};
 
+pub(crate) use auth::group_gid;
+
 /// A bus that accepts the connection but never answers must not hold the backup up for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the end of the run waits for queued signals (BackupComplete, the final state) to
@@ -61,8 +63,12 @@ pub struct NameTaken(String);
 /// `Ok(None)` when there is no usable bus, and a session without signals (only the inhibitor)
 /// when the policy does not let us own the name: both warned about, the backup matters more than
 /// its signals. `Err` when another process owns the name.
-pub async fn start(events: &mut Events, stop: StopHandle) -> Result<Option<Session>, NameTaken> {
-    let object = Igotchuu::new(stop);
+pub async fn start(
+    events: &mut Events,
+    stop: StopHandle,
+    status: crate::status::Source,
+) -> Result<Option<Session>, NameTaken> {
+    let object = Igotchuu::new(stop, status);
     let built = async {
         zbus::connection::Builder::system()?
             .serve_at(PATH, object)?

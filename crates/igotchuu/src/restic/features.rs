@@ -102,6 +102,15 @@ fn cost(who: &str) -> String {
 }
 
 impl Trees {
+    /// restic's version as detected once for the run; `None` when it could not be read.
+    pub fn version(&self) -> Option<&Version> {
+        match self {
+            Trees::FlagAdded { version, .. } | Trees::UserSet { version, .. } => Some(version),
+            Trees::TooOld(version) => Some(version),
+            Trees::Unknown(_) => None,
+        }
+    }
+
     /// Decides from restic's version and the `RESTIC_FEATURES` restic would inherit.
     pub fn decide(version: &Result<Version, VersionError>, user: Option<&str>) -> Trees {
         let version = match version {

@@ -1265,13 +1265,15 @@ impl Fixture {
         self.counter.set(n);
         let dir = self.path(format!("fake-restic-{n}"));
         std::fs::create_dir_all(&dir).expect("mkdir wrapper dir");
+        // `body` stands for the backup alone, and must not run (touch flags, record the mount
+        // table, wait) for the version query too.
+        let real = sh_quote(&self.restic_bin);
         let script = format!(
             "#!/bin/sh\n# Fake restic made by the igotchuu test harness.\nset -e\n\
              # igotchuu asks restic's version before anything else; that is not the run the\n\
              # fake stands in for.\n\
              if [ \"${{1-}}\" = version ]; then exec {real} version; fi\n\
              {body}\nexec {real} \"$@\"\n",
-            real = sh_quote(&self.restic_bin)
         );
         let p = dir.join("restic");
         std::fs::write(&p, script).expect("write wrapper");

@@ -1,0 +1,612 @@
+//! `igotchuu status` (issue 9 §4): idle or running (with the progress), the last run, the last
+//! success and the next scheduled run, for a person or (`--json`) a program, with Nagios-style
+//! exit codes so it can serve as an Icinga/Nagios check.
+//!
+//! Where it reads: the live state from whoever owns com.nyantec.IGotChuu on the system bus (a
+//! one-shot run or the daemon); the history from `state_dir/status.json`, which is what the
+//! daemon's `LastRun*` properties are read from too; the next run from the bus's `NextRun`, else
+//! from systemd directly. Root and the `igotchuu` group may read all of it; anyone else is told
+//! why not.
+
+use std::time::Duration;
+
+use igotchuu_dbus::{IgotchuuProxy, OutcomeKind, Phase, Progress};
+use serde_json::json;
+use zbus::Connection;
+
+use crate::format::{bytes, duration, progress_line};
+use crate::record::now;
+use crate::sanitize;
+use crate::status::{self, RunRecord, StatusError, StatusFile};
+
+/// The bus answers at once or is stuck; `status` must not hang in a monitoring check.
+const BUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default `--max-age`: a daily timer that missed one night is still within it.
+pub const DEFAULT_MAX_AGE: &str = "2d";
+
+/// The check's verdict, with Nagios/Icinga's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Check {
+    /// The last run succeeded and the last success is younger than --max-age.
+    Ok = 0,
+    /// The last run was partial (restic exit 3: some files unreadable) or interrupted.
+    Warning = 1,
+    /// The last run failed, restic failed, it crashed, no success is recorded, or the last
+    /// success is older than --max-age.
+    Critical = 2,
+    /// The status could not be read (permission, invalid file, config error).
+    Unknown = 3,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Ok => "OK",
+            Check::Warning => "WARNING",
+            Check::Critical => "CRITICAL",
+            Check::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+pub const HELP: &str = "\
+Exit codes (Nagios/Icinga plugin convention):
+  0  OK        the last run succeeded and the last success is younger than --max-age
+  1  WARNING   the last run was partial (restic could not read some files) or interrupted
+  2  CRITICAL  the last run failed or crashed, no run succeeded yet, or the last success is
+               older than --max-age
+  3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
+Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
+config's runs only.";
+
+/// `--max-age`: `2d`, `36h`, `90m`, `600s` or plain seconds.
+pub fn parse_age(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age; write e.g. 2d, 36h, 90m or 600s"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use d (days), h (hours), m (minutes) or s (seconds)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// What the bus said, when someone owns the name and let us ask.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub phase: Option<Phase>,
+    /// The raw `State` word (a newer server may use one this version does not know).
+    pub state: String,
+    pub progress: Progress,
+    pub next_run: u64,
+    /// The last runs as the server's LastRun* properties give them (absent on older servers),
+    /// for when status.json cannot be read.
+    pub history: Option<StatusFile>,
+}
+
+/// Why the bus did not say.
+#[derive(Debug)]
+pub enum NoLive {
+    /// Nobody owns the name: nothing runs (and no daemon is activatable).
+    NotRunning,
+    /// The policy refused us: not root and not in the group.
+    Denied(String),
+    /// No bus, or it did not answer.
+    NoBus(String),
+}
+
+/// Says what a user outside the group must do; shared with `watch`.
+pub fn group_message(what: &str) -> String {
+    format!(
+        "{what}: only root and members of the `{}` group may see igotchuu's backups (they name files); \
+         ask an administrator to add you (`usermod -aG {} $USER`, then log in again)",
+        igotchuu_dbus::GROUP,
+        igotchuu_dbus::GROUP
+    )
+}
+
+/// Whether a D-Bus error is the policy saying no.
+pub fn is_access_denied(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == igotchuu_dbus::errors::ACCESS_DENIED
+        }
+        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::AccessDenied(_)),
+        _ => false,
+    }
+}
+
+/// Whether a D-Bus error means nobody owns the name.
+pub fn is_not_running(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+        ),
+        zbus::Error::FDO(f) => matches!(
+            **f,
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+        ),
+        _ => false,
+    }
+}
+
+/// Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS or the standard socket), bounded.
+pub async fn connect() -> Result<Connection, String> {
+    match tokio::time::timeout(BUS_TIMEOUT, Connection::system()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("cannot connect to the D-Bus system bus: {e}")),
+        Err(_) => Err(format!(
+            "the D-Bus system bus did not answer within {}s",
+            BUS_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// A proxy that always asks (no property cache: a short-lived client reads each once).
+pub async fn proxy(conn: &Connection) -> zbus::Result<IgotchuuProxy<'static>> {
+    IgotchuuProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
+async fn ask_live(conn: &Connection) -> Result<Live, NoLive> {
+    let p = proxy(conn)
+        .await
+        .map_err(|e| NoLive::NoBus(e.to_string()))?;
+    let state = match tokio::time::timeout(BUS_TIMEOUT, p.state()).await {
+        Err(_) => return Err(NoLive::NoBus("igotchuu did not answer on the bus".into())),
+        Ok(Err(e)) if is_access_denied(&e) => return Err(NoLive::Denied(e.to_string())),
+        Ok(Err(e)) if is_not_running(&e) => return Err(NoLive::NotRunning),
+        Ok(Err(e)) => return Err(NoLive::NoBus(e.to_string())),
+        Ok(Ok(s)) => s,
+    };
+    let known = |v: u64| (v > 0).then_some(v);
+    let progress = Progress {
+        percent_done: p.percent_done().await.unwrap_or(0.0),
+        files_done: p.files_done().await.unwrap_or(0),
+        total_files: known(p.total_files().await.unwrap_or(0)),
+        bytes_done: p.bytes_done().await.unwrap_or(0),
+        total_bytes: known(p.total_bytes().await.unwrap_or(0)),
+        seconds_remaining: known(p.seconds_remaining().await.unwrap_or(0)),
+        ..Default::default()
+    };
+    // Older one-shot runs do not have it: unknown.
+    let next_run = p.next_run().await.unwrap_or(0);
+    let history = match (
+        p.last_run_started().await,
+        p.last_run_finished().await,
+        p.last_success().await,
+        p.last_exit_code().await,
+    ) {
+        (Ok(started), Ok(finished), Ok(success), Ok(code)) if started > 0 => {
+            // LastOutcome is the outcome of the run the server serves (a one-shot run's own,
+            // "" until it ends): only an idle server's matches LastExitCode's run.
+            let word = match Phase::parse(&state) {
+                Some(Phase::Idle) => p.last_outcome().await.unwrap_or_default(),
+                _ => String::new(),
+            };
+            let snapshot = p.last_snapshot_id().await.unwrap_or_default();
+            Some(history_from_bus(
+                started, finished, success, code, &word, snapshot,
+            ))
+        }
+        _ => None,
+    };
+    Ok(Live {
+        history,
+        phase: Phase::parse(&state),
+        state,
+        progress,
+        next_run,
+    })
+}
+
+/// The outcome a one-shot run's exit code stands for (exit.rs).
+fn kind_of_code(code: i32) -> OutcomeKind {
+    match code {
+        0 => OutcomeKind::Success,
+        3 => OutcomeKind::Partial,
+        -1 => OutcomeKind::Crashed,
+        crate::exit::INTERRUPTED => OutcomeKind::Interrupted,
+        crate::exit::IGOTCHUU_FAILED => OutcomeKind::Failed,
+        _ => OutcomeKind::ResticFailed,
+    }
+}
+
+/// A history of one or two runs from the LastRun* properties: the last run, and the last
+/// success when that was another run.
+fn history_from_bus(
+    started: u64,
+    finished: u64,
+    success: u64,
+    code: i32,
+    word: &str,
+    snapshot_id: String,
+) -> StatusFile {
+    let record = |outcome, exit_code, started, finished, snapshot_id| RunRecord {
+        run_id: String::new(),
+        profile: String::new(),
+        outcome,
+        exit_code,
+        started,
+        finished,
+        restic_version: None,
+        summary: None,
+        snapshot_id,
+        errors: vec![],
+    };
+    let outcome = OutcomeKind::parse(word).unwrap_or_else(|| kind_of_code(code));
+    let mut runs = vec![record(outcome, code, started, finished, snapshot_id)];
+    if success > 0 && !(outcome.is_success() && success == finished) {
+        runs.insert(
+            0,
+            record(OutcomeKind::Success, 0, success, success, String::new()),
+        );
+    }
+    StatusFile {
+        runs,
+        ..Default::default()
+    }
+}
+
+/// "2026-11-29 14:00:01 UTC".
+fn when(t: u64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    i64::try_from(t)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|d| d.format(&fmt).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn ago(t: u64, now: u64) -> String {
+    if t > now {
+        format!("in {}", duration((t - now) as f64))
+    } else {
+        format!("{} ago", duration((now - t) as f64))
+    }
+}
+
+/// The verdict on a history, and why, in one line.
+pub fn judge(file: &StatusFile, profile: Option<&str>, max_age: u64, now: u64) -> (Check, String) {
+    let Some(last) = file.last(profile) else {
+        return (Check::Critical, "no run is recorded".into());
+    };
+    let age_check = match file.last_success(profile) {
+        None => (Check::Critical, "no run has succeeded yet".to_owned()),
+        Some(s) if now.saturating_sub(s.finished) > max_age => (
+            Check::Critical,
+            format!(
+                "the last success is {} old, older than --max-age {}",
+                duration(now.saturating_sub(s.finished) as f64),
+                duration(max_age as f64)
+            ),
+        ),
+        Some(s) => (Check::Ok, format!("last success {}", ago(s.finished, now))),
+    };
+    let run_check = match last.outcome {
+        OutcomeKind::Success => Check::Ok,
+        OutcomeKind::Partial | OutcomeKind::Interrupted => Check::Warning,
+        OutcomeKind::ResticFailed | OutcomeKind::Failed | OutcomeKind::Crashed => Check::Critical,
+    };
+    let why = format!(
+        "last run {} (exit code {}) {}; {}",
+        last.outcome,
+        last.exit_code,
+        ago(last.finished, now),
+        age_check.1
+    );
+    (run_check.max(age_check.0), why)
+}
+
+fn describe_run(r: &RunRecord, now: u64) -> Vec<String> {
+    let mut out = vec![format!(
+        "last run:     {}, exit code {}, started {} ({}), took {}{}",
+        r.outcome,
+        r.exit_code,
+        when(r.started),
+        ago(r.started, now),
+        duration(r.finished.saturating_sub(r.started) as f64),
+        if r.profile.is_empty() {
+            String::new()
+        } else {
+            format!(", profile {}", r.profile)
+        }
+    )];
+    if let Some(s) = &r.summary {
+        out.push(format!(
+            "  added:      {} ({} new, {} changed, {} unmodified files; {} processed)",
+            bytes(s.data_added),
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            bytes(s.total_bytes_processed)
+        ));
+    }
+    if !r.snapshot_id.is_empty() {
+        out.push(format!("  snapshot:   {}", r.snapshot_id));
+    }
+    if let Some(v) = &r.restic_version {
+        out.push(format!("  restic:     {v}"));
+    }
+    for e in &r.errors {
+        out.push(format!("  error:      {e}"));
+    }
+    out
+}
+
+/// `igotchuu status`: prints, returns the exit code.
+pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
+    let (path, explicit) = cli.config_path();
+    let profile = cli.profile.as_deref();
+    // `-p ""`: the top-level config's runs only (without -p: any profile's).
+    let state_dir = match crate::config::load(&path, explicit, profile.filter(|p| !p.is_empty())) {
+        Ok(c) => Ok(c.state_dir),
+        Err(e) => Err(e.to_string()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say_err!("igotchuu: error: cannot start the async runtime: {e}");
+            return Check::Unknown as i32;
+        }
+    };
+    let (live, next_run) = rt.block_on(async {
+        let conn = match connect().await {
+            Ok(c) => c,
+            Err(e) => return (Err(NoLive::NoBus(e)), None),
+        };
+        let live = ask_live(&conn).await;
+        let next = match &live {
+            Ok(l) if l.next_run > 0 => Some(l.next_run),
+            _ => crate::schedule::next_run(&conn, profile).await,
+        };
+        (live, next)
+    });
+    let file = state_dir
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|d| status::load(d).map_err(|e: StatusError| e.to_string()));
+    // status.json unreadable (an older file of root's alone, say) while the server answers:
+    // its LastRun* properties are the history (they carry no profile: any profile's).
+    let (file, from_bus) = match (file, &live) {
+        (
+            Err(e),
+            Ok(Live {
+                history: Some(h), ..
+            }),
+        ) if profile.is_none() => (Ok(h.clone()), Some(e)),
+        (f, _) => (f, None),
+    };
+    let now = now();
+    let (check, why) = match &file {
+        Ok(f) => judge(f, profile, max_age, now),
+        Err(e) => (Check::Unknown, e.clone()),
+    };
+    if json {
+        print_json(
+            &live, &file, &from_bus, profile, next_run, check, &why, max_age,
+        );
+    } else {
+        if let Some(e) = &from_bus {
+            say_out!(
+                "(the last runs as igotchuu reports them on the bus: {})",
+                sanitize::line(e)
+            );
+        }
+        print_text(&live, &file, profile, next_run, now);
+        say_out!("{}: {}", check.as_str(), sanitize::line(&why));
+    }
+    check as i32
+}
+
+fn print_text(
+    live: &Result<Live, NoLive>,
+    file: &Result<StatusFile, String>,
+    profile: Option<&str>,
+    next_run: Option<u64>,
+    now: u64,
+) {
+    match live {
+        Ok(l) if l.phase != Some(Phase::Idle) => {
+            say_out!("igotchuu:     running ({})", sanitize::line(&l.state));
+            if l.phase == Some(Phase::BackingUp) {
+                say_out!("  progress:   {}", progress_line(&l.progress));
+            }
+        }
+        Ok(_) | Err(NoLive::NotRunning) => say_out!("igotchuu:     idle"),
+        Err(NoLive::Denied(_)) => say_out!(
+            "igotchuu:     unknown ({})",
+            group_message("the bus refused to tell")
+        ),
+        Err(NoLive::NoBus(e)) => say_out!(
+            "igotchuu:     idle as far as known (no answer on the system bus: {})",
+            sanitize::line(e)
+        ),
+    }
+    match file {
+        Ok(f) => {
+            match f.last(profile) {
+                Some(r) => {
+                    for l in describe_run(r, now) {
+                        say_out!("{}", sanitize::line(&l));
+                    }
+                }
+                None => say_out!("last run:     none recorded"),
+            }
+            match f.last_success(profile) {
+                Some(s) => say_out!(
+                    "last success: {} ({})",
+                    when(s.finished),
+                    ago(s.finished, now)
+                ),
+                None => say_out!("last success: never"),
+            }
+        }
+        Err(e) => say_out!("last run:     unknown: {}", sanitize::line(e)),
+    }
+    match next_run {
+        Some(t) => say_out!("next run:     {} ({})", when(t), ago(t, now)),
+        None => say_out!(
+            "next run:     unknown (systemd does not answer for {})",
+            crate::schedule::timer_unit(profile)
+        ),
+    }
+}
+
+fn run_json(r: &RunRecord) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_json(
+    live: &Result<Live, NoLive>,
+    file: &Result<StatusFile, String>,
+    from_bus: &Option<String>,
+    profile: Option<&str>,
+    next_run: Option<u64>,
+    check: Check,
+    why: &str,
+    max_age: u64,
+) {
+    let (state, progress, bus) = match live {
+        Ok(l) => (
+            l.state.clone(),
+            (l.phase == Some(Phase::BackingUp)).then(|| {
+                json!({
+                    "percent_done": l.progress.percent_done,
+                    "files_done": l.progress.files_done,
+                    "total_files": l.progress.total_files,
+                    "bytes_done": l.progress.bytes_done,
+                    "total_bytes": l.progress.total_bytes,
+                    "seconds_remaining": l.progress.seconds_remaining,
+                })
+            }),
+            "answered",
+        ),
+        Err(NoLive::NotRunning) => ("idle".to_owned(), None, "not-running"),
+        Err(NoLive::Denied(_)) => ("unknown".to_owned(), None, "access-denied"),
+        Err(NoLive::NoBus(_)) => ("unknown".to_owned(), None, "unreachable"),
+    };
+    let (last, last_success, error) = match file {
+        Ok(f) => (
+            f.last(profile).map(run_json),
+            f.last_success(profile).map(run_json),
+            None,
+        ),
+        Err(e) => (None, None, Some(e.clone())),
+    };
+    let error = error.or_else(|| from_bus.clone());
+    let v = json!({
+        "state": state,
+        "running": !matches!(state.as_str(), "idle" | "unknown"),
+        "progress": progress,
+        "bus": bus,
+        "profile": profile,
+        "last_run": last,
+        "last_success": last_success,
+        // Where last_run and last_success come from: "status-file", or "bus" (with `error`
+        // saying why the file could not be read).
+        "history": if from_bus.is_some() { "bus" } else { "status-file" },
+        "next_run": next_run.unwrap_or(0),
+        "check": {
+            "code": check as i32,
+            "status": check.as_str(),
+            "reason": why,
+            "max_age_seconds": max_age,
+        },
+        "error": error,
+    });
+    say_out_raw!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(outcome: OutcomeKind, finished: u64) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            profile: String::new(),
+            outcome,
+            exit_code: 0,
+            started: finished - 5,
+            finished,
+            restic_version: None,
+            summary: None,
+            snapshot_id: String::new(),
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn the_bus_properties_make_a_history_judged_like_the_file() {
+        let h = history_from_bus(100, 110, 110, 0, "", "abc".into());
+        assert_eq!(h.runs.len(), 1);
+        assert_eq!(judge(&h, None, 50, 120).0, Check::Ok);
+        // A partial run after an older success: two runs, WARNING.
+        let h = history_from_bus(200, 210, 110, 3, "", String::new());
+        assert_eq!(h.runs.len(), 2);
+        assert_eq!(h.last(None).map(|r| r.outcome), Some(OutcomeKind::Partial));
+        assert_eq!(judge(&h, None, 500, 220).0, Check::Warning);
+        // An idle server's word wins; never a success: CRITICAL.
+        let h = history_from_bus(200, 210, 0, 20, "crashed", String::new());
+        assert_eq!(h.last(None).map(|r| r.outcome), Some(OutcomeKind::Crashed));
+        assert_eq!(judge(&h, None, 500, 220).0, Check::Critical);
+    }
+
+    #[test]
+    fn ages_parse_in_days_hours_minutes_seconds() {
+        assert_eq!(parse_age("2d"), Ok(172_800));
+        assert_eq!(parse_age("36h"), Ok(129_600));
+        assert_eq!(parse_age("90m"), Ok(5_400));
+        assert_eq!(parse_age("600"), Ok(600));
+        assert!(parse_age("2w").is_err());
+        assert!(parse_age("d").is_err());
+    }
+
+    #[test]
+    fn the_check_is_the_worst_of_the_last_run_and_the_last_success_age() {
+        let now = 1_000_000;
+        let f = |runs: Vec<RunRecord>| StatusFile {
+            runs,
+            ..Default::default()
+        };
+        let judge = |f: &StatusFile, age| judge(f, None, age, now).0;
+        assert_eq!(judge(&f(vec![]), 100), Check::Critical);
+        let ok = f(vec![rec(OutcomeKind::Success, now - 50)]);
+        assert_eq!(judge(&ok, 100), Check::Ok);
+        assert_eq!(judge(&ok, 10), Check::Critical, "too old");
+        let partial = f(vec![
+            rec(OutcomeKind::Success, now - 50),
+            rec(OutcomeKind::Partial, now - 10),
+        ]);
+        assert_eq!(judge(&partial, 100), Check::Warning);
+        let crashed = f(vec![
+            rec(OutcomeKind::Success, now - 50),
+            rec(OutcomeKind::Crashed, now - 10),
+        ]);
+        assert_eq!(judge(&crashed, 100), Check::Critical);
+    }
+}
