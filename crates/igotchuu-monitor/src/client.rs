@@ -1,0 +1,284 @@
+//! The D-Bus side: one system-bus connection with two match rules (igotchuu's signals and its
+//! name's owner changes), turned into the view model's [`Event`]s. Requests (Start, Stop) come
+//! in as [`Request`]s and their answers go out as `Event::Request`.
+//!
+//! Runs on a tokio runtime (zbus is built with its tokio feature); the GTK app runs it on a
+//! thread of its own and receives the events on the main loop (src/main.rs). Nothing here polls:
+//! between runs the only traffic is the bus's NameOwnerChanged.
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use igotchuu_dbus::proxy::{BackupComplete, Error as ErrorSignal, Progress};
+use igotchuu_dbus::{During, ErrorEvent, IgotchuuProxy, Step, INTERFACE, NAME, PATH};
+use tokio::sync::mpsc;
+use zbus::zvariant::OwnedValue;
+use zbus::{DBusError, MatchRule, MessageStream};
+
+use crate::model::{Event, Properties, RequestResult};
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// "Back up now" with this profile ("" = the top-level config).
+    Start(String),
+    Stop,
+}
+
+/// Where the system bus is: `None` for the usual place (`DBUS_SYSTEM_BUS_ADDRESS`, else
+/// /run/dbus/system_bus_socket), or an address.
+pub type Address = Option<String>;
+
+/// Watches igotchuu until `requests` is closed (the app quits) or the bus connection breaks
+/// (then `Event::NoBus` is the last event).
+pub async fn watch(
+    address: Address,
+    events: mpsc::UnboundedSender<Event>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
+    let send = |e: Event| {
+        let _ = events.send(e);
+    };
+    let conn = match connect(&address).await {
+        Ok(c) => c,
+        Err(e) => {
+            send(Event::NoBus(format!(
+                "cannot connect to the system bus: {e}"
+            )));
+            return;
+        }
+    };
+    let streams = match Streams::new(&conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            send(Event::NoBus(format!(
+                "cannot watch igotchuu on the system bus: {e}"
+            )));
+            return;
+        }
+    };
+    let Streams {
+        mut signals,
+        mut owners,
+    } = streams;
+    // Match rules first, then the first read: a run starting in between is not missed.
+    send(read_all(&conn).await);
+    loop {
+        tokio::select! {
+            msg = signals.next() => match msg {
+                Some(Ok(msg)) => {
+                    if let Some(e) = signal_event(msg) {
+                        send(e);
+                    }
+                }
+                Some(Err(_)) => {}
+                None => break,
+            },
+            msg = owners.next() => match msg {
+                Some(Ok(msg)) => {
+                    let new_owner = msg
+                        .body()
+                        .deserialize::<(String, String, String)>()
+                        .map(|(_, _, new)| new)
+                        .unwrap_or_default();
+                    if new_owner.is_empty() {
+                        send(Event::OwnerGone);
+                    } else {
+                        send(read_all(&conn).await);
+                    }
+                }
+                Some(Err(_)) => {}
+                None => break,
+            },
+            req = requests.recv() => match req {
+                // A Start may wait for a polkit prompt: its answer comes while events flow.
+                Some(req) => {
+                    let (conn, events) = (conn.clone(), events.clone());
+                    tokio::spawn(async move {
+                        let _ = events.send(Event::Request(request(&conn, req).await));
+                    });
+                }
+                None => return,
+            },
+        }
+    }
+    send(Event::NoBus(
+        "the connection to the system bus broke".to_owned(),
+    ));
+}
+
+async fn connect(address: &Address) -> zbus::Result<zbus::Connection> {
+    match address {
+        Some(a) => {
+            zbus::connection::Builder::address(a.as_str())?
+                .build()
+                .await
+        }
+        None => zbus::Connection::system().await,
+    }
+}
+
+struct Streams {
+    signals: MessageStream,
+    owners: MessageStream,
+}
+
+impl Streams {
+    async fn new(conn: &zbus::Connection) -> zbus::Result<Streams> {
+        // dbus-daemon matches a well-known sender against its current owner: signals of the
+        // one-shot runs and of the daemon alike, nobody else's.
+        let signals = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(NAME)?
+            .path(PATH)?
+            .build();
+        let owners = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")?
+            .interface("org.freedesktop.DBus")?
+            .member("NameOwnerChanged")?
+            .add_arg(NAME)?
+            .build();
+        Ok(Streams {
+            signals: MessageStream::for_match_rule(signals, conn, Some(64)).await?,
+            owners: MessageStream::for_match_rule(owners, conn, Some(8)).await?,
+        })
+    }
+}
+
+/// The D-Bus error name and message of a failed call.
+fn error_parts(e: &zbus::Error) -> (String, String) {
+    match e {
+        zbus::Error::MethodError(name, desc, _) => {
+            (name.to_string(), desc.clone().unwrap_or_default())
+        }
+        zbus::Error::FDO(f) => (
+            f.name().to_string(),
+            f.description().unwrap_or_default().to_owned(),
+        ),
+        other => (String::new(), other.to_string()),
+    }
+}
+
+fn is_absent(name: &str) -> bool {
+    name == "org.freedesktop.DBus.Error.ServiceUnknown"
+        || name == "org.freedesktop.DBus.Error.NameHasNoOwner"
+}
+
+/// GetAll, which also activates a bus-activatable igotchuu.
+async fn read_all(conn: &zbus::Connection) -> Event {
+    let reply = conn
+        .call_method(
+            Some(NAME),
+            PATH,
+            Some("org.freedesktop.DBus.Properties"),
+            "GetAll",
+            &INTERFACE,
+        )
+        .await;
+    let result = reply.and_then(|m| m.body().deserialize::<HashMap<String, OwnedValue>>());
+    match result {
+        Ok(map) => Event::Properties(Properties::from_map(&map)),
+        Err(e) => {
+            let (name, desc) = error_parts(&e);
+            if is_absent(&name) {
+                Event::Absent
+            } else if name == igotchuu_dbus::errors::ACCESS_DENIED {
+                Event::Denied
+            } else {
+                Event::NoBus(format!(
+                    "reading igotchuu's properties failed: {name} {desc}"
+                ))
+            }
+        }
+    }
+}
+
+fn signal_event(msg: zbus::Message) -> Option<Event> {
+    let header = msg.header();
+    let member = header.member()?.as_str().to_owned();
+    let interface = header.interface()?.as_str().to_owned();
+    drop(header);
+    if interface == "org.freedesktop.DBus.Properties" && member == "PropertiesChanged" {
+        let (iface, changed, _) = msg
+            .body()
+            .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+            .ok()?;
+        return (iface == INTERFACE).then(|| Event::Changed(Properties::from_map(&changed)));
+    }
+    if interface != INTERFACE {
+        return None;
+    }
+    match member.as_str() {
+        "BackupStarted" => Some(Event::Started),
+        "Progress" => Some(Event::Progress(
+            Progress::from_message(msg)?.args().ok()?.to_progress(),
+        )),
+        "BackupComplete" => Some(Event::Complete(
+            BackupComplete::from_message(msg)?.args().ok()?.to_summary(),
+        )),
+        "Error" => {
+            let s = ErrorSignal::from_message(msg)?;
+            let a = s.args().ok()?;
+            Some(Event::Error(ErrorEvent {
+                error: a.error.clone(),
+                during: during(&a.during),
+                item: a.item.clone(),
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn during(word: &str) -> During {
+    const STEPS: [Step; 8] = [
+        Step::Setup,
+        Step::ExecBeforeSnapshot,
+        Step::Journal,
+        Step::Recovery,
+        Step::Snapshot,
+        Step::Mount,
+        Step::Restic,
+        Step::Cleanup,
+    ];
+    match STEPS.into_iter().find(|s| s.as_str() == word) {
+        Some(s) => During::Step(s),
+        None => During::Restic(word.to_owned()),
+    }
+}
+
+async fn request(conn: &zbus::Connection, req: Request) -> RequestResult {
+    let proxy = match IgotchuuProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return RequestResult::Failed(e.to_string()),
+    };
+    let result = match &req {
+        Request::Start(profile) => proxy
+            .start(profile)
+            .await
+            .map(|run_id| RequestResult::Started { run_id }),
+        Request::Stop => proxy.stop().await.map(|()| RequestResult::Stopped),
+    };
+    result.unwrap_or_else(|e| refusal(&req, &e))
+}
+
+fn refusal(req: &Request, e: &zbus::Error) -> RequestResult {
+    use igotchuu_dbus::errors;
+    let (name, desc) = error_parts(e);
+    match name.as_str() {
+        n if is_absent(n) => RequestResult::Absent,
+        "org.freedesktop.DBus.Error.UnknownMethod" if matches!(req, Request::Start(_)) => {
+            RequestResult::StartUnsupported
+        }
+        errors::ALREADY_RUNNING => RequestResult::AlreadyRunning(desc),
+        errors::UNKNOWN_PROFILE => RequestResult::UnknownProfile(desc),
+        errors::CONFIG_INVALID => RequestResult::ConfigInvalid(desc),
+        errors::ACCESS_DENIED => RequestResult::Denied(desc),
+        "" => RequestResult::Failed(desc),
+        _ => RequestResult::Failed(format!("{name}: {desc}")),
+    }
+}
