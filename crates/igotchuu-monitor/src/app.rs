@@ -39,6 +39,8 @@ struct State {
     requests: mpsc::UnboundedSender<Request>,
     /// Whether the first event arrived (the stale check waits for the daemon's LastSuccess).
     first_event_seen: bool,
+    /// The read-only `screen` action: its state is [`Screen::tag`](igotchuu_monitor::model::Screen::tag).
+    screen_action: gio::SimpleAction,
     _hold: Option<gio::ApplicationHoldGuard>,
 }
 
@@ -64,6 +66,7 @@ pub fn run(background: bool) -> ExitCode {
         background,
         requests: req_tx,
         first_event_seen: false,
+        screen_action: screen_action(),
         _hold: None,
     }));
     // Set by the primary instance's own first activation in background mode, which must not
@@ -205,6 +208,7 @@ fn notify(app: &adw::Application, note: &Note) {
 fn render(state: &Rc<RefCell<State>>) {
     let mut s = state.borrow_mut();
     let screen = s.watcher.model().screen(now());
+    s.screen_action.set_state(&screen.tag().to_variant());
     if let Some(w) = s.window.as_mut() {
         w.render(&screen);
     }
@@ -229,6 +233,15 @@ fn show_window(app: &adw::Application, state: &Rc<RefCell<State>>) {
     state.borrow_mut().window = Some(window);
     render(state);
     w.present();
+}
+
+/// What the app shows, as a disabled stateful action: `gdbus call --session --dest
+/// com.nyantec.IGotChuu.Monitor --object-path /com/nyantec/IGotChuu/Monitor --method
+/// org.gtk.Actions.Describe screen` answers e.g. `((false, '', [<'idle:success'>]),)`.
+fn screen_action() -> gio::SimpleAction {
+    let a = gio::SimpleAction::new_stateful("screen", None, &"connecting".to_variant());
+    a.set_enabled(false);
+    a
 }
 
 fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
@@ -262,7 +275,13 @@ fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
         let a = app.clone();
         quit.connect_activate(move |_, _| a.quit());
     }
-    for a in [&backup_now, &stop, &show, &quit] {
+    for a in [
+        &backup_now,
+        &stop,
+        &show,
+        &quit,
+        &state.borrow().screen_action,
+    ] {
         app.add_action(a);
     }
     app.set_accels_for_action("app.quit", &["<Control>q"]);

@@ -31,6 +31,10 @@ pub type Address = Option<String>;
 
 /// Watches igotchuu until `requests` is closed (the app quits) or the bus connection breaks
 /// (then `Event::NoBus` is the last event).
+///
+/// Everything arrives in one stream, in the order the bus sent it: the signals, the owner
+/// changes and the replies to our GetAll calls. That order matters: properties read while a
+/// quick run goes on must not be applied after the signals that came later.
 pub async fn watch(
     address: Address,
     events: mpsc::UnboundedSender<Event>,
@@ -48,43 +52,25 @@ pub async fn watch(
             return;
         }
     };
-    let streams = match Streams::new(&conn).await {
-        Ok(s) => s,
-        Err(e) => {
-            send(Event::NoBus(format!(
-                "cannot watch igotchuu on the system bus: {e}"
-            )));
-            return;
-        }
-    };
-    let Streams {
-        mut signals,
-        mut owners,
-    } = streams;
+    // Created before the match rules are added, so nothing matched is missed.
+    let mut stream = MessageStream::from(&conn);
+    if let Err(e) = add_match_rules(&conn).await {
+        send(Event::NoBus(format!(
+            "cannot watch igotchuu on the system bus: {e}"
+        )));
+        return;
+    }
     // Match rules first, then the first read: a run starting in between is not missed.
-    send(read_all(&conn).await);
+    let mut pending: Pending = None;
+    if let Some(e) = send_get_all(&conn, &mut pending).await {
+        send(e);
+    }
     loop {
         tokio::select! {
-            msg = signals.next() => match msg {
+            msg = stream.next() => match msg {
                 Some(Ok(msg)) => {
-                    if let Some(e) = signal_event(msg) {
+                    if let Some(e) = on_message(&conn, msg, &mut pending).await {
                         send(e);
-                    }
-                }
-                Some(Err(_)) => {}
-                None => break,
-            },
-            msg = owners.next() => match msg {
-                Some(Ok(msg)) => {
-                    let new_owner = msg
-                        .body()
-                        .deserialize::<(String, String, String)>()
-                        .map(|(_, _, new)| new)
-                        .unwrap_or_default();
-                    if new_owner.is_empty() {
-                        send(Event::OwnerGone);
-                    } else {
-                        send(read_all(&conn).await);
                     }
                 }
                 Some(Err(_)) => {}
@@ -107,42 +93,126 @@ pub async fn watch(
     ));
 }
 
-async fn connect(address: &Address) -> zbus::Result<zbus::Connection> {
-    match address {
-        Some(a) => {
-            zbus::connection::Builder::address(a.as_str())?
-                .build()
-                .await
+/// The serial of the GetAll call whose reply is awaited.
+type Pending = Option<std::num::NonZeroU32>;
+
+async fn on_message(
+    conn: &zbus::Connection,
+    msg: zbus::Message,
+    pending: &mut Pending,
+) -> Option<Event> {
+    use zbus::message::Type;
+    let header = msg.header();
+    match msg.message_type() {
+        Type::MethodReturn | Type::Error => {
+            let reply_to = header.reply_serial();
+            if reply_to.is_none() || reply_to != *pending {
+                // A reply to a Start or Stop (answered in `request`), or an older GetAll.
+                return None;
+            }
+            *pending = None;
+            if msg.message_type() == Type::MethodReturn {
+                let map = msg
+                    .body()
+                    .deserialize::<HashMap<String, OwnedValue>>()
+                    .ok()?;
+                return Some(Event::Properties(Properties::from_map(&map)));
+            }
+            let name = header
+                .error_name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            let desc = msg.body().deserialize::<String>().unwrap_or_default();
+            Some(refused_read(&name, &desc))
         }
-        None => zbus::Connection::system().await,
+        Type::Signal => {
+            let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+            let interface = header
+                .interface()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            if interface == "org.freedesktop.DBus" && member == "NameOwnerChanged" {
+                let (name, _, new_owner) =
+                    msg.body().deserialize::<(String, String, String)>().ok()?;
+                if name != NAME {
+                    return None;
+                }
+                if new_owner.is_empty() {
+                    return Some(Event::OwnerGone);
+                }
+                // Read where the new owner is; its reply comes in order with its signals.
+                return send_get_all(conn, pending).await;
+            }
+            drop(header);
+            signal_event(msg)
+        }
+        Type::MethodCall => None,
     }
 }
 
-struct Streams {
-    signals: MessageStream,
-    owners: MessageStream,
+async fn connect(address: &Address) -> zbus::Result<zbus::Connection> {
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a.as_str())?,
+        None => zbus::connection::Builder::system()?,
+    };
+    // Progress comes about once a second; the queue only has to cover a slow main loop.
+    builder.max_queued(4096).build().await
 }
 
-impl Streams {
-    async fn new(conn: &zbus::Connection) -> zbus::Result<Streams> {
-        // dbus-daemon matches a well-known sender against its current owner: signals of the
-        // one-shot runs and of the daemon alike, nobody else's.
-        let signals = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .sender(NAME)?
-            .path(PATH)?
-            .build();
-        let owners = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .sender("org.freedesktop.DBus")?
-            .interface("org.freedesktop.DBus")?
-            .member("NameOwnerChanged")?
-            .add_arg(NAME)?
-            .build();
-        Ok(Streams {
-            signals: MessageStream::for_match_rule(signals, conn, Some(64)).await?,
-            owners: MessageStream::for_match_rule(owners, conn, Some(8)).await?,
-        })
+async fn add_match_rules(conn: &zbus::Connection) -> zbus::Result<()> {
+    // dbus-daemon matches a well-known sender against its current owner: signals of the
+    // one-shot runs and of the daemon alike, nobody else's.
+    let signals = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(NAME)?
+        .path(PATH)?
+        .build();
+    let owners = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.DBus")?
+        .interface("org.freedesktop.DBus")?
+        .member("NameOwnerChanged")?
+        .add_arg(NAME)?
+        .build();
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    dbus.add_match_rule(signals).await?;
+    dbus.add_match_rule(owners).await?;
+    Ok(())
+}
+
+/// Sends GetAll (which also activates a bus-activatable igotchuu) without waiting: the reply
+/// is picked from the stream by its serial, kept in `pending`. Returns an event only when the
+/// call cannot be sent.
+async fn send_get_all(conn: &zbus::Connection, pending: &mut Pending) -> Option<Event> {
+    let sent = async {
+        let msg = zbus::Message::method_call(PATH, "GetAll")?
+            .destination(NAME)?
+            .interface("org.freedesktop.DBus.Properties")?
+            .build(&(INTERFACE,))?;
+        let serial = msg.primary_header().serial_num();
+        conn.send(&msg).await?;
+        Ok::<_, zbus::Error>(serial)
+    };
+    match sent.await {
+        Ok(serial) => {
+            *pending = Some(serial);
+            None
+        }
+        Err(e) => Some(Event::NoBus(format!(
+            "cannot ask igotchuu for its properties: {e}"
+        ))),
+    }
+}
+
+fn refused_read(name: &str, desc: &str) -> Event {
+    if is_absent(name) {
+        Event::Absent
+    } else if name == igotchuu_dbus::errors::ACCESS_DENIED {
+        Event::Denied
+    } else {
+        Event::NoBus(format!(
+            "reading igotchuu's properties failed: {name}: {desc}"
+        ))
     }
 }
 
@@ -165,35 +235,6 @@ fn is_absent(name: &str) -> bool {
         || name == "org.freedesktop.DBus.Error.NameHasNoOwner"
 }
 
-/// GetAll, which also activates a bus-activatable igotchuu.
-async fn read_all(conn: &zbus::Connection) -> Event {
-    let reply = conn
-        .call_method(
-            Some(NAME),
-            PATH,
-            Some("org.freedesktop.DBus.Properties"),
-            "GetAll",
-            &INTERFACE,
-        )
-        .await;
-    let result = reply.and_then(|m| m.body().deserialize::<HashMap<String, OwnedValue>>());
-    match result {
-        Ok(map) => Event::Properties(Properties::from_map(&map)),
-        Err(e) => {
-            let (name, desc) = error_parts(&e);
-            if is_absent(&name) {
-                Event::Absent
-            } else if name == igotchuu_dbus::errors::ACCESS_DENIED {
-                Event::Denied
-            } else {
-                Event::NoBus(format!(
-                    "reading igotchuu's properties failed: {name} {desc}"
-                ))
-            }
-        }
-    }
-}
-
 fn signal_event(msg: zbus::Message) -> Option<Event> {
     let header = msg.header();
     let member = header.member()?.as_str().to_owned();
@@ -204,7 +245,16 @@ fn signal_event(msg: zbus::Message) -> Option<Event> {
             .body()
             .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
             .ok()?;
-        return (iface == INTERFACE).then(|| Event::Changed(Properties::from_map(&changed)));
+        if iface != INTERFACE {
+            return None;
+        }
+        let mut p = Properties::from_map(&changed);
+        // An igotchuu without the daemon has no LastRunFinished: the end of a run is when its
+        // new LastOutcome arrives, which is what the "… ago" is counted from.
+        if p.last_outcome.as_ref().is_some_and(|w| !w.is_empty()) && p.last_run_finished.is_none() {
+            p.last_run_finished = Some(crate::now());
+        }
+        return Some(Event::Changed(p));
     }
     if interface != INTERFACE {
         return None;

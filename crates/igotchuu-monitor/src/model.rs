@@ -235,6 +235,13 @@ impl Model {
                 self.apply_properties(p);
                 if ended {
                     self.state = RunState::Idle;
+                    // "Stopping…", "Backup started." are done with; a refusal stays.
+                    if matches!(
+                        self.notice,
+                        Some(RequestResult::Stopped | RequestResult::Started { .. })
+                    ) {
+                        self.notice = None;
+                    }
                 }
             }
             Event::Started => {
@@ -291,6 +298,9 @@ impl Model {
         // without a new one must not inherit it.
         self.last.outcome = None;
         self.last.outcome_word = None;
+        // The snapshot shown must be this run's (BackupComplete, LastSnapshotId), not the one
+        // before a failure.
+        self.last.snapshot_id = None;
         self.notice = None;
     }
 
@@ -477,7 +487,31 @@ pub enum Screen {
 }
 
 impl Screen {
-    /// A short word for the state, used as the window's accessible description and by tests.
+    /// The kind and its main detail, e.g. "idle:success", "running:Backing up": the state of
+    /// the app's read-only `screen` action (org.gtk.Actions), for scripts and tests.
+    pub fn tag(&self) -> String {
+        match self {
+            Screen::Idle(i) => format!(
+                "idle:{}",
+                i.last
+                    .as_ref()
+                    .and_then(|l| l.outcome)
+                    .map_or("none", |k| k.as_str())
+            ),
+            Screen::Running(r) => format!(
+                "running:{}{}",
+                r.step,
+                if r.fraction.is_some() {
+                    ":progress"
+                } else {
+                    ""
+                }
+            ),
+            other => other.kind().to_owned(),
+        }
+    }
+
+    /// A short word for the state.
     pub fn kind(&self) -> &'static str {
         match self {
             Screen::Connecting => "connecting",

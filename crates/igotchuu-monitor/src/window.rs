@@ -13,28 +13,53 @@ use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::model::{IdleView, RunningView, Screen, StartAbility};
 use igotchuu_monitor::WINDOW_TITLE;
 
-/// A labelled value row: title on the left, the value as a selectable label on the right.
-struct ValueRow {
-    row: adw::ActionRow,
-    value: gtk::Label,
+/// A group of labelled values (title on the left, the value on the right); only the known
+/// ones are shown, and the group hides when none is. Rows are rebuilt when the set of titles
+/// changes (hiding and showing rows of an AdwPreferencesGroup left them hidden under GTK 4.8),
+/// otherwise only the values change.
+struct Facts {
+    group: adw::PreferencesGroup,
+    rows: Vec<(String, adw::ActionRow, gtk::Label)>,
 }
 
-impl ValueRow {
-    fn new(title: &str) -> ValueRow {
-        let value = gtk::Label::builder()
-            .selectable(true)
-            .ellipsize(gtk::pango::EllipsizeMode::Middle)
-            .xalign(1.0)
-            .build();
-        value.add_css_class("dim-label");
-        let row = adw::ActionRow::builder().title(title).build();
-        row.add_suffix(&value);
-        ValueRow { row, value }
+impl Facts {
+    fn new() -> Facts {
+        let group = adw::PreferencesGroup::new();
+        group.set_visible(false);
+        Facts {
+            group,
+            rows: Vec::new(),
+        }
     }
 
-    fn set(&self, v: Option<&str>) {
-        self.row.set_visible(v.is_some());
-        self.value.set_label(v.unwrap_or(""));
+    fn set(&mut self, items: &[(&str, Option<&str>)]) {
+        let known: Vec<(&str, &str)> = items
+            .iter()
+            .filter_map(|(t, v)| v.map(|v| (*t, v)))
+            .collect();
+        let same =
+            self.rows.len() == known.len() && self.rows.iter().zip(&known).all(|(r, k)| r.0 == k.0);
+        if !same {
+            for (_, row, _) in self.rows.drain(..) {
+                self.group.remove(&row);
+            }
+            for (title, _) in &known {
+                let value = gtk::Label::builder()
+                    .selectable(true)
+                    .ellipsize(gtk::pango::EllipsizeMode::Middle)
+                    .xalign(1.0)
+                    .build();
+                value.add_css_class("dim-label");
+                let row = adw::ActionRow::builder().title(*title).build();
+                row.add_suffix(&value);
+                self.group.add(&row);
+                self.rows.push(((*title).to_owned(), row, value));
+            }
+        }
+        for ((_, _, label), (_, v)) in self.rows.iter().zip(&known) {
+            label.set_label(v);
+        }
+        self.group.set_visible(!known.is_empty());
     }
 }
 
@@ -86,13 +111,8 @@ pub struct Window {
     message: adw::StatusPage,
     // idle
     idle: adw::StatusPage,
-    when: ValueRow,
-    duration: ValueRow,
-    data_added: ValueRow,
-    snapshot: ValueRow,
-    exit_code: ValueRow,
-    last_success: ValueRow,
-    next_run: ValueRow,
+    facts: Facts,
+    profile_group: adw::PreferencesGroup,
     profile: adw::ComboRow,
     profiles: gtk::StringList,
     backup_now: gtk::Button,
@@ -101,10 +121,7 @@ pub struct Window {
     // running
     running: adw::StatusPage,
     progress: gtk::ProgressBar,
-    files: ValueRow,
-    bytes: ValueRow,
-    eta: ValueRow,
-    current: ValueRow,
+    figures: Facts,
     running_notice: gtk::Label,
     running_errors: ErrorList,
 }
@@ -136,25 +153,7 @@ impl Window {
     pub fn new(app: &adw::Application) -> Window {
         let message = adw::StatusPage::new();
 
-        let when = ValueRow::new("Finished");
-        let duration = ValueRow::new("Duration");
-        let data_added = ValueRow::new("Data added");
-        let snapshot = ValueRow::new("Snapshot");
-        let exit_code = ValueRow::new("Exit code");
-        let last_success = ValueRow::new("Last success");
-        let next_run = ValueRow::new("Next scheduled backup");
-        let facts = adw::PreferencesGroup::new();
-        for r in [
-            &when,
-            &duration,
-            &data_added,
-            &snapshot,
-            &exit_code,
-            &last_success,
-            &next_run,
-        ] {
-            facts.add(&r.row);
-        }
+        let facts = Facts::new();
         let profiles = gtk::StringList::new(&[]);
         let profile = adw::ComboRow::builder()
             .title("Profile")
@@ -172,7 +171,7 @@ impl Window {
         let idle_notice = notice_label();
         let idle_errors = ErrorList::new();
         let idle_box = page_box();
-        idle_box.append(&facts);
+        idle_box.append(&facts.group);
         idle_box.append(&profile_group);
         idle_box.append(&backup_now);
         idle_box.append(&idle_notice);
@@ -182,14 +181,7 @@ impl Window {
             .build();
 
         let progress = gtk::ProgressBar::builder().show_text(true).build();
-        let files = ValueRow::new("Files");
-        let bytes = ValueRow::new("Data");
-        let eta = ValueRow::new("Time left");
-        let current = ValueRow::new("Current file");
-        let figures = adw::PreferencesGroup::new();
-        for r in [&files, &bytes, &eta, &current] {
-            figures.add(&r.row);
-        }
+        let figures = Facts::new();
         let stop = gtk::Button::builder()
             .label("Stop")
             .halign(gtk::Align::Center)
@@ -201,7 +193,7 @@ impl Window {
         let running_errors = ErrorList::new();
         let running_box = page_box();
         running_box.append(&progress);
-        running_box.append(&figures);
+        running_box.append(&figures.group);
         running_box.append(&stop);
         running_box.append(&running_notice);
         running_box.append(&running_errors.group);
@@ -230,13 +222,8 @@ impl Window {
             stack,
             message,
             idle,
-            when,
-            duration,
-            data_added,
-            snapshot,
-            exit_code,
-            last_success,
-            next_run,
+            facts,
+            profile_group,
             profile,
             profiles,
             backup_now,
@@ -244,10 +231,7 @@ impl Window {
             idle_errors,
             running,
             progress,
-            files,
-            bytes,
-            eta,
-            current,
+            figures,
             running_notice,
             running_errors,
         }
@@ -335,20 +319,18 @@ impl Window {
                 .map(|w| format!("Finished {w}"))
                 .as_deref(),
         );
-        self.when.set(None);
-        self.duration.set(last.and_then(|l| l.duration.as_deref()));
-        self.data_added
-            .set(last.and_then(|l| l.data_added.as_deref()));
-        self.snapshot
-            .set(last.and_then(|l| l.snapshot_id.as_deref()));
-        self.exit_code.set(
-            last.and_then(|l| l.exit_code)
-                .filter(|c| *c != 0)
-                .map(|c| c.to_string())
-                .as_deref(),
-        );
-        self.last_success.set(v.last_success.as_deref());
-        self.next_run.set(v.next_run.as_deref());
+        let exit_code = last
+            .and_then(|l| l.exit_code)
+            .filter(|c| *c != 0)
+            .map(|c| c.to_string());
+        self.facts.set(&[
+            ("Duration", last.and_then(|l| l.duration.as_deref())),
+            ("Data added", last.and_then(|l| l.data_added.as_deref())),
+            ("Snapshot", last.and_then(|l| l.snapshot_id.as_deref())),
+            ("Exit code", exit_code.as_deref()),
+            ("Last success", v.last_success.as_deref()),
+            ("Next scheduled backup", v.next_run.as_deref()),
+        ]);
         self.set_profiles(&v.profiles);
         self.backup_now
             .set_visible(v.start == StartAbility::Available);
@@ -375,9 +357,7 @@ impl Window {
             self.profiles.splice(0, self.profiles.n_items(), &all);
         }
         self.profile.set_visible(!names.is_empty());
-        if let Some(parent) = self.profile.parent().and_then(|p| p.parent()) {
-            parent.set_visible(!names.is_empty());
-        }
+        self.profile_group.set_visible(!names.is_empty());
     }
 
     fn running_page(&mut self, v: &RunningView) {
@@ -387,11 +367,15 @@ impl Window {
             None => self.progress.pulse(),
         }
         self.progress.set_text(Some(&v.percent));
-        self.files.set(Some(&v.files));
-        self.bytes.set(Some(&v.bytes));
-        self.eta.set(Some(&v.eta));
-        self.current
-            .set(Some(v.current_file.as_str()).filter(|s| !s.is_empty()));
+        self.figures.set(&[
+            ("Files", Some(&v.files)),
+            ("Data", Some(&v.bytes)),
+            ("Time left", Some(&v.eta)),
+            (
+                "Current file",
+                Some(v.current_file.as_str()).filter(|f| !f.is_empty()),
+            ),
+        ]);
         set_notice(&self.running_notice, v.notice.as_deref());
         self.running_errors.set(&v.errors);
         self.stack.set_visible_child_name("running");

@@ -141,7 +141,7 @@ fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> std::path::Pat
 /// A backup of a 6 MiB file uploaded at 256 KiB/s: long enough to join and to stop it.
 fn slow_run(fx: &Fixture, bus: &Bus) -> common::Running {
     let data = subvolume_with_files(fx, "data", 3);
-    fx.write_file("data/big.bin", noise(6 << 20));
+    fx.write_file("data/big.bin", support::noise(6 << 20));
     let cfg = fx.write_config(&format!(
         "{}restic_args = {}\n",
         places(&[&data]),
@@ -150,20 +150,6 @@ fn slow_run(fx: &Fixture, bus: &Bus) -> common::Running {
     bus.igotchuu(fx)
         .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
         .spawn()
-}
-
-/// Incompressible bytes (restic compresses), without a random source.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = Vec::with_capacity(n + 8);
-    while buf.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(n);
-    buf
 }
 
 #[test]
@@ -216,6 +202,25 @@ fn a_late_join_shows_the_running_backup_and_stop_ends_it() {
         matches!(s, Screen::Idle(i) if i.last.as_ref().and_then(|l| l.outcome) == Some(OutcomeKind::Interrupted))
     });
     assert!(fx.restic_snapshots().is_empty(), "no snapshot after Stop");
+    // The next run's result replaces the stopped one's, with its own figures.
+    let data = subvolume_with_files(&fx, "next", 3);
+    let cfg = fx.write_config(&places(&[&data]));
+    bus.igotchuu(&fx)
+        .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
+        .run()
+        .assert_code(0);
+    let idle = w.wait_for("idle with a success", |s| {
+        matches!(s, Screen::Idle(i) if i.last.as_ref().and_then(|l| l.outcome) == Some(OutcomeKind::Success))
+    });
+    let Screen::Idle(idle) = idle else {
+        unreachable!()
+    };
+    let last = idle.last.clone().expect("last run");
+    assert!(
+        last.data_added.is_some() && last.snapshot_id.is_some() && idle.notice.is_none(),
+        "{idle:#?}\n{:#?}",
+        w.screens()
+    );
     assert!(w.screens().iter().any(
         |s| matches!(s, Screen::Running(r) if r.notice.as_deref() == Some("Stopping the backup…"))
     ));

@@ -178,3 +178,20 @@ impl Drop for Printer {
         let _ = self.child.wait();
     }
 }
+
+/// Xvfb, a session bus, dunst: a desktop for the window and notification tests.
+pub mod desktop;
+
+/// Incompressible bytes (restic compresses), without a random source.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = Vec::with_capacity(n + 8);
+    while buf.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(n);
+    buf
+}
