@@ -55,6 +55,7 @@ pub fn run(background: bool) -> ExitCode {
     };
     let memory_path = Memory::path();
     let memory = memory_path.as_deref().map(Memory::load).unwrap_or_default();
+    let loaded_since = memory.watching_since;
 
     let app = adw::Application::builder().application_id(APP_ID).build();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
@@ -69,6 +70,10 @@ pub fn run(background: bool) -> ExitCode {
         screen_action: screen_action(),
         _hold: None,
     }));
+    // The first start in background mode begins the "no success for N days" count: kept.
+    if background && state.borrow().watcher.memory.watching_since != loaded_since {
+        save_memory(&state.borrow());
+    }
     // Set by the primary instance's own first activation in background mode, which must not
     // open the window; later activations (the menu entry, a notification) do.
     let skip_activate = Rc::new(std::cell::Cell::new(background));

@@ -270,6 +270,76 @@ impl Desktop {
     }
 }
 
+/// A notification as dunst delivered it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub appname: String,
+    pub summary: String,
+    pub body: String,
+}
+
+impl Desktop {
+    /// dunst, Debian's notification daemon, on this desktop's session bus; returns once it owns
+    /// org.freedesktop.Notifications.
+    pub fn start_dunst(&mut self) {
+        if !have(&["dunst", "dunstctl"]) {
+            panic!("dunst is missing (scripts/setup installs it)");
+        }
+        let c = self.cmd("dunst");
+        self.spawn(c, "dunst");
+        self.wait_until("dunst on the session bus", |d| {
+            run(&mut d.cmd("dunstctl").arg("is-paused")).code == Some(0)
+        });
+    }
+
+    /// Opens the newest notification's default action, as a click on it would.
+    pub fn click_notification(&self) {
+        run(self.cmd("dunstctl").args(["action", "0"])).assert_code(0);
+    }
+
+    /// What dunst delivered so far: `dunstctl close-all`, then `dunstctl history` (which lists
+    /// only closed or expired notifications).
+    pub fn delivered(&self) -> Vec<Delivered> {
+        run(self.cmd("dunstctl").arg("close-all")).assert_code(0);
+        let out = run(self.cmd("dunstctl").arg("history"));
+        out.assert_code(0);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("dunstctl history is not JSON: {e}\n{out}"));
+        let field = |n: &serde_json::Value, k: &str| -> String {
+            n[k]["data"].as_str().unwrap_or_default().to_owned()
+        };
+        json["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a.as_array().cloned().unwrap_or_default())
+            .map(|n| Delivered {
+                appname: field(&n, "appname"),
+                summary: field(&n, "summary"),
+                body: field(&n, "body"),
+            })
+            .collect()
+    }
+
+    /// Waits until dunst delivered a notification titled `summary`; returns it.
+    pub fn wait_for_notification(&self, summary: &str) -> Delivered {
+        let mut found = None;
+        self.wait_until(&format!("a notification {summary:?}"), |d| {
+            found = d.delivered().into_iter().find(|n| n.summary == summary);
+            found.is_some()
+        });
+        found.expect("found")
+    }
+
+    /// Whether a window titled "igotchuu Backups" exists.
+    pub fn has_window(&self) -> bool {
+        let out = run(self
+            .cmd("xdotool")
+            .args(["search", "--name", &format!("^{WINDOW_TITLE}$")]));
+        out.code == Some(0) && !out.stdout.trim().is_empty()
+    }
+}
+
 /// ImageMagick's count of differing pixels (`compare -metric AE`).
 pub fn differing_pixels(a: &Path, b: &Path) -> u64 {
     let out = run(Command::new("compare")
