@@ -43,6 +43,18 @@ fn slow_run(fx: &Fixture, bus: &Bus) -> common::Running {
         .spawn()
 }
 
+/// igotchuu's PercentDone property (0 when it cannot be read).
+fn percent_done(bus: &Bus) -> f64 {
+    let out = bus.get_property(common::bus::Who::Root, "PercentDone");
+    // (<0.25>,)
+    out.stdout
+        .trim()
+        .trim_start_matches("(<")
+        .trim_end_matches(">,)")
+        .parse()
+        .unwrap_or(0.0)
+}
+
 #[test]
 fn the_window_shows_not_installed_running_stopped_idle_and_failed() {
     if !tool_built() {
@@ -75,7 +87,13 @@ fn the_window_shows_not_installed_running_stopped_idle_and_failed() {
     desk.wait_for_screen("running with progress", |s| {
         s == "running:Backing up:progress"
     });
-    // The bar moves every second: one shot, no waiting for a still frame.
+    // A quarter done, for a picture with a bar (the README's); the bar moves every second, so
+    // one shot, no waiting for a still frame.
+    let end = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    while percent_done(&bus) < 0.25 {
+        assert!(std::time::Instant::now() < end, "the upload does not advance");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     shoot_now(&desk, "running");
     desk.activate("stop");
     run.wait(RUN_TIMEOUT).assert_code(130);

@@ -288,7 +288,7 @@ impl Desktop {
         let c = self.cmd("dunst");
         self.spawn(c, "dunst");
         self.wait_until("dunst on the session bus", |d| {
-            run(&mut d.cmd("dunstctl").arg("is-paused")).code == Some(0)
+            run(d.cmd("dunstctl").arg("is-paused")).code == Some(0)
         });
     }
 
