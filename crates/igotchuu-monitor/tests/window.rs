@@ -91,7 +91,10 @@ fn the_window_shows_not_installed_running_stopped_idle_and_failed() {
     // one shot, no waiting for a still frame.
     let end = std::time::Instant::now() + common::WAIT_TIMEOUT;
     while percent_done(&bus) < 0.25 {
-        assert!(std::time::Instant::now() < end, "the upload does not advance");
+        assert!(
+            std::time::Instant::now() < end,
+            "the upload does not advance"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     shoot_now(&desk, "running");

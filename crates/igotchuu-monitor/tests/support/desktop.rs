@@ -125,8 +125,9 @@ impl Desktop {
             // X11 and the cairo renderer: Xvfb has no GPU, and the screenshots are of what X has.
             .env("GDK_BACKEND", "x11")
             .env("GSK_RENDERER", "cairo")
-            // No accessibility bus here, and no dconf: settings stay in memory.
+            // No accessibility bus here (GTK 4 and GTK 3's bridge), and no dconf: settings stay in memory.
             .env("NO_AT_BRIDGE", "1")
+            .env("GTK_A11Y", "none")
             .env("GSETTINGS_BACKEND", "memory")
             .env("LANG", "C.UTF-8");
         c
