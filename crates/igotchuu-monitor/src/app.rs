@@ -104,6 +104,15 @@ pub fn run(background: bool) -> ExitCode {
             show_window(app, &state);
         });
     }
+    // A second `--background` (autostart and a manual start, or two sessions' autostarts)
+    // leaves the running one alone instead of asking it to open the window.
+    if background {
+        match app.register(gio::Cancellable::NONE) {
+            Ok(()) if app.is_remote() => return ExitCode::SUCCESS,
+            Ok(()) => {}
+            Err(e) => eprintln!("igotchuu-monitor: cannot register on the session bus: {e}"),
+        }
+    }
     // GApplication's own option parsing sees only the program name: ours is done (main.rs).
     let argv0 = std::env::args()
         .next()

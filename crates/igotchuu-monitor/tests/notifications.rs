@@ -70,6 +70,20 @@ fn failed_and_partial_runs_are_notified_and_the_action_opens_the_errors() {
     desk.start_monitor(&bus, &["--background"]);
     desk.wait_for_screen("not-installed", |s| s == "not-installed");
     assert!(!desk.has_window(), "background mode opens no window");
+    // A second one (autostart twice) leaves the first alone: it exits, no window opens.
+    let mut second = desk.cmd(support::MONITOR);
+    second
+        .arg("--background")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+    common::bus::run(&mut second).assert_code(0);
+    // Two round trips through the first one's main loop: an Activate the second one sent before
+    // exiting has been handled by then, and a window it opened reached the X server.
+    desk.screen();
+    desk.screen();
+    assert!(
+        !desk.has_window(),
+        "a second --background opened the window"
+    );
 
     // A success, with the default settings: no notification.
     let ok = fx.write_config(&places(&[&data]));
