@@ -136,3 +136,34 @@ fn the_window_shows_not_installed_running_stopped_idle_and_failed() {
         }
     }
 }
+
+/// A user outside the group `igotchuu`, with a desktop session of their own, while a backup
+/// runs: the window tells them to be added to the group.
+#[test]
+fn the_window_tells_a_user_outside_the_group_to_join_it() {
+    if !tool_built() {
+        return;
+    }
+    let Some(fx) = bus::setup() else { return };
+    let outsider = common::bus::TempUser::create("monw", &[]);
+    let Some(mut desk) = Desktop::start_as(Some((outsider.ids.uid, outsider.ids.gid))) else {
+        return;
+    };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let bus = Bus::start(Policy::Shipped);
+    let h = common::hold(&fx, "restic");
+    let cfg = fx.write_config(&places(&[&data]));
+    let mut run = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    desk.start_monitor(&bus, &[]);
+    let window = desk.window();
+    desk.wait_for_screen("not-allowed", |s| s == "not-allowed");
+    let shot = desk.screenshot(&window, &screenshot_dir().join("not-allowed.png"));
+    assert!(colours(&shot) > 2, "blank: {}", shot.display());
+    common::touch(&h.go);
+    run.wait(RUN_TIMEOUT).assert_code(0);
+}

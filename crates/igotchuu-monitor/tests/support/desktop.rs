@@ -60,11 +60,28 @@ pub struct Desktop {
     dir: tempfile::TempDir,
     pub display: String,
     pub session: String,
+    user: Option<(u32, u32)>,
+}
+
+fn as_user(user: Option<(u32, u32)>, program: &str) -> Command {
+    match user {
+        Some((uid, gid)) => {
+            crate::common::bus::as_user(crate::common::bus::Who::Bare { uid, gid }, program)
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Desktop {
     /// `None` after "SKIPPED" (a failure under CI=true) when a tool is missing.
     pub fn start() -> Option<Desktop> {
+        Desktop::start_as(None)
+    }
+
+    /// A desktop whose session (session bus, the apps, the D-Bus and X clients) belongs to
+    /// `user` (uid, gid, no supplementary groups) instead of root. Xvfb is then started with
+    /// `-ac` (no access control: a throwaway display) so that root can still take screenshots.
+    pub fn start_as(user: Option<(u32, u32)>) -> Option<Desktop> {
         if !have(&TOOLS) {
             return None;
         }
@@ -77,6 +94,16 @@ impl Desktop {
             std::fs::create_dir(&p).expect("mkdir");
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .expect("chmod");
+            if let Some((uid, gid)) = user {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        if user.is_some() {
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod");
         }
         let mut xvfb = Command::new("Xvfb");
         xvfb.args([
@@ -88,8 +115,11 @@ impl Desktop {
             "-nolisten",
             "tcp",
         ]);
+        if user.is_some() {
+            xvfb.arg("-ac");
+        }
         let (x, n) = start_with_first_line(xvfb, "Xvfb");
-        let mut dbus = Command::new("dbus-daemon");
+        let mut dbus = as_user(user, "dbus-daemon");
         dbus.args(["--session", "--nofork", "--nopidfile", "--print-address=1"]);
         let (s, address) = start_with_first_line(dbus, "the session dbus-daemon");
         Some(Desktop {
@@ -97,6 +127,7 @@ impl Desktop {
             dir,
             display: format!(":{n}"),
             session: address,
+            user,
         })
     }
 
@@ -115,7 +146,7 @@ impl Desktop {
 
     /// `program` in this desktop's session.
     pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
+        let mut c = as_user(self.user, program);
         c.env("DISPLAY", &self.display)
             .env("DBUS_SESSION_BUS_ADDRESS", &self.session)
             .env("HOME", self.path("home"))
@@ -130,6 +161,13 @@ impl Desktop {
             .env("GTK_A11Y", "none")
             .env("GSETTINGS_BACKEND", "memory")
             .env("LANG", "C.UTF-8");
+        c
+    }
+
+    /// `program` as root on this display (screenshots go to root's target/).
+    pub fn root_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DISPLAY", &self.display);
         c
     }
 
@@ -245,7 +283,7 @@ impl Desktop {
 
     /// Screenshots the window into `path` as it is now.
     pub fn screenshot_now(&self, window: &str, path: &Path) -> PathBuf {
-        run(self.cmd("import").args(["-window", window]).arg(path)).assert_code(0);
+        run(self.root_cmd("import").args(["-window", window]).arg(path)).assert_code(0);
         path.to_owned()
     }
 
@@ -254,7 +292,7 @@ impl Desktop {
     pub fn screenshot(&self, window: &str, path: &Path) -> PathBuf {
         let tmp = path.with_extension("prev.png");
         let shoot = |to: &Path| {
-            run(self.cmd("import").args(["-window", window]).arg(to)).assert_code(0);
+            run(self.root_cmd("import").args(["-window", window]).arg(to)).assert_code(0);
         };
         shoot(&tmp);
         let end = Instant::now() + WAIT_TIMEOUT;
