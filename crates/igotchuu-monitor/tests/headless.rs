@@ -43,6 +43,24 @@ fn no_igotchuu_on_the_bus_is_reported_as_not_installed() {
 }
 
 #[test]
+fn an_unreachable_system_bus_is_reported_as_such() {
+    let scratch = common::Scratch::new();
+    let mut c = std::process::Command::new(support::MONITOR);
+    c.arg("--print").env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", scratch.no_bus.display()),
+    );
+    let out = common::bus::run(&mut c);
+    // The client ends with the connection's failure, and so does --print.
+    out.assert_code(0);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("no-bus ") && first.contains("cannot connect to the system bus"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_real_run_goes_through_every_state_and_ends_idle_with_its_snapshot() {
     let Some(fx) = setup() else { return };
     let data = subvolume_with_files(&fx, "data", 20);

@@ -55,7 +55,7 @@ fn start_with_first_line(mut cmd: Command, what: &str) -> (Proc, String) {
 }
 
 pub struct Desktop {
-    // Dropped in reverse order of start: the apps, dunst, the session bus, Xvfb.
+    // Xvfb, the session bus, then dunst and the apps; stopped in reverse order (Drop).
     procs: Vec<Proc>,
     dir: tempfile::TempDir,
     pub display: String,
@@ -305,6 +305,15 @@ impl Desktop {
             }
             assert!(Instant::now() < end, "the window never stopped changing");
             std::fs::copy(path, &tmp).expect("copy screenshot");
+        }
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        // The apps and dunst first, then the session bus, Xvfb last.
+        while let Some(p) = self.procs.pop() {
+            drop(p);
         }
     }
 }
