@@ -70,7 +70,11 @@ pub async fn watch(
             msg = stream.next() => match msg {
                 Some(Ok(msg)) => {
                     if let Some(e) = on_message(&conn, msg, &mut pending).await {
+                        let gone = e == Event::OwnerGone;
                         send(e);
+                        if gone {
+                            send(Event::Activatable(activatable(&conn).await));
+                        }
                     }
                 }
                 Some(Err(_)) => {}
@@ -147,6 +151,21 @@ async fn on_message(
             signal_event(msg)
         }
         Type::MethodCall => None,
+    }
+}
+
+/// Whether the bus can start igotchuu on demand (a service file for its name: the daemon is
+/// installed). A failed question counts as no.
+async fn activatable(conn: &zbus::Connection) -> bool {
+    let names = async {
+        zbus::fdo::DBusProxy::new(conn)
+            .await?
+            .list_activatable_names()
+            .await
+    };
+    match names.await {
+        Ok(names) => names.iter().any(|n| n.as_str() == NAME),
+        Err(_) => false,
     }
 }
 

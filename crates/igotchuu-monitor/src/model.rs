@@ -31,6 +31,9 @@ pub enum Event {
     Complete(Summary),
     /// The name lost its owner: a one-shot run ended, or the daemon exited.
     OwnerGone,
+    /// Whether the bus can start igotchuu on demand (its name is in ListActivatableNames: the
+    /// daemon is installed), asked when the owner left.
+    Activatable(bool),
     /// What became of a "Back up now" or Stop request.
     Request(RequestResult),
 }
@@ -150,8 +153,12 @@ pub struct Model {
     last_success: Option<u64>,
     next_run: Option<u64>,
     profiles: Option<Vec<String>>,
-    /// Whether the server has `Start`; `None` until a call says, or a daemon-only property
-    /// showed that it is the daemon.
+    /// Whether "Back up now" has something to call: `Some(true)` once an owner sat idle on the
+    /// bus (only the daemon does; a one-shot run holds the name only while it runs) or Start
+    /// succeeded, or the name is activatable; `Some(false)` when the name is gone and not
+    /// activatable, or Start is unknown (a tool without the daemon); `None` until one of those.
+    /// Not guessed from the daemon-only properties: a one-shot run of a tool with the daemon
+    /// serves them too.
     can_start: Option<bool>,
     /// The answer to the last request, until the next event that supersedes it.
     notice: Option<RequestResult>,
@@ -226,6 +233,11 @@ impl Model {
             }
             Event::Properties(p) => {
                 self.reach = Reach::Present;
+                // An owner that answers GetAll while idle is the daemon: a one-shot run says
+                // idle only in the PropertiesChanged just before it leaves the bus.
+                if p.state.as_deref() == Some(Phase::Idle.as_str()) {
+                    self.can_start.get_or_insert(true);
+                }
                 self.apply_properties(p);
             }
             Event::Changed(p) => {
@@ -276,7 +288,10 @@ impl Model {
                     }
                 }
                 self.reach = Reach::Gone;
+                // Whether the daemon can be activated is asked next (Event::Activatable).
+                self.can_start = None;
             }
+            Event::Activatable(yes) => self.can_start = Some(yes),
             Event::Request(r) => {
                 match &r {
                     RequestResult::StartUnsupported => self.can_start = Some(false),
@@ -350,11 +365,6 @@ impl Model {
         }
         if let Some(id) = p.last_snapshot_id.filter(|s| !s.is_empty()) {
             self.last.snapshot_id = Some(id);
-        }
-        // The daemon-only members: their presence shows it is the daemon, which has Start.
-        let daemon = p.profiles.is_some() || p.next_run.is_some() || p.last_run_started.is_some();
-        if daemon && self.can_start.is_none() {
-            self.can_start = Some(true);
         }
         if p.profiles.is_some() {
             self.profiles = p.profiles;
@@ -456,8 +466,8 @@ impl Model {
         // A daemon that exited while idle is activated again by Start; a one-shot run that left
         // (or a server without Start) leaves nothing to call.
         let start = match (&self.reach, self.can_start) {
-            (_, Some(false)) => StartAbility::NoDaemon,
-            (Reach::Gone, None) => StartAbility::NoDaemon,
+            (_, Some(true)) => StartAbility::Available,
+            (_, Some(false)) | (Reach::Gone, None) => StartAbility::NoDaemon,
             _ => StartAbility::Available,
         };
         IdleView {
@@ -733,7 +743,18 @@ mod tests {
         assert_eq!(last.data_added.as_deref(), Some("1.5 KiB"));
         assert_eq!(last.duration.as_deref(), Some("12s"));
         assert_eq!(last.snapshot_id.as_deref(), Some("abc123"));
-        // No daemon: once the one-shot run left, nothing can start another.
+        // Once the one-shot run left, nothing can start another, unless the bus can activate
+        // the daemon.
+        assert_eq!(idle.start, StartAbility::NoDaemon);
+        m.apply(Event::Activatable(true));
+        let Screen::Idle(idle) = m.screen(100) else {
+            panic!()
+        };
+        assert_eq!(idle.start, StartAbility::Available);
+        m.apply(Event::Activatable(false));
+        let Screen::Idle(idle) = m.screen(100) else {
+            panic!()
+        };
         assert_eq!(idle.start, StartAbility::NoDaemon);
     }
 
