@@ -343,7 +343,12 @@ fn nix_files_parse() {
         .iter()
         .map(|p| p.strip_prefix(REPO).unwrap().display().to_string())
         .collect();
-    for must in ["flake.nix", "nix/module.nix", "nix/package.nix", "nix/monitor.nix"] {
+    for must in [
+        "flake.nix",
+        "nix/module.nix",
+        "nix/package.nix",
+        "nix/monitor.nix",
+    ] {
         assert!(
             names.iter().any(|n| n == must),
             "{must} is missing (found {names:?})"
