@@ -29,14 +29,15 @@ fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> PathBuf {
     ))
 }
 
-/// A backup of a 6 MiB file uploaded at 256 KiB/s: long enough to watch and to stop.
+/// A backup of a 48 MiB file uploaded at 2 MiB/s: long enough to watch and to stop, and
+/// bigger than what restic reads ahead of its uploads, so the bar stops part-way.
 fn slow_run(fx: &Fixture, bus: &Bus) -> common::Running {
     let data = subvolume_with_files(fx, "slow", 3);
-    fx.write_file("slow/big.bin", support::noise(6 << 20));
+    fx.write_file("slow/big.bin", support::noise(48 << 20));
     let cfg = fx.write_config(&format!(
         "{}restic_args = {}\n",
         places(&[&data]),
-        toml_list(&["--limit-upload", "256"])
+        toml_list(&["--limit-upload", "2048"])
     ));
     bus.igotchuu(fx)
         .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
