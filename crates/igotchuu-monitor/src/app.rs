@@ -272,6 +272,16 @@ fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
             let _ = s.requests.send(Request::Start(profile));
         });
     }
+    // The same for a named profile ("" = the top level), for scripts and the tests:
+    // `gdbus call … --method org.gtk.Actions.Activate backup-profile "[<'home'>]" {}`.
+    let backup_profile = gio::SimpleAction::new("backup-profile", Some(glib::VariantTy::STRING));
+    {
+        let s = state.clone();
+        backup_profile.connect_activate(move |_, param| {
+            let profile = param.and_then(|p| p.get::<String>()).unwrap_or_default();
+            let _ = s.borrow().requests.send(Request::Start(profile));
+        });
+    }
     let stop = gio::SimpleAction::new("stop", None);
     {
         let s = state.clone();
@@ -291,6 +301,7 @@ fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
     }
     for a in [
         &backup_now,
+        &backup_profile,
         &stop,
         &show,
         &quit,

@@ -177,6 +177,44 @@ fn back_up_now_in_the_window_starts_a_real_backup() {
     assert!(support::desktop::differing_pixels(&before, &after) > 0);
 }
 
+/// A profile chosen for "Back up now" (the `backup-profile` action, as scripts use it) is the
+/// profile the daemon backs up: restic stores that profile's place.
+#[test]
+fn back_up_now_with_a_profile_backs_up_that_profile() {
+    let Some(fx) = setup() else { return };
+    let Some(mut desk) = Desktop::start() else {
+        return;
+    };
+    let main = subvolume_with_files(&fx, "main", 2);
+    let other = subvolume_with_files(&fx, "other", 2);
+    let bus = Bus::start(Policy::Shipped);
+    let cfg = fx.write_config(&format!(
+        "{}[profiles.other]\nplaces = [{}]\n",
+        places(&[&main]),
+        common::toml_str(&other)
+    ));
+    let _d = daemon(&fx, &bus, &cfg);
+    desk.start_monitor(&bus, &[]);
+    desk.window();
+    desk.wait_for_screen("idle, no run yet", |s| s == "idle:none");
+    desk.gdbus_actions(&[
+        "org.gtk.Actions.Activate",
+        "backup-profile",
+        "[<'other'>]",
+        "{}",
+    ])
+    .assert_code(0);
+    desk.wait_for_screen("idle after the backup", |s| s == "idle:success");
+    let snaps = fx.restic_snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let paths = snaps[0]["paths"].to_string();
+    assert!(
+        paths.contains(other.to_str().expect("utf-8"))
+            && !paths.contains(main.to_str().expect("utf-8")),
+        "the profile's place was backed up: {paths}"
+    );
+}
+
 /// Background mode with the daemon: the age check uses the daemon's LastSuccess (not the
 /// monitor's own memory, which is empty here), so it says when the last success was.
 #[test]
