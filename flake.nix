@@ -11,6 +11,8 @@
     {
       packages = forAllSystems (pkgs: rec {
         igotchuu = pkgs.callPackage ./nix/package.nix { };
+        # The desktop monitor (GTK 4, libadwaita), a package of its own; see nix/monitor.nix.
+        monitor = pkgs.callPackage ./nix/monitor.nix { };
         default = igotchuu;
       });
 

@@ -343,7 +343,12 @@ fn nix_files_parse() {
         .iter()
         .map(|p| p.strip_prefix(REPO).unwrap().display().to_string())
         .collect();
-    for must in ["flake.nix", "nix/module.nix", "nix/package.nix"] {
+    for must in [
+        "flake.nix",
+        "nix/module.nix",
+        "nix/package.nix",
+        "nix/monitor.nix",
+    ] {
         assert!(
             names.iter().any(|n| n == must),
             "{must} is missing (found {names:?})"
@@ -362,7 +367,7 @@ fn nix_files_parse() {
         nix_eval(&format!(
             "builtins.attrNames {outputs}.packages.x86_64-linux"
         )),
-        r#"["default","igotchuu"]"#
+        r#"["default","igotchuu","monitor"]"#
     );
     assert_eq!(
         nix_eval(&format!(

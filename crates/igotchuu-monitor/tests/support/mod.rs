@@ -1,0 +1,197 @@
+//! Helpers for the monitor's tests, on top of the tool's harness (crates/igotchuu/tests/common,
+//! included by each test file as `common`): the view model fed by the real D-Bus client
+//! in-process ([`Watch`]), and the monitor binary's `--print` mode as another user
+//! ([`Printer`]).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use igotchuu_monitor::client::{self, Request};
+use igotchuu_monitor::model::{Model, Screen};
+use tokio::sync::mpsc;
+
+use crate::common::bus::{Bus, Who};
+use crate::common::{cannot_run, WAIT_TIMEOUT};
+
+/// The tool's binary, which the tests run; built by `cargo build -p igotchuu` (scripts/test
+/// builds the workspace before testing). False after [`cannot_run`] when it is missing.
+pub fn tool_built() -> bool {
+    let bin = Path::new(crate::common::BIN);
+    if bin.is_file() {
+        return true;
+    }
+    cannot_run(&format!(
+        "the tool's binary {} is missing: run `cargo build -p igotchuu` first",
+        bin.display()
+    ));
+    false
+}
+
+#[derive(Default)]
+struct Seen {
+    model: Model,
+    screens: Vec<Screen>,
+}
+
+/// The view model, fed by the monitor's own D-Bus client (src/client.rs) on `bus`, as root.
+pub struct Watch {
+    seen: Arc<Mutex<Seen>>,
+    requests: Option<mpsc::UnboundedSender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    pub fn start(bus: &Bus) -> Watch {
+        let seen: Arc<Mutex<Seen>> = Default::default();
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (s, address) = (seen.clone(), bus.address.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                tokio::spawn(client::watch(Some(address), tx, req_rx));
+                while let Some(event) = rx.recv().await {
+                    let mut seen = s.lock().expect("lock");
+                    seen.model.apply(event);
+                    let screen = seen.model.screen(igotchuu_monitor::now());
+                    seen.screens.push(screen);
+                }
+            });
+        });
+        Watch {
+            seen,
+            requests: Some(req_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn request(&self, r: Request) {
+        self.requests
+            .as_ref()
+            .expect("open")
+            .send(r)
+            .expect("the client is running");
+    }
+
+    pub fn model(&self) -> Model {
+        self.seen.lock().expect("lock").model.clone()
+    }
+
+    /// Every screen the model went through, one per event.
+    pub fn screens(&self) -> Vec<Screen> {
+        self.seen.lock().expect("lock").screens.clone()
+    }
+
+    /// Waits (up to [`WAIT_TIMEOUT`]) until `f` holds for the model's screen; returns it.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Screen) -> bool) -> Screen {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let screen = self.model().screen(igotchuu_monitor::now());
+            if f(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < end,
+                "the monitor's model did not reach {what} within {WAIT_TIMEOUT:?}; now: {screen:#?}\nscreens seen: {:#?}",
+                self.screens().iter().map(Screen::kind).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // Closing the request channel ends the client, which ends the event loop.
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `igotchuu-monitor --print` as `who`: the lines it printed (one per screen change).
+pub struct Printer {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+pub const MONITOR: &str = env!("CARGO_BIN_EXE_igotchuu-monitor");
+
+impl Printer {
+    pub fn start(bus: &Bus, who: Who) -> Printer {
+        let mut child = bus
+            .cmd(who, MONITOR)
+            .arg("--print")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start igotchuu-monitor --print");
+        let lines: Arc<Mutex<Vec<String>>> = Default::default();
+        let (l, out) = (lines.clone(), child.stdout.take().expect("piped"));
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().expect("lock").push(line);
+            }
+        });
+        Printer { child, lines }
+    }
+
+    /// Waits until a printed line starts with `kind` (the screen's kind word); returns it.
+    pub fn wait_for(&self, kind: &str) -> String {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|l| l.split(' ').next() == Some(kind))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < end,
+                "igotchuu-monitor --print did not print {kind:?} within {WAIT_TIMEOUT:?}; it printed: {:#?}",
+                self.lines.lock().expect("lock")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Xvfb, a session bus, dunst: a desktop for the window and notification tests.
+pub mod desktop;
+
+/// Incompressible bytes (restic compresses), without a random source.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = Vec::with_capacity(n + 8);
+    while buf.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(n);
+    buf
+}
