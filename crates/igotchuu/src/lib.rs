@@ -10,6 +10,7 @@ pub mod btrfs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dbus;
 pub mod events;
 pub mod exit;

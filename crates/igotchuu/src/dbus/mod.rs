@@ -16,10 +16,11 @@
 //! - [`publish`]: events to signals without the pipeline ever waiting for the bus;
 //! - [`inhibit`]: logind's lid-switch lock for the length of the run.
 
-mod auth;
+pub(crate) mod auth;
 mod inhibit;
-mod interface;
-mod publish;
+pub(crate) mod interface;
+pub(crate) mod polkit;
+pub(crate) mod publish;
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use zbus::Connection;
 
 use crate::events::{Event, Events};
 use crate::stop::StopHandle;
-use interface::Igotchuu;
+use interface::{Control, Igotchuu};
 
 pub use igotchuu_dbus::{INTERFACE, NAME, PATH};
 
@@ -62,7 +63,7 @@ pub struct NameTaken(String);
 /// when the policy does not let us own the name: both warned about, the backup matters more than
 /// its signals. `Err` when another process owns the name.
 pub async fn start(events: &mut Events, stop: StopHandle) -> Result<Option<Session>, NameTaken> {
-    let object = Igotchuu::new(stop);
+    let object = Igotchuu::new(Control::OneShot(stop));
     let built = async {
         zbus::connection::Builder::system()?
             .serve_at(PATH, object)?
@@ -109,7 +110,21 @@ pub async fn start(events: &mut Events, stop: StopHandle) -> Result<Option<Sessi
         Ok(
             RequestNameReply::InQueue | RequestNameReply::Exists | RequestNameReply::AlreadyOwner,
         )
-        | Err(zbus::Error::NameTaken) => return Err(NameTaken(taken_message(&conn).await)),
+        | Err(zbus::Error::NameTaken) => {
+            // This run holds the lock already, so an owner that says it is idle is an
+            // `igotchuu daemon` between runs (its Start would now be refused by the lock): back
+            // up without the name rather than refuse. Anything else is another backup.
+            if !owner_is_idle(&conn).await {
+                return Err(NameTaken(taken_message(&conn).await));
+            }
+            events.emit(Event::Warning(format!(
+                "the igotchuu daemon owns {NAME}: this run (with a config file of its own) \
+                 sends no D-Bus progress signals; the daemon refuses to start another backup \
+                 while it runs"
+            )));
+            let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
+            None
+        }
         Err(e) => {
             events.emit(Event::Warning(format!(
                 "cannot own the D-Bus name {NAME} ({e}): backing up without D-Bus progress signals or Stop; \
@@ -128,6 +143,18 @@ pub async fn start(events: &mut Events, stop: StopHandle) -> Result<Option<Sessi
         publisher,
         _inhibitor: inhibitor,
     }))
+}
+
+/// The name's owner answers that no backup is running (an idle daemon).
+async fn owner_is_idle(conn: &Connection) -> bool {
+    let state = async {
+        let proxy = igotchuu_dbus::IgotchuuProxy::new(conn).await.ok()?;
+        proxy.state().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), state).await,
+        Ok(Some(s)) if s == crate::events::Phase::Idle.as_str()
+    )
 }
 
 /// Says who holds the name, as far as the bus tells.

@@ -19,7 +19,7 @@ use super::interface::Igotchuu;
 use crate::events::{self, ErrorEvent, Event, Phase, Progress, Summary};
 
 /// What the pipeline hands the publisher task, in event order.
-pub(super) enum Msg {
+pub(crate) enum Msg {
     Phase(Phase),
     Started,
     /// The newest progress not sent yet; the listener overwrites it while it waits.
@@ -35,7 +35,7 @@ fn lock(slot: &Mutex<Option<Progress>>) -> MutexGuard<'_, Option<Progress>> {
 }
 
 /// The listener: queues events for the publisher task and returns at once.
-pub(super) struct Signals {
+pub(crate) struct Signals {
     tx: mpsc::UnboundedSender<Msg>,
     /// The slot of the last queued `Msg::Progress` if nothing else was queued after it. While the
     /// task has not taken its content, a newer progress replaces it there instead of queueing
@@ -44,7 +44,7 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub(super) fn new(tx: mpsc::UnboundedSender<Msg>) -> Signals {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Msg>) -> Signals {
         Signals { tx, open: None }
     }
 }
@@ -91,7 +91,7 @@ impl events::Listener for Signals {
 }
 
 /// Sends what the pipeline queued until the listener is dropped, then ends.
-pub(super) async fn publish(iface: InterfaceRef<Igotchuu>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+pub(crate) async fn publish(iface: InterfaceRef<Igotchuu>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut reported = false;
     while let Some(msg) = rx.recv().await {
         if let Err(e) = send(&iface, msg).await {
