@@ -34,11 +34,12 @@ const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 /// turns.
 static HOST_USR: Mutex<()> = Mutex::new(());
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "igotchuu.service",
     "igotchuu.timer",
     "igotchuu@.service",
     "igotchuu@.timer",
+    "igotchuu-daemon.service",
 ];
 
 // ------------------------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ fn units_pass_systemd_analyze_verify() {
         "igotchuu.timer",
         "igotchuu@offsite.service",
         "igotchuu@offsite.timer",
+        "igotchuu-daemon.service",
     ]);
     assert!(
         success && said.trim().is_empty(),
@@ -182,7 +184,11 @@ fn units_pass_systemd_analyze_verify() {
         "systemd-analyze verify did not report a broken unit, so its silence proves nothing:\n{said}"
     );
 
-    for unit in ["igotchuu.service", "igotchuu@offsite.service"] {
+    for unit in [
+        "igotchuu.service",
+        "igotchuu@offsite.service",
+        "igotchuu-daemon.service",
+    ] {
         let mut cmd = Command::new("systemd-analyze");
         cmd.arg(format!("--root={}", root.path().display()))
             .args(["security", "--offline=yes", "--threshold=40", unit])
@@ -433,7 +439,23 @@ fn committed_man_page_and_completions_match_the_command_line() {
 // ------------------------------------------------------------------------------------------------
 
 /// What the package must install, and from where.
-const DEB_FILES: [(&str, &str); 12] = [
+const DEB_FILES: [(&str, &str); 16] = [
+    (
+        "/usr/lib/systemd/system/igotchuu-daemon.service",
+        "systemd/igotchuu-daemon.service",
+    ),
+    (
+        "/usr/share/dbus-1/system-services/com.nyantec.IGotChuu.service",
+        "dbus-1/system-services/com.nyantec.IGotChuu.service",
+    ),
+    (
+        "/usr/share/polkit-1/actions/com.nyantec.igotchuu.policy",
+        "polkit-1/actions/com.nyantec.igotchuu.policy",
+    ),
+    (
+        "/usr/share/polkit-1/rules.d/50-igotchuu.rules",
+        "polkit-1/rules.d/50-igotchuu.rules",
+    ),
     (
         "/usr/lib/systemd/system/igotchuu.service",
         "systemd/igotchuu.service",
@@ -630,6 +652,7 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         "igotchuu.timer",
         "igotchuu@offsite.service",
         "igotchuu@offsite.timer",
+        "igotchuu-daemon.service",
     ]);
     let out = output(&mut cmd);
     let said = text(&out.stdout) + &text(&out.stderr);
