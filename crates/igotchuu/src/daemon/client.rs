@@ -42,7 +42,10 @@ pub fn delegate(cli: &Cli) -> Option<i32> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
-    say_err!("igotchuu: error: {}", crate::sanitize::line(&msg.to_string()));
+    say_err!(
+        "igotchuu: error: {}",
+        crate::sanitize::line(&msg.to_string())
+    );
     Some(exit::IGOTCHUU_FAILED)
 }
 
@@ -60,9 +63,13 @@ async fn follow(cli: &Cli) -> Option<i32> {
     // Subscribed before Start, so nothing of the run is missed.
     for rule in [
         format!("type='signal',path='{PATH}'"),
-        format!("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"),
+        format!(
+            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"
+        ),
     ] {
-        bus.add_match_rule(rule.as_str().try_into().ok()?).await.ok()?;
+        bus.add_match_rule(rule.as_str().try_into().ok()?)
+            .await
+            .ok()?;
     }
     let mut stream = zbus::MessageStream::from(&conn);
     let proxy = IgotchuuProxy::new(&conn).await.ok()?;
@@ -73,7 +80,8 @@ async fn follow(cli: &Cli) -> Option<i32> {
             let msg = msg.unwrap_or_default();
             return match name.as_str() {
                 // Not installed (as a user without root: activation found no service file).
-                "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => None,
+                "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner" => None,
                 // An igotchuu older than the daemon owns the name: its run is a backup.
                 "org.freedesktop.DBus.Error.UnknownMethod" => fail(format_args!(
                     "another igotchuu backup is running (it owns {NAME}); wait for it to finish"
@@ -84,13 +92,19 @@ async fn follow(cli: &Cli) -> Option<i32> {
                 _ => fail(msg),
             };
         }
-        Err(e) => return fail(format_args!("cannot ask the igotchuu daemon to start a backup: {e}")),
+        Err(e) => {
+            return fail(format_args!(
+                "cannot ask the igotchuu daemon to start a backup: {e}"
+            ))
+        }
     };
     say_err!("igotchuu: the igotchuu daemon runs this backup (run {run_id}); Ctrl-C stops it");
     let mut term = terminal::Terminal::new(cli.verbose);
     let mut stop_sent = false;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()?;
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()?;
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()?;
     loop {
         use futures_util_lite::next;
         let msg = tokio::select! {
@@ -105,7 +119,10 @@ async fn follow(cli: &Cli) -> Option<i32> {
             continue;
         }
         let header = msg.header();
-        let member = header.member().map(|m| m.as_str().to_owned()).unwrap_or_default();
+        let member = header
+            .member()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
         match member.as_str() {
             "NameOwnerChanged" => {
                 if let Ok((_, _, new)) = msg.body().deserialize::<(String, String, String)>() {
@@ -130,20 +147,31 @@ async fn follow(cli: &Cli) -> Option<i32> {
                 }
             }
             "Error" => {
-                if let Ok((error, during, item)) = msg.body().deserialize::<(String, String, String)>() {
+                if let Ok((error, during, item)) =
+                    msg.body().deserialize::<(String, String, String)>()
+                {
                     let event = match Step::parse(&during) {
                         Some(Step::Recovery) => Event::Recovered { text: error, item },
-                        Some(s) => Event::Error(ErrorEvent { error, during: During::Step(s), item }),
-                        None => Event::Error(ErrorEvent { error, during: During::Restic(during), item }),
+                        Some(s) => Event::Error(ErrorEvent {
+                            error,
+                            during: During::Step(s),
+                            item,
+                        }),
+                        None => Event::Error(ErrorEvent {
+                            error,
+                            during: During::Restic(during),
+                            item,
+                        }),
                     };
                     term.on_event(&event);
                 }
             }
             "PropertiesChanged" => {
-                let Ok((_, changed, _)) = msg
-                    .body()
-                    .deserialize::<(String, std::collections::HashMap<String, OwnedValue>, Vec<String>)>()
-                else {
+                let Ok((_, changed, _)) = msg.body().deserialize::<(
+                    String,
+                    std::collections::HashMap<String, OwnedValue>,
+                    Vec<String>,
+                )>() else {
                     continue;
                 };
                 if let Some(phase) = changed

@@ -291,7 +291,9 @@ impl Daemon {
         let how = match &status {
             Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
                 (_, Some(sig)) => format!("was killed by signal {sig}"),
-                (Some(c), None) => format!("exited with code {c} without saying how the backup ended"),
+                (Some(c), None) => {
+                    format!("exited with code {c} without saying how the backup ended")
+                }
                 (None, None) => "ended".into(),
             },
             Err(e) => format!("could not be waited for ({e})"),
@@ -313,10 +315,7 @@ impl Daemon {
             run_id: run.run_id.clone(),
             profile: run.profile.clone(),
             outcome: OutcomeKind::Crashed,
-            exit_code: status
-                .ok()
-                .and_then(|s| s.code())
-                .unwrap_or(-1),
+            exit_code: status.ok().and_then(|s| s.code()).unwrap_or(-1),
             started: run.started,
             finished: now_unix(),
             restic_version: None,
@@ -347,7 +346,9 @@ impl Daemon {
             say_err!(
                 "igotchuu: D-Bus Stop from {} (uid {}): stopping PID {pid}",
                 caller.sender,
-                caller.uid.map_or_else(|| "unknown".into(), |u| u.to_string())
+                caller
+                    .uid
+                    .map_or_else(|| "unknown".into(), |u| u.to_string())
             );
             terminate(pid);
         }

@@ -54,24 +54,24 @@ pub(crate) async fn authorize(
         Ok(false) => {
             return match auth::may_stop(&caller).await {
                 Ok(()) => Ok((caller, Judge::GroupCheck)),
-                Err(why) => Err(format!("{why} (polkitd is not running, so igotchuu checked the group itself)")),
+                Err(why) => Err(format!(
+                    "{why} (polkitd is not running, so igotchuu checked the group itself)"
+                )),
             }
         }
         Ok(true) => {}
-        Err(e) => return Err(format!("cannot tell whether polkitd is running ({e}), so igotchuu refuses")),
+        Err(e) => {
+            return Err(format!(
+                "cannot tell whether polkitd is running ({e}), so igotchuu refuses"
+            ))
+        }
     }
     let subject = Subject::new_for_message_header(header)
         .map_err(|e| format!("cannot name the caller to polkit: {e}"))?;
     let check = async {
         let authority = AuthorityProxy::new(conn).await?;
         authority
-            .check_authorization(
-                &subject,
-                action,
-                &HashMap::new(),
-                Default::default(),
-                "",
-            )
+            .check_authorization(&subject, action, &HashMap::new(), Default::default(), "")
             .await
     };
     let uid = caller
