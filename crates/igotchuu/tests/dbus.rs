@@ -406,7 +406,28 @@ fn assert_introspection_is_the_original(xml: &str) {
     let (seed, _) = interface_members(SEED_XML, IFACE);
     assert_eq!(seed.len(), 5, "the seed parses: {seed:?}");
     let (ours, props) = interface_members(xml, IFACE);
-    assert_eq!(ours, seed, "members differ from the original's\n{xml}");
+    // The original's members first, unchanged and in order; the daemon's method after them.
+    assert_eq!(
+        ours[..seed.len().min(ours.len())],
+        seed[..],
+        "members differ from the original's\n{xml}"
+    );
+    let added: Vec<_> = ours[seed.len()..]
+        .iter()
+        .map(|m| (m.kind.as_str(), m.name.as_str(), m.args.clone()))
+        .collect();
+    assert_eq!(
+        added,
+        [(
+            "method",
+            "Start",
+            vec![
+                ("profile".to_string(), "s".to_string()),
+                ("run_id".to_string(), "s".to_string())
+            ]
+        )],
+        "members added after the original's\n{xml}"
+    );
     let mut props: Vec<_> = props;
     props.sort();
     let mut expected: Vec<(String, String, String)> = [
@@ -415,6 +436,7 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("LastOutcome", "s"),
         ("LastSnapshotId", "s"),
         ("PercentDone", "d"),
+        ("Profiles", "as"),
         ("SecondsRemaining", "t"),
         ("State", "s"),
         ("TotalBytes", "t"),

@@ -34,7 +34,7 @@ use zbus::Connection;
 
 use crate::config;
 use crate::dbus::interface::{Control, Igotchuu, Refusal};
-use crate::dbus::{polkit, publish};
+use crate::dbus::{inhibit, polkit, publish};
 use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
 use crate::lock::{self, LockError};
 use crate::plan::{self, Plan};
@@ -203,7 +203,8 @@ impl Daemon {
             state_dir: plan.state_dir.clone(),
             started: now_unix(),
         };
-        tokio::spawn(async move { me.watch(child, stdout, watched).await });
+        let conn = conn.clone();
+        tokio::spawn(async move { me.watch(child, stdout, watched, conn).await });
         Ok(run_id)
     }
 
@@ -240,7 +241,16 @@ impl Daemon {
         mut child: tokio::process::Child,
         stdout: tokio::process::ChildStdout,
         run: Watched,
+        conn: Connection,
     ) {
+        // logind's lid-switch lock for the run's length, as a one-shot run holds it (the child
+        // has no bus connection); closed when this function returns.
+        let _inhibitor = inhibit::inhibit(&conn, &mut |e| {
+            if let Event::Warning(w) = e {
+                say_err!("igotchuu: warning: run {}: {w}", run.run_id);
+            }
+        })
+        .await;
         let mut signals = publish::Signals::new(self.signals.clone());
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ended = false;

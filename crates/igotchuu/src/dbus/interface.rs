@@ -228,6 +228,7 @@ impl Igotchuu {
 
     /// Starts a backup of `profile` ("" = the top-level config) as a child process of the daemon
     /// and returns its run id. Refused with the names in igotchuu_dbus::errors.
+    #[zbus(out_args("run_id"))]
     async fn start(
         &self,
         profile: String,

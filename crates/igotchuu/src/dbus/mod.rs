@@ -17,7 +17,7 @@
 //! - [`inhibit`]: logind's lid-switch lock for the length of the run.
 
 pub(crate) mod auth;
-mod inhibit;
+pub(crate) mod inhibit;
 pub(crate) mod interface;
 pub(crate) mod polkit;
 pub(crate) mod publish;
@@ -137,7 +137,7 @@ pub async fn start(events: &mut Events, stop: StopHandle) -> Result<Option<Sessi
             None
         }
     };
-    let inhibitor = inhibit::inhibit(&conn, events).await;
+    let inhibitor = inhibit::inhibit(&conn, &mut |e| events.emit(e)).await;
     Ok(Some(Session {
         _conn: conn,
         publisher,
