@@ -328,18 +328,21 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     touch(&h.go);
     start(&bus, Who::Root, "").assert_code(0);
     let (outcomes, _) = wait_outcomes(&rec, 2);
-    assert_eq!(
-        outcomes,
-        ["failed", "success"],
-        "{}",
-        daemon_log(&mut daemon)
-    );
+    assert_eq!(outcomes, ["failed", "success"]);
     fx.assert_no_snapshot_left("after the recovering run");
     assert_no_mounts_left(&fx, "after the recovering run");
-}
 
-fn daemon_log(d: &mut Running) -> String {
-    format!("daemon alive: {}", !d.has_exited())
+    // A fresh daemon serves the last run's outcome from the status file while idle.
+    daemon.signal(Signal::TERM);
+    daemon.wait(RUN_TIMEOUT).assert_code(0);
+    let last = igotchuu::status::load(&fx.state_dir)
+        .expect("status file")
+        .last(None)
+        .map(|r| r.outcome.as_str())
+        .expect("a recorded run");
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    let outcome = bus.get_property(Who::Root, "LastOutcome");
+    assert_eq!(outcome.stdout.trim(), format!("(<'{last}'>,)"), "{outcome}");
 }
 
 #[test]
@@ -409,4 +412,23 @@ fn backup_delegates_to_a_running_idle_daemon_and_exits_with_the_run_s_code() {
     out.assert_stdout_contains("Backup complete.");
     assert_eq!(fx.restic_snapshots().len(), 1);
     fx.assert_no_snapshot_left("after the delegated run");
+}
+
+#[test]
+fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+    let mut client = bus.igotchuu(&fx).arg("backup").spawn();
+    client.wait_for_path(&h.held);
+    client.signal(Signal::INT);
+    let out = client.wait(RUN_TIMEOUT);
+    out.assert_stderr_contains("D-Bus Stop");
+    assert_eq!(out.code, Some(130), "{out}");
+    fx.assert_no_snapshot_left("after the stopped run");
+    assert_no_mounts_left(&fx, "after the stopped run");
+    assert_eq!(fx.restic_snapshots().len(), 0);
 }
