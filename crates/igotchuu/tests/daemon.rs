@@ -387,6 +387,11 @@ fn an_invalid_config_is_refused_with_its_error() {
     let cfg = fx.write_config(&places(&[&data]));
     let bus = Bus::start(Policy::Shipped);
     let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    // No polkitd on this bus: the daemon checks root or the group itself.
+    let denied = start(&bus, Who::Nobody, "");
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(errors::ACCESS_DENIED);
+    denied.assert_stderr_contains("polkitd is not running");
     // The daemon reads the config at each Start: a broken edit is reported, not run.
     std::fs::write(&cfg, format!("{}places = [\n", fx.standard_keys())).expect("break config");
     let refused = start(&bus, Who::Root, "");
@@ -412,6 +417,14 @@ fn backup_delegates_to_a_running_idle_daemon_and_exits_with_the_run_s_code() {
     out.assert_stdout_contains("Backup complete.");
     assert_eq!(fx.restic_snapshots().len(), 1);
     fx.assert_no_snapshot_left("after the delegated run");
+
+    // A member of `igotchuu` needs no sudo: not root, so it always asks the daemon (here by the
+    // group check, no polkitd on this bus).
+    let out = run(bus.cmd(Who::Member, BIN).arg("backup"));
+    out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    assert_eq!(out.code, Some(3), "{out}");
+    assert_eq!(fx.restic_snapshots().len(), 2);
+    fx.assert_no_snapshot_left("after the member's run");
 }
 
 #[test]
