@@ -61,7 +61,11 @@ fn wait_outcomes(rec: &Recorder, n: usize) -> (Vec<String>, Vec<zbus::Message>) 
     let end = Instant::now() + RUN_TIMEOUT;
     loop {
         let msgs = rec.snapshot();
-        let outcomes = string_values(&msgs, "LastOutcome");
+        // "" marks the start of each run.
+        let outcomes: Vec<String> = string_values(&msgs, "LastOutcome")
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect();
         if outcomes.len() >= n {
             return (outcomes, msgs);
         }
@@ -234,6 +238,11 @@ fn two_clients_start_at_once_one_wins_and_a_shell_run_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Mid-run, as a one-shot run shows it.
+    let state = bus.get_property(Who::Member, "State");
+    assert_eq!(state.stdout.trim(), "(<'backing-up'>,)", "{state}");
+    let outcome = bus.get_property(Who::Member, "LastOutcome");
+    assert_eq!(outcome.stdout.trim(), "(<''>,)", "{outcome}");
     touch(&h.go);
     let (outcomes, _) = wait_outcomes(&rec, 1);
     assert_eq!(outcomes, ["success"]);
@@ -306,15 +315,18 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     kill(child, Signal::KILL);
     let (outcomes, msgs) = wait_outcomes(&rec, 1);
     assert_eq!(outcomes, ["failed"]);
-    let errors: Vec<(String, String, String)> = igotchuu_signals(&msgs)
+    let errors: Vec<(String, String)> = igotchuu_signals(&msgs)
         .iter()
-        .filter(|m| member(m) == "Error")
-        .map(|m| m.body().deserialize().expect("Error body"))
+        .filter_map(|m| igotchuu_dbus::proxy::Error::from_message(m.clone()))
+        .map(|e| {
+            let a = e.args().expect("Error body");
+            (a.error().clone(), a.during().clone())
+        })
         .collect();
     assert!(
         errors
             .iter()
-            .any(|(e, during, _)| during == "daemon" && e.contains("killed by signal 9")),
+            .any(|(e, during)| during == "daemon" && e.contains("killed by signal 9")),
         "{errors:?}"
     );
     assert!(!daemon.has_exited(), "the daemon stays up");
@@ -327,8 +339,13 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     // Let the orphaned wrapper go; the next run's recovery removes what the killed one left.
     touch(&h.go);
     start(&bus, Who::Root, "").assert_code(0);
-    let (outcomes, _) = wait_outcomes(&rec, 2);
+    let (outcomes, msgs) = wait_outcomes(&rec, 2);
     assert_eq!(outcomes, ["failed", "success"]);
+    // Each run starts with LastOutcome cleared, as a one-shot run starts without one.
+    assert_eq!(
+        string_values(&msgs, "LastOutcome"),
+        ["", "failed", "", "success"]
+    );
     fx.assert_no_snapshot_left("after the recovering run");
     assert_no_mounts_left(&fx, "after the recovering run");
 

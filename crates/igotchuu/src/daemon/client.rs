@@ -181,9 +181,11 @@ async fn follow(cli: &Cli) -> Option<i32> {
                 {
                     term.on_event(&Event::Phase(phase));
                 }
+                // "" is the start of our run (the daemon clears the last run's outcome).
                 if let Some(word) = changed
                     .get("LastOutcome")
                     .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+                    .filter(|w| !w.is_empty())
                 {
                     let kind = OutcomeKind::parse(&word);
                     let code = exit_code(&proxy, kind).await;

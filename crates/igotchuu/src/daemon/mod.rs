@@ -190,6 +190,8 @@ impl Daemon {
         });
         drop(current);
         self.activity.send_replace(Activity::Busy);
+        // Before any of the child's events: they are queued in order behind it.
+        let _ = self.signals.send(publish::Msg::NewRun);
         say_err!(
             "igotchuu: run {run_id} (profile {profile:?}, PID {pid}) started by D-Bus Start from {} (uid {}, {judge:?})",
             caller.sender,

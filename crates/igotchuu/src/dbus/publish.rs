@@ -27,6 +27,9 @@ pub(crate) enum Msg {
     Error(ErrorEvent),
     Summary(Summary),
     Finished(&'static str),
+    /// A daemon run begins: the last run's outcome, snapshot id and progress are cleared, as a
+    /// one-shot run starts without them (`LastOutcome` is "" while a run goes on).
+    NewRun,
 }
 
 /// A poisoned lock only means a panic elsewhere; the `Option<Progress>` inside is still whole.
@@ -172,6 +175,25 @@ async fn send(iface: &InterfaceRef<Igotchuu>, msg: Msg) -> zbus::Result<()> {
             iface.get_mut().await.last_outcome = outcome;
             properties_changed(emitter, [("LastOutcome", Value::from(outcome))]).await
         }
+        Msg::NewRun => {
+            {
+                let mut o = iface.get_mut().await;
+                o.last_outcome = "";
+                o.last_snapshot_id.clear();
+                o.progress = Progress::default();
+            }
+            let changed = [
+                ("LastOutcome", Value::from("")),
+                ("LastSnapshotId", Value::from("")),
+                ("PercentDone", Value::from(0.0)),
+                ("FilesDone", Value::from(0u64)),
+                ("TotalFiles", Value::from(0u64)),
+                ("BytesDone", Value::from(0u64)),
+                ("TotalBytes", Value::from(0u64)),
+                ("SecondsRemaining", Value::from(0u64)),
+            ];
+            properties_changed(emitter, changed).await
+        }
     }
 }
 
@@ -214,6 +236,7 @@ mod tests {
                 Msg::Error(e) => format!("error {}", e.error),
                 Msg::Summary(_) => "summary".into(),
                 Msg::Finished(o) => format!("finished {o}"),
+                Msg::NewRun => "new run".into(),
             });
         }
         out

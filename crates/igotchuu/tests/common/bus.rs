@@ -10,7 +10,6 @@
 //! user `igotchuu-test-member` in it on the machine (idempotently; left in place, like any test
 //! dependency). [`TempUser`] makes a user for one test and removes it afterwards.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -614,14 +613,17 @@ pub fn property_values(msgs: &[zbus::Message], prop: &str) -> Vec<OwnedValue> {
     msgs.iter()
         .filter(|m| member(m) == "PropertiesChanged")
         .filter_map(|m| {
-            let (iface, changed, _) = m
-                .body()
-                .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
-                .expect("PropertiesChanged body");
-            assert_eq!(iface, IFACE, "PropertiesChanged for another interface");
-            changed
+            let signal = zbus::fdo::PropertiesChanged::from_message(m.clone())
+                .expect("a PropertiesChanged signal");
+            let args = signal.args().expect("PropertiesChanged body");
+            assert_eq!(
+                args.interface_name().as_str(),
+                IFACE,
+                "PropertiesChanged for another interface"
+            );
+            args.changed_properties()
                 .get(prop)
-                .map(|v| v.try_clone().expect("clone value"))
+                .map(|v| OwnedValue::try_from(v).expect("an owned value"))
         })
         .collect()
 }
