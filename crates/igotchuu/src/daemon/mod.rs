@@ -15,31 +15,36 @@
 //! when the daemon starts, the daemon exits with a message: activation only happens while nothing
 //! owns the name, so this is the narrow race of a one-shot run starting at the same moment, and
 //! the caller's next call reaches that run (which refuses `Start` as already running).
+//!
+//! Here: `Start`, `Stop` and `Profiles`. The daemon's life (name, idle exit) is [`serve`], one
+//! run's watch (relay, reap, a dead child reported) is [`run`], the child's side is [`child`],
+//! the pipe's format is [`wire`], and `igotchuu backup` as a client of the daemon is [`client`].
 
 pub mod child;
 pub mod client;
+mod run;
+mod serve;
 pub mod wire;
+
+pub use serve::main;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use igotchuu_dbus::{actions, errors, NAME, PATH};
-use tokio::io::AsyncBufReadExt;
+use igotchuu_dbus::{actions, errors};
 use tokio::sync::{mpsc, watch};
-use zbus::fdo::{self, RequestNameFlags, RequestNameReply};
+use zbus::fdo;
 use zbus::message::Header;
 use zbus::Connection;
 
 use crate::config;
-use crate::dbus::interface::{Control, Igotchuu, Refusal};
-use crate::dbus::{inhibit, polkit, publish};
-use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
+use crate::dbus::interface::Refusal;
+use crate::dbus::{polkit, publish};
 use crate::lock::{self, LockError};
 use crate::plan::{self, Plan};
-use crate::status::{self, RunRecord, SummaryRecord};
-use crate::{exit, stop, trust};
+use crate::trust;
 
 /// The default of `igotchuu daemon --idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
@@ -198,7 +203,7 @@ impl Daemon {
             caller.uid.map_or_else(|| "unknown".into(), |u| u.to_string())
         );
         let me = self.clone();
-        let watched = Watched {
+        let watched = run::Watched {
             pid,
             run_id: run_id.clone(),
             profile: profile.to_owned(),
@@ -236,114 +241,6 @@ impl Daemon {
         cmd
     }
 
-    /// Relays one run's events until its pipe closes, then reaps it; a run that ended without
-    /// saying how is reported and recorded as crashed.
-    async fn watch(
-        self: Arc<Self>,
-        mut child: tokio::process::Child,
-        stdout: tokio::process::ChildStdout,
-        run: Watched,
-        conn: Connection,
-    ) {
-        // logind's lid-switch lock for the run's length, as a one-shot run holds it (the child
-        // has no bus connection); closed when this function returns.
-        let _inhibitor = inhibit::inhibit(&conn, &mut |e| {
-            if let Event::Warning(w) = e {
-                say_err!("igotchuu: warning: run {}: {w}", run.run_id);
-            }
-        })
-        .await;
-        let mut signals = publish::Signals::new(self.signals.clone());
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let mut ended = false;
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) if line.is_empty() => {}
-                Ok(Some(line)) => match wire::Wire::decode(&line) {
-                    Ok(w) => {
-                        let event = w.into_event();
-                        ended |= matches!(event, Event::Finished(_));
-                        signals.on_event(&event);
-                    }
-                    Err(e) => say_err!(
-                        "igotchuu: warning: run {}: unreadable event from the backup process: {e}",
-                        run.run_id
-                    ),
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    say_err!(
-                        "igotchuu: warning: run {}: cannot read the backup process's events: {e}",
-                        run.run_id
-                    );
-                    break;
-                }
-            }
-        }
-        let status = child.wait().await;
-        *guard(&self.current) = None;
-        let code = status.as_ref().ok().and_then(|s| s.code());
-        if !ended {
-            self.died(&mut signals, &run, status);
-        } else if let Some(c) = code {
-            say_err!("igotchuu: run {} ended with exit code {c}", run.run_id);
-        }
-        self.activity
-            .send_replace(Activity::IdleSince(Instant::now()));
-    }
-
-    /// The child ended without `Finished`: say so on the bus (`Error` during "daemon",
-    /// `LastOutcome` = failed) and in the status file (`crashed`).
-    fn died(
-        &self,
-        signals: &mut publish::Signals,
-        run: &Watched,
-        status: std::io::Result<std::process::ExitStatus>,
-    ) {
-        let how = match &status {
-            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
-                (_, Some(sig)) => format!("was killed by signal {sig}"),
-                (Some(c), None) => {
-                    format!("exited with code {c} without saying how the backup ended")
-                }
-                (None, None) => "ended".into(),
-            },
-            Err(e) => format!("could not be waited for ({e})"),
-        };
-        let msg = format!(
-            "the backup process of run {} (PID {}) {how}; any snapshot it left is removed by the \
-             next run's recovery",
-            run.run_id, run.pid
-        );
-        say_err!("igotchuu: error: {msg}");
-        signals.on_event(&Event::Error(ErrorEvent {
-            error: msg.clone(),
-            during: crate::events::During::Step(Step::Daemon),
-            item: run.run_id.clone(),
-        }));
-        signals.on_event(&Event::Finished(Outcome::Failed(msg.clone())));
-        signals.on_event(&Event::Phase(Phase::Idle));
-        let record = RunRecord {
-            run_id: run.run_id.clone(),
-            profile: run.profile.clone(),
-            outcome: OutcomeKind::Crashed,
-            exit_code: status.ok().and_then(|s| s.code()).unwrap_or(-1),
-            started: run.started,
-            finished: now_unix(),
-            restic_version: None,
-            summary: None::<SummaryRecord>,
-            snapshot_id: String::new(),
-            errors: vec![msg],
-        };
-        if let Err(e) = status::append(&run.state_dir, record, igotchuu_gid()) {
-            say_err!(
-                "igotchuu: warning: cannot record run {} in {}: {e}",
-                run.run_id,
-                status::path(&run.state_dir).display()
-            );
-        }
-    }
-
     /// `Stop`: polkit decides; the run gets SIGTERM, its one-shot stop path (restic interrupted,
     /// snapshots removed, exit 130). Nothing running: nothing to do.
     pub(crate) async fn stop(&self, header: &Header<'_>, conn: &Connection) -> fdo::Result<()> {
@@ -373,170 +270,4 @@ fn terminate(pid: u32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
     }
-}
-
-/// The group the status file is readable by; `None` where it does not exist.
-fn igotchuu_gid() -> Option<u32> {
-    use crate::dbus::auth::UserDb;
-    crate::dbus::auth::Nss
-        .group_gid(igotchuu_dbus::GROUP)
-        .ok()
-        .flatten()
-}
-
-/// What the daemon keeps of a run it watches.
-struct Watched {
-    pid: u32,
-    run_id: String,
-    profile: String,
-    state_dir: PathBuf,
-    started: u64,
-}
-
-/// `igotchuu daemon`. Returns the exit code.
-pub fn main(settings: Settings) -> i32 {
-    if !rustix::process::geteuid().is_root() {
-        say_err!("igotchuu: error: the daemon must run as root: its runs create and delete btrfs snapshots");
-        return exit::IGOTCHUU_FAILED;
-    }
-    // One thread: a run's death signal (PR_SET_PDEATHSIG) follows the thread that spawned it,
-    // and every task, the spawns included, runs on this one.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            say_err!("igotchuu: error: cannot start the async runtime: {e}");
-            return exit::IGOTCHUU_FAILED;
-        }
-    };
-    rt.block_on(serve(settings))
-}
-
-async fn serve(settings: Settings) -> i32 {
-    let (stop_handle, mut stop) = stop::channel();
-    if let Err(e) = stop::install_signal_handlers(stop_handle) {
-        say_err!("igotchuu: error: cannot install signal handlers: {e}");
-        return exit::IGOTCHUU_FAILED;
-    }
-    let idle_timeout = settings.idle_timeout;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (activity, mut activity_rx) = watch::channel(Activity::IdleSince(Instant::now()));
-    let daemon = Arc::new(Daemon {
-        settings,
-        current: Mutex::new(None),
-        activity,
-        signals: tx,
-        runs: AtomicU64::new(0),
-    });
-    let built = async {
-        zbus::connection::Builder::system()?
-            .serve_at(PATH, Igotchuu::new(Control::Daemon(daemon.clone())))?
-            .build()
-            .await
-    };
-    let conn = match built.await {
-        Ok(c) => c,
-        Err(e) => {
-            say_err!("igotchuu: error: cannot connect to the D-Bus system bus: {e}");
-            return exit::IGOTCHUU_FAILED;
-        }
-    };
-    match conn
-        .request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into())
-        .await
-    {
-        Ok(RequestNameReply::PrimaryOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => {
-            say_err!(
-                "igotchuu: error: another process owns {NAME} on the system bus (a one-shot \
-                 backup, or another daemon); the daemon is not needed while it runs"
-            );
-            return exit::IGOTCHUU_FAILED;
-        }
-        Err(e) => {
-            say_err!(
-                "igotchuu: error: cannot own {NAME} ({e}); install \
-                 dist/dbus-1/system.d/com.nyantec.IGotChuu.conf as \
-                 /usr/share/dbus-1/system.d/com.nyantec.IGotChuu.conf and reload dbus"
-            );
-            return exit::IGOTCHUU_FAILED;
-        }
-    }
-    let iface = match conn.object_server().interface::<_, Igotchuu>(PATH).await {
-        Ok(i) => i,
-        Err(e) => {
-            say_err!("igotchuu: error: cannot serve {PATH}: {e}");
-            return exit::IGOTCHUU_FAILED;
-        }
-    };
-    // What the last run left, so the properties have values while idle.
-    if let Ok(c) = daemon.load(None) {
-        if let Ok(file) = status::load(&c.state_dir) {
-            if let Some(last) = file.last(None) {
-                let mut o = iface.get_mut().await;
-                o.last_outcome = last.outcome.as_str();
-                o.last_snapshot_id = last.snapshot_id.clone();
-            }
-        }
-    }
-    tokio::spawn(publish::publish(iface, rx));
-    say_err!(
-        "igotchuu: daemon serving {NAME} (idle timeout {})",
-        idle_timeout.map_or_else(|| "none".into(), |t| format!("{}s", t.as_secs()))
-    );
-
-    loop {
-        let now = *activity_rx.borrow_and_update();
-        match now {
-            Activity::Busy => {
-                tokio::select! {
-                    _ = activity_rx.changed() => {}
-                    _ = stop.requested() => {
-                        let pid = guard(&daemon.current).as_ref().map(|c| c.pid);
-                        say_err!("igotchuu: {}; stopping the running backup first", stop.reason().unwrap_or_default());
-                        if let Some(pid) = pid {
-                            terminate(pid);
-                        }
-                        // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds it).
-                        while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
-                            if activity_rx.changed().await.is_err() {
-                                break;
-                            }
-                        }
-                        break;
-                    }
-                }
-            }
-            Activity::IdleSince(since) => {
-                let deadline = idle_timeout.map(|t| tokio::time::Instant::from_std(since + t));
-                let idle = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = activity_rx.changed() => {}
-                    _ = stop.requested() => break,
-                    _ = idle => {
-                        say_err!("igotchuu: idle for {}s: exiting", idle_timeout.map_or(0, |t| t.as_secs()));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    // Release the name first: a Start in flight then gets an error rather than a run that
-    // nobody watches, and the next call activates a fresh daemon.
-    let _ = conn.release_name(NAME).await;
-    // A Start that reached us before the release may have begun a run: it is not left to die
-    // with the daemon.
-    while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
-        if activity_rx.changed().await.is_err() {
-            break;
-        }
-    }
-    exit::SUCCESS
 }
