@@ -168,6 +168,11 @@ fn activated_daemon_runs_a_member_s_backup_refuses_nobody_and_exits_when_idle() 
     assert_ne!(unknown.code, Some(0), "{unknown}");
     unknown.assert_stderr_contains(errors::UNKNOWN_PROFILE);
     unknown.assert_stderr_contains("known profiles: offsite");
+    // Stop is polkit's too (nothing runs: a no-op for whoever may).
+    let denied = bus.stop(Who::Nobody);
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains("polkit does not allow");
+    bus.stop(Who::Member).assert_code(0);
 
     // The rules file lets the member start a backup.
     let started = start(&bus, Who::Member, "");

@@ -132,6 +132,18 @@ impl Daemon {
         self.load(None).map(|c| c.profile_names).unwrap_or_default()
     }
 
+    /// A call to `Start` or `Stop` counts as activity: the idle timeout starts again, so a
+    /// client's next call a moment later does not race the exit.
+    fn touch(&self) {
+        self.activity.send_if_modified(|a| match a {
+            Activity::IdleSince(t) => {
+                *t = Instant::now();
+                true
+            }
+            Activity::Busy => false,
+        });
+    }
+
     /// `Start(profile)`.
     pub(crate) async fn start(
         self: &Arc<Self>,
@@ -139,6 +151,7 @@ impl Daemon {
         header: &Header<'_>,
         conn: &Connection,
     ) -> Result<String, Refusal> {
+        self.touch();
         let (caller, judge) = polkit::authorize(header, conn, actions::START)
             .await
             .map_err(|why| {
@@ -244,6 +257,7 @@ impl Daemon {
     /// `Stop`: polkit decides; the run gets SIGTERM, its one-shot stop path (restic interrupted,
     /// snapshots removed, exit 130). Nothing running: nothing to do.
     pub(crate) async fn stop(&self, header: &Header<'_>, conn: &Connection) -> fdo::Result<()> {
+        self.touch();
         let (caller, _) = polkit::authorize(header, conn, actions::STOP)
             .await
             .map_err(|why| {
