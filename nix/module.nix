@@ -230,6 +230,13 @@ in
       path = servicePath;
       restartIfChanged = false; # never restart (= interrupt) a running backup on nixos-rebuild
     };
+    # igotchuu daemon, started by D-Bus activation (share/dbus-1/system-services, picked up by
+    # services.dbus.packages); its runs need restic as the timer's do. polkit finds the package's
+    # share/polkit-1 actions and rules through environment.systemPackages.
+    systemd.services.igotchuu-daemon = {
+      path = servicePath;
+      restartIfChanged = false; # a restart would stop a running backup
+    };
     systemd.services."igotchuu@" = {
       path = servicePath;
       restartIfChanged = false;

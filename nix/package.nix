@@ -38,7 +38,17 @@ rustPlatform.buildRustPackage {
       $out/share/dbus-1/system.d/com.nyantec.IGotChuu.conf
     install -Dm644 -t $out/lib/systemd/system dist/systemd/*
     substituteInPlace $out/lib/systemd/system/igotchuu.service $out/lib/systemd/system/igotchuu@.service \
+      $out/lib/systemd/system/igotchuu-daemon.service \
       --replace-fail /usr/bin/igotchuu $out/bin/igotchuu
+    # igotchuu daemon: D-Bus activation and polkit (issue 9).
+    install -Dm644 dist/dbus-1/system-services/com.nyantec.IGotChuu.service \
+      $out/share/dbus-1/system-services/com.nyantec.IGotChuu.service
+    substituteInPlace $out/share/dbus-1/system-services/com.nyantec.IGotChuu.service \
+      --replace-fail /usr/bin/igotchuu $out/bin/igotchuu
+    install -Dm644 dist/polkit-1/actions/com.nyantec.igotchuu.policy \
+      $out/share/polkit-1/actions/com.nyantec.igotchuu.policy
+    install -Dm644 dist/polkit-1/rules.d/50-igotchuu.rules \
+      $out/share/polkit-1/rules.d/50-igotchuu.rules
     install -Dm644 dist/sysusers.d/igotchuu.conf $out/lib/sysusers.d/igotchuu.conf
     install -Dm644 dist/igotchuu.example.toml $out/share/doc/igotchuu/examples/igotchuu.toml
     # The man page and completions committed under dist/ by scripts/generate: the same files

@@ -25,6 +25,12 @@ _igotchuu() {
             igotchuu,cleanup)
                 cmd="igotchuu__subcmd__cleanup"
                 ;;
+            igotchuu,daemon)
+                cmd="igotchuu__subcmd__daemon"
+                ;;
+            igotchuu,daemon-run)
+                cmd="igotchuu__subcmd__daemon__subcmd__run"
+                ;;
             igotchuu,generate)
                 cmd="igotchuu__subcmd__generate"
                 ;;
@@ -49,6 +55,12 @@ _igotchuu() {
             igotchuu__subcmd__help,cleanup)
                 cmd="igotchuu__subcmd__help__subcmd__cleanup"
                 ;;
+            igotchuu__subcmd__help,daemon)
+                cmd="igotchuu__subcmd__help__subcmd__daemon"
+                ;;
+            igotchuu__subcmd__help,daemon-run)
+                cmd="igotchuu__subcmd__help__subcmd__daemon__subcmd__run"
+                ;;
             igotchuu__subcmd__help,generate)
                 cmd="igotchuu__subcmd__help__subcmd__generate"
                 ;;
@@ -71,7 +83,7 @@ _igotchuu() {
 
     case "${cmd}" in
         igotchuu)
-            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check status watch mount generate help"
+            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check status watch mount daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -190,6 +202,78 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__daemon)
+            opts="-c -v -p -h --idle-timeout --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__daemon__subcmd__run)
+            opts="-c -v -p -h --run-id --daemon-pid --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --daemon-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__generate)
             opts="-c -v -p -h --config-file --verbose --profile --help man completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -221,7 +305,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help)
-            opts="backup cleanup check status watch mount generate help"
+            opts="backup cleanup check status watch mount daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,6 +347,34 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__daemon)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__daemon__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

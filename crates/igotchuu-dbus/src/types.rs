@@ -5,6 +5,7 @@
 use std::fmt;
 
 /// Where a run is. Published as the D-Bus `State` property and shown with `-v`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Idle,
@@ -42,6 +43,7 @@ impl Phase {
 
 /// restic's `status` message, with every missing field as 0 (what D-Bus clients of the original
 /// expect). `seconds_remaining` is `None` when restic did not send one or sent an absurd value.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
     pub seconds_elapsed: u64,
@@ -57,6 +59,7 @@ pub struct Progress {
 }
 
 /// restic's `summary` message.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub files_new: u64,
@@ -79,6 +82,7 @@ pub struct Summary {
 
 /// igotchuu's own steps, named as the D-Bus `Error` signal's `during` and the journal's
 /// IGOTCHUU_STEP name them. Clients match these words, so they never change.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Setup,
@@ -89,9 +93,29 @@ pub enum Step {
     Mount,
     Restic,
     Cleanup,
+    /// The daemon's own part of a run it started: the child process running it died, or could
+    /// not be started.
+    Daemon,
 }
 
 impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::Setup,
+        Step::ExecBeforeSnapshot,
+        Step::Journal,
+        Step::Recovery,
+        Step::Snapshot,
+        Step::Mount,
+        Step::Restic,
+        Step::Cleanup,
+        Step::Daemon,
+    ];
+
+    /// The `Error` signal's `during` back to igotchuu's step; `None` for restic's own words.
+    pub fn parse(word: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Setup => "setup",
@@ -102,12 +126,14 @@ impl Step {
             Step::Mount => "mount",
             Step::Restic => "restic",
             Step::Cleanup => "cleanup",
+            Step::Daemon => "daemon",
         }
     }
 }
 
 /// Where an error happened: one of igotchuu's steps, or restic's own `during` of a file error
 /// ("scan", "archival", …), passed on as restic wrote it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum During {
     Step(Step),
@@ -124,6 +150,7 @@ impl During {
 }
 
 /// An error, from restic or from igotchuu itself. Field names follow the D-Bus `Error` signal.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorEvent {
     /// Readable text.
@@ -134,6 +161,7 @@ pub struct ErrorEvent {
 }
 
 /// How a run ended.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success,

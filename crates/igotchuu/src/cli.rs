@@ -79,6 +79,23 @@ pub enum Command {
         /// An existing empty directory.
         target: PathBuf,
     },
+    /// Serve on-demand backups on the system bus: the D-Bus method `Start` runs a backup (as a
+    /// child process) of the config given with --config-file or /etc/igotchuu.toml, watched
+    /// like any run. Normally started by D-Bus activation (igotchuu-daemon.service).
+    Daemon {
+        /// Exit after this many seconds without a running backup (0: never).
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::daemon::DEFAULT_IDLE_TIMEOUT)]
+        idle_timeout: u64,
+    },
+    /// One backup for the daemon (internal: started by `igotchuu daemon`, with the lock on stdin
+    /// and the event pipe on stdout).
+    #[command(hide = true, name = "daemon-run")]
+    DaemonRun {
+        #[arg(long)]
+        run_id: String,
+        #[arg(long)]
+        daemon_pid: i32,
+    },
     /// Write the man page or shell completions (for packaging).
     #[command(hide = true)]
     Generate {

@@ -9,6 +9,7 @@ pub mod args;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dbus;
 pub mod events;
 pub mod exit;

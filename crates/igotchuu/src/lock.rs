@@ -38,14 +38,26 @@ pub enum LockError {
 /// it (an orphaned child must not keep the lock).
 #[derive(Debug)]
 pub struct Lock {
-    file: File,
+    /// `None` once handed to a child process with [`Lock::hand_over`].
+    file: Option<File>,
 }
 
 impl Drop for Lock {
     /// Empties the file while still holding the lock, so the PID of a finished run is not shown
     /// later for whatever else may hold the file then.
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
+        if let Some(f) = &self.file {
+            let _ = f.set_len(0);
+        }
+    }
+}
+
+impl Lock {
+    /// The open lock file, for a child process that goes on holding the lock (the daemon's runs,
+    /// see daemon::child and [`adopt`]); closing it here then no longer empties the file, which
+    /// by then names the child.
+    pub fn hand_over(mut self) -> Option<File> {
+        self.file.take()
     }
 }
 
@@ -103,6 +115,40 @@ pub fn flock_or_holder(mut file: File) -> std::io::Result<Result<File, Option<u3
     Ok(Ok(file))
 }
 
+/// The lock the daemon took for a run and handed to its child (igotchuu daemon, see
+/// daemon::child). Holding it goes on in the child: an flock belongs to the open file, which
+/// both processes share, so it stays held when the daemon dies. `file` must be the lock file at
+/// `path` (same device and inode, checked, as [`acquire`] checks the file it opens): any other
+/// file would let a run go ahead without the lock that keeps backups one at a time.
+pub fn adopt(path: &Path, file: File) -> Result<Lock, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let st = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
+    let at = rustix::fs::lstat(path).map_err(|e| io(e.into()))?;
+    if (st.st_dev, st.st_ino) != (at.st_dev, at.st_ino) {
+        return Err(io(std::io::Error::other(
+            "the file the daemon handed over is not this lock file (was it replaced?)",
+        )));
+    }
+    if rustix::process::geteuid().is_root() {
+        trust::check_opened(path, &trust::LOCK_FILE, &st)?;
+    }
+    // Our own open file holds the flock already, so this succeeds; another holder means the
+    // daemon did not take it, and is refused like any second run.
+    match flock_or_holder(file).map_err(io)? {
+        Ok(file) => Ok(Lock { file: Some(file) }),
+        Err(Some(pid)) => Err(LockError::Held {
+            path: path.to_owned(),
+            pid,
+        }),
+        Err(None) => Err(LockError::HeldByUnknown {
+            path: path.to_owned(),
+        }),
+    }
+}
+
 fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
     let io = |source| LockError::Io {
         path: path.to_owned(),
@@ -124,7 +170,7 @@ fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
         )));
     }
     match flock_or_holder(file).map_err(io)? {
-        Ok(file) => Ok(Lock { file }),
+        Ok(file) => Ok(Lock { file: Some(file) }),
         Err(Some(pid)) => Err(LockError::Held {
             path: path.to_owned(),
             pid,

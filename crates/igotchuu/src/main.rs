@@ -38,8 +38,13 @@ fn real_main() -> i32 {
         }
     };
     match &cli.command {
-        None => privileged(&cli, Job::Backup),
-        Some(Command::Backup { dry_run: false }) => privileged(&cli, Job::Backup),
+        None | Some(Command::Backup { dry_run: false }) => {
+            // An idle daemon runs it (and this process only follows); see daemon::client.
+            match daemon::client::delegate(&cli) {
+                Some(code) => code,
+                None => privileged(&cli, Job::Backup, Via::OneShot),
+            }
+        }
         Some(Command::Backup { dry_run: true }) => match load_plan(&cli) {
             Ok(plan) => {
                 say_out_raw!("{plan}");
@@ -53,7 +58,24 @@ fn real_main() -> i32 {
             }
             Err(code) => code,
         },
-        Some(Command::Cleanup) => privileged(&cli, Job::Cleanup),
+        Some(Command::Cleanup) => privileged(&cli, Job::Cleanup, Via::OneShot),
+        Some(Command::Daemon { idle_timeout }) => {
+            let (config_path, explicit) = cli.config_path();
+            daemon::main(daemon::Settings {
+                config_path,
+                explicit,
+                verbose: cli.verbose,
+                idle_timeout: (*idle_timeout > 0)
+                    .then(|| std::time::Duration::from_secs(*idle_timeout)),
+            })
+        }
+        Some(Command::DaemonRun { run_id, daemon_pid }) => {
+            // First, before anything else happens: see daemon::child.
+            match daemon::child::take_over(run_id.clone(), *daemon_pid) {
+                Ok(handed) => privileged(&cli, Job::Backup, Via::Daemon(handed)),
+                Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
+            }
+        }
         Some(Command::Check) => {
             let (path, explicit) = cli.config_path();
             check::run(&path, explicit, cli.profile.as_deref())
@@ -127,8 +149,17 @@ enum Job {
     Cleanup,
 }
 
+/// Who started the run.
+enum Via {
+    /// `igotchuu backup` or `cleanup`: takes the lock, owns the D-Bus name.
+    OneShot,
+    /// A child of `igotchuu daemon`: the lock and an event pipe come from the daemon, which
+    /// owns the name and re-emits the events.
+    Daemon(daemon::child::Handed),
+}
+
 /// The jobs that need root, the lock and the private mount namespace.
-fn privileged(cli: &Cli, job: Job) -> i32 {
+fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     let plan = match load_plan(cli) {
         Ok(p) => p,
         Err(code) => return code,
@@ -141,13 +172,25 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
     if let Err(e) = trust::check_place(&plan.state_dir, &trust::STATE_DIR) {
         return fail(e);
     }
-    let _lock = match lock::acquire(&plan.lock_file) {
+    let (lock, to_daemon) = match via {
+        Via::OneShot => (lock::acquire(&plan.lock_file), None),
+        Via::Daemon(h) => (
+            lock::adopt(&plan.lock_file, h.lock),
+            Some((h.events, h.run_id)),
+        ),
+    };
+    let _lock = match lock {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
     // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
     // refusals before this point (config, trust, the lock held by another run) are not runs.
-    let run_id = format!("{}-{}", plan.timestamp, std::process::id());
+    // A daemon's child runs under the id `Start` returned, so the daemon and the status file
+    // name the run alike.
+    let run_id = match &to_daemon {
+        Some((_, id)) => id.clone(),
+        None => format!("{}-{}", plan.timestamp, std::process::id()),
+    };
     let (recording, marker_warning) = match job {
         Job::Backup => {
             let (r, w) = record::Recording::begin(&plan, &run_id);
@@ -209,13 +252,20 @@ fn privileged(cli: &Cli, job: Job) -> i32 {
         };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
-        let dbus = match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
-            Ok(d) => d,
-            Err(taken) => {
-                // Another run owns the name: this one never started, the other is recorded.
-                recording.abandon();
-                return fail(taken);
+        let dbus = match to_daemon {
+            // The daemon owns the name and sends the signals.
+            Some((pipe, _)) => {
+                events.subscribe(Box::new(daemon::wire::ToDaemon::new(pipe)));
+                None
             }
+            None => match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
+                Ok(d) => d,
+                Err(taken) => {
+                    // Another run owns the name: this one never started, the other is recorded.
+                    recording.abandon();
+                    return fail(taken);
+                }
+            },
         };
         let code = pipeline::run(&plan, &mut events, &mut stop).await;
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.

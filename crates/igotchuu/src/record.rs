@@ -54,6 +54,12 @@ fn marker_path(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join(format!("running-{run_id}.json"))
 }
 
+/// Removes the marker of a run that someone else has recorded (the daemon, when its child died
+/// without recording itself), so that the next run's recovery does not record it a second time.
+pub fn forget_marker(state_dir: &Path, run_id: &str) {
+    let _ = fs::remove_file(marker_path(state_dir, run_id));
+}
+
 fn proc_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.

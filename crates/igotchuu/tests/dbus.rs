@@ -406,7 +406,28 @@ fn assert_introspection_is_the_original(xml: &str) {
     let (seed, _) = interface_members(SEED_XML, IFACE);
     assert_eq!(seed.len(), 5, "the seed parses: {seed:?}");
     let (ours, props) = interface_members(xml, IFACE);
-    assert_eq!(ours, seed, "members differ from the original's\n{xml}");
+    // The original's members first, unchanged and in order; the daemon's method after them.
+    assert_eq!(
+        ours[..seed.len().min(ours.len())],
+        seed[..],
+        "members differ from the original's\n{xml}"
+    );
+    let added: Vec<_> = ours[seed.len()..]
+        .iter()
+        .map(|m| (m.kind.as_str(), m.name.as_str(), m.args.clone()))
+        .collect();
+    assert_eq!(
+        added,
+        [(
+            "method",
+            "Start",
+            vec![
+                ("profile".to_string(), "s".to_string()),
+                ("run_id".to_string(), "s".to_string())
+            ]
+        )],
+        "members added after the original's\n{xml}"
+    );
     let mut props: Vec<_> = props;
     props.sort();
     let mut expected: Vec<(String, String, String)> = [
@@ -421,6 +442,7 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("LastSuccess", "t"),
         ("NextRun", "t"),
         ("PercentDone", "d"),
+        ("Profiles", "as"),
         ("SecondsRemaining", "t"),
         ("State", "s"),
         ("TotalBytes", "t"),
@@ -545,44 +567,39 @@ fn interface_signals_and_properties_match_the_original() {
     assert!(!names.iter().any(|n| n == "Error"), "{names:?}");
     let progress: Vec<_> = sigs.iter().filter(|m| member(m) == "Progress").collect();
     assert!(!progress.is_empty(), "no Progress signal: {names:?}\n{out}");
+    // Decoded with the shared proxy's signal types, as a client would.
     for p in &progress {
         assert_eq!(signature(p), "ttdtttttas");
-        let (_elapsed, _remaining, percent, _tf, files_done, _tb, bytes_done, errors, _current) = p
-            .body()
-            .deserialize::<(u64, u64, f64, u64, u64, u64, u64, u64, Vec<String>)>()
-            .expect("typed Progress");
-        assert!(percent >= 0.0 && files_done <= 301 && bytes_done <= 30 << 20 && errors == 0);
+        let p = igotchuu_dbus::proxy::Progress::from_message((*p).clone())
+            .expect("a Progress signal")
+            .args()
+            .expect("typed Progress")
+            .to_progress();
+        assert!(
+            p.percent_done >= 0.0
+                && p.files_done <= 301
+                && p.bytes_done <= 30 << 20
+                && p.error_count == 0
+        );
     }
     let complete = sigs.last().expect("BackupComplete");
     assert_eq!(signature(complete), "ttttttxxtttdsb");
-    type Complete = (
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        i64,
-        i64,
-        u64,
-        u64,
-        u64,
-        f64,
-        String,
-        bool,
-    );
-    let c: Complete = complete.body().deserialize().expect("typed BackupComplete");
-    assert_eq!(c.0, 301, "files_new: 300 notes and big.bin");
-    assert_eq!(c.9, 301, "total_files_processed");
-    assert!(c.8 > 0, "data_added is sent too");
-    assert!(!c.13, "not a dry run");
+    let c = igotchuu_dbus::proxy::BackupComplete::from_message(complete.clone())
+        .expect("a BackupComplete signal")
+        .args()
+        .expect("typed BackupComplete")
+        .to_summary();
+    assert_eq!(c.files_new, 301, "files_new: 300 notes and big.bin");
+    assert_eq!(c.total_files_processed, 301, "total_files_processed");
+    assert!(c.data_added > 0, "data_added is sent too");
+    assert!(!c.dry_run, "not a dry run");
     let snaps = fx.restic_snapshots();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let id = |k: &str| snaps[0][k].as_str().unwrap_or_default().to_owned();
     assert!(
-        c.12 == id("short_id") || c.12 == id("id"),
+        c.snapshot_id == id("short_id") || c.snapshot_id == id("id"),
         "snapshot_id {:?} is not restic's snapshot {snaps:?}",
-        c.12
+        c.snapshot_id
     );
 
     // Properties, for clients that connect mid-run.
@@ -599,7 +616,7 @@ fn interface_signals_and_properties_match_the_original() {
     assert_eq!(string_values(&msgs, "LastOutcome"), ["success"]);
     assert_eq!(
         string_values(&msgs, "LastSnapshotId"),
-        std::slice::from_ref(&c.12)
+        std::slice::from_ref(&c.snapshot_id)
     );
     let files_done = property_values(&msgs, "FilesDone");
     assert_eq!(

@@ -34,11 +34,12 @@ const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 /// turns.
 static HOST_USR: Mutex<()> = Mutex::new(());
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 5] = [
     "igotchuu.service",
     "igotchuu.timer",
     "igotchuu@.service",
     "igotchuu@.timer",
+    "igotchuu-daemon.service",
 ];
 
 // ------------------------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ fn units_pass_systemd_analyze_verify() {
         "igotchuu.timer",
         "igotchuu@offsite.service",
         "igotchuu@offsite.timer",
+        "igotchuu-daemon.service",
     ]);
     assert!(
         success && said.trim().is_empty(),
@@ -182,7 +184,11 @@ fn units_pass_systemd_analyze_verify() {
         "systemd-analyze verify did not report a broken unit, so its silence proves nothing:\n{said}"
     );
 
-    for unit in ["igotchuu.service", "igotchuu@offsite.service"] {
+    for unit in [
+        "igotchuu.service",
+        "igotchuu@offsite.service",
+        "igotchuu-daemon.service",
+    ] {
         let mut cmd = Command::new("systemd-analyze");
         cmd.arg(format!("--root={}", root.path().display()))
             .args(["security", "--offline=yes", "--threshold=40", unit])
@@ -438,7 +444,23 @@ fn committed_man_page_and_completions_match_the_command_line() {
 // ------------------------------------------------------------------------------------------------
 
 /// What the package must install, and from where.
-const DEB_FILES: [(&str, &str); 12] = [
+const DEB_FILES: [(&str, &str); 16] = [
+    (
+        "/usr/lib/systemd/system/igotchuu-daemon.service",
+        "systemd/igotchuu-daemon.service",
+    ),
+    (
+        "/usr/share/dbus-1/system-services/com.nyantec.IGotChuu.service",
+        "dbus-1/system-services/com.nyantec.IGotChuu.service",
+    ),
+    (
+        "/usr/share/polkit-1/actions/com.nyantec.igotchuu.policy",
+        "polkit-1/actions/com.nyantec.igotchuu.policy",
+    ),
+    (
+        "/usr/share/polkit-1/rules.d/50-igotchuu.rules",
+        "polkit-1/rules.d/50-igotchuu.rules",
+    ),
     (
         "/usr/lib/systemd/system/igotchuu.service",
         "systemd/igotchuu.service",
@@ -635,6 +657,7 @@ fn debian_package_installs_where_systemd_and_dbus_look() {
         "igotchuu.timer",
         "igotchuu@offsite.service",
         "igotchuu@offsite.timer",
+        "igotchuu-daemon.service",
     ]);
     let out = output(&mut cmd);
     let said = text(&out.stdout) + &text(&out.stderr);
@@ -1363,6 +1386,12 @@ fn hardened_units_back_up_under_the_real_systemd() {
         usr.join("share/dbus-1/system.d/com.nyantec.IGotChuu.conf"),
     )
     .expect("copy policy");
+    fs::create_dir_all(usr.join("share/dbus-1/system-services")).expect("mkdir");
+    fs::copy(
+        dist("dbus-1/system-services/com.nyantec.IGotChuu.service"),
+        usr.join("share/dbus-1/system-services/com.nyantec.IGotChuu.service"),
+    )
+    .expect("copy activation file");
     fs::create_dir_all(usr.join("lib/sysusers.d")).expect("mkdir");
     fs::copy(
         dist("sysusers.d/igotchuu.conf"),
@@ -1552,6 +1581,42 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
     assert_eq!(status, 0, "igotchuu@bob.service failed:\n{log}");
     let (status, log) = ct.start("igotchuu@modules.service");
     assert_eq!(status, 0, "igotchuu@modules.service failed:\n{log}");
+
+    // 4b. igotchuu daemon under the real systemd and dbus-daemon: the first call to the name
+    //     activates igotchuu-daemon.service (SystemdService=), Start runs the default backup as
+    //     the daemon's child with the unit's hardening, and the outcome is served afterwards.
+    let snapshots = |ct: &Container| {
+        ct.restic("/srv/restic", "snapshots --json")
+            .matches("\"short_id\"")
+            .count()
+    };
+    let before = snapshots(&ct);
+    let cursor = ct.cursor();
+    let run_id = ct.ok(
+        "dbus-send --system --print-reply=literal --dest=com.nyantec.IGotChuu \
+         /com/nyantec/igotchuu com.nyantec.igotchuu1.Start string:",
+    );
+    assert!(!run_id.trim().is_empty(), "Start returned no run id");
+    assert_eq!(ct.show("igotchuu-daemon.service", "ActiveState"), "active");
+    let end = Instant::now() + Duration::from_secs(300);
+    let outcome = loop {
+        // "variant" alone: the empty string of a run still going.
+        match ct.igotchuu_property("LastOutcome") {
+            Some(o) if o != "variant" => break o,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < end,
+            "the daemon's run did not end:\n{}",
+            ct.log_since(&cursor, &["igotchuu-daemon.service"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = ct.log_since(&cursor, &["igotchuu-daemon.service"]);
+    assert_eq!(outcome, "success", "{log}");
+    assert_eq!(snapshots(&ct), before + 1, "{log}");
+    assert_eq!(ct.leftover_snapshots(), Vec::<String>::new());
+    ct.ok("systemctl stop igotchuu-daemon.service");
 
     // 5. The timers: enable, schedule, persistence, randomized delay, what they start.
     ct.ok("systemctl enable --now igotchuu.timer igotchuu@offsite.timer");

@@ -34,16 +34,16 @@ pub const GROUP: &str = "igotchuu";
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who called, as the bus daemon tells it.
-pub(super) struct Caller {
-    pub(super) sender: UniqueName<'static>,
-    pub(super) uid: Option<u32>,
+pub(crate) struct Caller {
+    pub(crate) sender: UniqueName<'static>,
+    pub(crate) uid: Option<u32>,
     /// The groups the calling process held when it connected; `None` when the bus did not say.
-    pub(super) process_groups: Option<Vec<u32>>,
+    pub(crate) process_groups: Option<Vec<u32>>,
 }
 
 impl Caller {
     /// Asks the bus daemon for the credentials of the message's sender.
-    pub(super) async fn of(header: &Header<'_>, conn: &Connection) -> fdo::Result<Caller> {
+    pub(crate) async fn of(header: &Header<'_>, conn: &Connection) -> fdo::Result<Caller> {
         let sender = header
             .sender()
             .ok_or_else(|| fdo::Error::AccessDenied("the call has no sender".into()))?
@@ -62,7 +62,7 @@ impl Caller {
 
 /// Whether `caller` may stop the backup; `Err` says why not, for the caller and the admin.
 /// Looked up at each call: an admin adding the group or a member mid-run takes effect at once.
-pub(super) async fn may_stop(caller: &Caller) -> Result<(), String> {
+pub(crate) async fn may_stop(caller: &Caller) -> Result<(), String> {
     // Root needs no lookup, and must be able to stop a run even when no thread can be started.
     if caller.uid == Some(0) {
         return Ok(());
@@ -107,7 +107,7 @@ fn show(uid: Option<u32>) -> String {
 }
 
 /// The user database, as far as the decision needs it.
-pub(super) trait UserDb {
+pub(crate) trait UserDb {
     /// The gid of group `name`; `Ok(None)` when there is no such group. `Err` says what failed.
     fn group_gid(&self, name: &str) -> Result<Option<u32>, String>;
     /// Every group of the user with uid `uid`, its primary group included; `Ok(None)` when no
@@ -176,7 +176,7 @@ pub(super) fn authorize(
 // with its contract, and the ERANGE retry written out in lookup_r.
 
 /// The system's user database, through NSS.
-pub(super) struct Nss;
+pub(crate) struct Nss;
 
 impl UserDb for Nss {
     fn group_gid(&self, name: &str) -> Result<Option<u32>, String> {

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use zbus::Connection;
 
-use crate::events::{Event, Events};
+use crate::events::Event;
 
 /// logind may be slow to start (bus activation), but a hung logind must not hold the backup up.
 const INHIBIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// logind's `sleep:handle-lid-switch` block inhibitor, like the original: closing the lid does not
 /// suspend the machine mid-backup. Where logind is absent or refuses, the backup goes on.
-pub(super) async fn inhibit(conn: &Connection, events: &mut Events) -> Option<OwnedFd> {
+/// What it has to say goes to `say` (the run's events; the daemon's log for its runs).
+pub(crate) async fn inhibit(conn: &Connection, say: &mut impl FnMut(Event)) -> Option<OwnedFd> {
     let call = async {
         let reply = conn
             .call_method(
@@ -42,18 +43,18 @@ pub(super) async fn inhibit(conn: &Connection, events: &mut Events) -> Option<Ow
             // zbus receives fds without MSG_CMSG_CLOEXEC: without this restic and the hook would
             // inherit the lock and could hold it after igotchuu exits.
             if let Err(e) = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC) {
-                events.emit(Event::Warning(format!(
+                say(Event::Warning(format!(
                     "cannot mark logind's inhibitor fd close-on-exec: {e}"
                 )));
             }
-            events.emit(Event::Step(
+            say(Event::Step(
                 "holding logind's sleep:handle-lid-switch inhibitor".into(),
             ));
             return Some(fd);
         }
         Ok(Err(e)) => e,
         Err(_) => {
-            events.emit(Event::Warning(format!(
+            say(Event::Warning(format!(
                 "logind did not answer the sleep inhibitor request within {}s; closing the lid may suspend the machine mid-backup",
                 INHIBIT_TIMEOUT.as_secs()
             )));
@@ -65,11 +66,11 @@ pub(super) async fn inhibit(conn: &Connection, events: &mut Events) -> Option<Ow
             || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner");
     if absent {
         // Normal on servers and in containers: not worth a warning on every run.
-        events.emit(Event::Step(
+        say(Event::Step(
             "logind is not running: no sleep inhibitor".into(),
         ));
     } else {
-        events.emit(Event::Warning(format!(
+        say(Event::Warning(format!(
             "logind refused the sleep inhibitor ({err}); closing the lid may suspend the machine mid-backup"
         )));
     }

@@ -11,32 +11,83 @@
 // an item-level allow does not reach.
 #![allow(clippy::too_many_arguments)]
 
+use std::sync::Arc;
+
 use zbus::fdo;
 use zbus::message::Header;
+use zbus::names::ErrorName;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 
 use super::auth;
+use crate::daemon::Daemon;
 use crate::events::{Phase, Progress};
 use crate::stop::StopHandle;
 
+/// Who serves the object, which decides what `Start` and `Stop` do.
+pub(crate) enum Control {
+    /// A one-shot run (`igotchuu backup`): `Stop` stops this process's run after the in-process
+    /// check of [`auth`]; `Start` is refused, since this very run is a backup.
+    OneShot(StopHandle),
+    /// `igotchuu daemon`: `Start` runs a backup as a child process, `Stop` stops it; polkit
+    /// decides who may (see daemon::authorize).
+    Daemon(Arc<Daemon>),
+}
+
+/// A refusal of `Start` or `Stop` under one of the names in [`igotchuu_dbus::errors`], with a
+/// message for a person.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) name: &'static str,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(name: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            name,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<zbus::Error> for Refusal {
+    fn from(e: zbus::Error) -> Refusal {
+        Refusal::new("org.freedesktop.DBus.Error.Failed", e.to_string())
+    }
+}
+
+impl zbus::DBusError for Refusal {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::Message> {
+        zbus::Message::error(call, self.name)?.build(&(self.message.as_str(),))
+    }
+
+    fn name(&self) -> ErrorName<'_> {
+        ErrorName::from_static_str_unchecked(self.name)
+    }
+
+    fn description(&self) -> Option<&str> {
+        Some(&self.message)
+    }
+}
+
 /// The object at [`super::PATH`]. Its fields are the properties; the publisher task updates them.
-pub(super) struct Igotchuu {
-    stop: StopHandle,
-    pub(super) state: Phase,
-    pub(super) progress: Progress,
+pub(crate) struct Igotchuu {
+    control: Control,
+    pub(crate) state: Phase,
+    pub(crate) progress: Progress,
     /// `Outcome::as_str` of this run once it ended; "" before.
-    pub(super) last_outcome: &'static str,
-    pub(super) last_snapshot_id: String,
+    pub(crate) last_outcome: &'static str,
+    pub(crate) last_snapshot_id: String,
     /// Where LastRunStarted & co. are read from (status.rs).
-    pub(super) status: crate::status::Source,
+    pub(crate) status: crate::status::Source,
 }
 
 impl Igotchuu {
     /// The state before the run begins: idle, no progress, no outcome yet.
-    pub(super) fn new(stop: StopHandle, status: crate::status::Source) -> Igotchuu {
+    pub(crate) fn new(control: Control, status: crate::status::Source) -> Igotchuu {
         Igotchuu {
-            stop,
+            control,
             state: Phase::Idle,
             progress: Progress::default(),
             last_outcome: "",
@@ -59,10 +110,14 @@ impl Igotchuu {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> fdo::Result<()> {
+        let stop = match &self.control {
+            Control::OneShot(stop) => stop,
+            Control::Daemon(d) => return d.stop(&header, conn).await,
+        };
         let caller = auth::Caller::of(&header, conn).await?;
         match auth::may_stop(&caller).await {
             Ok(()) => {
-                self.stop.request(format!(
+                stop.request(format!(
                     "D-Bus Stop from {} (uid {})",
                     caller.sender,
                     caller.uid.unwrap_or(u32::MAX)
@@ -202,5 +257,39 @@ impl Igotchuu {
         crate::schedule::next_run(conn, self.status.profile.as_deref())
             .await
             .unwrap_or(0)
+    }
+
+    // Added with the daemon (issue 9), after every member of the original.
+
+    /// Starts a backup of `profile` ("" = the top-level config) as a child process of the daemon
+    /// and returns its run id. Refused with the names in igotchuu_dbus::errors.
+    #[zbus(out_args("run_id"))]
+    async fn start(
+        &self,
+        profile: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Refusal> {
+        match &self.control {
+            Control::OneShot(_) => Err(Refusal::new(
+                igotchuu_dbus::errors::ALREADY_RUNNING,
+                format!(
+                    "a backup is running (PID {}, started by the timer or from a shell, not by \
+                     the daemon); start another once it has finished",
+                    std::process::id()
+                ),
+            )),
+            Control::Daemon(d) => d.start(&profile, &header, conn).await,
+        }
+    }
+
+    /// The config's profile names; the top level ("") is always there and not listed. Empty
+    /// during a one-shot run, which knows only its own config.
+    #[zbus(property)]
+    fn profiles(&self) -> Vec<String> {
+        match &self.control {
+            Control::OneShot(_) => Vec::new(),
+            Control::Daemon(d) => d.profiles(),
+        }
     }
 }

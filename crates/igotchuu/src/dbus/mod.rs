@@ -16,10 +16,11 @@
 //! - [`publish`]: events to signals without the pipeline ever waiting for the bus;
 //! - [`inhibit`]: logind's lid-switch lock for the length of the run.
 
-mod auth;
-mod inhibit;
-mod interface;
-mod publish;
+pub(crate) mod auth;
+pub(crate) mod inhibit;
+pub(crate) mod interface;
+pub(crate) mod polkit;
+pub(crate) mod publish;
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use zbus::Connection;
 
 use crate::events::{Event, Events};
 use crate::stop::StopHandle;
-use interface::Igotchuu;
+use interface::{Control, Igotchuu};
 
 pub use igotchuu_dbus::{INTERFACE, NAME, PATH};
 
@@ -68,7 +69,7 @@ pub async fn start(
     stop: StopHandle,
     status: crate::status::Source,
 ) -> Result<Option<Session>, NameTaken> {
-    let object = Igotchuu::new(stop, status);
+    let object = Igotchuu::new(Control::OneShot(stop), status);
     let built = async {
         zbus::connection::Builder::system()?
             .serve_at(PATH, object)?
@@ -115,7 +116,21 @@ pub async fn start(
         Ok(
             RequestNameReply::InQueue | RequestNameReply::Exists | RequestNameReply::AlreadyOwner,
         )
-        | Err(zbus::Error::NameTaken) => return Err(NameTaken(taken_message(&conn).await)),
+        | Err(zbus::Error::NameTaken) => {
+            // This run holds the lock already, so an owner that says it is idle is an
+            // `igotchuu daemon` between runs (its Start would now be refused by the lock): back
+            // up without the name rather than refuse. Anything else is another backup.
+            if !owner_is_idle(&conn).await {
+                return Err(NameTaken(taken_message(&conn).await));
+            }
+            events.emit(Event::Warning(format!(
+                "the igotchuu daemon owns {NAME}: this run (with a config file of its own) \
+                 sends no D-Bus progress signals; the daemon refuses to start another backup \
+                 while it runs"
+            )));
+            let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
+            None
+        }
         Err(e) => {
             events.emit(Event::Warning(format!(
                 "cannot own the D-Bus name {NAME} ({e}): backing up without D-Bus progress signals or Stop; \
@@ -128,12 +143,24 @@ pub async fn start(
             None
         }
     };
-    let inhibitor = inhibit::inhibit(&conn, events).await;
+    let inhibitor = inhibit::inhibit(&conn, &mut |e| events.emit(e)).await;
     Ok(Some(Session {
         _conn: conn,
         publisher,
         _inhibitor: inhibitor,
     }))
+}
+
+/// The name's owner answers that no backup is running (an idle daemon).
+async fn owner_is_idle(conn: &Connection) -> bool {
+    let state = async {
+        let proxy = igotchuu_dbus::IgotchuuProxy::new(conn).await.ok()?;
+        proxy.state().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), state).await,
+        Ok(Some(s)) if s == crate::events::Phase::Idle.as_str()
+    )
 }
 
 /// Says who holds the name, as far as the bus tells.

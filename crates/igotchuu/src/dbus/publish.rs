@@ -19,7 +19,7 @@ use super::interface::Igotchuu;
 use crate::events::{self, ErrorEvent, Event, Phase, Progress, Summary};
 
 /// What the pipeline hands the publisher task, in event order.
-pub(super) enum Msg {
+pub(crate) enum Msg {
     Phase(Phase),
     Started,
     /// The newest progress not sent yet; the listener overwrites it while it waits.
@@ -27,6 +27,9 @@ pub(super) enum Msg {
     Error(ErrorEvent),
     Summary(Summary),
     Finished(&'static str),
+    /// A daemon run begins: the last run's outcome, snapshot id and progress are cleared, as a
+    /// one-shot run starts without them (`LastOutcome` is "" while a run goes on).
+    NewRun,
 }
 
 /// A poisoned lock only means a panic elsewhere; the `Option<Progress>` inside is still whole.
@@ -35,7 +38,7 @@ fn lock(slot: &Mutex<Option<Progress>>) -> MutexGuard<'_, Option<Progress>> {
 }
 
 /// The listener: queues events for the publisher task and returns at once.
-pub(super) struct Signals {
+pub(crate) struct Signals {
     tx: mpsc::UnboundedSender<Msg>,
     /// The slot of the last queued `Msg::Progress` if nothing else was queued after it. While the
     /// task has not taken its content, a newer progress replaces it there instead of queueing
@@ -44,7 +47,7 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub(super) fn new(tx: mpsc::UnboundedSender<Msg>) -> Signals {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Msg>) -> Signals {
         Signals { tx, open: None }
     }
 }
@@ -91,7 +94,7 @@ impl events::Listener for Signals {
 }
 
 /// Sends what the pipeline queued until the listener is dropped, then ends.
-pub(super) async fn publish(iface: InterfaceRef<Igotchuu>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+pub(crate) async fn publish(iface: InterfaceRef<Igotchuu>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut reported = false;
     while let Some(msg) = rx.recv().await {
         if let Err(e) = send(&iface, msg).await {
@@ -172,6 +175,25 @@ async fn send(iface: &InterfaceRef<Igotchuu>, msg: Msg) -> zbus::Result<()> {
             iface.get_mut().await.last_outcome = outcome;
             properties_changed(emitter, [("LastOutcome", Value::from(outcome))]).await
         }
+        Msg::NewRun => {
+            {
+                let mut o = iface.get_mut().await;
+                o.last_outcome = "";
+                o.last_snapshot_id.clear();
+                o.progress = Progress::default();
+            }
+            let changed = [
+                ("LastOutcome", Value::from("")),
+                ("LastSnapshotId", Value::from("")),
+                ("PercentDone", Value::from(0.0)),
+                ("FilesDone", Value::from(0u64)),
+                ("TotalFiles", Value::from(0u64)),
+                ("BytesDone", Value::from(0u64)),
+                ("TotalBytes", Value::from(0u64)),
+                ("SecondsRemaining", Value::from(0u64)),
+            ];
+            properties_changed(emitter, changed).await
+        }
     }
 }
 
@@ -214,6 +236,7 @@ mod tests {
                 Msg::Error(e) => format!("error {}", e.error),
                 Msg::Summary(_) => "summary".into(),
                 Msg::Finished(o) => format!("finished {o}"),
+                Msg::NewRun => "new run".into(),
             });
         }
         out

@@ -10,7 +10,6 @@
 //! user `igotchuu-test-member` in it on the machine (idempotently; left in place, like any test
 //! dependency). [`TempUser`] makes a user for one test and removes it afterwards.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -251,6 +250,19 @@ pub enum Policy {
     Missing,
 }
 
+/// What a bus has beyond the policy: for the daemon's tests.
+#[derive(Default)]
+pub struct Extras {
+    /// A `<servicedir>`: D-Bus activation of the `.service` files in it. Without a
+    /// `<servicehelper>` (the system bus's setuid launch helper reads only the machine's own
+    /// config) the bus starts them itself, as root, with its own environment, which includes
+    /// `DBUS_SYSTEM_BUS_ADDRESS` pointing at this bus.
+    pub service_dir: Option<std::path::PathBuf>,
+    /// `<includedir>/usr/share/dbus-1/system.d</includedir>`, by absolute path, so that polkitd's
+    /// own policy (it owns org.freedesktop.PolicyKit1 as user polkitd) loads.
+    pub system_policies: bool,
+}
+
 pub struct Bus {
     daemon: Child,
     dir: tempfile::TempDir,
@@ -260,6 +272,10 @@ pub struct Bus {
 
 impl Bus {
     pub fn start(policy: Policy) -> Bus {
+        Bus::start_with(policy, Extras::default())
+    }
+
+    pub fn start_with(policy: Policy, extras: Extras) -> Bus {
         // dbus-daemon resolves policy group names when it reads its config: the group must exist
         // first, or the `igotchuu` policy is ignored.
         member_ids();
@@ -287,6 +303,13 @@ impl Bus {
             ),
             Policy::Missing => String::new(),
         };
+        let mut include = include;
+        if extras.system_policies {
+            include.push_str("\n  <includedir>/usr/share/dbus-1/system.d</includedir>");
+        }
+        if let Some(d) = &extras.service_dir {
+            include.push_str(&format!("\n  <servicedir>{}</servicedir>", d.display()));
+        }
         // The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed; the include
         // comes after it, as system.d/ does there.
         let conf = format!(
@@ -331,6 +354,11 @@ impl Bus {
         let mut daemon = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf_path.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])
+            // For the services it activates (see Extras::service_dir).
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -353,6 +381,11 @@ impl Bus {
             Ok(l) if !l.trim().is_empty() => bus,
             _ => panic!("dbus-daemon did not start:\n{}", bus.log()),
         }
+    }
+
+    /// The bus's temp dir (its config, socket and log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log(&self) -> String {
@@ -580,14 +613,17 @@ pub fn property_values(msgs: &[zbus::Message], prop: &str) -> Vec<OwnedValue> {
     msgs.iter()
         .filter(|m| member(m) == "PropertiesChanged")
         .filter_map(|m| {
-            let (iface, changed, _) = m
-                .body()
-                .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
-                .expect("PropertiesChanged body");
-            assert_eq!(iface, IFACE, "PropertiesChanged for another interface");
-            changed
+            let signal = zbus::fdo::PropertiesChanged::from_message(m.clone())
+                .expect("a PropertiesChanged signal");
+            let args = signal.args().expect("PropertiesChanged body");
+            assert_eq!(
+                args.interface_name().as_str(),
+                IFACE,
+                "PropertiesChanged for another interface"
+            );
+            args.changed_properties()
                 .get(prop)
-                .map(|v| v.try_clone().expect("clone value"))
+                .map(|v| OwnedValue::try_from(v).expect("an owned value"))
         })
         .collect()
 }
@@ -597,4 +633,158 @@ pub fn string_values(msgs: &[zbus::Message], prop: &str) -> Vec<String> {
         .into_iter()
         .map(|v| String::try_from(v).expect("a string property"))
         .collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// polkitd
+// ------------------------------------------------------------------------------------------------
+
+/// Where polkitd reads actions and rules. polkitd 122 has no option for other directories, so the
+/// shipped files are copied there for as long as a [`Polkitd`] of this test process runs, and
+/// removed afterwards unless they were there before (the .deb test installs the same files).
+const POLKIT_FILES: [(&str, &str); 2] = [
+    (
+        "polkit-1/actions/com.nyantec.igotchuu.policy",
+        "/usr/share/polkit-1/actions/com.nyantec.igotchuu.policy",
+    ),
+    (
+        "polkit-1/rules.d/50-igotchuu.rules",
+        "/usr/share/polkit-1/rules.d/50-igotchuu.rules",
+    ),
+];
+
+/// How many [`Polkitd`]s of this process use the installed files, and which files it installed.
+static POLKIT_USERS: Mutex<(usize, Vec<&'static str>)> = Mutex::new((0, Vec::new()));
+
+/// A real polkitd on a private bus (started with [`Extras::system_policies`]), with the shipped
+/// action and rules files installed. It runs as root, drops to user `polkitd` itself, and logs
+/// its decisions (no `--no-debug`) to `polkitd.log` in the bus's directory. Without logind there
+/// are no sessions, so the actions' `allow_any` (no) applies and the rules file decides.
+pub struct Polkitd {
+    child: Child,
+}
+
+pub const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
+
+impl Polkitd {
+    /// `None` after "SKIPPED" (or a panic under CI=true) when polkitd is not installed.
+    pub fn start(bus: &Bus) -> Option<Polkitd> {
+        if !Path::new(POLKITD).exists() || run(Command::new("id").arg("polkitd")).code != Some(0) {
+            cannot_run("polkitd is not installed (scripts/setup installs the package polkitd)");
+            return None;
+        }
+        {
+            let mut users = POLKIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
+            if users.0 == 0 {
+                for (src, dst) in POLKIT_FILES {
+                    let shipped = std::fs::read(
+                        Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("../../dist")
+                            .join(src),
+                    )
+                    .expect("read a shipped polkit file");
+                    if std::fs::read(dst).ok().as_deref() == Some(&shipped[..]) {
+                        continue;
+                    }
+                    if let Some(d) = Path::new(dst).parent() {
+                        std::fs::create_dir_all(d).expect("mkdir polkit dir");
+                    }
+                    std::fs::write(dst, &shipped).expect("install a polkit file");
+                    users.1.push(dst);
+                }
+            }
+            users.0 += 1;
+        }
+        let log = std::fs::File::create(bus.dir().join("polkitd.log")).expect("polkitd log");
+        let child = Command::new(POLKITD)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start polkitd");
+        let p = Polkitd { child };
+        let end = Instant::now() + WAIT_TIMEOUT;
+        while !bus.has_owner("org.freedesktop.PolicyKit1") {
+            assert!(
+                Instant::now() < end,
+                "polkitd did not own its name within {WAIT_TIMEOUT:?}:\n{}",
+                std::fs::read_to_string(bus.dir().join("polkitd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(p)
+    }
+}
+
+impl Drop for Polkitd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut users = POLKIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        users.0 -= 1;
+        if users.0 == 0 {
+            for dst in users.1.drain(..) {
+                let _ = std::fs::remove_file(dst);
+            }
+        }
+    }
+}
+
+impl Bus {
+    /// Whether `name` has an owner on this bus (asked as root with gdbus).
+    pub fn has_owner(&self, name: &str) -> bool {
+        let out = self.gdbus(
+            Who::Root,
+            &[
+                "call",
+                "--system",
+                "-d",
+                "org.freedesktop.DBus",
+                "-o",
+                "/org/freedesktop/DBus",
+                "-m",
+                "org.freedesktop.DBus.NameHasOwner",
+                name,
+            ],
+        );
+        out.code == Some(0) && out.stdout.contains("true")
+    }
+
+    /// The PID of the process owning `name`, if any.
+    pub fn owner_pid(&self, name: &str) -> Option<u32> {
+        let out = self.gdbus(
+            Who::Root,
+            &[
+                "call",
+                "--system",
+                "-d",
+                "org.freedesktop.DBus",
+                "-o",
+                "/org/freedesktop/DBus",
+                "-m",
+                "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                name,
+            ],
+        );
+        // "(uint32 1234,)"
+        out.stdout
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+    }
+
+    /// Waits until `name` has an owner; panics with the bus log after [`WAIT_TIMEOUT`].
+    pub fn wait_owner(&self, name: &str) {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        while !self.has_owner(name) {
+            assert!(
+                Instant::now() < end,
+                "{name} got no owner within {WAIT_TIMEOUT:?}; bus log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

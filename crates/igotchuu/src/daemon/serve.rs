@@ -1,0 +1,173 @@
+//! The daemon's life: connect, own the name alone, serve the object with the last run's outcome,
+//! publish, and exit after the idle timeout or on SIGTERM (passing it to a running backup first
+//! and waiting for it).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use igotchuu_dbus::{NAME, PATH};
+use tokio::sync::{mpsc, watch};
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+use super::{guard, terminate, Activity, Daemon, Settings};
+use crate::dbus::interface::{Control, Igotchuu};
+use crate::dbus::publish;
+use crate::{exit, status, stop};
+
+/// `igotchuu daemon`. Returns the exit code.
+pub fn main(settings: Settings) -> i32 {
+    if !rustix::process::geteuid().is_root() {
+        say_err!("igotchuu: error: the daemon must run as root: its runs create and delete btrfs snapshots");
+        return exit::IGOTCHUU_FAILED;
+    }
+    // One thread: a run's death signal (PR_SET_PDEATHSIG) follows the thread that spawned it,
+    // and every task, the spawns included, runs on this one.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say_err!("igotchuu: error: cannot start the async runtime: {e}");
+            return exit::IGOTCHUU_FAILED;
+        }
+    };
+    rt.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> i32 {
+    let (stop_handle, mut stop) = stop::channel();
+    if let Err(e) = stop::install_signal_handlers(stop_handle) {
+        say_err!("igotchuu: error: cannot install signal handlers: {e}");
+        return exit::IGOTCHUU_FAILED;
+    }
+    let idle_timeout = settings.idle_timeout;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (activity, mut activity_rx) = watch::channel(Activity::IdleSince(Instant::now()));
+    let daemon = Arc::new(Daemon {
+        settings,
+        current: Mutex::new(None),
+        activity,
+        signals: tx,
+        runs: AtomicU64::new(0),
+    });
+    // LastRunStarted & co. come from the top-level config's state_dir (profiles share it unless
+    // they set their own; such a profile's runs are in its own status file, read by `status -p`).
+    let source = status::Source {
+        state_dir: daemon
+            .load(None)
+            .map(|c| c.state_dir)
+            .unwrap_or_else(|_| crate::config::DEFAULT_STATE_DIR.into()),
+        profile: None,
+    };
+    let built = async {
+        zbus::connection::Builder::system()?
+            .serve_at(PATH, Igotchuu::new(Control::Daemon(daemon.clone()), source))?
+            .build()
+            .await
+    };
+    let conn = match built.await {
+        Ok(c) => c,
+        Err(e) => {
+            say_err!("igotchuu: error: cannot connect to the D-Bus system bus: {e}");
+            return exit::IGOTCHUU_FAILED;
+        }
+    };
+    match conn
+        .request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => {
+            say_err!(
+                "igotchuu: error: another process owns {NAME} on the system bus (a one-shot \
+                 backup, or another daemon); the daemon is not needed while it runs"
+            );
+            return exit::IGOTCHUU_FAILED;
+        }
+        Err(e) => {
+            say_err!(
+                "igotchuu: error: cannot own {NAME} ({e}); install \
+                 dist/dbus-1/system.d/com.nyantec.IGotChuu.conf as \
+                 /usr/share/dbus-1/system.d/com.nyantec.IGotChuu.conf and reload dbus"
+            );
+            return exit::IGOTCHUU_FAILED;
+        }
+    }
+    let iface = match conn.object_server().interface::<_, Igotchuu>(PATH).await {
+        Ok(i) => i,
+        Err(e) => {
+            say_err!("igotchuu: error: cannot serve {PATH}: {e}");
+            return exit::IGOTCHUU_FAILED;
+        }
+    };
+    // What the last run left, so the properties have values while idle.
+    if let Ok(c) = daemon.load(None) {
+        if let Ok(file) = status::load(&c.state_dir) {
+            if let Some(last) = file.last(None) {
+                let mut o = iface.get_mut().await;
+                o.last_outcome = last.outcome.as_str();
+                o.last_snapshot_id = last.snapshot_id.clone();
+            }
+        }
+    }
+    tokio::spawn(publish::publish(iface, rx));
+    say_err!(
+        "igotchuu: daemon serving {NAME} (idle timeout {})",
+        idle_timeout.map_or_else(|| "none".into(), |t| format!("{}s", t.as_secs()))
+    );
+
+    loop {
+        let now = *activity_rx.borrow_and_update();
+        match now {
+            Activity::Busy => {
+                tokio::select! {
+                    _ = activity_rx.changed() => {}
+                    _ = stop.requested() => {
+                        let pid = guard(&daemon.current).as_ref().map(|c| c.pid);
+                        say_err!("igotchuu: {}; stopping the running backup first", stop.reason().unwrap_or_default());
+                        if let Some(pid) = pid {
+                            terminate(pid);
+                        }
+                        // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds it).
+                        while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
+                            if activity_rx.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+            Activity::IdleSince(since) => {
+                let deadline = idle_timeout.map(|t| tokio::time::Instant::from_std(since + t));
+                let idle = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = activity_rx.changed() => {}
+                    _ = stop.requested() => break,
+                    _ = idle => {
+                        say_err!("igotchuu: idle for {}s: exiting", idle_timeout.map_or(0, |t| t.as_secs()));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Release the name first: a Start in flight then gets an error rather than a run that
+    // nobody watches, and the next call activates a fresh daemon.
+    let _ = conn.release_name(NAME).await;
+    // A Start that reached us before the release may have begun a run: it is not left to die
+    // with the daemon.
+    while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
+        if activity_rx.changed().await.is_err() {
+            break;
+        }
+    }
+    exit::SUCCESS
+}

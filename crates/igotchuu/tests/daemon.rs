@@ -1,0 +1,469 @@
+//! `igotchuu daemon` (issue 9 §1–2) against real parts: a private `dbus-daemon` loading the
+//! shipped policy and (for activation) the shipped `.service` file rewritten to this build's
+//! binary and a test config, a real polkitd with the shipped action and rules files (copied to
+//! /usr/share/polkit-1 for the test's length, see common::bus::Polkitd), real restic, loop btrfs.
+//!
+//! Clients are gdbus (calls, as root, as nobody, as a member of `igotchuu`) and the harness's
+//! zbus Recorder (signals). "Mid-run" moments use the harness's hold wrapper (a fake `restic`
+//! that waits for a flag file before exec'ing the real one); a daemon that must find it is
+//! started by the test with PATH prepended instead of by activation.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::bus::*;
+use common::*;
+use igotchuu_dbus::errors;
+use rustix::process::Signal;
+
+fn data_subvolume(fx: &Fixture) -> PathBuf {
+    let data = fx.create_subvolume("data");
+    for i in 0..300 {
+        fx.write_file(&format!("data/notes/n{i}.txt"), format!("note {i}\n"));
+    }
+    data
+}
+
+/// gdbus `Start(profile)` as `who`.
+fn start(bus: &Bus, who: Who, profile: &str) -> RunOutput {
+    bus.call(who, &format!("{IFACE}.Start"), &[&format!("\"{profile}\"")])
+}
+
+/// `igotchuu -c cfg daemon --idle-timeout 0` (never exits idle), `path` first in PATH; returns
+/// once it owns the name.
+fn run_daemon(bus: &Bus, fx: &Fixture, cfg: &Path, path: Option<&Path>) -> Running {
+    let mut cmd = bus
+        .igotchuu(fx)
+        .arg("-c")
+        .arg(cfg)
+        .args(["daemon", "--idle-timeout", "0"]);
+    if let Some(p) = path {
+        cmd = cmd.path_prepend(p);
+    }
+    let mut d = cmd.spawn();
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !bus.has_owner(NAME) {
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
+        assert!(Instant::now() < end, "the daemon did not own {NAME}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// Waits until the recorder has seen `n` values of LastOutcome and returns them.
+fn wait_outcomes(rec: &Recorder, n: usize) -> (Vec<String>, Vec<zbus::Message>) {
+    let end = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let msgs = rec.snapshot();
+        // "" marks the start of each run.
+        let outcomes: Vec<String> = string_values(&msgs, "LastOutcome")
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect();
+        if outcomes.len() >= n {
+            return (outcomes, msgs);
+        }
+        assert!(
+            Instant::now() < end,
+            "no {n} LastOutcome changes; signals: {:?}",
+            msgs.iter().map(member).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until process `pid` is gone (or a zombie nobody reaps).
+fn wait_gone(pid: u32) {
+    let end = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            return;
+        }
+        assert!(Instant::now() < end, "PID {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The PID the lock file names: the run's child process holds it.
+fn lock_holder(fx: &Fixture) -> u32 {
+    let text = std::fs::read_to_string(&fx.lock_file).expect("read the lock file");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the lock file names no PID: {text:?}"))
+}
+
+fn kill(pid: u32, sig: Signal) {
+    let p = rustix::process::Pid::from_raw(pid as i32).expect("pid > 0");
+    rustix::process::kill_process(p, sig).unwrap_or_else(|e| panic!("kill({pid}): {e}"));
+}
+
+/// The shipped activation file, its Exec= pointed at this build with a test config.
+fn service_dir(fx: &Fixture, cfg: &Path, idle: u64) -> PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../dist/dbus-1/system-services/com.nyantec.IGotChuu.service"),
+    )
+    .expect("read the shipped service file");
+    let exec = "Exec=/usr/bin/igotchuu daemon";
+    assert!(shipped.contains(exec), "{shipped}");
+    let dir = fx.path("services");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("com.nyantec.IGotChuu.service"),
+        shipped.replace(
+            exec,
+            &format!(
+                "Exec={BIN} --config-file {} daemon --idle-timeout {idle}",
+                cfg.display()
+            ),
+        ),
+    )
+    .expect("write service file");
+    dir
+}
+
+#[test]
+fn activated_daemon_runs_a_member_s_backup_refuses_nobody_and_exits_when_idle() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&format!(
+        "{}[profiles.offsite]\nrepo = {}\n",
+        places(&[&data]),
+        toml_str(fx.path("no-such-repo"))
+    ));
+    let bus = Bus::start_with(
+        Policy::Shipped,
+        Extras {
+            service_dir: Some(service_dir(&fx, &cfg, 2)),
+            system_policies: true,
+        },
+    );
+    let Some(_polkit) = Polkitd::start(&bus) else {
+        return;
+    };
+    let rec = Recorder::start(&bus);
+    assert!(
+        !bus.has_owner(NAME),
+        "nothing owns the name before the first call"
+    );
+
+    // The first call activates the daemon; polkit refuses nobody (no rule, allow_any = no).
+    let denied = start(&bus, Who::Nobody, "");
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(errors::ACCESS_DENIED);
+    denied.assert_stderr_contains("polkit does not allow");
+    let daemon_pid = bus.owner_pid(NAME).expect("the call activated the daemon");
+
+    let profiles = bus.get_property(Who::Member, "Profiles");
+    profiles.assert_code(0);
+    assert_eq!(profiles.stdout.trim(), "(<['offsite']>,)", "{profiles}");
+    let unknown = start(&bus, Who::Member, "nope");
+    assert_ne!(unknown.code, Some(0), "{unknown}");
+    unknown.assert_stderr_contains(errors::UNKNOWN_PROFILE);
+    unknown.assert_stderr_contains("known profiles: offsite");
+    // Stop is polkit's too (nothing runs: a no-op for whoever may).
+    let denied = bus.stop(Who::Nobody);
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains("polkit does not allow");
+    bus.stop(Who::Member).assert_code(0);
+
+    // The rules file lets the member start a backup.
+    let started = start(&bus, Who::Member, "");
+    started.assert_code(0);
+    let (outcomes, msgs) = wait_outcomes(&rec, 1);
+    assert_eq!(outcomes, ["success"], "bus log:\n{}", bus.log());
+    let names: Vec<String> = igotchuu_signals(&msgs).iter().map(member).collect();
+    for s in ["BackupStarted", "Progress", "BackupComplete"] {
+        assert!(names.iter().any(|n| n == s), "no {s}: {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n == "Error"),
+        "{names:?}\n{}",
+        bus.log()
+    );
+    let snaps = fx.restic_snapshots();
+    assert_eq!(snaps.len(), 1, "restic stored one snapshot");
+    assert_eq!(
+        fx.restic_dump_latest(&data.join("notes/n7.txt")).as_deref(),
+        Some("note 7\n")
+    );
+    let run_id = started
+        .stdout
+        .trim()
+        .trim_start_matches("('")
+        .trim_end_matches("',)");
+    assert!(!run_id.is_empty(), "{started}");
+    fx.assert_no_snapshot_left("after the daemon's run");
+    assert_no_mounts_left(&fx, "after the daemon's run");
+
+    // Idle for 2 s: it releases the name and exits.
+    rec.wait_released(1);
+    wait_gone(daemon_pid);
+    assert!(bus.log().contains("exiting"), "{}", bus.log());
+}
+
+#[test]
+fn two_clients_start_at_once_one_wins_and_a_shell_run_is_refused() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let rec = Recorder::start(&bus);
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start(&bus, Who::Root, ""));
+        let b = s.spawn(|| start(&bus, Who::Member, ""));
+        (a.join().expect("client a"), b.join().expect("client b"))
+    });
+    let won = [&a, &b].iter().filter(|o| o.code == Some(0)).count();
+    assert_eq!(won, 1, "exactly one Start wins:\n{a}\n{b}");
+    let lost = if a.code == Some(0) { &b } else { &a };
+    lost.assert_stderr_contains(errors::ALREADY_RUNNING);
+
+    // While it runs: the timer's kind of run, with its own config file, is refused by the lock.
+    let shell = bus.igotchuu(&fx).arg("-c").arg(&cfg).arg("backup").run();
+    // Refused before the restic wrapper is reached: nothing of the daemon's run is disturbed.
+    assert_eq!(shell.code, Some(20), "{shell}");
+    shell.assert_stderr_contains("another igotchuu backup is running");
+
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !h.held.exists() {
+        assert!(
+            Instant::now() < end,
+            "the daemon's run never reached restic"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Mid-run, as a one-shot run shows it.
+    let state = bus.get_property(Who::Member, "State");
+    assert_eq!(state.stdout.trim(), "(<'backing-up'>,)", "{state}");
+    let outcome = bus.get_property(Who::Member, "LastOutcome");
+    assert_eq!(outcome.stdout.trim(), "(<''>,)", "{outcome}");
+    touch(&h.go);
+    let (outcomes, _) = wait_outcomes(&rec, 1);
+    assert_eq!(outcomes, ["success"]);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the run");
+}
+
+#[test]
+fn start_while_a_one_shot_run_holds_the_lock_is_already_running() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+
+    // A one-shot run owns the name: its Start says "already running".
+    let mut one_shot = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    one_shot.wait_for_path(&h.held);
+    let refused = start(&bus, Who::Root, "");
+    assert_ne!(refused.code, Some(0), "{refused}");
+    refused.assert_stderr_contains(errors::ALREADY_RUNNING);
+    touch(&h.go);
+    one_shot.wait(RUN_TIMEOUT).assert_code(0);
+    std::fs::remove_file(&h.held).expect("rm held");
+    std::fs::remove_file(&h.go).expect("rm go");
+
+    // An idle daemon owns the name and the timer's run (a config file of its own) starts: it
+    // backs up without the name, and the daemon's Start is refused by the lock.
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    let mut timer = bus
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .spawn();
+    timer.wait_for_path(&h.held);
+    let refused = start(&bus, Who::Root, "");
+    assert_ne!(refused.code, Some(0), "{refused}");
+    refused.assert_stderr_contains(errors::ALREADY_RUNNING);
+    refused.assert_stderr_contains("another igotchuu backup is running");
+    touch(&h.go);
+    let out = timer.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    out.assert_stderr_contains("the igotchuu daemon owns");
+    assert_eq!(fx.restic_snapshots().len(), 2);
+    fx.assert_no_snapshot_left("after both runs");
+}
+
+#[test]
+fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let rec = Recorder::start(&bus);
+    let mut daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+
+    start(&bus, Who::Root, "").assert_code(0);
+    daemon.wait_for_path(&h.held);
+    let child = lock_holder(&fx);
+    assert_ne!(child, daemon.pid(), "the run is a child process");
+    kill(child, Signal::KILL);
+    let (outcomes, msgs) = wait_outcomes(&rec, 1);
+    assert_eq!(outcomes, ["failed"]);
+    let errors: Vec<(String, String)> = igotchuu_signals(&msgs)
+        .iter()
+        .filter_map(|m| igotchuu_dbus::proxy::Error::from_message(m.clone()))
+        .map(|e| {
+            let a = e.args().expect("Error body");
+            (a.error().clone(), a.during().clone())
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|(e, during)| during == "daemon" && e.contains("killed by signal 9")),
+        "{errors:?}"
+    );
+    assert!(!daemon.has_exited(), "the daemon stays up");
+    let status = igotchuu::status::load(&fx.state_dir).expect("status file");
+    assert_eq!(
+        status.last(None).map(|r| r.outcome),
+        Some(igotchuu_dbus::OutcomeKind::Crashed)
+    );
+
+    // Let the orphaned wrapper go; the next run's recovery removes what the killed one left.
+    touch(&h.go);
+    start(&bus, Who::Root, "").assert_code(0);
+    let (outcomes, msgs) = wait_outcomes(&rec, 2);
+    assert_eq!(outcomes, ["failed", "success"]);
+    // Each run starts with LastOutcome cleared, as a one-shot run starts without one.
+    assert_eq!(
+        string_values(&msgs, "LastOutcome"),
+        ["", "failed", "", "success"]
+    );
+    fx.assert_no_snapshot_left("after the recovering run");
+    assert_no_mounts_left(&fx, "after the recovering run");
+
+    // A fresh daemon serves the last run's outcome from the status file while idle.
+    daemon.signal(Signal::TERM);
+    daemon.wait(RUN_TIMEOUT).assert_code(0);
+    let last = igotchuu::status::load(&fx.state_dir)
+        .expect("status file")
+        .last(None)
+        .map(|r| r.outcome.as_str())
+        .expect("a recorded run");
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    let outcome = bus.get_property(Who::Root, "LastOutcome");
+    assert_eq!(outcome.stdout.trim(), format!("(<'{last}'>,)"), "{outcome}");
+}
+
+#[test]
+fn the_daemon_killed_mid_run_stops_its_child_and_leaves_nothing() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let mut daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+
+    start(&bus, Who::Root, "").assert_code(0);
+    daemon.wait_for_path(&h.held);
+    let child = lock_holder(&fx);
+    daemon.signal(Signal::KILL);
+    let out = daemon.wait(RUN_TIMEOUT);
+    // The child gets SIGTERM from the kernel and takes the one-shot stop path.
+    wait_gone(child);
+    fx.assert_no_snapshot_left("after the daemon died");
+    assert_no_mounts_left(&fx, "after the daemon died");
+    assert!(
+        out.stderr.contains("SIGTERM received"),
+        "the child took the stop path:\n{out}"
+    );
+    assert_eq!(fx.restic_snapshots().len(), 0, "{out}");
+
+    // A new daemon runs the next backup.
+    std::fs::remove_file(&h.held).expect("rm held");
+    touch(&h.go);
+    let rec = Recorder::start(&bus);
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+    start(&bus, Who::Root, "").assert_code(0);
+    let (outcomes, _) = wait_outcomes(&rec, 1);
+    assert_eq!(outcomes, ["success"]);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_its_error() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    // No polkitd on this bus: the daemon checks root or the group itself.
+    let denied = start(&bus, Who::Nobody, "");
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(errors::ACCESS_DENIED);
+    denied.assert_stderr_contains("polkitd is not running");
+    // The daemon reads the config at each Start: a broken edit is reported, not run.
+    std::fs::write(&cfg, format!("{}places = [\n", fx.standard_keys())).expect("break config");
+    let refused = start(&bus, Who::Root, "");
+    assert_ne!(refused.code, Some(0), "{refused}");
+    refused.assert_stderr_contains(errors::CONFIG_INVALID);
+    refused.assert_stderr_contains(&cfg.display().to_string());
+    assert_eq!(fx.restic_snapshots().len(), 0);
+}
+
+#[test]
+fn backup_delegates_to_a_running_idle_daemon_and_exits_with_the_run_s_code() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    fx.write_unreadable_file("data/secret.txt");
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    // No --config-file: the daemon's config is the one that runs.
+    let out = bus.igotchuu(&fx).arg("backup").run();
+    out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    // restic could not read one file: 3, as a one-shot run would exit.
+    assert_eq!(out.code, Some(3), "{out}");
+    out.assert_stdout_contains("Backup complete.");
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    fx.assert_no_snapshot_left("after the delegated run");
+
+    // A member of `igotchuu` needs no sudo: not root, so it always asks the daemon (here by the
+    // group check, no polkitd on this bus).
+    let out = run(bus.cmd(Who::Member, BIN).arg("backup"));
+    out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    assert_eq!(out.code, Some(3), "{out}");
+    assert_eq!(fx.restic_snapshots().len(), 2);
+    fx.assert_no_snapshot_left("after the member's run");
+}
+
+#[test]
+fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+    let mut client = bus.igotchuu(&fx).arg("backup").spawn();
+    client.wait_for_path(&h.held);
+    client.signal(Signal::INT);
+    let out = client.wait(RUN_TIMEOUT);
+    out.assert_stderr_contains("D-Bus Stop");
+    assert_eq!(out.code, Some(130), "{out}");
+    fx.assert_no_snapshot_left("after the stopped run");
+    assert_no_mounts_left(&fx, "after the stopped run");
+    assert_eq!(fx.restic_snapshots().len(), 0);
+}
