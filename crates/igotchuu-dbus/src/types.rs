@@ -141,6 +141,12 @@ pub enum During {
 }
 
 impl During {
+    /// The `Error` signal's `during` back to its meaning: one of igotchuu's steps, else restic's
+    /// own word, kept as it is.
+    pub fn parse(word: &str) -> During {
+        Step::parse(word).map_or_else(|| During::Restic(word.to_owned()), During::Step)
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             During::Step(s) => s.as_str(),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use futures_util::StreamExt;
 use igotchuu_dbus::proxy::{BackupComplete, Error as ErrorSignal, Progress};
-use igotchuu_dbus::{During, ErrorEvent, IgotchuuProxy, Step, INTERFACE, NAME, PATH};
+use igotchuu_dbus::{During, ErrorEvent, IgotchuuProxy, INTERFACE, NAME, PATH};
 use tokio::sync::mpsc;
 use zbus::zvariant::OwnedValue;
 use zbus::{DBusError, MatchRule, MessageStream};
@@ -291,28 +291,11 @@ fn signal_event(msg: zbus::Message) -> Option<Event> {
             let a = s.args().ok()?;
             Some(Event::Error(ErrorEvent {
                 error: a.error.clone(),
-                during: during(&a.during),
+                during: During::parse(&a.during),
                 item: a.item.clone(),
             }))
         }
         _ => None,
-    }
-}
-
-fn during(word: &str) -> During {
-    const STEPS: [Step; 8] = [
-        Step::Setup,
-        Step::ExecBeforeSnapshot,
-        Step::Journal,
-        Step::Recovery,
-        Step::Snapshot,
-        Step::Mount,
-        Step::Restic,
-        Step::Cleanup,
-    ];
-    match STEPS.into_iter().find(|s| s.as_str() == word) {
-        Some(s) => During::Step(s),
-        None => During::Restic(word.to_owned()),
     }
 }
 

@@ -209,7 +209,7 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
                 if let Some(Ok(e)) = ErrorSignal::from_message(msg).map(|s| {
                     s.args().map(|a| ErrorEvent {
                         error: a.error.clone(),
-                        during: during(&a.during),
+                        during: During::parse(&a.during),
                         item: a.item.clone(),
                     })
                 }) {
@@ -248,23 +248,6 @@ fn began(running: &mut bool) {
         *running = true;
         say_err!("igotchuu: following the backup that just started");
     }
-}
-
-/// `during` back to its step, or restic's own word.
-fn during(word: &str) -> During {
-    [
-        Step::Setup,
-        Step::ExecBeforeSnapshot,
-        Step::Journal,
-        Step::Recovery,
-        Step::Snapshot,
-        Step::Mount,
-        Step::Restic,
-        Step::Cleanup,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == word)
-    .map_or_else(|| During::Restic(word.to_owned()), During::Step)
 }
 
 /// Handles State and LastOutcome; `Some(code)` once the run said how it ended.
@@ -324,8 +307,8 @@ mod tests {
 
     #[test]
     fn words_map_back_to_what_a_one_shot_run_gives() {
-        assert_eq!(during("archival"), During::Restic("archival".into()));
-        assert_eq!(during("recovery"), During::Step(Step::Recovery));
+        assert_eq!(During::parse("archival"), During::Restic("archival".into()));
+        assert_eq!(During::parse("recovery"), During::Step(Step::Recovery));
         assert_eq!(code_of(OutcomeKind::Partial), 3);
         assert_eq!(code_of(OutcomeKind::Interrupted), 130);
         assert_eq!(code_of(OutcomeKind::Crashed), exit::IGOTCHUU_FAILED);

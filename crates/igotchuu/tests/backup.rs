@@ -24,7 +24,7 @@ fn blocking_wrapper(fx: &Fixture, started: &Path, release: &Path, got_int: &Path
 }
 
 /// 1. The backup holds the content of the moment the snapshot was taken, even though files
-/// change, vanish and appear while restic runs.
+///    change, vanish and appear while restic runs.
 #[test]
 fn backup_holds_snapshot_time_content_while_files_change() {
     let Some(fx) = Fixture::new() else { return };
@@ -88,7 +88,7 @@ fn backup_holds_snapshot_time_content_while_files_change() {
 }
 
 /// 2. restic records the configured places, not the snapshot paths, so `restic restore`,
-/// `restic find` and incremental parents all work with the paths users know.
+///    `restic find` and incremental parents all work with the paths users know.
 #[test]
 fn restic_records_the_original_paths() {
     let Some(fx) = Fixture::new() else { return };
@@ -135,7 +135,7 @@ fn restic_records_the_original_paths() {
 }
 
 /// 3. The bind mounts exist only in igotchuu's private namespace: restic sees them, the host's
-/// mount table never does.
+///    mount table never does.
 #[test]
 fn host_never_sees_the_bind_mounts_but_restic_does() {
     let Some(fx) = Fixture::new() else { return };
@@ -209,7 +209,7 @@ fn snapshot_names_of_list(names: &[String], source_rel: &str) -> String {
 }
 
 /// 4. Backing up from a fresh snapshot each night stays incremental: a second run over unchanged
-/// data reads nothing again.
+///    data reads nothing again.
 #[test]
 fn unchanged_second_run_reports_every_file_unmodified() {
     let Some(fx) = Fixture::new() else { return };
@@ -513,7 +513,7 @@ fn dry_run_prints_the_plan_redacts_secrets_and_creates_nothing() {
 }
 
 /// 7. A second backup while one runs is refused, names the running one's PID, and takes no
-/// snapshot.
+///    snapshot.
 #[test]
 fn second_backup_while_one_runs_is_refused() {
     let Some(fx) = Fixture::new() else { return };

@@ -198,15 +198,18 @@ fn monitor_igotchuu_members(msgs: &[String]) -> Vec<String> {
 /// A stand-in for logind on the test bus: answers `Inhibit` with the write end of a pipe (or
 /// refuses), and records the calls. Whoever holds the write end holds the "lock"; the test keeps
 /// the read end to see in /proc who holds it and, by EOF, when it is released.
+/// The inhibitor calls the fake logind received: (what, who, why, mode).
+type Calls = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
 struct FakeLogind {
-    calls: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    calls: Calls,
     read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
     done: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct LogindManager {
-    calls: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    calls: Calls,
     read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
     refuse: bool,
 }

@@ -177,6 +177,9 @@ pub fn sh_wait_for(flag: &Path) -> String {
 /// A fake restic that touches `held` and waits for `go` (bounded, 60 s) before exec'ing the real
 /// restic: holds the run at a known point (snapshots mounted, restic "running", BackupStarted
 /// sent) until the test touches `go`.
+/// The threads reading a child's stdout and stderr.
+type Readers = (JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>);
+
 pub struct Hold {
     /// Put first in PATH ([`IgotchuuCmd::path_prepend`]).
     pub dir: PathBuf,
@@ -426,7 +429,7 @@ impl IgotchuuCmd {
 pub struct Running {
     pid: u32,
     child: Option<Child>,
-    readers: Option<(JoinHandle<Vec<u8>>, JoinHandle<Vec<u8>>)>,
+    readers: Option<Readers>,
     what: String,
 }
 
