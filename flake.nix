@@ -1,5 +1,5 @@
 {
-  description = "igotchuu: consistent restic backups of a live Linux system from read-only btrfs snapshots";
+  description = "igotchuu: consistent restic backups of a live Linux system from read-only btrfs or ZFS snapshots";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 

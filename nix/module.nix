@@ -36,7 +36,7 @@ let
         options = {
           source = mkOption {
             type = types.str;
-            description = "The btrfs subvolume to snapshot (absolute path).";
+            description = "The btrfs subvolume or mounted ZFS dataset to snapshot (absolute path).";
           };
           snapshot_location = mkOption {
             type = types.nullOr types.str;

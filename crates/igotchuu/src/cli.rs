@@ -10,9 +10,10 @@ use crate::config::DEFAULT_CONFIG_PATH;
 #[command(
     name = "igotchuu",
     version,
-    about = "Consistent restic backups of a live system from read-only btrfs snapshots",
-    long_about = "Consistent restic backups of a live system from read-only btrfs snapshots.\n\n\
-        igotchuu enters a private mount namespace, snapshots the configured btrfs subvolumes, \
+    about = "Consistent restic backups of a live system from read-only btrfs or ZFS snapshots",
+    long_about = "Consistent restic backups of a live system from read-only btrfs or ZFS snapshots.\n\n\
+        igotchuu enters a private mount namespace, snapshots the configured btrfs subvolumes \
+        and ZFS datasets (and those nested below them), \
         bind-mounts each snapshot over its original path (visible only inside that namespace), \
         runs `restic backup` on the original paths, and deletes the snapshots afterwards, \
         whatever happens.",
@@ -50,7 +51,7 @@ pub enum Command {
     /// `state_dir`) and list them. Every backup does this at its start, too.
     Cleanup,
     /// Validate the config and every profile, check that each snapshot source is a btrfs
-    /// subvolume and that restic can open the repository, and print the plan. Creates no
+    /// subvolume or a ZFS dataset and that restic can open the repository, and print the plan. Creates no
     /// snapshot and takes no lock: safe to run at any time.
     Check,
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
