@@ -148,7 +148,9 @@ fn daemon_start_refusals_are_shown_and_profiles_are_offered() {
 }
 
 /// The window's "Back up now" (its `backup-now` action, as the button activates it) starts a
-/// real backup through the daemon; screenshots of the daemon's idle window before and after.
+/// real backup through the daemon; screenshots of the daemon's idle window before, of the run,
+/// and of the idle window after (README's docs/screenshots/idle.png is that last one). The
+/// config has a profile, so the idle window offers the choice of profile beside the button.
 #[test]
 fn back_up_now_in_the_window_starts_a_real_backup() {
     let Some(fx) = setup() else { return };
@@ -156,25 +158,54 @@ fn back_up_now_in_the_window_starts_a_real_backup() {
         return;
     };
     let data = subvolume_with_files(&fx, "data", 5);
+    // 16 MiB uploaded at 2 MiB/s: a run long enough to see (and screenshot) running.
+    fx.write_file("data/big.bin", support::noise(16 << 20));
     let bus = Bus::start(Policy::Shipped);
-    let cfg = fx.write_config(&places(&[&data]));
+    let cfg = fx.write_config(&format!(
+        "{}restic_args = {}\n[profiles.home]\nplaces = [{}]\n",
+        places(&[&data]),
+        common::toml_list(&["--limit-upload", "2048"]),
+        common::toml_str(&data)
+    ));
     let _d = daemon(&fx, &bus, &cfg);
     desk.start_monitor(&bus, &[]);
     let window = desk.window();
+    let dir = screenshot_dir();
     desk.wait_for_screen("idle, no run yet", |s| s == "idle:none");
-    let before = desk.screenshot(&window, &screenshot_dir().join("daemon-idle-never.png"));
+    let before = desk.screenshot(&window, &dir.join("daemon-idle-never.png"));
     assert!(fx.restic_snapshots().is_empty());
 
     desk.activate("backup-now");
+    desk.wait_for_screen("running with progress", |s| {
+        s == "running:Backing up:progress"
+    });
+    // The bar moves: one shot, no waiting for a still frame.
+    let running = desk.screenshot_now(&window, &dir.join("daemon-running.png"));
     desk.wait_for_screen("idle after the backup", |s| s == "idle:success");
     assert_eq!(
         fx.restic_snapshots().len(),
         1,
         "restic stored the backup Back up now started"
     );
-    let after = desk.screenshot(&window, &screenshot_dir().join("daemon-idle.png"));
-    assert!(colours(&after) > 2);
-    assert!(support::desktop::differing_pixels(&before, &after) > 0);
+    let after = desk.screenshot(&window, &dir.join("daemon-idle.png"));
+
+    let shots = [
+        ("idle before", before),
+        ("running", running),
+        ("idle after", after),
+    ];
+    for (name, p) in &shots {
+        let n = colours(p);
+        assert!(n > 2, "{name}: {} has {n} colours: blank", p.display());
+    }
+    for (i, (a, pa)) in shots.iter().enumerate() {
+        for (b, pb) in &shots[i + 1..] {
+            assert!(
+                support::desktop::differing_pixels(pa, pb) > 0,
+                "the {a} and {b} screenshots are the same"
+            );
+        }
+    }
 }
 
 /// A profile chosen for "Back up now" (the `backup-profile` action, as scripts use it) is the
