@@ -214,7 +214,10 @@ impl Window {
             .application(app)
             .title(WINDOW_TITLE)
             .default_width(520)
-            .default_height(720)
+            // Tall enough for the idle page of the usual install (the daemon, its timer, a
+            // profile): the last run's facts, the next run, the profile and "Back up now"
+            // without scrolling.
+            .default_height(768)
             .content(&content)
             .build();
         Window {

@@ -18,7 +18,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::bus::{self, Bus, Policy, Who};
+use common::bus::{self, Bus, Extras, Policy, Who};
 use common::{places, subvolume_with_files, Fixture, Running, WAIT_TIMEOUT};
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
@@ -54,6 +54,107 @@ fn daemon(fx: &Fixture, bus: &Bus, cfg: &Path) -> Running {
             "igotchuu daemon does not answer on the bus: {st}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A stand-in for systemd's igotchuu.timer on the private bus: `Manager.GetUnit` and the
+/// timer's `NextElapseUSecRealtime`, all the daemon's `NextRun` asks (src/schedule.rs). No
+/// systemd can serve a private test bus (and the test machines have none as PID 1), so this is
+/// the one fake here; the bus must load /usr/share/dbus-1/system.d (systemd's policy lets root
+/// own the name). Serves until dropped.
+struct TimerStandIn {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const TIMER_PATH: &str = "/org/freedesktop/systemd1/unit/igotchuu_2etimer";
+
+struct Manager;
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl Manager {
+    #[zbus(name = "GetUnit")]
+    fn get_unit(&self, name: &str) -> zbus::fdo::Result<zbus::zvariant::OwnedObjectPath> {
+        if name != "igotchuu.timer" {
+            return Err(zbus::fdo::Error::Failed(format!("Unit {name} not loaded.")));
+        }
+        zbus::zvariant::OwnedObjectPath::try_from(TIMER_PATH)
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+}
+
+struct Timer {
+    next_usec: u64,
+}
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Timer")]
+impl Timer {
+    #[zbus(
+        property(emits_changed_signal = "false"),
+        name = "NextElapseUSecRealtime"
+    )]
+    fn next_elapse(&self) -> u64 {
+        self.next_usec
+    }
+}
+
+impl TimerStandIn {
+    /// Serves igotchuu.timer, next elapsing at `next` (Unix seconds), on `bus`.
+    fn start(bus: &Bus, next: u64) -> TimerStandIn {
+        let address = bus.address.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let conn = async {
+                    zbus::connection::Builder::address(address.as_str())?
+                        .serve_at("/org/freedesktop/systemd1", Manager)?
+                        .serve_at(
+                            TIMER_PATH,
+                            Timer {
+                                next_usec: next * 1_000_000,
+                            },
+                        )?
+                        .name("org.freedesktop.systemd1")?
+                        .build()
+                        .await
+                }
+                .await;
+                let ok = conn.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                let _ = ready_tx.send(ok);
+                if conn.is_ok() {
+                    let _ = stopped.await;
+                }
+            });
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!(
+                "the stand-in for systemd cannot own org.freedesktop.systemd1 on the test bus \
+                 (is systemd's D-Bus policy in /usr/share/dbus-1/system.d? scripts/setup \
+                 installs systemd): {e}"
+            ),
+            Err(_) => panic!("the stand-in for systemd died"),
+        }
+        TimerStandIn {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TimerStandIn {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -160,7 +261,20 @@ fn back_up_now_in_the_window_starts_a_real_backup() {
     let data = subvolume_with_files(&fx, "data", 5);
     // 16 MiB uploaded at 2 MiB/s: a run long enough to see (and screenshot) running.
     fx.write_file("data/big.bin", support::noise(16 << 20));
-    let bus = Bus::start(Policy::Shipped);
+    let bus = Bus::start_with(
+        Policy::Shipped,
+        Extras {
+            system_policies: true,
+            ..Extras::default()
+        },
+    );
+    // The next scheduled run, 6 hours from now, as systemd would give it.
+    let next = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 6 * 3600;
+    let _timer = TimerStandIn::start(&bus, next);
     let cfg = fx.write_config(&format!(
         "{}restic_args = {}\n[profiles.home]\nplaces = [{}]\n",
         places(&[&data]),
@@ -188,6 +302,12 @@ fn back_up_now_in_the_window_starts_a_real_backup() {
         "restic stored the backup Back up now started"
     );
     let after = desk.screenshot(&window, &dir.join("daemon-idle.png"));
+    // What the idle window showed, from the view model on the same bus: the timer's next run
+    // came through the daemon's NextRun.
+    let w = Watch::start(&bus);
+    let idle = idle_with(&w, OutcomeKind::Success);
+    // 6 hours less the test's own minutes.
+    assert_eq!(idle.next_run.as_deref(), Some("in 5 hours"), "{idle:?}");
 
     let shots = [
         ("idle before", before),
