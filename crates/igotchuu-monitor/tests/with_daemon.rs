@@ -1,9 +1,8 @@
 //! The monitor against `igotchuu daemon` (issue 9: the long-running owner of the name, with
 //! `Start`, `Profiles`, `LastRun*`, `LastSuccess`, `NextRun`, served while idle too).
 //!
-//! THESE NEED THE DAEMON. Until `igotchuu daemon` is merged they fail (the tool has no `daemon`
-//! subcommand, or its properties are missing): that is expected. Everything that works with
-//! one-shot runs is tested in headless.rs, window.rs and notifications.rs.
+//! Everything that works with one-shot runs (no daemon) is tested in headless.rs, window.rs and
+//! notifications.rs.
 //!
 //! The daemon runs as `igotchuu -c CONFIG daemon` on the private system bus (the bus given by
 //! DBUS_SYSTEM_BUS_ADDRESS) with the shipped policy; the monitor runs as root (Start's polkit and
