@@ -31,9 +31,11 @@ sleep 1
 echo "idle RSS after start: $(rss)"
 for i in $(seq "$n"); do
   call com.nyantec.igotchuu1.Start '' >/dev/null
-  # Until the run's LastOutcome arrives.
+  # Until this run's BackupStarted was seen and its child process is gone (the daemon clears
+  # LastOutcome when a run starts, so counting LastOutcome changes would stop too early).
   for _ in $(seq 1200); do
-    [ "$(grep -c '"LastOutcome"' "$work/monitor" || true)" -ge "$i" ] && break
+    [ "$(grep -c 'member=BackupStarted' "$work/monitor" || true)" -ge "$i" ] &&
+      ! pgrep -P "$daemon_pid" >/dev/null && break
     sleep 0.05
   done
 done
