@@ -44,6 +44,11 @@ impl Daemon {
         let mut signals = publish::Signals::new(self.signals.clone());
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ended = false;
+        // `Finished` and what follows it wait until the child has exited: the child writes its
+        // status record (record.rs) after `Finished`, just before it exits, and clients read
+        // `LastExitCode` when `LastOutcome` changes (`igotchuu backup` delegating, `watch`), so
+        // the outcome must not reach the bus before the record is on disk.
+        let mut deferred: Vec<Event> = Vec::new();
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) if line.is_empty() => {}
@@ -51,7 +56,11 @@ impl Daemon {
                     Ok(w) => {
                         let event = w.into_event();
                         ended |= matches!(event, Event::Finished(_));
-                        signals.on_event(&event);
+                        if ended {
+                            deferred.push(event);
+                        } else {
+                            signals.on_event(&event);
+                        }
                     }
                     Err(e) => say_err!(
                         "igotchuu: warning: run {}: unreadable event from the backup process: {e}",
@@ -70,6 +79,9 @@ impl Daemon {
         }
         let status = child.wait().await;
         *guard(&self.current) = None;
+        for event in &deferred {
+            signals.on_event(event);
+        }
         let code = status.as_ref().ok().and_then(|s| s.code());
         if !ended {
             self.died(&mut signals, &run, status);
