@@ -1764,7 +1764,7 @@ restic_args = ["--one-file-system", "--limit-upload", "1"]
         ("igotchuu@hook.service", "[Service]\nDevicePolicy=closed", "exec_before_snapshot"),
         ("igotchuu@hook.service", "[Service]\nPrivateUsers=yes", "exec_before_snapshot"),
         ("igotchuu.service", "[Service]\nRestrictNamespaces=yes", "mount namespace"),
-        ("igotchuu.service", "[Service]\nProtectHome=yes", "not on a btrfs filesystem"),
+        ("igotchuu.service", "[Service]\nProtectHome=yes", "it is on neither btrfs nor ZFS"),
         ("igotchuu.service", "[Service]\nProtectSystem=strict", "Read-only file system"),
         ("igotchuu@modules.service", "[Service]\nProtectKernelModules=yes", "restic"),
         (
