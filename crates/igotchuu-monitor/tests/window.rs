@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use common::bus::{self, Bus, Policy};
 use common::{places, subvolume_with_files, toml_list, Fixture, RUN_TIMEOUT};
-use support::desktop::{colours, differing_pixels, screenshot_dir, Desktop};
+use support::desktop::{assert_distinct_screenshots, colours, screenshot_dir, Desktop};
 use support::tool_built;
 
 /// A config like the fixture's, but with a password restic refuses: restic fails.
@@ -124,18 +124,7 @@ fn the_window_shows_not_installed_running_stopped_idle_and_failed() {
     shoot(&desk, "failed");
 
     let shots = shots.into_inner();
-    for (name, p) in &shots {
-        let n = colours(p);
-        assert!(n > 2, "{name}: {} has {n} colours: blank", p.display());
-    }
-    for (i, (a, pa)) in shots.iter().enumerate() {
-        for (b, pb) in &shots[i + 1..] {
-            assert!(
-                differing_pixels(pa, pb) > 0,
-                "the {a} and {b} screenshots are the same"
-            );
-        }
-    }
+    assert_distinct_screenshots(&shots);
 }
 
 /// A user outside the group `igotchuu`, with a desktop session of their own, while a backup

@@ -22,7 +22,7 @@ use common::{places, subvolume_with_files, Fixture, Running, WAIT_TIMEOUT};
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
 use igotchuu_monitor::model::{Screen, StartAbility};
-use support::desktop::{colours, screenshot_dir, Desktop};
+use support::desktop::{screenshot_dir, Desktop};
 use support::{tool_built, Watch};
 
 fn setup() -> Option<Fixture> {
@@ -313,18 +313,7 @@ fn back_up_now_in_the_window_starts_a_real_backup() {
         ("running", running),
         ("idle after", after),
     ];
-    for (name, p) in &shots {
-        let n = colours(p);
-        assert!(n > 2, "{name}: {} has {n} colours: blank", p.display());
-    }
-    for (i, (a, pa)) in shots.iter().enumerate() {
-        for (b, pb) in &shots[i + 1..] {
-            assert!(
-                support::desktop::differing_pixels(pa, pb) > 0,
-                "the {a} and {b} screenshots are the same"
-            );
-        }
-    }
+    support::desktop::assert_distinct_screenshots(&shots);
 }
 
 /// A profile chosen for "Back up now" (the `backup-profile` action, as scripts use it) is the

@@ -415,3 +415,21 @@ pub fn screenshot_dir() -> PathBuf {
     std::fs::create_dir_all(&d).expect("mkdir target/monitor-screenshots");
     d
 }
+
+/// Each screenshot has more than two colours (is not blank) and differs from every other one:
+/// what the window drew changed with each state.
+pub fn assert_distinct_screenshots<N: std::fmt::Display, P: AsRef<Path>>(shots: &[(N, P)]) {
+    for (name, p) in shots {
+        let p = p.as_ref();
+        let n = colours(p);
+        assert!(n > 2, "{name}: {} has {n} colours: blank", p.display());
+    }
+    for (i, (a, pa)) in shots.iter().enumerate() {
+        for (b, pb) in &shots[i + 1..] {
+            assert!(
+                differing_pixels(pa.as_ref(), pb.as_ref()) > 0,
+                "the {a} and {b} screenshots are the same"
+            );
+        }
+    }
+}
