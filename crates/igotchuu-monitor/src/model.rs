@@ -241,6 +241,9 @@ impl Model {
                 self.apply_properties(p);
             }
             Event::Changed(p) => {
+                // Only the name's owner sends these: it is there, even if the answer to the GetAll
+                // asked when it appeared has not come yet (a fast run's first phases come first).
+                self.reach = Reach::Present;
                 // A new LastOutcome is the end of a run, whether or not State said idle first.
                 let ended =
                     p.state.is_none() && p.last_outcome.as_ref().is_some_and(|w| !w.is_empty());
@@ -666,6 +669,24 @@ mod tests {
         assert_eq!(m.screen(0), Screen::NotAllowed);
         m.apply(Event::NoBus("no socket".into()));
         assert_eq!(m.screen(0), Screen::NoBus("no socket".into()));
+    }
+
+    /// A fast run's first phases can arrive before the answer to the GetAll asked when the name
+    /// appeared: they are shown, not dropped behind "not installed".
+    #[test]
+    fn phases_before_the_first_getall_reply_are_shown() {
+        let mut m = Model::new();
+        m.apply(Event::Absent);
+        assert_eq!(m.screen(0), Screen::NotInstalled);
+        m.apply(Event::Changed(props(|p| {
+            p.state = Some("preparing".into())
+        })));
+        assert_ne!(m.screen(0), Screen::NotInstalled);
+        assert!(
+            format!("{:?}", m.screen(0)).contains("Preparing"),
+            "{:?}",
+            m.screen(0)
+        );
     }
 
     #[test]
