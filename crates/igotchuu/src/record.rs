@@ -54,9 +54,8 @@ fn marker_path(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join(format!("running-{run_id}.json"))
 }
 
-/// Removes the marker of a run that someone else has recorded (the daemon, when its child died
-/// without recording itself), so that the next run's recovery does not record it a second time.
-pub fn forget_marker(state_dir: &Path, run_id: &str) {
+/// Removes the marker of a run recorded by someone else ([`record_for`]).
+fn forget_marker(state_dir: &Path, run_id: &str) {
     let _ = fs::remove_file(marker_path(state_dir, run_id));
 }
 
@@ -316,27 +315,41 @@ impl Recording {
 
 /// Appends `record` to status.json, group `igotchuu`. Giving a file to a group takes CAP_CHOWN
 /// (root is not a member): without it (a unit that drops it) the file stays root's alone, with a
-/// warning, rather than the run going unrecorded.
+/// warning, rather than the run going unrecorded. An invalid old file is replaced, with a warning.
 fn append(state_dir: &Path, record: RunRecord, events: &mut Events) -> io::Result<()> {
     make_reachable(state_dir)?;
-    if let Err(e @ status::StatusError::Invalid { .. }) = status::load(state_dir) {
+    let replaced = match group_gid() {
+        None => status::append(state_dir, record, None)?,
+        Some(gid) => match status::append(state_dir, record.clone(), Some(gid)) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                events.warning(format!(
+                    "cannot give {} to group `{}`: {e}; only root can read it now (under \
+                     systemd, the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
+                    status::path(state_dir).display(),
+                    igotchuu_dbus::GROUP
+                ));
+                status::append(state_dir, record, None)?
+            }
+            r => r?,
+        },
+    };
+    if let Some(e @ status::StatusError::Invalid { .. }) = replaced {
         events.warning(format!("{e}: replaced, the runs it held are lost"));
     }
-    let Some(gid) = group_gid() else {
-        return status::append(state_dir, record, None);
-    };
-    match status::append(state_dir, record.clone(), Some(gid)) {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-            events.warning(format!(
-                "cannot give {} to group `{}`: {e}; only root can read it now (under systemd, \
-                 the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
-                status::path(state_dir).display(),
-                igotchuu_dbus::GROUP
-            ));
-            status::append(state_dir, record, None)
-        }
-        r => r,
-    }
+    Ok(())
+}
+
+/// Records a run whose end someone else saw (the daemon, when its child died without recording
+/// itself) the way a run records itself ([`append`]: the group, the CAP_CHOWN fallback), and
+/// removes that run's marker so the next run's recovery does not record it a second time.
+/// Warnings go to stderr (the daemon's journal).
+pub fn record_for(state_dir: &Path, record: RunRecord) -> io::Result<()> {
+    let run_id = record.run_id.clone();
+    let mut events = Events::new();
+    events.subscribe(Box::new(crate::terminal::Terminal::new(false)));
+    append(state_dir, record, &mut events)?;
+    forget_marker(state_dir, &run_id);
+    Ok(())
 }
 
 /// Turns the markers of runs whose process is gone into `crashed` records. Called by recovery

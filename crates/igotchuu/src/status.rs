@@ -214,14 +214,23 @@ pub fn load(state_dir: &Path) -> Result<StatusFile, StatusError> {
 /// group `gid` (the `igotchuu` group; `None` where it does not exist: root's group).
 ///
 /// An unreadable or invalid old file is replaced rather than kept failing every run: the history
-/// it held is lost, which the caller reports as a warning (the `Err` of the load).
-pub fn append(state_dir: &Path, run: RunRecord, gid: Option<u32>) -> io::Result<()> {
-    let mut file = load(state_dir).unwrap_or_default();
+/// it held is lost. Why the old file could not be read is returned, for the caller to warn about;
+/// `None` when it was read (or did not exist).
+pub fn append(
+    state_dir: &Path,
+    run: RunRecord,
+    gid: Option<u32>,
+) -> io::Result<Option<StatusError>> {
+    let (mut file, unreadable) = match load(state_dir) {
+        Ok(f) => (f, None),
+        Err(e) => (StatusFile::default(), Some(e)),
+    };
     file.format = FORMAT;
     file.runs.push(run);
     let excess = file.runs.len().saturating_sub(KEEP);
     file.runs.drain(..excess);
-    write(state_dir, &file, gid)
+    write(state_dir, &file, gid)?;
+    Ok(unreadable)
 }
 
 /// Temp file (0640, NOFOLLOW), fsync, rename, fsync of the directory.

@@ -135,23 +135,12 @@ impl Daemon {
             snapshot_id: String::new(),
             errors: vec![msg],
         };
-        match status::append(&run.state_dir, record, igotchuu_gid()) {
-            // Recorded here, so not again as `crashed` by the next run's recovery.
-            Ok(()) => crate::record::forget_marker(&run.state_dir, &run.run_id),
-            Err(e) => say_err!(
+        if let Err(e) = crate::record::record_for(&run.state_dir, record) {
+            say_err!(
                 "igotchuu: warning: cannot record run {} in {}: {e}",
                 run.run_id,
                 status::path(&run.state_dir).display()
-            ),
+            );
         }
     }
-}
-
-/// The group the status file is readable by; `None` where it does not exist.
-fn igotchuu_gid() -> Option<u32> {
-    use crate::dbus::auth::UserDb;
-    crate::dbus::auth::Nss
-        .group_gid(igotchuu_dbus::GROUP)
-        .ok()
-        .flatten()
 }
