@@ -593,3 +593,220 @@ fn utc(t: i64) -> String {
         .format(&fmt)
         .expect("formattable")
 }
+
+// ------------------------------------------------------------------------------------------------
+// metrics_file in a directory another user owns (issue 16 §1)
+// ------------------------------------------------------------------------------------------------
+
+/// The Debian layout: `lib` (like /var/lib/prometheus) and `lib/node-exporter` belong to alice
+/// (the exporter's user), `metrics_file` is `lib/node-exporter/igotchuu.prom`. Root's own
+/// directory `vroot/node-exporter` holds the file `keep`: where alice would like root's file
+/// to go. Her old metrics file carries a command for whoever sources it.
+struct Metrics {
+    fx: Fixture,
+    cfg: PathBuf,
+    lib: PathBuf,
+    exporter: PathBuf,
+    prom: PathBuf,
+    vroot: PathBuf,
+    victim: PathBuf,
+}
+
+const INJECTED: &str =
+    "igotchuu_last_run_exit_code{profile=\"zz\"} 0; echo INJECTED > /tmp/pwned #\n";
+
+fn metrics_setup() -> Option<Metrics> {
+    if !have(&["setpriv", "inotifywait"]) {
+        return None;
+    }
+    let fx = Fixture::new()?;
+    chmod(&fx.scratch.root, 0o711);
+    let data = subvolume_with_files(&fx, "data", 2);
+    let lib = fx.path("lib");
+    let exporter = lib.join("node-exporter");
+    std::fs::create_dir_all(&exporter).expect("mkdir lib/node-exporter");
+    let prom = exporter.join("igotchuu.prom");
+    std::fs::write(&prom, INJECTED).expect("write the old file");
+    chown_r(&lib, ALICE);
+    let vroot = fx.path("vroot");
+    let victim = vroot.join("node-exporter");
+    std::fs::create_dir_all(&victim).expect("mkdir victim");
+    std::fs::write(victim.join("keep"), "root's\n").expect("write keep");
+    let cfg = fx.write_config(&format!(
+        "{}metrics_file = {}\n",
+        places(&[&data]),
+        toml_str(&prom)
+    ));
+    Some(Metrics {
+        fx,
+        cfg,
+        lib,
+        exporter,
+        prom,
+        vroot,
+        victim,
+    })
+}
+
+impl Metrics {
+    fn assert_unharmed(&self, out: &RunOutput, context: &str) {
+        assert_eq!(
+            walk(&self.victim),
+            vec![self.victim.join("keep")],
+            "{context}: root wrote into the victim directory\n{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.victim.join("keep")).unwrap(),
+            "root's\n"
+        );
+        assert_eq!(walk(&self.vroot).len(), 2, "{context}: vroot changed\n{out}");
+        // Whatever root wrote, wherever: never alice's text.
+        for p in walk(&self.fx.scratch.root) {
+            if p.extension().is_some_and(|e| e == "prom")
+                && std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&p).unwrap())
+                    == 0
+            {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                assert!(
+                    !text.contains("INJECTED") && !text.contains("zz"),
+                    "{context}: alice's line reached root's {}:\n{text}\n{out}",
+                    p.display()
+                );
+            }
+        }
+        // The backup itself is not failed by the metrics file.
+        out.assert_code(0);
+        assert_no_mounts_left(&self.fx, context);
+        self.fx.assert_no_snapshot_left(context);
+    }
+
+    /// Puts alice's directories back: every `X.real` renamed back over the link at `X`.
+    fn restore(&self) {
+        for p in [&self.exporter, &self.lib] {
+            let real = PathBuf::from(format!("{}.real", p.display()));
+            if real.exists() {
+                let _ = std::fs::remove_file(p);
+                std::fs::rename(&real, p).expect("restore");
+            }
+        }
+    }
+}
+
+/// alice swaps `node-exporter` (or `lib`) for a symlink to root's directory before the run:
+/// the backup succeeds, the metrics file is not written, and the run says why, naming the link,
+/// and names the directories alice owns. `check` says the same (FAIL, and one `warn:` per
+/// directory of hers once the link is gone). With her directories back, the file is written
+/// there, without her old line.
+#[test]
+fn a_symlinked_metrics_directory_is_not_followed() {
+    let Some(m) = metrics_setup() else { return };
+    let exporter = m.exporter.display().to_string();
+    let lib = m.lib.display().to_string();
+    for (swapped, target) in [(&exporter, &m.victim), (&lib, &m.vroot)] {
+        as_alice_ok(&format!(
+            "mv {swapped} {swapped}.real && ln -s {} {swapped}",
+            target.display()
+        ));
+        let out = m.fx.run(&m.cfg, &["backup"]);
+        out.assert_stderr_contains(&format!(
+            "the metrics file {} was NOT written: {swapped} is a symbolic link",
+            m.prom.display()
+        ));
+        m.assert_unharmed(&out, &format!("{swapped} → root's directory"));
+        let check = m.fx.run(&m.cfg, &["check"]);
+        check.assert_stdout_contains(&format!(
+            "FAIL: the metrics file {} was NOT written: {swapped} is a symbolic link",
+            m.prom.display()
+        ));
+        m.restore();
+    }
+    let out = m.fx.run(&m.cfg, &["backup"]);
+    m.assert_unharmed(&out, "alice's directories back");
+    out.assert_stderr_contains(&format!(
+        "the directory {lib} on the way to metrics_file {} belongs to",
+        m.prom.display()
+    ));
+    out.assert_stderr_contains("(uid 65534), who can replace or remove the metrics file");
+    let text = std::fs::read_to_string(&m.prom).unwrap();
+    assert!(
+        text.contains("igotchuu_last_run_exit_code{profile=\"\"} 0\n"),
+        "{text}"
+    );
+    let check = m.fx.run(&m.cfg, &["check"]);
+    check.assert_stdout_contains(&format!("warn: the directory {lib} on the way"));
+    check.assert_stdout_contains(&format!("warn: the directory {exporter} on the way"));
+}
+
+/// Races timed by inotify, as in the issue: the moment root opens the old metrics file, alice
+/// swaps `node-exporter` or `lib` for a symlink leading to root's directory. Root writes only in
+/// the directory it reached (now alice's `…​.real`), never through the link, and never copies
+/// her line.
+#[test]
+fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
+    let Some(m) = metrics_setup() else { return };
+    let exporter = m.exporter.display().to_string();
+    let lib = m.lib.display().to_string();
+    let prom = m.prom.display().to_string();
+    let mut outcomes = Vec::new();
+    for (swapped, target) in [(&exporter, &m.victim), (&lib, &m.vroot)] {
+        let what = format!("{swapped} swapped on the open of the old file");
+        let ready = m.fx.path("watching");
+        let _ = std::fs::remove_file(&ready);
+        let racer = Command::new("setpriv")
+            .args([
+                &format!("--reuid={ALICE}"),
+                &format!("--regid={ALICE}"),
+                "--clear-groups",
+                "sh",
+                "-c",
+                &format!(
+                    "inotifywait -e open {prom} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {} {swapped}",
+                    target.display(),
+                    ready = sh_quote(&ready)
+                ),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("racer");
+        let mut racer = KillOnDrop(racer);
+        assert!(
+            wait_for(
+                || std::fs::read_to_string(&ready).is_ok_and(|s| s.contains("Watches established"))
+            ),
+            "inotifywait never set up its watch"
+        );
+        let out = m.fx.run(&m.cfg, &["backup"]);
+        let fired = wait_for(|| racer.0.try_wait().is_ok_and(|s| s.is_some()));
+        assert!(fired, "{what}: the racer never fired\n{out}");
+        outcomes.push(format!(
+            "{what}: exit {:?}, metrics {}",
+            out.code,
+            if out.stderr.contains("was NOT written") {
+                "refused at the end"
+            } else {
+                "written"
+            }
+        ));
+        m.assert_unharmed(&out, &what);
+        // Root's write went on in the directory it had reached, which alice has renamed: the
+        // file there is root's now (it was hers).
+        let reached = PathBuf::from(format!("{exporter}.real"));
+        let reached = if reached.exists() {
+            reached.join("igotchuu.prom")
+        } else {
+            PathBuf::from(format!("{lib}.real/node-exporter/igotchuu.prom"))
+        };
+        let md = std::fs::symlink_metadata(&reached).unwrap_or_else(|e| {
+            panic!("{what}: {}: {e}\n{out}", reached.display())
+        });
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&md),
+            0,
+            "{what}: root's file is not in the directory it reached\n{out}"
+        );
+        m.restore();
+        std::fs::write(&m.prom, INJECTED).unwrap();
+        chown_r(&m.prom, ALICE);
+    }
+    eprintln!("race outcomes:\n  {}", outcomes.join("\n  "));
+}
