@@ -253,6 +253,21 @@ fn first_missing(path: &Path) -> PathBuf {
         .to_owned()
 }
 
+/// `name` as one entry of a directory: a name with a `/` (or `.`, `..`) would reach past the
+/// directory the fd stands for, through components nobody checked.
+fn leaf(name: &Path) -> io::Result<&Path> {
+    let mut c = name.components();
+    match (c.next(), c.next()) {
+        (Some(Component::Normal(_)), None) if !name.as_os_str().as_encoded_bytes().contains(&b'/') => {
+            Ok(name)
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a plain file name", name.display()),
+        )),
+    }
+}
+
 impl Dir {
     /// The path the directory was reached by (messages only: it may lead elsewhere by now).
     pub fn path(&self) -> &Path {
@@ -300,6 +315,7 @@ impl Dir {
     /// The subdirectory `name`, never through a symlink; created with exactly `create` when
     /// missing and `create` is given (else `NotFound`).
     pub fn subdir(&self, name: &str, create: Option<u32>) -> io::Result<Dir> {
+        leaf(Path::new(name))?;
         let path = self.show(name);
         let ctx = |e: Errno| io::Error::new(io::Error::from(e).kind(), format!("{}: {}", path.display(), io::Error::from(e)));
         let fd = match rustix::fs::openat(&self.fd, name, WALK, Mode::empty()) {
@@ -339,7 +355,7 @@ impl Dir {
     pub fn stat_at(&self, name: impl AsRef<Path>) -> io::Result<Stat> {
         Ok(rustix::fs::statat(
             &self.fd,
-            name.as_ref(),
+            leaf(name.as_ref())?,
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
@@ -350,7 +366,7 @@ impl Dir {
     pub fn read(&self, name: impl AsRef<Path>, max: u64) -> io::Result<Option<Vec<u8>>> {
         let fd = match rustix::fs::openat(
             &self.fd,
-            name.as_ref(),
+            leaf(name.as_ref())?,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
@@ -384,7 +400,7 @@ impl Dir {
 
     /// Removes the entry `name` (never what a link there points to); a missing one is fine.
     pub fn remove(&self, name: impl AsRef<Path>) -> io::Result<()> {
-        match rustix::fs::unlinkat(&self.fd, name.as_ref(), AtFlags::empty()) {
+        match rustix::fs::unlinkat(&self.fd, leaf(name.as_ref())?, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -394,7 +410,7 @@ impl Dir {
     pub fn open_lock_file(&self, name: impl AsRef<Path>) -> io::Result<File> {
         let fd = rustix::fs::openat(
             &self.fd,
-            name.as_ref(),
+            leaf(name.as_ref())?,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
@@ -412,6 +428,7 @@ impl Dir {
         mode: u32,
         gid: Option<u32>,
     ) -> io::Result<()> {
+        leaf(Path::new(name))?;
         let tmp = format!(".{name}.tmp");
         // A fresh file, never an existing one: whoever can write the directory (node_exporter's
         // may be another user's) could have left a hard link to a file of root's under that
@@ -467,6 +484,10 @@ mod tests {
         assert_eq!(d.read("nope", 9).expect("read"), None);
         d.remove("f").expect("remove");
         d.remove("f").expect("a missing file is fine");
+        for bad in ["../f", "a/b", "..", ".", "/f", "f/"] {
+            assert!(d.write_atomically(bad, b"x", 0o600, None).is_err(), "{bad}");
+            assert!(d.remove(bad).is_err(), "{bad}");
+        }
     }
 
     /// A symlink at the file's name or its temporary name is replaced, never followed, and the

@@ -598,15 +598,21 @@ fn utc(t: i64) -> String {
 // metrics_file in a directory another user owns (issue 16 §1)
 // ------------------------------------------------------------------------------------------------
 
-/// The Debian layout: `lib` (like /var/lib/prometheus) and `lib/node-exporter` belong to alice
-/// (the exporter's user), `metrics_file` is `lib/node-exporter/igotchuu.prom`. Root's own
-/// directory `vroot/node-exporter` holds the file `keep`: where alice would like root's file
-/// to go. Her old metrics file carries a command for whoever sources it.
+/// The Debian layout, one level deeper: `lib` (in root's directory, like /var/lib),
+/// `lib/prometheus` and `lib/prometheus/node-exporter` belong to alice (the exporter's user),
+/// `metrics_file` is `lib/prometheus/node-exporter/igotchuu.prom`; alice can swap each of the
+/// two directories below her `lib`. Root's own directory `vroot/node-exporter` holds the file
+/// `keep`: where alice would like root's file to go. Her old metrics file carries a command for
+/// whoever sources it.
 struct Metrics {
     fx: Fixture,
     cfg: PathBuf,
     lib: PathBuf,
+    /// `lib/prometheus`.
+    mid: PathBuf,
     exporter: PathBuf,
+    /// A scratch directory of alice's.
+    alice_tmp: PathBuf,
     prom: PathBuf,
     vroot: PathBuf,
     victim: PathBuf,
@@ -623,11 +629,15 @@ fn metrics_setup() -> Option<Metrics> {
     chmod(&fx.scratch.root, 0o711);
     let data = subvolume_with_files(&fx, "data", 2);
     let lib = fx.path("lib");
-    let exporter = lib.join("node-exporter");
-    std::fs::create_dir_all(&exporter).expect("mkdir lib/node-exporter");
+    let mid = lib.join("prometheus");
+    let exporter = mid.join("node-exporter");
+    std::fs::create_dir_all(&exporter).expect("mkdir lib/prometheus/node-exporter");
     let prom = exporter.join("igotchuu.prom");
     std::fs::write(&prom, INJECTED).expect("write the old file");
     chown_r(&lib, ALICE);
+    let alice_tmp = fx.path("alice-tmp");
+    std::fs::create_dir(&alice_tmp).expect("mkdir alice-tmp");
+    chown_r(&alice_tmp, ALICE);
     let vroot = fx.path("vroot");
     let victim = vroot.join("node-exporter");
     std::fs::create_dir_all(&victim).expect("mkdir victim");
@@ -641,7 +651,9 @@ fn metrics_setup() -> Option<Metrics> {
         fx,
         cfg,
         lib,
+        mid,
         exporter,
+        alice_tmp,
         prom,
         vroot,
         victim,
@@ -682,7 +694,7 @@ impl Metrics {
 
     /// Puts alice's directories back: every `X.real` renamed back over the link at `X`.
     fn restore(&self) {
-        for p in [&self.exporter, &self.lib] {
+        for p in [&self.exporter, &self.mid] {
             let real = PathBuf::from(format!("{}.real", p.display()));
             if real.exists() {
                 let _ = std::fs::remove_file(p);
@@ -692,7 +704,7 @@ impl Metrics {
     }
 }
 
-/// alice swaps `node-exporter` (or `lib`) for a symlink to root's directory before the run:
+/// alice swaps `node-exporter` (or `prometheus`) for a symlink to root's directory before the run:
 /// the backup succeeds, the metrics file is not written, and the run says why, naming the link,
 /// and names the directories alice owns. `check` says the same (FAIL, and one `warn:` per
 /// directory of hers once the link is gone). With her directories back, the file is written
@@ -701,18 +713,19 @@ impl Metrics {
 fn a_symlinked_metrics_directory_is_not_followed() {
     let Some(m) = metrics_setup() else { return };
     let exporter = m.exporter.display().to_string();
+    let mid = m.mid.display().to_string();
     let lib = m.lib.display().to_string();
-    for (swapped, target) in [(&exporter, &m.victim), (&lib, &m.vroot)] {
+    for (swapped, target) in [(&exporter, &m.victim), (&mid, &m.vroot)] {
         as_alice_ok(&format!(
             "mv {swapped} {swapped}.real && ln -s {} {swapped}",
             target.display()
         ));
         let out = m.fx.run(&m.cfg, &["backup"]);
+        m.assert_unharmed(&out, &format!("{swapped} → root's directory"));
         out.assert_stderr_contains(&format!(
             "the metrics file {} was NOT written: {swapped} is a symbolic link",
             m.prom.display()
         ));
-        m.assert_unharmed(&out, &format!("{swapped} → root's directory"));
         let check = m.fx.run(&m.cfg, &["check"]);
         check.assert_stdout_contains(&format!(
             "FAIL: the metrics file {} was NOT written: {swapped} is a symbolic link",
@@ -733,24 +746,25 @@ fn a_symlinked_metrics_directory_is_not_followed() {
         "{text}"
     );
     let check = m.fx.run(&m.cfg, &["check"]);
-    check.assert_stdout_contains(&format!("warn: the directory {lib} on the way"));
-    check.assert_stdout_contains(&format!("warn: the directory {exporter} on the way"));
+    for d in [&lib, &mid, &exporter] {
+        check.assert_stdout_contains(&format!("warn: the directory {d} on the way"));
+    }
 }
 
 /// Races timed by inotify, as in the issue: the moment root opens the old metrics file, alice
-/// swaps `node-exporter` or `lib` for a symlink leading to root's directory. Root writes only in
+/// swaps `node-exporter` or `prometheus` for a symlink leading to root's directory. Root writes only in
 /// the directory it reached (now alice's `…​.real`), never through the link, and never copies
 /// her line.
 #[test]
 fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
     let Some(m) = metrics_setup() else { return };
     let exporter = m.exporter.display().to_string();
-    let lib = m.lib.display().to_string();
+    let mid = m.mid.display().to_string();
     let prom = m.prom.display().to_string();
     let mut outcomes = Vec::new();
-    for (swapped, target) in [(&exporter, &m.victim), (&lib, &m.vroot)] {
+    for (swapped, target) in [(&exporter, &m.victim), (&mid, &m.vroot)] {
         let what = format!("{swapped} swapped on the open of the old file");
-        let ready = m.fx.path("watching");
+        let ready = m.alice_tmp.join("watching");
         let _ = std::fs::remove_file(&ready);
         let racer = Command::new("setpriv")
             .args([
@@ -794,7 +808,7 @@ fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
         let reached = if reached.exists() {
             reached.join("igotchuu.prom")
         } else {
-            PathBuf::from(format!("{lib}.real/node-exporter/igotchuu.prom"))
+            PathBuf::from(format!("{mid}.real/node-exporter/igotchuu.prom"))
         };
         let md = std::fs::symlink_metadata(&reached).unwrap_or_else(|e| {
             panic!("{what}: {}: {e}\n{out}", reached.display())
