@@ -824,3 +824,64 @@ fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
     }
     eprintln!("race outcomes:\n  {}", outcomes.join("\n  "));
 }
+
+/// The same layout for `state_dir` (and `lock_file`): a path through alice's directory, whose
+/// last component she has made a symlink to root's directory, or a plain directory of hers.
+/// Unlike the metrics directory, igotchuu does not accept another user's directory on the way
+/// to these at all (she could replace the journal that decides what root deletes): refused
+/// before anything happens, naming the directory, and nothing is written there or behind the
+/// link. (This held before the fd-based writes too; it guards the rule they rely on: only the
+/// metrics directory may be someone else's.)
+#[test]
+fn a_state_dir_or_lock_file_through_a_users_directory_is_refused_and_nothing_written() {
+    let Some(m) = metrics_setup() else { return };
+    let mid = m.mid.display().to_string();
+    as_alice_ok(&format!(
+        "ln -s {} {mid}/state && mkdir {mid}/plain",
+        m.victim.display()
+    ));
+    let data = m.fx.at("data");
+    for (key, path) in [
+        ("state_dir", m.mid.join("state")),
+        ("state_dir", m.mid.join("plain/state")),
+        ("lock_file", m.mid.join("plain/igotchuu.lock")),
+    ] {
+        let keys = m
+            .fx
+            .standard_keys()
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} = ")) {
+                    format!("{key} = {}", toml_str(&path))
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = m
+            .fx
+            .write_config_raw(&format!("{keys}\n{}", places(&[&data])));
+        let what = format!("{key} = {}", path.display());
+        let out = m.fx.run(&cfg, &["backup"]);
+        out.assert_code(20);
+        out.assert_stderr_contains(&format!(
+            "the directory {} (owner uid {ALICE}, mode 755) is not root's",
+            m.lib.display()
+        ));
+        let check = m.fx.run(&cfg, &["check"]);
+        check.assert_code(20);
+        assert_eq!(
+            walk(&m.victim),
+            vec![m.victim.join("keep")],
+            "{what}: root wrote behind the link\n{out}"
+        );
+        assert_eq!(
+            walk(&m.mid.join("plain")),
+            Vec::<PathBuf>::new(),
+            "{what}: root wrote in alice's directory\n{out}"
+        );
+        assert!(!m.fx.state_dir.exists() && !m.fx.lock_file.exists(), "{what}\n{out}");
+        m.fx.assert_no_snapshot_left(&what);
+    }
+}
