@@ -319,7 +319,10 @@ mod tests {
     fn a_world_writable_state_dir_is_refused() {
         let d = tempfile::tempdir().expect("tempdir");
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
-        let e = Journal::open(&state_of(d.path())).err().expect("refused").to_string();
+        let e = Journal::open(&state_of(d.path()))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("chmod go-w"), "{e}");
     }
 }

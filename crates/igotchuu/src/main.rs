@@ -201,7 +201,9 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         Job::Backup => {
             let state = match state.try_clone() {
                 Ok(s) => s,
-                Err(e) => return fail(format_args!("cannot use {}: {e}", plan.state_dir.display())),
+                Err(e) => {
+                    return fail(format_args!("cannot use {}: {e}", plan.state_dir.display()))
+                }
             };
             let (r, w) = record::Recording::begin(&plan, state, &run_id);
             (Some(r), w)

@@ -265,24 +265,25 @@ fn reach_dir(target: &Path) -> Result<(Dir, String, Vec<String>), MetricsError> 
         .to_str()
         .ok_or_else(|| other("its name is not UTF-8".to_owned()))?
         .to_owned();
-    let (dir, foreign) = safe_fs::reach(parent, Some(std::ffi::OsStr::new(&name))).map_err(|s| match s {
-        Stop::NotDir {
-            at, symlink: true, ..
-        } => MetricsError::Symlink {
-            target: target.to_owned(),
-            parent: at.parent().unwrap_or(Path::new("/")).to_owned(),
-            at,
-        },
-        Stop::NotDir { at, .. } => MetricsError::NotDir {
-            target: target.to_owned(),
-            at,
-        },
-        Stop::Io { at, errno } if errno == rustix::io::Errno::NOENT => MetricsError::Missing {
-            target: target.to_owned(),
-            at,
-        },
-        s => other(s.to_string()),
-    })?;
+    let (dir, foreign) =
+        safe_fs::reach(parent, Some(std::ffi::OsStr::new(&name))).map_err(|s| match s {
+            Stop::NotDir {
+                at, symlink: true, ..
+            } => MetricsError::Symlink {
+                target: target.to_owned(),
+                parent: at.parent().unwrap_or(Path::new("/")).to_owned(),
+                at,
+            },
+            Stop::NotDir { at, .. } => MetricsError::NotDir {
+                target: target.to_owned(),
+                at,
+            },
+            Stop::Io { at, errno } if errno == rustix::io::Errno::NOENT => MetricsError::Missing {
+                target: target.to_owned(),
+                at,
+            },
+            s => other(s.to_string()),
+        })?;
     let warnings = foreign.iter().map(|f| foreign_warning(f, target)).collect();
     Ok((dir, name, warnings))
 }
@@ -459,8 +460,21 @@ mod tests {
         let out = render(&mine, 0, old);
         assert_well_formed(&out);
         for gone in [
-            "INJECTED", "comment", "1700000000000", "NaN", "Inf", "inf", "1e999", "esc", "open",
-            "evil", "reboot", "counter", "zz", "yy", "xx",
+            "INJECTED",
+            "comment",
+            "1700000000000",
+            "NaN",
+            "Inf",
+            "inf",
+            "1e999",
+            "esc",
+            "open",
+            "evil",
+            "reboot",
+            "counter",
+            "zz",
+            "yy",
+            "xx",
         ] {
             assert!(!out.contains(gone), "{gone:?} came through:\n{out}");
         }
@@ -471,18 +485,30 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.lines().filter(|l| l.starts_with("$(id)")).count(), 0);
-        assert!(out.contains("igotchuu_last_run_success{profile=\"fine\"} 1\n"), "{out}");
+        assert!(
+            out.contains("igotchuu_last_run_success{profile=\"fine\"} 1\n"),
+            "{out}"
+        );
         // A control character in a label value drops the sample.
         assert!(!out.contains("ctl"), "{out}");
-        assert!(out.contains("igotchuu_last_run_exit_code{profile=\"\"} 0\n"), "{out}");
+        assert!(
+            out.contains("igotchuu_last_run_exit_code{profile=\"\"} 0\n"),
+            "{out}"
+        );
         // A number is rendered again, not copied.
-        assert!(out.contains("igotchuu_last_run_success{profile=\"neg\"} -2500\n"), "{out}");
+        assert!(
+            out.contains("igotchuu_last_run_success{profile=\"neg\"} -2500\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn parsed_samples_round_trip() {
         for (line, want) in [
-            ("igotchuu_last_run_added_bytes{profile=\"\"} 7", Some(("", 7.0))),
+            (
+                "igotchuu_last_run_added_bytes{profile=\"\"} 7",
+                Some(("", 7.0)),
+            ),
             (
                 "igotchuu_last_run_added_bytes{profile=\"a\\\\b\\\"c\\nd\"} 1.5e2",
                 Some(("a\\b\"c\nd", 150.0)),

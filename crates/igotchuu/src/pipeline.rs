@@ -8,8 +8,8 @@ use crate::hook;
 use crate::journal::Journal;
 use crate::plan::Plan;
 use crate::recovery::{self, Found};
-use crate::safe_fs::Dir;
 use crate::restic;
+use crate::safe_fs::Dir;
 use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
 

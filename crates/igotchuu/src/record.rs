@@ -103,8 +103,12 @@ pub fn reach_state_dir(state_dir: &Path) -> Result<Dir, String> {
             Err(e) => Err(e.to_string()),
         }
     } else {
-        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE)
-            .map_err(|e| format!("cannot use the state directory {}: {e}", state_dir.display()))
+        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE).map_err(|e| {
+            format!(
+                "cannot use the state directory {}: {e}",
+                state_dir.display()
+            )
+        })
     }
 }
 

@@ -59,7 +59,10 @@ pub enum Stop {
         uid: u32,
         mode: u32,
     },
-    Io { at: PathBuf, errno: Errno },
+    Io {
+        at: PathBuf,
+        errno: Errno,
+    },
 }
 
 impl std::fmt::Display for Stop {
@@ -81,9 +84,7 @@ impl std::fmt::Display for Stop {
     }
 }
 
-const WALK: OFlags = OFlags::PATH
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+const WALK: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// The names after `/` of a plain absolute path.
 fn names(path: &Path) -> Option<Vec<OsString>> {
@@ -258,7 +259,9 @@ fn first_missing(path: &Path) -> PathBuf {
 fn leaf(name: &Path) -> io::Result<&Path> {
     let mut c = name.components();
     match (c.next(), c.next()) {
-        (Some(Component::Normal(_)), None) if !name.as_os_str().as_encoded_bytes().contains(&b'/') => {
+        (Some(Component::Normal(_)), None)
+            if !name.as_os_str().as_encoded_bytes().contains(&b'/') =>
+        {
             Ok(name)
         }
         _ => Err(io::Error::new(
@@ -309,7 +312,10 @@ impl Dir {
 
     /// chmod of the directory itself.
     pub fn chmod(&self, mode: u32) -> io::Result<()> {
-        Ok(rustix::fs::fchmod(self.opened()?, Mode::from_raw_mode(mode))?)
+        Ok(rustix::fs::fchmod(
+            self.opened()?,
+            Mode::from_raw_mode(mode),
+        )?)
     }
 
     /// The subdirectory `name`, never through a symlink; created with exactly `create` when
@@ -317,7 +323,12 @@ impl Dir {
     pub fn subdir(&self, name: &str, create: Option<u32>) -> io::Result<Dir> {
         leaf(Path::new(name))?;
         let path = self.show(name);
-        let ctx = |e: Errno| io::Error::new(io::Error::from(e).kind(), format!("{}: {}", path.display(), io::Error::from(e)));
+        let ctx = |e: Errno| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {}", path.display(), io::Error::from(e)),
+            )
+        };
         let fd = match rustix::fs::openat(&self.fd, name, WALK, Mode::empty()) {
             Err(Errno::NOENT) if create.is_some() => {
                 let mode = create.unwrap_or(0o700);
@@ -386,8 +397,7 @@ impl Dir {
     /// The names in the directory (no `.` and `..`).
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         let mut out = Vec::new();
-        let mut d = rustix::fs::Dir::read_from(self.opened()?)?;
-        while let Some(e) = d.next() {
+        for e in rustix::fs::Dir::read_from(self.opened()?)? {
             let e = e?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
@@ -477,7 +487,10 @@ mod tests {
         d.write_atomically("f", b"two", 0o644, None).expect("write");
         d.sync().expect("sync");
         assert_eq!(std::fs::read(t.path().join("f")).expect("read"), b"two");
-        let mode = std::fs::metadata(t.path().join("f")).expect("md").permissions().mode();
+        let mode = std::fs::metadata(t.path().join("f"))
+            .expect("md")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o644);
         assert_eq!(d.names().expect("names"), vec![OsString::from("f")]);
         assert_eq!(d.read("f", 2).expect("read").expect("exists"), b"tw");
@@ -524,10 +537,18 @@ mod tests {
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&real, &link).expect("symlink");
         match reach(&link.join("sub"), None) {
-            Err(Stop::NotDir { at, symlink: true, .. }) => assert_eq!(at, link),
+            Err(Stop::NotDir {
+                at, symlink: true, ..
+            }) => assert_eq!(at, link),
             other => panic!("{other:?}"),
         }
-        let created = walk(&link.join("new"), None, Some(0o700), |_| Ok::<_, Stop>(()), |s| s);
+        let created = walk(
+            &link.join("new"),
+            None,
+            Some(0o700),
+            |_| Ok::<_, Stop>(()),
+            |s| s,
+        );
         assert!(matches!(created, Err(Stop::NotDir { symlink: true, .. })));
         assert!(!real.join("new").exists(), "created through the link");
         match reach(&t.path().join("missing/x"), None) {
@@ -537,8 +558,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(reach(Path::new("rel"), None), Err(Stop::NotAbsolute)));
-        assert!(matches!(reach(&real.join("../real"), None), Err(Stop::NotAbsolute)));
+        assert!(matches!(
+            reach(Path::new("rel"), None),
+            Err(Stop::NotAbsolute)
+        ));
+        assert!(matches!(
+            reach(&real.join("../real"), None),
+            Err(Stop::NotAbsolute)
+        ));
 
         let d = reach_ok(&real);
         std::fs::rename(&real, t.path().join("moved")).expect("rename");
@@ -560,7 +587,10 @@ mod tests {
             assert_eq!(mode & 0o7777, 0o711, "{}", q.display());
         }
         let sub = d.subdir("j", Some(0o700)).expect("subdir");
-        let mode = std::fs::metadata(p.join("j")).expect("md").permissions().mode();
+        let mode = std::fs::metadata(p.join("j"))
+            .expect("md")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o700);
         assert_eq!(sub.path(), p.join("j"));
         std::os::unix::fs::symlink(t.path(), p.join("l")).expect("symlink");

@@ -250,7 +250,13 @@ pub fn reach_dir(
     if path.parent().is_none() {
         return Err(refused(place, path, Why::NotAbsolute));
     }
-    safe_fs::walk(path, None, create, |n| judge(place, path, n), |s| stopped(place, path, s))
+    safe_fs::walk(
+        path,
+        None,
+        create,
+        |n| judge(place, path, n),
+        |s| stopped(place, path, s),
+    )
 }
 
 /// The directory holding the file place `path` (`lock_file`), reached and checked as

@@ -292,29 +292,7 @@ fn swapping_a_source_path_component_mid_run_never_redirects_the_snapshot_or_moun
         // Dirty data: the snapshot ioctl must write it out first.
         as_alice_ok(&format!("head -c 33554432 /dev/urandom > {data}/dirty.bin"));
         let ready = h.alice_tmp.join("watching");
-        let _ = std::fs::remove_file(&ready);
-        let racer = Command::new("setpriv")
-            .args([
-                &format!("--reuid={ALICE}"),
-                &format!("--regid={ALICE}"),
-                "--clear-groups",
-                "sh",
-                "-c",
-                &format!(
-                    "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {victim} {swapped}",
-                    ready = sh_quote(&ready)
-                ),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("racer");
-        let mut racer = KillOnDrop(racer);
-        assert!(
-            wait_for(
-                || std::fs::read_to_string(&ready).is_ok_and(|s| s.contains("Watches established"))
-            ),
-            "inotifywait never set up its watch"
-        );
+        let mut racer = start_racer(event, &watched, &swapped, &victim, &ready);
         let out = h
             .igotchuu()
             .args(["-c", cfg.to_str().unwrap(), "backup"])
@@ -560,6 +538,40 @@ fn recovery_finds_a_moved_snapshot_by_its_uuid() {
     h.assert_unharmed(&out, "moved after a crash");
 }
 
+/// alice's racer: once `event` happens on `watched` (inotify), renames `swapped` to
+/// `swapped.real` and puts a symlink to `target` in its place. Returns once the watch is set up
+/// (`ready`, in a directory of hers, gets inotifywait's messages).
+fn start_racer(
+    event: &str,
+    watched: &str,
+    swapped: &str,
+    target: &str,
+    ready: &Path,
+) -> KillOnDrop {
+    let _ = std::fs::remove_file(ready);
+    let racer = Command::new("setpriv")
+        .args([
+            &format!("--reuid={ALICE}"),
+            &format!("--regid={ALICE}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            &format!(
+                "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {target} {swapped}",
+                ready = sh_quote(ready)
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("racer");
+    let racer = KillOnDrop(racer);
+    assert!(
+        wait_for(|| std::fs::read_to_string(ready).is_ok_and(|s| s.contains("Watches established"))),
+        "inotifywait never set up its watch"
+    );
+    racer
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
@@ -671,12 +683,15 @@ impl Metrics {
             std::fs::read_to_string(self.victim.join("keep")).unwrap(),
             "root's\n"
         );
-        assert_eq!(walk(&self.vroot).len(), 2, "{context}: vroot changed\n{out}");
+        assert_eq!(
+            walk(&self.vroot).len(),
+            2,
+            "{context}: vroot changed\n{out}"
+        );
         // Whatever root wrote, wherever: never alice's text.
         for p in walk(&self.fx.scratch.root) {
             if p.extension().is_some_and(|e| e == "prom")
-                && std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&p).unwrap())
-                    == 0
+                && std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&p).unwrap()) == 0
             {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 assert!(
@@ -765,29 +780,12 @@ fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
     for (swapped, target) in [(&exporter, &m.victim), (&mid, &m.vroot)] {
         let what = format!("{swapped} swapped on the open of the old file");
         let ready = m.alice_tmp.join("watching");
-        let _ = std::fs::remove_file(&ready);
-        let racer = Command::new("setpriv")
-            .args([
-                &format!("--reuid={ALICE}"),
-                &format!("--regid={ALICE}"),
-                "--clear-groups",
-                "sh",
-                "-c",
-                &format!(
-                    "inotifywait -e open {prom} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {} {swapped}",
-                    target.display(),
-                    ready = sh_quote(&ready)
-                ),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("racer");
-        let mut racer = KillOnDrop(racer);
-        assert!(
-            wait_for(
-                || std::fs::read_to_string(&ready).is_ok_and(|s| s.contains("Watches established"))
-            ),
-            "inotifywait never set up its watch"
+        let mut racer = start_racer(
+            "open",
+            &prom,
+            swapped,
+            &target.display().to_string(),
+            &ready,
         );
         let out = m.fx.run(&m.cfg, &["backup"]);
         let fired = wait_for(|| racer.0.try_wait().is_ok_and(|s| s.is_some()));
@@ -810,9 +808,8 @@ fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
         } else {
             PathBuf::from(format!("{mid}.real/node-exporter/igotchuu.prom"))
         };
-        let md = std::fs::symlink_metadata(&reached).unwrap_or_else(|e| {
-            panic!("{what}: {}: {e}\n{out}", reached.display())
-        });
+        let md = std::fs::symlink_metadata(&reached)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}\n{out}", reached.display()));
         assert_eq!(
             std::os::unix::fs::MetadataExt::uid(&md),
             0,
@@ -846,22 +843,20 @@ fn a_state_dir_or_lock_file_through_a_users_directory_is_refused_and_nothing_wri
         ("state_dir", m.mid.join("plain/state")),
         ("lock_file", m.mid.join("plain/igotchuu.lock")),
     ] {
-        let keys = m
-            .fx
-            .standard_keys()
-            .lines()
-            .map(|l| {
-                if l.starts_with(&format!("{key} = ")) {
-                    format!("{key} = {}", toml_str(&path))
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let cfg = m
-            .fx
-            .write_config_raw(&format!("{keys}\n{}", places(&[&data])));
+        let keys =
+            m.fx.standard_keys()
+                .lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key} = ")) {
+                        format!("{key} = {}", toml_str(&path))
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        let cfg =
+            m.fx.write_config_raw(&format!("{keys}\n{}", places(&[&data])));
         let what = format!("{key} = {}", path.display());
         let out = m.fx.run(&cfg, &["backup"]);
         out.assert_code(20);
@@ -881,7 +876,10 @@ fn a_state_dir_or_lock_file_through_a_users_directory_is_refused_and_nothing_wri
             Vec::<PathBuf>::new(),
             "{what}: root wrote in alice's directory\n{out}"
         );
-        assert!(!m.fx.state_dir.exists() && !m.fx.lock_file.exists(), "{what}\n{out}");
+        assert!(
+            !m.fx.state_dir.exists() && !m.fx.lock_file.exists(),
+            "{what}\n{out}"
+        );
         m.fx.assert_no_snapshot_left(&what);
     }
 }
