@@ -141,15 +141,7 @@ impl Home {
             "{context}: alice's program ran as root: {}\n{out}",
             std::fs::read_to_string(&self.pwned).unwrap_or_default()
         );
-        assert_eq!(
-            walk(&self.victim),
-            vec![self.victim.join("keep")],
-            "{context}: victim changed\n{out}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(self.victim.join("keep")).unwrap(),
-            "root's\n"
-        );
+        assert_victim_untouched(&self.victim, out, context);
         assert_no_mounts_left(&self.fx, context);
         self.fx.assert_no_snapshot_left(context);
         assert!(
@@ -188,6 +180,19 @@ impl Home {
             }
         }
     }
+}
+
+/// Root's directory `victim` holds its file `keep`, as it was, and nothing else.
+fn assert_victim_untouched(victim: &Path, out: &RunOutput, context: &str) {
+    assert_eq!(
+        walk(victim),
+        vec![victim.join("keep")],
+        "{context}: root wrote into the victim directory\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep")).unwrap(),
+        "root's\n"
+    );
 }
 
 fn journal_is_empty(fx: &Fixture) -> bool {
@@ -674,15 +679,7 @@ fn metrics_setup() -> Option<Metrics> {
 
 impl Metrics {
     fn assert_unharmed(&self, out: &RunOutput, context: &str) {
-        assert_eq!(
-            walk(&self.victim),
-            vec![self.victim.join("keep")],
-            "{context}: root wrote into the victim directory\n{out}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(self.victim.join("keep")).unwrap(),
-            "root's\n"
-        );
+        assert_victim_untouched(&self.victim, out, context);
         assert_eq!(
             walk(&self.vroot).len(),
             2,
