@@ -57,20 +57,24 @@ fn chmod(p: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
 }
 
-/// Runs `script` with /bin/sh as alice (no groups, no capabilities) and returns its output.
+/// `script` for /bin/sh as alice (no groups, no capabilities), stdin closed.
+fn alice_sh(script: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={ALICE}"),
+        &format!("--regid={ALICE}"),
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+    ])
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `script` with /bin/sh as alice and returns its output.
 fn as_alice(script: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={ALICE}"),
-            &format!("--regid={ALICE}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv")
+    alice_sh(script).output().expect("setpriv")
 }
 
 fn as_alice_ok(script: &str) {
@@ -554,21 +558,12 @@ fn start_racer(
     ready: &Path,
 ) -> KillOnDrop {
     let _ = std::fs::remove_file(ready);
-    let racer = Command::new("setpriv")
-        .args([
-            &format!("--reuid={ALICE}"),
-            &format!("--regid={ALICE}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            &format!(
-                "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {target} {swapped}",
-                ready = sh_quote(ready)
-            ),
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("racer");
+    let racer = alice_sh(&format!(
+        "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {target} {swapped}",
+        ready = sh_quote(ready)
+    ))
+    .spawn()
+    .expect("racer");
     let racer = KillOnDrop(racer);
     assert!(
         wait_for(|| std::fs::read_to_string(ready).is_ok_and(|s| s.contains("Watches established"))),
