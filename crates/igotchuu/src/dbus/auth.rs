@@ -229,6 +229,28 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
     .flatten()
 }
 
+/// The primary gid and every group (the primary included) of user `uid` through NSS, for the
+/// restore writer's identity and the restore rule (restore/); `Ok(None)`: no such user.
+pub(crate) fn user_identity(uid: u32) -> Result<Option<(u32, Vec<u32>)>, String> {
+    let what = format!("looking up user {uid} (getpwuid_r, getgrouplist)");
+    // SAFETY: as in user_groups_from.
+    unsafe {
+        lookup_r(
+            &what,
+            FIRST_BUFFER,
+            |pwd, buf, len, result| libc::getpwuid_r(uid, pwd, buf, len, result),
+            |pwd: &libc::passwd| {
+                if pwd.pw_name.is_null() {
+                    return Err(format!("{what} failed: the entry has no user name"));
+                }
+                let groups =
+                    grouplist(pwd.pw_name, pwd.pw_gid).map_err(|e| format!("{what} failed: {e}"))?;
+                Ok((pwd.pw_gid, groups))
+            },
+        )
+    }
+}
+
 /// Where a `get*_r` buffer starts: a few hundred bytes hold most users and groups.
 const FIRST_BUFFER: usize = 1024;
 /// Where doubling the buffer stops: a group with more than 16 MiB of member names (about half a
