@@ -237,9 +237,10 @@ pub struct Restored {
     pub skipped: Vec<String>,
 }
 
-fn nanos(mtime: &Option<String>) -> Option<i128> {
+fn nanos(mtime: &Option<String>) -> Option<i64> {
     let t = time::OffsetDateTime::parse(mtime.as_deref()?, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(t.unix_timestamp_nanos())
+    // i64 nanoseconds reach 2262; an mtime beyond is left unset rather than wrapped.
+    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 /// Restores `paths` of `snap` for `who` (written by a writer running as `id`). Every path is

@@ -41,9 +41,9 @@ pub enum Record {
     /// Restore what follows into this directory (opened by the writer, as the user).
     Target { dir: PathBuf },
     /// `path` is relative to the target: its first component is the top-level entry's name.
-    Dir { path: Vec<String>, mode: u32, mtime: Option<i128>, owner: Option<(u32, u32)> },
-    File { path: Vec<String>, mode: u32, size: u64, mtime: Option<i128>, owner: Option<(u32, u32)> },
-    Symlink { path: Vec<String>, target: String, mtime: Option<i128>, owner: Option<(u32, u32)> },
+    Dir { path: Vec<String>, mode: u32, mtime: Option<i64>, owner: Option<(u32, u32)> },
+    File { path: Vec<String>, mode: u32, size: u64, mtime: Option<i64>, owner: Option<(u32, u32)> },
+    Symlink { path: Vec<String>, target: String, mtime: Option<i64>, owner: Option<(u32, u32)> },
 }
 
 /// Who the writer runs as.
@@ -226,7 +226,7 @@ struct State {
     /// value is the fd and the name shown (the name may carry the `.restored-` suffix).
     dirs: HashMap<Vec<String>, (OwnedFd, PathBuf)>,
     /// Final modes of the directories created, applied at the end.
-    modes: Vec<(OwnedFd, u32, Option<i128>)>,
+    modes: Vec<(OwnedFd, u32, Option<i64>)>,
     as_root: bool,
 }
 
@@ -234,7 +234,7 @@ fn valid_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
 }
 
-fn ts(mtime: Option<i128>) -> Option<Timestamps> {
+fn ts(mtime: Option<i64>) -> Option<Timestamps> {
     let ns = mtime?;
     let t = Timespec {
         tv_sec: i64::try_from(ns.div_euclid(1_000_000_000)).ok()?,
@@ -345,7 +345,7 @@ impl State {
         shown: &Path,
         mode: u32,
         owner: Option<(u32, u32)>,
-        mtime: Option<i128>,
+        mtime: Option<i64>,
     ) -> io::Result<(OwnedFd, PathBuf)> {
         let open = |n: &str| {
             rustix::fs::openat(parent, n, OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
@@ -379,7 +379,7 @@ impl State {
         mode: u32,
         size: u64,
         owner: Option<(u32, u32)>,
-        mtime: Option<i128>,
+        mtime: Option<i64>,
         input: &mut impl BufRead,
     ) -> io::Result<PathBuf> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -461,7 +461,7 @@ impl State {
         shown: &Path,
         target: &str,
         owner: Option<(u32, u32)>,
-        mtime: Option<i128>,
+        mtime: Option<i64>,
     ) -> io::Result<PathBuf> {
         let t = temp_name();
         rustix::fs::symlinkat(target, parent, t.as_str())
