@@ -377,3 +377,54 @@ fn a_full_disk_fails_clearly_and_leaves_no_partial_file() {
         }
     }
 }
+
+/// A stop mid-file (SIGTERM, and SIGKILL, to igotchuu) leaves nothing under the file's name.
+/// The fake: restic's `dump` passes on the first 1,000,000 bytes, touches a flag and stalls, so
+/// the moment "mid-file" is certain rather than a race; the data is real restic's.
+#[test]
+fn a_stop_mid_file_leaves_no_partial_file() {
+    let Some(s) = setup() else { return };
+    s.backup();
+    for sig in [Signal::TERM, Signal::KILL] {
+        let flag = s.fx.path(format!("mid-file-{}", sig.as_raw()));
+        let real = sh_quote(&s.fx.restic_bin);
+        let fake = s.fx.restic_wrapper(&format!(
+            "case \" $* \" in *\" dump \"*) {real} \"$@\" | {{ head -c 1000000; touch {flag}; sleep 20; }}; exit 0;; esac",
+            flag = sh_quote(&flag)
+        ));
+        let t = s.a_dir(&format!("stop-{}", sig.as_raw()));
+        let mut run = s
+            .fx
+            .igotchuu()
+            .path_prepend(&fake)
+            .arg("-c")
+            .arg(&s.config)
+            .args(["restore", "latest", &s.p("home/a/big"), "--target", t.to_str().unwrap(), "--as-uid", &s.a.uid.to_string()])
+            .spawn();
+        run.wait_for_path(&flag);
+        run.signal(sig);
+        let out = run.wait(WAIT_TIMEOUT);
+        assert_ne!(out.code, Some(0), "{out}");
+        // The writer sees its input end and exits; whatever it did, nothing has a name.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(names(&t).is_empty(), "after {sig:?}: {:?}", names(&t));
+    }
+}
+
+/// Root restoring in place into a directory a user owns: the user swaps the directory on the
+/// live system for a symlink to a directory of root's. Root's writer follows no symlink on the
+/// target's path, so nothing is written.
+#[test]
+fn roots_in_place_restore_follows_no_symlink_on_the_target_path() {
+    let Some(s) = setup() else { return };
+    s.backup();
+    let victim = s.fx.path("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let live = s.data.join("home/a");
+    std::fs::rename(&live, s.data.join("home/a.real")).unwrap();
+    std::os::unix::fs::symlink(&victim, &live).unwrap();
+    s.run(&["restore", "latest", &s.p("home/a/pub.bin"), "--in-place"])
+        .assert_code(20)
+        .assert_stderr_contains("symlink");
+    assert!(names(&victim).is_empty());
+}
