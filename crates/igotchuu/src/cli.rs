@@ -103,7 +103,12 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
         /// Put each PATH into this directory, under its own name.
-        #[arg(long, value_name = "DIR", conflicts_with = "in_place", required_unless_present = "in_place")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "in_place",
+            required_unless_present = "in_place"
+        )]
         target: Option<PathBuf>,
         /// Put each PATH back where it was.
         #[arg(long)]

@@ -14,7 +14,10 @@ fn main() {
     if args.get(1).is_some_and(|a| a == restic::drain::HELPER_ARG) {
         std::process::exit(restic::drain::helper_main(&args[2..]));
     }
-    if args.get(1).is_some_and(|a| a == restore::writer::WRITER_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == restore::writer::WRITER_ARG)
+    {
         std::process::exit(restore::writer::writer_main(&args[2..]));
     }
     std::process::exit(real_main());
@@ -87,12 +90,8 @@ fn real_main() -> i32 {
         Some(Command::Watch { wait }) => watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
         Some(Command::Generate { what, dir }) => generate(*what, dir),
-        Some(Command::Snapshots { json }) => restore::commands::snapshots(&cli, *json),
-        Some(Command::Ls { snapshot, path, json, as_uid }) => {
-            restore::commands::ls(&cli, snapshot, path.as_deref(), *json, *as_uid)
-        }
-        Some(Command::Restore { snapshot, paths, target, in_place, overwrite, as_uid }) => {
-            restore::commands::restore(&cli, restore::commands::RestoreArgs { snapshot, paths, target: target.as_ref(), in_place: *in_place, overwrite: *overwrite, as_uid: *as_uid })
+        Some(c @ (Command::Snapshots { .. } | Command::Ls { .. } | Command::Restore { .. })) => {
+            restore::commands::run(&cli, c)
         }
     }
 }

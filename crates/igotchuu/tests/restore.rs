@@ -42,15 +42,27 @@ impl User {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("igtr{}x{n}{tag}", std::process::id() % 100_000);
         let st = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin"])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
             .arg(&name)
             .status()
             .expect("useradd");
         assert!(st.success(), "useradd {name}");
         let out = Command::new("id").args(["-u", &name]).output().expect("id");
-        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid");
+        let uid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("uid");
         let out = Command::new("id").args(["-g", &name]).output().expect("id");
-        let gid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("gid");
+        let gid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("gid");
         User { name, uid, gid }
     }
 
@@ -122,20 +134,37 @@ fn setup_with(restic: Restic) -> Option<Setup> {
     fx.write_file("data/home/a/big", vec![7u8; 3 << 20]);
     std::os::unix::fs::symlink("../b", fx.at("data/home/a/tob")).expect("symlink");
     let home_a = fx.at("data/home/a");
-    Command::new("chown").args(["-R", &format!("{}:{}", a.uid, a.gid)]).arg(&home_a).status().expect("chown");
-    for p in ["data/home/a/bdir", "data/home/a/bdir/secret", "data/home/b", "data/home/b/b.txt"] {
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", a.uid, a.gid)])
+        .arg(&home_a)
+        .status()
+        .expect("chown");
+    for p in [
+        "data/home/a/bdir",
+        "data/home/a/bdir/secret",
+        "data/home/b",
+        "data/home/b/b.txt",
+    ] {
         chown(&fx.at(p), &b);
     }
     chmod(&fx.at("data/home/a/bdir"), 0o700);
     chmod(&fx.at("data/home/b"), 0o700);
     chmod(&fx.at("data/home/a/suid"), 0o4755);
     let config = fx.write_config(&places(&[&data]));
-    Some(Setup { fx, config, data, a, b })
+    Some(Setup {
+        fx,
+        config,
+        data,
+        a,
+        b,
+    })
 }
 
 impl Setup {
     fn backup(&self) {
-        self.fx.restic(&["backup", "-q", self.data.to_str().expect("UTF-8")]).assert_code(0);
+        self.fx
+            .restic(&["backup", "-q", self.data.to_str().expect("UTF-8")])
+            .assert_code(0);
     }
 
     fn run(&self, args: &[&str]) -> RunOutput {
@@ -180,7 +209,9 @@ fn root_lists_and_restores_byte_for_byte_by_id_latest_and_time() {
     out.assert_code(0);
     let listed: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).expect("JSON");
     assert_eq!(listed.len(), 2, "{out}");
-    s.run(&["snapshots"]).assert_code(0).assert_stdout_contains(&first_id);
+    s.run(&["snapshots"])
+        .assert_code(0)
+        .assert_stdout_contains(&first_id);
 
     let out = s.run(&["ls", "latest", &s.p("home/a"), "--json"]);
     out.assert_code(0);
@@ -188,30 +219,65 @@ fn root_lists_and_restores_byte_for_byte_by_id_latest_and_time() {
     let mut got: Vec<&str> = entries.iter().filter_map(|e| e["name"].as_str()).collect();
     got.sort();
     // Root sees everything, B's directory included.
-    assert_eq!(got, ["bdir", "big", "many", "pub.bin", "suid", "tob"], "{out}");
+    assert_eq!(
+        got,
+        ["bdir", "big", "many", "pub.bin", "suid", "tob"],
+        "{out}"
+    );
 
     let t1 = s.fx.path("t1");
     std::fs::create_dir(&t1).unwrap();
     // A time resolves to the newest snapshot at or before it: the first.
-    s.run(&["restore", &first_time, &s.p("home/a/pub.bin"), "--target", t1.to_str().unwrap()])
-        .assert_code(0);
+    s.run(&[
+        "restore",
+        &first_time,
+        &s.p("home/a/pub.bin"),
+        "--target",
+        t1.to_str().unwrap(),
+    ])
+    .assert_code(0);
     assert_eq!(std::fs::read(t1.join("pub.bin")).unwrap(), binary(40));
     let t2 = s.fx.path("t2");
     std::fs::create_dir(&t2).unwrap();
-    s.run(&["restore", "latest", &s.p("home"), "--target", t2.to_str().unwrap()]).assert_code(0);
-    assert_eq!(std::fs::read(t2.join("home/a/pub.bin")).unwrap(), b"second version\n");
-    assert_eq!(std::fs::read(t2.join("home/a/bdir/secret")).unwrap(), b"B's secret\n");
-    assert_eq!(std::fs::read(t2.join("home/a/big")).unwrap(), vec![7u8; 3 << 20]);
+    s.run(&[
+        "restore",
+        "latest",
+        &s.p("home"),
+        "--target",
+        t2.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    assert_eq!(
+        std::fs::read(t2.join("home/a/pub.bin")).unwrap(),
+        b"second version\n"
+    );
+    assert_eq!(
+        std::fs::read(t2.join("home/a/bdir/secret")).unwrap(),
+        b"B's secret\n"
+    );
+    assert_eq!(
+        std::fs::read(t2.join("home/a/big")).unwrap(),
+        vec![7u8; 3 << 20]
+    );
     // Root's restore keeps owners, not setuid.
     let m = std::fs::symlink_metadata(t2.join("home/a/bdir/secret")).unwrap();
     assert_eq!(m.uid(), s.b.uid);
     let m = std::fs::symlink_metadata(t2.join("home/a/suid")).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o755);
-    assert_eq!(std::fs::read_link(t2.join("home/a/tob")).unwrap(), Path::new("../b"));
+    assert_eq!(
+        std::fs::read_link(t2.join("home/a/tob")).unwrap(),
+        Path::new("../b")
+    );
     // By id too; an unknown id and a time before every snapshot are refused clearly.
-    s.run(&["ls", &first_id, &s.p("home")]).assert_code(0).assert_stdout_contains("/home/a");
-    s.run(&["ls", "ffffffff", "/"]).assert_code(20).assert_stderr_contains("no snapshot has the id");
-    s.run(&["ls", "2001-01-01", "/"]).assert_code(20).assert_stderr_contains("at or before");
+    s.run(&["ls", &first_id, &s.p("home")])
+        .assert_code(0)
+        .assert_stdout_contains("/home/a");
+    s.run(&["ls", "ffffffff", "/"])
+        .assert_code(20)
+        .assert_stderr_contains("no snapshot has the id");
+    s.run(&["ls", "2001-01-01", "/"])
+        .assert_code(20)
+        .assert_stderr_contains("at or before");
 }
 
 #[test]
@@ -222,7 +288,9 @@ fn user_a_gets_back_only_what_she_could_read_owned_by_her_without_setuid() {
 
 #[test]
 fn user_a_gets_back_only_what_she_could_read_with_restic_018() {
-    let Some(s) = setup_with(Restic::Debian13) else { return };
+    let Some(s) = setup_with(Restic::Debian13) else {
+        return;
+    };
     user_case(&s);
 }
 
@@ -254,7 +322,16 @@ fn user_case(s: &Setup) {
     }
 
     // Restore of her home: her files, hers, their mode without setuid; nothing of B's.
-    s.run(&["restore", "latest", &s.p("home/a"), "--target", ts, "--as-uid", &a]).assert_code(0);
+    s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a"),
+        "--target",
+        ts,
+        "--as-uid",
+        &a,
+    ])
+    .assert_code(0);
     let got = t.join("a");
     assert_eq!(names(&got), ["big", "many", "pub.bin", "suid", "tob"]);
     assert_eq!(std::fs::read(got.join("pub.bin")).unwrap(), binary(40));
@@ -262,12 +339,24 @@ fn user_case(s: &Setup) {
         let m = std::fs::symlink_metadata(&e).unwrap();
         assert_eq!((m.uid(), m.gid()), (s.a.uid, s.a.gid), "{}", e.display());
     }
-    assert_eq!(std::fs::metadata(got.join("suid")).unwrap().mode() & 0o7777, 0o755);
-    assert_eq!(std::fs::read_link(got.join("tob")).unwrap(), Path::new("../b"));
+    assert_eq!(
+        std::fs::metadata(got.join("suid")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_link(got.join("tob")).unwrap(),
+        Path::new("../b")
+    );
 
     // B's 0700 subtree, B's file and root's repository paths: refused, nothing written.
     let before = walk(&t);
-    for path in [s.p("home/b"), s.p("home/a/bdir"), s.p("home/a/bdir/secret"), s.p("home/b/b.txt"), s.p("home/a/tob/b.txt")] {
+    for path in [
+        s.p("home/b"),
+        s.p("home/a/bdir"),
+        s.p("home/a/bdir/secret"),
+        s.p("home/b/b.txt"),
+        s.p("home/a/tob/b.txt"),
+    ] {
         s.run(&["restore", "latest", &path, "--target", ts, "--as-uid", &a])
             .assert_code(20)
             .assert_stderr_contains("not yours to read");
@@ -277,31 +366,76 @@ fn user_case(s: &Setup) {
     // In place: the current version stays, the restored one goes beside it.
     let live = s.data.join("home/a/pub.bin");
     std::fs::write(&live, b"edited since\n").unwrap();
-    let out = s.run(&["restore", "latest", &s.p("home/a/pub.bin"), "--in-place", "--as-uid", &a]);
+    let out = s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/pub.bin"),
+        "--in-place",
+        "--as-uid",
+        &a,
+    ]);
     out.assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), b"edited since\n");
-    let beside: Vec<String> = names(&s.data.join("home/a")).into_iter().filter(|n| n.starts_with("pub.bin.restored-")).collect();
+    let beside: Vec<String> = names(&s.data.join("home/a"))
+        .into_iter()
+        .filter(|n| n.starts_with("pub.bin.restored-"))
+        .collect();
     assert_eq!(beside.len(), 1, "{out}");
-    assert_eq!(std::fs::read(s.data.join("home/a").join(&beside[0])).unwrap(), binary(40));
+    assert_eq!(
+        std::fs::read(s.data.join("home/a").join(&beside[0])).unwrap(),
+        binary(40)
+    );
     // Deleted: back under its own name. --overwrite replaces.
     std::fs::remove_file(&live).unwrap();
-    s.run(&["restore", "latest", &s.p("home/a/pub.bin"), "--in-place", "--as-uid", &a]).assert_code(0);
+    s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/pub.bin"),
+        "--in-place",
+        "--as-uid",
+        &a,
+    ])
+    .assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), binary(40));
     std::fs::write(&live, b"edited again\n").unwrap();
-    s.run(&["restore", "latest", &s.p("home/a/pub.bin"), "--in-place", "--overwrite", "--as-uid", &a]).assert_code(0);
+    s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/pub.bin"),
+        "--in-place",
+        "--overwrite",
+        "--as-uid",
+        &a,
+    ])
+    .assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), binary(40));
     assert_eq!(std::fs::metadata(&live).unwrap().uid(), s.a.uid);
 
     // The writer is A: a target A cannot write gets nothing (root's 0755 directory).
     let root_dir = s.fx.path("roots");
     std::fs::create_dir(&root_dir).unwrap();
-    s.run(&["restore", "latest", &s.p("home/a/pub.bin"), "--target", root_dir.to_str().unwrap(), "--as-uid", &a])
-        .assert_code(20)
-        .assert_stderr_contains("Permission denied");
+    s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/pub.bin"),
+        "--target",
+        root_dir.to_str().unwrap(),
+        "--as-uid",
+        &a,
+    ])
+    .assert_code(20)
+    .assert_stderr_contains("Permission denied");
     assert!(names(&root_dir).is_empty());
 
     // --as-uid is root's: A asking for root's view is refused before anything is read.
-    let out = s.a.sh(&format!("{} -c {} ls latest / --as-uid 0", sh_quote(BIN), sh_quote(&s.config))).output().unwrap();
+    let out =
+        s.a.sh(&format!(
+            "{} -c {} ls latest / --as-uid 0",
+            sh_quote(BIN),
+            sh_quote(&s.config)
+        ))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(20));
     assert!(String::from_utf8_lossy(&out.stderr).contains("root only"));
     let _ = &s.b.name;
@@ -327,16 +461,37 @@ fn a_target_swapped_for_a_symlink_to_etc_mid_restore_gets_nothing_into_etc() {
         marker = sh_quote(&marker)
     );
     let mut racer = s.a.sh(&script).spawn().expect("racer");
-    let out = s.run(&["restore", "latest", &s.p("home/a/many"), "--target", t.to_str().unwrap(), "--as-uid", &a]);
+    let out = s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/many"),
+        "--target",
+        t.to_str().unwrap(),
+        "--as-uid",
+        &a,
+    ]);
     let _ = racer.wait();
-    assert!(!Path::new("/etc/many").exists(), "the restore wrote into /etc\n{out}");
-    let arrived: usize = std::fs::read_to_string(&marker).expect("the racer ran").trim().parse().unwrap();
-    assert!(arrived < 40, "the swap came after the restore ended ({arrived} files): the race did not happen\n{out}");
+    assert!(
+        !Path::new("/etc/many").exists(),
+        "the restore wrote into /etc\n{out}"
+    );
+    let arrived: usize = std::fs::read_to_string(&marker)
+        .expect("the racer ran")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        arrived < 40,
+        "the swap came after the restore ended ({arrived} files): the race did not happen\n{out}"
+    );
     // The writer kept the directory it opened: everything is in the moved one, complete.
     out.assert_code(0);
     assert_eq!(names(&moved.join("many")).len(), 40);
     for i in 0..40 {
-        assert_eq!(std::fs::read_to_string(moved.join(format!("many/f{i:02}"))).unwrap(), format!("file {i}\n"));
+        assert_eq!(
+            std::fs::read_to_string(moved.join(format!("many/f{i:02}"))).unwrap(),
+            format!("file {i}\n")
+        );
     }
 }
 
@@ -348,7 +503,13 @@ fn a_full_disk_fails_clearly_and_leaves_no_partial_file() {
     let small = s.fx.path("small");
     std::fs::create_dir(&small).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size=1m,uid={0},gid={0},mode=0755", s.a.uid), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size=1m,uid={0},gid={0},mode=0755", s.a.uid),
+            "tmpfs",
+        ])
         .arg(&small)
         .status()
         .expect("mount tmpfs");
@@ -361,17 +522,44 @@ fn a_full_disk_fails_clearly_and_leaves_no_partial_file() {
     }
     let _u = Unmount(small.clone());
     let a = s.a.uid.to_string();
-    let out = s.run(&["restore", "latest", &s.p("home/a/big"), "--target", small.to_str().unwrap(), "--as-uid", &a]);
-    out.assert_code(20).assert_stderr_contains("No space left on device");
+    let out = s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a/big"),
+        "--target",
+        small.to_str().unwrap(),
+        "--as-uid",
+        &a,
+    ]);
+    out.assert_code(20)
+        .assert_stderr_contains("No space left on device");
     assert!(out.stderr.contains("big"), "{out}");
     assert!(names(&small).is_empty(), "left behind: {:?}", names(&small));
     // A directory: the files that fit are there, whole; the one that did not is nowhere.
-    let out = s.run(&["restore", "latest", &s.p("home/a"), "--target", small.to_str().unwrap(), "--as-uid", &a]);
-    out.assert_code(20).assert_stderr_contains("No space left on device");
-    assert!(!walk(&small).iter().any(|p| p.file_name().is_some_and(|n| n == "big")), "{out}");
+    let out = s.run(&[
+        "restore",
+        "latest",
+        &s.p("home/a"),
+        "--target",
+        small.to_str().unwrap(),
+        "--as-uid",
+        &a,
+    ]);
+    out.assert_code(20)
+        .assert_stderr_contains("No space left on device");
+    assert!(
+        !walk(&small)
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == "big")),
+        "{out}"
+    );
     for p in walk(&small) {
         let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!n.starts_with(".igotchuu-restore"), "temporary file left: {}", p.display());
+        assert!(
+            !n.starts_with(".igotchuu-restore"),
+            "temporary file left: {}",
+            p.display()
+        );
         if n == "pub.bin" {
             assert_eq!(std::fs::read(&p).unwrap(), binary(40));
         }
@@ -393,14 +581,21 @@ fn a_stop_mid_file_leaves_no_partial_file() {
             flag = sh_quote(&flag)
         ));
         let t = s.a_dir(&format!("stop-{}", sig.as_raw()));
-        let mut run = s
-            .fx
-            .igotchuu()
-            .path_prepend(&fake)
-            .arg("-c")
-            .arg(&s.config)
-            .args(["restore", "latest", &s.p("home/a/big"), "--target", t.to_str().unwrap(), "--as-uid", &s.a.uid.to_string()])
-            .spawn();
+        let mut run =
+            s.fx.igotchuu()
+                .path_prepend(&fake)
+                .arg("-c")
+                .arg(&s.config)
+                .args([
+                    "restore",
+                    "latest",
+                    &s.p("home/a/big"),
+                    "--target",
+                    t.to_str().unwrap(),
+                    "--as-uid",
+                    &s.a.uid.to_string(),
+                ])
+                .spawn();
         run.wait_for_path(&flag);
         run.signal(sig);
         let out = run.wait(WAIT_TIMEOUT);

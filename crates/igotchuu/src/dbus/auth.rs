@@ -243,8 +243,8 @@ pub(crate) fn user_identity(uid: u32) -> Result<Option<(u32, Vec<u32>)>, String>
                 if pwd.pw_name.is_null() {
                     return Err(format!("{what} failed: the entry has no user name"));
                 }
-                let groups =
-                    grouplist(pwd.pw_name, pwd.pw_gid).map_err(|e| format!("{what} failed: {e}"))?;
+                let groups = grouplist(pwd.pw_name, pwd.pw_gid)
+                    .map_err(|e| format!("{what} failed: {e}"))?;
                 Ok((pwd.pw_gid, groups))
             },
         )

@@ -124,7 +124,9 @@ pub enum Refused {
     /// Not there, not reachable, or not readable: the same answer for all three.
     #[error("`{0}` is not in this snapshot, or not yours to read (you get back what you could read when the backup was made)")]
     Hidden(String),
-    #[error("`/` cannot be restored whole; name the directories below it (`igotchuu ls SNAPSHOT /`)")]
+    #[error(
+        "`/` cannot be restored whole; name the directories below it (`igotchuu ls SNAPSHOT /`)"
+    )]
     WholeSnapshot,
     #[error("`{0}` is not a directory in this snapshot")]
     NotADirectory(String),
@@ -141,7 +143,10 @@ pub fn components(path: &str) -> Result<Vec<&str>, Refused> {
         return Ok(Vec::new());
     }
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return Err(bad());
     }
     Ok(parts)
@@ -217,7 +222,11 @@ impl Nodes {
                 return Err(Refused::NotADirectory(path.to_owned()));
             }
         }
-        Ok(self.children(path).into_iter().filter(|n| who.sees(n)).collect())
+        Ok(self
+            .children(path)
+            .into_iter()
+            .filter(|n| who.sees(n))
+            .collect())
     }
 
     /// What a restore of `path` sends: the node itself and, for a directory, every node below it
@@ -312,14 +321,24 @@ mod tests {
         assert_eq!(l, ["/home/a/grp", "/home/a/pub", "/home/a/tob"]);
         let s = names(t.subtree("/home/a", &alice()).unwrap());
         assert_eq!(s, ["/home/a", "/home/a/grp", "/home/a/pub", "/home/a/tob"]);
-        assert!(matches!(t.list("/home/a/bdir", &alice()), Err(Refused::Hidden(_))));
+        assert!(matches!(
+            t.list("/home/a/bdir", &alice()),
+            Err(Refused::Hidden(_))
+        ));
         assert!(matches!(
             t.visible("/home/a/bdir/secret", &alice()),
             Err(Refused::Hidden(_))
         ));
         // B sees it all.
-        let bob = Who::User { uid: B, groups: vec![B] };
-        assert!(t.subtree("/home/a", &bob).unwrap().iter().any(|n| n.path == "/home/a/bdir/secret"));
+        let bob = Who::User {
+            uid: B,
+            groups: vec![B],
+        };
+        assert!(t
+            .subtree("/home/a", &bob)
+            .unwrap()
+            .iter()
+            .any(|n| n.path == "/home/a/bdir/secret"));
     }
 
     #[test]
@@ -327,7 +346,10 @@ mod tests {
         let t = tree();
         assert!(t.visible("/home/a/grp", &alice()).is_ok());
         assert!(t.visible("/home/a/nogrp", &alice()).is_err());
-        let outsider = Who::User { uid: A, groups: vec![A] };
+        let outsider = Who::User {
+            uid: A,
+            groups: vec![A],
+        };
         assert!(t.visible("/home/a/grp", &outsider).is_err());
         // The owner class applies to the owner even when the group's is wider.
         let owner_less = Nodes::new([
@@ -340,9 +362,18 @@ mod tests {
     #[test]
     fn a_path_through_a_dir_that_was_not_searchable_is_hidden() {
         let t = tree();
-        assert!(matches!(t.visible("/home/b/b.txt", &alice()), Err(Refused::Hidden(_))));
-        assert!(matches!(t.list("/home/b", &alice()), Err(Refused::Hidden(_))));
-        assert!(matches!(t.visible("/srv/x", &alice()), Err(Refused::Hidden(_))));
+        assert!(matches!(
+            t.visible("/home/b/b.txt", &alice()),
+            Err(Refused::Hidden(_))
+        ));
+        assert!(matches!(
+            t.list("/home/b", &alice()),
+            Err(Refused::Hidden(_))
+        ));
+        assert!(matches!(
+            t.visible("/srv/x", &alice()),
+            Err(Refused::Hidden(_))
+        ));
         // Searchable but not listable: a name one knows can be restored, the directory cannot
         // be listed nor restored whole.
         assert!(t.visible("/home/c/known", &alice()).is_ok());
@@ -350,7 +381,9 @@ mod tests {
         assert!(t.subtree("/home/c", &alice()).is_err());
         // Missing and forbidden look alike.
         assert_eq!(
-            t.visible("/home/b/nothing", &alice()).unwrap_err().to_string(),
+            t.visible("/home/b/nothing", &alice())
+                .unwrap_err()
+                .to_string(),
             t.visible("/home/b/b.txt", &alice())
                 .unwrap_err()
                 .to_string()
@@ -365,12 +398,21 @@ mod tests {
     fn symlinks_in_the_snapshot_are_never_followed() {
         let t = tree();
         // tob -> ../b: listing or reading through it finds nothing.
-        assert!(matches!(t.list("/home/a/tob", &alice()), Err(Refused::NotADirectory(_))));
-        assert!(matches!(t.visible("/home/a/tob/b.txt", &alice()), Err(Refused::Hidden(_))));
+        assert!(matches!(
+            t.list("/home/a/tob", &alice()),
+            Err(Refused::NotADirectory(_))
+        ));
+        assert!(matches!(
+            t.visible("/home/a/tob/b.txt", &alice()),
+            Err(Refused::Hidden(_))
+        ));
         // Even for root, a symlink is no directory.
         assert!(t.visible("/home/a/tob/b.txt", &Who::Root).is_err());
         // The link itself is restorable (as a link).
-        assert_eq!(t.visible("/home/a/tob", &alice()).unwrap().kind, Kind::Symlink);
+        assert_eq!(
+            t.visible("/home/a/tob", &alice()).unwrap().kind,
+            Kind::Symlink
+        );
     }
 
     #[test]
@@ -392,7 +434,10 @@ mod tests {
                 matches!(t.visible(p, &Who::Root), Err(Refused::NotNormalised(_))),
                 "{p:?}"
             );
-            assert!(matches!(t.list(p, &alice()), Err(Refused::NotNormalised(_))), "{p:?}");
+            assert!(
+                matches!(t.list(p, &alice()), Err(Refused::NotNormalised(_))),
+                "{p:?}"
+            );
         }
         assert_eq!(components("/").unwrap(), Vec::<&str>::new());
         assert_eq!(ancestors("/a/b/c").unwrap(), ["/a", "/a/b"]);

@@ -5,14 +5,46 @@
 
 use std::path::PathBuf;
 
-use super::access::{Kind, Who};
+use super::access::Kind;
 use super::{Destination, Repo};
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::sanitize;
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
     say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
     crate::exit::IGOTCHUU_FAILED
+}
+
+/// `snapshots`, `ls` and `restore` (main's one hook).
+pub fn run(cli: &Cli, command: &Command) -> i32 {
+    match command {
+        Command::Snapshots { json } => snapshots(cli, *json),
+        Command::Ls {
+            snapshot,
+            path,
+            json,
+            as_uid,
+        } => ls(cli, snapshot, path.as_deref(), *json, *as_uid),
+        Command::Restore {
+            snapshot,
+            paths,
+            target,
+            in_place,
+            overwrite,
+            as_uid,
+        } => restore(
+            cli,
+            RestoreArgs {
+                snapshot,
+                paths,
+                target: target.as_ref(),
+                in_place: *in_place,
+                overwrite: *overwrite,
+                as_uid: *as_uid,
+            },
+        ),
+        _ => fail("not a restore command"),
+    }
 }
 
 fn repo(cli: &Cli) -> Result<Repo, i32> {
@@ -56,7 +88,12 @@ pub fn snapshots(cli: &Cli, json: bool) -> i32 {
     }
     for s in mine {
         let t = s.time.get(..19).unwrap_or(&s.time).replace('T', " ");
-        say_out!("{}  {} UTC  {}", s.short_id, t, sanitize::line(&s.paths.join(" ")));
+        say_out!(
+            "{}  {} UTC  {}",
+            s.short_id,
+            t,
+            sanitize::line(&s.paths.join(" "))
+        );
     }
     crate::exit::SUCCESS
 }
@@ -104,7 +141,12 @@ pub fn ls(cli: &Cli, snapshot: &str, path: Option<&str>, json: bool, as_uid: Opt
         return crate::exit::SUCCESS;
     }
     for n in entries {
-        let t = n.mtime.as_deref().and_then(|t| t.get(..19)).unwrap_or("").replace('T', " ");
+        let t = n
+            .mtime
+            .as_deref()
+            .and_then(|t| t.get(..19))
+            .unwrap_or("")
+            .replace('T', " ");
         say_out!(
             "{} {:>6} {:>6} {:>10} {}  {}",
             perms(n.kind, n.mode),
@@ -115,7 +157,6 @@ pub fn ls(cli: &Cli, snapshot: &str, path: Option<&str>, json: bool, as_uid: Opt
             sanitize::line(&n.path)
         );
     }
-    let _ = matches!(who, Who::Root);
     crate::exit::SUCCESS
 }
 
@@ -173,6 +214,9 @@ pub fn restore(cli: &Cli, a: RestoreArgs<'_>) -> i32 {
             }
             crate::exit::SUCCESS
         }
-        Err(e) => fail(format_args!("restore from snapshot {} failed: {e}", snap.short_id)),
+        Err(e) => fail(format_args!(
+            "restore from snapshot {} failed: {e}",
+            snap.short_id
+        )),
     }
 }

@@ -52,10 +52,16 @@ impl Repo {
 
     fn run(&self, args: &[&str]) -> Result<String, String> {
         let out = self.command(args).output().map_err(|e| {
-            format!("cannot run {}: {e}; install restic or extend PATH", self.plan.restic.program)
+            format!(
+                "cannot run {}: {e}; install restic or extend PATH",
+                self.plan.restic.program
+            )
         })?;
         if !out.status.success() {
-            let err = crate::redact::scrub(&String::from_utf8_lossy(&out.stderr), &self.plan.restic.secrets);
+            let err = crate::redact::scrub(
+                &String::from_utf8_lossy(&out.stderr),
+                &self.plan.restic.secrets,
+            );
             return Err(format!(
                 "`restic {}` failed ({}): {}",
                 args.first().copied().unwrap_or_default(),
@@ -63,7 +69,8 @@ impl Repo {
                 crate::sanitize::line(err.trim())
             ));
         }
-        String::from_utf8(out.stdout).map_err(|_| "restic printed something that is not UTF-8".to_owned())
+        String::from_utf8(out.stdout)
+            .map_err(|_| "restic printed something that is not UTF-8".to_owned())
     }
 
     /// Every snapshot of the repository.
@@ -93,7 +100,12 @@ impl Repo {
 
     /// `restic ls --json` of `dirs` (each directory and its children; `recursive`: everything
     /// below).
-    pub fn ls(&self, snap: &Snapshot, dirs: &[String], recursive: bool) -> Result<Vec<Node>, String> {
+    pub fn ls(
+        &self,
+        snap: &Snapshot,
+        dirs: &[String],
+        recursive: bool,
+    ) -> Result<Vec<Node>, String> {
         let mut args = vec!["ls", "--json"];
         if recursive {
             args.push("--recursive");
@@ -104,7 +116,13 @@ impl Repo {
     }
 
     /// Symlink targets below `dirs` from `restic ls -l` (see the module docs), by path.
-    fn link_targets(&self, snap: &Snapshot, dirs: &[String], recursive: bool, links: &[&Node]) -> Result<HashMap<String, String>, String> {
+    fn link_targets(
+        &self,
+        snap: &Snapshot,
+        dirs: &[String],
+        recursive: bool,
+        links: &[&Node],
+    ) -> Result<HashMap<String, String>, String> {
         let mut args = vec!["ls", "-l"];
         if recursive {
             args.push("--recursive");
@@ -186,7 +204,10 @@ pub fn parse_link_targets(stdout: &str, links: &[&Node]) -> HashMap<String, Stri
             continue;
         };
         for n in links {
-            if let Some(t) = rest.strip_prefix(n.path.as_str()).and_then(|r| r.strip_prefix(" -> ")) {
+            if let Some(t) = rest
+                .strip_prefix(n.path.as_str())
+                .and_then(|r| r.strip_prefix(" -> "))
+            {
                 out.insert(n.path.clone(), t.to_owned());
             }
         }
@@ -197,10 +218,23 @@ pub fn parse_link_targets(stdout: &str, links: &[&Node]) -> HashMap<String, Stri
 /// Who a request is for.
 pub fn who_for(uid: u32) -> Result<(Who, Identity), String> {
     if uid == 0 {
-        return Ok((Who::Root, Identity { uid: 0, gid: 0, groups: vec![0] }));
+        return Ok((
+            Who::Root,
+            Identity {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+            },
+        ));
     }
     match crate::dbus::auth::user_identity(uid)? {
-        Some((gid, groups)) => Ok((Who::User { uid, groups: groups.clone() }, Identity { uid, gid, groups })),
+        Some((gid, groups)) => Ok((
+            Who::User {
+                uid,
+                groups: groups.clone(),
+            },
+            Identity { uid, gid, groups },
+        )),
         None => Err(format!("no user has uid {uid} (the user database says so)")),
     }
 }
@@ -213,7 +247,12 @@ pub fn list(repo: &Repo, snap: &Snapshot, path: &str, who: &Who) -> Result<Vec<N
         dirs.push(path.to_owned());
     }
     let nodes = Nodes::new(repo.ls(snap, &dirs, false)?);
-    Ok(nodes.list(path, who).map_err(|e| e.to_string())?.into_iter().cloned().collect())
+    Ok(nodes
+        .list(path, who)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// Where a restore goes.
@@ -238,7 +277,11 @@ pub struct Restored {
 }
 
 fn nanos(mtime: &Option<String>) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(mtime.as_deref()?, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(
+        mtime.as_deref()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
     // i64 nanoseconds reach 2262; an mtime beyond is left unset rather than wrapped.
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
@@ -266,12 +309,19 @@ pub fn restore(
         let mut dirs = vec!["/".to_owned()];
         dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
         let mut listed = repo.ls(snap, &dirs, false)?;
-        let top_is_dir = listed.iter().any(|n| &n.path == path && n.kind == Kind::Dir);
+        let top_is_dir = listed
+            .iter()
+            .any(|n| &n.path == path && n.kind == Kind::Dir);
         if top_is_dir {
             listed.extend(repo.ls(snap, std::slice::from_ref(path), true)?);
         }
         let all = Nodes::new(listed);
-        let chosen: Vec<Node> = all.subtree(path, who).map_err(|e| e.to_string())?.into_iter().cloned().collect();
+        let chosen: Vec<Node> = all
+            .subtree(path, who)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .cloned()
+            .collect();
         let links: Vec<&Node> = chosen.iter().filter(|n| n.kind == Kind::Symlink).collect();
         let links = if links.is_empty() {
             HashMap::new()
@@ -283,18 +333,38 @@ pub fn restore(
         };
         let target = match dest {
             Destination::Into(d) => d.clone(),
-            Destination::InPlace => Path::new(path).parent().map(Path::to_owned).unwrap_or_else(|| "/".into()),
+            Destination::InPlace => Path::new(path)
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| "/".into()),
         };
-        plans.push(Plan { path: path.clone(), target, nodes: chosen, links });
+        plans.push(Plan {
+            path: path.clone(),
+            target,
+            nodes: chosen,
+            links,
+        });
     }
-    let suffix: String = snap.short_id.chars().filter(char::is_ascii_alphanumeric).collect();
-    let suffix = if suffix.is_empty() { snap.id.chars().take(8).collect() } else { suffix };
-    let mut w = Writer::start(id, &suffix, overwrite).map_err(|e| format!("cannot start the restore writer: {e}"))?;
+    let suffix: String = snap
+        .short_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let suffix = if suffix.is_empty() {
+        snap.id.chars().take(8).collect()
+    } else {
+        suffix
+    };
+    let mut w = Writer::start(id, &suffix, overwrite)
+        .map_err(|e| format!("cannot start the restore writer: {e}"))?;
     let mut done = Restored::default();
     let as_root = id.uid == 0;
     let sent = (|| -> Result<(), String> {
         for p in &plans {
-            w.send(&Record::Target { dir: p.target.clone() }).map_err(|e| e.to_string())?;
+            w.send(&Record::Target {
+                dir: p.target.clone(),
+            })
+            .map_err(|e| e.to_string())?;
             let base = p.path.rsplit('/').next().unwrap_or_default().to_owned();
             for n in &p.nodes {
                 let mut rel = vec![base.clone()];
@@ -304,14 +374,35 @@ pub fn restore(
                 let owner = as_root.then_some((n.uid, n.gid));
                 let mtime = nanos(&n.mtime);
                 match n.kind {
-                    Kind::Dir => w.send(&Record::Dir { path: rel, mode: n.mode, mtime, owner }).map_err(|e| e.to_string())?,
+                    Kind::Dir => w
+                        .send(&Record::Dir {
+                            path: rel,
+                            mode: n.mode,
+                            mtime,
+                            owner,
+                        })
+                        .map_err(|e| e.to_string())?,
                     Kind::Symlink => match p.links.get(&n.path) {
-                        Some(t) => w.send(&Record::Symlink { path: rel, target: t.clone(), mtime, owner }).map_err(|e| e.to_string())?,
+                        Some(t) => w
+                            .send(&Record::Symlink {
+                                path: rel,
+                                target: t.clone(),
+                                mtime,
+                                owner,
+                            })
+                            .map_err(|e| e.to_string())?,
                         None => done.skipped.push(n.path.clone()),
                     },
                     Kind::Other => done.skipped.push(n.path.clone()),
                     Kind::File => {
-                        w.send(&Record::File { path: rel, mode: n.mode, size: n.size, mtime, owner }).map_err(|e| e.to_string())?;
+                        w.send(&Record::File {
+                            path: rel,
+                            mode: n.mode,
+                            size: n.size,
+                            mtime,
+                            owner,
+                        })
+                        .map_err(|e| e.to_string())?;
                         send_content(repo, snap, n, &mut w)?;
                         done.files += 1;
                         done.bytes += n.size;
@@ -329,7 +420,11 @@ pub fn restore(
         Err(e) => {
             // The writer's own reason (a full disk, a target gone) is the one that matters.
             let said = w.abort();
-            Err(if said.trim().is_empty() { e } else { said.trim().to_owned() })
+            Err(if said.trim().is_empty() {
+                e
+            } else {
+                said.trim().to_owned()
+            })
         }
     }
 }
@@ -338,7 +433,9 @@ pub fn restore(
 fn send_content(repo: &Repo, snap: &Snapshot, n: &Node, w: &mut Writer) -> Result<(), String> {
     let mut c = repo.command(&["dump", &snap.id, &n.path]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|e| format!("cannot run restic dump: {e}"))?;
+    let mut child = c
+        .spawn()
+        .map_err(|e| format!("cannot run restic dump: {e}"))?;
     let mut out = child.stdout.take().ok_or("restic dump has no stdout")?;
     let stdin = w.stdin.as_mut().ok_or("the restore writer is gone")?;
     let copied = std::io::copy(&mut (&mut out).take(n.size), stdin);
@@ -349,7 +446,8 @@ fn send_content(repo: &Repo, snap: &Snapshot, n: &Node, w: &mut Writer) -> Resul
         let _ = e.read_to_string(&mut err);
     }
     let status = child.wait().map_err(|e| e.to_string())?;
-    let copied = copied.map_err(|e| format!("cannot pass {} to the restore writer: {e}", n.path))?;
+    let copied =
+        copied.map_err(|e| format!("cannot pass {} to the restore writer: {e}", n.path))?;
     if !status.success() {
         return Err(format!(
             "`restic dump` of {} failed ({status}): {}",
@@ -392,8 +490,21 @@ mod tests {
             -rw-r--r--     0     0      0 2026-12-05 01:01:26 /d/a -> evil\n\
             Lrwxrwxrwx     0     0      0 2026-12-05 01:01:26 /d/a -> /etc\n\
             Lrwxrwxrwx  1000  1000      0 2026-12-05 01:01:26 /d/b -> c -> d\n";
-        let a = Node { path: "/d/a".into(), name: "a".into(), kind: Kind::Symlink, uid: 0, gid: 0, mode: 0o777, size: 0, mtime: None };
-        let b = Node { path: "/d/b".into(), name: "b".into(), ..a.clone() };
+        let a = Node {
+            path: "/d/a".into(),
+            name: "a".into(),
+            kind: Kind::Symlink,
+            uid: 0,
+            gid: 0,
+            mode: 0o777,
+            size: 0,
+            mtime: None,
+        };
+        let b = Node {
+            path: "/d/b".into(),
+            name: "b".into(),
+            ..a.clone()
+        };
         let t = parse_link_targets(text, &[&a, &b]);
         assert_eq!(t["/d/a"], "/etc");
         assert_eq!(t["/d/b"], "c -> d");

@@ -37,8 +37,9 @@ impl Snapshot {
 
 /// Parses `restic snapshots --json` (one array).
 pub fn parse_list(stdout: &str) -> Result<Vec<Snapshot>, String> {
-    serde_json::from_str(stdout.trim())
-        .map_err(|e| format!("restic snapshots --json printed something that is not a snapshot list: {e}"))
+    serde_json::from_str(stdout.trim()).map_err(|e| {
+        format!("restic snapshots --json printed something that is not a snapshot list: {e}")
+    })
 }
 
 /// A snapshot as the user named it.
@@ -73,7 +74,10 @@ impl Spec {
             }
         }
         if let Ok(d) = Date::parse(s, format_description!("[year]-[month]-[day]")) {
-            let end = PrimitiveDateTime::new(d, Time::from_hms_nano(23, 59, 59, 999_999_999).unwrap_or(Time::MIDNIGHT));
+            let end = PrimitiveDateTime::new(
+                d,
+                Time::from_hms_nano(23, 59, 59, 999_999_999).unwrap_or(Time::MIDNIGHT),
+            );
             return Ok(Spec::At(end.assume_utc()));
         }
         Err(format!(
@@ -87,7 +91,12 @@ impl Spec {
 /// "This profile's snapshots": this host's snapshots of exactly the profile's places (and its
 /// tags, when its restic arguments tag backups).
 // TODO(merge): ops' snapshot scope (crate::scope::Scope::owns, same definition) replaces this.
-pub fn in_scope(s: &Snapshot, restic_args: &[String], places: &[std::path::PathBuf], host: &str) -> bool {
+pub fn in_scope(
+    s: &Snapshot,
+    restic_args: &[String],
+    places: &[std::path::PathBuf],
+    host: &str,
+) -> bool {
     let values = |names: &[&str]| {
         let mut out = Vec::new();
         let mut it = restic_args.iter();
@@ -100,8 +109,15 @@ pub fn in_scope(s: &Snapshot, restic_args: &[String], places: &[std::path::PathB
         }
         out
     };
-    let want_host = values(&["--host", "-H", "--hostname"]).pop().unwrap_or_else(|| host.to_owned());
-    let tags: Vec<String> = values(&["--tag"]).iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    let want_host = values(&["--host", "-H", "--hostname"])
+        .pop()
+        .unwrap_or_else(|| host.to_owned());
+    let tags: Vec<String> = values(&["--tag"])
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
     let mut want: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
     want.sort();
     want.dedup();
@@ -121,12 +137,18 @@ pub fn hostname() -> String {
         if libc::uname(&mut u) != 0 {
             return String::new();
         }
-        std::ffi::CStr::from_ptr(u.nodename.as_ptr()).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(u.nodename.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
 /// The snapshot `spec` names: ids among all of `all`, `latest` and times among `scoped`.
-pub fn resolve<'a>(spec: &Spec, all: &'a [Snapshot], scoped: &[&'a Snapshot]) -> Result<&'a Snapshot, String> {
+pub fn resolve<'a>(
+    spec: &Spec,
+    all: &'a [Snapshot],
+    scoped: &[&'a Snapshot],
+) -> Result<&'a Snapshot, String> {
     let newest = |pred: &dyn Fn(&Snapshot) -> bool| {
         scoped
             .iter()
@@ -198,7 +220,10 @@ mod tests {
             snap("cccc4444", "2026-12-04T10:00:00Z", "me", &["/home", "/srv"]),
         ];
         let places = [PathBuf::from("/home")];
-        let scoped: Vec<&Snapshot> = all.iter().filter(|s| in_scope(s, &[], &places, "me")).collect();
+        let scoped: Vec<&Snapshot> = all
+            .iter()
+            .filter(|s| in_scope(s, &[], &places, "me"))
+            .collect();
         assert_eq!(scoped.len(), 2);
         let r = |s: &str| resolve(&Spec::parse(s).unwrap(), &all, &scoped).map(|s| s.id.clone());
         assert_eq!(r("latest").unwrap(), "aaaa2222");
@@ -215,7 +240,10 @@ mod tests {
     fn scope_follows_host_and_tag_arguments() {
         let mut s = snap("a", "2026-12-01T10:00:00Z", "h1", &["/srv", "/home"]);
         let places = [PathBuf::from("/home"), PathBuf::from("/srv")];
-        let args: Vec<String> = ["--host", "h1", "--tag=n"].iter().map(|x| x.to_string()).collect();
+        let args: Vec<String> = ["--host", "h1", "--tag=n"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
         assert!(!in_scope(&s, &args, &places, "me"));
         s.tags = Some(vec!["n".into()]);
         assert!(in_scope(&s, &args, &places, "me"));

@@ -41,9 +41,25 @@ pub enum Record {
     /// Restore what follows into this directory (opened by the writer, as the user).
     Target { dir: PathBuf },
     /// `path` is relative to the target: its first component is the top-level entry's name.
-    Dir { path: Vec<String>, mode: u32, mtime: Option<i64>, owner: Option<(u32, u32)> },
-    File { path: Vec<String>, mode: u32, size: u64, mtime: Option<i64>, owner: Option<(u32, u32)> },
-    Symlink { path: Vec<String>, target: String, mtime: Option<i64>, owner: Option<(u32, u32)> },
+    Dir {
+        path: Vec<String>,
+        mode: u32,
+        mtime: Option<i64>,
+        owner: Option<(u32, u32)>,
+    },
+    File {
+        path: Vec<String>,
+        mode: u32,
+        size: u64,
+        mtime: Option<i64>,
+        owner: Option<(u32, u32)>,
+    },
+    Symlink {
+        path: Vec<String>,
+        target: String,
+        mtime: Option<i64>,
+        owner: Option<(u32, u32)>,
+    },
 }
 
 /// Who the writer runs as.
@@ -113,8 +129,13 @@ impl Writer {
         let out = child.stdout.take();
         let err = child.stderr.take();
         let answers = std::thread::spawn(move || {
-            out.map(|o| io::BufReader::new(o).lines().map_while(Result::ok).collect())
-                .unwrap_or_default()
+            out.map(|o| {
+                io::BufReader::new(o)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect()
+            })
+            .unwrap_or_default()
         });
         let errors = std::thread::spawn(move || {
             let mut s = String::new();
@@ -123,7 +144,12 @@ impl Writer {
             }
             s
         });
-        Ok(Writer { child, stdin, answers, errors })
+        Ok(Writer {
+            child,
+            stdin,
+            answers,
+            errors,
+        })
     }
 
     /// Sends one record (and nothing else).
@@ -212,8 +238,14 @@ pub fn writer_main(args: &[OsString]) -> i32 {
 fn no_capabilities() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
-            .filter(|l| l.starts_with("CapEff:") || l.starts_with("CapPrm:") || l.starts_with("CapAmb:"))
-            .all(|l| l.split_whitespace().nth(1).is_some_and(|v| v.bytes().all(|b| b == b'0')))
+            .filter(|l| {
+                l.starts_with("CapEff:") || l.starts_with("CapPrm:") || l.starts_with("CapAmb:")
+            })
+            .all(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|v| v.bytes().all(|b| b == b'0'))
+            })
     })
 }
 
@@ -237,10 +269,13 @@ fn valid_name(n: &str) -> bool {
 fn ts(mtime: Option<i64>) -> Option<Timestamps> {
     let ns = mtime?;
     let t = Timespec {
-        tv_sec: i64::try_from(ns.div_euclid(1_000_000_000)).ok()?,
-        tv_nsec: i64::try_from(ns.rem_euclid(1_000_000_000)).ok()?,
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
     };
-    Some(Timestamps { last_access: t, last_modification: t })
+    Some(Timestamps {
+        last_access: t,
+        last_modification: t,
+    })
 }
 
 impl State {
@@ -251,8 +286,11 @@ impl State {
             if n == 0 {
                 return Ok(());
             }
-            let rec: Record = serde_json::from_slice(&line)
-                .map_err(|e| err(format!("the restore stream is garbled ({e}); nothing more written")))?;
+            let rec: Record = serde_json::from_slice(&line).map_err(|e| {
+                err(format!(
+                    "the restore stream is garbled ({e}); nothing more written"
+                ))
+            })?;
             self.one(rec, input)?;
         }
     }
@@ -260,13 +298,22 @@ impl State {
     fn one(&mut self, rec: Record, input: &mut impl BufRead) -> io::Result<()> {
         match rec {
             Record::Target { dir } => {
-                let fd = open_target(&dir, self.as_root)
-                    .map_err(|e| err(format!("cannot open the target directory {}: {e}", dir.display())))?;
+                let fd = open_target(&dir, self.as_root).map_err(|e| {
+                    err(format!(
+                        "cannot open the target directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 self.root = Some((fd, dir));
                 self.dirs.clear();
                 Ok(())
             }
-            Record::Dir { path, mode, mtime, owner } => {
+            Record::Dir {
+                path,
+                mode,
+                mtime,
+                owner,
+            } => {
                 let (parent, name, shown) = self.parent(&path)?;
                 let (fd, shown) = self.make_dir(&parent, &name, &shown, mode, owner, mtime)?;
                 if path.len() == 1 {
@@ -275,15 +322,27 @@ impl State {
                 self.dirs.insert(path, (fd, shown));
                 Ok(())
             }
-            Record::File { path, mode, size, mtime, owner } => {
+            Record::File {
+                path,
+                mode,
+                size,
+                mtime,
+                owner,
+            } => {
                 let (parent, name, shown) = self.parent(&path)?;
-                let shown = self.make_file(&parent, &name, &shown, mode, size, owner, mtime, input)?;
+                let shown =
+                    self.make_file(&parent, &name, &shown, mode, size, owner, mtime, input)?;
                 if path.len() == 1 {
                     println!("{}", shown.display());
                 }
                 Ok(())
             }
-            Record::Symlink { path, target, mtime, owner } => {
+            Record::Symlink {
+                path,
+                target,
+                mtime,
+                owner,
+            } => {
                 let (parent, name, shown) = self.parent(&path)?;
                 let shown = self.make_symlink(&parent, &name, &shown, &target, owner, mtime)?;
                 if path.len() == 1 {
@@ -300,10 +359,15 @@ impl State {
             return Err(err("the restore stream named an empty path"));
         };
         if !path.iter().all(|c| valid_name(c)) {
-            return Err(err("the restore stream named a path with `/`, `.` or `..`; refused"));
+            return Err(err(
+                "the restore stream named a path with `/`, `.` or `..`; refused",
+            ));
         }
         let (fd, shown) = if dir.is_empty() {
-            let (fd, shown) = self.root.as_ref().ok_or_else(|| err("the restore stream named no target"))?;
+            let (fd, shown) = self
+                .root
+                .as_ref()
+                .ok_or_else(|| err("the restore stream named no target"))?;
             (fd, shown)
         } else {
             let (fd, shown) = self
@@ -348,22 +412,36 @@ impl State {
         mtime: Option<i64>,
     ) -> io::Result<(OwnedFd, PathBuf)> {
         let open = |n: &str| {
-            rustix::fs::openat(parent, n, OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            rustix::fs::openat(
+                parent,
+                n,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
         };
         // An existing directory (not a symlink to one) is merged into.
         if let Ok(st) = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-                let fd = open(name).map_err(|e| err(format!("cannot open {}: {e}", shown.display())))?;
+                let fd =
+                    open(name).map_err(|e| err(format!("cannot open {}: {e}", shown.display())))?;
                 return Ok((fd, shown.to_owned()));
             }
         }
         let (n, _) = self.free_name(parent, name)?;
         let shown = shown.with_file_name(&n);
-        rustix::fs::mkdirat(parent, n.as_str(), Mode::from_raw_mode(0o700))
-            .map_err(|e| err(format!("cannot create the directory {}: {e}", shown.display())))?;
+        rustix::fs::mkdirat(parent, n.as_str(), Mode::from_raw_mode(0o700)).map_err(|e| {
+            err(format!(
+                "cannot create the directory {}: {e}",
+                shown.display()
+            ))
+        })?;
         let fd = open(&n).map_err(|e| err(format!("cannot open {}: {e}", shown.display())))?;
         if let (true, Some((u, g))) = (self.as_root, owner) {
-            rustix::fs::fchown(&fd, Some(rustix::process::Uid::from_raw(u)), Some(rustix::process::Gid::from_raw(g)))?;
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::process::Uid::from_raw(u)),
+                Some(rustix::process::Gid::from_raw(g)),
+            )?;
         }
         // setgid dropped too: it would hand new files the directory's group.
         self.modes.push((fd.try_clone()?, mode & 0o1777, mtime));
@@ -383,15 +461,34 @@ impl State {
         input: &mut impl BufRead,
     ) -> io::Result<PathBuf> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
-            err(format!("cannot {what} {}: {e}; nothing was left under that name", shown.display()))
+            err(format!(
+                "cannot {what} {}: {e}; nothing was left under that name",
+                shown.display()
+            ))
         };
         // Nameless until complete.
-        let (fd, temp) = match rustix::fs::openat(parent, ".", OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)) {
+        let (fd, temp) = match rustix::fs::openat(
+            parent,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
             Ok(fd) => (fd, None),
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
                 let t = temp_name();
-                let fd = rustix::fs::openat(parent, t.as_str(), OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-                    .map_err(|e| fail("create a temporary file for", &e))?;
+                let fd = rustix::fs::openat(
+                    parent,
+                    t.as_str(),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::WRONLY
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| fail("create a temporary file for", &e))?;
                 (fd, Some(t))
             }
             Err(e) => return Err(fail("create", &e)),
@@ -403,7 +500,8 @@ impl State {
         };
         let written = (|| -> io::Result<PathBuf> {
             let mut f = File::from(fd.try_clone()?);
-            let copied = io::copy(&mut input.by_ref().take(size), &mut f).map_err(|e| fail("write", &e))?;
+            let copied =
+                io::copy(&mut input.by_ref().take(size), &mut f).map_err(|e| fail("write", &e))?;
             if copied != size {
                 return Err(err(format!(
                     "the restore of {} was cut off after {copied} of {size} bytes; nothing was left under that name",
@@ -411,10 +509,15 @@ impl State {
                 )));
             }
             if let (true, Some((u, g))) = (self.as_root, owner) {
-                rustix::fs::fchown(&fd, Some(rustix::process::Uid::from_raw(u)), Some(rustix::process::Gid::from_raw(g)))?;
+                rustix::fs::fchown(
+                    &fd,
+                    Some(rustix::process::Uid::from_raw(u)),
+                    Some(rustix::process::Gid::from_raw(g)),
+                )?;
             }
             // No setuid, setgid or sticky bit on a restored file.
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777)).map_err(|e| fail("set the mode of", &e))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
+                .map_err(|e| fail("set the mode of", &e))?;
             if let Some(t) = ts(mtime) {
                 rustix::fs::futimens(&fd, &t).map_err(|e| fail("set the time of", &e))?;
             }
@@ -428,19 +531,30 @@ impl State {
     }
 
     /// Gives a complete file its name: `name`, or beside it.
-    fn name_it(&self, parent: &OwnedFd, fd: &OwnedFd, temp: Option<&str>, name: &str, shown: &Path) -> io::Result<PathBuf> {
+    fn name_it(
+        &self,
+        parent: &OwnedFd,
+        fd: &OwnedFd,
+        temp: Option<&str>,
+        name: &str,
+        shown: &Path,
+    ) -> io::Result<PathBuf> {
         for _ in 0..10 {
             let (n, replace) = self.free_name(parent, name)?;
             let r = match (temp, replace) {
                 (Some(t), true) => rustix::fs::renameat(parent, t, parent, n.as_str()),
-                (Some(t), false) => rustix::fs::renameat_with(parent, t, parent, n.as_str(), RenameFlags::NOREPLACE),
+                (Some(t), false) => {
+                    rustix::fs::renameat_with(parent, t, parent, n.as_str(), RenameFlags::NOREPLACE)
+                }
                 (None, false) => link_tmpfile(fd, parent, &n),
                 (None, true) => {
                     let t = temp_name();
                     link_tmpfile(fd, parent, &t).and_then(|()| {
-                        rustix::fs::renameat(parent, t.as_str(), parent, n.as_str()).inspect_err(|_| {
-                            let _ = rustix::fs::unlinkat(parent, t.as_str(), AtFlags::empty());
-                        })
+                        rustix::fs::renameat(parent, t.as_str(), parent, n.as_str()).inspect_err(
+                            |_| {
+                                let _ = rustix::fs::unlinkat(parent, t.as_str(), AtFlags::empty());
+                            },
+                        )
                     })
                 }
             };
@@ -451,7 +565,10 @@ impl State {
                 Err(e) => return Err(err(format!("cannot put {} in place: {e}", shown.display()))),
             }
         }
-        Err(err(format!("cannot put {} in place: its name keeps being taken", shown.display())))
+        Err(err(format!(
+            "cannot put {} in place: its name keeps being taken",
+            shown.display()
+        )))
     }
 
     fn make_symlink(
@@ -464,11 +581,21 @@ impl State {
         mtime: Option<i64>,
     ) -> io::Result<PathBuf> {
         let t = temp_name();
-        rustix::fs::symlinkat(target, parent, t.as_str())
-            .map_err(|e| err(format!("cannot create the symlink {}: {e}", shown.display())))?;
+        rustix::fs::symlinkat(target, parent, t.as_str()).map_err(|e| {
+            err(format!(
+                "cannot create the symlink {}: {e}",
+                shown.display()
+            ))
+        })?;
         let done = (|| -> io::Result<PathBuf> {
             if let (true, Some((u, g))) = (self.as_root, owner) {
-                rustix::fs::chownat(parent, t.as_str(), Some(rustix::process::Uid::from_raw(u)), Some(rustix::process::Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)?;
+                rustix::fs::chownat(
+                    parent,
+                    t.as_str(),
+                    Some(rustix::process::Uid::from_raw(u)),
+                    Some(rustix::process::Gid::from_raw(g)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
             }
             if let Some(ts) = ts(mtime) {
                 let _ = rustix::fs::utimensat(parent, t.as_str(), &ts, AtFlags::SYMLINK_NOFOLLOW);
@@ -478,15 +605,29 @@ impl State {
                 let r = if replace {
                     rustix::fs::renameat(parent, t.as_str(), parent, n.as_str())
                 } else {
-                    rustix::fs::renameat_with(parent, t.as_str(), parent, n.as_str(), RenameFlags::NOREPLACE)
+                    rustix::fs::renameat_with(
+                        parent,
+                        t.as_str(),
+                        parent,
+                        n.as_str(),
+                        RenameFlags::NOREPLACE,
+                    )
                 };
                 match r {
                     Ok(()) => return Ok(shown.with_file_name(n)),
                     Err(rustix::io::Errno::EXIST) => continue,
-                    Err(e) => return Err(err(format!("cannot put the symlink {} in place: {e}", shown.display()))),
+                    Err(e) => {
+                        return Err(err(format!(
+                            "cannot put the symlink {} in place: {e}",
+                            shown.display()
+                        )))
+                    }
                 }
             }
-            Err(err(format!("cannot put {} in place: its name keeps being taken", shown.display())))
+            Err(err(format!(
+                "cannot put {} in place: its name keeps being taken",
+                shown.display()
+            )))
         })();
         if done.is_err() {
             let _ = rustix::fs::unlinkat(parent, t.as_str(), AtFlags::empty());
@@ -510,7 +651,10 @@ impl State {
 fn temp_name() -> String {
     let mut b = [0u8; 8];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-    format!(".igotchuu-restore-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!(
+        ".igotchuu-restore-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 /// Links an `O_TMPFILE` file under `name` (fails with EEXIST when taken).
@@ -538,7 +682,10 @@ fn open_target(dir: &Path, as_root: bool) -> io::Result<OwnedFd> {
         };
         fd = rustix::fs::openat(&fd, n, flags | OFlags::NOFOLLOW, Mode::empty()).map_err(|e| {
             if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                err(format!("{} on the way is a symlink or not a directory, which root does not follow", Path::new(n).display()))
+                err(format!(
+                    "{} on the way is a symlink or not a directory, which root does not follow",
+                    Path::new(n).display()
+                ))
             } else {
                 io::Error::from(e)
             }
