@@ -171,6 +171,28 @@ impl Setup {
         self.fx.run(&self.config, args)
     }
 
+    /// `restore latest PATH --in-place [MORE] --as-uid A`.
+    fn in_place_as_a(&self, path: &str, more: &[&str]) -> RunOutput {
+        let a = self.a.uid.to_string();
+        let mut args = vec!["restore", "latest", path, "--in-place", "--as-uid", &a];
+        args.extend(more);
+        self.run(&args)
+    }
+
+    /// `restore latest PATH --target DIR --as-uid A`.
+    fn restore_as_a(&self, path: &str, target: &Path) -> RunOutput {
+        let a = self.a.uid.to_string();
+        self.run(&[
+            "restore",
+            "latest",
+            path,
+            "--target",
+            target.to_str().expect("UTF-8"),
+            "--as-uid",
+            &a,
+        ])
+    }
+
     fn p(&self, rel: &str) -> String {
         self.data.join(rel).display().to_string()
     }
@@ -298,7 +320,6 @@ fn user_case(s: &Setup) {
     s.backup();
     let a = s.a.uid.to_string();
     let t = s.a_dir("ta");
-    let ts = t.to_str().unwrap();
 
     // Listing: B's 0700 directory inside A's is left out; B's home, `..` and a path through a
     // symlink in the snapshot are refused alike.
@@ -322,16 +343,7 @@ fn user_case(s: &Setup) {
     }
 
     // Restore of her home: her files, hers, their mode without setuid; nothing of B's.
-    s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a"),
-        "--target",
-        ts,
-        "--as-uid",
-        &a,
-    ])
-    .assert_code(0);
+    s.restore_as_a(&s.p("home/a"), &t).assert_code(0);
     let got = t.join("a");
     assert_eq!(names(&got), ["big", "many", "pub.bin", "suid", "tob"]);
     assert_eq!(std::fs::read(got.join("pub.bin")).unwrap(), binary(40));
@@ -357,7 +369,7 @@ fn user_case(s: &Setup) {
         s.p("home/b/b.txt"),
         s.p("home/a/tob/b.txt"),
     ] {
-        s.run(&["restore", "latest", &path, "--target", ts, "--as-uid", &a])
+        s.restore_as_a(&path, &t)
             .assert_code(20)
             .assert_stderr_contains("not yours to read");
     }
@@ -366,14 +378,7 @@ fn user_case(s: &Setup) {
     // In place: the current version stays, the restored one goes beside it.
     let live = s.data.join("home/a/pub.bin");
     std::fs::write(&live, b"edited since\n").unwrap();
-    let out = s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/pub.bin"),
-        "--in-place",
-        "--as-uid",
-        &a,
-    ]);
+    let out = s.in_place_as_a(&s.p("home/a/pub.bin"), &[]);
     out.assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), b"edited since\n");
     let beside: Vec<String> = names(&s.data.join("home/a"))
@@ -387,44 +392,20 @@ fn user_case(s: &Setup) {
     );
     // Deleted: back under its own name. --overwrite replaces.
     std::fs::remove_file(&live).unwrap();
-    s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/pub.bin"),
-        "--in-place",
-        "--as-uid",
-        &a,
-    ])
-    .assert_code(0);
+    s.in_place_as_a(&s.p("home/a/pub.bin"), &[]).assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), binary(40));
     std::fs::write(&live, b"edited again\n").unwrap();
-    s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/pub.bin"),
-        "--in-place",
-        "--overwrite",
-        "--as-uid",
-        &a,
-    ])
-    .assert_code(0);
+    s.in_place_as_a(&s.p("home/a/pub.bin"), &["--overwrite"])
+        .assert_code(0);
     assert_eq!(std::fs::read(&live).unwrap(), binary(40));
     assert_eq!(std::fs::metadata(&live).unwrap().uid(), s.a.uid);
 
     // The writer is A: a target A cannot write gets nothing (root's 0755 directory).
     let root_dir = s.fx.path("roots");
     std::fs::create_dir(&root_dir).unwrap();
-    s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/pub.bin"),
-        "--target",
-        root_dir.to_str().unwrap(),
-        "--as-uid",
-        &a,
-    ])
-    .assert_code(20)
-    .assert_stderr_contains("Permission denied");
+    s.restore_as_a(&s.p("home/a/pub.bin"), &root_dir)
+        .assert_code(20)
+        .assert_stderr_contains("Permission denied");
     assert!(names(&root_dir).is_empty());
 
     // --as-uid is root's: A asking for root's view is refused before anything is read.
@@ -451,7 +432,6 @@ fn a_target_swapped_for_a_symlink_to_etc_mid_restore_gets_nothing_into_etc() {
     chown(&t, &s.a);
     let moved = home.join("swap.old");
     let marker = home.join("count");
-    let a = s.a.uid.to_string();
     // A waits for the restore's first file, then moves her target away and puts a symlink to
     // /etc in its place; she notes how many files had arrived when she did.
     let script = format!(
@@ -461,15 +441,7 @@ fn a_target_swapped_for_a_symlink_to_etc_mid_restore_gets_nothing_into_etc() {
         marker = sh_quote(&marker)
     );
     let mut racer = s.a.sh(&script).spawn().expect("racer");
-    let out = s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/many"),
-        "--target",
-        t.to_str().unwrap(),
-        "--as-uid",
-        &a,
-    ]);
+    let out = s.restore_as_a(&s.p("home/a/many"), &t);
     let _ = racer.wait();
     assert!(
         !Path::new("/etc/many").exists(),
@@ -521,30 +493,13 @@ fn a_full_disk_fails_clearly_and_leaves_no_partial_file() {
         }
     }
     let _u = Unmount(small.clone());
-    let a = s.a.uid.to_string();
-    let out = s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a/big"),
-        "--target",
-        small.to_str().unwrap(),
-        "--as-uid",
-        &a,
-    ]);
+    let out = s.restore_as_a(&s.p("home/a/big"), &small);
     out.assert_code(20)
         .assert_stderr_contains("No space left on device");
     assert!(out.stderr.contains("big"), "{out}");
     assert!(names(&small).is_empty(), "left behind: {:?}", names(&small));
     // A directory: the files that fit are there, whole; the one that did not is nowhere.
-    let out = s.run(&[
-        "restore",
-        "latest",
-        &s.p("home/a"),
-        "--target",
-        small.to_str().unwrap(),
-        "--as-uid",
-        &a,
-    ]);
+    let out = s.restore_as_a(&s.p("home/a"), &small);
     out.assert_code(20)
         .assert_stderr_contains("No space left on device");
     assert!(

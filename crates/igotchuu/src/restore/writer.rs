@@ -379,6 +379,18 @@ impl State {
         Ok((fd.try_clone()?, name.clone(), shown.join(name)))
     }
 
+    /// Root's writer gives an entry its recorded owner (a user's writer's entries are theirs).
+    fn give(&self, fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
+        if let (true, Some((u, g))) = (self.as_root, owner) {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::process::Uid::from_raw(u)),
+                Some(rustix::process::Gid::from_raw(g)),
+            )?;
+        }
+        Ok(())
+    }
+
     /// The name to create `name` under in `dir`: itself when free (or `overwrite`), else beside.
     fn free_name(&self, dir: &OwnedFd, name: &str) -> io::Result<(String, bool)> {
         let exists = |n: &str| match rustix::fs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW) {
@@ -436,13 +448,7 @@ impl State {
             ))
         })?;
         let fd = open(&n).map_err(|e| err(format!("cannot open {}: {e}", shown.display())))?;
-        if let (true, Some((u, g))) = (self.as_root, owner) {
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::process::Uid::from_raw(u)),
-                Some(rustix::process::Gid::from_raw(g)),
-            )?;
-        }
+        self.give(&fd, owner)?;
         // setgid dropped too: it would hand new files the directory's group.
         self.modes.push((fd.try_clone()?, mode & 0o1777, mtime));
         Ok((fd, shown))
@@ -508,13 +514,7 @@ impl State {
                     shown.display()
                 )));
             }
-            if let (true, Some((u, g))) = (self.as_root, owner) {
-                rustix::fs::fchown(
-                    &fd,
-                    Some(rustix::process::Uid::from_raw(u)),
-                    Some(rustix::process::Gid::from_raw(g)),
-                )?;
-            }
+            self.give(&fd, owner)?;
             // No setuid, setgid or sticky bit on a restored file.
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))
                 .map_err(|e| fail("set the mode of", &e))?;
