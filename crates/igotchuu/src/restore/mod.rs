@@ -10,7 +10,11 @@
 //! decided on the nodes `restic ls --json` printed, and the data restic is asked for is exactly
 //! those nodes' data: a file the user may not read is never read out of the repository at all,
 //! and root parses no tar stream (no header, long-name or PAX parser running as root on data
-//! users wrote). The price is one restic start per file (it reloads the index each time).
+//! users wrote). The price is one restic start per file (it reloads the index each time): measured
+//! 105 s for a directory of 100 small files on the 2-core test machine under load ~5, against
+//! 0.9 s for `restic restore` of the same tree. Large directories need the other design next:
+//! one `restic dump` of the directory, its tar stream parsed and filtered here against the same
+//! allowed set before anything reaches the writer.
 //! Symlink targets come from `restic ls -l` (the JSON listing has no link target), matched
 //! against the exact path of a symlink node.
 
