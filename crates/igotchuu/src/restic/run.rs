@@ -1,6 +1,6 @@
 //! Runs `restic backup` and turns its two output streams into events.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -45,10 +45,14 @@ fn publish(raw: &[u8], output: &mut ResticOutput, events: &mut Events) {
 /// Starts restic and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
 /// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
 /// a grace period.
+///
+/// `run_lock`, the run lock's file, goes to the drain helper, which holds it until a killed
+/// igotchuu's restic has exited (see drain.rs).
 pub async fn run(
     cmd: &ResticCommand,
     events: &mut Events,
     stop: &mut StopSignal,
+    run_lock: Option<BorrowedFd<'_>>,
 ) -> Result<ResticResult, SpawnError> {
     let mut c = Command::from(cmd.with_args(cmd.args.clone()));
     c.stdin(Stdio::null())
@@ -90,7 +94,7 @@ pub async fn run(
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
     // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
-    let drain = match Drain::start(out.as_fd(), err.as_fd()) {
+    let drain = match Drain::start(out.as_fd(), err.as_fd(), run_lock) {
         Ok(d) => Some(d),
         Err(e) => {
             events.warning(format!(
