@@ -28,7 +28,7 @@ pub enum LockError {
     /// The holder named in the file is gone, yet the lock is held: a killed run's drain helper
     /// (restic::drain) keeps it while that run's restic winds down, and it did not finish within
     /// the wait ([`acquire_waiting`]).
-    #[error("the restic of a killed igotchuu run (PID {pid}) is still finishing and holds {path} after {waited}s; wait for it to exit, or find it with `fuser -v {path}`")]
+    #[error("the restic of a killed igotchuu run (PID {pid}) is still finishing and holds {path} (waited {waited}s); wait for it to exit, or find it with `fuser -v {path}`")]
     Finishing {
         path: PathBuf,
         pid: u32,

@@ -220,5 +220,12 @@ mod tests {
         for not_ours in ["0", "1", "2", "-1", "x", ""] {
             assert!(take_pipe(&OsString::from(not_ours)).is_none(), "{not_ours}");
         }
+        // The run lock is a file, never a pipe.
+        // (Its ownership stays with `file`: the taken fd is let go as a number.)
+        assert!(take_lock(&OsString::from(file.as_raw_fd().to_string()))
+            .map(IntoRawFd::into_raw_fd)
+            .is_some());
+        let (r, _w) = rustix::pipe::pipe().expect("pipe");
+        assert!(take_lock(&OsString::from(r.as_raw_fd().to_string())).is_none());
     }
 }
