@@ -535,8 +535,9 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
         .expect("the helper's fds")
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .collect();
-    // Beside restic's pipes, exactly one file of igotchuu's: the run lock, which it holds until
-    // restic has exited (issue 16 §4), never the journal's lock or anything else.
+    // Beside restic's pipes (and a pidfd of restic, to tell when it has exited), exactly one
+    // file of igotchuu's: the run lock, which it holds until restic has exited (issue 16 §4),
+    // never the journal's lock or anything else.
     let mut run_lock = 0;
     for link in &held {
         let l = link.to_string_lossy();
@@ -545,7 +546,7 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
             continue;
         }
         assert!(
-            l.starts_with("pipe:") || l == "/dev/null",
+            l.starts_with("pipe:") || l == "/dev/null" || l == "anon_inode:[pidfd]",
             "the helper holds {l}: {held:?}"
         );
     }

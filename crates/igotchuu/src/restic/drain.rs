@@ -32,8 +32,11 @@
 //!   socket. It lives in its own process group, so a Ctrl-C meant for igotchuu does not end it.
 //!
 //! The helper also holds the run lock (issue 16 §4): it inherits the lock file's open file
-//! description, whose flock is shared by every fd of it, and keeps it until restic and what it
-//! started have closed their output, i.e. have exited. Without that the lock went with the
+//! description, whose flock is shared by every fd of it, and keeps it until restic has exited,
+//! as a pidfd of restic (opened by igotchuu while restic was its unreaped child, so it names
+//! that very process) tells. Not until restic's output is closed: a process restic started (ssh
+//! to an unreachable server) may hold it for good, and then every later run would be refused.
+//! Without a pidfd (kernels before 5.3) the lock goes when the output is closed. Without that the lock went with the
 //! killed igotchuu while its restic still ran, so the next run could start at once: its
 //! `restic unlock` cannot remove a live process's lock, the old restic kept the orphaned
 //! namespace and the snapshots busy, and a `restic check` right after failed as "already
@@ -67,18 +70,20 @@ pub struct Drain {
 
 impl Drain {
     /// Starts the helper on restic's stdout and stderr pipes (their read ends, as igotchuu holds
-    /// them), handing it the run lock's file too, when there is one.
+    /// them), handing it the run lock's file too, when there is one, and a pidfd of restic.
     pub fn start(
         out: BorrowedFd<'_>,
         err: BorrowedFd<'_>,
         run_lock: Option<BorrowedFd<'_>>,
+        restic: Option<BorrowedFd<'_>>,
     ) -> io::Result<Drain> {
         let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let fds: Vec<RawFd> = [out, err]
-            .into_iter()
-            .chain(run_lock)
-            .map(|fd| fd.as_raw_fd())
-            .collect();
+        let mut fds: Vec<RawFd> = vec![out.as_raw_fd(), err.as_raw_fd()];
+        // The pidfd only says when to let go of the lock: without a lock it is not passed.
+        if let Some(lock) = run_lock {
+            fds.push(lock.as_raw_fd());
+            fds.extend(restic.map(|p| p.as_raw_fd()));
+        }
         let mut c = Command::new("/proc/self/exe");
         c.arg0("igotchuu")
             .arg(HELPER_ARG)
@@ -130,6 +135,29 @@ fn take_lock(arg: &OsString) -> Option<OwnedFd> {
     take_fd(arg, |target| target.starts_with('/'))
 }
 
+/// Takes ownership of the pidfd of restic igotchuu passed as fd number `arg`.
+fn take_pidfd(arg: &OsString) -> Option<OwnedFd> {
+    take_fd(arg, |target| target == "anon_inode:[pidfd]")
+}
+
+/// Waits until the process of `pidfd` has exited (the pidfd becomes readable). `false`: cannot
+/// tell (poll failed).
+fn wait_exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, and its count.
+        match unsafe { libc::poll(&mut p, 1, -1) } {
+            n if n > 0 => return true,
+            n if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Takes ownership of fd number `arg` if what it is open on (its /proc/self/fd link) passes
 /// `is`.
 fn take_fd(arg: &OsString, is: impl Fn(&str) -> bool) -> Option<OwnedFd> {
@@ -161,12 +189,13 @@ pub fn helper_main(args: &[OsString]) -> i32 {
         return 2;
     };
     let pipes = vec![out, err];
-    // Held, never used, until this function returns: the run lock stays taken until restic has
-    // exited (see the module docs). Closing it is what lets the next run go on. A lock fd that
-    // is not what igotchuu passes is left alone; draining restic's output matters more.
-    let _run_lock = match rest {
-        [] => None,
-        [lock] => take_lock(lock),
+    // Held, never used, until restic has exited (see the module docs): closing it is what lets
+    // the next run go on. A lock fd that is not what igotchuu passes is left alone; draining
+    // restic's output matters more.
+    let (run_lock, restic) = match rest {
+        [] => (None, None),
+        [lock] => (take_lock(lock), None),
+        [lock, pidfd] => (take_lock(lock), take_pidfd(pidfd)),
         _ => return 2,
     };
     // igotchuu never writes to our stdin: this returns when it has exited. On an error, stop
@@ -193,6 +222,14 @@ pub fn helper_main(args: &[OsString]) -> i32 {
             // Reading one pipe alone could wait for good on a restic blocked writing the other.
             // Exiting lets restic meet EPIPE as without a helper, and the next run unlock.
             Err(_) => return 1,
+        }
+    }
+    // The lock goes once restic itself has exited; what restic started may hold the output for
+    // longer, and is still drained, but holds no run back. Without a pidfd: once the output is
+    // closed, at the end.
+    if let Some(pidfd) = restic {
+        if wait_exited(&pidfd) {
+            drop(run_lock);
         }
     }
     for r in readers {

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::process::{getppid, kill_process, Pid, Signal};
+use rustix::process::{getppid, kill_process, Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -94,7 +94,15 @@ pub async fn run(
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
     // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
-    let drain = match Drain::start(out.as_fd(), err.as_fd(), run_lock) {
+    // restic is our child and not yet reaped, so its PID names it: the pidfd tells the drain
+    // helper when it has exited. Without one (kernels before 5.3) the helper goes by its output.
+    let restic_fd = pid.and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
+    let drain = match Drain::start(
+        out.as_fd(),
+        err.as_fd(),
+        run_lock,
+        restic_fd.as_ref().map(AsFd::as_fd),
+    ) {
         Ok(d) => Some(d),
         Err(e) => {
             events.warning(format!(
