@@ -334,7 +334,10 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
         }
         out.assert_stderr_contains(errors::ALREADY_RUNNING);
         out.assert_stderr_contains("the restic of a killed igotchuu run");
-        assert!(Instant::now() < end, "the killed run's restic did not finish: {out}");
+        assert!(
+            Instant::now() < end,
+            "the killed run's restic did not finish: {out}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (outcomes, msgs) = wait_outcomes(&rec, 2);
@@ -468,18 +471,22 @@ fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
 /// `igotchuu -c cfg daemon --idle-timeout idle`, `path` first in PATH; returns once it owns the
 /// name.
 fn run_daemon_idle(bus: &Bus, fx: &Fixture, cfg: &Path, idle: u64, path: Option<&Path>) -> Running {
-    let mut cmd = bus
-        .igotchuu(fx)
-        .arg("-c")
-        .arg(cfg)
-        .args(["daemon", "--idle-timeout", &idle.to_string()]);
+    let mut cmd =
+        bus.igotchuu(fx)
+            .arg("-c")
+            .arg(cfg)
+            .args(["daemon", "--idle-timeout", &idle.to_string()]);
     if let Some(p) = path {
         cmd = cmd.path_prepend(p);
     }
     let mut d = cmd.spawn();
     let end = Instant::now() + WAIT_TIMEOUT;
     while !bus.has_owner(NAME) {
-        assert!(!d.has_exited(), "the daemon exited:\n{}", d.wait(RUN_TIMEOUT));
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
         assert!(Instant::now() < end, "the daemon did not own {NAME}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -500,7 +507,11 @@ struct LoggingRestic {
 fn logging_restic(fx: &Fixture) -> LoggingRestic {
     let dir = fx.path("logging-restic");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let (log, held, go) = (fx.path("restic.log"), fx.path("restic-held"), fx.path("restic-go"));
+    let (log, held, go) = (
+        fx.path("restic.log"),
+        fx.path("restic-held"),
+        fx.path("restic-go"),
+    );
     let script = format!(
         "#!/bin/sh\n# Fake restic made by tests/daemon.rs: logs its arguments.\n\
          echo \"$*\" >> {log}\n\
@@ -573,7 +584,10 @@ fn refused_calls_do_not_keep_the_daemon_alive() {
         bus.stop(Who::Root).assert_code(0);
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(!daemon.has_exited(), "root's Stops a second apart are activity");
+    assert!(
+        !daemon.has_exited(),
+        "root's Stops a second apart are activity"
+    );
 }
 
 /// Start, then Stop as soon as Start has answered, 50 times over one connection: the Stop's
@@ -666,12 +680,18 @@ fn a_start_burst_during_a_run_is_refused_without_running_restic() {
     start(&bus, Who::Root, "").assert_code(0);
     daemon.wait_for_path(&restic.held);
     let before = restic.versions();
-    assert!(before >= 1, "the wrapper logs the run's own `restic version`");
+    assert!(
+        before >= 1,
+        "the wrapper logs the run's own `restic version`"
+    );
     let burst: Vec<RunOutput> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..20)
             .map(|_| s.spawn(|| start(&bus, Who::Root, "")))
             .collect();
-        calls.into_iter().map(|c| c.join().expect("thread")).collect()
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("thread"))
+            .collect()
     });
     for out in &burst {
         assert_ne!(out.code, Some(0), "{out}");
@@ -713,7 +733,15 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
         assert!(!out.stderr.contains(&long), "the name is not echoed: {out}");
     }
     // The longest allowed name goes on to the config, which is broken.
-    let out = start(&bus, Who::Root, &"p".repeat(igotchuu::daemon::MAX_PROFILE_NAME));
+    let out = start(
+        &bus,
+        Who::Root,
+        &"p".repeat(igotchuu::daemon::MAX_PROFILE_NAME),
+    );
     out.assert_stderr_contains(errors::CONFIG_INVALID);
-    assert_eq!(restic.versions(), 0, "no `restic version` for a refused name");
+    assert_eq!(
+        restic.versions(),
+        0,
+        "no `restic version` for a refused name"
+    );
 }

@@ -616,7 +616,11 @@ fn the_next_run_waits_for_a_killed_run_s_restic_to_finish() {
     let run = fx
         .igotchuu()
         .path_prepend(&wrapper)
-        .args(["-c", slow_upload_config(&fx, &data).to_str().unwrap(), "backup"])
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
         .spawn();
     let (run, restic) = wait_until_uploading(&fx, run);
     let real = children_named(restic.pid, "restic");
@@ -629,12 +633,23 @@ fn the_next_run_waits_for_a_killed_run_s_restic_to_finish() {
         wait_for_path(&interrupted, WAIT_TIMEOUT),
         "restic got no SIGINT when igotchuu died"
     );
-    assert!(real.alive() && restic.alive(), "the killed run's restic winds down");
-    assert_eq!(restic_locks(&fx).len(), 1, "the killed run's restic holds its lock");
+    assert!(
+        real.alive() && restic.alive(),
+        "the killed run's restic winds down"
+    );
+    assert_eq!(
+        restic_locks(&fx).len(),
+        1,
+        "the killed run's restic holds its lock"
+    );
 
     let mut next = fx
         .igotchuu()
-        .args(["-c", fx.write_config(&places(&[&data])).to_str().unwrap(), "backup"])
+        .args([
+            "-c",
+            fx.write_config(&places(&[&data])).to_str().unwrap(),
+            "backup",
+        ])
         .command();
     let mut child = next
         .stdin(std::process::Stdio::null())
@@ -657,7 +672,8 @@ fn the_next_run_waits_for_a_killed_run_s_restic_to_finish() {
         }
     }
     assert!(
-        seen.last().is_some_and(|l| l.contains("is still finishing; waiting up to 60s")),
+        seen.last()
+            .is_some_and(|l| l.contains("is still finishing; waiting up to 60s")),
         "{seen:#?}"
     );
     // Let the old restic go: it passes SIGINT on, the real restic removes its lock and exits.

@@ -305,9 +305,9 @@ impl Daemon {
         // caller's Start would time out on D-Bus (25 s in most clients) before a minute's wait.
         let lock = lock::acquire_waiting(&plan.lock_file, Duration::ZERO, |_| {});
         let lock = lock.map_err(|e| match e {
-            LockError::Held { .. } | LockError::HeldByUnknown { .. } | LockError::Finishing { .. } => {
-                Refusal::new(errors::ALREADY_RUNNING, e.to_string())
-            }
+            LockError::Held { .. }
+            | LockError::HeldByUnknown { .. }
+            | LockError::Finishing { .. } => Refusal::new(errors::ALREADY_RUNNING, e.to_string()),
             other => Refusal::new(errors::CONFIG_INVALID, other.to_string()),
         })?;
         Ok((plan, lock))
