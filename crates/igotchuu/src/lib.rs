@@ -26,6 +26,7 @@ pub mod record;
 pub mod recovery;
 pub mod redact;
 pub mod restic;
+pub mod safe_fs;
 pub mod sanitize;
 pub mod schedule;
 pub mod snapshot;

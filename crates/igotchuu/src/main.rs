@@ -194,6 +194,12 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    // Reached once, under the lock, without following a symlink (the walk checks the way again
+    // and creates what is missing): every file of the run in it is written through this fd.
+    let state = match record::reach_state_dir(&plan.state_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
     // refusals before this point (config, trust, the lock held by another run) are not runs.
     // A daemon's child runs under the id `Start` returned, so the daemon and the status file
@@ -204,7 +210,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     };
     let (recording, marker_warning) = match job {
         Job::Backup => {
-            let (r, w) = record::Recording::begin(&plan, &run_id);
+            let state = match state.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    return fail(format_args!("cannot use {}: {e}", plan.state_dir.display()))
+                }
+            };
+            let (r, w) = record::Recording::begin(&plan, state, &run_id);
             (Some(r), w)
         }
         Job::Cleanup => (None, None),
@@ -259,7 +271,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         }
         // Only backups are recorded: no recording means `cleanup`.
         let Some(recording) = recording else {
-            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+            return pipeline::cleanup_leftovers(&plan, &state, &mut events, &mut stop).await;
         };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
@@ -278,7 +290,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
                 }
             },
         };
-        let code = pipeline::run(&plan, &mut events, &mut stop, lock.fd()).await;
+        let code = pipeline::run(&plan, &state, &mut events, &mut stop, lock.fd()).await;
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(&plan, code, &mut events);
         if let Some(d) = dbus {
