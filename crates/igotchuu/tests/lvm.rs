@@ -310,10 +310,14 @@ fn thin_ext4_and_thick_xfs_on_one_vg_are_backed_up_as_at_the_snapshot() {
     touch(&h.go);
     let out = run.wait(RUN_TIMEOUT);
     out.assert_code(0);
-    assert!(
-        out.all().contains(&format!("snapshotted the 2 logical volumes of {}", vg.name)),
-        "{out}"
-    );
+    let apart = out
+        .all()
+        .lines()
+        .find(|l| l.contains(&format!("snapshotted the 2 logical volumes of {}", vg.name)))
+        .map(str::to_owned);
+    assert!(apart.is_some(), "{out}");
+    // A figure for the README, not a threshold.
+    loud(&format!("figure: {}", apart.unwrap_or_default()));
 
     assert_eq!(
         fx.restic_dump_latest(&data.join("a.txt")).as_deref(),
@@ -391,6 +395,7 @@ fn an_overflowing_cow_snapshot_fails_the_run_and_its_restic_snapshot_is_forgotte
     let out = run.wait(RUN_TIMEOUT);
     out.assert_code(20);
     out.assert_stderr_contains("overflowed");
+    loud(&format!("overflow run said:\n{}", out.stderr));
     let snaps = fx.restic_snapshots();
     assert!(
         snaps.is_empty(),

@@ -201,7 +201,7 @@ pub fn probe(fd: BorrowedFd<'_>) -> io::Result<Option<Probe>> {
 #[derive(Debug, Clone)]
 pub enum Provision {
     /// In its thin pool, without a size.
-    Thin { pool: cli::Lv },
+    Thin { pool: Box<cli::Lv> },
     /// A classic COW snapshot, sized at run time from `lvm_snapshot_size`.
     Cow,
 }
@@ -210,7 +210,7 @@ pub enum Provision {
 #[derive(Debug)]
 pub struct Volume {
     /// The origin as `lvs` reported it.
-    pub lv: cli::Lv,
+    pub lv: Box<cli::Lv>,
     pub fs: Fs,
     pub provision: Provision,
     /// Filesystems mounted below the source: the snapshot holds only the empty directories they
@@ -315,7 +315,9 @@ pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
                 ),
             );
         }
-        Provision::Thin { pool }
+        Provision::Thin {
+            pool: Box::new(pool),
+        }
     } else if lv.is_plain() {
         Provision::Cow
     } else {
@@ -330,7 +332,7 @@ pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
     };
     let below = mounts_below(src);
     Ok(Volume {
-        lv,
+        lv: Box::new(lv),
         fs,
         provision,
         below,

@@ -255,14 +255,21 @@ pub fn resolve_all(plan: &Plan) -> Result<Vec<Source>, SnapError> {
 /// cannot be inspected here (e.g. without root).
 pub fn describe_sources(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
+    let mut resolved = Vec::new();
     for s in &plan.snapshots {
         match resolve(s) {
             Err(e) => out.push(format!(
                 "{}: cannot inspect it here ({e})",
                 s.source.display()
             )),
-            Ok(src) => out.extend(src.describe(plan)),
+            Ok(src) => {
+                out.extend(src.describe(plan));
+                resolved.push(src);
+            }
         }
+    }
+    if let Err(e) = lvm::check_space(plan, &resolved) {
+        out.push(format!("a run would be refused: {e}"));
     }
     out
 }
