@@ -186,11 +186,17 @@ pub fn probe(fd: BorrowedFd<'_>) -> io::Result<Option<Probe>> {
     let Some(m) = mountinfo::all()?.into_iter().find(|m| m.id == id) else {
         return Ok(None);
     };
+    let dev = device::split_dev(fstat(fd)?.st_dev);
+    recognise(m, dev, Path::new("/sys"))
+}
+
+/// [`probe`]'s decision, given the mount's line in mountinfo, the device number of the source's
+/// filesystem and where sysfs is.
+fn recognise(m: MountLine, dev: (u32, u32), sys: &Path) -> io::Result<Option<Probe>> {
     if m.fstype == "btrfs" || m.fstype == "zfs" {
         return Ok(None);
     }
-    let dev = device::split_dev(fstat(fd)?.st_dev);
-    Ok(match device::classify(Path::new("/sys"), dev)? {
+    Ok(match device::classify(sys, dev)? {
         Device::Lv { uuid } => Some(Probe::Lv { mount: m, uuid }),
         Device::CryptInLv { crypt, .. } => Some(Probe::CryptInLv { mount: m, crypt }),
         Device::NotDm | Device::OtherDm { .. } => None,
@@ -992,6 +998,49 @@ mod tests {
         assert_eq!(CowSize::PercentOrigin(100).extents(64 << 20, ext), 16);
         assert_eq!(CowSize::Bytes(1).extents(64 << 20, ext), 1);
         assert_eq!(CowSize::Bytes(8 << 20).extents(64 << 20, ext), 2);
+    }
+
+    /// From a mountinfo line and a sysfs tree as the guest showed them: ext4 and XFS on LVs are
+    /// LVM sources, btrfs on an LV is left to the btrfs backend, a partition is nothing of ours,
+    /// and a LUKS container opened from an LV is recognised (to be refused).
+    #[test]
+    fn mountinfo_and_sysfs_recognise_lvm_sources() {
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        let lv = "LVM-MW3rfKafi8WaqAmHCHazOibp9jY5pgnYd01eGN0bx9jyr1ZIK3RDCJejhmwRRbqX";
+        let dm = |name: &str, dev: &str, uuid: &str| {
+            let real = sys.join("devices/virtual/block").join(name);
+            std::fs::create_dir_all(real.join("dm")).unwrap();
+            std::fs::create_dir_all(real.join("slaves")).unwrap();
+            std::fs::write(real.join("dm/uuid"), format!("{uuid}\n")).unwrap();
+            std::fs::create_dir_all(sys.join("dev/block")).unwrap();
+            std::os::unix::fs::symlink(&real, sys.join("dev/block").join(dev)).unwrap();
+            real
+        };
+        let lv_dir = dm("dm-4", "254:4", lv);
+        let crypt = dm("dm-7", "254:7", "CRYPT-LUKS2-0011223344556677-secret");
+        std::os::unix::fs::symlink(&lv_dir, crypt.join("slaves/dm-4")).unwrap();
+        std::fs::create_dir_all(sys.join("dev/block/8:1")).unwrap();
+        let table = mountinfo::parse(
+            "40 25 254:4 / /srv/data rw,relatime shared:1 - ext4 /dev/mapper/tvg-data rw\n\
+             41 25 254:4 / /srv/x rw,relatime shared:2 - xfs /dev/mapper/tvg-data rw\n\
+             42 25 254:4 / /srv/b rw,relatime shared:3 - btrfs /dev/mapper/tvg-data rw\n\
+             43 25 8:1 / /boot rw,relatime shared:4 - ext4 /dev/sda1 rw\n\
+             44 25 254:7 / /srv/secret rw,relatime shared:5 - ext4 /dev/mapper/secret rw\n",
+        );
+        let got = |i: usize, dev| recognise(table[i].clone(), dev, sys).unwrap();
+        match got(0, (254, 4)) {
+            Some(Probe::Lv { mount, uuid }) => {
+                assert_eq!(mount.mount_point, PathBuf::from("/srv/data"));
+                assert_eq!(uuid, "d01eGN0bx9jyr1ZIK3RDCJejhmwRRbqX");
+                assert!(device::same_uuid("d01eGN-0bx9-jyr1-ZIK3-RDCJ-ejhm-wRRbqX", &uuid));
+            }
+            other => panic!("ext4 on an LV: {other:?}"),
+        }
+        assert!(matches!(got(1, (254, 4)), Some(Probe::Lv { .. })));
+        assert!(got(2, (254, 4)).is_none(), "btrfs on an LV is btrfs's");
+        assert!(got(3, (8, 1)).is_none(), "a partition");
+        assert!(matches!(got(4, (254, 7)), Some(Probe::CryptInLv { .. })));
     }
 
     #[test]
