@@ -64,6 +64,8 @@ settings! {
     state_dir: Spanned<String>,
     /// node_exporter's textfile collector file, written after every run (off when unset).
     metrics_file: Spanned<String>,
+    /// The size of an LVM copy-on-write snapshot: `N%ORIGIN` or `2G` (default 10%ORIGIN).
+    lvm_snapshot_size: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -139,6 +141,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where to write Prometheus metrics after every run (see metrics.rs); `None`: nowhere.
     pub metrics_file: Option<PathBuf>,
+    /// The size of each COW snapshot of a non-thin LVM logical volume.
+    pub lvm_snapshot_size: crate::snapshot::lvm::CowSize,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
 }
@@ -582,6 +586,12 @@ fn validate(
         }
     }
 
+    let lvm_snapshot_size = match &s.lvm_snapshot_size {
+        None => crate::snapshot::lvm::DEFAULT_COW_SIZE,
+        Some(v) => crate::snapshot::lvm::CowSize::parse(v.get_ref())
+            .map_err(|e| ctx.err(Some(v.span()), format!("key `lvm_snapshot_size`: {e}")))?,
+    };
+
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
     Ok(Config {
@@ -607,6 +617,7 @@ fn validate(
         lock_file,
         state_dir,
         metrics_file,
+        lvm_snapshot_size,
         profile_names,
     })
 }
@@ -870,6 +881,10 @@ snapshot = [
                         "lock_file" => assert_eq!(v.lock_file, PathBuf::from(DEFAULT_LOCK_FILE)),
                         "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
                         "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
+                        "lvm_snapshot_size" => assert_eq!(
+                            v.lvm_snapshot_size,
+                            crate::snapshot::lvm::DEFAULT_COW_SIZE
+                        ),
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
                         }
