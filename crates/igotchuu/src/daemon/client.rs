@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use igotchuu_dbus::{CallError, Client, Event as BusEvent, Outcome, NAME};
-use zbus::names::{BusName, UniqueName};
+use zbus::names::BusName;
 
 use crate::cli::{Cli, Command};
 use crate::events::{Event, Listener};
@@ -63,12 +63,17 @@ async fn follow(cli: &Cli) -> Option<i32> {
         .ok()?
         .ok()?;
     // The client's first event is who owns the name (the answer to its GetNameOwner).
-    let owner = loop {
-        match client.next().await? {
-            BusEvent::Owner(o) => break o,
-            _ => continue,
+    let first_owner = async {
+        loop {
+            match client.next().await? {
+                BusEvent::Owner(o) => return Some(o),
+                _ => continue,
+            }
         }
     };
+    let owner = tokio::time::timeout(CONNECT_TIMEOUT, first_owner)
+        .await
+        .ok()??;
     if root && owner.is_none() {
         return None;
     }
@@ -103,11 +108,9 @@ async fn follow(cli: &Cli) -> Option<i32> {
         ) => return fail(m),
     };
     say_err!("igotchuu: the igotchuu daemon runs this backup (run {run_id}); Ctrl-C stops it");
-    // Where it records the run, asked while the daemon that answered Start is still there.
-    let where_ = match client.owner() {
-        Some(o) => daemon_config(client.connection(), o).await,
-        None => Err("it left the bus".to_owned()),
-    };
+    // Where it records the run, asked while the daemon that answered Start (and may have been
+    // activated by it) runs the run.
+    let where_ = daemon_config(client.connection()).await;
     let mut term = Terminal::new(cli.verbose);
     let mut stop = Interrupts::new().ok()?;
     let end = watch::follow(&mut client, &proxy, &mut term, Run::Delegated, Some(&mut stop)).await;
@@ -176,16 +179,17 @@ fn find_record(file: StatusFile, run_id: &str) -> Option<status::RunRecord> {
 /// missing default file then means the built-in defaults, as for the daemon): read from the
 /// command line of the process that owns the name. Only root may own it (the shipped policy),
 /// so that command line is root's. Its /proc directory is opened before the bus is asked again
-/// whether `owner` is still connected: if it is, the directory is that process's, not one that
-/// took its PID after it exited.
-async fn daemon_config(
-    conn: &zbus::Connection,
-    owner: &UniqueName<'_>,
-) -> Result<(PathBuf, bool), String> {
+/// whether the owner's connection is still there: if it is, the directory is that process's,
+/// not one that took its PID after it exited.
+async fn daemon_config(conn: &zbus::Connection) -> Result<(PathBuf, bool), String> {
     let bus = zbus::fdo::DBusProxy::new(conn)
         .await
         .map_err(|e| e.to_string())?;
-    let name = BusName::Unique(owner.to_owned());
+    let owner = bus
+        .get_name_owner(BusName::try_from(NAME).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| format!("nothing owns {NAME}: {e}"))?;
+    let name = BusName::Unique(owner.into_inner());
     let pid = bus
         .get_connection_unix_process_id(name.clone())
         .await
