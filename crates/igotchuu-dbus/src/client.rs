@@ -121,7 +121,8 @@ impl Properties {
             if w.is_empty() {
                 LastOutcome::Cleared
             } else {
-                OutcomeKind::parse(w).map_or_else(|| LastOutcome::Unknown(w.to_owned()), LastOutcome::Ended)
+                OutcomeKind::parse(w)
+                    .map_or_else(|| LastOutcome::Unknown(w.to_owned()), LastOutcome::Ended)
             }
         })
     }
@@ -243,7 +244,10 @@ impl Filter {
                     drop(header);
                     return self.owner_changed(msg);
                 }
-                let from_owner = self.owner.as_ref().is_some_and(|o| o.as_str() == sender.as_str());
+                let from_owner = self
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| o.as_str() == sender.as_str());
                 if !from_owner || header.path()?.as_str() != PATH {
                     return None;
                 }
@@ -485,10 +489,20 @@ mod tests {
             INTERFACE,
             "BackupComplete",
             &(
-                s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed,
-                s.dirs_unmodified, s.data_blobs, s.tree_blobs, s.data_added,
-                s.total_files_processed, s.total_bytes_processed, s.total_duration,
-                "forged", s.dry_run,
+                s.files_new,
+                s.files_changed,
+                s.files_unmodified,
+                s.dirs_new,
+                s.dirs_changed,
+                s.dirs_unmodified,
+                s.data_blobs,
+                s.tree_blobs,
+                s.data_added,
+                s.total_files_processed,
+                s.total_bytes_processed,
+                s.total_duration,
+                "forged",
+                s.dry_run,
             ),
         )
     }
@@ -498,7 +512,9 @@ mod tests {
         let mut f = Filter::default();
         assert_eq!(
             f.accept(&owner_changed(BUS, "", OWNER)),
-            Some(Event::Owner(Some(OwnedUniqueName::try_from(OWNER).unwrap())))
+            Some(Event::Owner(Some(
+                OwnedUniqueName::try_from(OWNER).unwrap()
+            )))
         );
         f
     }
@@ -510,7 +526,10 @@ mod tests {
         let Some(Event::Changed(p)) = f.accept(&outcome_changed(OWNER, "restic-failed")) else {
             panic!("not a property change")
         };
-        assert_eq!(p.outcome(), Some(LastOutcome::Ended(OutcomeKind::ResticFailed)));
+        assert_eq!(
+            p.outcome(),
+            Some(LastOutcome::Ended(OutcomeKind::ResticFailed))
+        );
         assert_eq!(p.phase(), None);
         let Some(Event::Complete(s)) = f.accept(&complete(OWNER)) else {
             panic!("not a summary")
@@ -536,7 +555,10 @@ mod tests {
             .unwrap();
         assert_eq!(f.accept(&unicast), None);
         // The owner's, but on another object or interface.
-        assert_eq!(f.accept(&signal(OWNER, "/other", INTERFACE, "BackupStarted", &())), None);
+        assert_eq!(
+            f.accept(&signal(OWNER, "/other", INTERFACE, "BackupStarted", &())),
+            None
+        );
         let other_iface = HashMap::from([("LastOutcome", Value::from("success"))]);
         let msg = signal(
             OWNER,
@@ -561,7 +583,13 @@ mod tests {
         assert_eq!(f.accept(&owner_changed(FORGER, OWNER, FORGER)), None);
         assert_eq!(f.owner().map(|o| o.as_str()), Some(OWNER));
         // Another name's change, from the bus: not ours.
-        let other = signal(BUS, BUS_PATH, BUS, "NameOwnerChanged", &("org.example", "", ":1.9"));
+        let other = signal(
+            BUS,
+            BUS_PATH,
+            BUS,
+            "NameOwnerChanged",
+            &("org.example", "", ":1.9"),
+        );
         assert_eq!(f.accept(&other), None);
         assert_eq!(f.accept(&started(OWNER)), Some(Event::Started));
     }
@@ -590,7 +618,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             f.accept(&reply),
-            Some(Event::Owner(Some(OwnedUniqueName::try_from(OWNER).unwrap())))
+            Some(Event::Owner(Some(
+                OwnedUniqueName::try_from(OWNER).unwrap()
+            )))
         );
         assert_eq!(f.accept(&started(OWNER)), Some(Event::Started));
     }

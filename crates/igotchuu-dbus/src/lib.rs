@@ -14,8 +14,8 @@ pub mod format;
 pub mod proxy;
 pub mod types;
 
-pub use proxy::IgotchuuProxy;
 pub use client::{CallError, Client, Event, LastOutcome, Properties};
+pub use proxy::IgotchuuProxy;
 pub use types::{exit, During, ErrorEvent, Outcome, OutcomeKind, Phase, Progress, Step, Summary};
 
 /// The well-known name on the system bus.

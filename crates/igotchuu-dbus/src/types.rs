@@ -330,7 +330,11 @@ mod tests {
     #[test]
     fn outcomes_and_exit_codes_map_both_ways_as_a_one_shot_run_gives_them() {
         for k in OutcomeKind::ALL {
-            assert_eq!(OutcomeKind::of_exit_code(k.exit_code()), k.min_known(), "{k}");
+            assert_eq!(
+                OutcomeKind::of_exit_code(k.exit_code()),
+                k.min_known(),
+                "{k}"
+            );
             // The words a client shows are the run's own.
             assert_eq!(Outcome::reported(k, k.exit_code()).kind(), k.min_known());
         }

@@ -109,9 +109,7 @@ fn event_of(e: BusEvent) -> Option<Event> {
         BusEvent::All(Ok(p)) => Event::Properties(p),
         BusEvent::All(Err(CallError::Absent)) => Event::Absent,
         BusEvent::All(Err(CallError::Denied(_))) => Event::Denied,
-        BusEvent::All(Err(e)) => {
-            Event::NoBus(format!("reading igotchuu's properties failed: {e}"))
-        }
+        BusEvent::All(Err(e)) => Event::NoBus(format!("reading igotchuu's properties failed: {e}")),
         BusEvent::Changed(mut p) => {
             // An igotchuu without the daemon has no LastRunFinished: the end of a run is when
             // its new LastOutcome arrives, which is what the "… ago" is counted from.

@@ -300,9 +300,7 @@ fn a_forger_does_not_change_what_the_monitor_shows() {
             .run();
         assert_ne!(out.code, Some(0), "a wrong password fails the run\n{out}");
     };
-    let failed = |s: &Screen| {
-        matches!(s, Screen::Idle(i) if i.last.as_ref().is_some_and(|l| l.outcome.is_some_and(|o| !o.is_success())))
-    };
+    let failed = |s: &Screen| matches!(s, Screen::Idle(i) if i.last.as_ref().is_some_and(|l| l.outcome.is_some_and(|o| !o.is_success())));
     backup();
     w.wait_for("idle after the failure", failed);
     let before = w.screens().len();

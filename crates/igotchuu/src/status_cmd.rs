@@ -148,7 +148,11 @@ async fn ask_live(client: &mut Client) -> Result<Live, NoLive> {
     };
     let props = match tokio::time::timeout(BUS_TIMEOUT, answer).await {
         Err(_) => return Err(NoLive::NoBus("igotchuu did not answer on the bus".into())),
-        Ok(None) => return Err(NoLive::NoBus("the connection to the system bus closed".into())),
+        Ok(None) => {
+            return Err(NoLive::NoBus(
+                "the connection to the system bus closed".into(),
+            ))
+        }
         Ok(Some(Err(CallError::Denied(e)))) => return Err(NoLive::Denied(e)),
         Ok(Some(Err(CallError::Absent))) => return Err(NoLive::NotRunning),
         Ok(Some(Err(e))) => return Err(NoLive::NoBus(e.to_string())),

@@ -10,7 +10,9 @@
 //! left the bus". A user the policy keeps out gets the `igotchuu` group message at once (the bus
 //! answers AccessDenied), not a wait for signals that never come.
 
-use igotchuu_dbus::{CallError, Client, Event as BusEvent, LastOutcome, Outcome, OutcomeKind, Phase};
+use igotchuu_dbus::{
+    CallError, Client, Event as BusEvent, LastOutcome, Outcome, OutcomeKind, Phase,
+};
 use igotchuu_dbus::{IgotchuuProxy, Step};
 
 use crate::events::{During, Event, Listener};
@@ -161,7 +163,9 @@ pub(crate) async fn follow(
                 continue;
             }
         };
-        let Some(event) = event else { return End::BusLost };
+        let Some(event) = event else {
+            return End::BusLost;
+        };
         match event {
             BusEvent::Owner(new) => {
                 let new = new.map(|n| n.as_str().to_owned());
@@ -206,7 +210,13 @@ pub(crate) async fn follow(
                     // Idle without an outcome in this message: we came in after LastOutcome was
                     // sent (attached while cleaning up); ask for it.
                     _ if props.phase() == Some(Phase::Idle) => {
-                        match p.last_outcome().await.ok().as_deref().and_then(OutcomeKind::parse) {
+                        match p
+                            .last_outcome()
+                            .await
+                            .ok()
+                            .as_deref()
+                            .and_then(OutcomeKind::parse)
+                        {
                             Some(kind) => kind,
                             None => continue,
                         }
@@ -215,7 +225,10 @@ pub(crate) async fn follow(
                 };
                 return End::Outcome(kind);
             }
-            BusEvent::Started | BusEvent::Progress(_) | BusEvent::Complete(_) | BusEvent::Error(_) => {
+            BusEvent::Started
+            | BusEvent::Progress(_)
+            | BusEvent::Complete(_)
+            | BusEvent::Error(_) => {
                 // Signals of a daemon's run before its State changed: the run has begun.
                 if run != Run::Delegated {
                     began(&mut running, run);
@@ -320,7 +333,7 @@ mod tests {
     fn words_map_back_to_what_a_one_shot_run_gives() {
         assert_eq!(During::parse("archival"), During::Restic("archival".into()));
         assert_eq!(During::parse("recovery"), During::Step(Step::Recovery));
-        assert_eq!(is_running("idle"), false);
+        assert!(!is_running("idle"));
         assert!(is_running("backing-up"));
         // A newer server's word: a run, shown as it is.
         assert!(is_running("defragmenting"));

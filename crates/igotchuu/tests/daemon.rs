@@ -476,7 +476,12 @@ fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
 
 /// A config whose repository does not exist: restic fails (exit 1), after the snapshots.
 fn failing_config(fx: &Fixture, data: &Path) -> PathBuf {
-    let repo = fx.repo.as_ref().expect("fixture repo").to_str().expect("utf-8");
+    let repo = fx
+        .repo
+        .as_ref()
+        .expect("fixture repo")
+        .to_str()
+        .expect("utf-8");
     let keys = fx
         .standard_keys()
         .replace(&toml_str(repo), &toml_str(fx.path("no-such-repo")));
@@ -506,6 +511,20 @@ fn a_forger_does_not_decide_what_a_delegated_backup_reports() {
     touch(&h.go);
     let out = client.wait(RUN_TIMEOUT);
     out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    assert_eq!(
+        out.code,
+        Some(1),
+        "the run's code, not the forger's:\n{out}"
+    );
+    out.assert_stderr_contains("backup finished: restic failed with exit code 1");
+    assert!(!out.stderr.contains("backup finished: success"), "{out}");
+    assert!(!out.stderr.contains("forged error"), "{out}");
+    assert!(!out.stdout.contains(FORGED_SNAPSHOT), "{out}");
+    assert!(
+        !out.stderr.contains("exited before the backup ended"),
+        "{out}"
+    );
+    // The code is the one recorded for the run.
     let status = igotchuu::status::load(&fx.state_dir).expect("status file");
     let last = status.last(None).expect("the run is recorded");
     assert_eq!(
@@ -513,11 +532,5 @@ fn a_forger_does_not_decide_what_a_delegated_backup_reports() {
         (igotchuu_dbus::OutcomeKind::ResticFailed, 1),
         "{out}"
     );
-    assert_eq!(out.code, Some(1), "the run's recorded code, not the forger's:\n{out}");
-    out.assert_stderr_contains("backup finished: restic failed with exit code 1");
-    assert!(!out.stderr.contains("backup finished: success"), "{out}");
-    assert!(!out.stderr.contains("forged error"), "{out}");
-    assert!(!out.stdout.contains(FORGED_SNAPSHOT), "{out}");
-    assert!(!out.stderr.contains("exited before the backup ended"), "{out}");
     fx.assert_no_snapshot_left("after the failed run");
 }

@@ -958,7 +958,13 @@ fn watch_wait_believes_no_forger_and_follows_the_real_run() {
     let bus = Bus::start(Policy::Shipped);
     let rec = bus::Recorder::start(&bus);
     let d = data(&fx);
-    let repo = fx.repo.as_ref().expect("fixture repo").to_str().unwrap().to_owned();
+    let repo = fx
+        .repo
+        .as_ref()
+        .expect("fixture repo")
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = fx
         .standard_keys()
         .replace(&toml_str(&repo), &toml_str(fx.path("no-such-repo")));
@@ -973,7 +979,11 @@ fn watch_wait_believes_no_forger_and_follows_the_real_run() {
         !said.contains("following the backup that just started"),
         "no backup runs, yet watch says it follows one:\n{said}"
     );
-    assert_eq!(watch.try_wait().expect("wait"), None, "watch ended:\n{said}");
+    assert_eq!(
+        watch.try_wait().expect("wait"),
+        None,
+        "watch ended:\n{said}"
+    );
 
     let code = bus
         .igotchuu(&fx)
@@ -985,7 +995,9 @@ fn watch_wait_believes_no_forger_and_follows_the_real_run() {
     let stderr = std::fs::read_to_string(&err).unwrap();
     let stdout = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
-        stderr.matches("following the backup that just started").count(),
+        stderr
+            .matches("following the backup that just started")
+            .count(),
         1,
         "{stderr}"
     );

@@ -113,7 +113,14 @@ async fn follow(cli: &Cli) -> Option<i32> {
     let where_ = daemon_config(client.connection()).await;
     let mut term = Terminal::new(cli.verbose);
     let mut stop = Interrupts::new().ok()?;
-    let end = watch::follow(&mut client, &proxy, &mut term, Run::Delegated, Some(&mut stop)).await;
+    let end = watch::follow(
+        &mut client,
+        &proxy,
+        &mut term,
+        Run::Delegated,
+        Some(&mut stop),
+    )
+    .await;
     // Read only now: the daemon publishes a run's outcome once its record is written.
     let (config_path, explicit, note) = match where_ {
         Ok((p, e)) => (p, e, None),
@@ -136,7 +143,11 @@ async fn follow(cli: &Cli) -> Option<i32> {
             }
             term.on_event(&Event::Finished(Outcome::reported(r.outcome, r.exit_code)));
             // A crashed run's recorded -1 is not an exit code: igotchuu's failure.
-            Some(if r.exit_code < 0 { exit::IGOTCHUU_FAILED } else { r.exit_code })
+            Some(if r.exit_code < 0 {
+                exit::IGOTCHUU_FAILED
+            } else {
+                r.exit_code
+            })
         }
         (Err(why), end) => {
             let how = match end {
@@ -251,7 +262,7 @@ mod tests {
             Some((PathBuf::from(config::DEFAULT_CONFIG_PATH), false))
         );
         assert_eq!(
-            config_of_command_line(b"igotchuu\0-c\0/srv/i.toml\0daemon\0--idle-timeout\00\0"),
+            config_of_command_line(b"igotchuu\0-c\0/srv/i.toml\0daemon\0--idle-timeout\x000\0"),
             Some((PathBuf::from("/srv/i.toml"), true))
         );
         assert_eq!(

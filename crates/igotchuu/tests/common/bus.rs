@@ -826,7 +826,14 @@ impl Bus {
     /// with `args` in GVariant text, to `dest` or broadcast. The system bus's default policy lets
     /// anyone send a signal.
     pub fn forge(&self, dest: Option<&str>, path: &str, signal: &str, args: &[&str]) {
-        let mut a = vec!["emit", "--system", "--object-path", path, "--signal", signal];
+        let mut a = vec![
+            "emit",
+            "--system",
+            "--object-path",
+            path,
+            "--signal",
+            signal,
+        ];
         if let Some(d) = dest {
             a.extend(["--dest", d]);
         }
@@ -893,7 +900,11 @@ impl Bus {
         while !rec.snapshot().iter().any(|m| {
             member(m) == "PropertiesChanged"
                 && m.body()
-                    .deserialize::<(String, std::collections::HashMap<String, OwnedValue>, Vec<String>)>()
+                    .deserialize::<(
+                        String,
+                        std::collections::HashMap<String, OwnedValue>,
+                        Vec<String>,
+                    )>()
                     .is_ok_and(|(_, c, _)| c.contains_key("ForgeryDone"))
         }) {
             assert!(
