@@ -333,24 +333,23 @@ fn status_after_success_and_max_age() {
         .assert_stderr_contains("unknown unit");
 }
 
+/// A config for [`data`] whose repository does not exist: restic fails with 1.
+fn no_repository_config(fx: &Fixture) -> PathBuf {
+    let d = data(fx);
+    let repo = fx.repo.as_ref().expect("fixture repo").to_str().unwrap();
+    let text = fx
+        .standard_keys()
+        .replace(&toml_str(repo), &toml_str(fx.path("no-such-repo")));
+    fx.write_config_raw(&format!("{text}{}", places(&[&d])))
+}
+
 /// After a failure: CRITICAL, the outcome and restic's error shown; a user outside the group is
 /// told about the group and gets UNKNOWN (3).
 #[test]
 fn status_after_failure_and_for_a_non_member() {
     let Some(fx) = bus::setup() else { return };
     let bus = Bus::start(Policy::Shipped);
-    let d = data(&fx);
-    let repo = fx
-        .repo
-        .as_ref()
-        .expect("fixture repo")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let text = fx
-        .standard_keys()
-        .replace(&toml_str(&repo), &toml_str(fx.path("no-such-repo")));
-    let cfg = fx.write_config_raw(&format!("{text}{}", places(&[&d])));
+    let cfg = no_repository_config(&fx);
     share_scratch(&fx);
     let code = bus
         .igotchuu(&fx)
@@ -957,18 +956,7 @@ fn watch_wait_believes_no_forger_and_follows_the_real_run() {
     let Some(fx) = bus::setup() else { return };
     let bus = Bus::start(Policy::Shipped);
     let rec = bus::Recorder::start(&bus);
-    let d = data(&fx);
-    let repo = fx
-        .repo
-        .as_ref()
-        .expect("fixture repo")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let text = fx
-        .standard_keys()
-        .replace(&toml_str(&repo), &toml_str(fx.path("no-such-repo")));
-    let cfg = fx.write_config_raw(&format!("{text}{}", places(&[&d])));
+    let cfg = no_repository_config(&fx);
     let (mut watch, err, out) = spawn_watch(&fx, &bus, Who::Member, &["--wait"]);
     wait_for_text(&err, "waiting for the next backup");
     let dests = bus.connections_of(watch.id());
