@@ -2,11 +2,8 @@
 
 use crate::events::Outcome;
 
-pub const SUCCESS: i32 = 0;
-/// igotchuu's own failure: config, lock, hook, snapshot, mount, cleanup. Chosen outside the codes
-/// restic uses (0–3, 10–12, 130) so a monitor can tell who failed.
-pub const IGOTCHUU_FAILED: i32 = 20;
-pub const INTERRUPTED: i32 = 130;
+// Defined once, in igotchuu-dbus, where the clients map outcomes to codes and back.
+pub use igotchuu_dbus::exit::{IGOTCHUU_FAILED, INTERRUPTED, SUCCESS};
 
 pub fn code_for(outcome: &Outcome, cleanup_ok: bool) -> i32 {
     if !cleanup_ok {
