@@ -1,0 +1,96 @@
+//! `state_dir/ops.json`: per profile, the last retention and check outcome and the rolling
+//! check's cursor; the ping and hook warnings of the last run. Shaped so that status.json,
+//! `igotchuu status`, D-Bus and the metrics can show them (issue 18 §6) from one place.
+//!
+//! Root's alone (0600) for now: `igotchuu status` as a member of the `igotchuu` group cannot read
+//! it yet (see the README's "left to do").
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state_file::StateDir;
+
+pub const FILE: &str = "ops.json";
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgetRecord {
+    /// Unix seconds at the start and end.
+    pub started: u64,
+    pub finished: u64,
+    #[serde(flatten)]
+    pub outcome: crate::retention::Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub started: u64,
+    pub finished: u64,
+    #[serde(flatten)]
+    pub outcome: crate::verify::Outcome,
+}
+
+/// What the pings and hooks of the last run did that went wrong (empty: all went through).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotifyRecord {
+    pub run_id: String,
+    pub finished: u64,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileState {
+    /// The part of the data the next check reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_next: Option<crate::verify::Subset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_forget: Option<ForgetRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notify: Option<NotifyRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpsState {
+    pub format: u32,
+    /// By profile name; "" is the top-level config.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileState>,
+}
+
+/// Reads the file. A missing one is empty; an unreadable or invalid one is an error (the caller
+/// decides whether to start over).
+pub fn read(dir: &StateDir) -> io::Result<OpsState> {
+    match dir.read(FILE)? {
+        None => Ok(OpsState {
+            format: FORMAT,
+            ..OpsState::default()
+        }),
+        Some(b) => serde_json::from_slice(&b).map_err(io::Error::other),
+    }
+}
+
+/// Changes one profile's entry (read, change, write). An invalid old file is started over: it
+/// holds nothing that cannot be rebuilt (the cursor starts at 1 again).
+pub fn update(
+    state_dir: &Path,
+    profile: &str,
+    change: impl FnOnce(&mut ProfileState),
+) -> io::Result<()> {
+    let dir = StateDir::open(state_dir)?;
+    let mut s = read(&dir).unwrap_or_default();
+    s.format = FORMAT;
+    change(s.profiles.entry(profile.to_owned()).or_default());
+    let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
+    dir.write(FILE, &json, 0o600)
+}
+
+/// One profile's entry, if any.
+pub fn profile(state_dir: &Path, profile: &str) -> io::Result<Option<ProfileState>> {
+    let dir = StateDir::open(state_dir)?;
+    Ok(read(&dir)?.profiles.remove(profile))
+}
