@@ -272,12 +272,21 @@ impl Decision {
     /// Reads `restic forget --dry-run --json`'s stdout (one JSON array; plain-text lines before
     /// it are skipped) and keeps the snapshots `scope` owns.
     pub fn from_dry_run(stdout: &str, scope: &Scope) -> Result<Decision, String> {
-        let json = stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with('['))
+        // The list starts on the first line that starts with `[`; text after it is ignored.
+        let mut at = 0;
+        let start = stdout
+            .split_inclusive('\n')
+            .find_map(|l| {
+                let here = at;
+                at += l.len();
+                l.trim_start().starts_with('[').then_some(here)
+            })
             .ok_or_else(|| "restic printed no JSON list".to_owned())?;
-        let groups: Vec<Group> =
-            serde_json::from_str(json).map_err(|e| format!("unreadable JSON from restic: {e}"))?;
+        let groups: Vec<Group> = serde_json::Deserializer::from_str(&stdout[start..])
+            .into_iter()
+            .next()
+            .ok_or_else(|| "restic printed no JSON list".to_owned())?
+            .map_err(|e| format!("unreadable JSON from restic: {e}"))?;
         let owned = |s: &Snap| scope.owns(&s.hostname, &s.paths, s.tags.as_deref().unwrap_or(&[]));
         let mut d = Decision::default();
         for g in groups {
