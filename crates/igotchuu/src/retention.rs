@@ -133,8 +133,10 @@ pub enum Outcome {
         /// Whether `restic prune` ran (and succeeded).
         pruned: bool,
     },
-    /// Not run: the policy would have removed every one of the profile's snapshots.
-    Refused { would_remove: usize, why: String },
+    /// Not run: the policy would have removed every one of the profile's snapshots (`why` says
+    /// how many), or restic itself refused it for a whole group (restic 0.17+ protects a group
+    /// from a `--keep-tag` no snapshot in it matches).
+    Refused { why: String },
     Failed {
         step: Step,
         /// restic's exit code, when restic ran.
@@ -187,9 +189,9 @@ impl fmt::Display for Outcome {
                 "retention: forgot {removed} snapshots, kept {kept}{}",
                 if *pruned { ", pruned the repository" } else { "" }
             ),
-            Outcome::Refused { would_remove, why } => write!(
+            Outcome::Refused { why } => write!(
                 f,
-                "retention REFUSED: the policy would remove all {would_remove} of this profile's snapshots ({why}); nothing was forgotten. Fix the keep_* keys, and check with `igotchuu forget --dry-run`"
+                "retention REFUSED: {why}; nothing was forgotten. Fix the keep_* keys, and check with `igotchuu forget --dry-run`"
             ),
             Outcome::Failed {
                 step,
@@ -301,8 +303,10 @@ impl Decision {
     /// Why the decision must not be carried out, if it must not.
     pub fn refusal(&self) -> Option<Outcome> {
         (self.keep.is_empty() && !self.remove.is_empty()).then(|| Outcome::Refused {
-            would_remove: self.remove.len(),
-            why: "no keep rule matches any of them".into(),
+            why: format!(
+                "the policy would remove all {} of this profile's snapshots (no keep rule matches any of them)",
+                self.remove.len()
+            ),
         })
     }
 }
@@ -320,6 +324,9 @@ impl fmt::Display for Decision {
         Ok(())
     }
 }
+
+/// What restic 0.17+ says when a policy would empty a group (only `--keep-tag` can).
+const RESTIC_REFUSES: &str = "refusing to delete last snapshot of snapshot group";
 
 /// `restic forget`'s arguments for the dry run.
 pub fn dry_run_args(policy: &Policy, scope: &Scope) -> Vec<String> {
@@ -366,6 +373,16 @@ pub async fn decide(
         .map_err(|e| spawn_failed(Step::DryRun, e))?;
     if c.interrupted {
         return Err(Outcome::Interrupted);
+    }
+    if c.code != 0 && c.stderr.contains(RESTIC_REFUSES) {
+        return Err(Outcome::Refused {
+            why: format!(
+                "restic refuses the policy: {}",
+                crate::restic::command::Captured { code: 0, ..c }
+                    .why()
+                    .trim_start_matches("restic exited with 0: ")
+            ),
+        });
     }
     if c.code != 0 {
         return Err(failed(Step::DryRun, &c, 0));
@@ -511,13 +528,8 @@ mod tests {
             keep: vec![],
             remove: d.remove.clone(),
         };
-        assert!(matches!(
-            all_gone.refusal(),
-            Some(Outcome::Refused {
-                would_remove: 1,
-                ..
-            })
-        ));
+        let refused = all_gone.refusal().expect("refused").to_string();
+        assert!(refused.contains("would remove all 1 of this profile's snapshots"), "{refused}");
         assert!(Decision::default().refusal().is_none(), "no snapshots yet");
         assert!(Decision::from_dry_run("Fatal: x", &scope).is_err());
     }

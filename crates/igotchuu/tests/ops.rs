@@ -135,8 +135,12 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
     out.assert_code(23).assert_stdout_contains("retention REFUSED");
     assert_eq!(snapshot_keys(&fx), after);
     let out = fx.run(&none, &["backup"]);
-    out.assert_code(0)
-        .assert_stderr_contains("retention REFUSED: the policy would remove all 2 of this profile's snapshots");
+    // restic 0.17+ refuses a --keep-tag that empties a group by itself (naming a group), older
+    // ones leave it to igotchuu (which counts).
+    out.assert_code(0).assert_stderr_contains("retention REFUSED: ");
+    if restic == Restic::Debian12 {
+        out.assert_stderr_contains("the policy would remove all 2 of this profile's snapshots");
+    }
     assert_eq!(count(&snapshot_keys(&fx), &me, &[&data]), 2);
     assert_eq!(
         ops_json(&fx)["profiles"][""]["last_forget"]["outcome"],

@@ -49,11 +49,19 @@ pub struct Captured {
 impl Captured {
     /// restic's own words about a failure, on one line: its last few non-empty stderr lines.
     pub fn why(&self) -> String {
-        let lines: Vec<&str> = self
+        // With --json, restic 0.18+ says why in an `exit_error` object: its message is the text.
+        let text = |l: &str| -> String {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| l.to_owned())
+        };
+        let lines: Vec<String> = self
             .stderr
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
+            .map(text)
             .collect();
         let tail = &lines[lines.len().saturating_sub(3)..];
         if tail.is_empty() {
