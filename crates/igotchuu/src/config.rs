@@ -544,21 +544,32 @@ fn argv_key(
 fn validate_ops(
     ctx: &Ctx,
     s: &RawSettings,
-) -> Result<(crate::retention::Policy, Option<u32>, crate::notify::Settings), ConfigError> {
+) -> Result<
+    (
+        crate::retention::Policy,
+        Option<u32>,
+        crate::notify::Settings,
+    ),
+    ConfigError,
+> {
     // A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
     // restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
-    let count = |key: &str, v: &Option<Spanned<i64>>, hint: &str| -> Result<Option<u32>, ConfigError> {
-        match v {
-            None => Ok(None),
-            Some(n) => match u32::try_from(*n.get_ref()) {
-                Ok(c) if c >= 1 => Ok(Some(c)),
-                _ => Err(ctx.err(
-                    Some(n.span()),
-                    format!("key `{key}`: {} is not a count; give a whole number from 1 up{hint}", n.get_ref()),
-                )),
-            },
-        }
-    };
+    let count =
+        |key: &str, v: &Option<Spanned<i64>>, hint: &str| -> Result<Option<u32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) => match u32::try_from(*n.get_ref()) {
+                    Ok(c) if c >= 1 => Ok(Some(c)),
+                    _ => Err(ctx.err(
+                        Some(n.span()),
+                        format!(
+                            "key `{key}`: {} is not a count; give a whole number from 1 up{hint}",
+                            n.get_ref()
+                        ),
+                    )),
+                },
+            }
+        };
     let off = " (remove the key to turn the rule off)";
     let mut policy = crate::retention::Policy {
         keep_last: count("keep_last", &s.keep_last, off)?,
@@ -582,7 +593,8 @@ fn validate_ops(
         if t.get_ref().is_empty() || t.get_ref().iter().any(|x| x.is_empty() || x.contains(',')) {
             return Err(ctx.err(
                 Some(t.span()),
-                "key `keep_tag`: give a non-empty list of tags, one per string, e.g. [\"keep\"]".to_owned(),
+                "key `keep_tag`: give a non-empty list of tags, one per string, e.g. [\"keep\"]"
+                    .to_owned(),
             ));
         }
         policy.keep_tag = t.get_ref().clone();
@@ -624,7 +636,10 @@ fn validate_ops(
             _ => {
                 return Err(ctx.err(
                     Some(t.span()),
-                    format!("key `notify_timeout`: {} is out of range; give seconds from 1 to 3600", t.get_ref()),
+                    format!(
+                        "key `notify_timeout`: {} is out of range; give seconds from 1 to 3600",
+                        t.get_ref()
+                    ),
                 ))
             }
         },

@@ -289,7 +289,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         if let Some(n) = notifier {
             let profile = plan.profile.clone().unwrap_or_default();
             let warnings = n
-                .finish(&profile, &run_id, code, retention.map(|o| o.word().to_owned()), &plan.restic.secrets)
+                .finish(
+                    &profile,
+                    &run_id,
+                    code,
+                    retention.map(|o| o.word().to_owned()),
+                    &plan.restic.secrets,
+                )
                 .await;
             for w in &warnings {
                 events.warning(w.clone());

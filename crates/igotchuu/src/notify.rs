@@ -206,10 +206,7 @@ impl RunFacts {
                 "IGOTCHUU_DATA_ADDED",
                 self.data_added.map(|d| d.to_string()).unwrap_or_default(),
             ),
-            (
-                "IGOTCHUU_DURATION",
-                self.duration.as_secs().to_string(),
-            ),
+            ("IGOTCHUU_DURATION", self.duration.as_secs().to_string()),
             ("IGOTCHUU_ERROR_COUNT", self.error_count.to_string()),
             ("IGOTCHUU_RUN_ID", self.run_id.clone()),
         ];
@@ -220,20 +217,29 @@ impl RunFacts {
     }
 }
 
-/// Collects what RunFacts needs from the run's events.
+/// What RunFacts needs from the run's events.
 #[derive(Clone, Default)]
-pub struct Facts(Rc<RefCell<(Option<String>, Option<u64>, u64, Option<Outcome>)>>);
+struct Seen {
+    snapshot_id: Option<String>,
+    data_added: Option<u64>,
+    errors: u64,
+    outcome: Option<Outcome>,
+}
+
+/// Collects [`Seen`]: a listener.
+#[derive(Clone, Default)]
+pub struct Facts(Rc<RefCell<Seen>>);
 
 impl Listener for Facts {
     fn on_event(&mut self, event: &Event) {
         let mut f = self.0.borrow_mut();
         match event {
             Event::Summary(s) => {
-                f.0 = Some(s.snapshot_id.clone());
-                f.1 = Some(s.data_added);
+                f.snapshot_id = Some(s.snapshot_id.clone());
+                f.data_added = Some(s.data_added);
             }
-            Event::Error(_) => f.2 += 1,
-            Event::Finished(o) => f.3 = Some(o.clone()),
+            Event::Error(_) => f.errors += 1,
+            Event::Finished(o) => f.outcome = Some(o.clone()),
             _ => {}
         }
     }
@@ -286,7 +292,12 @@ impl Notifier {
                 warnings.push(e);
             }
         }
-        let (snapshot_id, data_added, error_count, outcome) = self.facts.0.borrow().clone();
+        let Seen {
+            snapshot_id,
+            data_added,
+            errors: error_count,
+            outcome,
+        } = self.facts.0.borrow().clone();
         let facts = RunFacts {
             profile: profile.to_owned(),
             outcome: outcome

@@ -57,7 +57,10 @@ fn runtime() -> Result<(tokio::runtime::Runtime, StopSignal), String> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
-    say_err!("igotchuu: error: {}", crate::sanitize::line(&msg.to_string()));
+    say_err!(
+        "igotchuu: error: {}",
+        crate::sanitize::line(&msg.to_string())
+    );
     exit::IGOTCHUU_FAILED
 }
 
@@ -123,7 +126,9 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
         &mut say,
     ));
     say_out!("{o}");
-    record_forget(plan, started, &o, &mut |w| say_err!("igotchuu: warning: {w}"));
+    record_forget(plan, started, &o, &mut |w| {
+        say_err!("igotchuu: warning: {w}")
+    });
     o.exit_code()
 }
 
@@ -213,13 +218,9 @@ pub async fn after_backup(
     )));
     let started = now();
     let mut steps = Vec::new();
-    let o = retention::apply(
-        &runner,
-        &plan.retention,
-        &scope,
-        stop,
-        &mut |s: &str| steps.push(s.to_owned()),
-    )
+    let o = retention::apply(&runner, &plan.retention, &scope, stop, &mut |s: &str| {
+        steps.push(s.to_owned())
+    })
     .await;
     for s in steps {
         events.emit(Event::Step(s));

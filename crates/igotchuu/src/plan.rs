@@ -452,7 +452,10 @@ impl fmt::Display for Plan {
             n += 1;
             let mut what = Vec::new();
             if let Some(u) = &self.notify.ping_url {
-                what.push(format!("ping {} (start, success, failure)", crate::notify::shown_url(u)));
+                what.push(format!(
+                    "ping {} (start, success, failure)",
+                    crate::notify::shown_url(u)
+                ));
             }
             for (k, v) in [
                 ("on_success", &self.notify.on_success),
@@ -460,7 +463,8 @@ impl fmt::Display for Plan {
                 ("on_finish", &self.notify.on_finish),
             ] {
                 if let Some(argv) = v {
-                    let q: Vec<String> = redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
+                    let q: Vec<String> =
+                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
                     what.push(format!("{k}: {}", q.join(" ")));
                 }
             }

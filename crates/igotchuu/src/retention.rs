@@ -136,7 +136,9 @@ pub enum Outcome {
     /// Not run: the policy would have removed every one of the profile's snapshots (`why` says
     /// how many), or restic itself refused it for a whole group (restic 0.17+ protects a group
     /// from a `--keep-tag` no snapshot in it matches).
-    Refused { why: String },
+    Refused {
+        why: String,
+    },
     Failed {
         step: Step,
         /// restic's exit code, when restic ran.
@@ -294,8 +296,12 @@ impl Decision {
         for g in groups {
             d.keep
                 .extend(g.keep.unwrap_or_default().into_iter().filter(|s| owned(s)));
-            d.remove
-                .extend(g.remove.unwrap_or_default().into_iter().filter(|s| owned(s)));
+            d.remove.extend(
+                g.remove
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| owned(s)),
+            );
         }
         Ok(d)
     }
@@ -529,7 +535,10 @@ mod tests {
             remove: d.remove.clone(),
         };
         let refused = all_gone.refusal().expect("refused").to_string();
-        assert!(refused.contains("would remove all 1 of this profile's snapshots"), "{refused}");
+        assert!(
+            refused.contains("would remove all 1 of this profile's snapshots"),
+            "{refused}"
+        );
         assert!(Decision::default().refusal().is_none(), "no snapshots yet");
         assert!(Decision::from_dry_run("Fatal: x", &scope).is_err());
     }
@@ -546,7 +555,10 @@ mod tests {
         assert_eq!(o.word(), "failed");
         assert_eq!(o.exit_code(), crate::exit::RETENTION_FAILED);
         let j = serde_json::to_string(&o).expect("json");
-        assert!(j.contains("\"outcome\":\"failed\"") && j.contains("\"step\":\"prune\""), "{j}");
+        assert!(
+            j.contains("\"outcome\":\"failed\"") && j.contains("\"step\":\"prune\""),
+            "{j}"
+        );
         assert!(o.to_string().contains("restic unlock"));
     }
 }

@@ -118,7 +118,8 @@ mod tests {
         std::fs::write(&victim, b"keep").expect("victim");
         std::os::unix::fs::symlink(&victim, d.path().join("b.json")).expect("symlink");
         assert!(sd.read("b.json").is_err());
-        sd.write("b.json", b"new", 0o600).expect("write over the link");
+        sd.write("b.json", b"new", 0o600)
+            .expect("write over the link");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"keep");
         // A symlinked state_dir itself is refused.
         let link = d.path().join("link");

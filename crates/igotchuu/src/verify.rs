@@ -51,7 +51,9 @@ impl fmt::Display for Subset {
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// restic found nothing wrong (in the structure, and in the part of the data read).
-    Clean { subset: Option<Subset> },
+    Clean {
+        subset: Option<Subset>,
+    },
     /// restic reported errors in the repository.
     Damaged {
         subset: Option<Subset>,
@@ -202,9 +204,15 @@ mod tests {
         }
         assert_eq!(seen, ["1/3", "2/3", "3/3", "1/3"]);
         assert_eq!(Subset::next(Some(Subset { n: 2, of: 3 }), 3).n, 2);
-        assert_eq!(Subset::next(Some(Subset { n: 2, of: 3 }), 5), Subset { n: 1, of: 5 });
+        assert_eq!(
+            Subset::next(Some(Subset { n: 2, of: 3 }), 5),
+            Subset { n: 1, of: 5 }
+        );
         assert_eq!(Subset::next(Some(Subset { n: 9, of: 3 }), 3).n, 1);
-        assert_eq!(check_args(Some(Subset { n: 1, of: 1 })), ["check", "--read-data"]);
+        assert_eq!(
+            check_args(Some(Subset { n: 1, of: 1 })),
+            ["check", "--read-data"]
+        );
         assert_eq!(
             check_args(Some(Subset { n: 2, of: 10 })),
             ["check", "--read-data-subset=2/10"]
@@ -217,7 +225,10 @@ mod tests {
         // restic 0.18's words for a flipped byte (captured).
         let out = "error for tree be173485:\n  decrypting blob <tree/be173485> from e6a266f1 failed: ciphertext verification failed\npack e6a266f1 contains 2 errors: [...]\n\nThe repository contains damaged pack files.\nFatal: repository contains errors\n";
         let m = damage_lines(out);
-        assert!(m.starts_with("error for tree be173485:; decrypting blob"), "{m}");
+        assert!(
+            m.starts_with("error for tree be173485:; decrypting blob"),
+            "{m}"
+        );
         assert!(m.contains("pack e6a266f1 contains 2 errors"), "{m}");
     }
 }

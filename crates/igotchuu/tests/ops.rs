@@ -57,9 +57,7 @@ fn snapshot_keys(fx: &Fixture) -> Vec<(String, Vec<String>)> {
 
 fn count(keys: &[(String, Vec<String>)], host: &str, paths: &[&Path]) -> usize {
     let want: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    keys.iter()
-        .filter(|(h, p)| h == host && *p == want)
-        .count()
+    keys.iter().filter(|(h, p)| h == host && *p == want).count()
 }
 
 fn ops_json(fx: &Fixture) -> serde_json::Value {
@@ -113,7 +111,11 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
         .assert_stdout_contains("would keep 1 snapshots:")
         .assert_stdout_contains("would remove 1 snapshots:");
     assert!(!dry.stdout.contains("otherhost"), "{dry}");
-    assert_eq!(snapshot_keys(&fx), keys, "the dry run changed the repository");
+    assert_eq!(
+        snapshot_keys(&fx),
+        keys,
+        "the dry run changed the repository"
+    );
     // And for real.
     let out = fx.run(&cfg1, &["forget"]);
     out.assert_code(0)
@@ -130,14 +132,17 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
         places(&[&data])
     ));
     let out = fx.run(&none, &["forget", "--dry-run"]);
-    out.assert_code(23).assert_stdout_contains("retention REFUSED");
+    out.assert_code(23)
+        .assert_stdout_contains("retention REFUSED");
     let out = fx.run(&none, &["forget"]);
-    out.assert_code(23).assert_stdout_contains("retention REFUSED");
+    out.assert_code(23)
+        .assert_stdout_contains("retention REFUSED");
     assert_eq!(snapshot_keys(&fx), after);
     let out = fx.run(&none, &["backup"]);
     // restic 0.17+ refuses a --keep-tag that empties a group by itself (naming a group), older
     // ones leave it to igotchuu (which counts).
-    out.assert_code(0).assert_stderr_contains("retention REFUSED: ");
+    out.assert_code(0)
+        .assert_stderr_contains("retention REFUSED: ");
     if restic == Restic::Debian12 {
         out.assert_stderr_contains("the policy would remove all 2 of this profile's snapshots");
     }
@@ -182,7 +187,10 @@ fn a_retention_failure_never_fails_the_backup() {
         .assert_stderr_contains("retention FAILED in restic forget --dry-run")
         .assert_stderr_contains("stayed locked by another restic");
     let tries = std::fs::read_to_string(&attempts).unwrap_or_default();
-    assert!(tries.lines().count() >= 2, "no retry while locked: {tries:?}\n{out}");
+    assert!(
+        tries.lines().count() >= 2,
+        "no retry while locked: {tries:?}\n{out}"
+    );
     assert_eq!(fx.restic_snapshots().len(), 1);
     let last = &ops_json(&fx)["profiles"][""]["last_forget"];
     assert_eq!(last["outcome"], "failed", "{last}");
@@ -262,7 +270,10 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
             break;
         }
     }
-    assert!(found.is_some(), "the flipped byte in {id} was not reported within {T} runs");
+    assert!(
+        found.is_some(),
+        "the flipped byte in {id} was not reported within {T} runs"
+    );
     let again = fx.run(&cfg, &["verify"]);
     again.assert_code(21).assert_stdout_contains(&id);
     assert_eq!(
@@ -404,15 +415,20 @@ fn pings_and_hooks_report_success_failure_and_stop_in_order() {
     // Success: /start, then the base URL with the log tail as body.
     let cfg = fx.write_config(&format!("{}{hooks}", places(&[&data])));
     let dry = fx.run(&cfg, &["backup", "--dry-run"]);
-    dry.assert_code(0)
-        .assert_stdout_contains(&format!("ping http://127.0.0.1:{}/… (start, success, failure)", server.port));
+    dry.assert_code(0).assert_stdout_contains(&format!(
+        "ping http://127.0.0.1:{}/… (start, success, failure)",
+        server.port
+    ));
     assert_no_key(&dry);
     let out = fx.run(&cfg, &["backup"]);
     out.assert_code(0);
     assert_no_key(&out);
     assert_eq!(
         server.lines(),
-        ["POST /ping/6f1c-secret-key/start HTTP/1.1", "POST /ping/6f1c-secret-key HTTP/1.1"]
+        [
+            "POST /ping/6f1c-secret-key/start HTTP/1.1",
+            "POST /ping/6f1c-secret-key HTTP/1.1"
+        ]
     );
     let body = &server.requests()[1].body;
     assert!(body.contains("backup finished: success"), "{body}");
@@ -431,7 +447,10 @@ fn pings_and_hooks_report_success_failure_and_stop_in_order() {
         "IGOTCHUU_DATA_ADDED=",
         "IGOTCHUU_RUN_ID=",
     ] {
-        assert!(env.lines().any(|l| l.starts_with(want)), "{want} missing:\n{env}");
+        assert!(
+            env.lines().any(|l| l.starts_with(want)),
+            "{want} missing:\n{env}"
+        );
     }
     assert!(
         env.lines()
@@ -492,7 +511,11 @@ fn pings_and_hooks_report_success_failure_and_stop_in_order() {
     let finish = std::fs::read_to_string(fx.path("hook-env.finish")).expect("on_finish ran");
     assert_eq!(
         finish.lines().collect::<Vec<_>>(),
-        ["finish success", "finish restic-failed", "finish interrupted"]
+        [
+            "finish success",
+            "finish restic-failed",
+            "finish interrupted"
+        ]
     );
 }
 
@@ -514,7 +537,11 @@ fn a_ping_server_down_or_silent_and_a_hanging_hook_only_warn() {
         .assert_stderr_contains("warning: the success ping to http://127.0.0.1:");
     assert_no_key(&out);
     let notify = &ops_json(&fx)["profiles"][""]["last_notify"];
-    assert_eq!(notify["warnings"].as_array().map(Vec::len), Some(2), "{notify}");
+    assert_eq!(
+        notify["warnings"].as_array().map(Vec::len),
+        Some(2),
+        "{notify}"
+    );
 
     // A server that reads the request and never answers, and an on_finish that hangs: each is
     // given up on after notify_timeout; the run still ends, with exit 0.
@@ -534,7 +561,10 @@ fn a_ping_server_down_or_silent_and_a_hanging_hook_only_warn() {
     assert_no_key(&out);
     assert_eq!(
         silent.lines(),
-        ["POST /ping/6f1c-secret-key/start HTTP/1.1", "POST /ping/6f1c-secret-key HTTP/1.1"]
+        [
+            "POST /ping/6f1c-secret-key/start HTTP/1.1",
+            "POST /ping/6f1c-secret-key HTTP/1.1"
+        ]
     );
     assert_eq!(fx.restic_snapshots().len(), 2);
 }

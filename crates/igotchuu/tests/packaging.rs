@@ -299,7 +299,10 @@ fn verify_units_match_each_other_and_are_off_by_default() {
     };
     assert_eq!(strip_exec(&main), strip_exec(&tmpl));
     let has = |lines: &[String], l: &str| lines.iter().any(|x| x == l);
-    assert!(has(&section(&main, "Service"), "ExecStart=/usr/bin/igotchuu verify"));
+    assert!(has(
+        &section(&main, "Service"),
+        "ExecStart=/usr/bin/igotchuu verify"
+    ));
     assert!(has(
         &section(&tmpl, "Service"),
         "ExecStart=/usr/bin/igotchuu --profile %i verify"

@@ -258,8 +258,7 @@ impl Runner<'_> {
                 .unwrap_or(1),
             _ => 1,
         };
-        let scrub =
-            |b: &[u8]| crate::redact::scrub(&String::from_utf8_lossy(b), &self.cmd.secrets);
+        let scrub = |b: &[u8]| crate::redact::scrub(&String::from_utf8_lossy(b), &self.cmd.secrets);
         Ok(Captured {
             code,
             stdout: scrub(&ob),
