@@ -74,11 +74,7 @@ pub fn holder_pid(content: &str) -> Option<u32> {
 /// Takes the lock at `path`. As root, the path and the file are checked first (see the module
 /// docs); a run as anyone else cannot hurt root, and never gets this far anyway.
 pub fn acquire(path: &Path) -> Result<Lock, LockError> {
-    let root = rustix::process::geteuid().is_root();
-    if root {
-        trust::check_place(path, &trust::LOCK_FILE)?;
-    }
-    lock_at(path, root)
+    lock_at(path, rustix::process::geteuid().is_root())
 }
 
 /// Opens (creating, 0600) a lock file, never through a symlink: the path is configurable and the
@@ -154,7 +150,15 @@ fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
         path: path.to_owned(),
         source,
     };
-    let file = open_lock_file(path).map_err(io)?;
+    let file = if root {
+        // The directory reached once, without following a symlink, and checked on the way
+        // (trust.rs); the file opened through its fd (safe_fs.rs).
+        let (dir, name) = trust::reach_parent(path, &trust::LOCK_FILE)?;
+        dir.open_lock_file(&name)
+    } else {
+        open_lock_file(path)
+    }
+    .map_err(io)?;
     let st = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
     if root {
         // The very file opened: root's, written by nobody else, a regular file.

@@ -191,6 +191,12 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
+    // Reached once, under the lock, without following a symlink (the walk checks the way again
+    // and creates what is missing): every file of the run in it is written through this fd.
+    let state = match record::reach_state_dir(&plan.state_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
     // refusals before this point (config, trust, the lock held by another run) are not runs.
     // A daemon's child runs under the id `Start` returned, so the daemon and the status file
@@ -201,7 +207,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     };
     let (recording, marker_warning) = match job {
         Job::Backup => {
-            let (r, w) = record::Recording::begin(&plan, &run_id);
+            let state = match state.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    return fail(format_args!("cannot use {}: {e}", plan.state_dir.display()))
+                }
+            };
+            let (r, w) = record::Recording::begin(&plan, state, &run_id);
             (Some(r), w)
         }
         Job::Cleanup => (None, None),
@@ -256,7 +268,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         }
         // Only backups are recorded: no recording means `cleanup`.
         let Some(recording) = recording else {
-            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+            return pipeline::cleanup_leftovers(&plan, &state, &mut events, &mut stop).await;
         };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
@@ -283,7 +295,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
             }
             n
         });
-        let code = pipeline::run(&plan, &mut events, &mut stop).await;
+        let code = pipeline::run(&plan, &state, &mut events, &mut stop).await;
         // After the snapshots are gone; never changes `code`.
         let retention = ops_cmd::after_backup(&plan, code, &mut events, &mut stop).await;
         if let Some(n) = notifier {

@@ -64,12 +64,12 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
     exit::IGOTCHUU_FAILED
 }
 
-/// root writes state_dir: the same trust rule as for a backup (trust.rs) before it does.
+/// state_dir is reached (and, for root, judged by trust.rs) before restic runs, so a refused
+/// one stops the command before it did anything.
 fn state_dir_ok(plan: &Plan) -> Result<(), i32> {
-    if rustix::process::geteuid().is_root() {
-        crate::trust::check_place(&plan.state_dir, &crate::trust::STATE_DIR).map_err(fail)?;
-    }
-    Ok(())
+    crate::record::reach_state_dir(&plan.state_dir)
+        .map(drop)
+        .map_err(fail)
 }
 
 /// `igotchuu forget [--dry-run]`.

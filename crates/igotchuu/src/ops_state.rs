@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state_file::StateDir;
+use crate::safe_fs::Dir;
 
 pub const FILE: &str = "ops.json";
 pub const FORMAT: u32 = 1;
@@ -62,10 +62,17 @@ pub struct OpsState {
     pub profiles: BTreeMap<String, ProfileState>,
 }
 
+/// The state directory, reached without following a symlink (record.rs's rule for root: trust.rs
+/// judges every directory on the way).
+fn reach(state_dir: &Path) -> io::Result<Dir> {
+    crate::record::reach_state_dir(state_dir).map_err(io::Error::other)
+}
+
 /// Reads the file. A missing one is empty; an unreadable or invalid one is an error (the caller
 /// decides whether to start over).
-pub fn read(dir: &StateDir) -> io::Result<OpsState> {
-    match dir.read(FILE)? {
+pub fn read(dir: &Dir) -> io::Result<OpsState> {
+    // A few KiB; more is not ours.
+    match dir.read(FILE, 1 << 20)? {
         None => Ok(OpsState {
             format: FORMAT,
             ..OpsState::default()
@@ -81,16 +88,17 @@ pub fn update(
     profile: &str,
     change: impl FnOnce(&mut ProfileState),
 ) -> io::Result<()> {
-    let dir = StateDir::open(state_dir)?;
+    let dir = reach(state_dir)?;
     let mut s = read(&dir).unwrap_or_default();
     s.format = FORMAT;
     change(s.profiles.entry(profile.to_owned()).or_default());
     let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
-    dir.write(FILE, &json, 0o600)
+    dir.write_atomically(FILE, &json, 0o600, None)?;
+    dir.sync()
 }
 
 /// One profile's entry, if any.
 pub fn profile(state_dir: &Path, profile: &str) -> io::Result<Option<ProfileState>> {
-    let dir = StateDir::open(state_dir)?;
+    let dir = reach(state_dir)?;
     Ok(read(&dir)?.profiles.remove(profile))
 }

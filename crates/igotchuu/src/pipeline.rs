@@ -9,17 +9,19 @@ use crate::journal::Journal;
 use crate::plan::Plan;
 use crate::recovery::{self, Found};
 use crate::restic;
+use crate::safe_fs::Dir;
 use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
 
-/// Runs the plan and returns the process exit code.
-pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+/// Runs the plan and returns the process exit code. `state` is `plan.state_dir`, reached once
+/// (record::reach_state_dir): the journal lives in it.
+pub async fn run(plan: &Plan, state: &Dir, events: &mut Events, stop: &mut StopSignal) -> i32 {
     let mut taken = Taken::default();
     events.emit(Event::Phase(Phase::Preparing));
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = backup(plan, events, stop, &mut taken).await;
+    let outcome = backup(plan, state, events, stop, &mut taken).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -43,6 +45,7 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
 /// removes what crashed runs left. Shared by `backup` and `cleanup`.
 async fn prepare(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Result<(Journal, Vec<Found>), Outcome> {
@@ -67,7 +70,7 @@ async fn prepare(
     if stop.check().await {
         return Err(Outcome::Interrupted);
     }
-    let journal = Journal::open(&plan.state_dir).map_err(|e| {
+    let journal = Journal::open(state).map_err(|e| {
         let dir = plan.state_dir.display().to_string();
         let msg = format!(
             "cannot open the crash-recovery journal in {dir}: {e}; igotchuu records each snapshot there before creating it (set `state_dir` to a writable directory)"
@@ -77,7 +80,7 @@ async fn prepare(
     })?;
     let found = recovery::recover(&journal, events);
     // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    crate::record::record_crashed(plan, events);
+    crate::record::record_crashed(plan, state, events);
     if !found.is_empty() {
         restic::unlock::after_crash(&plan.restic, events, stop).await;
     }
@@ -85,9 +88,14 @@ async fn prepare(
 }
 
 /// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
-pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+pub async fn cleanup_leftovers(
+    plan: &Plan,
+    state: &Dir,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> i32 {
     events.emit(Event::Phase(Phase::CleaningUp));
-    let code = match prepare(plan, events, stop).await {
+    let code = match prepare(plan, state, events, stop).await {
         Err(o) => exit::code_for(&o, true),
         Ok((_, found)) => {
             if found.is_empty() {
@@ -109,11 +117,12 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
 
 async fn backup(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
     taken: &mut Taken,
 ) -> Outcome {
-    match prepare(plan, events, stop).await {
+    match prepare(plan, state, events, stop).await {
         Err(o) => return o,
         Ok((journal, found)) => {
             taken.leftovers_remain = found.iter().any(Found::is_failure);
