@@ -2,8 +2,7 @@
 //! check's cursor; the ping and hook warnings of the last run. Shaped so that status.json,
 //! `igotchuu status`, D-Bus and the metrics can show them (issue 18 §6) from one place.
 //!
-//! Root's alone (0600) for now: `igotchuu status` as a member of the `igotchuu` group cannot read
-//! it yet (see the README's "left to do").
+//! 0640 root:igotchuu like status.json; `igotchuu status` prints the profile's entry.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -93,8 +92,51 @@ pub fn update(
     s.format = FORMAT;
     change(s.profiles.entry(profile.to_owned()).or_default());
     let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
-    dir.write_atomically(FILE, &json, 0o600, None)?;
+    // Like status.json: 0640 root:igotchuu, so `igotchuu status` shows it to the group; root's
+    // alone when the group is missing or CAP_CHOWN is not there (a unit that drops it).
+    match crate::record::group_gid() {
+        Some(gid) => match dir.write_atomically(FILE, &json, 0o640, Some(gid)) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                dir.write_atomically(FILE, &json, 0o600, None)?
+            }
+            r => r?,
+        },
+        None => dir.write_atomically(FILE, &json, 0o600, None)?,
+    }
     dir.sync()
+}
+
+/// Lines for `igotchuu status`: the profile's last retention and check, and notification
+/// warnings of its last run. Empty when there is nothing (or the file cannot be read).
+pub fn status_lines(state_dir: &Path, profile: &str, now: u64) -> Vec<String> {
+    let Ok(dir) = crate::safe_fs::reach(state_dir, None).map(|(d, _)| d) else {
+        return Vec::new();
+    };
+    let Ok(Some(p)) = read(&dir).map(|mut s| s.profiles.remove(profile)) else {
+        return Vec::new();
+    };
+    let ago = |t: u64| crate::format::duration(now.saturating_sub(t) as f64);
+    let mut out = Vec::new();
+    if let Some(f) = &p.last_forget {
+        out.push(format!(
+            "last forget:  {} ({} ago)",
+            f.outcome,
+            ago(f.finished)
+        ));
+    }
+    if let Some(c) = &p.last_check {
+        out.push(format!(
+            "last check:   {} ({} ago)",
+            c.outcome,
+            ago(c.finished)
+        ));
+    }
+    if let Some(n) = p.last_notify.as_ref().filter(|n| !n.warnings.is_empty()) {
+        for w in &n.warnings {
+            out.push(format!("notify:       {w}"));
+        }
+    }
+    out
 }
 
 /// One profile's entry, if any.

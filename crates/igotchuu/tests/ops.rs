@@ -151,6 +151,8 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
         ops_json(&fx)["profiles"][""]["last_forget"]["outcome"],
         "refused"
     );
+    fx.run(&none, &["status"])
+        .assert_stdout_contains("last forget:  retention REFUSED: ");
 }
 
 #[test]
@@ -280,6 +282,9 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
         ops_json(&fx)["profiles"][""]["last_check"]["outcome"],
         "damaged"
     );
+    // `igotchuu status` shows it (its own verdict is about backups: none ran here).
+    fx.run(&cfg, &["status"])
+        .assert_stdout_contains("last check:   check: the repository is DAMAGED (data part");
 
     // A check that cannot run (wrong password) is told apart from damage: exit 22.
     let bad_pw = fx.path("wrong-password");
