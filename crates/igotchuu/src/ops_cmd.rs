@@ -81,8 +81,11 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
             plan.profile.as_ref().map(|p| format!(" (at top level or in [profiles.{p}])")).unwrap_or_default()
         ));
     }
-    if let Err(c) = state_dir_ok(plan) {
-        return c;
+    // A dry run records nothing: it needs no state_dir (a user may preview a policy).
+    if !dry_run {
+        if let Err(c) = state_dir_ok(plan) {
+            return c;
+        }
     }
     let (rt, mut stop) = match runtime() {
         Ok(x) => x,
