@@ -181,13 +181,24 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         return fail(e);
     }
     let (lock, to_daemon) = match via {
-        Via::OneShot => (lock::acquire(&plan.lock_file), None),
+        // A killed run's restic may still be winding down, its drain helper holding the lock
+        // (restic::drain): waited for, with a bound, rather than refused or raced.
+        Via::OneShot => (
+            lock::acquire_waiting(&plan.lock_file, lock::FINISHING_WAIT, |pid| {
+                say_err!(
+                    "igotchuu: the restic of the previous run (PID {pid}, killed) is still \
+                     finishing; waiting up to {}s for it to exit",
+                    lock::FINISHING_WAIT.as_secs()
+                )
+            }),
+            None,
+        ),
         Via::Daemon(h) => (
             lock::adopt(&plan.lock_file, h.lock),
             Some((h.events, h.run_id)),
         ),
     };
-    let _lock = match lock {
+    let lock = match lock {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -295,7 +306,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
             }
             n
         });
-        let code = pipeline::run(&plan, &state, &mut events, &mut stop).await;
+        let code = pipeline::run(&plan, &state, &mut events, &mut stop, lock.fd()).await;
         // After the snapshots are gone; never changes `code`.
         let retention = ops_cmd::after_backup(&plan, code, &mut events, &mut stop).await;
         if let Some(n) = notifier {

@@ -2,6 +2,8 @@
 //!
 //! Runs inside the private mount namespace (entered by `main` before any thread existed).
 
+use std::os::fd::BorrowedFd;
+
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
@@ -14,14 +16,21 @@ use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
 
 /// Runs the plan and returns the process exit code. `state` is `plan.state_dir`, reached once
-/// (record::reach_state_dir): the journal lives in it.
-pub async fn run(plan: &Plan, state: &Dir, events: &mut Events, stop: &mut StopSignal) -> i32 {
+/// (record::reach_state_dir): the journal lives in it. `run_lock` is the run lock's file, for
+/// restic's drain helper (restic::drain).
+pub async fn run(
+    plan: &Plan,
+    state: &Dir,
+    events: &mut Events,
+    stop: &mut StopSignal,
+    run_lock: Option<BorrowedFd<'_>>,
+) -> i32 {
     let mut taken = Taken::default();
     events.emit(Event::Phase(Phase::Preparing));
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = backup(plan, state, events, stop, &mut taken).await;
+    let outcome = backup(plan, state, events, stop, &mut taken, run_lock).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -121,6 +130,7 @@ async fn backup(
     events: &mut Events,
     stop: &mut StopSignal,
     taken: &mut Taken,
+    run_lock: Option<BorrowedFd<'_>>,
 ) -> Outcome {
     match prepare(plan, state, events, stop).await {
         Err(o) => return o,
@@ -160,7 +170,7 @@ async fn backup(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    match restic::run::run(&plan.restic, events, stop).await {
+    match restic::run::run(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
             Outcome::Failed(e.to_string())
