@@ -389,6 +389,12 @@ pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
             );
         }
         print_text(&live, &file, profile, next_run, now);
+        // The last retention and check (issue 18; ops_state.rs).
+        if let Ok(d) = &state_dir {
+            for l in crate::ops_state::status_lines(d, profile.unwrap_or(""), now) {
+                say_out!("{}", sanitize::line(&l));
+            }
+        }
         say_out!("{}: {}", check.as_str(), sanitize::line(&why));
     }
     check as i32
