@@ -55,10 +55,15 @@ else
   mount -o loop "$work/img" "$mnt"
   btrfs -q subvolume create "$mnt/data" >/dev/null
 fi
-for i in $(seq 1 "$fanout"); do
-  for j in $(seq 1 "$fanout"); do
-    mkdir -p "$mnt/data/d$i/e$j"
-    for k in $(seq 1 "$files"); do printf '%s %s %s\n' "$i" "$j" "$k" > "$mnt/data/d$i/e$j/f$k"; done
+# One mkdir and shell builtins only: in the emulated guest every exec costs tens of milliseconds.
+leaves=()
+for ((i = 1; i <= fanout; i++)); do
+  for ((j = 1; j <= fanout; j++)); do leaves+=("$mnt/data/d$i/e$j"); done
+done
+mkdir -p "${leaves[@]}"
+for ((i = 1; i <= fanout; i++)); do
+  for ((j = 1; j <= fanout; j++)); do
+    for ((k = 1; k <= files; k++)); do printf '%s %s %s\n' "$i" "$j" "$k" > "$mnt/data/d$i/e$j/f$k"; done
   done
 done
 dirs=$(find "$mnt/data" -type d | wc -l)
