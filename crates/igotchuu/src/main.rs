@@ -86,6 +86,14 @@ fn real_main() -> i32 {
             let (path, explicit) = cli.config_path();
             check::run(&path, explicit, cli.profile.as_deref())
         }
+        Some(Command::Forget { dry_run }) => match load_plan(&cli) {
+            Ok(plan) => ops_cmd::forget(&plan, *dry_run),
+            Err(code) => code,
+        },
+        Some(Command::Verify) => match load_plan(&cli) {
+            Ok(plan) => ops_cmd::verify(&plan),
+            Err(code) => code,
+        },
         Some(Command::Status { json, max_age }) => status_cmd::run(&cli, *json, *max_age),
         Some(Command::Watch { wait }) => watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
@@ -182,13 +190,24 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         return fail(e);
     }
     let (lock, to_daemon) = match via {
-        Via::OneShot => (lock::acquire(&plan.lock_file), None),
+        // A killed run's restic may still be winding down, its drain helper holding the lock
+        // (restic::drain): waited for, with a bound, rather than refused or raced.
+        Via::OneShot => (
+            lock::acquire_waiting(&plan.lock_file, lock::FINISHING_WAIT, |pid| {
+                say_err!(
+                    "igotchuu: the restic of the previous run (PID {pid}, killed) is still \
+                     finishing; waiting up to {}s for it to exit",
+                    lock::FINISHING_WAIT.as_secs()
+                )
+            }),
+            None,
+        ),
         Via::Daemon(h) => (
             lock::adopt(&plan.lock_file, h.lock),
             Some((h.events, h.run_id)),
         ),
     };
-    let _lock = match lock {
+    let lock = match lock {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -246,7 +265,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         let mut events = Events::new();
         // Under systemd the journal gets structured entries instead of plain stderr lines.
         match journald::stderr_is_journal()
-            .then(|| journald::JournalLog::connect(run_id, cli.verbose))
+            .then(|| journald::JournalLog::connect(run_id.clone(), cli.verbose))
         {
             Some(Ok(j)) => events.subscribe(Box::new(j)),
             _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
@@ -288,7 +307,35 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
                 }
             },
         };
-        let code = pipeline::run(&plan, &state, &mut events, &mut stop).await;
+        // The start ping goes out on a blocking thread while the snapshots are taken.
+        let notifier = plan.notify.is_set().then(|| {
+            let n = notify::Notifier::start(&plan.notify);
+            for l in n.listeners() {
+                events.subscribe(l);
+            }
+            n
+        });
+        let code = pipeline::run(&plan, &state, &mut events, &mut stop, lock.fd()).await;
+        // After the snapshots are gone; never changes `code`.
+        let retention = ops_cmd::after_backup(&plan, code, &mut events, &mut stop).await;
+        if let Some(n) = notifier {
+            let profile = plan.profile.clone().unwrap_or_default();
+            let warnings = n
+                .finish(
+                    &profile,
+                    &run_id,
+                    code,
+                    retention.map(|o| o.word().to_owned()),
+                    &plan.restic.secrets,
+                )
+                .await;
+            for w in &warnings {
+                events.warning(w.clone());
+            }
+            if let Err(w) = ops_cmd::record_notify(&plan, &run_id, &warnings) {
+                events.warning(w);
+            }
+        }
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(&plan, code, &mut events);
         if let Some(d) = dbus {

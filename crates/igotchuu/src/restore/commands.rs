@@ -53,7 +53,7 @@ fn repo(cli: &Cli) -> Result<Repo, i32> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let version = crate::restic::version::detect(crate::plan::RESTIC_PROGRAM);
     let plan = crate::plan::build(&config, &crate::plan::timestamp_now(), &env, &version);
-    Ok(Repo::new(plan, config.places.clone()))
+    Ok(Repo::new(plan))
 }
 
 /// The uid a request is for: the caller, or `--as-uid` (root only).

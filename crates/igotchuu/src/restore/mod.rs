@@ -37,13 +37,11 @@ use crate::plan::Plan;
 /// restic, with the config's repository and global options.
 pub struct Repo {
     plan: Plan,
-    /// The profile's `places`: with this host and the tags, what makes a snapshot the profile's.
-    places: Vec<PathBuf>,
 }
 
 impl Repo {
-    pub fn new(plan: Plan, places: Vec<PathBuf>) -> Repo {
-        Repo { plan, places }
+    pub fn new(plan: Plan) -> Repo {
+        Repo { plan }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -82,13 +80,13 @@ impl Repo {
         snapshots::parse_list(&self.run(&["snapshots", "--json"])?)
     }
 
-    /// The profile's snapshots among `all`, oldest first.
+    /// The profile's snapshots among `all`, oldest first: this host's snapshots of the
+    /// profile's places, as retention defines them (crate::scope).
     pub fn scoped<'a>(&self, all: &'a [Snapshot]) -> Vec<&'a Snapshot> {
-        let places = &self.places;
-        let host = snapshots::hostname();
+        let scope = self.plan.scope();
         let mut v: Vec<&Snapshot> = all
             .iter()
-            .filter(|s| snapshots::in_scope(s, &self.plan.restic_args, places, &host))
+            .filter(|s| scope.owns(&s.hostname, &s.paths, s.tags.as_deref().unwrap_or(&[])))
             .collect();
         v.sort_by_key(|s| s.when());
         v

@@ -88,61 +88,6 @@ impl Spec {
     }
 }
 
-/// "This profile's snapshots": this host's snapshots of exactly the profile's places (and its
-/// tags, when its restic arguments tag backups).
-// TODO(merge): ops' snapshot scope (crate::scope::Scope::owns, same definition) replaces this.
-pub fn in_scope(
-    s: &Snapshot,
-    restic_args: &[String],
-    places: &[std::path::PathBuf],
-    host: &str,
-) -> bool {
-    let values = |names: &[&str]| {
-        let mut out = Vec::new();
-        let mut it = restic_args.iter();
-        while let Some(a) = it.next() {
-            match crate::args::split(a) {
-                (n, Some(v)) if names.contains(&n) => out.push(v.to_owned()),
-                (n, None) if names.contains(&n) => out.extend(it.next().cloned()),
-                _ => {}
-            }
-        }
-        out
-    };
-    let want_host = values(&["--host", "-H", "--hostname"])
-        .pop()
-        .unwrap_or_else(|| host.to_owned());
-    let tags: Vec<String> = values(&["--tag"])
-        .iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let mut want: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
-    want.sort();
-    want.dedup();
-    let mut have = s.paths.clone();
-    have.sort();
-    have.dedup();
-    let have_tags = s.tags.as_deref().unwrap_or(&[]);
-    s.hostname == want_host && have == want && tags.iter().all(|t| have_tags.contains(t))
-}
-
-/// This machine's name as restic records it.
-pub fn hostname() -> String {
-    // The kernel's node name (what Go's os.Hostname() returns), as uname(2) gives it.
-    // SAFETY: uname fills the struct it is given; nodename is NUL-terminated by the kernel.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return String::new();
-        }
-        std::ffi::CStr::from_ptr(u.nodename.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 /// The snapshot `spec` names: ids among all of `all`, `latest` and times among `scoped`.
 pub fn resolve<'a>(
     spec: &Spec,
@@ -219,10 +164,10 @@ mod tests {
             snap("bbbb3333", "2026-12-03T10:00:00Z", "other", &["/home"]),
             snap("cccc4444", "2026-12-04T10:00:00Z", "me", &["/home", "/srv"]),
         ];
-        let places = [PathBuf::from("/home")];
+        let scope = crate::scope::Scope::new(&[], &[PathBuf::from("/home")], "me");
         let scoped: Vec<&Snapshot> = all
             .iter()
-            .filter(|s| in_scope(s, &[], &places, "me"))
+            .filter(|s| scope.owns(&s.hostname, &s.paths, &[]))
             .collect();
         assert_eq!(scoped.len(), 2);
         let r = |s: &str| resolve(&Spec::parse(s).unwrap(), &all, &scoped).map(|s| s.id.clone());
@@ -234,19 +179,5 @@ mod tests {
         assert_eq!(r("cccc").unwrap(), "cccc4444");
         assert!(r("aaaa").unwrap_err().contains("2 snapshots"));
         assert!(r("dddd").is_err());
-    }
-
-    #[test]
-    fn scope_follows_host_and_tag_arguments() {
-        let mut s = snap("a", "2026-12-01T10:00:00Z", "h1", &["/srv", "/home"]);
-        let places = [PathBuf::from("/home"), PathBuf::from("/srv")];
-        let args: Vec<String> = ["--host", "h1", "--tag=n"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        assert!(!in_scope(&s, &args, &places, "me"));
-        s.tags = Some(vec!["n".into()]);
-        assert!(in_scope(&s, &args, &places, "me"));
-        assert!(!in_scope(&s, &[], &places, "me"));
     }
 }
