@@ -29,6 +29,7 @@ pub mod record;
 pub mod recovery;
 pub mod redact;
 pub mod restic;
+pub mod restore;
 pub mod retention;
 pub mod safe_fs;
 pub mod sanitize;

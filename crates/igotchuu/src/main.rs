@@ -14,6 +14,12 @@ fn main() {
     if args.get(1).is_some_and(|a| a == restic::drain::HELPER_ARG) {
         std::process::exit(restic::drain::helper_main(&args[2..]));
     }
+    if args
+        .get(1)
+        .is_some_and(|a| a == restore::writer::WRITER_ARG)
+    {
+        std::process::exit(restore::writer::writer_main(&args[2..]));
+    }
     std::process::exit(real_main());
 }
 
@@ -92,6 +98,9 @@ fn real_main() -> i32 {
         Some(Command::Watch { wait }) => watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
         Some(Command::Generate { what, dir }) => generate(*what, dir),
+        Some(c @ (Command::Snapshots { .. } | Command::Ls { .. } | Command::Restore { .. })) => {
+            restore::commands::run(&cli, c)
+        }
     }
 }
 

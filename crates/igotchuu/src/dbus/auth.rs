@@ -229,6 +229,12 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
     .flatten()
 }
 
+/// The primary gid and every group (the primary included) of user `uid` through NSS, for the
+/// restore writer's identity and the restore rule (restore/); `Ok(None)`: no such user.
+pub(crate) fn user_identity(uid: u32) -> Result<Option<(u32, Vec<u32>)>, String> {
+    identity_from(uid, FIRST_BUFFER)
+}
+
 /// Where a `get*_r` buffer starts: a few hundred bytes hold most users and groups.
 const FIRST_BUFFER: usize = 1024;
 /// Where doubling the buffer stops: a group with more than 16 MiB of member names (about half a
@@ -240,6 +246,11 @@ const MAX_GROUPS: usize = 1 << 20;
 const _: () = assert!(MAX_GROUPS <= c_int::MAX as usize);
 
 fn user_groups_from(uid: u32, first_buffer: usize) -> Result<Option<Vec<u32>>, String> {
+    Ok(identity_from(uid, first_buffer)?.map(|(_, groups)| groups))
+}
+
+/// The primary gid and every group of user `uid`.
+fn identity_from(uid: u32, first_buffer: usize) -> Result<Option<(u32, Vec<u32>)>, String> {
     let what = format!("looking up the groups of uid {uid} (getpwuid_r, getgrouplist)");
     // SAFETY: getpwuid_r is a POSIX get*_r function, as lookup_r requires. `read` gets the entry
     // while lookup_r's buffer is alive, so pw_name (checked for null) is a NUL-terminated string
@@ -253,7 +264,9 @@ fn user_groups_from(uid: u32, first_buffer: usize) -> Result<Option<Vec<u32>>, S
                 if pwd.pw_name.is_null() {
                     return Err(format!("{what} failed: the entry has no user name"));
                 }
-                grouplist(pwd.pw_name, pwd.pw_gid).map_err(|e| format!("{what} failed: {e}"))
+                let groups = grouplist(pwd.pw_name, pwd.pw_gid)
+                    .map_err(|e| format!("{what} failed: {e}"))?;
+                Ok((pwd.pw_gid, groups))
             },
         )
     }
