@@ -91,8 +91,15 @@ fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
     let (path, explicit) = cli.config_path();
     let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).
-    let version = restic::version::detect(plan::RESTIC_PROGRAM);
+    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features). Cached
+    // in state_dir by the binary's identity; a backup or cleanup may create state_dir for it
+    // (they would at their start anyway), a dry run or `mount` leaves none behind.
+    let create_state_dir = !matches!(
+        cli.command,
+        Some(Command::Backup { dry_run: true }) | Some(Command::Mount { .. })
+    );
+    let (version, _) =
+        restic::version::detect_cached(plan::RESTIC_PROGRAM, &config.state_dir, create_state_dir);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }
 

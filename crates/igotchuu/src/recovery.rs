@@ -1,6 +1,9 @@
 //! Repairs what an earlier, crashed run left: deletes the snapshots its journal recorded, but only
 //! after checking each is still what igotchuu made (a snapshot of the recorded source), each the
-//! way its backend made it.
+//! way its backend made it. Also confirms the deletions of earlier runs that ended normally: their
+//! records stay, marked deleted, until the snapshot is seen gone and the btrfs transaction that
+//! deleted it is known committed (journal.rs, `mark_deleted`); a run then pays no syncfs at its
+//! end.
 
 use std::path::{Path, PathBuf};
 
@@ -131,6 +134,26 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             },
             v => v,
         };
+        if let Some(mark) = entry.deleted {
+            // A snapshot the run that made it deleted (journal.rs, `mark_deleted`): not a
+            // leftover. Confirmed quietly when it is gone and its deletion is on disk; kept
+            // quietly when that cannot be told yet (the next run asks again). Only a snapshot that
+            // is still (or again) there is handled below, as a leftover of a crash.
+            match verdict {
+                Verdict::Gone => {
+                    let container_gone = r
+                        .container
+                        .as_deref()
+                        .map_or(Ok(()), |c| remove_container(&r, c));
+                    if container_gone.is_ok() && snapshot::deletion_on_disk(&r, mark.transid) {
+                        let _ = journal.forget_file(&entry.file);
+                    }
+                    continue;
+                }
+                Verdict::Unknown(_) => continue,
+                Verdict::Ours | Verdict::NotOurs(_) => {}
+            }
+        }
         match verdict {
             Verdict::Unknown(why) => {
                 events.warning(format!(

@@ -628,3 +628,138 @@ fn restic_inherits_no_lock_of_igotchuu() {
     }
     fx.assert_no_snapshot_left("after the fd check");
 }
+
+/// The names in the journal directory (no temp files), sorted.
+fn journal_names(fx: &Fixture) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fx.state_dir.join("journal"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// restic's version is cached in state_dir by the binary's identity: a second run asks no
+/// `restic version` (a wrapper first in PATH logs each call), a replaced binary (new inode and
+/// mtime, as a package upgrade makes) is asked again, and a corrupt cache is ignored and
+/// rewritten. The runs back up all the same.
+#[test]
+fn restic_version_is_asked_once_per_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let cfg = fx.write_config(&places(&[&data]));
+    let dir = fx.path("logging-restic");
+    std::fs::create_dir(&dir).unwrap();
+    let log = fx.path("restic-calls");
+    // Written anew and renamed into place each time: a new inode, like an upgrade.
+    let install = |tag: &str| {
+        let tmp = dir.join("restic.new");
+        std::fs::write(
+            &tmp,
+            format!(
+                "#!/bin/sh\n# {tag}\necho \"$1\" >> {}\nexec {} \"$@\"\n",
+                sh_quote(&log),
+                sh_quote(&fx.restic_bin)
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, dir.join("restic")).unwrap();
+    };
+    let version_calls = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "version")
+            .count()
+    };
+    let backup = || {
+        let out = fx
+            .igotchuu()
+            .path_prepend(&dir)
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .run();
+        out.assert_code(0);
+        out
+    };
+    install("first");
+    backup();
+    assert_eq!(version_calls(), 1, "the first run asks restic");
+    let cache = fx.state_dir.join("restic-version.json");
+    assert!(cache.is_file(), "no cache written in {}", fx.state_dir.display());
+    backup();
+    assert_eq!(version_calls(), 1, "the second run asked `restic version` again");
+
+    install("second");
+    backup();
+    assert_eq!(version_calls(), 2, "a replaced restic was not asked");
+    backup();
+    assert_eq!(version_calls(), 2);
+
+    std::fs::write(&cache, b"{\"format\":1,\"binary\":").unwrap();
+    backup();
+    assert_eq!(version_calls(), 3, "a corrupt cache was trusted");
+    backup();
+    assert_eq!(version_calls(), 3, "the corrupt cache was not replaced");
+    assert_eq!(fx.restic_snapshots().len(), 6);
+    fx.assert_no_snapshot_left("after six backups");
+}
+
+/// A run ends without waiting for btrfs to commit its snapshots' deletion (no syncfs): it marks
+/// their journal records deleted (`<key>.deleted-<transid>`, no longer `.json`), and the next run
+/// or `igotchuu cleanup` confirms by the snapshot's UUID that it is gone and the transaction
+/// committed, then drops the record, without calling it a leftover. A record whose rename a crash
+/// undid (back to `.json`, snapshot gone) is dropped as before.
+#[test]
+fn deleted_snapshots_stay_marked_until_the_next_run_confirms() {
+    let Some(fx) = Fixture::new() else { return };
+    let a = subvolume_with_files(&fx, "a", 2);
+    let b = subvolume_with_files(&fx, "b", 2);
+    let cfg = fx.write_config(&places(&[&a, &b]));
+    let first = fx.run(&cfg, &["backup"]);
+    first.assert_code(0);
+    fx.assert_no_snapshot_left("after the first run");
+    let marked = journal_names(&fx);
+    assert_eq!(marked.len(), 2, "{marked:?}\n{first}");
+    for n in &marked {
+        let (stem, transid) = n.split_once(".deleted-").unwrap_or_else(|| panic!("{n}"));
+        assert_eq!(stem.len(), 16, "{n}");
+        transid.parse::<u64>().unwrap_or_else(|e| panic!("{n}: {e}"));
+        let text = std::fs::read_to_string(fx.state_dir.join("journal").join(n)).unwrap();
+        assert!(text.contains("snapshot_uuid"), "{n}: {text}");
+    }
+
+    // The next run confirms the first run's records, and marks its own.
+    let second = fx.run(&cfg, &["backup"]);
+    second.assert_code(0);
+    assert!(
+        !second.all().contains("left by an earlier run"),
+        "confirmed deletions shown as leftovers\n{second}"
+    );
+    let now = journal_names(&fx);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        now.iter().all(|n| !marked.contains(n)),
+        "the first run's records were not confirmed: {now:?}"
+    );
+
+    // A crash that undid the rename: the record is back under its old name.
+    let journal = fx.state_dir.join("journal");
+    let (stem, _) = now[0].split_once(".deleted-").unwrap();
+    std::fs::rename(journal.join(&now[0]), journal.join(format!("{stem}.json"))).unwrap();
+
+    // `cleanup` confirms the marked one and drops the one back under .json (its snapshot gone).
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
+    out.assert_stdout_contains("forgot");
+    assert_eq!(journal_names(&fx), Vec::<String>::new(), "{out}");
+    let again = fx.run(&cfg, &["cleanup"]);
+    again.assert_code(0);
+    again.assert_stdout_contains("nothing to clean up");
+    fx.assert_no_snapshot_left("after cleanup");
+}

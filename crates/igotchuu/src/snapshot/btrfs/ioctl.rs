@@ -143,6 +143,27 @@ pub fn is_subvolume(fd: impl AsFd) -> io::Result<bool> {
         && st.st_ino == BTRFS_FIRST_FREE_OBJECTID)
 }
 
+const START_SYNC: rustix::ioctl::Opcode = opcode::read::<u64>(BTRFS_IOCTL_MAGIC, 24);
+const WAIT_SYNC: rustix::ioctl::Opcode = opcode::write::<u64>(BTRFS_IOCTL_MAGIC, 22);
+
+/// BTRFS_IOC_START_SYNC: starts committing the running transaction in the background (the
+/// kernel's `btrfs_commit_transaction_async`; nothing waits) and returns its id, or the last
+/// committed one when none is running. Everything done on the filesystem before the call is in
+/// that transaction or an earlier one, so once [`wait_sync`] says it committed, it is on disk.
+pub fn start_sync(fd: impl AsFd) -> io::Result<u64> {
+    // SAFETY: START_SYNC writes one __u64 (the transaction id), which Getter<u64> provides.
+    Ok(unsafe { ioctl(fd, Getter::<START_SYNC, u64>::new())? })
+}
+
+/// BTRFS_IOC_WAIT_SYNC: returns at once when transaction `transid` committed already, else waits
+/// for its commit. EINVAL when no such transaction is known (a crash lost it: the filesystem's
+/// generation is below it and none by that number is running).
+pub fn wait_sync(fd: impl AsFd, transid: u64) -> io::Result<()> {
+    // SAFETY: WAIT_SYNC reads one __u64, which Setter<u64> provides.
+    unsafe { ioctl(fd, Setter::<WAIT_SYNC, u64>::new(transid))? };
+    Ok(())
+}
+
 /// The filesystem UUID. Subvolumes of one filesystem have different st_dev and f_fsid values, so
 /// this is the only reliable "same filesystem" test.
 pub fn fs_uuid(fd: impl AsFd) -> io::Result<[u8; 16]> {
