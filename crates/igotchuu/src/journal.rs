@@ -244,7 +244,10 @@ impl Journal {
     /// syncfs. So a record is never gone while its snapshot could come back, as before.
     pub fn mark_deleted(&self, snapshot: &Path, transid: Option<u64>) -> io::Result<()> {
         let key = file_key(snapshot);
-        match fs::rename(self.dir.join(&key), self.dir.join(deleted_name(&key, transid))) {
+        match fs::rename(
+            self.dir.join(&key),
+            self.dir.join(deleted_name(&key, transid)),
+        ) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -288,7 +291,9 @@ impl Journal {
                 if let Some(d) = parse_deleted(name) {
                     return Some((p, Some(d)));
                 }
-                p.extension().is_some_and(|x| x == "json").then_some((p, None))
+                p.extension()
+                    .is_some_and(|x| x == "json")
+                    .then_some((p, None))
             })
             .collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -398,7 +403,8 @@ mod tests {
         j.mark_deleted(Path::new("/s/c/home"), Some(1234))
             .expect("mark");
         j.mark_deleted(&r.snapshot, None).expect("mark");
-        j.mark_deleted(Path::new("/never/recorded"), Some(1)).expect("a missing record is no error");
+        j.mark_deleted(Path::new("/never/recorded"), Some(1))
+            .expect("a missing record is no error");
         let names: Vec<String> = fs::read_dir(j.dir())
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -408,13 +414,23 @@ mod tests {
         let e = j.entries().expect("entries");
         let mut marks: Vec<_> = e
             .iter()
-            .map(|e| (e.record.as_ref().expect("parsed").snapshot.clone(), e.deleted))
+            .map(|e| {
+                (
+                    e.record.as_ref().expect("parsed").snapshot.clone(),
+                    e.deleted,
+                )
+            })
             .collect();
         marks.sort();
         assert_eq!(
             marks,
             vec![
-                ("/s/c/home".into(), Some(Deleted { transid: Some(1234) })),
+                (
+                    "/s/c/home".into(),
+                    Some(Deleted {
+                        transid: Some(1234)
+                    })
+                ),
                 ("/s/d/var".into(), Some(Deleted { transid: None })),
             ]
         );

@@ -92,14 +92,10 @@ fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
     let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features). Cached
-    // in state_dir by the binary's identity; a backup or cleanup may create state_dir for it
-    // (they would at their start anyway), a dry run or `mount` leaves none behind.
-    let create_state_dir = !matches!(
-        cli.command,
-        Some(Command::Backup { dry_run: true }) | Some(Command::Mount { .. })
-    );
+    // in state_dir by the binary's identity. state_dir is not created here: a run refused later
+    // (an untrusted lock file) must leave nothing behind; see `privileged` for the first run.
     let (version, _) =
-        restic::version::detect_cached(plan::RESTIC_PROGRAM, &config.state_dir, create_state_dir);
+        restic::version::detect_cached(plan::RESTIC_PROGRAM, &config.state_dir, false);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }
 
@@ -201,6 +197,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     let (recording, marker_warning) = match job {
         Job::Backup => {
             let (r, w) = record::Recording::begin(&plan, &run_id);
+            // The very first backup of a state_dir found none to cache restic's version in
+            // (load_plan); it exists now, so the next run need not ask restic. This asks once
+            // more (about 11 ms), only while there is no cache file.
+            if !plan.state_dir.join(restic::version::CACHE_FILE).exists() {
+                let _ =
+                    restic::version::detect_cached(plan::RESTIC_PROGRAM, &plan.state_dir, false);
+            }
             (Some(r), w)
         }
         Job::Cleanup => (None, None),

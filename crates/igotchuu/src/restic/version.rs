@@ -506,9 +506,18 @@ mod tests {
             .expect("utf-8")
             .replace("0.18.1", "0.99.x");
         let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
-            ("truncated", Box::new(|| std::fs::write(&cache, &good[..good.len() / 2]).expect("w"))),
-            ("empty", Box::new(|| std::fs::write(&cache, b"").expect("w"))),
-            ("not a version", Box::new(|| std::fs::write(&cache, &bad_entry).expect("w"))),
+            (
+                "truncated",
+                Box::new(|| std::fs::write(&cache, &good[..good.len() / 2]).expect("w")),
+            ),
+            (
+                "empty",
+                Box::new(|| std::fs::write(&cache, b"").expect("w")),
+            ),
+            (
+                "not a version",
+                Box::new(|| std::fs::write(&cache, &bad_entry).expect("w")),
+            ),
             (
                 "owned by nobody",
                 Box::new(|| {
