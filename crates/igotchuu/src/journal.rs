@@ -239,9 +239,8 @@ impl Journal {
     /// crash between deletion and removal): it deletes the snapshot if a lost transaction
     /// brought it back, or syncs and drops the record if it is gone. Under the new name, the
     /// next run does the same, but it checks durability with BTRFS_IOC_WAIT_SYNC on `transid`
-    /// (instant when that transaction committed, as it has long before the next run; btrfs
-    /// commits within 30 s and `remove_container` started the commit at once) rather than a
-    /// syncfs. So a record is never gone while its snapshot could come back, as before.
+    /// (instant when that transaction committed, as it has long before the next run: btrfs
+    /// commits by itself within 30 s) rather than a syncfs. So a record is never gone while its snapshot could come back, as before.
     pub fn mark_deleted(&self, snapshot: &Path, transid: Option<u64>) -> io::Result<()> {
         let key = file_key(snapshot);
         match fs::rename(

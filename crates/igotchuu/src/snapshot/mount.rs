@@ -275,11 +275,11 @@ pub fn remove_container(c: Rc<Container>) -> io::Result<Deleted> {
     // A snapshot's deletion is durable only once btrfs commits its transaction (up to 30 s
     // later by default); a crash before that brings the snapshot back. Its journal record is
     // therefore not dropped here but marked deleted with the id of a transaction that holds the
-    // deletion (journal.rs, `mark_deleted`): START_SYNC starts that commit in the background
-    // instead of waiting for it (syncfs did: 2-4 ms per container, up to 40 ms under load), and a
+    // deletion (journal.rs, `mark_deleted`): the filesystem's generation, read without starting
+    // or waiting for a commit (syncfs waited: 2-4 ms per container, up to 40 ms under load). A
     // later run or `cleanup` drops the record once that transaction is known committed and the
     // snapshot is gone (recovery.rs). Not btrfs (ENOTTY): no transaction to name.
-    out.transid = super::btrfs::ioctl::start_sync(&c.parent).ok();
+    out.transid = super::btrfs::ioctl::generation(&c.parent).ok();
     Ok(out)
 }
 
