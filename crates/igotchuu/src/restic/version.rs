@@ -505,7 +505,8 @@ mod tests {
         let bad_entry = String::from_utf8(good.clone())
             .expect("utf-8")
             .replace("0.18.1", "0.99.x");
-        let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+        type Spoil<'a> = Box<dyn Fn() + 'a>;
+        let cases: Vec<(&str, Spoil)> = vec![
             (
                 "truncated",
                 Box::new(|| std::fs::write(&cache, &good[..good.len() / 2]).expect("w")),

@@ -159,9 +159,16 @@ pub fn generation(fd: impl AsFd) -> io::Result<u64> {
     a.flags = FS_INFO_FLAG_GENERATION;
     // SAFETY: FS_INFO reads `flags` from and fills a `struct btrfs_ioctl_fs_info_args`, which
     // FsInfoArgs mirrors (size checked at compile time).
-    unsafe { ioctl(fd, rustix::ioctl::Updater::<FS_INFO, FsInfoArgs>::new(&mut a))? };
+    unsafe {
+        ioctl(
+            fd,
+            rustix::ioctl::Updater::<FS_INFO, FsInfoArgs>::new(&mut a),
+        )?
+    };
     if a.flags & FS_INFO_FLAG_GENERATION == 0 {
-        return Err(io::Error::other("this kernel's FS_INFO reports no generation"));
+        return Err(io::Error::other(
+            "this kernel's FS_INFO reports no generation",
+        ));
     }
     Ok(a.generation)
 }
