@@ -102,8 +102,9 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     }
 }
 
-/// Where the lock file and the state directory are: the walk a backup makes before its lock.
+/// Where the lock file, the state directory and the metrics file are: the walks a backup makes.
 fn check_places(r: &mut Report, plan: &Plan) {
+    check_metrics(r, plan);
     if !rustix::process::geteuid().is_root() {
         return say_out!("skip: who can write lock_file and state_dir (checked for root's runs)");
     }
@@ -123,6 +124,7 @@ fn check_places(r: &mut Report, plan: &Plan) {
 fn check_sources(r: &mut Report, plan: &Plan) {
     // The same checks a backup makes before its first snapshot, one source at a time so every
     // problem is listed.
+    let mut resolved = Vec::new();
     for s in &plan.snapshots {
         match snapshot::resolve(s) {
             Ok(src) => {
@@ -131,9 +133,14 @@ fn check_sources(r: &mut Report, plan: &Plan) {
                 for line in src.describe(plan) {
                     say_out!("info: {line}");
                 }
+                resolved.push(src);
             }
             Err(e) => r.fail(e),
         }
+    }
+    // What a run checks of all sources together (LVM: each volume group's free space).
+    if let Err(e) = snapshot::lvm::check_space(plan, &resolved) {
+        r.fail(e);
     }
     for w in snapshot::path_warnings(plan) {
         say_out!("warn: {w}");
@@ -192,5 +199,26 @@ fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
             "cannot run {}: {e}; install restic or extend PATH",
             plan.restic.program
         )),
+    }
+}
+
+/// The walk to `metrics_file`'s directory a run makes when it writes the file (metrics.rs):
+/// FAIL when the file could not be written at all (a symlink on the way, no such directory), a
+/// warning for each directory on the way someone else could change. Writes nothing.
+fn check_metrics(r: &mut Report, plan: &Plan) {
+    let Some(target) = &plan.metrics_file else {
+        return;
+    };
+    match crate::metrics::inspect(target) {
+        Ok(warnings) if warnings.is_empty() => r.ok(format!(
+            "metrics_file {}: only root can write the directories on the way",
+            target.display()
+        )),
+        Ok(warnings) => {
+            for w in warnings {
+                say_out!("warn: {}", crate::sanitize::indented(&w, "      "));
+            }
+        }
+        Err(e) => r.fail(e),
     }
 }

@@ -54,6 +54,20 @@ pub enum Command {
     /// subvolume or a ZFS dataset and that restic can open the repository, and print the plan. Creates no
     /// snapshot and takes no lock: safe to run at any time.
     Check,
+    /// Apply the retention policy (keep_* keys) to this host's snapshots of the profile's
+    /// places: `restic forget` of the snapshots it no longer keeps, then `restic prune` when
+    /// `prune = true`. Refused when the policy would remove every one of them. Also runs by
+    /// itself after every backup that wrote a snapshot.
+    Forget {
+        /// Print what would be kept and removed (from `restic forget --dry-run --json`) and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the repository with `restic check`; with `check_read_data_subset = N` also read
+    /// the next 1/N of the data, so N runs read all of it once (the place is kept in
+    /// state_dir/ops.json). Exit 21: the repository is damaged; 22: the check could not run.
+    Verify,
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
     /// Nagios/Icinga check.

@@ -64,6 +64,27 @@ settings! {
     state_dir: Spanned<String>,
     /// node_exporter's textfile collector file, written after every run (off when unset).
     metrics_file: Spanned<String>,
+    /// The size of an LVM copy-on-write snapshot: `N%ORIGIN` or `2G` (default 10%ORIGIN).
+    lvm_snapshot_size: Spanned<String>,
+    // Retention (retention.rs): `restic forget` flags; no keep_* key means retention is off.
+    keep_last: Spanned<i64>,
+    keep_hourly: Spanned<i64>,
+    keep_daily: Spanned<i64>,
+    keep_weekly: Spanned<i64>,
+    keep_monthly: Spanned<i64>,
+    keep_yearly: Spanned<i64>,
+    keep_within: Spanned<String>,
+    keep_tag: Spanned<Vec<String>>,
+    prune: Spanned<bool>,
+    /// `igotchuu verify` reads 1/N of the data per run (verify.rs).
+    check_read_data_subset: Spanned<i64>,
+    /// healthchecks.io-style ping URL (notify.rs).
+    ping_url: Spanned<String>,
+    on_success: Spanned<Vec<String>>,
+    on_failure: Spanned<Vec<String>>,
+    on_finish: Spanned<Vec<String>>,
+    /// Seconds each ping and end-of-run hook may take (default 30).
+    notify_timeout: Spanned<i64>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -139,8 +160,16 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where to write Prometheus metrics after every run (see metrics.rs); `None`: nowhere.
     pub metrics_file: Option<PathBuf>,
+    /// The size of each COW snapshot of a non-thin LVM logical volume.
+    pub lvm_snapshot_size: crate::snapshot::lvm::CowSize,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
+    /// The keep policy (off when no keep_* key is set).
+    pub retention: crate::retention::Policy,
+    /// `check_read_data_subset`: how many `igotchuu verify` runs read all the data once.
+    pub check_read_data_subset: Option<u32>,
+    /// `ping_url`, the end-of-run hooks and their timeout.
+    pub notify: crate::notify::Settings,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -491,6 +520,144 @@ fn validate_snapshots(
     Ok(snapshots)
 }
 
+/// A command key (`exec_before_snapshot`, `on_success`, …): argv, no shell.
+fn argv_key(
+    ctx: &Ctx,
+    key: &str,
+    v: &Option<Spanned<Vec<String>>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let argv = v.get_ref();
+    let Some(prog) = argv.first() else {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: the command is empty; remove the key or give [\"program\", \"arg\", …]"),
+        ));
+    };
+    // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
+    if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: program {prog:?} must be a command name found in PATH or an absolute path"),
+        ));
+    }
+    Ok(Some(argv.clone()))
+}
+
+/// The retention, check and notification keys (issue 18).
+fn validate_ops(
+    ctx: &Ctx,
+    s: &RawSettings,
+) -> Result<
+    (
+        crate::retention::Policy,
+        Option<u32>,
+        crate::notify::Settings,
+    ),
+    ConfigError,
+> {
+    // A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
+    // restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
+    let count =
+        |key: &str, v: &Option<Spanned<i64>>, hint: &str| -> Result<Option<u32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) => match u32::try_from(*n.get_ref()) {
+                    Ok(c) if c >= 1 => Ok(Some(c)),
+                    _ => Err(ctx.err(
+                        Some(n.span()),
+                        format!(
+                            "key `{key}`: {} is not a count; give a whole number from 1 up{hint}",
+                            n.get_ref()
+                        ),
+                    )),
+                },
+            }
+        };
+    let off = " (remove the key to turn the rule off)";
+    let mut policy = crate::retention::Policy {
+        keep_last: count("keep_last", &s.keep_last, off)?,
+        keep_hourly: count("keep_hourly", &s.keep_hourly, off)?,
+        keep_daily: count("keep_daily", &s.keep_daily, off)?,
+        keep_weekly: count("keep_weekly", &s.keep_weekly, off)?,
+        keep_monthly: count("keep_monthly", &s.keep_monthly, off)?,
+        keep_yearly: count("keep_yearly", &s.keep_yearly, off)?,
+        ..Default::default()
+    };
+    if let Some(w) = &s.keep_within {
+        if !crate::retention::valid_within(w.get_ref()) {
+            return Err(ctx.err(
+                Some(w.span()),
+                format!("key `keep_within`: {:?} is not a restic duration; write e.g. \"30d\", \"1y6m\" or \"48h\" (units y, m, d, h)", w.get_ref()),
+            ));
+        }
+        policy.keep_within = Some(w.get_ref().clone());
+    }
+    if let Some(t) = &s.keep_tag {
+        if t.get_ref().is_empty() || t.get_ref().iter().any(|x| x.is_empty() || x.contains(',')) {
+            return Err(ctx.err(
+                Some(t.span()),
+                "key `keep_tag`: give a non-empty list of tags, one per string, e.g. [\"keep\"]"
+                    .to_owned(),
+            ));
+        }
+        policy.keep_tag = t.get_ref().clone();
+    }
+    if let Some(p) = &s.prune {
+        if *p.get_ref() && !policy.is_set() {
+            return Err(ctx.err(
+                Some(p.span()),
+                "key `prune`: prune is set but no keep_* rule is, so nothing is ever forgotten to prune; add a rule such as keep_daily = 7, or remove `prune`".to_owned(),
+            ));
+        }
+        policy.prune = *p.get_ref();
+    }
+    let subset = count(
+        "check_read_data_subset",
+        &s.check_read_data_subset,
+        " (1 reads all the data on every `igotchuu verify`, 10 a tenth per run)",
+    )?;
+    let ping_url = match &s.ping_url {
+        None => None,
+        Some(u) => {
+            let url = u.get_ref().trim_end_matches('/');
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() > "https://".len()
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(ctx.err(
+                    Some(u.span()),
+                    "key `ping_url`: not an http:// or https:// URL; give the check's ping URL, e.g. \"https://hc-ping.com/<uuid>\"".to_owned(),
+                ));
+            }
+            Some(url.to_owned())
+        }
+    };
+    let timeout = match &s.notify_timeout {
+        None => crate::notify::DEFAULT_TIMEOUT,
+        Some(t) => match u64::try_from(*t.get_ref()) {
+            Ok(n) if (1..=3600).contains(&n) => n,
+            _ => {
+                return Err(ctx.err(
+                    Some(t.span()),
+                    format!(
+                        "key `notify_timeout`: {} is out of range; give seconds from 1 to 3600",
+                        t.get_ref()
+                    ),
+                ))
+            }
+        },
+    };
+    let notify = crate::notify::Settings {
+        ping_url,
+        on_success: argv_key(ctx, "on_success", &s.on_success)?,
+        on_failure: argv_key(ctx, "on_failure", &s.on_failure)?,
+        on_finish: argv_key(ctx, "on_finish", &s.on_finish)?,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
+    Ok((policy, subset, notify))
+}
+
 fn validate(
     ctx: &Ctx,
     s: RawSettings,
@@ -501,26 +668,8 @@ fn validate(
     let prefix = validate_prefix(ctx, &s)?;
     let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
 
-    let exec_before_snapshot = match &s.exec_before_snapshot {
-        None => None,
-        Some(v) => {
-            let argv = v.get_ref();
-            let Some(prog) = argv.first() else {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "key `exec_before_snapshot`: the command is empty; remove the key or give [\"program\", \"arg\", …]".to_owned(),
-                ));
-            };
-            // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
-            if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!("key `exec_before_snapshot`: program {prog:?} must be a command name found in PATH or an absolute path"),
-                ));
-            }
-            Some(argv.clone())
-        }
-    };
+    let exec_before_snapshot = argv_key(ctx, "exec_before_snapshot", &s.exec_before_snapshot)?;
+    let (retention, check_read_data_subset, notify) = validate_ops(ctx, &s)?;
 
     let opt_path =
         |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
@@ -582,6 +731,12 @@ fn validate(
         }
     }
 
+    let lvm_snapshot_size = match &s.lvm_snapshot_size {
+        None => crate::snapshot::lvm::DEFAULT_COW_SIZE,
+        Some(v) => crate::snapshot::lvm::CowSize::parse(v.get_ref())
+            .map_err(|e| ctx.err(Some(v.span()), format!("key `lvm_snapshot_size`: {e}")))?,
+    };
+
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
     Ok(Config {
@@ -607,7 +762,11 @@ fn validate(
         lock_file,
         state_dir,
         metrics_file,
+        lvm_snapshot_size,
         profile_names,
+        retention,
+        check_read_data_subset,
+        notify,
     })
 }
 
@@ -870,6 +1029,10 @@ snapshot = [
                         "lock_file" => assert_eq!(v.lock_file, PathBuf::from(DEFAULT_LOCK_FILE)),
                         "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
                         "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
+                        "lvm_snapshot_size" => assert_eq!(
+                            v.lvm_snapshot_size,
+                            crate::snapshot::lvm::DEFAULT_COW_SIZE
+                        ),
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
                         }

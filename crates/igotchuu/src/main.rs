@@ -80,6 +80,14 @@ fn real_main() -> i32 {
             let (path, explicit) = cli.config_path();
             check::run(&path, explicit, cli.profile.as_deref())
         }
+        Some(Command::Forget { dry_run }) => match load_plan(&cli) {
+            Ok(plan) => ops_cmd::forget(&plan, *dry_run),
+            Err(code) => code,
+        },
+        Some(Command::Verify) => match load_plan(&cli) {
+            Ok(plan) => ops_cmd::verify(&plan),
+            Err(code) => code,
+        },
         Some(Command::Status { json, max_age }) => status_cmd::run(&cli, *json, *max_age),
         Some(Command::Watch { wait }) => watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
@@ -176,14 +184,31 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         return fail(e);
     }
     let (lock, to_daemon) = match via {
-        Via::OneShot => (lock::acquire(&plan.lock_file), None),
+        // A killed run's restic may still be winding down, its drain helper holding the lock
+        // (restic::drain): waited for, with a bound, rather than refused or raced.
+        Via::OneShot => (
+            lock::acquire_waiting(&plan.lock_file, lock::FINISHING_WAIT, |pid| {
+                say_err!(
+                    "igotchuu: the restic of the previous run (PID {pid}, killed) is still \
+                     finishing; waiting up to {}s for it to exit",
+                    lock::FINISHING_WAIT.as_secs()
+                )
+            }),
+            None,
+        ),
         Via::Daemon(h) => (
             lock::adopt(&plan.lock_file, h.lock),
             Some((h.events, h.run_id)),
         ),
     };
-    let _lock = match lock {
+    let lock = match lock {
         Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    // Reached once, under the lock, without following a symlink (the walk checks the way again
+    // and creates what is missing): every file of the run in it is written through this fd.
+    let state = match record::reach_state_dir(&plan.state_dir) {
+        Ok(d) => d,
         Err(e) => return fail(e),
     };
     // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
@@ -196,7 +221,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     };
     let (recording, marker_warning) = match job {
         Job::Backup => {
-            let (r, w) = record::Recording::begin(&plan, &run_id);
+            let state = match state.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    return fail(format_args!("cannot use {}: {e}", plan.state_dir.display()))
+                }
+            };
+            let (r, w) = record::Recording::begin(&plan, state, &run_id);
             // The very first backup of a state_dir found none to cache restic's version in
             // (load_plan); it exists now, so the next run need not ask restic. This asks once
             // more (about 11 ms), only while there is no cache file.
@@ -235,7 +266,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         let mut events = Events::new();
         // Under systemd the journal gets structured entries instead of plain stderr lines.
         match journald::stderr_is_journal()
-            .then(|| journald::JournalLog::connect(run_id, cli.verbose))
+            .then(|| journald::JournalLog::connect(run_id.clone(), cli.verbose))
         {
             Some(Ok(j)) => events.subscribe(Box::new(j)),
             _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
@@ -258,7 +289,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         }
         // Only backups are recorded: no recording means `cleanup`.
         let Some(recording) = recording else {
-            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+            return pipeline::cleanup_leftovers(&plan, &state, &mut events, &mut stop).await;
         };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
@@ -277,7 +308,35 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
                 }
             },
         };
-        let code = pipeline::run(&plan, &mut events, &mut stop).await;
+        // The start ping goes out on a blocking thread while the snapshots are taken.
+        let notifier = plan.notify.is_set().then(|| {
+            let n = notify::Notifier::start(&plan.notify);
+            for l in n.listeners() {
+                events.subscribe(l);
+            }
+            n
+        });
+        let code = pipeline::run(&plan, &state, &mut events, &mut stop, lock.fd()).await;
+        // After the snapshots are gone; never changes `code`.
+        let retention = ops_cmd::after_backup(&plan, code, &mut events, &mut stop).await;
+        if let Some(n) = notifier {
+            let profile = plan.profile.clone().unwrap_or_default();
+            let warnings = n
+                .finish(
+                    &profile,
+                    &run_id,
+                    code,
+                    retention.map(|o| o.word().to_owned()),
+                    &plan.restic.secrets,
+                )
+                .await;
+            for w in &warnings {
+                events.warning(w.clone());
+            }
+            if let Err(w) = ops_cmd::record_notify(&plan, &run_id, &warnings) {
+                events.warning(w);
+            }
+        }
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(&plan, code, &mut events);
         if let Some(d) = dbus {

@@ -2,6 +2,8 @@
 //!
 //! Runs inside the private mount namespace (entered by `main` before any thread existed).
 
+use std::os::fd::BorrowedFd;
+
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
@@ -9,17 +11,26 @@ use crate::journal::Journal;
 use crate::plan::Plan;
 use crate::recovery::{self, Found};
 use crate::restic;
+use crate::safe_fs::Dir;
 use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
 
-/// Runs the plan and returns the process exit code.
-pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+/// Runs the plan and returns the process exit code. `state` is `plan.state_dir`, reached once
+/// (record::reach_state_dir): the journal lives in it. `run_lock` is the run lock's file, for
+/// restic's drain helper (restic::drain).
+pub async fn run(
+    plan: &Plan,
+    state: &Dir,
+    events: &mut Events,
+    stop: &mut StopSignal,
+    run_lock: Option<BorrowedFd<'_>>,
+) -> i32 {
     let mut taken = Taken::default();
     events.emit(Event::Phase(Phase::Preparing));
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = backup(plan, events, stop, &mut taken).await;
+    let outcome = backup(plan, state, events, stop, &mut taken, run_lock).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -43,6 +54,7 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
 /// removes what crashed runs left. Shared by `backup` and `cleanup`.
 async fn prepare(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Result<(Journal, Vec<Found>), Outcome> {
@@ -67,7 +79,7 @@ async fn prepare(
     if stop.check().await {
         return Err(Outcome::Interrupted);
     }
-    let journal = Journal::open(&plan.state_dir).map_err(|e| {
+    let journal = Journal::open(state).map_err(|e| {
         let dir = plan.state_dir.display().to_string();
         let msg = format!(
             "cannot open the crash-recovery journal in {dir}: {e}; igotchuu records each snapshot there before creating it (set `state_dir` to a writable directory)"
@@ -77,7 +89,7 @@ async fn prepare(
     })?;
     let found = recovery::recover(&journal, events);
     // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    crate::record::record_crashed(plan, events);
+    crate::record::record_crashed(plan, state, events);
     if !found.is_empty() {
         restic::unlock::after_crash(&plan.restic, events, stop).await;
     }
@@ -85,9 +97,14 @@ async fn prepare(
 }
 
 /// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
-pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+pub async fn cleanup_leftovers(
+    plan: &Plan,
+    state: &Dir,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> i32 {
     events.emit(Event::Phase(Phase::CleaningUp));
-    let code = match prepare(plan, events, stop).await {
+    let code = match prepare(plan, state, events, stop).await {
         Err(o) => exit::code_for(&o, true),
         Ok((_, found)) => {
             if found.is_empty() {
@@ -109,11 +126,13 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
 
 async fn backup(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
     taken: &mut Taken,
+    run_lock: Option<BorrowedFd<'_>>,
 ) -> Outcome {
-    match prepare(plan, events, stop).await {
+    match prepare(plan, state, events, stop).await {
         Err(o) => return o,
         Ok((journal, found)) => {
             taken.leftovers_remain = found.iter().any(Found::is_failure);
@@ -144,6 +163,9 @@ async fn backup(
     if stop.check().await {
         return Outcome::Interrupted;
     }
+    if let Some(o) = overflowed(plan, taken, events, None).await {
+        return o;
+    }
 
     events.emit(Event::Phase(Phase::BackingUp));
     events.emit(Event::Step(format!(
@@ -151,14 +173,45 @@ async fn backup(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    match restic::run::run(&plan.restic, events, stop).await {
+    let (outcome, written) = match restic::run::run(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
-            Outcome::Failed(e.to_string())
+            (Outcome::Failed(e.to_string()), None)
         }
-        Ok(r) if r.interrupted => Outcome::Interrupted,
-        Ok(r) if r.code == 0 => Outcome::Success,
+        Ok(r) if r.interrupted => (Outcome::Interrupted, r.snapshot_id),
+        Ok(r) if r.code == 0 => (Outcome::Success, r.snapshot_id),
         // restic::run has reported why, in restic's own words, as an Error event.
-        Ok(r) => Outcome::ResticFailed(r.code),
+        Ok(r) => (Outcome::ResticFailed(r.code), r.snapshot_id),
+    };
+    overflowed(plan, taken, events, written.as_deref())
+        .await
+        .unwrap_or(outcome)
+}
+
+/// An LVM copy-on-write snapshot that overflowed was invalidated by the kernel, and whatever
+/// restic read from it after that is missing or broken: never a silent partial backup. The
+/// restic snapshot `written` from it (if any) is forgotten, and the run fails (exit 20).
+async fn overflowed(
+    plan: &Plan,
+    taken: &Taken,
+    events: &mut Events,
+    written: Option<&str>,
+) -> Option<Outcome> {
+    let why = taken.overflowed(plan);
+    if why.is_empty() {
+        return None;
     }
+    let mut msg = why.join("; ");
+    if let Some(id) = written {
+        match restic::forget::run(plan, id).await {
+            Ok(()) => msg.push_str(&format!(
+                "; restic's snapshot {id} of this run was forgotten (restic forget {id}), so it cannot be restored by mistake; its data goes with the next `restic prune`"
+            )),
+            Err(e) => msg.push_str(&format!(
+                "; restic's snapshot {id} of this run is INCOMPLETE and could not be forgotten ({e}): run `restic forget {id}` by hand"
+            )),
+        }
+    }
+    events.error(Step::Snapshot, written.unwrap_or(""), msg.clone());
+    Some(Outcome::Failed(msg))
 }

@@ -233,7 +233,10 @@ mod tests {
     #[test]
     fn an_unreachable_record_is_kept() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(&d.path().join("state")).expect("journal");
+        let j = Journal::open(
+            &crate::safe_fs::reach_creating(&d.path().join("state"), 0o700).expect("reach"),
+        )
+        .expect("journal");
         let r = Record {
             snapshot: d.path().join("not-mounted/home-2026-01-01T00:00:00Z"),
             source: "/home".into(),

@@ -205,6 +205,30 @@ pub(crate) fn group_gid(name: &str) -> Result<Option<u32>, String> {
     Nss.group_gid(name)
 }
 
+/// The name of user `uid` through NSS, for messages (metrics.rs); `None` when there is none or
+/// the lookup fails.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: getpwuid_r is a POSIX get*_r function, as lookup_r requires; `read` copies pw_name
+    // (checked for null) while lookup_r's buffer is alive.
+    unsafe {
+        lookup_r(
+            "looking up a user (getpwuid_r)",
+            FIRST_BUFFER,
+            |pwd, buf, len, result| libc::getpwuid_r(uid, pwd, buf, len, result),
+            |pwd: &libc::passwd| {
+                if pwd.pw_name.is_null() {
+                    return Err(String::new());
+                }
+                Ok(std::ffi::CStr::from_ptr(pwd.pw_name)
+                    .to_string_lossy()
+                    .into_owned())
+            },
+        )
+    }
+    .ok()
+    .flatten()
+}
+
 /// Where a `get*_r` buffer starts: a few hundred bytes hold most users and groups.
 const FIRST_BUFFER: usize = 1024;
 /// Where doubling the buffer stops: a group with more than 16 MiB of member names (about half a

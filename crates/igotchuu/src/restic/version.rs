@@ -4,13 +4,12 @@
 //! `state_dir`, keyed by the binary's identity ([`detect_cached`]).
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io;
+use crate::safe_fs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 /// A restic release number, compared numerically (0.9 < 0.17).
@@ -269,90 +268,45 @@ pub fn detect_cached(
             };
             if let Ok(json) = serde_json::to_vec(&entry) {
                 // A failed write is one more probe next time, nothing else.
-                let _ = write_replace(&dir, CACHE_FILE, &json);
+                // safe_fs: a fresh O_EXCL|O_NOFOLLOW temp file, fsync, renameat (a crash leaves the old
+                // entry or the new, never half of one). Two runs writing at once: one fails
+                // (O_EXCL), which costs it nothing.
+                let _ = dir.write_atomically(CACHE_FILE, &json, 0o600, None);
             }
         }
     }
     (found, source)
 }
 
-/// `state_dir`, opened without following symlinks after the trust walk; `None` when it is not
-/// there (and may not be created) or is not trusted.
-fn open_state_dir(state_dir: &Path, create: bool) -> Option<OwnedFd> {
-    crate::trust::check_place(state_dir, &crate::trust::STATE_DIR).ok()?;
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
-    let fd = match rustix::fs::open(state_dir, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) if create => {
-            crate::record::make_reachable(state_dir).ok()?;
-            rustix::fs::open(state_dir, flags, Mode::empty()).ok()?
-        }
-        Err(_) => return None,
-    };
-    let st = rustix::fs::fstat(&fd).ok()?;
-    crate::trust::check_opened(state_dir, &crate::trust::STATE_DIR, &st).ok()?;
-    Some(fd)
+/// `state_dir`, reached from `/` without following symlinks and checked on the way as every
+/// state_dir is (trust.rs); `None` when it is not there (and may not be created) or is not
+/// trusted. Every access to the cache goes through this directory's fd (safe_fs.rs).
+fn open_state_dir(state_dir: &Path, create: bool) -> Option<Dir> {
+    let create = create.then_some(crate::record::STATE_DIR_MODE);
+    let dir = crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, create).ok()??;
+    if create.is_some() {
+        crate::record::make_reachable(&dir).ok()?;
+    }
+    Some(dir)
 }
 
 /// The cached version, if the entry is root's, well-formed and about this very binary.
-fn read_cache(dir: &OwnedFd, id: &BinaryId) -> Option<Version> {
-    let fd = rustix::fs::openat(
-        dir,
-        CACHE_FILE,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
+fn read_cache(dir: &Dir, id: &BinaryId) -> Option<Version> {
+    let st = dir.stat_at(CACHE_FILE).ok()?;
     let regular =
         rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
-    // Written by root with mode 0600: anything else was written by someone else.
+    // Written by root with mode 0600: anything else was written by someone else. (A file
+    // swapped between this lstat and the read below needs root: the state_dir is root's alone,
+    // as the trust walk checked.)
     if !regular || st.st_uid != 0 || st.st_mode & 0o022 != 0 || st.st_size as u64 > CACHE_MAX {
         return None;
     }
-    let mut buf = Vec::with_capacity(st.st_size as usize);
-    std::fs::File::from(fd)
-        .take(CACHE_MAX + 1)
-        .read_to_end(&mut buf)
-        .ok()?;
+    let buf = dir.read(CACHE_FILE, CACHE_MAX + 1).ok()??;
     let entry: Cached = serde_json::from_slice(&buf).ok()?;
     if entry.format != CACHE_FORMAT || &entry.binary != id {
         return None;
     }
     entry.version.parse().ok()
-}
-
-// TODO(merge): use sec-files' safe-write module
-/// Replaces `name` in `dir` with `data`: a fresh temp file made with O_CREAT|O_EXCL|O_NOFOLLOW
-/// (mode 0600) beside it through the directory's fd, then `renameat` over the name, so no reader
-/// sees a partial file and no name in the directory is ever followed or reused. No fsync: this is
-/// a cache, and a file a crash leaves empty or old is ignored or re-probed like any bad entry.
-fn write_replace(dir: &OwnedFd, name: &str, data: &[u8]) -> io::Result<()> {
-    let tmp = format!(".{name}.{}.tmp", std::process::id());
-    let open = || {
-        rustix::fs::openat(
-            dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-    };
-    let fd = match open() {
-        Ok(fd) => fd,
-        // Left by a crashed run that had this PID: ours to remove (only root writes here).
-        Err(rustix::io::Errno::EXIST) => {
-            rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty())?;
-            open()?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let written = std::fs::File::from(fd)
-        .write_all(data)
-        .and_then(|()| Ok(rustix::fs::renameat(dir, tmp.as_str(), dir, name)?));
-    if written.is_err() {
-        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
-    }
-    written
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub enum MountFrom {
 pub enum Unit {
     Source(usize),
     ZfsPool(String),
+    /// LVM has no atomic snapshot of several LVs: one `lvcreate` per LV, back to back.
+    LvmVg(String),
 }
 
 /// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
@@ -41,6 +43,7 @@ pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
             .into_iter()
             .map(Unit::ZfsPool),
     );
+    out.extend(super::lvm::vgs(plan, sources).into_iter().map(Unit::LvmVg));
     out
 }
 
@@ -147,8 +150,9 @@ impl Taken {
                 Kind::Btrfs(v) => {
                     super::btrfs::create_unit(plan, *i, &sources[*i], v, self, events)
                 }
-                Kind::Zfs(_) => Ok(()),
+                Kind::Zfs(_) | Kind::Lvm(_) => Ok(()),
             },
+            Unit::LvmVg(vg) => super::lvm::create_vg(plan, sources, vg, self, events),
             Unit::ZfsPool(pool) => {
                 for s in sources {
                     if let Kind::Zfs(d) = &s.kind {
@@ -211,6 +215,18 @@ impl Taken {
             });
         }
         mount::verify_paths(&self.mounts).map_err(|e| failed(events, e))
+    }
+
+    /// The COW snapshots of this run that overflowed, each with why (see
+    /// [`super::lvm::overflowed`]).
+    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
+        super::lvm::overflowed(
+            plan,
+            self.snapshots.iter().filter_map(|s| match s {
+                Snapshot::Lvm(l) => Some(l),
+                _ => None,
+            }),
+        )
     }
 
     /// Unmounts and deletes everything this run made, children before parents, newest first.
