@@ -1029,10 +1029,9 @@ snapshot = [
                         "lock_file" => assert_eq!(v.lock_file, PathBuf::from(DEFAULT_LOCK_FILE)),
                         "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
                         "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
-                        "lvm_snapshot_size" => assert_eq!(
-                            v.lvm_snapshot_size,
-                            crate::snapshot::lvm::DEFAULT_COW_SIZE
-                        ),
+                        "lvm_snapshot_size" => {
+                            assert_eq!(v.lvm_snapshot_size, crate::snapshot::lvm::DEFAULT_COW_SIZE)
+                        }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
                         }

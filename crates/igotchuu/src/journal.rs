@@ -79,7 +79,18 @@ pub struct Deleted {
     /// The btrfs transaction that holds the deletion; `None` on other backends (their deletion
     /// is on disk when it returns) or when btrfs could not say.
     pub transid: Option<u64>,
+    /// When the record was marked (the file's mtime, set by [`Journal::mark_deleted`]), in
+    /// seconds since the epoch; `None` when it could not be read.
+    pub marked_at: Option<i64>,
 }
+
+/// How old (seconds, by the file's mtime) a deletion mark must be before a run confirms it:
+/// twice btrfs's default commit interval (30 s), after which the transaction that holds the
+/// deletion has committed in any normal case, so confirming it (BTRFS_IOC_WAIT_SYNC) does not
+/// wait. Younger marks are left for a later run. On a filesystem mounted with a longer
+/// `commit=`, or one whose commit is stuck, WAIT_SYNC would wait for the rest: that wait is
+/// what keeps the record until the deletion is on disk, so safety never depends on this number.
+pub const CONFIRM_AFTER_SECS: i64 = 60;
 
 /// The file name of a record marked deleted: `<key>.deleted-<transid>` or `<key>.deleted`. Not
 /// `.json`, so whatever counts leftover records (metrics, status, tests) does not count it.
@@ -98,9 +109,13 @@ fn parse_deleted(name: &str) -> Option<Deleted> {
         return None;
     }
     match rest {
-        "" => Some(Deleted { transid: None }),
+        "" => Some(Deleted {
+            transid: None,
+            marked_at: None,
+        }),
         _ => Some(Deleted {
             transid: Some(rest.strip_prefix('-')?.parse().ok()?),
+            marked_at: None,
         }),
     }
 }
@@ -223,13 +238,20 @@ impl Journal {
     /// Under the old name, the next run treats it as a leftover of a crash (as today after a
     /// crash between deletion and removal): it deletes the snapshot if a lost transaction
     /// brought it back, or syncs and drops the record if it is gone. Under the new name, the
-    /// next run does the same, but it checks durability with BTRFS_IOC_WAIT_SYNC on `transid`
-    /// (instant when that transaction committed, as it has long before the next run: btrfs
-    /// commits by itself within 30 s) rather than a syncfs. So a record is never gone while its snapshot could come back, as before.
+    /// next run does the same, except that it does not check durability at once: a mark younger
+    /// than [`CONFIRM_AFTER_SECS`] (by its mtime, set here) is kept as it is, because its
+    /// transaction may still be running and BTRFS_IOC_WAIT_SYNC would wait up to btrfs's commit
+    /// interval (30 s) for it; back-to-back runs stalled that long. An older mark's transaction
+    /// committed long ago, so WAIT_SYNC on it returns at once; only then is the file removed. So
+    /// a record is never gone while its snapshot could come back, as before, and no run waits.
     pub fn mark_deleted(&self, snapshot: &Path, transid: Option<u64>) -> io::Result<()> {
         let key = file_key(snapshot);
-        match self.dir.rename(&key, deleted_name(&key, transid)) {
-            Ok(()) => Ok(()),
+        let marked = deleted_name(&key, transid);
+        match self.dir.rename(&key, &marked) {
+            // The mark's age is its mtime (recovery.rs confirms only marks old enough that their
+            // transaction committed long ago); the record was written when the snapshot was
+            // made, possibly hours ago, so the time is set now. No fsync: see above.
+            Ok(()) => self.dir.touch(&marked),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
@@ -288,7 +310,10 @@ impl Journal {
         names.sort();
         Ok(names
             .into_iter()
-            .map(|(name, deleted)| {
+            .map(|(name, mut deleted)| {
+                if let Some(d) = &mut deleted {
+                    d.marked_at = self.dir.stat_at(&name).ok().map(|st| st.st_mtime);
+                }
                 let record = match self.dir.read(&name, MAX_RECORD) {
                     Ok(Some(b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
                     Ok(None) => Err("it was removed while being read".to_owned()),
@@ -413,22 +438,14 @@ mod tests {
             .map(|e| {
                 (
                     e.record.as_ref().expect("parsed").snapshot.clone(),
-                    e.deleted,
+                    e.deleted.expect("marked").transid,
                 )
             })
             .collect();
         marks.sort();
         assert_eq!(
             marks,
-            vec![
-                (
-                    "/s/c/home".into(),
-                    Some(Deleted {
-                        transid: Some(1234)
-                    })
-                ),
-                ("/s/d/var".into(), Some(Deleted { transid: None })),
-            ]
+            vec![("/s/c/home".into(), Some(1234)), ("/s/d/var".into(), None),]
         );
         for e in &e {
             j.forget_file(&e.file).expect("forget");

@@ -427,6 +427,23 @@ impl Dir {
         )?)
     }
 
+    /// Sets the modification (and access) time of the entry `name` to now, never through a link.
+    pub fn touch(&self, name: impl AsRef<Path>) -> io::Result<()> {
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        Ok(rustix::fs::utimensat(
+            &self.fd,
+            leaf(name.as_ref())?,
+            &rustix::fs::Timestamps {
+                last_access: now,
+                last_modification: now,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+
     /// Opens (creating, 0600) the lock file `name`, never through a symlink, close-on-exec.
     pub fn open_lock_file(&self, name: impl AsRef<Path>) -> io::Result<File> {
         let fd = rustix::fs::openat(

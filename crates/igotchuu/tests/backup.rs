@@ -722,16 +722,22 @@ fn restic_version_is_asked_once_per_binary() {
 }
 
 /// A run ends without waiting for btrfs to commit its snapshots' deletion (no syncfs): it marks
-/// their journal records deleted (`<key>.deleted-<transid>`, no longer `.json`), and the next run
-/// or `igotchuu cleanup` confirms by the snapshot's UUID that it is gone and the transaction
-/// committed, then drops the record, without calling it a leftover. A record whose rename a crash
-/// undid (back to `.json`, snapshot gone) is dropped as before.
+/// their journal records deleted (`<key>.deleted-<transid>`, no longer `.json`, mtime = when
+/// marked). Runs right after it (two and three in a row here) do not confirm those marks: their
+/// transaction may still be running, and confirming (BTRFS_IOC_WAIT_SYNC) would wait for btrfs's
+/// next commit, up to 30 s per run. The kept file is the observable: the only code path that
+/// calls WAIT_SYNC removes it. Once a mark is older than twice the commit interval (set back
+/// here with its mtime, as 60 s passing would), the next run or `igotchuu cleanup` confirms by
+/// the snapshot's UUID that it is gone and the transaction committed, then drops the record,
+/// without calling it a leftover. A record whose rename a crash undid (back to `.json`,
+/// snapshot gone) is dropped as before.
 #[test]
-fn deleted_snapshots_stay_marked_until_the_next_run_confirms() {
+fn deleted_snapshots_stay_marked_until_a_later_run_confirms() {
     let Some(fx) = Fixture::new() else { return };
     let a = subvolume_with_files(&fx, "a", 2);
     let b = subvolume_with_files(&fx, "b", 2);
     let cfg = fx.write_config(&places(&[&a, &b]));
+    let journal = fx.state_dir.join("journal");
     let first = fx.run(&cfg, &["backup"]);
     first.assert_code(0);
     fx.assert_no_snapshot_left("after the first run");
@@ -743,33 +749,80 @@ fn deleted_snapshots_stay_marked_until_the_next_run_confirms() {
         transid
             .parse::<u64>()
             .unwrap_or_else(|e| panic!("{n}: {e}"));
-        let text = std::fs::read_to_string(fx.state_dir.join("journal").join(n)).unwrap();
+        let text = std::fs::read_to_string(journal.join(n)).unwrap();
         assert!(text.contains("snapshot_uuid"), "{n}: {text}");
     }
+    // Ages a mark as if `secs` had passed since it was made.
+    let age = |name: &str, secs: u64| {
+        let f = std::fs::File::open(journal.join(name)).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
 
-    // The next run confirms the first run's records, and marks its own.
+    // Right after: the first run's marks are young, so they are kept (not waited on), and the
+    // second run marks its own.
     let second = fx.run(&cfg, &["backup"]);
     second.assert_code(0);
     assert!(
         !second.all().contains("left by an earlier run"),
-        "confirmed deletions shown as leftovers\n{second}"
+        "marked deletions shown as leftovers\n{second}"
     );
-    let now = journal_names(&fx);
-    assert_eq!(now.len(), 2, "{now:?}");
+    let after_second = journal_names(&fx);
+    assert_eq!(after_second.len(), 4, "{after_second:?}\n{second}");
     assert!(
-        now.iter().all(|n| !marked.contains(n)),
-        "the first run's records were not confirmed: {now:?}"
+        marked.iter().all(|n| after_second.contains(n)),
+        "a young mark was confirmed (WAIT_SYNC on a transaction that may still run): {after_second:?}"
     );
 
-    // A crash that undid the rename: the record is back under its old name.
-    let journal = fx.state_dir.join("journal");
-    let (stem, _) = now[0].split_once(".deleted-").unwrap();
-    std::fs::rename(journal.join(&now[0]), journal.join(format!("{stem}.json"))).unwrap();
+    // The first run's marks grow old: the third run confirms and drops them, keeps the second
+    // run's (young), and marks its own.
+    for n in &marked {
+        age(n, 61);
+    }
+    let third = fx.run(&cfg, &["backup"]);
+    third.assert_code(0);
+    assert!(
+        !third.all().contains("left by an earlier run"),
+        "confirmed deletions shown as leftovers\n{third}"
+    );
+    let after_third = journal_names(&fx);
+    assert_eq!(after_third.len(), 4, "{after_third:?}\n{third}");
+    assert!(
+        after_third.iter().all(|n| !marked.contains(n)),
+        "the first run's old marks were not confirmed: {after_third:?}"
+    );
+    let second_own: Vec<&String> = after_second
+        .iter()
+        .filter(|n| !marked.contains(n))
+        .collect();
+    assert!(
+        second_own.iter().all(|n| after_third.contains(n)),
+        "the second run's young marks were confirmed: {after_third:?}"
+    );
 
-    // `cleanup` confirms the marked one and drops the one back under .json (its snapshot gone).
+    // A crash that undid a rename: the record is back under its old name, and is a leftover
+    // whose snapshot is gone, dropped as before even though it is young.
+    let (stem, _) = after_third[0].split_once(".deleted-").unwrap();
+    std::fs::rename(
+        journal.join(&after_third[0]),
+        journal.join(format!("{stem}.json")),
+    )
+    .unwrap();
     let out = fx.run(&cfg, &["cleanup"]);
     out.assert_code(0);
     out.assert_stdout_contains("forgot");
+    assert_eq!(
+        journal_names(&fx).len(),
+        3,
+        "young marks kept by cleanup too\n{out}"
+    );
+
+    // Once old, `cleanup` confirms the rest.
+    for n in journal_names(&fx) {
+        age(&n, 61);
+    }
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
     assert_eq!(journal_names(&fx), Vec::<String>::new(), "{out}");
     let again = fx.run(&cfg, &["cleanup"]);
     again.assert_code(0);

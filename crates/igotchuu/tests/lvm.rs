@@ -58,7 +58,9 @@ struct Vg {
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn must(c: &mut Command) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
     assert!(
         out.status.success(),
         "{c:?} failed: {}\n{}",
@@ -148,7 +150,10 @@ impl Vg {
                 "-n",
                 name,
             ])),
-            None => must(self.cmd("lvcreate").args(["-q", "-y", "-L", &size, "-n", name, &self.name])),
+            None => must(
+                self.cmd("lvcreate")
+                    .args(["-q", "-y", "-L", &size, "-n", name, &self.name]),
+            ),
         };
         format!("/dev/mapper/{}-{}", self.name, name.replace('-', "--"))
     }
@@ -208,9 +213,18 @@ impl Drop for Vg {
         for m in self.mounts.borrow().iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
-        let _ = self.cmd("vgchange").args(["-q", "-an", &self.name]).output();
-        let _ = self.cmd("vgremove").args(["-q", "-ff", &self.name]).output();
-        let _ = self.cmd("pvremove").args(["-q", "-ff", &self.loopdev]).output();
+        let _ = self
+            .cmd("vgchange")
+            .args(["-q", "-an", &self.name])
+            .output();
+        let _ = self
+            .cmd("vgremove")
+            .args(["-q", "-ff", &self.name])
+            .output();
+        let _ = self
+            .cmd("pvremove")
+            .args(["-q", "-ff", &self.loopdev])
+            .output();
         let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
     }
 }
@@ -230,16 +244,27 @@ fn assert_nothing_left(fx: &Fixture, vg: &Vg, context: &str) {
                 .collect()
         })
         .unwrap_or_default();
-    assert!(records.is_empty(), "{context}: journal records left: {records:?}");
+    assert!(
+        records.is_empty(),
+        "{context}: journal records left: {records:?}"
+    );
     let staged: Vec<_> = std::fs::read_dir(fx.scratch.state_dir.join("mnt"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
-    assert!(staged.is_empty(), "{context}: left in state_dir/mnt: {staged:?}");
+    assert!(
+        staged.is_empty(),
+        "{context}: left in state_dir/mnt: {staged:?}"
+    );
     let mounts: Vec<_> = host_mounts()
         .into_iter()
-        .filter(|m| m.mount_point.starts_with(&fx.scratch.state_dir) || m.source.contains("igotchuu"))
+        .filter(|m| {
+            m.mount_point.starts_with(&fx.scratch.state_dir) || m.source.contains("igotchuu")
+        })
         .collect();
-    assert!(mounts.is_empty(), "{context}: mounts left on the host: {mounts:?}");
+    assert!(
+        mounts.is_empty(),
+        "{context}: mounts left on the host: {mounts:?}"
+    );
 }
 
 fn write(p: &Path, content: &str) {
@@ -285,9 +310,18 @@ fn thin_ext4_and_thick_xfs_on_one_vg_are_backed_up_as_at_the_snapshot() {
     let dry = vg.run(&fx, &cfg, &["backup", "--dry-run"]);
     dry.assert_code(0);
     let all = dry.all();
-    assert!(all.contains("thin snapshot") && all.contains(&format!("{}/pool", vg.name)), "{all}");
-    assert!(all.contains("COW snapshot") && all.contains("lvm_snapshot_size = 10%ORIGIN"), "{all}");
-    assert!(all.contains("ro,noload") && all.contains("ro,nouuid,norecovery"), "{all}");
+    assert!(
+        all.contains("thin snapshot") && all.contains(&format!("{}/pool", vg.name)),
+        "{all}"
+    );
+    assert!(
+        all.contains("COW snapshot") && all.contains("lvm_snapshot_size = 10%ORIGIN"),
+        "{all}"
+    );
+    assert!(
+        all.contains("ro,noload") && all.contains("ro,nouuid,norecovery"),
+        "{all}"
+    );
     assert!(vg.leftovers().is_empty(), "--dry-run created a snapshot");
 
     let h = hold(&fx, "rewrite");
@@ -302,7 +336,10 @@ fn thin_ext4_and_thick_xfs_on_one_vg_are_backed_up_as_at_the_snapshot() {
     // Snapshots exist and carry the run's tag while restic "runs".
     let during = vg.leftovers();
     assert_eq!(during.len(), 2, "{during:?}");
-    assert!(during.iter().all(|l| l.contains("igotchuu.run:")), "{during:?}");
+    assert!(
+        during.iter().all(|l| l.contains("igotchuu.run:")),
+        "{during:?}"
+    );
     write(&data.join("a.txt"), "thin AFTER\n");
     write(&data.join("new.txt"), "made during the backup\n");
     write(&xdata.join("b.txt"), "thick AFTER\n");
@@ -445,7 +482,11 @@ fn failure_and_sigkill_then_cleanup_leave_nothing() {
     run.signal(rustix::process::Signal::KILL);
     let killed = run.wait(RUN_TIMEOUT);
     assert_eq!(killed.signal, Some(9), "{killed}");
-    assert_eq!(vg.leftovers().len(), 1, "the killed run's snapshot is not there to recover");
+    assert_eq!(
+        vg.leftovers().len(),
+        1,
+        "the killed run's snapshot is not there to recover"
+    );
     // The killed run's restic (here the waiting wrapper) gets SIGINT when igotchuu dies and
     // keeps the namespace, so the snapshot, busy until it has exited: cleanup says so and a
     // retry succeeds (what an admin would do).
@@ -462,7 +503,10 @@ fn failure_and_sigkill_then_cleanup_leave_nothing() {
     let last = tries.last().expect("one try");
     assert_eq!(last.code, Some(0), "cleanup never succeeded: {tries:#?}");
     let removed = tries.iter().any(|o| o.all().contains("removed"));
-    assert!(removed, "cleanup did not say it removed the snapshot: {tries:#?}");
+    assert!(
+        removed,
+        "cleanup did not say it removed the snapshot: {tries:#?}"
+    );
     assert_nothing_left(&fx, &vg, "after SIGKILL and igotchuu cleanup");
 }
 
@@ -500,7 +544,10 @@ fn refusals_are_clear_and_leave_nothing() {
         None,
         &[
             &format!("cannot snapshot {}", sub.display()),
-            &format!("is a directory inside the LVM logical volume {}/thick", vg.name),
+            &format!(
+                "is a directory inside the LVM logical volume {}/thick",
+                vg.name
+            ),
             &format!("list {}", data.display()),
         ],
         "a subdirectory of an LV",
@@ -543,20 +590,30 @@ fn refusals_are_clear_and_leave_nothing() {
             .output();
         i += 1;
     }
-    assert!(pool_full() >= 95.0, "could not fill the pool: {:?}", vg.lvs());
+    assert!(
+        pool_full() >= 95.0,
+        "could not fill the pool: {:?}",
+        vg.lvs()
+    );
     let cfg = fx.write_config(&places(&[&tdata]));
     refuse(
         &cfg,
         None,
-        &[&format!("the thin pool {}/pool is", vg.name), "extend the pool"],
+        &[
+            &format!("the thin pool {}/pool is", vg.name),
+            "extend the pool",
+        ],
         "a full thin pool",
     );
 
     // LVM's tools missing: PATH holds restic alone.
     let only_restic = fx.path("only-restic");
     std::fs::create_dir_all(&only_restic).unwrap();
-    std::os::unix::fs::symlink(find_program("restic").expect("restic"), only_restic.join("restic"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        find_program("restic").expect("restic"),
+        only_restic.join("restic"),
+    )
+    .unwrap();
     let cfg = fx.write_config(&places(&[&data]));
     refuse(
         &cfg,

@@ -3,9 +3,9 @@
 //! reads restic's output without knowing its version (see `parse`). The answer is cached under
 //! `state_dir`, keyed by the binary's identity ([`detect_cached`]).
 
+use crate::safe_fs::Dir;
 use std::fmt;
 use std::io;
-use crate::safe_fs::Dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;

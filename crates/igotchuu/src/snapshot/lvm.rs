@@ -352,7 +352,9 @@ fn mounts_below(src: &Path) -> Vec<PathBuf> {
     for (i, l) in table.iter().enumerate() {
         if l.mount_point.starts_with(src)
             && l.mount_point != *src
-            && !table[i + 1..].iter().any(|x| x.mount_point == l.mount_point)
+            && !table[i + 1..]
+                .iter()
+                .any(|x| x.mount_point == l.mount_point)
             && !out.contains(&l.mount_point)
         {
             out.push(l.mount_point.clone());
@@ -983,10 +985,22 @@ mod tests {
     #[test]
     fn cow_sizes_parse_show_and_round_up_to_extents() {
         assert_eq!(CowSize::parse("10%ORIGIN"), Ok(CowSize::PercentOrigin(10)));
-        assert_eq!(CowSize::parse("100%origin"), Ok(CowSize::PercentOrigin(100)));
+        assert_eq!(
+            CowSize::parse("100%origin"),
+            Ok(CowSize::PercentOrigin(100))
+        );
         assert_eq!(CowSize::parse("2G"), Ok(CowSize::Bytes(2 << 30)));
         assert_eq!(CowSize::parse("512m"), Ok(CowSize::Bytes(512 << 20)));
-        for bad in ["0%ORIGIN", "101%ORIGIN", "10%VG", "10", "G", "-1G", "1.5G", ""] {
+        for bad in [
+            "0%ORIGIN",
+            "101%ORIGIN",
+            "10%VG",
+            "10",
+            "G",
+            "-1G",
+            "1.5G",
+            "",
+        ] {
             assert!(CowSize::parse(bad).is_err(), "{bad} was accepted");
         }
         assert_eq!(CowSize::PercentOrigin(10).to_string(), "10%ORIGIN");
@@ -1033,7 +1047,10 @@ mod tests {
             Some(Probe::Lv { mount, uuid }) => {
                 assert_eq!(mount.mount_point, PathBuf::from("/srv/data"));
                 assert_eq!(uuid, "d01eGN0bx9jyr1ZIK3RDCJejhmwRRbqX");
-                assert!(device::same_uuid("d01eGN-0bx9-jyr1-ZIK3-RDCJ-ejhm-wRRbqX", &uuid));
+                assert!(device::same_uuid(
+                    "d01eGN-0bx9-jyr1-ZIK3-RDCJ-ejhm-wRRbqX",
+                    &uuid
+                ));
             }
             other => panic!("ext4 on an LV: {other:?}"),
         }

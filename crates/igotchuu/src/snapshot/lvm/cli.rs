@@ -303,7 +303,10 @@ mod tests {
             .find(|l| l.origin == "data")
             .expect("a thin snapshot of data");
         assert!(snap.is_thin());
-        assert!(snap.tags.iter().any(|t| t.starts_with("igotchuu")), "{snap:?}");
+        assert!(
+            snap.tags.iter().any(|t| t.starts_with("igotchuu")),
+            "{snap:?}"
+        );
         // Hidden LVs (the pool's data and metadata) are listed with -a.
         assert!(lvs.iter().any(|l| l.name.contains("_tdata")));
     }

@@ -58,7 +58,9 @@ pub fn classify(sys: &Path, dev: (u32, u32)) -> io::Result<Device> {
         return Ok(Device::NotDm);
     };
     if let Some(lv) = lv_uuid_of(&uuid) {
-        return Ok(Device::Lv { uuid: lv.to_owned() });
+        return Ok(Device::Lv {
+            uuid: lv.to_owned(),
+        });
     }
     if uuid.starts_with("CRYPT-") {
         let slaves = match std::fs::read_dir(base.join("slaves")) {
@@ -130,7 +132,11 @@ mod tests {
         );
         // LVM on LUKS (the installers' layout): the LV is what is mounted; the crypt device
         // below it does not matter.
-        let luks = dm(sys, "253:1", "CRYPT-LUKS2-00112233445566778899aabbccddeeff-sda3_crypt");
+        let luks = dm(
+            sys,
+            "253:1",
+            "CRYPT-LUKS2-00112233445566778899aabbccddeeff-sda3_crypt",
+        );
         let lv2 = dm(sys, "253:2", &format!("LVM-{VG}{}", "A".repeat(32)));
         std::os::unix::fs::symlink(&luks, lv2.join("slaves/dm-1")).unwrap();
         assert_eq!(
@@ -140,7 +146,11 @@ mod tests {
             }
         );
         // A LUKS container opened from an LV: refused by the backend.
-        let inner = dm(sys, "253:3", "CRYPT-LUKS2-ffeeddccbbaa99887766554433221100-secret");
+        let inner = dm(
+            sys,
+            "253:3",
+            "CRYPT-LUKS2-ffeeddccbbaa99887766554433221100-secret",
+        );
         let lv3 = sys.join("devices/virtual/block/dm-0");
         std::os::unix::fs::symlink(&lv3, inner.join("slaves/dm-0")).unwrap();
         assert_eq!(
