@@ -108,8 +108,11 @@ fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
     let (path, explicit) = cli.config_path();
     let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).
-    let version = restic::version::detect(plan::RESTIC_PROGRAM);
+    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features). Cached
+    // in state_dir by the binary's identity. state_dir is not created here: a run refused later
+    // (an untrusted lock file) must leave nothing behind; see `privileged` for the first run.
+    let (version, _) =
+        restic::version::detect_cached(plan::RESTIC_PROGRAM, &config.state_dir, false);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }
 
@@ -234,6 +237,13 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
                 }
             };
             let (r, w) = record::Recording::begin(&plan, state, &run_id);
+            // The very first backup of a state_dir found none to cache restic's version in
+            // (load_plan); it exists now, so the next run need not ask restic. This asks once
+            // more (about 11 ms), only while there is no cache file.
+            if !plan.state_dir.join(restic::version::CACHE_FILE).exists() {
+                let _ =
+                    restic::version::detect_cached(plan::RESTIC_PROGRAM, &plan.state_dir, false);
+            }
             (Some(r), w)
         }
         Job::Cleanup => (None, None),
