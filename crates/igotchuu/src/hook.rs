@@ -55,6 +55,10 @@ pub async fn run_with_env(
     let (prog, args) = argv.split_first().ok_or(HookError::Failed(-1))?;
     let mut cmd = Command::new(prog);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    // Not igotchuu's own working directory: `sudo igotchuu backup` typed in a user's directory
+    // would run root's hook there, and a relative name the hook writes would go wherever that
+    // user points it. The daemon's is "/" already (systemd, D-Bus activation).
+    cmd.current_dir("/");
     // SAFETY: only an async-signal-safe prctl runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -97,5 +101,35 @@ pub async fn run_with_env(
         (Some(c), _) => Err(HookError::Failed(c)),
         (None, Some(s)) => Err(HookError::Signalled(s)),
         (None, None) => Err(HookError::Failed(-1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A hook runs as root; `sudo igotchuu backup` typed in a user's directory must not hand it
+    /// that directory as its working directory (a script writing `> out.txt` would write through
+    /// whatever link the directory's owner put there).
+    #[test]
+    fn a_hook_runs_in_the_root_directory_whatever_igotchuu_s_own_is() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let out = t.path().join("cwd");
+        // The test's own working directory is the crate's (cargo's), never "/"; not changed
+        // here, since tests share the process.
+        assert_ne!(std::env::current_dir().expect("cwd"), Path::new("/"));
+        let argv = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!("pwd > {}", out.display()),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_handle, mut stop) = crate::stop::channel();
+        rt.block_on(run(&argv, Some(30), &mut stop)).expect("hook ran");
+        assert_eq!(std::fs::read_to_string(&out).expect("read").trim(), "/");
     }
 }

@@ -122,12 +122,16 @@ pub enum Ping {
 }
 
 impl Ping {
+    /// The URL of this ping: the suffix goes at the end of the path, before a query or fragment
+    /// (healthchecks.io's slug URLs take `?create=1`; after the query, `/start` and `/1` would be
+    /// part of its value and every ping would count as a success).
     pub fn url(self, base: &str) -> String {
-        let base = base.trim_end_matches('/');
+        let (path, rest) = base.split_at(base.find(['?', '#']).unwrap_or(base.len()));
+        let path = path.trim_end_matches('/');
         match self {
-            Ping::Start => format!("{base}/start"),
-            Ping::Success => base.to_owned(),
-            Ping::Failure(code) => format!("{base}/{code}"),
+            Ping::Start => format!("{path}/start{rest}"),
+            Ping::Success => format!("{path}{rest}"),
+            Ping::Failure(code) => format!("{path}/{code}{rest}"),
         }
     }
 
@@ -388,6 +392,27 @@ mod tests {
         assert_eq!(
             shown_url("http://u:pw@127.0.0.1:8000/ping/x?y"),
             "http://127.0.0.1:8000/…"
+        );
+    }
+
+    /// healthchecks.io's slug URLs take a query (`…/<slug>?create=1`): the suffix goes into the
+    /// path, before it. Appended after the query, `/start` and `/1` would land in the query's
+    /// value and every ping, a failed run's included, would count as a success.
+    #[test]
+    fn the_suffix_goes_before_a_query_or_fragment() {
+        let base = "https://hc-ping.com/KEY/nightly?create=1";
+        assert_eq!(
+            Ping::Start.url(base),
+            "https://hc-ping.com/KEY/nightly/start?create=1"
+        );
+        assert_eq!(
+            Ping::Failure(1).url(base),
+            "https://hc-ping.com/KEY/nightly/1?create=1"
+        );
+        assert_eq!(Ping::Success.url(base), base);
+        assert_eq!(
+            Ping::Failure(3).url("http://h/p/?a=b#f"),
+            "http://h/p/3?a=b#f"
         );
     }
 
