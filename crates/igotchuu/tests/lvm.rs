@@ -141,8 +141,6 @@ fn must(c: &mut Command) -> String {
 
 impl Vg {
     fn new(fx: &Fixture, mib: u64) -> Vg {
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("igt{}x{n}", std::process::id());
         Vg::build(fx, mib, false)
     }
 
@@ -153,6 +151,8 @@ impl Vg {
     }
 
     fn build(fx: &Fixture, mib: u64, luks: bool) -> Vg {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("igt{}x{n}", std::process::id());
         let img = fx.path(format!("{name}.img"));
         std::fs::File::create(&img)
             .unwrap()
@@ -171,13 +171,13 @@ impl Vg {
         let loopdev = must(Command::new("losetup").args(["-f", "--show"]).arg(&img))
             .trim()
             .to_owned();
-        let vg = Vg {
-            name,
-        // Built before the VG so that a failure past this point still closes it (its drop).
+        // Opened before the VG exists: a failure past this point still closes it (its drop).
         let crypt = luks.then(|| Luks::format_and_open(fx, &loopdev, &format!("{name}crypt")));
-            loopdev,
+        let vg = Vg {
             pv: crypt.as_ref().map_or_else(|| loopdev.clone(), Luks::dev),
             crypt,
+            name,
+            loopdev,
             conf,
             mounts: Default::default(),
         };
