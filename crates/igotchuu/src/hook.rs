@@ -129,7 +129,8 @@ mod tests {
             .build()
             .expect("runtime");
         let (_handle, mut stop) = crate::stop::channel();
-        rt.block_on(run(&argv, Some(30), &mut stop)).expect("hook ran");
+        rt.block_on(run(&argv, Some(30), &mut stop))
+            .expect("hook ran");
         assert_eq!(std::fs::read_to_string(&out).expect("read").trim(), "/");
     }
 }

@@ -40,6 +40,74 @@ fn fixture() -> Option<Fixture> {
     Fixture::new()
 }
 
+/// For the LUKS tests: dm_crypt and cryptsetup (cryptsetup-bin, installed by scripts/vm setup).
+fn luks_fixture() -> Option<Fixture> {
+    let tools: Vec<&str> = TOOLS.iter().copied().chain(["cryptsetup"]).collect();
+    if !guest::require(&["dm_snapshot", "dm_thin_pool", "dm_crypt"], &tools) {
+        return None;
+    }
+    Fixture::new()
+}
+
+/// An opened LUKS2 container, closed on drop (after unmounting what was mounted from it).
+struct Luks {
+    name: String,
+    mount: std::cell::RefCell<Option<PathBuf>>,
+}
+
+impl Luks {
+    /// luksFormat `dev` with a key file and open it as /dev/mapper/`name`. PBKDF2 with 1000
+    /// iterations: the default Argon2 costs seconds and a GiB under emulation. The key file is
+    /// removed once the container is open, so igotchuu cannot have used it.
+    fn format_and_open(fx: &Fixture, dev: &str, name: &str) -> Luks {
+        let key = fx.path(format!("{name}.key"));
+        write(&key, "igotchuu test key, not a secret\n");
+        must(
+            Command::new("cryptsetup")
+                .args(["luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2"])
+                .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+                .arg(&key)
+                .arg(dev),
+        );
+        must(
+            Command::new("cryptsetup")
+                .args(["open", "--type", "luks2", "--key-file"])
+                .arg(&key)
+                .args([dev, name]),
+        );
+        let luks = Luks {
+            name: name.to_owned(),
+            mount: Default::default(),
+        };
+        std::fs::remove_file(&key).unwrap();
+        luks
+    }
+
+    fn dev(&self) -> String {
+        format!("/dev/mapper/{}", self.name)
+    }
+
+    /// mkfs.ext4 on the opened container and mount it at `mp` (created), shared.
+    fn format_and_mount(&self, mp: &Path) {
+        must(Command::new("mkfs.ext4").args(["-q", &self.dev()]));
+        std::fs::create_dir_all(mp).unwrap();
+        must(Command::new("mount").arg(self.dev()).arg(mp));
+        *self.mount.borrow_mut() = Some(mp.to_owned());
+        must(Command::new("mount").arg("--make-shared").arg(mp));
+    }
+}
+
+impl Drop for Luks {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.borrow().as_ref() {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let _ = Command::new("cryptsetup")
+            .args(["close", &self.name])
+            .status();
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fs {
     Ext4,
@@ -50,6 +118,9 @@ enum Fs {
 struct Vg {
     name: String,
     loopdev: String,
+    /// The PV: the loop device, or the LUKS container opened on it.
+    pv: String,
+    crypt: Option<Luks>,
     /// LVM_SYSTEM_DIR when the guest has no udevd (see the module docs).
     conf: Option<PathBuf>,
     mounts: std::cell::RefCell<Vec<PathBuf>>,
@@ -72,6 +143,16 @@ fn must(c: &mut Command) -> String {
 
 impl Vg {
     fn new(fx: &Fixture, mib: u64) -> Vg {
+        Vg::build(fx, mib, false)
+    }
+
+    /// LVM on LUKS, the installers' encrypted layout: the PV is a LUKS2 container on the loop
+    /// device.
+    fn on_luks(fx: &Fixture, mib: u64) -> Vg {
+        Vg::build(fx, mib, true)
+    }
+
+    fn build(fx: &Fixture, mib: u64, luks: bool) -> Vg {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("igt{}x{n}", std::process::id());
         let img = fx.path(format!("{name}.img"));
@@ -92,14 +173,18 @@ impl Vg {
         let loopdev = must(Command::new("losetup").args(["-f", "--show"]).arg(&img))
             .trim()
             .to_owned();
+        // Opened before the VG exists: a failure past this point still closes it (its drop).
+        let crypt = luks.then(|| Luks::format_and_open(fx, &loopdev, &format!("{name}crypt")));
         let vg = Vg {
+            pv: crypt.as_ref().map_or_else(|| loopdev.clone(), Luks::dev),
+            crypt,
             name,
             loopdev,
             conf,
             mounts: Default::default(),
         };
-        must(vg.cmd("pvcreate").args(["-q", &vg.loopdev]));
-        must(vg.cmd("vgcreate").args(["-q", &vg.name, &vg.loopdev]));
+        must(vg.cmd("pvcreate").args(["-q", &vg.pv]));
+        must(vg.cmd("vgcreate").args(["-q", &vg.name, &vg.pv]));
         vg
     }
 
@@ -221,10 +306,8 @@ impl Drop for Vg {
             .cmd("vgremove")
             .args(["-q", "-ff", &self.name])
             .output();
-        let _ = self
-            .cmd("pvremove")
-            .args(["-q", "-ff", &self.loopdev])
-            .output();
+        let _ = self.cmd("pvremove").args(["-q", "-ff", &self.pv]).output();
+        drop(self.crypt.take());
         let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
     }
 }
@@ -620,5 +703,99 @@ fn refusals_are_clear_and_leave_nothing() {
         Some(&only_restic),
         &["the `lvs` command is not on PATH", "lvm2"],
         "LVM tools missing",
+    );
+}
+
+/// LVM on LUKS (the installers' encrypted layout): the LV is what is mounted and snapshotted,
+/// above the encryption, so igotchuu needs no key (the key file is gone before it runs). A
+/// rewrite during restic is not in the backup, and nothing is left. A thick LV, as installers
+/// make.
+#[test]
+fn lvm_on_luks_is_snapshotted_above_the_encryption_with_no_key() {
+    let Some(fx) = luks_fixture() else { return };
+    let vg = Vg::on_luks(&fx, 256);
+    let dev = vg.lv("root", 64, None);
+    let data = fx.path("root");
+    vg.format_and_mount(&dev, Fs::Ext4, &data);
+    write(&data.join("a.txt"), "encrypted before\n");
+    sync();
+    // The layout is what it claims: the VG's only PV is the opened LUKS container.
+    let pvs = must(
+        vg.cmd("pvs")
+            .args(["--noheadings", "-o", "pv_name", "-S"])
+            .arg(format!("vg_name={}", vg.name)),
+    );
+    assert_eq!(pvs.trim(), format!("/dev/mapper/{}crypt", vg.name), "{pvs}");
+    let cfg = fx.write_config(&places(&[&data]));
+
+    let check = vg.run(&fx, &cfg, &["check"]);
+    check.assert_code(0);
+    check.assert_stdout_contains(&format!(
+        "{} is the LVM logical volume {}/root (ext4)",
+        data.display(),
+        vg.name
+    ));
+
+    let h = hold(&fx, "luks");
+    let mut run = vg
+        .igotchuu(&fx)
+        .path_prepend(&h.dir)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["backup", "-v"])
+        .spawn();
+    run.wait_for_path(&h.held);
+    let during = vg.leftovers();
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert!(during[0].contains("igotchuu.run:"), "{during:?}");
+    write(&data.join("a.txt"), "encrypted AFTER\n");
+    write(&data.join("new.txt"), "made during the backup\n");
+    sync();
+    touch(&h.go);
+    let out = run.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+
+    assert_eq!(
+        fx.restic_dump_latest(&data.join("a.txt")).as_deref(),
+        Some("encrypted before\n")
+    );
+    let paths = fx.restic_ls_latest();
+    let a = data.join("a.txt").display().to_string();
+    assert!(paths.contains(&a), "{a} not in the backup: {paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.ends_with("new.txt")),
+        "a file made during restic was backed up: {paths:?}"
+    );
+    assert_nothing_left(&fx, &vg, "after a backup of LVM on LUKS");
+}
+
+/// A LUKS container opened from an LV (the other way round): a snapshot of the LV would hold
+/// only ciphertext, so igotchuu refuses the place before creating anything, says why and what
+/// to do, and leaves nothing (no snapshot LV, no journal record, no restic snapshot).
+#[test]
+fn a_luks_container_inside_an_lv_is_refused_and_nothing_is_left() {
+    let Some(fx) = luks_fixture() else { return };
+    let vg = Vg::new(&fx, 128);
+    let lv = vg.lv("secret", 48, None);
+    // Declared after the VG: closed before the VG is removed.
+    let luks = Luks::format_and_open(&fx, &lv, &format!("{}secret", vg.name));
+    let data = fx.path("secret");
+    luks.format_and_mount(&data);
+    write(&data.join("a.txt"), "a\n");
+    sync();
+    let cfg = fx.write_config(&places(&[&data]));
+
+    let out = vg.run(&fx, &cfg, &["backup"]);
+    out.assert_code(20);
+    out.assert_stderr_contains(&format!("cannot snapshot {}", data.display()));
+    out.assert_stderr_contains("is in a LUKS container (CRYPT-LUKS2-");
+    out.assert_stderr_contains("opened from an LVM logical volume");
+    out.assert_stderr_contains("put the LVs inside LUKS instead");
+    assert_nothing_left(&fx, &vg, "a LUKS container inside an LV");
+    assert!(fx.restic_snapshots().is_empty(), "restic ran");
+    // The container is still open and mounted: igotchuu touched nothing.
+    assert!(
+        host_mounts().iter().any(|m| m.mount_point == data),
+        "the place is no longer mounted"
     );
 }

@@ -252,7 +252,11 @@ pub fn lvs(vgs: &[&str]) -> Result<Vec<Lv>, CliError> {
 
 /// `lvcreate -s [-l EXTENTS] -n NAME --addtag TAG VG/LV`: a thin snapshot without a size, a COW
 /// snapshot with one. `-y` answers LVM's questions (there should be none) with yes rather than
-/// waiting on a terminal nobody watches.
+/// waiting on a terminal nobody watches. `--monitor n`: lvcreate would otherwise start dmeventd
+/// when it is not running, and started from here it would live on in igotchuu's private mount
+/// namespace, holding the origin's filesystem mounted after the run (seen in the guest: the VG
+/// could not be deactivated). igotchuu checks for overflow itself, so it needs no monitoring; a
+/// dmeventd that systemd already runs is not affected.
 pub fn create_snapshot(
     origin: &str,
     name: &str,
@@ -260,7 +264,7 @@ pub fn create_snapshot(
     extents: Option<u64>,
 ) -> Result<(), CliError> {
     let ext = extents.map(|e| e.to_string());
-    let mut args = vec!["-s", "-y", "-n", name, "--addtag", tag];
+    let mut args = vec!["-s", "-y", "--monitor", "n", "-n", name, "--addtag", tag];
     if let Some(e) = &ext {
         args.extend(["-l", e.as_str()]);
     }
@@ -268,9 +272,10 @@ pub fn create_snapshot(
     run(LVCREATE, &args).map(|_| ())
 }
 
-/// `lvchange -ay -K VG/LV`: activates a thin snapshot despite its activation-skip flag.
+/// `lvchange -ay -K VG/LV`: activates a thin snapshot despite its activation-skip flag
+/// (`--monitor n`: see create_snapshot).
 pub fn activate(lv: &str) -> Result<(), CliError> {
-    run(LVCHANGE, &["-ay", "-K", lv]).map(|_| ())
+    run(LVCHANGE, &["-ay", "-K", "--monitor", "n", lv]).map(|_| ())
 }
 
 /// `lvremove -f VG/LV`: exactly one LV, named in full (the caller has checked it is igotchuu's
