@@ -57,19 +57,19 @@ pub enum Command {
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
     /// Nagios/Icinga check.
-    #[command(after_help = crate::status_cmd::HELP)]
+    #[command(after_help = crate::commands::status::HELP)]
     Status {
         /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
         /// The oldest last success that is still OK: `2d`, `36h`, `90m`, `600s`.
-        #[arg(long, value_name = "AGE", default_value = crate::status_cmd::DEFAULT_MAX_AGE,
-              value_parser = crate::status_cmd::parse_age)]
+        #[arg(long, value_name = "AGE", default_value = crate::commands::status::DEFAULT_MAX_AGE,
+              value_parser = crate::commands::status::parse_age)]
         max_age: u64,
     },
     /// Follow the running backup on the terminal (progress bar, errors, summary) from its D-Bus
     /// signals, and exit with its exit code. For root and the `igotchuu` group.
-    #[command(after_help = crate::watch::HELP)]
+    #[command(after_help = crate::commands::watch::HELP)]
     Watch {
         /// When no backup runs, wait for the next one instead of exiting.
         #[arg(long)]
@@ -85,7 +85,7 @@ pub enum Command {
     /// like any run. Normally started by D-Bus activation (igotchuu-daemon.service).
     Daemon {
         /// Exit after this many seconds without a running backup (0: never).
-        #[arg(long, value_name = "SECONDS", default_value_t = crate::daemon::DEFAULT_IDLE_TIMEOUT)]
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::commands::daemon::DEFAULT_IDLE_TIMEOUT)]
         idle_timeout: u64,
     },
     /// One backup for the daemon (internal: started by `igotchuu daemon`, with the lock on stdin

@@ -19,7 +19,7 @@ fn main() {
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
     // One line, whatever paths or quoted text the message carries.
-    say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
+    say_err!("igotchuu: error: {}", escape::line(&msg.to_string()));
     exit::IGOTCHUU_FAILED
 }
 
@@ -39,8 +39,8 @@ fn real_main() -> i32 {
     };
     match &cli.command {
         None | Some(Command::Backup { dry_run: false }) => {
-            // An idle daemon runs it (and this process only follows); see daemon::client.
-            match daemon::client::delegate(&cli) {
+            // An idle daemon runs it (and this process only follows); see commands::daemon::client.
+            match commands::daemon::client::delegate(&cli) {
                 Some(code) => code,
                 None => privileged(&cli, Job::Backup, Via::OneShot),
             }
@@ -61,7 +61,7 @@ fn real_main() -> i32 {
         Some(Command::Cleanup) => privileged(&cli, Job::Cleanup, Via::OneShot),
         Some(Command::Daemon { idle_timeout }) => {
             let (config_path, explicit) = cli.config_path();
-            daemon::main(daemon::Settings {
+            commands::daemon::main(commands::daemon::Settings {
                 config_path,
                 explicit,
                 verbose: cli.verbose,
@@ -70,18 +70,18 @@ fn real_main() -> i32 {
             })
         }
         Some(Command::DaemonRun { run_id, daemon_pid }) => {
-            // First, before anything else happens: see daemon::child.
-            match daemon::child::take_over(run_id.clone(), *daemon_pid) {
+            // First, before anything else happens: see commands::daemon::child.
+            match commands::daemon::child::take_over(run_id.clone(), *daemon_pid) {
                 Ok(handed) => privileged(&cli, Job::Backup, Via::Daemon(handed)),
                 Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
             }
         }
         Some(Command::Check) => {
             let (path, explicit) = cli.config_path();
-            check::run(&path, explicit, cli.profile.as_deref())
+            commands::check::run(&path, explicit, cli.profile.as_deref())
         }
-        Some(Command::Status { json, max_age }) => status_cmd::run(&cli, *json, *max_age),
-        Some(Command::Watch { wait }) => watch::run(&cli, *wait),
+        Some(Command::Status { json, max_age }) => commands::status::run(&cli, *json, *max_age),
+        Some(Command::Watch { wait }) => commands::watch::run(&cli, *wait),
         Some(Command::Mount { target }) => mount(&cli, target),
         Some(Command::Generate { what, dir }) => generate(*what, dir),
     }
@@ -155,7 +155,7 @@ enum Via {
     OneShot,
     /// A child of `igotchuu daemon`: the lock and an event pipe come from the daemon, which
     /// owns the name and re-emits the events.
-    Daemon(daemon::child::Handed),
+    Daemon(commands::daemon::child::Handed),
 }
 
 /// The jobs that need root, the lock and the private mount namespace.
@@ -167,15 +167,15 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     if !rustix::process::geteuid().is_root() {
         return fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace");
     }
-    // Before the lock, so that a refused state_dir leaves nothing behind; lock::acquire checks
+    // Before the lock, so that a refused state_dir leaves nothing behind; state::lock::acquire checks
     // the lock file's own path.
     if let Err(e) = trust::check_place(&plan.state_dir, &trust::STATE_DIR) {
         return fail(e);
     }
     let (lock, to_daemon) = match via {
-        Via::OneShot => (lock::acquire(&plan.lock_file), None),
+        Via::OneShot => (state::lock::acquire(&plan.lock_file), None),
         Via::Daemon(h) => (
-            lock::adopt(&plan.lock_file, h.lock),
+            state::lock::adopt(&plan.lock_file, h.lock),
             Some((h.events, h.run_id)),
         ),
     };
@@ -193,7 +193,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     };
     let (recording, marker_warning) = match job {
         Job::Backup => {
-            let (r, w) = record::Recording::begin(&plan, &run_id);
+            let (r, w) = session::record::Recording::begin(&plan, &run_id);
             (Some(r), w)
         }
         Job::Cleanup => (None, None),
@@ -224,8 +224,8 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
     rt.block_on(async {
         let mut events = Events::new();
         // Under systemd the journal gets structured entries instead of plain stderr lines.
-        match journald::stderr_is_journal()
-            .then(|| journald::JournalLog::connect(run_id, cli.verbose))
+        match log::stderr_is_journal()
+            .then(|| log::JournalLog::connect(run_id, cli.verbose))
         {
             Some(Ok(j)) => events.subscribe(Box::new(j)),
             _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
@@ -248,17 +248,17 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
         }
         // Only backups are recorded: no recording means `cleanup`.
         let Some(recording) = recording else {
-            return pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
+            return session::pipeline::cleanup_leftovers(&plan, &mut events, &mut stop).await;
         };
         // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
         // anything is snapshotted: a second igotchuu is refused here without touching anything.
         let dbus = match to_daemon {
             // The daemon owns the name and sends the signals.
             Some((pipe, _)) => {
-                events.subscribe(Box::new(daemon::wire::ToDaemon::new(pipe)));
+                events.subscribe(Box::new(commands::daemon::wire::ToDaemon::new(pipe)));
                 None
             }
-            None => match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
+            None => match dbus::start(&mut events, stop_handle, state::status::Source::of(&plan)).await {
                 Ok(d) => d,
                 Err(taken) => {
                     // Another run owns the name: this one never started, the other is recorded.
@@ -267,7 +267,7 @@ fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
                 }
             },
         };
-        let code = pipeline::run(&plan, &mut events, &mut stop).await;
+        let code = session::pipeline::run(&plan, &mut events, &mut stop).await;
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(&plan, code, &mut events);
         if let Some(d) = dbus {

@@ -412,7 +412,7 @@ impl fmt::Display for Plan {
         // Only snapshots get a new device number each run; without any the note has no point.
         if !self.snapshots.is_empty() {
             for l in wrap(&self.trees.describe(), 96) {
-                writeln!(f, "   {}", crate::sanitize::line(&l))?;
+                writeln!(f, "   {}", crate::escape::line(&l))?;
             }
         }
         n += 1;

@@ -335,7 +335,7 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
         "{errors:?}"
     );
     assert!(!daemon.has_exited(), "the daemon stays up");
-    let status = igotchuu::status::load(&fx.state_dir).expect("status file");
+    let status = igotchuu::state::status::load(&fx.state_dir).expect("status file");
     assert_eq!(
         status.last(None).map(|r| r.outcome),
         Some(igotchuu_dbus::OutcomeKind::Crashed)
@@ -357,7 +357,7 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     // A fresh daemon serves the last run's outcome from the status file while idle.
     daemon.signal(Signal::TERM);
     daemon.wait(RUN_TIMEOUT).assert_code(0);
-    let last = igotchuu::status::load(&fx.state_dir)
+    let last = igotchuu::state::status::load(&fx.state_dir)
         .expect("status file")
         .last(None)
         .map(|r| r.outcome.as_str())

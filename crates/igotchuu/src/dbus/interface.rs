@@ -20,7 +20,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 
 use super::auth;
-use crate::daemon::Daemon;
+use crate::commands::daemon::Daemon;
 use crate::events::{Phase, Progress};
 use crate::stop::StopHandle;
 
@@ -80,12 +80,12 @@ pub(crate) struct Igotchuu {
     pub(crate) last_outcome: &'static str,
     pub(crate) last_snapshot_id: String,
     /// Where LastRunStarted & co. are read from (status.rs).
-    pub(crate) status: crate::status::Source,
+    pub(crate) status: crate::state::status::Source,
 }
 
 impl Igotchuu {
     /// The state before the run begins: idle, no progress, no outcome yet.
-    pub(crate) fn new(control: Control, status: crate::status::Source) -> Igotchuu {
+    pub(crate) fn new(control: Control, status: crate::state::status::Source) -> Igotchuu {
         Igotchuu {
             control,
             state: Phase::Idle,

@@ -67,7 +67,7 @@ pub struct NameTaken(String);
 pub async fn start(
     events: &mut Events,
     stop: StopHandle,
-    status: crate::status::Source,
+    status: crate::state::status::Source,
 ) -> Result<Option<Session>, NameTaken> {
     let object = Igotchuu::new(Control::OneShot(stop), status);
     let built = async {

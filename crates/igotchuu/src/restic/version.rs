@@ -104,12 +104,12 @@ pub fn detect(program: &str) -> Result<Version, VersionError> {
         return Err(VersionError::Failed {
             program: program.to_owned(),
             status: out.status.to_string(),
-            stderr: crate::sanitize::line(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
+            stderr: crate::escape::line(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
         });
     }
     Version::from_version_output(&stdout).ok_or_else(|| VersionError::Unrecognised {
         program: program.to_owned(),
-        said: crate::sanitize::line(stdout.trim()).into_owned(),
+        said: crate::escape::line(stdout.trim()).into_owned(),
     })
 }
 

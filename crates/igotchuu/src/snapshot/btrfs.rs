@@ -18,7 +18,7 @@ use super::mount::{self, Container, Made};
 use super::run::{self, MountFrom, Taken};
 use super::{err, fs, hint, Backend, SnapError, Source, Verdict};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::Record;
+use crate::state::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
 
 /// A source subvolume, resolved.

@@ -28,7 +28,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::events::Step;
-use crate::journal::Record;
+use crate::state::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
 use crate::trust;
 
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn a_record_without_a_backend_loads_as_btrfs() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = crate::journal::Journal::open(d.path()).expect("open");
+        let j = crate::state::journal::Journal::open(d.path()).expect("open");
         let old = r#"{
   "snapshot": "/mnt/snapshots/home-2026-11-29T14:00:00Z/home",
   "source": "/home",

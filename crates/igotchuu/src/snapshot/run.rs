@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::mount::{self, Container, Mount};
 use super::{Kind, SnapError, Snapshot, Source};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::{Journal, Record};
+use crate::state::journal::{Journal, Record};
 use crate::plan::Plan;
 
 /// What goes on a place: a snapshot this run made (index into the run's snapshots), or something

@@ -31,7 +31,7 @@ use super::mount::{self, Container, Destination, Made};
 use super::run::{self, MountFrom, Taken};
 use super::{err, fs, Backend, Kind, SnapError, Source, Verdict};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::Record;
+use crate::state::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
 
 /// A source dataset, resolved.

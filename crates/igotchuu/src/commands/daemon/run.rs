@@ -12,7 +12,7 @@ use zbus::Connection;
 use super::{guard, now_unix, wire, Activity, Daemon};
 use crate::dbus::{inhibit, publish};
 use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
-use crate::status::{self, RunRecord, SummaryRecord};
+use crate::state::status::{self, RunRecord, SummaryRecord};
 
 /// What the daemon keeps of a run it watches.
 pub(super) struct Watched {
@@ -135,7 +135,7 @@ impl Daemon {
             snapshot_id: String::new(),
             errors: vec![msg],
         };
-        if let Err(e) = crate::record::record_for(&run.state_dir, record) {
+        if let Err(e) = crate::session::record::record_for(&run.state_dir, record) {
             say_err!(
                 "igotchuu: warning: cannot record run {} in {}: {e}",
                 run.run_id,

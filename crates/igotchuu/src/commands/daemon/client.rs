@@ -44,7 +44,7 @@ pub fn delegate(cli: &Cli) -> Option<i32> {
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
     say_err!(
         "igotchuu: error: {}",
-        crate::sanitize::line(&msg.to_string())
+        crate::escape::line(&msg.to_string())
     );
     Some(exit::IGOTCHUU_FAILED)
 }

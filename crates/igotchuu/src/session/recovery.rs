@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::events::{Cleaned, Events, Step};
-use crate::journal::{Journal, Record};
+use crate::state::journal::{Journal, Record};
 use crate::snapshot::{self, Verdict};
 
 /// What happened to one journal entry.

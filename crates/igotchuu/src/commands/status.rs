@@ -15,9 +15,9 @@ use serde_json::json;
 use zbus::Connection;
 
 use crate::format::{bytes, duration, progress_line};
-use crate::record::now;
-use crate::sanitize;
-use crate::status::{self, RunRecord, StatusError, StatusFile};
+use crate::session::record::now;
+use crate::escape;
+use crate::state::status::{self, RunRecord, StatusError, StatusFile};
 
 /// The bus answers at once or is stuck; `status` must not hang in a monitoring check.
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -412,11 +412,11 @@ pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
         if let Some(e) = &from_bus {
             say_out!(
                 "(the last runs as igotchuu reports them on the bus: {})",
-                sanitize::line(e)
+                escape::line(e)
             );
         }
         print_text(&live, &file, profile, next_run, now);
-        say_out!("{}: {}", check.as_str(), sanitize::line(&why));
+        say_out!("{}: {}", check.as_str(), escape::line(&why));
     }
     check as i32
 }
@@ -430,7 +430,7 @@ fn print_text(
 ) {
     match live {
         Ok(l) if l.phase != Some(Phase::Idle) => {
-            say_out!("igotchuu:     running ({})", sanitize::line(&l.state));
+            say_out!("igotchuu:     running ({})", escape::line(&l.state));
             if l.phase == Some(Phase::BackingUp) {
                 say_out!("  progress:   {}", progress_line(&l.progress));
             }
@@ -442,7 +442,7 @@ fn print_text(
         ),
         Err(NoLive::NoBus(e)) => say_out!(
             "igotchuu:     idle as far as known (no answer on the system bus: {})",
-            sanitize::line(e)
+            escape::line(e)
         ),
     }
     match file {
@@ -450,7 +450,7 @@ fn print_text(
             match f.last(profile) {
                 Some(r) => {
                     for l in describe_run(r, now) {
-                        say_out!("{}", sanitize::line(&l));
+                        say_out!("{}", escape::line(&l));
                     }
                 }
                 None => say_out!("last run:     none recorded"),
@@ -464,7 +464,7 @@ fn print_text(
                 None => say_out!("last success: never"),
             }
         }
-        Err(e) => say_out!("last run:     unknown: {}", sanitize::line(e)),
+        Err(e) => say_out!("last run:     unknown: {}", escape::line(e)),
     }
     match next_run {
         Some(t) => say_out!("next run:     {} ({})", when(t), ago(t, now)),

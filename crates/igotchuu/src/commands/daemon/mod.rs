@@ -42,7 +42,7 @@ use zbus::Connection;
 use crate::config;
 use crate::dbus::interface::Refusal;
 use crate::dbus::{polkit, publish};
-use crate::lock::{self, LockError};
+use crate::state::lock::{self, LockError};
 use crate::plan::{self, Plan};
 use crate::trust;
 

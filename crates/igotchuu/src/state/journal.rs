@@ -126,7 +126,7 @@ impl Journal {
             }
         }
         let lock_path = dir.join(".lock");
-        let lock = match crate::lock::flock_or_holder(crate::lock::open_lock_file(&lock_path)?)? {
+        let lock = match crate::state::lock::flock_or_holder(crate::state::lock::open_lock_file(&lock_path)?)? {
             Ok(lock) => lock,
             Err(holder) => {
                 let who = match holder {

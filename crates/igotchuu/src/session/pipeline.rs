@@ -5,9 +5,9 @@
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
-use crate::journal::Journal;
+use crate::state::journal::Journal;
 use crate::plan::Plan;
-use crate::recovery::{self, Found};
+use crate::session::recovery::{self, Found};
 use crate::restic;
 use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
@@ -77,7 +77,7 @@ async fn prepare(
     })?;
     let found = recovery::recover(&journal, events);
     // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    crate::record::record_crashed(plan, events);
+    crate::session::record::record_crashed(plan, events);
     if !found.is_empty() {
         restic::unlock::after_crash(&plan.restic, events, stop).await;
     }

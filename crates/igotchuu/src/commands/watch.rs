@@ -20,7 +20,7 @@ use zbus::{MatchRule, MessageStream};
 
 use crate::events::{Event, Listener};
 use crate::exit;
-use crate::status_cmd::{connect, group_message, is_access_denied, is_not_running, proxy};
+use crate::commands::status::{connect, group_message, is_access_denied, is_not_running, proxy};
 use crate::terminal::Terminal;
 
 /// No backup runs and `--wait` was not given.
@@ -51,7 +51,7 @@ pub fn run(cli: &crate::cli::Cli, wait: bool) -> i32 {
     match rt.block_on(watch(wait, Terminal::new(cli.verbose))) {
         Ok(code) => code,
         Err((code, msg)) => {
-            say_err!("igotchuu: {}", crate::sanitize::line(&msg));
+            say_err!("igotchuu: {}", crate::escape::line(&msg));
             code
         }
     }

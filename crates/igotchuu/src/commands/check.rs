@@ -18,14 +18,14 @@ impl Report {
     fn ok(&mut self, what: impl std::fmt::Display) {
         say_out!(
             "ok:   {}",
-            crate::sanitize::indented(&what.to_string(), "      ")
+            crate::escape::indented(&what.to_string(), "      ")
         );
     }
     fn fail(&mut self, what: impl std::fmt::Display) {
         self.failed = true;
         say_out!(
             "FAIL: {}",
-            crate::sanitize::indented(&what.to_string(), "      ")
+            crate::escape::indented(&what.to_string(), "      ")
         );
     }
 }

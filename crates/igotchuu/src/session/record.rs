@@ -1,6 +1,6 @@
 //! What a run leaves behind about itself once it ends (issue 9 §3): the record appended to
-//! `state_dir/status.json` (see [`crate::status`]) and, when `metrics_file` is set, the
-//! Prometheus file (see [`crate::metrics`]).
+//! `state_dir/status.json` (see [`crate::state::status`]) and, when `metrics_file` is set, the
+//! Prometheus file (see [`crate::state::metrics`]).
 //!
 //! A run that is killed (SIGKILL, power loss) cannot write its record, so it leaves a marker
 //! instead: `state_dir/running-<run id>.json`, written when the run starts and removed once its
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::{Event, Events, Listener, Outcome, OutcomeKind, Summary};
 use crate::format::error_line;
 use crate::plan::Plan;
-use crate::status::{self, write_atomically, RunRecord, SummaryRecord};
+use crate::state::status::{self, write_atomically, RunRecord, SummaryRecord};
 
 /// How many error messages a record keeps; a run with thousands of unreadable files would
 /// otherwise make the file (and every `status`) huge. The rest is counted in one line.
@@ -303,7 +303,7 @@ impl Recording {
             }
         }
         if let Some(target) = &plan.metrics_file {
-            if let Err(e) = crate::metrics::write_for(&self.state_dir, target) {
+            if let Err(e) = crate::state::metrics::write_for(&self.state_dir, target) {
                 events.warning(format!(
                     "cannot write the metrics file {}: {e}",
                     target.display()
@@ -429,7 +429,7 @@ pub fn record_crashed(plan: &Plan, events: &mut Events) {
         }
     }
     if let Some(target) = &plan.metrics_file {
-        let _ = crate::metrics::write_for(&plan.state_dir, target);
+        let _ = crate::state::metrics::write_for(&plan.state_dir, target);
     }
 }
 

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use crate::status::{self, RunRecord, StatusFile};
+use crate::state::status::{self, RunRecord, StatusFile};
 
 /// One metric: its name, HELP text and how to get a profile's value.
 struct Metric {

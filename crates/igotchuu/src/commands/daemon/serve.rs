@@ -13,7 +13,8 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use super::{guard, terminate, Activity, Daemon, Settings};
 use crate::dbus::interface::{Control, Igotchuu};
 use crate::dbus::publish;
-use crate::{exit, status, stop};
+use crate::state::status;
+use crate::{exit, stop};
 
 /// `igotchuu daemon`. Returns the exit code.
 pub fn main(settings: Settings) -> i32 {

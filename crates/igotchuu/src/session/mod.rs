@@ -1,0 +1,5 @@
+//! One backup, start to end.
+
+pub mod pipeline;
+pub mod record;
+pub mod recovery;

@@ -1,0 +1,6 @@
+//! What igotchuu keeps on disk between runs.
+
+pub mod journal;
+pub mod lock;
+pub mod metrics;
+pub mod status;
