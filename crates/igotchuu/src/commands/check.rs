@@ -1,7 +1,6 @@
 //! `igotchuu check`: everything that can be verified without snapshotting or locking, so an admin
 //! can run it at any time, e.g. right after editing the config.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use crate::config::{self, Config};
@@ -30,8 +29,9 @@ impl Report {
     }
 }
 
-/// Runs the checks and returns the exit code (0 when everything passed).
-pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
+/// `igotchuu check`: runs the checks and returns the exit code (0 when everything passed).
+pub fn main(g: &super::Global) -> i32 {
+    let (path, explicit, profile) = (g.config_path.as_path(), g.explicit, g.profile.as_deref());
     let mut r = Report { failed: false };
     let config = match config::load(path, explicit, profile) {
         Ok(c) => {

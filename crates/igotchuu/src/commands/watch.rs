@@ -29,15 +29,8 @@ pub const NOTHING_RUNNING: i32 = 21;
 /// left the bus without saying how it ended (killed).
 pub const CANNOT_WATCH: i32 = 22;
 
-pub const HELP: &str = "\
-Exit codes: the run's own (as `igotchuu backup` gives them: 0 success, 3 partial, 20 igotchuu
-failed, 130 interrupted, others restic's), or
-  21  no backup is running (and --wait was not given)
-  22  cannot watch: no system bus, not root nor in the `igotchuu` group, or the run ended
-      without reporting its outcome (killed)";
-
 /// `igotchuu watch`: returns the exit code.
-pub fn run(cli: &crate::cli::Cli, wait: bool) -> i32 {
+pub fn main(g: &super::Global, wait: bool) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,7 +41,7 @@ pub fn run(cli: &crate::cli::Cli, wait: bool) -> i32 {
             return CANNOT_WATCH;
         }
     };
-    match rt.block_on(watch(wait, Terminal::new(cli.verbose))) {
+    match rt.block_on(watch(wait, Terminal::new(g.verbose))) {
         Ok(code) => code,
         Err((code, msg)) => {
             say_err!("igotchuu: {}", crate::escape::line(&msg));

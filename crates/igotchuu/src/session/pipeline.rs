@@ -12,14 +12,14 @@ use crate::restic;
 use crate::snapshot::{self, Taken};
 use crate::stop::StopSignal;
 
-/// Runs the plan and returns the process exit code.
-pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+/// `igotchuu backup`: runs the plan and returns the process exit code.
+pub async fn backup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
     let mut taken = Taken::default();
     events.emit(Event::Phase(Phase::Preparing));
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = backup(plan, events, stop, &mut taken).await;
+    let outcome = snapshot_and_back_up(plan, events, stop, &mut taken).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -40,7 +40,7 @@ pub async fn run(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32
 }
 
 /// Runs `exec_before_snapshot` (which may mount where snapshots live), then opens the journal and
-/// removes what crashed runs left. Shared by `backup` and `cleanup`.
+/// removes what crashed runs left (the recovery stage). Shared by `backup` and `cleanup`.
 async fn prepare(
     plan: &Plan,
     events: &mut Events,
@@ -75,17 +75,12 @@ async fn prepare(
         events.error(Step::Journal, &dir, msg.clone());
         Outcome::Failed(msg)
     })?;
-    let found = recovery::recover(&journal, events);
-    // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    crate::session::record::record_crashed(plan, events);
-    if !found.is_empty() {
-        restic::unlock::after_crash(&plan.restic, events, stop).await;
-    }
+    let found = recovery::repair(plan, &journal, events, stop).await;
     Ok((journal, found))
 }
 
 /// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
-pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+pub async fn cleanup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
     events.emit(Event::Phase(Phase::CleaningUp));
     let code = match prepare(plan, events, stop).await {
         Err(o) => exit::code_for(&o, true),
@@ -107,7 +102,9 @@ pub async fn cleanup_leftovers(plan: &Plan, events: &mut Events, stop: &mut Stop
     code
 }
 
-async fn backup(
+/// The run proper: recovery, then the snapshots and their mounts, then restic. What it took is
+/// left in `taken` for [`backup`] to clean up, however this ends.
+async fn snapshot_and_back_up(
     plan: &Plan,
     events: &mut Events,
     stop: &mut StopSignal,

@@ -4,9 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use super::record;
 use crate::events::{Cleaned, Events, Step};
-use crate::state::journal::{Journal, Record};
+use crate::plan::Plan;
+use crate::restic;
 use crate::snapshot::{self, Verdict};
+use crate::state::journal::{Journal, Record};
+use crate::stop::StopSignal;
 
 /// What happened to one journal entry.
 #[derive(Debug)]
@@ -87,6 +91,26 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
             parent_path.join(&name).display()
         )),
     }
+}
+
+/// The recovery stage, first in every backup and all of `igotchuu cleanup`: removes the
+/// snapshots crashed runs left ([`recover`]), records the runs that never said how they ended
+/// (session::record), and, when a crashed run left snapshots, removes the repository lock its
+/// restic could not (restic::unlock). Called with the journal's lock held, so no live run is
+/// mistaken for a crashed one. Returns what the journal held.
+pub async fn repair(
+    plan: &Plan,
+    journal: &Journal,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Vec<Found> {
+    let found = recover(journal, events);
+    // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
+    record::record_crashed(plan, events);
+    if !found.is_empty() {
+        restic::unlock::after_crash(&plan.restic, events, stop).await;
+    }
+    found
 }
 
 /// Processes every journal entry and reports each on `events`. Returns what was found.

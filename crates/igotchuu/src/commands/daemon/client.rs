@@ -23,22 +23,22 @@ use zbus::names::BusName;
 use zbus::zvariant::OwnedValue;
 use zbus::Connection;
 
-use crate::cli::Cli;
+use crate::commands::Global;
 use crate::events::{During, ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
 use crate::{exit, terminal};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Some(exit code)` when the daemon ran the backup (or refused it); `None`: run it here.
-pub fn delegate(cli: &Cli) -> Option<i32> {
-    if cli.config_file.is_some() {
+pub fn delegate(g: &Global) -> Option<i32> {
+    if g.explicit {
         return None;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    rt.block_on(follow(cli))
+    rt.block_on(follow(g))
 }
 
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
@@ -49,7 +49,7 @@ fn fail(msg: impl std::fmt::Display) -> Option<i32> {
     Some(exit::IGOTCHUU_FAILED)
 }
 
-async fn follow(cli: &Cli) -> Option<i32> {
+async fn follow(g: &Global) -> Option<i32> {
     let root = rustix::process::geteuid().is_root();
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::system())
         .await
@@ -73,7 +73,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
     }
     let mut stream = zbus::MessageStream::from(&conn);
     let proxy = IgotchuuProxy::new(&conn).await.ok()?;
-    let profile = cli.profile.clone().unwrap_or_default();
+    let profile = g.profile.clone().unwrap_or_default();
     let run_id = match proxy.start(&profile).await {
         Ok(id) => id,
         Err(zbus::Error::MethodError(name, msg, _)) => {
@@ -99,7 +99,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
         }
     };
     say_err!("igotchuu: the igotchuu daemon runs this backup (run {run_id}); Ctrl-C stops it");
-    let mut term = terminal::Terminal::new(cli.verbose);
+    let mut term = terminal::Terminal::new(g.verbose);
     let mut stop_sent = false;
     let mut sigint =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()?;

@@ -46,9 +46,6 @@ use crate::state::lock::{self, LockError};
 use crate::plan::{self, Plan};
 use crate::trust;
 
-/// The default of `igotchuu daemon --idle-timeout`.
-pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
-
 /// How the daemon was started.
 pub struct Settings {
     /// The config file, and whether it was named on the command line (a missing default file
