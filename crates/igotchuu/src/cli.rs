@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_CONFIG_PATH;
+use crate::defaults::DEFAULT_CONFIG_PATH;
 
 #[derive(Debug, Parser)]
 #[command(

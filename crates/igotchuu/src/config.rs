@@ -11,14 +11,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/igotchuu.toml";
-pub const DEFAULT_LOCK_FILE: &str = "/run/igotchuu.lock";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/igotchuu";
-pub const DEFAULT_CACHE_DIR: &str = "/var/cache/igotchuu/restic";
-/// Seconds `exec_before_snapshot` may run (0 in the config: no limit).
-pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
-/// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
-pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
+use crate::defaults::{
+    DEFAULT_CACHE_DIR, DEFAULT_HOOK_TIMEOUT, DEFAULT_LOCK_FILE, DEFAULT_PROGRESS_FPS,
+    DEFAULT_STATE_DIR,
+};
 
 /// The config keys, listed once: this makes the struct serde reads, the list of key names the
 /// tests and docs check against, and the profile merge, so a new key cannot be forgotten in one

@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
-use crate::events::{Event, Listener, Outcome, Phase, Step};
-use crate::format::{error_line, progress_line, summary_text, TerseProgress};
 use crate::escape;
+use crate::events::{Event, Listener, Outcome, Phase, Step};
+use igotchuu_dbus::format::{error_line, progress_line, summary_text, TerseProgress};
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 

@@ -8,9 +8,9 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::events::{Event, Listener, Outcome, Phase, Progress};
-use crate::format::{error_line, progress_line, summary_text, TerseProgress};
 use crate::escape;
+use crate::events::{Event, Listener, Outcome, Phase, Progress};
+use igotchuu_dbus::format::{error_line, progress_line, summary_text, TerseProgress};
 
 pub struct Terminal {
     verbose: bool,

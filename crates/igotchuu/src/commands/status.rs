@@ -14,10 +14,10 @@ use igotchuu_dbus::{IgotchuuProxy, OutcomeKind, Phase, Progress};
 use serde_json::json;
 use zbus::Connection;
 
-use crate::format::{bytes, duration, progress_line};
-use crate::session::record::now;
 use crate::escape;
+use crate::session::record::now;
 use crate::state::status::{self, RunRecord, StatusError, StatusFile};
+use igotchuu_dbus::format::{bytes, duration, progress_line};
 
 /// The bus answers at once or is stuck; `status` must not hang in a monitoring check.
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -18,9 +18,9 @@ use zbus::message::Type;
 use zbus::zvariant::Value;
 use zbus::{MatchRule, MessageStream};
 
+use crate::commands::status::{connect, group_message, is_access_denied, is_not_running, proxy};
 use crate::events::{Event, Listener};
 use crate::exit;
-use crate::commands::status::{connect, group_message, is_access_denied, is_not_running, proxy};
 use crate::terminal::Terminal;
 
 /// No backup runs and `--wait` was not given.
@@ -285,7 +285,7 @@ fn in_group() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    let Ok(Some(gid)) = crate::dbus::group_gid(igotchuu_dbus::GROUP) else {
+    let Ok(Some(gid)) = crate::users::group_gid(igotchuu_dbus::GROUP) else {
         return false;
     };
     rustix::process::getgid().as_raw() == gid

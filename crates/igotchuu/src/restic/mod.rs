@@ -1,7 +1,8 @@
 //! restic: its output format (`parse`) and what it means for the run (`output`), running it
 //! (`run`), keeping it alive to clean up when igotchuu dies (`drain`), removing the locks it
 //! could not (`unlock`), its version (`version`) and the feature flags that depend on it
-//! (`features`).
+//! (`features`); how it is started (`command`).
+pub mod command;
 pub mod drain;
 pub mod features;
 pub mod output;

@@ -155,7 +155,7 @@ fn verbose_text(obj: &Map<String, Value>, raw: &str) -> String {
             "scan finished in {:.1}s: {} files, {}",
             float_field(obj, "duration"),
             count(obj, "total_files"),
-            crate::format::bytes(count(obj, "data_size")),
+            igotchuu_dbus::format::bytes(count(obj, "data_size")),
         );
     }
     let text = format!("{action} {item}");

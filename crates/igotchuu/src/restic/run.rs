@@ -8,10 +8,10 @@ use rustix::process::{getppid, kill_process, Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use super::command::ResticCommand;
 use super::drain::Drain;
 use super::output::{parse_raw, ResticOutput};
 use crate::events::{Event, Events};
-use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
 /// How long restic gets to remove its lock and exit after SIGINT before it is killed.

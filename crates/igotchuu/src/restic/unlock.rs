@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::command::ResticCommand;
 use crate::events::{Events, Step};
-use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
 /// How long `restic unlock` may take (a remote repository may be slow or gone) before igotchuu

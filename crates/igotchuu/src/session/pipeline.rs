@@ -5,11 +5,11 @@
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
-use crate::state::journal::Journal;
 use crate::plan::Plan;
-use crate::session::recovery::{self, Found};
 use crate::restic;
+use crate::session::recovery::{self, Found};
 use crate::snapshot::{self, Taken};
+use crate::state::journal::Journal;
 use crate::stop::StopSignal;
 
 /// `igotchuu backup`: runs the plan and returns the process exit code.

@@ -20,9 +20,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Event, Events, Listener, Outcome, OutcomeKind, Summary};
-use crate::format::error_line;
 use crate::plan::Plan;
 use crate::state::status::{self, write_atomically, RunRecord, SummaryRecord};
+use igotchuu_dbus::format::error_line;
 
 /// How many error messages a record keeps; a run with thousands of unreadable files would
 /// otherwise make the file (and every `status`) huge. The rest is counted in one line.
@@ -115,7 +115,7 @@ pub fn make_reachable(state_dir: &Path) -> io::Result<()> {
 /// The `igotchuu` group's gid through NSS; `None` when there is no such group (or NSS fails:
 /// then the file stays root's alone, which is safe).
 pub fn group_gid() -> Option<u32> {
-    crate::dbus::group_gid(igotchuu_dbus::GROUP).ok().flatten()
+    crate::users::group_gid(igotchuu_dbus::GROUP).ok().flatten()
 }
 
 /// What the listener collected from the run's events.

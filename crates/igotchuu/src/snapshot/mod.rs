@@ -28,8 +28,8 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::events::Step;
-use crate::state::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
+use crate::state::journal::Record;
 use crate::trust;
 
 pub use mount::{find_ino, verify_paths, Mount};

@@ -8,8 +8,8 @@ use std::rc::Rc;
 use super::mount::{self, Container, Mount};
 use super::{Kind, SnapError, Snapshot, Source};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::state::journal::{Journal, Record};
 use crate::plan::Plan;
+use crate::state::journal::{Journal, Record};
 
 /// What goes on a place: a snapshot this run made (index into the run's snapshots), or something
 /// that cannot change mounted as it is (a read-only nested btrfs subvolume: source index, nested

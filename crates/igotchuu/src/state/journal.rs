@@ -126,7 +126,9 @@ impl Journal {
             }
         }
         let lock_path = dir.join(".lock");
-        let lock = match crate::state::lock::flock_or_holder(crate::state::lock::open_lock_file(&lock_path)?)? {
+        let lock = match crate::state::lock::flock_or_holder(crate::state::lock::open_lock_file(
+            &lock_path,
+        )?)? {
             Ok(lock) => lock,
             Err(holder) => {
                 let who = match holder {

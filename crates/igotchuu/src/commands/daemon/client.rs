@@ -42,10 +42,7 @@ pub fn delegate(g: &Global) -> Option<i32> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
-    say_err!(
-        "igotchuu: error: {}",
-        crate::escape::line(&msg.to_string())
-    );
+    say_err!("igotchuu: error: {}", crate::escape::line(&msg.to_string()));
     Some(exit::IGOTCHUU_FAILED)
 }
 

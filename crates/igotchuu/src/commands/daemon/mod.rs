@@ -42,8 +42,8 @@ use zbus::Connection;
 use crate::config;
 use crate::dbus::interface::Refusal;
 use crate::dbus::{polkit, publish};
-use crate::state::lock::{self, LockError};
 use crate::plan::{self, Plan};
+use crate::state::lock::{self, LockError};
 use crate::trust;
 
 /// How the daemon was started.
@@ -122,7 +122,7 @@ impl Daemon {
         let env: Vec<(String, String)> = std::env::vars().collect();
         // The child detects restic's version again for its own plan; this plan only decides the
         // lock and state_dir, but plan::build wants one.
-        let version = crate::restic::version::detect(plan::RESTIC_PROGRAM);
+        let version = crate::restic::version::detect(crate::restic::command::RESTIC_PROGRAM);
         Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
     }
 

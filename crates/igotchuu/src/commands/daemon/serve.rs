@@ -59,7 +59,7 @@ async fn serve(settings: Settings) -> i32 {
         state_dir: daemon
             .load(None)
             .map(|c| c.state_dir)
-            .unwrap_or_else(|_| crate::config::DEFAULT_STATE_DIR.into()),
+            .unwrap_or_else(|_| crate::defaults::DEFAULT_STATE_DIR.into()),
         profile: None,
     };
     let built = async {
