@@ -40,7 +40,7 @@ use zbus::message::Header;
 use zbus::Connection;
 
 use crate::config;
-use crate::dbus::interface::Refusal;
+use crate::dbus::interface::{BoxFuture, OnDemand, Refusal};
 use crate::dbus::{polkit, publish};
 use crate::plan::{self, Plan};
 use crate::state::lock::{self, LockError};
@@ -283,5 +283,30 @@ impl Daemon {
 fn terminate(pid: u32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    }
+}
+
+/// The bus's view of the daemon (dbus/interface.rs): `Start`, `Stop` and `Profiles` go to the
+/// methods above.
+impl OnDemand for Daemon {
+    fn start<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>> {
+        Box::pin(async move { Daemon::start(&self, profile, header, conn).await })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, fdo::Result<()>> {
+        Box::pin(Daemon::stop(self, header, conn))
+    }
+
+    fn profiles(&self) -> Vec<String> {
+        Daemon::profiles(self)
     }
 }
