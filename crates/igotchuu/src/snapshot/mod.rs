@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{fstat, lstat, statat, AtFlags, Stat, CWD};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 
 use crate::events::Step;
 use crate::plan::{Plan, SnapshotStep};
@@ -35,17 +34,9 @@ use crate::trust;
 pub use mount::{find_ino, verify_paths, Mount};
 pub use run::{failed, units, Taken, Unit};
 
-/// Which kind of snapshot a source gets, decided by the filesystem it is on; recorded in the
-/// journal so recovery checks and deletes each leftover the way it was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Journal records written before igotchuu knew other backends have no `backend` field:
-    /// they are all btrfs snapshots.
-    #[default]
-    Btrfs,
-    Zfs,
-}
+// Defined with the journal record that carries it (state/journal.rs): the journal sits below the
+// backends, which write records, and must not import them back.
+pub use crate::state::journal::Backend;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {detail}")]

@@ -9,7 +9,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::Backend;
+/// Which kind of snapshot a source gets, decided by the filesystem it is on; recorded in the
+/// journal so recovery checks and deletes each leftover the way it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Journal records written before igotchuu knew other backends have no `backend` field:
+    /// they are all btrfs snapshots.
+    #[default]
+    Btrfs,
+    Zfs,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
