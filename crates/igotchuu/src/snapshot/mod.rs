@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{fstat, lstat, statat, AtFlags, Stat, CWD};
 use rustix::io::Errno;
 
-use crate::events::Step;
+use crate::events::{Events, Outcome, Step};
 use crate::plan::{Plan, SnapshotStep};
 use crate::state::journal::Record;
 use crate::trust;
 
 pub use mount::{find_ino, verify_paths, Mount};
-pub use run::{failed, units, Taken, Unit};
+pub use run::{failed, Taken};
 
 // Defined with the journal record that carries it (state/journal.rs): the journal sits below the
 // backends, which write records, and must not import them back.
@@ -273,6 +273,60 @@ pub fn durable(r: &Record) -> bool {
         Backend::Btrfs => btrfs::durable(r),
         // `zfs destroy` returns once the transaction group that destroyed it is synced.
         Backend::Zfs => true,
+    }
+}
+
+// Creation, dispatched to the backends here rather than in run.rs: the backends fill in a run's
+// `Taken` (run.rs), so run.rs must not call them back.
+
+/// One step of snapshot creation. btrfs snapshots are made one source at a time (each with its
+/// nested subvolumes); ZFS ones with one command per pool, which is atomic within the pool.
+pub enum Unit {
+    Source(usize),
+    ZfsPool(String),
+}
+
+/// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
+/// default location is inside the parent) would show up in the parent's snapshot as an empty
+/// directory and be backed up.
+pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
+    let mut out: Vec<Unit> = plan
+        .mount_order
+        .iter()
+        .filter(|&&i| matches!(sources[i].kind, Kind::Btrfs(_)))
+        .map(|&i| Unit::Source(i))
+        .collect();
+    out.extend(zfs::pools(plan, sources).into_iter().map(Unit::ZfsPool));
+    out
+}
+
+impl Taken {
+    /// Creates the snapshots of one unit and queues their mounts.
+    pub fn create(
+        &mut self,
+        plan: &Plan,
+        sources: &[Source],
+        unit: &Unit,
+        events: &mut Events,
+    ) -> Result<(), Outcome> {
+        match unit {
+            Unit::Source(i) => match &sources[*i].kind {
+                Kind::Btrfs(v) => btrfs::create_unit(plan, *i, &sources[*i], v, self, events),
+                Kind::Zfs(_) => Ok(()),
+            },
+            Unit::ZfsPool(pool) => {
+                for s in sources {
+                    if let Kind::Zfs(d) = &s.kind {
+                        if zfs::pool_of(&d.name) == pool {
+                            for w in zfs::skipped(plan, d) {
+                                events.warning(w);
+                            }
+                        }
+                    }
+                }
+                zfs::create_pool(plan, sources, pool, self, events)
+            }
+        }
     }
 }
 
