@@ -21,7 +21,7 @@ pub fn main(g: &Global) -> i32 {
     // An idle daemon runs it (and this process only follows); see daemon::client.
     match daemon::client::delegate(g) {
         Some(code) => code,
-        None => run(g, None),
+        None => run_here(g, None),
     }
 }
 
@@ -46,7 +46,7 @@ pub fn dry_run(g: &Global) -> i32 {
 pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
     // First, before anything else happens: see daemon::child.
     match daemon::child::take_over(run_id, daemon_pid) {
-        Ok(handed) => run(g, Some(handed)),
+        Ok(handed) => run_here(g, Some(handed)),
         Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
     }
 }
@@ -54,7 +54,7 @@ pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
 /// A backup run here. `handed`: a child of `igotchuu daemon`, whose lock and event pipe come
 /// from the daemon, which owns the name and re-emits the events; `None`: this process takes the
 /// lock and owns the D-Bus name itself.
-fn run(g: &Global, handed: Option<Handed>) -> i32 {
+fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
     let plan = match load_plan(g) {
         Ok(p) => p,
         Err(code) => return code,

@@ -82,7 +82,7 @@ pub fn main(g: &super::Global) -> i32 {
     }
 }
 
-/// Runs the hook exactly as a backup does (`hook::run`: own process group, parent-death signal,
+/// Runs the hook exactly as a backup does (`hook::execute`: own process group, parent-death signal,
 /// timeout), on a runtime of its own since `check` is otherwise synchronous.
 fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     let shown = crate::redact::argv(argv).join(" ");
@@ -96,7 +96,7 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     // Nobody can ask `check` to stop but Ctrl-C, which ends it outright: a stop signal that
     // never fires.
     let (_handle, mut stop) = crate::stop::channel();
-    match rt.block_on(crate::hook::run(argv, timeout, &mut stop)) {
+    match rt.block_on(crate::hook::execute(argv, timeout, &mut stop)) {
         Ok(()) => r.ok(format!("exec_before_snapshot `{shown}` succeeded")),
         Err(e) => r.fail(format!("exec_before_snapshot `{shown}` failed: {e}")),
     }

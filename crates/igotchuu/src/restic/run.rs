@@ -42,10 +42,10 @@ fn publish(raw: &[u8], output: &mut ResticOutput, events: &mut Events) {
     }
 }
 
-/// Starts restic and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
+/// Runs `restic backup` and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
 /// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
 /// a grace period.
-pub async fn run(
+pub async fn backup(
     cmd: &ResticCommand,
     events: &mut Events,
     stop: &mut StopSignal,

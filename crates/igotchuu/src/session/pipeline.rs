@@ -55,7 +55,7 @@ async fn prepare(
         // Shown, journaled and sent over D-Bus: passwords in mount options stay hidden.
         let item = crate::redact::argv(argv).join(" ");
         events.emit(Event::Step(format!("running exec_before_snapshot: {item}")));
-        if let Err(e) = hook::run(argv, plan.exec_before_snapshot_timeout, stop).await {
+        if let Err(e) = hook::execute(argv, plan.exec_before_snapshot_timeout, stop).await {
             if matches!(e, hook::HookError::Stopped) {
                 return Err(Outcome::Interrupted);
             }
@@ -148,7 +148,7 @@ async fn snapshot_and_back_up(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    match restic::run::run(&plan.restic, events, stop).await {
+    match restic::run::backup(&plan.restic, events, stop).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
             Outcome::Failed(e.to_string())
