@@ -133,7 +133,7 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
-    /// Where to write Prometheus metrics after every run (see metrics.rs); `None`: nowhere.
+    /// Where to write Prometheus metrics after every run (see state/metrics.rs); `None`: nowhere.
     pub metrics_file: Option<PathBuf>,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,

@@ -52,7 +52,7 @@ pub struct Plan {
     pub one_file_system: bool,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
-    /// node_exporter's textfile for this run's metrics (see metrics.rs), if configured.
+    /// node_exporter's textfile for this run's metrics (see state/metrics.rs), if configured.
     pub metrics_file: Option<PathBuf>,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
     pub warnings: Vec<String>,

@@ -68,7 +68,7 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
+    // From here on a backup is recorded in state_dir/status.json however it ends (session/record.rs);
     // refusals before this point (config, trust, the lock held by another run) are not runs.
     // A daemon's child runs under the id `Start` returned, so the daemon and the status file
     // name the run alike.

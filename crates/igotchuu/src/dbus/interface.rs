@@ -104,7 +104,7 @@ pub(crate) struct Igotchuu {
     /// `Outcome::as_str` of this run once it ended; "" before.
     pub(crate) last_outcome: &'static str,
     pub(crate) last_snapshot_id: String,
-    /// Where LastRunStarted & co. are read from (status.rs).
+    /// Where LastRunStarted & co. are read from (state/status.rs).
     pub(crate) status: crate::state::status::Source,
 }
 

@@ -45,7 +45,7 @@ impl Daemon {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ended = false;
         // `Finished` and what follows it wait until the child has exited: the child writes its
-        // status record (record.rs) after `Finished`, just before it exits, and clients read
+        // status record (session/record.rs) after `Finished`, just before it exits, and clients read
         // `LastExitCode` when `LastOutcome` changes (`igotchuu backup` delegating, `watch`), so
         // the outcome must not reach the bus before the record is on disk.
         let mut deferred: Vec<Event> = Vec::new();
