@@ -203,10 +203,10 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
     };
     // Only root's own runs are at stake: a user dry-running their own file is harmless.
     let root = rustix::process::geteuid().is_root();
-    let untrusted = |p: &Path, message: String| ConfigError {
+    let untrusted = |p: &Path, e: Untrusted| ConfigError {
         file: p.display().to_string(),
         location: None,
-        message,
+        message: e.to_string(),
     };
     if root {
         check_trusted_metadata(path, &config_md, "the config file")
@@ -228,31 +228,61 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
     Ok(c)
 }
 
+/// Why a file the config relies on is not trusted; the message says what to run.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("{what} is owned by uid {uid}, not root; igotchuu runs as root and trusts only root's files: `chown root: {}`", .path.display())]
+    NotRoot {
+        what: String,
+        path: PathBuf,
+        uid: u32,
+    },
+    #[error("{what} is writable by group or others (mode {mode:o}); anyone who can write it can run commands as root: `chmod go-w {}`", .path.display())]
+    Writable {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("cannot inspect {what}: {source}")]
+    Inspect {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
 /// The config runs commands as root and the password and repository files decide where data goes:
 /// each must be owned by root and writable by nobody else. A file that does not exist yet is
 /// restic's to complain about.
-pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), String> {
+pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), Untrusted> {
     match std::fs::metadata(path) {
         Ok(md) => check_trusted_metadata(path, &md, what),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot inspect {what}: {e}")),
+        Err(source) => Err(Untrusted::Inspect {
+            what: what.to_owned(),
+            source,
+        }),
     }
 }
 
 /// The ownership and mode rules of [`check_trusted_file`] on metadata already in hand.
-fn check_trusted_metadata(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<(), String> {
+fn check_trusted_metadata(
+    path: &Path,
+    md: &std::fs::Metadata,
+    what: &str,
+) -> Result<(), Untrusted> {
     use std::os::unix::fs::MetadataExt;
-    let p = path.display();
     match crate::trust::fault(md.uid(), md.mode()) {
         None => Ok(()),
-        Some(crate::trust::Fault::NotRoot) => Err(format!(
-            "{what} is owned by uid {}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
-            md.uid()
-        )),
-        Some(_) => Err(format!(
-            "{what} is writable by group or others (mode {:o}); anyone who can write it can run commands as root: `chmod go-w {p}`",
-            md.mode() & 0o7777
-        )),
+        Some(crate::trust::Fault::NotRoot) => Err(Untrusted::NotRoot {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            uid: md.uid(),
+        }),
+        Some(_) => Err(Untrusted::Writable {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            mode: md.mode() & 0o7777,
+        }),
     }
 }
 
@@ -496,87 +526,17 @@ fn validate(
     let places = validate_places(ctx, &s)?;
     let prefix = validate_prefix(ctx, &s)?;
     let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
-
-    let exec_before_snapshot = match &s.exec_before_snapshot {
-        None => None,
-        Some(v) => {
-            let argv = v.get_ref();
-            let Some(prog) = argv.first() else {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "key `exec_before_snapshot`: the command is empty; remove the key or give [\"program\", \"arg\", …]".to_owned(),
-                ));
-            };
-            // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
-            if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!("key `exec_before_snapshot`: program {prog:?} must be a command name found in PATH or an absolute path"),
-                ));
-            }
-            Some(argv.clone())
-        }
-    };
-
-    let opt_path =
-        |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
-            v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
-        };
-    let repository_file = opt_path("repository_file", &s.repository_file)?;
-    let password_file = opt_path("password_file", &s.password_file)?;
-    if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
-        return Err(ctx.err(
-            Some(r.span()),
-            "keys `repo` and `repository_file` both set: restic accepts only one; remove one"
-                .to_owned(),
-        ));
-    }
-    if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
-        return Err(ctx.err(
-            Some(c.span()),
-            "keys `password_file` and `password_command` both set: restic accepts only one; remove one".to_owned(),
-        ));
-    }
-    if let Some(r) = &s.repo {
-        if r.get_ref().trim().is_empty() {
-            return Err(ctx.err(Some(r.span()), "key `repo`: empty repository".to_owned()));
-        }
-    }
-
-    let progress_fps = match &s.progress_fps {
-        None => DEFAULT_PROGRESS_FPS,
-        Some(v) => {
-            let f = *v.get_ref();
-            // restic caps the rate at 60/s and ignores values <= 0.
-            if !(f > 0.0 && f <= 60.0) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!("key `progress_fps`: {f} is out of range; give a number above 0 and at most 60"),
-                ));
-            }
-            f
-        }
-    };
+    let exec_before_snapshot = validate_hook(ctx, &s)?;
+    let (repository_file, password_file) = validate_repository(ctx, &s)?;
+    let progress_fps = validate_progress_fps(ctx, &s)?;
 
     let cache_dir =
-        opt_path("cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        opt_path(ctx, "cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
     let lock_file =
-        opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
+        opt_path(ctx, "lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
     let state_dir =
-        opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-    let metrics_file = opt_path("metrics_file", &s.metrics_file)?;
-    if let (Some(m), Some(v)) = (&metrics_file, &s.metrics_file) {
-        // node_exporter's textfile collector reads `*.prom` only: another name is never scraped.
-        if m.extension().map_or(true, |e| e != "prom") {
-            return Err(ctx.err(
-                Some(v.span()),
-                format!(
-                    "key `metrics_file`: {} does not end in `.prom`, so node_exporter's textfile collector would never read it; name it e.g. /var/lib/prometheus/node-exporter/igotchuu.prom",
-                    m.display()
-                ),
-            ));
-        }
-    }
+        opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let metrics_file = validate_metrics_file(ctx, &s)?;
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
@@ -605,6 +565,105 @@ fn validate(
         metrics_file,
         profile_names,
     })
+}
+
+/// An optional key holding an absolute path.
+fn opt_path(
+    ctx: &Ctx,
+    key: &str,
+    v: &Option<Spanned<String>>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
+}
+
+/// `exec_before_snapshot`: a program (a name found in PATH or an absolute path) and its
+/// arguments; no shell.
+fn validate_hook(ctx: &Ctx, s: &RawSettings) -> Result<Option<Vec<String>>, ConfigError> {
+    Ok(match &s.exec_before_snapshot {
+        None => None,
+        Some(v) => {
+            let argv = v.get_ref();
+            let Some(prog) = argv.first() else {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    "key `exec_before_snapshot`: the command is empty; remove the key or give [\"program\", \"arg\", …]".to_owned(),
+                ));
+            };
+            // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
+            if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("key `exec_before_snapshot`: program {prog:?} must be a command name found in PATH or an absolute path"),
+                ));
+            }
+            Some(argv.clone())
+        }
+    })
+}
+
+/// Where the repository and its password come from: `repository_file` and `password_file` as
+/// absolute paths, and none of the pairs restic refuses together.
+fn validate_repository(
+    ctx: &Ctx,
+    s: &RawSettings,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let repository_file = opt_path(ctx, "repository_file", &s.repository_file)?;
+    let password_file = opt_path(ctx, "password_file", &s.password_file)?;
+    if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
+        return Err(ctx.err(
+            Some(r.span()),
+            "keys `repo` and `repository_file` both set: restic accepts only one; remove one"
+                .to_owned(),
+        ));
+    }
+    if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
+        return Err(ctx.err(
+            Some(c.span()),
+            "keys `password_file` and `password_command` both set: restic accepts only one; remove one".to_owned(),
+        ));
+    }
+    if let Some(r) = &s.repo {
+        if r.get_ref().trim().is_empty() {
+            return Err(ctx.err(Some(r.span()), "key `repo`: empty repository".to_owned()));
+        }
+    }
+    Ok((repository_file, password_file))
+}
+
+/// `progress_fps`: above 0 and at most 60, restic's range.
+fn validate_progress_fps(ctx: &Ctx, s: &RawSettings) -> Result<f64, ConfigError> {
+    Ok(match &s.progress_fps {
+        None => DEFAULT_PROGRESS_FPS,
+        Some(v) => {
+            let f = *v.get_ref();
+            // restic caps the rate at 60/s and ignores values <= 0.
+            if !(f > 0.0 && f <= 60.0) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("key `progress_fps`: {f} is out of range; give a number above 0 and at most 60"),
+                ));
+            }
+            f
+        }
+    })
+}
+
+/// `metrics_file`: an absolute path ending in `.prom`, the only files node_exporter reads.
+fn validate_metrics_file(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, ConfigError> {
+    let metrics_file = opt_path(ctx, "metrics_file", &s.metrics_file)?;
+    if let (Some(m), Some(v)) = (&metrics_file, &s.metrics_file) {
+        // node_exporter's textfile collector reads `*.prom` only: another name is never scraped.
+        if m.extension().map_or(true, |e| e != "prom") {
+            return Err(ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `metrics_file`: {} does not end in `.prom`, so node_exporter's textfile collector would never read it; name it e.g. /var/lib/prometheus/node-exporter/igotchuu.prom",
+                    m.display()
+                ),
+            ));
+        }
+    }
+    Ok(metrics_file)
 }
 
 #[cfg(test)]
@@ -740,7 +799,9 @@ snapshot = [
         let f = d.path().join("c.toml");
         std::fs::write(&f, "").expect("write");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-        let e = check_trusted_file(&f, "the config file").expect_err("refused");
+        let e = check_trusted_file(&f, "the config file")
+            .expect_err("refused")
+            .to_string();
         assert!(
             e.contains("chmod go-w") && e.contains("writable by group or others"),
             "{e}"
@@ -749,7 +810,9 @@ snapshot = [
         if rustix::process::geteuid().is_root() {
             check_trusted_file(&f, "the config file").expect("root-owned 0640 is fine");
             rustix::fs::chown(&f, Some(rustix::fs::Uid::from_raw(65534)), None).expect("chown");
-            let e = check_trusted_file(&f, "the config file").expect_err("refused");
+            let e = check_trusted_file(&f, "the config file")
+                .expect_err("refused")
+                .to_string();
             assert!(e.contains("chown root:") && e.contains("uid 65534"), "{e}");
         }
         assert!(check_trusted_file(&d.path().join("missing"), "x").is_ok());

@@ -105,6 +105,44 @@ pub fn build(
     restic_version: &Result<Version, VersionError>,
 ) -> Plan {
     let restic_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
+    let (snapshots, mount_order) = snapshot_steps(config, timestamp);
+    let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
+    args.extend(restic_args.iter().cloned());
+    args.push("--".into());
+    args.extend(config.places.iter().map(|p| p.display().to_string()));
+    let (environment, trees) = Environment::decide(config, env, &restic_args, restic_version);
+    Plan {
+        config_path: config.path.clone(),
+        profile: config.profile.clone(),
+        timestamp: timestamp.to_owned(),
+        exec_before_snapshot: config.exec_before_snapshot.clone(),
+        exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
+        warnings: uncovered_places(config, &snapshots),
+        snapshots,
+        mount_order,
+        restic: ResticCommand {
+            program: RESTIC_PROGRAM.into(),
+            secrets: redact::secrets_of(&args, &[env, &environment.set[..]].concat()),
+            unlock_args: {
+                let mut a = global_args(&restic_args);
+                a.push("unlock".into());
+                a
+            },
+            args,
+            set_env: environment.set,
+            remove_env: environment.remove,
+        },
+        one_file_system: one_file_system(&restic_args),
+        restic_args,
+        lock_file: config.lock_file.clone(),
+        state_dir: config.state_dir.clone(),
+        metrics_file: config.metrics_file.clone(),
+        trees,
+    }
+}
+
+/// The snapshots in config order, and the order to mount them in: parents before children.
+fn snapshot_steps(config: &Config, timestamp: &str) -> (Vec<SnapshotStep>, Vec<usize>) {
     let snapshots: Vec<SnapshotStep> = config
         .snapshots
         .iter()
@@ -122,110 +160,102 @@ pub fn build(
     let mut mount_order: Vec<usize> = (0..snapshots.len()).collect();
     // Stable sort by depth keeps config order among siblings.
     mount_order.sort_by_key(|&i| snapshots[i].source.components().count());
+    (snapshots, mount_order)
+}
 
-    let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
-    args.extend(restic_args.iter().cloned());
-    args.push("--".into());
-    args.extend(config.places.iter().map(|p| p.display().to_string()));
-
-    let has_env = |k: &str| env.iter().any(|(n, _)| n == k);
-    let mut set_env: Vec<(String, String)> = Vec::new();
-    let mut remove_env: Vec<String> = Vec::new();
-    let mut set = |k: &str, v: String, conflicts: &[&str]| {
-        set_env.push((k.to_owned(), v));
-        for c in conflicts {
-            if has_env(c) {
-                remove_env.push((*c).to_owned());
-            }
-        }
-    };
-    if let Some(r) = &config.repo {
-        set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
-    }
-    if let Some(r) = &config.repository_file {
-        set(
-            "RESTIC_REPOSITORY_FILE",
-            r.display().to_string(),
-            &["RESTIC_REPOSITORY"],
-        );
-    }
-    if let Some(p) = &config.password_file {
-        set(
-            "RESTIC_PASSWORD_FILE",
-            p.display().to_string(),
-            &["RESTIC_PASSWORD_COMMAND"],
-        );
-    }
-    if let Some(c) = &config.password_command {
-        set(
-            "RESTIC_PASSWORD_COMMAND",
-            c.clone(),
-            &["RESTIC_PASSWORD_FILE"],
-        );
-    }
-    set(
-        "RESTIC_PROGRESS_FPS",
-        format!("{}", config.progress_fps),
-        &[],
-    );
-    // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a cache
-    // and re-reads the whole index on every backup. Give it one unless the user chose otherwise.
-    if !has_env("RESTIC_CACHE_DIR") && !has_flag(&restic_args, &["--cache-dir", "--no-cache"]) {
-        set(
-            "RESTIC_CACHE_DIR",
-            config.cache_dir.display().to_string(),
-            &[],
-        );
-    }
-
-    let user_features = env
+/// A warning for each place no snapshot covers.
+fn uncovered_places(config: &Config, snapshots: &[SnapshotStep]) -> Vec<String> {
+    config
+        .places
         .iter()
-        .rev()
-        .find(|(k, _)| k == features::ENV)
-        .map(|(_, v)| v.as_str());
-    let trees = Trees::decide(restic_version, user_features);
-    if let Some(f) = trees.features_env() {
-        set(features::ENV, f.to_owned(), &[]);
-    }
-
-    let mut warnings = Vec::new();
-    for place in &config.places {
-        let covered = snapshots.iter().any(|s| place.starts_with(&s.source));
-        if !covered {
-            warnings.push(format!(
+        .filter(|place| !snapshots.iter().any(|s| place.starts_with(&s.source)))
+        .map(|place| {
+            format!(
                 "place {} is under no snapshot: restic reads it live, not from one point in time",
                 place.display()
-            ));
-        }
-    }
+            )
+        })
+        .collect()
+}
 
-    Plan {
-        config_path: config.path.clone(),
-        profile: config.profile.clone(),
-        timestamp: timestamp.to_owned(),
-        exec_before_snapshot: config.exec_before_snapshot.clone(),
-        exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
-        snapshots,
-        mount_order,
-        restic: ResticCommand {
-            program: RESTIC_PROGRAM.into(),
-            secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
-            unlock_args: {
-                let mut a = global_args(&restic_args);
-                a.push("unlock".into());
-                a
-            },
-            args,
-            set_env,
-            remove_env,
-        },
-        one_file_system: one_file_system(&restic_args),
-        restic_args,
-        lock_file: config.lock_file.clone(),
-        state_dir: config.state_dir.clone(),
-        metrics_file: config.metrics_file.clone(),
-        warnings,
-        trees,
+/// The variables restic gets on top of igotchuu's environment, and the inherited ones removed
+/// because a variable set here conflicts with them.
+struct Environment {
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
+
+impl Environment {
+    /// From the config, the inherited environment `env`, restic's arguments and its version
+    /// (which decides `RESTIC_FEATURES`, returned with it).
+    fn decide(
+        config: &Config,
+        env: &[(String, String)],
+        restic_args: &[String],
+        restic_version: &Result<Version, VersionError>,
+    ) -> (Environment, Trees) {
+        let has_env = |k: &str| env.iter().any(|(n, _)| n == k);
+        let mut e = Environment {
+            set: Vec::new(),
+            remove: Vec::new(),
+        };
+        let mut set = |k: &str, v: String, conflicts: &[&str]| {
+            e.set.push((k.to_owned(), v));
+            for c in conflicts {
+                if has_env(c) {
+                    e.remove.push((*c).to_owned());
+                }
+            }
+        };
+        if let Some(r) = &config.repo {
+            set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
+        }
+        if let Some(r) = &config.repository_file {
+            set(
+                "RESTIC_REPOSITORY_FILE",
+                r.display().to_string(),
+                &["RESTIC_REPOSITORY"],
+            );
+        }
+        if let Some(p) = &config.password_file {
+            set(
+                "RESTIC_PASSWORD_FILE",
+                p.display().to_string(),
+                &["RESTIC_PASSWORD_COMMAND"],
+            );
+        }
+        if let Some(c) = &config.password_command {
+            set(
+                "RESTIC_PASSWORD_COMMAND",
+                c.clone(),
+                &["RESTIC_PASSWORD_FILE"],
+            );
+        }
+        set(
+            "RESTIC_PROGRESS_FPS",
+            format!("{}", config.progress_fps),
+            &[],
+        );
+        // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a
+        // cache and re-reads the whole index on every backup. Give it one unless the user chose
+        // otherwise.
+        if !has_env("RESTIC_CACHE_DIR") && !has_flag(restic_args, &["--cache-dir", "--no-cache"]) {
+            set(
+                "RESTIC_CACHE_DIR",
+                config.cache_dir.display().to_string(),
+                &[],
+            );
+        }
+        let user_features = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == features::ENV)
+            .map(|(_, v)| v.as_str());
+        let trees = Trees::decide(restic_version, user_features);
+        if let Some(f) = trees.features_env() {
+            set(features::ENV, f.to_owned(), &[]);
+        }
+        (e, trees)
     }
 }
 
