@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod plan;
 pub mod redact;
 pub mod restic;
+pub mod safe_fs;
 pub mod schedule;
 pub mod session;
 pub mod snapshot;

@@ -58,6 +58,10 @@ impl StopSignal {
 
 /// Turns SIGINT, SIGTERM and SIGHUP into stop requests for the rest of the process's life. The
 /// handlers stay installed, so a second Ctrl-C during cleanup changes nothing: cleanup finishes.
+///
+/// Then unblocks the three: a daemon's run starts with SIGTERM and SIGINT blocked (see
+/// daemon::block_stop_signals), so that a `Stop` sent before this point waits instead of killing
+/// the process; it is delivered here and becomes a stop request like any other.
 pub fn install_signal_handlers(handle: StopHandle) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     for (kind, name) in [
@@ -72,6 +76,25 @@ pub fn install_signal_handlers(handle: StopHandle) -> std::io::Result<()> {
                 h.request(format!("{name} received"));
             }
         });
+    }
+    unblock_stop_signals()
+}
+
+/// Unblocks SIGINT, SIGTERM and SIGHUP in this thread (the runtime's only one, whose mask the
+/// process was started with).
+fn unblock_stop_signals() -> std::io::Result<()> {
+    // SAFETY: `set` is initialised by sigemptyset before use; the calls only read and write it
+    // and this thread's signal mask.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(set.as_mut_ptr(), sig);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
     }
     Ok(())
 }

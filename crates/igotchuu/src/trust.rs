@@ -25,10 +25,11 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::os::fd::OwnedFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::FileType;
+
+use crate::safe_fs::{self, Dir};
 
 /// What is wrong with one file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,75 +231,157 @@ impl std::error::Error for Refused {}
 /// of the path that do not exist yet are fine: igotchuu creates them as root, in a directory only
 /// root can write. Meant for runs as root; a run as anyone else cannot hurt root.
 pub fn check_place(path: &Path, place: &'static Place) -> Result<(), Refused> {
-    let refused = |why| Refused {
+    if place.dir {
+        reach_dir(path, place, None).map(drop)
+    } else {
+        reach_parent(path, place).map(drop)
+    }
+}
+
+/// The directory `path` of a directory place (`state_dir`), reached from `/` without following
+/// a symlink and checked on the way (see the module docs): the fd every file in it is written
+/// through (safe_fs.rs). Missing components are created with `create` (exact mode), as root in a
+/// directory only root can write; without `create`, `Ok(None)` when one is missing.
+pub fn reach_dir(
+    path: &Path,
+    place: &'static Place,
+    create: Option<u32>,
+) -> Result<Option<Dir>, Refused> {
+    if path.parent().is_none() {
+        return Err(refused(place, path, Why::NotAbsolute));
+    }
+    safe_fs::walk(
+        path,
+        None,
+        create,
+        |n| judge(place, path, n),
+        |s| stopped(place, path, s),
+    )
+}
+
+/// The directory holding the file place `path` (`lock_file`), reached and checked as
+/// [`reach_dir`] does, and the file's name in it; the file itself, if it exists, is checked
+/// too (never through a symlink). The directory must exist (`Io` otherwise).
+pub fn reach_parent(path: &Path, place: &'static Place) -> Result<(Dir, OsString), Refused> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(refused(place, path, Why::NotAbsolute));
+    };
+    let dir = safe_fs::walk(
+        parent,
+        Some(name),
+        None,
+        |n| judge(place, path, n),
+        |s| stopped(place, path, s),
+    )?
+    .ok_or_else(|| {
+        refused(
+            place,
+            path,
+            Why::Io {
+                at: parent.to_owned(),
+                source: rustix::io::Errno::NOENT,
+            },
+        )
+    })?;
+    match dir.stat_at(name) {
+        Ok(st) => {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            let fault = match kind {
+                FileType::Symlink => Some(Fault::Symlink),
+                FileType::RegularFile => fault(st.st_uid, st.st_mode),
+                _ => Some(Fault::WrongType),
+            };
+            if let Some(fault) = fault {
+                return Err(refused(
+                    place,
+                    path,
+                    Why::Fault {
+                        at: path.to_owned(),
+                        fault,
+                        uid: st.st_uid,
+                        mode: st.st_mode,
+                        next: None,
+                    },
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(refused(
+                place,
+                path,
+                Why::Io {
+                    at: path.to_owned(),
+                    source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+                },
+            ))
+        }
+    }
+    Ok((dir, name.to_owned()))
+}
+
+fn refused(place: &'static Place, path: &Path, why: Why) -> Refused {
+    Refused {
         place,
         path: path.to_owned(),
         why,
-    };
-    let mut names = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(n) => names.push(n.to_owned()),
-            _ => return Err(refused(Why::NotAbsolute)),
-        }
     }
-    if !path.is_absolute() || names.is_empty() {
-        return Err(refused(Why::NotAbsolute));
-    }
-    let io = |at: &Path, source| {
-        refused(Why::Io {
-            at: at.to_owned(),
-            source,
-        })
-    };
-    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut at = PathBuf::from("/");
-    let mut fd: OwnedFd = rustix::fs::open("/", flags, Mode::empty()).map_err(|e| io(&at, e))?;
-    for i in 0..=names.len() {
-        let st = rustix::fs::fstat(&fd).map_err(|e| io(&at, e))?;
-        let last = i == names.len();
-        let kind = FileType::from_raw_mode(st.st_mode);
-        let wrong_type = match kind {
-            FileType::Symlink => Some(Fault::Symlink),
-            FileType::Directory if !last || place.dir => None,
-            FileType::RegularFile if last && !place.dir => None,
-            _ => Some(Fault::WrongType),
-        };
-        let fault = wrong_type
-            .or_else(|| fault(st.st_uid, st.st_mode))
-            .filter(|f| {
-                // A sticky directory (/tmp) keeps everyone but the owner from renaming or removing
-                // an entry: a root-owned directory or file already in it cannot be taken or
-                // replaced (mktemp -d under /tmp is fine). A name not there yet could be taken
-                // first, so that is still refused.
-                !(*f == Fault::Sticky
-                    && !last
-                    && rustix::fs::statat(&fd, &names[i], rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                        .is_ok_and(|n| {
-                            n.st_uid == 0 && FileType::from_raw_mode(n.st_mode) != FileType::Symlink
-                        }))
-            });
-        if let Some(fault) = fault {
-            return Err(refused(Why::Fault {
-                at,
+}
+
+/// The rule for one directory on the way to `path` (or `path` itself, for a directory place).
+fn judge(place: &'static Place, path: &Path, n: &safe_fs::Node) -> Result<(), Refused> {
+    let is_place = n.last && place.dir;
+    let fault = fault(n.st.st_uid, n.st.st_mode).filter(|f| {
+        // A sticky directory (/tmp) keeps everyone but the owner from renaming or removing an
+        // entry: a root-owned directory or file already in it cannot be taken or replaced
+        // (mktemp -d under /tmp is fine). A name not there yet could be taken first, so that is
+        // still refused.
+        !(*f == Fault::Sticky
+            && !is_place
+            && n.next.is_some_and(|next| {
+                rustix::fs::statat(n.fd, next, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                    |s| s.st_uid == 0 && FileType::from_raw_mode(s.st_mode) != FileType::Symlink,
+                )
+            }))
+    });
+    match fault {
+        None => Ok(()),
+        Some(fault) => Err(refused(
+            place,
+            path,
+            Why::Fault {
+                at: n.path.to_owned(),
                 fault,
-                uid: st.st_uid,
-                mode: st.st_mode,
-                next: names.get(i).cloned(),
-            }));
-        }
-        if last {
-            return Ok(());
-        }
-        fd = match rustix::fs::openat(&fd, &names[i], flags, Mode::empty()) {
-            Ok(next) => next,
-            Err(rustix::io::Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(io(&at.join(&names[i]), e)),
-        };
-        at.push(&names[i]);
+                uid: n.st.st_uid,
+                mode: n.st.st_mode,
+                next: n.next.map(ToOwned::to_owned),
+            },
+        )),
     }
-    Ok(())
+}
+
+fn stopped(place: &'static Place, path: &Path, s: safe_fs::Stop) -> Refused {
+    let why = match s {
+        safe_fs::Stop::NotAbsolute => Why::NotAbsolute,
+        safe_fs::Stop::NotDir {
+            at,
+            symlink,
+            uid,
+            mode,
+        } => Why::Fault {
+            at,
+            fault: if symlink {
+                Fault::Symlink
+            } else {
+                Fault::WrongType
+            },
+            uid,
+            mode,
+            next: None,
+        },
+        safe_fs::Stop::Io { at, errno } => Why::Io { at, source: errno },
+    };
+    refused(place, path, why)
 }
 
 /// The rule for the place itself, on what `fstat` said of the file igotchuu opened (the walk

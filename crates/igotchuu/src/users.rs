@@ -1,10 +1,10 @@
-//! The system's user database through NSS: a group's gid, a user's groups. /etc/group, sssd,
+//! The system's user database through NSS: a group's gid, a user's groups and name. /etc/group, sssd,
 //! LDAP, systemd-userdb, whatever nsswitch.conf names, not what a file parser finds in
 //! /etc/group.
 //!
-//! A leaf of its own because three layers ask it: the bus (who may `Stop`, dbus/auth.rs), the
-//! record of a run (status.json's group, session/record.rs) and `igotchuu watch` (the group
-//! message). It lived in dbus/ before, and the record imported the bus for it.
+//! A leaf of its own because several layers ask it: the bus (who may `Stop`, dbus/auth.rs), the
+//! record of a run (status.json's group, session/record.rs), the metrics file's messages
+//! (state/metrics.rs) and `igotchuu watch` (the group message). It lived in dbus/ before, and the record imported the bus for it.
 //!
 //! libc directly rather than nix's User/Group (the other well-kept option): libc is already in
 //! the dependency tree (tokio and zbus use it), so nothing new runs as root. nix's User keeps the
@@ -58,6 +58,31 @@ pub fn group_gid(name: &str) -> Result<Option<u32>, LookupError> {
 /// has that uid.
 pub fn user_groups(uid: u32) -> Result<Option<Vec<u32>>, LookupError> {
     user_groups_from(uid, FIRST_BUFFER)
+}
+
+/// The name of user `uid`, for messages (state/metrics.rs); `None` when there is none or the
+/// lookup fails.
+pub fn user_name(uid: u32) -> Option<String> {
+    let what = format!("looking up uid {uid} (getpwuid_r)");
+    // SAFETY: getpwuid_r is a POSIX get*_r function, as lookup_r requires; `read` copies pw_name
+    // (checked for null) while lookup_r's buffer is alive.
+    unsafe {
+        lookup_r(
+            &what,
+            FIRST_BUFFER,
+            |pwd, buf, len, result| libc::getpwuid_r(uid, pwd, buf, len, result),
+            |pwd: &libc::passwd| {
+                if pwd.pw_name.is_null() {
+                    return Err(LookupError::NoUserName { what: what.clone() });
+                }
+                Ok(std::ffi::CStr::from_ptr(pwd.pw_name)
+                    .to_string_lossy()
+                    .into_owned())
+            },
+        )
+    }
+    .ok()
+    .flatten()
 }
 
 /// Where a `get*_r` buffer starts: a few hundred bytes hold most users and groups.

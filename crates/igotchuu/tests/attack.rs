@@ -57,20 +57,24 @@ fn chmod(p: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
 }
 
-/// Runs `script` with /bin/sh as alice (no groups, no capabilities) and returns its output.
+/// `script` for /bin/sh as alice (no groups, no capabilities), stdin closed.
+fn alice_sh(script: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={ALICE}"),
+        &format!("--regid={ALICE}"),
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+    ])
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `script` with /bin/sh as alice and returns its output.
 fn as_alice(script: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={ALICE}"),
-            &format!("--regid={ALICE}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv")
+    alice_sh(script).output().expect("setpriv")
 }
 
 fn as_alice_ok(script: &str) {
@@ -141,15 +145,7 @@ impl Home {
             "{context}: alice's program ran as root: {}\n{out}",
             std::fs::read_to_string(&self.pwned).unwrap_or_default()
         );
-        assert_eq!(
-            walk(&self.victim),
-            vec![self.victim.join("keep")],
-            "{context}: victim changed\n{out}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(self.victim.join("keep")).unwrap(),
-            "root's\n"
-        );
+        assert_victim_untouched(&self.victim, out, context);
         assert_no_mounts_left(&self.fx, context);
         self.fx.assert_no_snapshot_left(context);
         assert!(
@@ -188,6 +184,19 @@ impl Home {
             }
         }
     }
+}
+
+/// Root's directory `victim` holds its file `keep`, as it was, and nothing else.
+fn assert_victim_untouched(victim: &Path, out: &RunOutput, context: &str) {
+    assert_eq!(
+        walk(victim),
+        vec![victim.join("keep")],
+        "{context}: root wrote into the victim directory\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep")).unwrap(),
+        "root's\n"
+    );
 }
 
 fn journal_is_empty(fx: &Fixture) -> bool {
@@ -292,29 +301,7 @@ fn swapping_a_source_path_component_mid_run_never_redirects_the_snapshot_or_moun
         // Dirty data: the snapshot ioctl must write it out first.
         as_alice_ok(&format!("head -c 33554432 /dev/urandom > {data}/dirty.bin"));
         let ready = h.alice_tmp.join("watching");
-        let _ = std::fs::remove_file(&ready);
-        let racer = Command::new("setpriv")
-            .args([
-                &format!("--reuid={ALICE}"),
-                &format!("--regid={ALICE}"),
-                "--clear-groups",
-                "sh",
-                "-c",
-                &format!(
-                    "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {victim} {swapped}",
-                    ready = sh_quote(&ready)
-                ),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("racer");
-        let mut racer = KillOnDrop(racer);
-        assert!(
-            wait_for(
-                || std::fs::read_to_string(&ready).is_ok_and(|s| s.contains("Watches established"))
-            ),
-            "inotifywait never set up its watch"
-        );
+        let mut racer = start_racer(event, &watched, &swapped, &victim, &ready);
         let out = h
             .igotchuu()
             .args(["-c", cfg.to_str().unwrap(), "backup"])
@@ -560,6 +547,31 @@ fn recovery_finds_a_moved_snapshot_by_its_uuid() {
     h.assert_unharmed(&out, "moved after a crash");
 }
 
+/// alice's racer: once `event` happens on `watched` (inotify), renames `swapped` to
+/// `swapped.real` and puts a symlink to `target` in its place. Returns once the watch is set up
+/// (`ready`, in a directory of hers, gets inotifywait's messages).
+fn start_racer(
+    event: &str,
+    watched: &str,
+    swapped: &str,
+    target: &str,
+    ready: &Path,
+) -> KillOnDrop {
+    let _ = std::fs::remove_file(ready);
+    let racer = alice_sh(&format!(
+        "inotifywait -e {event} {watched} 2>{ready} >/dev/null && mv {swapped} {swapped}.real && ln -s {target} {swapped}",
+        ready = sh_quote(ready)
+    ))
+    .spawn()
+    .expect("racer");
+    let racer = KillOnDrop(racer);
+    assert!(
+        wait_for(|| std::fs::read_to_string(ready).is_ok_and(|s| s.contains("Watches established"))),
+        "inotifywait never set up its watch"
+    );
+    racer
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
@@ -592,4 +604,274 @@ fn utc(t: i64) -> String {
         .expect("a time in range")
         .format(&fmt)
         .expect("formattable")
+}
+
+// ------------------------------------------------------------------------------------------------
+// metrics_file in a directory another user owns (issue 16 §1)
+// ------------------------------------------------------------------------------------------------
+
+/// The Debian layout, one level deeper: `lib` (in root's directory, like /var/lib),
+/// `lib/prometheus` and `lib/prometheus/node-exporter` belong to alice (the exporter's user),
+/// `metrics_file` is `lib/prometheus/node-exporter/igotchuu.prom`; alice can swap each of the
+/// two directories below her `lib`. Root's own directory `vroot/node-exporter` holds the file
+/// `keep`: where alice would like root's file to go. Her old metrics file carries a command for
+/// whoever sources it.
+struct Metrics {
+    fx: Fixture,
+    cfg: PathBuf,
+    lib: PathBuf,
+    /// `lib/prometheus`.
+    mid: PathBuf,
+    exporter: PathBuf,
+    /// A scratch directory of alice's.
+    alice_tmp: PathBuf,
+    prom: PathBuf,
+    vroot: PathBuf,
+    victim: PathBuf,
+}
+
+const INJECTED: &str =
+    "igotchuu_last_run_exit_code{profile=\"zz\"} 0; echo INJECTED > /tmp/pwned #\n";
+
+fn metrics_setup() -> Option<Metrics> {
+    if !have(&["setpriv", "inotifywait"]) {
+        return None;
+    }
+    let fx = Fixture::new()?;
+    chmod(&fx.scratch.root, 0o711);
+    let data = subvolume_with_files(&fx, "data", 2);
+    let lib = fx.path("lib");
+    let mid = lib.join("prometheus");
+    let exporter = mid.join("node-exporter");
+    std::fs::create_dir_all(&exporter).expect("mkdir lib/prometheus/node-exporter");
+    let prom = exporter.join("igotchuu.prom");
+    std::fs::write(&prom, INJECTED).expect("write the old file");
+    chown_r(&lib, ALICE);
+    let alice_tmp = fx.path("alice-tmp");
+    std::fs::create_dir(&alice_tmp).expect("mkdir alice-tmp");
+    chown_r(&alice_tmp, ALICE);
+    let vroot = fx.path("vroot");
+    let victim = vroot.join("node-exporter");
+    std::fs::create_dir_all(&victim).expect("mkdir victim");
+    std::fs::write(victim.join("keep"), "root's\n").expect("write keep");
+    let cfg = fx.write_config(&format!(
+        "{}metrics_file = {}\n",
+        places(&[&data]),
+        toml_str(&prom)
+    ));
+    Some(Metrics {
+        fx,
+        cfg,
+        lib,
+        mid,
+        exporter,
+        alice_tmp,
+        prom,
+        vroot,
+        victim,
+    })
+}
+
+impl Metrics {
+    fn assert_unharmed(&self, out: &RunOutput, context: &str) {
+        assert_victim_untouched(&self.victim, out, context);
+        assert_eq!(
+            walk(&self.vroot).len(),
+            2,
+            "{context}: vroot changed\n{out}"
+        );
+        // Whatever root wrote, wherever: never alice's text.
+        for p in walk(&self.fx.scratch.root) {
+            if p.extension().is_some_and(|e| e == "prom")
+                && std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&p).unwrap()) == 0
+            {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                assert!(
+                    !text.contains("INJECTED") && !text.contains("zz"),
+                    "{context}: alice's line reached root's {}:\n{text}\n{out}",
+                    p.display()
+                );
+            }
+        }
+        // The backup itself is not failed by the metrics file.
+        out.assert_code(0);
+        assert_no_mounts_left(&self.fx, context);
+        self.fx.assert_no_snapshot_left(context);
+    }
+
+    /// Puts alice's directories back: every `X.real` renamed back over the link at `X`.
+    fn restore(&self) {
+        for p in [&self.exporter, &self.mid] {
+            let real = PathBuf::from(format!("{}.real", p.display()));
+            if real.exists() {
+                let _ = std::fs::remove_file(p);
+                std::fs::rename(&real, p).expect("restore");
+            }
+        }
+    }
+}
+
+/// alice swaps `node-exporter` (or `prometheus`) for a symlink to root's directory before the run:
+/// the backup succeeds, the metrics file is not written, and the run says why, naming the link,
+/// and names the directories alice owns. `check` says the same (FAIL, and one `warn:` per
+/// directory of hers once the link is gone). With her directories back, the file is written
+/// there, without her old line.
+#[test]
+fn a_symlinked_metrics_directory_is_not_followed() {
+    let Some(m) = metrics_setup() else { return };
+    let exporter = m.exporter.display().to_string();
+    let mid = m.mid.display().to_string();
+    let lib = m.lib.display().to_string();
+    for (swapped, target) in [(&exporter, &m.victim), (&mid, &m.vroot)] {
+        as_alice_ok(&format!(
+            "mv {swapped} {swapped}.real && ln -s {} {swapped}",
+            target.display()
+        ));
+        let out = m.fx.run(&m.cfg, &["backup"]);
+        m.assert_unharmed(&out, &format!("{swapped} → root's directory"));
+        out.assert_stderr_contains(&format!(
+            "the metrics file {} was NOT written: {swapped} is a symbolic link",
+            m.prom.display()
+        ));
+        let check = m.fx.run(&m.cfg, &["check"]);
+        check.assert_stdout_contains(&format!(
+            "FAIL: the metrics file {} was NOT written: {swapped} is a symbolic link",
+            m.prom.display()
+        ));
+        m.restore();
+    }
+    let out = m.fx.run(&m.cfg, &["backup"]);
+    m.assert_unharmed(&out, "alice's directories back");
+    out.assert_stderr_contains(&format!(
+        "the directory {lib} on the way to metrics_file {} belongs to",
+        m.prom.display()
+    ));
+    out.assert_stderr_contains("(uid 65534), who can replace or remove the metrics file");
+    let text = std::fs::read_to_string(&m.prom).unwrap();
+    assert!(
+        text.contains("igotchuu_last_run_exit_code{profile=\"\"} 0\n"),
+        "{text}"
+    );
+    let check = m.fx.run(&m.cfg, &["check"]);
+    for d in [&lib, &mid, &exporter] {
+        check.assert_stdout_contains(&format!("warn: the directory {d} on the way"));
+    }
+}
+
+/// Races timed by inotify, as in the issue: the moment root opens the old metrics file, alice
+/// swaps `node-exporter` or `prometheus` for a symlink leading to root's directory. Root writes only in
+/// the directory it reached (now alice's `…​.real`), never through the link, and never copies
+/// her line.
+#[test]
+fn swapping_a_metrics_directory_component_mid_run_writes_nothing_outside() {
+    let Some(m) = metrics_setup() else { return };
+    let exporter = m.exporter.display().to_string();
+    let mid = m.mid.display().to_string();
+    let prom = m.prom.display().to_string();
+    let mut outcomes = Vec::new();
+    for (swapped, target) in [(&exporter, &m.victim), (&mid, &m.vroot)] {
+        let what = format!("{swapped} swapped on the open of the old file");
+        let ready = m.alice_tmp.join("watching");
+        let mut racer = start_racer(
+            "open",
+            &prom,
+            swapped,
+            &target.display().to_string(),
+            &ready,
+        );
+        let out = m.fx.run(&m.cfg, &["backup"]);
+        let fired = wait_for(|| racer.0.try_wait().is_ok_and(|s| s.is_some()));
+        assert!(fired, "{what}: the racer never fired\n{out}");
+        outcomes.push(format!(
+            "{what}: exit {:?}, metrics {}",
+            out.code,
+            if out.stderr.contains("was NOT written") {
+                "refused at the end"
+            } else {
+                "written"
+            }
+        ));
+        m.assert_unharmed(&out, &what);
+        // Root's write went on in the directory it had reached, which alice has renamed: the
+        // file there is root's now (it was hers).
+        let reached = PathBuf::from(format!("{exporter}.real"));
+        let reached = if reached.exists() {
+            reached.join("igotchuu.prom")
+        } else {
+            PathBuf::from(format!("{mid}.real/node-exporter/igotchuu.prom"))
+        };
+        let md = std::fs::symlink_metadata(&reached)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}\n{out}", reached.display()));
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&md),
+            0,
+            "{what}: root's file is not in the directory it reached\n{out}"
+        );
+        m.restore();
+        std::fs::write(&m.prom, INJECTED).unwrap();
+        chown_r(&m.prom, ALICE);
+    }
+    eprintln!("race outcomes:\n  {}", outcomes.join("\n  "));
+}
+
+/// The same layout for `state_dir` (and `lock_file`): a path through alice's directory, whose
+/// last component she has made a symlink to root's directory, or a plain directory of hers.
+/// Unlike the metrics directory, igotchuu does not accept another user's directory on the way
+/// to these at all (she could replace the journal that decides what root deletes): refused
+/// before anything happens, naming the directory, and nothing is written there or behind the
+/// link. (This held before the fd-based writes too; it guards the rule they rely on: only the
+/// metrics directory may be someone else's.)
+#[test]
+fn a_state_dir_or_lock_file_through_a_users_directory_is_refused_and_nothing_written() {
+    let Some(m) = metrics_setup() else { return };
+    let mid = m.mid.display().to_string();
+    as_alice_ok(&format!(
+        "ln -s {} {mid}/state && mkdir {mid}/plain",
+        m.victim.display()
+    ));
+    let data = m.fx.at("data");
+    for (key, path) in [
+        ("state_dir", m.mid.join("state")),
+        ("state_dir", m.mid.join("plain/state")),
+        ("lock_file", m.mid.join("plain/igotchuu.lock")),
+    ] {
+        let keys =
+            m.fx.standard_keys()
+                .lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key} = ")) {
+                        format!("{key} = {}", toml_str(&path))
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        let cfg =
+            m.fx.write_config_raw(&format!("{keys}\n{}", places(&[&data])));
+        let what = format!("{key} = {}", path.display());
+        let out = m.fx.run(&cfg, &["backup"]);
+        out.assert_code(20);
+        out.assert_stderr_contains(&format!(
+            "the directory {} (owner uid {ALICE}, mode 755) is not root's",
+            m.lib.display()
+        ));
+        let check = m.fx.run(&cfg, &["check"]);
+        check.assert_code(20);
+        assert_eq!(
+            walk(&m.victim),
+            vec![m.victim.join("keep")],
+            "{what}: root wrote behind the link\n{out}"
+        );
+        assert_eq!(
+            walk(&m.mid.join("plain")),
+            Vec::<PathBuf>::new(),
+            "{what}: root wrote in alice's directory\n{out}"
+        );
+        assert!(
+            !m.fx.state_dir.exists() && !m.fx.lock_file.exists(),
+            "{what}\n{out}"
+        );
+        m.fx.assert_no_snapshot_left(&what);
+    }
 }

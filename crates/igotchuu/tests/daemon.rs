@@ -34,26 +34,7 @@ fn start(bus: &Bus, who: Who, profile: &str) -> RunOutput {
 /// `igotchuu -c cfg daemon --idle-timeout 0` (never exits idle), `path` first in PATH; returns
 /// once it owns the name.
 fn run_daemon(bus: &Bus, fx: &Fixture, cfg: &Path, path: Option<&Path>) -> Running {
-    let mut cmd = bus
-        .igotchuu(fx)
-        .arg("-c")
-        .arg(cfg)
-        .args(["daemon", "--idle-timeout", "0"]);
-    if let Some(p) = path {
-        cmd = cmd.path_prepend(p);
-    }
-    let mut d = cmd.spawn();
-    let end = Instant::now() + WAIT_TIMEOUT;
-    while !bus.has_owner(NAME) {
-        assert!(
-            !d.has_exited(),
-            "the daemon exited:\n{}",
-            d.wait(RUN_TIMEOUT)
-        );
-        assert!(Instant::now() < end, "the daemon did not own {NAME}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
+    run_daemon_idle(bus, fx, cfg, 0, path)
 }
 
 /// Waits until the recorder has seen `n` values of LastOutcome and returns them.
@@ -342,8 +323,23 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     );
 
     // Let the orphaned wrapper go; the next run's recovery removes what the killed one left.
+    // Until the killed run's restic has exited, its drain helper holds the lock and Start
+    // answers AlreadyRunning, saying so (issue 16 §4).
     touch(&h.go);
-    start(&bus, Who::Root, "").assert_code(0);
+    let end = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let out = start(&bus, Who::Root, "");
+        if out.code == Some(0) {
+            break;
+        }
+        out.assert_stderr_contains(errors::ALREADY_RUNNING);
+        out.assert_stderr_contains("the restic of a killed igotchuu run");
+        assert!(
+            Instant::now() < end,
+            "the killed run's restic did not finish: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (outcomes, msgs) = wait_outcomes(&rec, 2);
     assert_eq!(outcomes, ["failed", "success"]);
     // Each run starts with LastOutcome cleared, as a one-shot run starts without one.
@@ -466,4 +462,286 @@ fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
     fx.assert_no_snapshot_left("after the stopped run");
     assert_no_mounts_left(&fx, "after the stopped run");
     assert_eq!(fx.restic_snapshots().len(), 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Issue 16 §3: the daemon's smaller holes
+// ------------------------------------------------------------------------------------------------
+
+/// `igotchuu -c cfg daemon --idle-timeout idle`, `path` first in PATH; returns once it owns the
+/// name.
+fn run_daemon_idle(bus: &Bus, fx: &Fixture, cfg: &Path, idle: u64, path: Option<&Path>) -> Running {
+    let mut cmd =
+        bus.igotchuu(fx)
+            .arg("-c")
+            .arg(cfg)
+            .args(["daemon", "--idle-timeout", &idle.to_string()]);
+    if let Some(p) = path {
+        cmd = cmd.path_prepend(p);
+    }
+    let mut d = cmd.spawn();
+    let end = Instant::now() + WAIT_TIMEOUT;
+    while !bus.has_owner(NAME) {
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
+        assert!(Instant::now() < end, "the daemon did not own {NAME}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// A fake restic (first in the daemon's PATH) that appends each invocation's arguments, one line
+/// each, to `log`, and holds a backup as [`hold`] does (touches `held`, waits for `go`) before
+/// exec'ing the real restic. It stands in for nothing else: it exists so the test can see
+/// whether the daemon ran `restic version` (a process the daemon starts and waits for).
+struct LoggingRestic {
+    dir: PathBuf,
+    log: PathBuf,
+    held: PathBuf,
+    go: PathBuf,
+}
+
+fn logging_restic(fx: &Fixture) -> LoggingRestic {
+    let dir = fx.path("logging-restic");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (log, held, go) = (
+        fx.path("restic.log"),
+        fx.path("restic-held"),
+        fx.path("restic-go"),
+    );
+    let script = format!(
+        "#!/bin/sh\n# Fake restic made by tests/daemon.rs: logs its arguments.\n\
+         echo \"$*\" >> {log}\n\
+         case \" $* \" in *\" backup \"*) touch {held}; {wait};; esac\n\
+         exec {real} \"$@\"\n",
+        log = sh_quote(&log),
+        held = sh_quote(&held),
+        wait = sh_wait_for(&go).trim_end(),
+        real = sh_quote(&fx.restic_bin),
+    );
+    let p = dir.join("restic");
+    std::fs::write(&p, script).expect("write wrapper");
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    LoggingRestic { dir, log, held, go }
+}
+
+impl LoggingRestic {
+    /// The invocations so far whose first argument is `version`.
+    fn versions(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some("version"))
+            .count()
+    }
+}
+
+/// An outsider's refused calls are no activity: a daemon whose idle timeout is shorter than the
+/// gap between the calls exits while they go on, and says it exits because it was idle. (It used
+/// to reset its timer before polkit answered, so it stayed up for as long as the calls came.)
+#[test]
+fn refused_calls_do_not_keep_the_daemon_alive() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let idle = 3;
+    let mut daemon = run_daemon_idle(&bus, &fx, &cfg, idle, None);
+    // A call a second, up to ten idle timeouts' worth: nobody is refused each time.
+    let mut refused = 0;
+    for i in 0..(10 * idle) {
+        if daemon.has_exited() {
+            break;
+        }
+        let call = if i % 2 == 0 {
+            start(&bus, Who::Nobody, "")
+        } else {
+            bus.stop(Who::Nobody)
+        };
+        if bus.has_owner(NAME) {
+            assert_ne!(call.code, Some(0), "{call}");
+            call.assert_stderr_contains(errors::ACCESS_DENIED);
+            refused += 1;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(refused > 0, "no call was refused");
+    assert!(
+        daemon.has_exited(),
+        "the daemon stayed up through {refused} refused calls a second apart with an idle \
+         timeout of {idle}s"
+    );
+    let out = daemon.wait(RUN_TIMEOUT);
+    out.assert_code(0);
+    out.assert_stderr_contains(&format!("idle for {idle}s: exiting"));
+    // An allowed call does count: root's Stop (nothing running) keeps it up again.
+    let mut daemon = run_daemon_idle(&bus, &fx, &cfg, idle, None);
+    for _ in 0..(2 * idle) {
+        bus.stop(Who::Root).assert_code(0);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        !daemon.has_exited(),
+        "root's Stops a second apart are activity"
+    );
+}
+
+/// Start, then Stop as soon as Start has answered, 50 times over one connection: the Stop's
+/// SIGTERM reaches the run before it can have installed its handlers, and each run still takes
+/// the stop path and is recorded as `interrupted`, exit 130 (it used to die of the SIGTERM and be
+/// recorded as `crashed`, -1, in 2-3 runs of 10).
+#[test]
+fn stop_right_after_start_is_recorded_as_interrupted() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let _daemon = run_daemon(&bus, &fx, &cfg, None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let recorded: Vec<(String, igotchuu_dbus::OutcomeKind, i32)> = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .expect("bus address")
+            .build()
+            .await
+            .expect("connect to the test bus");
+        let proxy = zbus::Proxy::new(&conn, NAME, OBJECT, IFACE)
+            .await
+            .expect("proxy");
+        let mut recorded = Vec::new();
+        for i in 0..50 {
+            // The previous run's record is written just before its process exits; the daemon
+            // takes the next Start once it has reaped it.
+            let end = Instant::now() + WAIT_TIMEOUT;
+            let run_id: String = loop {
+                match proxy.call("Start", &("",)).await {
+                    Ok(id) => break id,
+                    Err(zbus::Error::MethodError(name, _, _))
+                        if name.as_str() == errors::ALREADY_RUNNING && Instant::now() < end =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("Start {i}: {e}"),
+                }
+            };
+            proxy
+                .call::<_, _, ()>("Stop", &())
+                .await
+                .unwrap_or_else(|e| panic!("Stop {i}: {e}"));
+            let end = Instant::now() + RUN_TIMEOUT;
+            let record = loop {
+                let found = igotchuu::status::load(&fx.state_dir)
+                    .ok()
+                    .and_then(|f| f.runs.into_iter().find(|r| r.run_id == run_id));
+                if let Some(r) = found {
+                    break r;
+                }
+                assert!(Instant::now() < end, "run {run_id} was not recorded");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            recorded.push((run_id, record.outcome, record.exit_code));
+        }
+        recorded
+    });
+    let wrong: Vec<_> = recorded
+        .iter()
+        .filter(|(_, outcome, code)| {
+            *outcome != igotchuu_dbus::OutcomeKind::Interrupted || *code != 130
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} runs stopped right after Start were not recorded as interrupted, 130: {wrong:?}",
+        wrong.len(),
+        recorded.len()
+    );
+    fx.assert_no_snapshot_left("after the stopped runs");
+    assert_no_mounts_left(&fx, "after the stopped runs");
+}
+
+/// A burst of Starts during a run is refused as already running before any of them reads the
+/// config or runs `restic version` (which ran on the daemon's only thread, once per call, and
+/// held up every other call); the run goes on and succeeds.
+#[test]
+fn a_start_burst_during_a_run_is_refused_without_running_restic() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let restic = logging_restic(&fx);
+    let rec = Recorder::start(&bus);
+    let mut daemon = run_daemon(&bus, &fx, &cfg, Some(&restic.dir));
+    start(&bus, Who::Root, "").assert_code(0);
+    daemon.wait_for_path(&restic.held);
+    let before = restic.versions();
+    assert!(
+        before >= 1,
+        "the wrapper logs the run's own `restic version`"
+    );
+    let burst: Vec<RunOutput> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..20)
+            .map(|_| s.spawn(|| start(&bus, Who::Root, "")))
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("thread"))
+            .collect()
+    });
+    for out in &burst {
+        assert_ne!(out.code, Some(0), "{out}");
+        out.assert_stderr_contains(errors::ALREADY_RUNNING);
+    }
+    assert_eq!(
+        restic.versions(),
+        before,
+        "the refused Starts ran `restic version`:\n{}",
+        std::fs::read_to_string(&restic.log).unwrap_or_default()
+    );
+    touch(&restic.go);
+    let (outcomes, _) = wait_outcomes(&rec, 1);
+    assert_eq!(outcomes, ["success"]);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+}
+
+/// A profile name longer than any profile can have is refused as an unknown profile before
+/// anything else: with the config broken, the answer is still about the name (not the config),
+/// for root and for an outsider alike, and no `restic version` runs.
+#[test]
+fn a_long_profile_name_is_refused_before_the_config_is_read() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start(Policy::Shipped);
+    let restic = logging_restic(&fx);
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&restic.dir));
+    std::fs::write(&cfg, format!("{}places = [\n", fx.standard_keys())).expect("break config");
+    let long = "p".repeat(igotchuu::daemon::MAX_PROFILE_NAME + 1);
+    for who in [Who::Root, Who::Nobody] {
+        let out = start(&bus, who, &long);
+        assert_ne!(out.code, Some(0), "{out}");
+        out.assert_stderr_contains(errors::UNKNOWN_PROFILE);
+        out.assert_stderr_contains(&format!(
+            "a profile name is at most {} bytes",
+            igotchuu::daemon::MAX_PROFILE_NAME
+        ));
+        assert!(!out.stderr.contains(&long), "the name is not echoed: {out}");
+    }
+    // The longest allowed name goes on to the config, which is broken.
+    let out = start(
+        &bus,
+        Who::Root,
+        &"p".repeat(igotchuu::daemon::MAX_PROFILE_NAME),
+    );
+    out.assert_stderr_contains(errors::CONFIG_INVALID);
+    assert_eq!(
+        restic.versions(),
+        0,
+        "no `restic version` for a refused name"
+    );
 }

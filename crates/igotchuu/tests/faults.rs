@@ -521,8 +521,8 @@ impl Drop for Held {
 /// igotchuu killed with SIGKILL while the REAL restic uploads and holds its repository lock:
 /// restic, told by the parent-death SIGINT, removes its own lock and exits (it does not die of
 /// SIGPIPE on the output pipes igotchuu left), nothing runs on in the orphaned namespace, and
-/// after the next run `restic check` passes. The helper that makes this work holds none of
-/// igotchuu's locks.
+/// after the next run `restic check` passes. The helper that makes this work holds the run lock
+/// and none of igotchuu's other files.
 #[test]
 fn sigkill_mid_upload_leaves_no_repository_lock() {
     let Some(fx) = Fixture::new() else { return };
@@ -535,13 +535,22 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
         .expect("the helper's fds")
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .collect();
+    // Beside restic's pipes (and a pidfd of restic, to tell when it has exited), exactly one
+    // file of igotchuu's: the run lock, which it holds until restic has exited (issue 16 §4),
+    // never the journal's lock or anything else.
+    let mut run_lock = 0;
     for link in &held {
         let l = link.to_string_lossy();
+        if link == &fx.lock_file {
+            run_lock += 1;
+            continue;
+        }
         assert!(
-            l.starts_with("pipe:") || l == "/dev/null",
+            l.starts_with("pipe:") || l == "/dev/null" || l == "anon_inode:[pidfd]",
             "the helper holds {l}: {held:?}"
         );
     }
+    assert_eq!(run_lock, 1, "the helper holds the run lock: {held:?}");
     let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", restic.pid)).expect("restic's ns");
     // Pinned so that no later namespace can reuse its inode number (see the test above).
     let ns_pin = std::fs::File::open(format!("/proc/{}/ns/mnt", restic.pid))
@@ -576,6 +585,130 @@ fn sigkill_mid_upload_leaves_no_repository_lock() {
     assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
     fx.restic_check();
     assert!(restic_locks(&fx).is_empty());
+}
+
+/// igotchuu killed with SIGKILL mid-upload, and the next run started at once while the killed
+/// run's restic is still winding down: the next run says it waits for the previous run's
+/// restic, goes on only once that restic has exited (it is gone when the next run prints its
+/// next line), and backs up with nothing left locked. It used to go on at once, its recovery's
+/// `restic unlock` unable to remove a live process's lock.
+///
+/// The fake: a wrapper stands in for a restic that takes long to wind down (a remote repository),
+/// which a local one cannot be made to do on demand. It runs the real restic (uploading at
+/// 1 KiB/s, holding its repository lock) and, on the parent-death SIGINT, waits for the test's
+/// flag before passing SIGINT on and waiting for the real restic, so "at once" is certain, not a
+/// race the test might lose. (SIGSTOP does not hold it: restic's process group is orphaned when
+/// igotchuu dies, and the kernel then sends a stopped group SIGHUP and SIGCONT.)
+#[test]
+fn the_next_run_waits_for_a_killed_run_s_restic_to_finish() {
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    fx.write_file("data/big.bin", noise(6 << 20));
+    let (interrupted, go) = (fx.path("restic-interrupted"), fx.path("restic-go"));
+    let wrapper = fx.restic_wrapper(&format!(
+        "set +e\n{real} \"$@\" &\npid=$!\n\
+         trap 'touch {int}; {wait} kill -INT $pid; wait $pid; exit 130' INT\n\
+         wait $pid\nexit $?\n",
+        real = sh_quote(&fx.restic_bin),
+        int = sh_quote(&interrupted),
+        wait = sh_wait_for(&go).trim_end().to_owned() + ";",
+    ));
+    let run = fx
+        .igotchuu()
+        .path_prepend(&wrapper)
+        .args([
+            "-c",
+            slow_upload_config(&fx, &data).to_str().unwrap(),
+            "backup",
+        ])
+        .spawn();
+    let (run, restic) = wait_until_uploading(&fx, run);
+    let real = children_named(restic.pid, "restic");
+    assert_eq!(real.len(), 1, "the wrapper runs the real restic: {real:?}");
+    let real = Proc::of(real[0]).expect("the real restic");
+    run.signal(Signal::KILL);
+    let out = run.wait(RUN_TIMEOUT);
+    assert_eq!(out.signal, Some(9), "{out}");
+    assert!(
+        wait_for_path(&interrupted, WAIT_TIMEOUT),
+        "restic got no SIGINT when igotchuu died"
+    );
+    assert!(
+        real.alive() && restic.alive(),
+        "the killed run's restic winds down"
+    );
+    assert_eq!(
+        restic_locks(&fx).len(),
+        1,
+        "the killed run's restic holds its lock"
+    );
+
+    let mut next = fx
+        .igotchuu()
+        .args([
+            "-c",
+            fx.write_config(&places(&[&data])).to_str().unwrap(),
+            "backup",
+        ])
+        .command();
+    let mut child = next
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the next run");
+    let lines = line_reader(child.stderr.take().expect("stderr"));
+    let mut seen = Vec::new();
+    let waiting = "the restic of the previous run";
+    while !seen.last().is_some_and(|l: &String| l.contains(waiting)) {
+        match lines.recv_timeout(WAIT_TIMEOUT) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                touch(&go);
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no waiting line from the next run: {seen:#?}");
+            }
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("is still finishing; waiting up to 60s")),
+        "{seen:#?}"
+    );
+    // Let the old restic go: it passes SIGINT on, the real restic removes its lock and exits.
+    touch(&go);
+    let line = lines
+        .recv_timeout(RUN_TIMEOUT)
+        .unwrap_or_else(|_| panic!("the next run said nothing after waiting: {seen:#?}"));
+    assert!(
+        !restic.alive() && !real.alive(),
+        "the next run went on ({line:?}) while the killed run's restic still ran"
+    );
+    seen.push(line);
+    seen.extend(lines.iter());
+    let status = child.wait().expect("wait for the next run");
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    assert!(restic_locks(&fx).is_empty(), "{seen:#?}");
+    fx.assert_no_snapshot_left("after the next run");
+    assert_no_mounts_left(&fx, "after the next run");
+    assert_eq!(fx.restic_snapshots().len(), 1, "the next run backed up");
+    fx.restic_check();
+}
+
+/// The lines a child writes to `pipe`, as they come; the channel closes at end-of-file.
+fn line_reader(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Kills igotchuu and its restic with SIGKILL mid-upload, as systemd's final SIGKILL or the OOM

@@ -7,10 +7,13 @@
 //! (session::record, from the moment the lock is held), the bus (this process's own name, or the
 //! daemon's pipe), then the stages of session::pipeline in order.
 
+use std::os::fd::BorrowedFd;
+
 use super::daemon::{self, child::Handed};
 use super::{fail, load_plan, root, Global};
 use crate::events::Events;
 use crate::plan::Plan;
+use crate::safe_fs::Dir;
 use crate::session::pipeline;
 use crate::session::record::Recording;
 use crate::state::status;
@@ -64,8 +67,8 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         Some(h) => (Some(h.lock), Some((h.events, h.run_id))),
     };
     // Held until the runtime (and with it the bus connection) is gone, as the run's last act.
-    let _lock = match root::lock_as_root(&plan, adopt) {
-        Ok(l) => l,
+    let held = match root::hold(&plan, adopt) {
+        Ok(h) => h,
         Err(code) => return code,
     };
     // From here on a backup is recorded in state_dir/status.json however it ends (session/record.rs);
@@ -76,7 +79,11 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         Some((_, id)) => id.clone(),
         None => format!("{}-{}", plan.timestamp, std::process::id()),
     };
-    let (recording, marker_warning) = Recording::begin(&plan, &run_id);
+    let state = match held.state.try_clone() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("cannot use {}: {e}", plan.state_dir.display())),
+    };
+    let (recording, marker_warning) = Recording::begin(&plan, state, &run_id);
     let rt = match root::enter() {
         Ok(rt) => rt,
         Err(msg) => {
@@ -86,6 +93,8 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
     };
     let run = Run {
         plan: &plan,
+        state: &held.state,
+        run_lock: held.lock.fd(),
         verbose: g.verbose,
         run_id,
         recording,
@@ -98,6 +107,9 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
 /// A backup between the namespace and the exit code.
 struct Run<'a> {
     plan: &'a Plan,
+    state: &'a Dir,
+    /// The run lock's file, for restic's drain helper (restic::drain).
+    run_lock: Option<BorrowedFd<'a>>,
     verbose: bool,
     run_id: String,
     recording: Recording,
@@ -146,7 +158,7 @@ impl Run<'_> {
                 }
             }
         };
-        let code = pipeline::backup(plan, &mut events, &mut stop).await;
+        let code = pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(plan, code, &mut events);
         if let Some(d) = bus {

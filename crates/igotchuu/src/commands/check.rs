@@ -102,8 +102,9 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     }
 }
 
-/// Where the lock file and the state directory are: the walk a backup makes before its lock.
+/// Where the lock file, the state directory and the metrics file are: the walks a backup makes.
 fn check_places(r: &mut Report, plan: &Plan) {
+    check_metrics(r, plan);
     if !rustix::process::geteuid().is_root() {
         return say_out!("skip: who can write lock_file and state_dir (checked for root's runs)");
     }
@@ -192,5 +193,26 @@ fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
             "cannot run {}: {e}; install restic or extend PATH",
             plan.restic.program
         )),
+    }
+}
+
+/// The walk to `metrics_file`'s directory a run makes when it writes the file (metrics.rs):
+/// FAIL when the file could not be written at all (a symlink on the way, no such directory), a
+/// warning for each directory on the way someone else could change. Writes nothing.
+fn check_metrics(r: &mut Report, plan: &Plan) {
+    let Some(target) = &plan.metrics_file else {
+        return;
+    };
+    match crate::state::metrics::inspect(target) {
+        Ok(warnings) if warnings.is_empty() => r.ok(format!(
+            "metrics_file {}: only root can write the directories on the way",
+            target.display()
+        )),
+        Ok(warnings) => {
+            for w in warnings {
+                say_out!("warn: {}", crate::escape::indented(&w, "      "));
+            }
+        }
+        Err(e) => r.fail(e),
     }
 }

@@ -13,8 +13,8 @@ pub fn main(g: &Global) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let _lock = match root::lock_as_root(&plan, None) {
-        Ok(l) => l,
+    let held = match root::hold(&plan, None) {
+        Ok(h) => h,
         Err(code) => return code,
     };
     let run_id = format!("{}-{}", plan.timestamp, std::process::id());
@@ -30,6 +30,6 @@ pub fn main(g: &Global) -> i32 {
             root::signal_handlers_failed(&mut events, e);
             return exit::IGOTCHUU_FAILED;
         }
-        pipeline::cleanup(&plan, &mut events, &mut stop).await
+        pipeline::cleanup(&plan, &held.state, &mut events, &mut stop).await
     })
 }

@@ -10,24 +10,47 @@ use tokio::runtime::Runtime;
 use super::fail;
 use crate::events::{self, Event, Events, Listener, Outcome};
 use crate::plan::Plan;
+use crate::safe_fs::Dir;
+use crate::session::record;
 use crate::state::lock::{self, Lock};
 use crate::{log, namespace, terminal, trust};
 
-/// Checks that this process runs as root and that `state_dir` is trusted, then takes the lock
-/// (`adopt`: the lock the daemon took and handed over instead). On failure the message has been
-/// printed and the exit code is returned.
-pub(crate) fn lock_as_root(plan: &Plan, adopt: Option<File>) -> Result<Lock, i32> {
+/// What a run holds from its start to its end.
+pub(crate) struct Held {
+    /// The run lock.
+    pub(crate) lock: Lock,
+    /// `state_dir`, reached once under the lock without following a symlink: every file of the
+    /// run in it is written through this fd.
+    pub(crate) state: Dir,
+}
+
+/// Checks that this process runs as root and that `state_dir` is trusted, takes the lock
+/// (`adopt`: the lock the daemon took and handed over instead), then reaches `state_dir`. On
+/// failure the message has been printed and the exit code is returned.
+pub(crate) fn hold(plan: &Plan, adopt: Option<File>) -> Result<Held, i32> {
     if !rustix::process::geteuid().is_root() {
         return Err(fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace"));
     }
     // Before the lock, so that a refused state_dir leaves nothing behind; lock::acquire checks
     // the lock file's own path.
     trust::check_place(&plan.state_dir, &trust::STATE_DIR).map_err(fail)?;
-    match adopt {
-        None => lock::acquire(&plan.lock_file),
+    let lock = match adopt {
+        // A killed run's restic may still be winding down, its drain helper holding the lock
+        // (restic::drain): waited for, with a bound, rather than refused or raced.
+        None => lock::acquire_waiting(&plan.lock_file, lock::FINISHING_WAIT, |pid| {
+            say_err!(
+                "igotchuu: the restic of the previous run (PID {pid}, killed) is still \
+                 finishing; waiting up to {}s for it to exit",
+                lock::FINISHING_WAIT.as_secs()
+            )
+        }),
         Some(file) => lock::adopt(&plan.lock_file, file),
     }
-    .map_err(fail)
+    .map_err(fail)?;
+    // Reached once, under the lock, without following a symlink (the walk checks the way again
+    // and creates what is missing).
+    let state = record::reach_state_dir(&plan.state_dir).map_err(fail)?;
+    Ok(Held { lock, state })
 }
 
 /// Moves this process into the private mount namespace (it must still have one thread: see

@@ -28,8 +28,21 @@
 //!   their output. restic never meets EPIPE nor a full pipe: it cleans up and exits 130 as after a
 //!   Ctrl-C. The helper is igotchuu's own binary (`/proc/self/exe`, the very file running, even
 //!   if upgraded meanwhile) in a mode clap never sees; exec drops every igotchuu fd not meant
-//!   for it (all are close-on-exec), so it holds neither igotchuu's locks nor its D-Bus socket.
-//!   It lives in its own process group, so a Ctrl-C meant for igotchuu does not end it.
+//!   for it (all are close-on-exec), so it holds neither the journal's lock nor igotchuu's D-Bus
+//!   socket. It lives in its own process group, so a Ctrl-C meant for igotchuu does not end it.
+//!
+//! The helper also holds the run lock (issue 16 §4): it inherits the lock file's open file
+//! description, whose flock is shared by every fd of it, and keeps it until restic has exited,
+//! as a pidfd of restic (opened by igotchuu while restic was its unreaped child, so it names
+//! that very process) tells. Not until restic's output is closed: a process restic started (ssh
+//! to an unreachable server) may hold it for good, and then every later run would be refused.
+//! Without a pidfd (kernels before 5.3) the lock goes when the output is closed. Without that the lock went with the
+//! killed igotchuu while its restic still ran, so the next run could start at once: its
+//! `restic unlock` cannot remove a live process's lock, the old restic kept the orphaned
+//! namespace and the snapshots busy, and a `restic check` right after failed as "already
+//! locked". The next run waits for the helper instead (lock::acquire_waiting). While igotchuu
+//! lives the extra holder changes nothing: igotchuu holds the same lock, and ends the helper
+//! ([`Drain::stop`]) before it releases it.
 //!
 //! If the helper cannot start, the backup goes on without it: a killed igotchuu's restic may then
 //! leave a stale lock, which the next run's recovery removes (`restic::unlock::after_crash`).
@@ -57,14 +70,24 @@ pub struct Drain {
 
 impl Drain {
     /// Starts the helper on restic's stdout and stderr pipes (their read ends, as igotchuu holds
-    /// them).
-    pub fn start(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> io::Result<Drain> {
+    /// them), handing it the run lock's file too, when there is one, and a pidfd of restic.
+    pub fn start(
+        out: BorrowedFd<'_>,
+        err: BorrowedFd<'_>,
+        run_lock: Option<BorrowedFd<'_>>,
+        restic: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Drain> {
         let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let fds: [RawFd; 2] = [out.as_raw_fd(), err.as_raw_fd()];
+        let mut fds: Vec<RawFd> = vec![out.as_raw_fd(), err.as_raw_fd()];
+        // The pidfd only says when to let go of the lock: without a lock it is not passed.
+        if let Some(lock) = run_lock {
+            fds.push(lock.as_raw_fd());
+            fds.extend(restic.map(|p| p.as_raw_fd()));
+        }
         let mut c = Command::new("/proc/self/exe");
         c.arg0("igotchuu")
             .arg(HELPER_ARG)
-            .args(fds.map(|fd| fd.to_string()))
+            .args(fds.iter().map(|fd| fd.to_string()))
             .env_clear()
             // Not igotchuu's working directory: it might sit under a place a snapshot is
             // mounted on.
@@ -75,12 +98,12 @@ impl Drain {
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: between fork and exec only fcntl runs, a raw async-signal-safe syscall. The
-        // fds are open in the child: `out` and `err` are borrowed for the whole of `start`, and
-        // the child's fd table is a copy of ours taken during `spawn`.
+        // fds are open in the child: `out`, `err` and `run_lock` are borrowed for the whole of
+        // `start`, and the child's fd table is a copy of ours taken during `spawn`.
         unsafe {
             c.pre_exec(move || {
                 // igotchuu keeps these close-on-exec; only the helper's copies stay open.
-                for fd in fds {
+                for &fd in &fds {
                     rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), FdFlags::empty())?;
                 }
                 Ok(())
@@ -103,14 +126,48 @@ impl Drain {
 
 /// Takes ownership of the pipe read end igotchuu passed as fd number `arg`.
 fn take_pipe(arg: &OsString) -> Option<OwnedFd> {
+    take_fd(arg, |target| target.starts_with("pipe:"))
+}
+
+/// Takes ownership of the run lock's file igotchuu passed as fd number `arg`: a file by its
+/// absolute path, never a pipe, socket or the like.
+fn take_lock(arg: &OsString) -> Option<OwnedFd> {
+    take_fd(arg, |target| target.starts_with('/'))
+}
+
+/// Takes ownership of the pidfd of restic igotchuu passed as fd number `arg`.
+fn take_pidfd(arg: &OsString) -> Option<OwnedFd> {
+    take_fd(arg, |target| target == "anon_inode:[pidfd]")
+}
+
+/// Waits until the process of `pidfd` has exited (the pidfd becomes readable). `false`: cannot
+/// tell (poll failed).
+fn wait_exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, and its count.
+        match unsafe { libc::poll(&mut p, 1, -1) } {
+            n if n > 0 => return true,
+            n if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Takes ownership of fd number `arg` if what it is open on (its /proc/self/fd link) passes
+/// `is`.
+fn take_fd(arg: &OsString, is: impl Fn(&str) -> bool) -> Option<OwnedFd> {
     let fd: RawFd = arg.to_str()?.parse().ok()?;
-    // Never the helper's own stdin, stdout or stderr; and only an fd that is open and a pipe,
-    // checked without touching it.
+    // Never the helper's own stdin, stdout or stderr; and only an fd that is open and of the
+    // kind wanted, checked without touching it.
     if fd <= 2
-        || !std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        || !is(&std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .ok()?
-            .to_string_lossy()
-            .starts_with("pipe:")
+            .to_string_lossy())
     {
         return None;
     }
@@ -120,13 +177,26 @@ fn take_pipe(arg: &OsString) -> Option<OwnedFd> {
 }
 
 /// The helper's main; returns its exit code. `args` follow [`HELPER_ARG`]: the fd numbers of
-/// restic's stdout and stderr pipes. Its stdin is the pipe that reaches end-of-file when igotchuu
-/// is gone.
+/// restic's stdout and stderr pipes, then that of the run lock's file if there is one. Its stdin
+/// is the pipe that reaches end-of-file when igotchuu is gone.
 pub fn helper_main(args: &[OsString]) -> i32 {
     // ps and top would otherwise show "exe", the name of /proc/self/exe.
     let _ = rustix::thread::set_name(c"igotchuu-drain");
-    let Some(pipes) = args.iter().map(take_pipe).collect::<Option<Vec<OwnedFd>>>() else {
+    let [out, err, rest @ ..] = args else {
         return 2;
+    };
+    let (Some(out), Some(err)) = (take_pipe(out), take_pipe(err)) else {
+        return 2;
+    };
+    let pipes = vec![out, err];
+    // Held, never used, until restic has exited (see the module docs): closing it is what lets
+    // the next run go on. A lock fd that is not what igotchuu passes is left alone; draining
+    // restic's output matters more.
+    let (run_lock, restic) = match rest {
+        [] => (None, None),
+        [lock] => (take_lock(lock), None),
+        [lock, pidfd] => (take_lock(lock), take_pidfd(pidfd)),
+        _ => return 2,
     };
     // igotchuu never writes to our stdin: this returns when it has exited. On an error, stop
     // here rather than read output igotchuu may still be reading.
@@ -154,6 +224,14 @@ pub fn helper_main(args: &[OsString]) -> i32 {
             Err(_) => return 1,
         }
     }
+    // The lock goes once restic itself has exited; what restic started may hold the output for
+    // longer, and is still drained, but holds no run back. Without a pidfd: once the output is
+    // closed, at the end.
+    if let Some(pidfd) = restic {
+        if wait_exited(&pidfd) {
+            drop(run_lock);
+        }
+    }
     for r in readers {
         let _ = r.join();
     }
@@ -179,5 +257,12 @@ mod tests {
         for not_ours in ["0", "1", "2", "-1", "x", ""] {
             assert!(take_pipe(&OsString::from(not_ours)).is_none(), "{not_ours}");
         }
+        // The run lock is a file, never a pipe.
+        // (Its ownership stays with `file`: the taken fd is let go as a number.)
+        assert!(take_lock(&OsString::from(file.as_raw_fd().to_string()))
+            .map(IntoRawFd::into_raw_fd)
+            .is_some());
+        let (r, _w) = rustix::pipe::pipe().expect("pipe");
+        assert!(take_lock(&OsString::from(r.as_raw_fd().to_string())).is_none());
     }
 }

@@ -1,10 +1,10 @@
 //! Runs `restic backup` and turns its two output streams into events.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::process::{getppid, kill_process, Pid, Signal};
+use rustix::process::{getppid, kill_process, Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -45,10 +45,14 @@ fn publish(raw: &[u8], output: &mut ResticOutput, events: &mut Events) {
 /// Runs `restic backup` and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
 /// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
 /// a grace period.
+///
+/// `run_lock`, the run lock's file, goes to the drain helper, which holds it until a killed
+/// igotchuu's restic has exited (see drain.rs).
 pub async fn backup(
     cmd: &ResticCommand,
     events: &mut Events,
     stop: &mut StopSignal,
+    run_lock: Option<BorrowedFd<'_>>,
 ) -> Result<ResticResult, SpawnError> {
     let mut c = Command::from(cmd.with_args(cmd.args.clone()));
     c.stdin(Stdio::null())
@@ -90,7 +94,15 @@ pub async fn backup(
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
     // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
-    let drain = match Drain::start(out.as_fd(), err.as_fd()) {
+    // restic is our child and not yet reaped, so its PID names it: the pidfd tells the drain
+    // helper when it has exited. Without one (kernels before 5.3) the helper goes by its output.
+    let restic_fd = pid.and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
+    let drain = match Drain::start(
+        out.as_fd(),
+        err.as_fd(),
+        run_lock,
+        restic_fd.as_ref().map(AsFd::as_fd),
+    ) {
         Ok(d) => Some(d),
         Err(e) => {
             events.warning(format!(

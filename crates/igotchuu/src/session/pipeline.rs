@@ -2,24 +2,35 @@
 //!
 //! Runs inside the private mount namespace (entered by `main` before any thread existed).
 
+use std::os::fd::BorrowedFd;
+
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
 use crate::plan::Plan;
 use crate::restic;
+use crate::safe_fs::Dir;
 use crate::session::recovery::{self, Found};
 use crate::snapshot::{self, Taken};
 use crate::state::journal::Journal;
 use crate::stop::StopSignal;
 
-/// `igotchuu backup`: runs the plan and returns the process exit code.
-pub async fn backup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+/// `igotchuu backup`: runs the plan and returns the process exit code. `state` is
+/// `plan.state_dir`, reached once (record::reach_state_dir): the journal lives in it. `run_lock`
+/// is the run lock's file, for restic's drain helper (restic::drain).
+pub async fn backup(
+    plan: &Plan,
+    state: &Dir,
+    events: &mut Events,
+    stop: &mut StopSignal,
+    run_lock: Option<BorrowedFd<'_>>,
+) -> i32 {
     let mut taken = Taken::default();
     events.emit(Event::Phase(Phase::Preparing));
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = snapshot_and_back_up(plan, events, stop, &mut taken).await;
+    let outcome = snapshot_and_back_up(plan, state, events, stop, &mut taken, run_lock).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -43,6 +54,7 @@ pub async fn backup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> 
 /// removes what crashed runs left (the recovery stage). Shared by `backup` and `cleanup`.
 async fn prepare(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Result<(Journal, Vec<Found>), Outcome> {
@@ -67,7 +79,7 @@ async fn prepare(
     if stop.check().await {
         return Err(Outcome::Interrupted);
     }
-    let journal = Journal::open(&plan.state_dir).map_err(|e| {
+    let journal = Journal::open(state).map_err(|e| {
         let dir = plan.state_dir.display().to_string();
         let msg = format!(
             "cannot open the crash-recovery journal in {dir}: {e}; igotchuu records each snapshot there before creating it (set `state_dir` to a writable directory)"
@@ -75,14 +87,14 @@ async fn prepare(
         events.error(Step::Journal, &dir, msg.clone());
         Outcome::Failed(msg)
     })?;
-    let found = recovery::repair(plan, &journal, events, stop).await;
+    let found = recovery::repair(plan, state, &journal, events, stop).await;
     Ok((journal, found))
 }
 
 /// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
-pub async fn cleanup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) -> i32 {
+pub async fn cleanup(plan: &Plan, state: &Dir, events: &mut Events, stop: &mut StopSignal) -> i32 {
     events.emit(Event::Phase(Phase::CleaningUp));
-    let code = match prepare(plan, events, stop).await {
+    let code = match prepare(plan, state, events, stop).await {
         Err(o) => exit::code_for(&o, true),
         Ok((_, found)) => {
             if found.is_empty() {
@@ -106,11 +118,13 @@ pub async fn cleanup(plan: &Plan, events: &mut Events, stop: &mut StopSignal) ->
 /// left in `taken` for [`backup`] to clean up, however this ends.
 async fn snapshot_and_back_up(
     plan: &Plan,
+    state: &Dir,
     events: &mut Events,
     stop: &mut StopSignal,
     taken: &mut Taken,
+    run_lock: Option<BorrowedFd<'_>>,
 ) -> Outcome {
-    match prepare(plan, events, stop).await {
+    match prepare(plan, state, events, stop).await {
         Err(o) => return o,
         Ok((journal, found)) => {
             taken.leftovers_remain = found.iter().any(Found::is_failure);
@@ -148,14 +162,14 @@ async fn snapshot_and_back_up(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    match restic::run::backup(&plan.restic, events, stop).await {
+    match restic::run::backup(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
             Outcome::Failed(e.to_string())
         }
         Ok(r) if r.interrupted => Outcome::Interrupted,
         Ok(r) if r.code == 0 => Outcome::Success,
-        // restic::run has reported why, in restic's own words, as an Error event.
+        // restic::run::backup has reported why, in restic's own words, as an Error event.
         Ok(r) => Outcome::ResticFailed(r.code),
     }
 }

@@ -12,8 +12,7 @@
 use std::cell::RefCell;
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::SystemTime;
 
@@ -21,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{Event, Events, Listener, Outcome, OutcomeKind, Summary};
 use crate::plan::Plan;
-use crate::state::status::{self, write_atomically, RunRecord, SummaryRecord};
+use crate::safe_fs::Dir;
+use crate::state::status::{self, RunRecord, SummaryRecord};
 use igotchuu_dbus::format::error_line;
 
 /// How many error messages a record keeps; a run with thousands of unreadable files would
@@ -50,13 +50,13 @@ struct Marker {
     boot_id: Option<String>,
 }
 
-fn marker_path(state_dir: &Path, run_id: &str) -> PathBuf {
-    state_dir.join(format!("running-{run_id}.json"))
+fn marker_name(run_id: &str) -> String {
+    format!("running-{run_id}.json")
 }
 
 /// Removes the marker of a run recorded by someone else ([`record_for`]).
-fn forget_marker(state_dir: &Path, run_id: &str) {
-    let _ = fs::remove_file(marker_path(state_dir, run_id));
+fn forget_marker(state: &Dir, run_id: &str) {
+    let _ = state.remove(marker_name(run_id));
 }
 
 fn proc_start_time(pid: u32) -> Option<u64> {
@@ -86,28 +86,41 @@ impl Marker {
     }
 }
 
-/// Creates `state_dir` if needed (mode 0711, as the journal would create it but searchable) and
-/// makes an existing root-owned one searchable by group and others, so that members of the
-/// `igotchuu` group can reach status.json (0640 root:igotchuu) in it. Only the search bit is
-/// added, never read or write: nobody else can list the directory, and the journal in it stays
-/// 0700. The trust rule (trust.rs) refuses group- or world-WRITABLE state directories only.
-pub fn make_reachable(state_dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(state_dir)?;
-    let md = fs::symlink_metadata(state_dir)?;
-    use std::os::unix::fs::MetadataExt;
-    if md.is_dir() && md.uid() == 0 && md.mode() & 0o011 != 0o011 {
-        let mode = (md.mode() & 0o7777) | 0o011;
-        let dir = rustix::fs::open(
-            state_dir,
-            rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
-        rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(mode))?;
+/// The mode a state directory igotchuu creates gets: searchable, so that members of the
+/// `igotchuu` group can reach status.json (0640 root:igotchuu) in it, but not listable or
+/// writable by anyone else.
+pub const STATE_DIR_MODE: u32 = 0o711;
+
+/// Reaches `state_dir` for writing (see safe_fs.rs), creating it (mode [`STATE_DIR_MODE`]) if
+/// needed: as root through trust.rs's walk, which refuses a symlink or a directory others could
+/// change on the way; as anyone else (who cannot hurt root) without those checks, still without
+/// following a symlink. The error names the directory and what to do.
+pub fn reach_state_dir(state_dir: &Path) -> Result<Dir, String> {
+    if rustix::process::geteuid().is_root() {
+        match crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, Some(STATE_DIR_MODE)) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(format!("cannot create {}", state_dir.display())),
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE).map_err(|e| {
+            format!(
+                "cannot use the state directory {}: {e}",
+                state_dir.display()
+            )
+        })
+    }
+}
+
+/// Makes an existing root-owned state directory searchable by group and others (one made by an
+/// older igotchuu, or by the journal, is 0700), so that members of the `igotchuu` group can
+/// reach status.json in it. Only the search bit is added, never read or write: nobody else can
+/// list the directory, and the journal in it stays 0700. The trust rule (trust.rs) refuses
+/// group- or world-WRITABLE state directories only.
+pub fn make_reachable(state: &Dir) -> io::Result<()> {
+    let st = state.stat()?;
+    if st.st_uid == 0 && st.st_mode & 0o011 != 0o011 {
+        state.chmod((st.st_mode & 0o7777) | 0o011)?;
     }
     Ok(())
 }
@@ -153,15 +166,18 @@ pub struct Recording {
     run_id: String,
     profile: String,
     started: u64,
-    state_dir: PathBuf,
-    marker: Option<PathBuf>,
+    /// The state directory, reached once (safe_fs.rs): the marker, the record and the metrics'
+    /// count of journal records go through it.
+    state: Dir,
+    /// The marker's name in `state`, once written.
+    marker: Option<String>,
     collected: Rc<RefCell<Collected>>,
 }
 
 impl Recording {
     /// Writes the marker. A marker that cannot be written is a warning (returned), not a failure:
     /// the backup matters more than the record of a crash it may never have.
-    pub fn begin(plan: &Plan, run_id: &str) -> (Recording, Option<String>) {
+    pub fn begin(plan: &Plan, state: Dir, run_id: &str) -> (Recording, Option<String>) {
         let profile = plan.profile.clone().unwrap_or_default();
         let started = now();
         let marker = Marker {
@@ -172,18 +188,19 @@ impl Recording {
             pid_start: proc_start_time(std::process::id()),
             boot_id: boot_id(),
         };
-        let path = marker_path(&plan.state_dir, run_id);
-        let written = make_reachable(&plan.state_dir).and_then(|()| {
+        let name = marker_name(run_id);
+        let written = make_reachable(&state).and_then(|()| {
             let json = serde_json::to_vec(&marker).map_err(io::Error::other)?;
-            write_atomically(&path, &json, 0o600, None)
+            state.write_atomically(&name, &json, 0o600, None)?;
+            state.sync()
         });
         let (marker, warning) = match written {
-            Ok(()) => (Some(path), None),
+            Ok(()) => (Some(name), None),
             Err(e) => (
                 None,
                 Some(format!(
                     "cannot write {}: {e}; should this run be killed, `igotchuu status` will not know it crashed",
-                    path.display()
+                    state.show(&name).display()
                 )),
             ),
         };
@@ -192,7 +209,7 @@ impl Recording {
                 run_id: run_id.to_owned(),
                 profile,
                 started,
-                state_dir: plan.state_dir.clone(),
+                state,
                 marker,
                 collected: Rc::default(),
             },
@@ -204,7 +221,7 @@ impl Recording {
     /// owns the D-Bus name).
     pub fn abandon(self) {
         if let Some(m) = &self.marker {
-            let _ = fs::remove_file(m);
+            let _ = self.state.remove(m);
         }
     }
 
@@ -287,48 +304,61 @@ impl Recording {
     }
 
     fn write(self, plan: &Plan, record: RunRecord, events: &mut Events) {
-        let path = status::path(&self.state_dir);
-        let written = append(&self.state_dir, record, events);
+        let written = append(&self.state, record, events);
         match written {
             Err(e) => events.warning(format!(
                 "cannot write the run's status to {}: {e}; `igotchuu status` does not know how this run ended",
-                path.display()
+                self.state.show(status::NAME).display()
             )),
             Ok(()) => {
                 if let Some(m) = &self.marker {
-                    if let Err(e) = fs::remove_file(m) {
-                        events.warning(format!("cannot remove {}: {e}", m.display()));
+                    if let Err(e) = self.state.remove(m) {
+                        events.warning(format!(
+                            "cannot remove {}: {e}",
+                            self.state.show(m).display()
+                        ));
                     }
                 }
             }
         }
-        if let Some(target) = &plan.metrics_file {
-            if let Err(e) = crate::state::metrics::write_for(&self.state_dir, target) {
-                events.warning(format!(
-                    "cannot write the metrics file {}: {e}",
-                    target.display()
-                ));
+        write_metrics(plan, &self.state, events, true);
+    }
+}
+
+/// Rewrites `metrics_file` (if set) from the state directory's status file. Its failure does
+/// not change how the run ended (the backup is made), but is a warning on every channel the
+/// run reports on, as is (with `foreign`) each directory on the way someone else could change
+/// (metrics.rs). A backup writes the file twice, in recovery and at its end: the second says it.
+fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
+    let Some(target) = &plan.metrics_file else {
+        return;
+    };
+    match crate::state::metrics::write_for(state, target) {
+        Ok(warnings) => {
+            for w in warnings.into_iter().filter(|_| foreign) {
+                events.warning(w);
             }
         }
+        Err(e) => events.warning(e.to_string()),
     }
 }
 
 /// Appends `record` to status.json, group `igotchuu`. Giving a file to a group takes CAP_CHOWN
 /// (root is not a member): without it (a unit that drops it) the file stays root's alone, with a
 /// warning, rather than the run going unrecorded. An invalid old file is replaced, with a warning.
-fn append(state_dir: &Path, record: RunRecord, events: &mut Events) -> io::Result<()> {
-    make_reachable(state_dir)?;
+fn append(state: &Dir, record: RunRecord, events: &mut Events) -> io::Result<()> {
+    make_reachable(state)?;
     let replaced = match group_gid() {
-        None => status::append(state_dir, record, None)?,
-        Some(gid) => match status::append(state_dir, record.clone(), Some(gid)) {
+        None => status::append(state, record, None)?,
+        Some(gid) => match status::append(state, record.clone(), Some(gid)) {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
                 events.warning(format!(
                     "cannot give {} to group `{}`: {e}; only root can read it now (under \
                      systemd, the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
-                    status::path(state_dir).display(),
+                    state.show(status::NAME).display(),
                     igotchuu_dbus::GROUP
                 ));
-                status::append(state_dir, record, None)?
+                status::append(state, record, None)?
             }
             r => r?,
         },
@@ -347,30 +377,31 @@ pub fn record_for(state_dir: &Path, record: RunRecord) -> io::Result<()> {
     let run_id = record.run_id.clone();
     let mut events = Events::new();
     events.subscribe(Box::new(crate::terminal::Terminal::new(false)));
-    append(state_dir, record, &mut events)?;
-    forget_marker(state_dir, &run_id);
+    let state = reach_state_dir(state_dir).map_err(io::Error::other)?;
+    append(&state, record, &mut events)?;
+    forget_marker(&state, &run_id);
     Ok(())
 }
 
 /// Turns the markers of runs whose process is gone into `crashed` records. Called by recovery
 /// while the journal's lock is held, so no live run of this `state_dir` is mistaken for dead
 /// (their markers name live processes). Each one recorded is reported as `Recovered`.
-pub fn record_crashed(plan: &Plan, events: &mut Events) {
-    let Ok(dir) = fs::read_dir(&plan.state_dir) else {
+pub fn record_crashed(plan: &Plan, state: &Dir, events: &mut Events) {
+    let Ok(names) = state.names() else {
         return;
     };
-    let mut markers: Vec<PathBuf> = dir
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("running-") && n.ends_with(".json"))
-        })
+    let mut markers: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with("running-") && n.ends_with(".json"))
         .collect();
     markers.sort();
-    for path in markers {
-        let marker: Marker = match fs::read(&path)
+    for name in markers {
+        let path = state.show(&name);
+        let marker: Marker = match state
+            .read(&name, 1 << 16)
             .map_err(|e| e.to_string())
+            .and_then(|b| b.ok_or_else(|| "it is gone".to_owned()))
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         {
             Ok(m) => m,
@@ -379,7 +410,7 @@ pub fn record_crashed(plan: &Plan, events: &mut Events) {
                     "unreadable run marker {}: {e}; removed",
                     path.display()
                 ));
-                let _ = fs::remove_file(&path);
+                let _ = state.remove(&name);
                 continue;
             }
         };
@@ -388,11 +419,11 @@ pub fn record_crashed(plan: &Plan, events: &mut Events) {
         }
         // The journal records the marker's run left are being removed right now by recovery;
         // the record says when it started and that it never said how it ended.
-        let finished = fs::symlink_metadata(&path)
+        let finished = state
+            .stat_at(&name)
             .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(marker.started, |d| d.as_secs());
+            .and_then(|st| u64::try_from(st.st_mtime).ok())
+            .unwrap_or(marker.started);
         let record = RunRecord {
             run_id: marker.run_id.clone(),
             profile: marker.profile.clone(),
@@ -408,29 +439,27 @@ pub fn record_crashed(plan: &Plan, events: &mut Events) {
                 marker.pid
             )],
         };
-        match append(&plan.state_dir, record, events) {
+        match append(state, record, events) {
             Ok(()) => {
-                let _ = fs::remove_file(&path);
+                let _ = state.remove(&name);
                 events.recovered(
                     &path.display().to_string(),
                     format!(
                         "run {} (PID {}) had crashed; recorded as `crashed` in {}",
                         marker.run_id,
                         marker.pid,
-                        status::path(&plan.state_dir).display()
+                        state.show(status::NAME).display()
                     ),
                 );
             }
             Err(e) => events.warning(format!(
                 "cannot record the crashed run {} in {}: {e}",
                 marker.run_id,
-                status::path(&plan.state_dir).display()
+                state.show(status::NAME).display()
             )),
         }
     }
-    if let Some(target) = &plan.metrics_file {
-        let _ = crate::state::metrics::write_for(&plan.state_dir, target);
-    }
+    write_metrics(plan, state, events, false);
 }
 
 #[cfg(test)]

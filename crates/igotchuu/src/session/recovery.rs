@@ -8,6 +8,7 @@ use super::record;
 use crate::events::{Cleaned, Events, Step};
 use crate::plan::Plan;
 use crate::restic;
+use crate::safe_fs::Dir;
 use crate::snapshot::{self, Verdict};
 use crate::state::journal::{Journal, Record};
 use crate::stop::StopSignal;
@@ -100,13 +101,14 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
 /// mistaken for a crashed one. Returns what the journal held.
 pub async fn repair(
     plan: &Plan,
+    state: &Dir,
     journal: &Journal,
     events: &mut Events,
     stop: &mut StopSignal,
 ) -> Vec<Found> {
     let found = recover(journal, events);
     // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    record::record_crashed(plan, events);
+    record::record_crashed(plan, state, events);
     if !found.is_empty() {
         restic::unlock::after_crash(&plan.restic, events, stop).await;
     }
@@ -234,7 +236,10 @@ mod tests {
     #[test]
     fn an_unreachable_record_is_kept() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(&d.path().join("state")).expect("journal");
+        let j = Journal::open(
+            &crate::safe_fs::reach_creating(&d.path().join("state"), 0o700).expect("reach"),
+        )
+        .expect("journal");
         let r = Record {
             snapshot: d.path().join("not-mounted/home-2026-01-01T00:00:00Z"),
             source: "/home".into(),

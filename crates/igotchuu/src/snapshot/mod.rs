@@ -427,7 +427,10 @@ mod tests {
     #[test]
     fn a_record_without_a_backend_loads_as_btrfs() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = crate::state::journal::Journal::open(d.path()).expect("open");
+        let j = crate::state::journal::Journal::open(
+            &crate::safe_fs::reach_creating(d.path(), 0o700).expect("reach"),
+        )
+        .expect("open");
         let old = r#"{
   "snapshot": "/mnt/snapshots/home-2026-11-29T14:00:00Z/home",
   "source": "/home",

@@ -2,12 +2,13 @@
 //! deleted, written and fsynced BEFORE the snapshot exists. Snapshots outlive crashes and reboots,
 //! so the journal lives under `state_dir` (default /var/lib/igotchuu), not /run.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::safe_fs::Dir;
 
 /// Which kind of snapshot a source gets, decided by the filesystem it is on; recorded in the
 /// journal so recovery checks and deletes each leftover the way it was made.
@@ -64,7 +65,9 @@ pub struct Record {
 }
 
 pub struct Journal {
-    dir: PathBuf,
+    /// `<state_dir>/journal`, reached through the state directory's fd (safe_fs.rs): every
+    /// record is written, read and removed through it, never by path.
+    dir: Dir,
     /// flock held for the whole run: two runs sharing a `state_dir` (another profile or config
     /// with its own `lock_file`, or `cleanup`) must never see each other's live snapshots as
     /// leftovers of a crash.
@@ -73,6 +76,7 @@ pub struct Journal {
 
 /// An entry found in the journal: the file and its record, or why it could not be read.
 pub struct Entry {
+    /// For messages and [`Journal::remove_file`]; the file is read through the journal's fd.
     pub file: PathBuf,
     pub record: Result<Record, String>,
 }
@@ -87,58 +91,42 @@ fn file_key(p: &Path) -> String {
     format!("{h:016x}.json")
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+/// The largest record read back: one is a few hundred bytes.
+const MAX_RECORD: u64 = 1 << 20;
 
 impl Journal {
-    /// Opens (creating with mode 0700) `<state_dir>/journal`. Refuses a symlinked or group- or
-    /// world-writable directory: records decide what gets deleted as root.
-    pub fn open(state_dir: &Path) -> io::Result<Journal> {
-        let dir = state_dir.join("journal");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-            })?;
+    /// Opens (creating with mode 0700) `journal` in the state directory. Refuses a symlinked or
+    /// group- or world-writable directory: records decide what gets deleted as root.
+    pub fn open(state: &Dir) -> io::Result<Journal> {
+        let dir = state.subdir("journal", Some(0o700)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", state.show("journal").display()),
+            )
+        })?;
         // Only a root run is at stake (and only root can fix ownership); a directory others can
-        // write is refused whoever runs. The directories above `state_dir` are checked by the
-        // caller before the run takes its lock (`trust::check_place`, in main.rs).
+        // write is refused whoever runs. The directories above `state_dir` were checked on the
+        // way to it (`trust::reach_dir`, in main.rs).
         let root = rustix::process::geteuid().is_root();
-        for d in [state_dir, dir.as_path()] {
-            let md = fs::symlink_metadata(d)?;
-            if md.file_type().is_symlink() || !md.is_dir() {
-                return Err(io::Error::other(format!(
-                    "{} is not a plain directory; remove it so igotchuu can recreate it",
-                    d.display()
-                )));
-            }
-            let uid = std::os::unix::fs::MetadataExt::uid(&md);
-            let mode = std::os::unix::fs::MetadataExt::mode(&md);
-            match crate::trust::fault(if root { uid } else { 0 }, mode) {
+        for d in [state, &dir] {
+            let st = d.stat()?;
+            let shown = d.path().display();
+            match crate::trust::fault(if root { st.st_uid } else { 0 }, st.st_mode) {
                 None => {}
                 Some(crate::trust::Fault::NotRoot) => {
                     return Err(io::Error::other(format!(
-                        "{} is owned by uid {uid}, not root; whoever owns it could make igotchuu delete snapshots: `chown root: {}`",
-                        d.display(),
-                        d.display()
+                        "{shown} is owned by uid {}, not root; whoever owns it could make igotchuu delete snapshots: `chown root: {shown}`",
+                        st.st_uid
                     )))
                 }
                 Some(_) => {
                     return Err(io::Error::other(format!(
-                        "{} is writable by group or others; fix it with `chmod go-w {}`",
-                        d.display(),
-                        d.display()
+                        "{shown} is writable by group or others; fix it with `chmod go-w {shown}`"
                     )))
                 }
             }
         }
-        let lock_path = dir.join(".lock");
-        let lock = match crate::state::lock::flock_or_holder(crate::state::lock::open_lock_file(
-            &lock_path,
-        )?)? {
+        let lock = match crate::state::lock::flock_or_holder(dir.open_lock_file(".lock")?)? {
             Ok(lock) => lock,
             Err(holder) => {
                 let who = match holder {
@@ -147,7 +135,7 @@ impl Journal {
                 };
                 return Err(io::Error::other(format!(
                     "{who} is using the journal in {}; wait for it to finish",
-                    dir.display()
+                    dir.path().display()
                 )));
             }
         };
@@ -155,13 +143,18 @@ impl Journal {
     }
 
     pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The journal directory's fd (the metrics count its records through it).
+    pub fn fd(&self) -> &Dir {
         &self.dir
     }
 
     /// Writes the record durably: temp file, fsync, rename, fsync of the directory.
     pub fn record(&self, r: &Record) -> io::Result<()> {
         self.write(r)?;
-        sync_dir(&self.dir)
+        self.dir.sync()
     }
 
     /// Replaces the record of a snapshot that now exists with a fuller one (its UUID and its
@@ -172,7 +165,7 @@ impl Journal {
     /// crash the name holds either the old record or the new one, each complete and each naming
     /// the snapshot by path; only the UUID may be missing, and recovery then finds the snapshot by
     /// path, as it does when this update fails outright (the pipeline only warns then). A `.tmp`
-    /// left behind is skipped by [`Journal::entries`] and truncated by the next write of that key.
+    /// left behind is skipped by [`Journal::entries`] and removed by the next write of that key.
     /// The file's own fsync stays: without it a crash could leave the new name on an empty file
     /// (rename before data), which would lose the durable record too. What goes is one fsync per
     /// snapshot that waits for a journal commit of the filesystem holding `state_dir`, 0.2 ms on
@@ -181,26 +174,17 @@ impl Journal {
         self.write(r)
     }
 
-    /// Temp file, fsync, rename: a complete record under its name, not yet durable as a name.
+    /// Temp file, fsync, rename (through the directory's fd): a complete record under its name,
+    /// not yet durable as a name.
     fn write(&self, r: &Record) -> io::Result<()> {
-        let name = file_key(&r.snapshot);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)?;
         let json = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join(&name))
+        self.dir
+            .write_atomically(&file_key(&r.snapshot), &json, 0o600, None)
     }
 
     /// Forgets a snapshot once it is deleted.
     pub fn remove(&self, snapshot: &Path) -> io::Result<()> {
-        self.remove_file(&self.dir.join(file_key(snapshot)))
+        self.remove_file(&self.dir.show(file_key(snapshot)))
     }
 
     /// Forgets a snapshot this run has deleted, with the directory that held it, without the
@@ -214,40 +198,47 @@ impl Journal {
     /// container name taken by someone else), where a record that came back would name a path in
     /// a directory that is not ours.
     pub fn forget_deleted(&self, snapshot: &Path) -> io::Result<()> {
-        match fs::remove_file(self.dir.join(file_key(snapshot))) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.dir.remove(file_key(snapshot))
     }
 
+    /// Removes an entry's file (by its name, in the journal directory) and fsyncs the directory.
     pub fn remove_file(&self, file: &Path) -> io::Result<()> {
-        match fs::remove_file(file) {
-            Ok(()) => sync_dir(&self.dir),
+        let Some(name) = file.file_name() else {
+            return Ok(());
+        };
+        match self.dir.stat_at(name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            _ => {
+                self.dir.remove(name)?;
+                self.dir.sync()
+            }
         }
     }
 
     /// Every record, oldest file first.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
-        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        let mut names: Vec<_> = self
+            .dir
+            .names()?
+            .into_iter()
+            .filter(|n| {
+                Path::new(n).extension().is_some_and(|x| x == "json")
+                    && !n.as_encoded_bytes().starts_with(b".")
             })
             .collect();
-        files.sort();
-        Ok(files
+        names.sort();
+        Ok(names
             .into_iter()
-            .map(|file| {
-                let record = fs::read(&file)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
-                Entry { file, record }
+            .map(|name| {
+                let record = match self.dir.read(&name, MAX_RECORD) {
+                    Ok(Some(b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
+                    Ok(None) => Err("it was removed while being read".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                };
+                Entry {
+                    file: self.dir.show(&name),
+                    record,
+                }
             })
             .collect())
     }
@@ -256,12 +247,17 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
+
+    fn state_of(p: &Path) -> Dir {
+        crate::safe_fs::reach(p, None).expect("reach").0
+    }
 
     #[test]
     fn records_survive_until_removed() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(d.path()).expect("open");
+        let j = Journal::open(&state_of(d.path())).expect("open");
         let r = Record {
             snapshot: "/s/home-1".into(),
             source: "/home".into(),
@@ -276,7 +272,7 @@ mod tests {
         };
         j.record(&r).expect("record");
         drop(j);
-        let j2 = Journal::open(d.path()).expect("reopen");
+        let j2 = Journal::open(&state_of(d.path())).expect("reopen");
         let e = j2.entries().expect("entries");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].record.as_ref().expect("parsed"), &r);
@@ -294,7 +290,7 @@ mod tests {
     #[test]
     fn update_replaces_and_forget_deleted_removes() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = Journal::open(d.path()).expect("open");
+        let j = Journal::open(&state_of(d.path())).expect("open");
         let mut r = Record {
             snapshot: "/s/c/home".into(),
             source: "/home".into(),
@@ -322,8 +318,8 @@ mod tests {
     #[test]
     fn two_runs_cannot_share_a_journal() {
         let d = tempfile::tempdir().expect("tempdir");
-        let _first = Journal::open(d.path()).expect("open");
-        let e = Journal::open(d.path())
+        let _first = Journal::open(&state_of(d.path())).expect("open");
+        let e = Journal::open(&state_of(d.path()))
             .err()
             .expect("second open refused")
             .to_string();
@@ -334,7 +330,10 @@ mod tests {
     fn a_world_writable_state_dir_is_refused() {
         let d = tempfile::tempdir().expect("tempdir");
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
-        let e = Journal::open(d.path()).err().expect("refused").to_string();
+        let e = Journal::open(&state_of(d.path()))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("chmod go-w"), "{e}");
     }
 }

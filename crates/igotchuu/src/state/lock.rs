@@ -25,6 +25,15 @@ pub enum LockError {
     /// admin to paste into a `kill` command.
     #[error("another igotchuu backup is running, or another process holds {path} (the file names no PID); wait for it to finish, or find the holder with `fuser -v {path}`")]
     HeldByUnknown { path: PathBuf },
+    /// The holder named in the file is gone, yet the lock is held: a killed run's drain helper
+    /// (restic::drain) keeps it while that run's restic winds down, and it did not finish within
+    /// the wait ([`acquire_waiting`]).
+    #[error("the restic of a killed igotchuu run (PID {pid}) is still finishing and holds {path} (waited {waited}s); wait for it to exit, or find it with `fuser -v {path}`")]
+    Finishing {
+        path: PathBuf,
+        pid: u32,
+        waited: u64,
+    },
     #[error(transparent)]
     Untrusted(#[from] trust::Refused),
     #[error("cannot use the lock file {path}: {source}; check that its directory exists and is writable by root")]
@@ -53,6 +62,12 @@ impl Drop for Lock {
 }
 
 impl Lock {
+    /// The open lock file, for the drain helper (restic::drain), which inherits it and so holds
+    /// the lock while a killed run's restic winds down.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.file.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
+
     /// The open lock file, for a child process that goes on holding the lock (the daemon's runs,
     /// see daemon::child and [`adopt`]); closing it here then no longer empties the file, which
     /// by then names the child.
@@ -74,11 +89,58 @@ pub fn holder_pid(content: &str) -> Option<u32> {
 /// Takes the lock at `path`. As root, the path and the file are checked first (see the module
 /// docs); a run as anyone else cannot hurt root, and never gets this far anyway.
 pub fn acquire(path: &Path) -> Result<Lock, LockError> {
-    let root = rustix::process::geteuid().is_root();
-    if root {
-        trust::check_place(path, &trust::LOCK_FILE)?;
+    lock_at(path, rustix::process::geteuid().is_root())
+}
+
+/// How long a run waits for a killed run's restic to finish ([`acquire_waiting`]): restic 0.14–0.18
+/// take a second or two to remove their lock after SIGINT with a local repository; a remote one
+/// may take longer, but a run that waits much more is better refused and retried by its timer.
+pub const FINISHING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`acquire`], but a lock held while the process the file names is gone is waited for, up to
+/// `bound`; `waiting` is called once, with that PID, when the wait begins.
+///
+/// Why such a lock is held: a run killed with SIGKILL leaves its restic winding down (it got
+/// SIGINT, removes its repository lock and exits), and the drain helper that reads restic's
+/// output inherited the run lock so that no next run starts meanwhile (restic::drain). After
+/// `bound` the lock is refused as [`LockError::Finishing`], like a running backup.
+pub fn acquire_waiting(
+    path: &Path,
+    bound: std::time::Duration,
+    waiting: impl FnOnce(u32),
+) -> Result<Lock, LockError> {
+    let began = std::time::Instant::now();
+    let mut waiting = Some(waiting);
+    loop {
+        match acquire(path) {
+            Err(LockError::Held { path, pid }) if !alive(pid) => {
+                if began.elapsed() >= bound {
+                    return Err(LockError::Finishing {
+                        path,
+                        pid,
+                        waited: began.elapsed().as_secs(),
+                    });
+                }
+                if let Some(say) = waiting.take() {
+                    say(pid);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
     }
-    lock_at(path, root)
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has: its files are closed).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold anything.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
+    }
 }
 
 /// Opens (creating, 0600) a lock file, never through a symlink: the path is configurable and the
@@ -154,7 +216,15 @@ fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
         path: path.to_owned(),
         source,
     };
-    let file = open_lock_file(path).map_err(io)?;
+    let file = if root {
+        // The directory reached once, without following a symlink, and checked on the way
+        // (trust.rs); the file opened through its fd (safe_fs.rs).
+        let (dir, name) = trust::reach_parent(path, &trust::LOCK_FILE)?;
+        dir.open_lock_file(&name)
+    } else {
+        open_lock_file(path)
+    }
+    .map_err(io)?;
     let st = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
     if root {
         // The very file opened: root's, written by nobody else, a regular file.

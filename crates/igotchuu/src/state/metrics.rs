@@ -3,16 +3,25 @@
 //!
 //! Every series carries a `profile` label ("" for the top-level config). Several profiles may
 //! share one file, possibly with different `state_dir`s: the file is rewritten with this
-//! `state_dir`'s profiles taken from its status file and every other profile's series kept as
-//! the file had them, so profiles never overwrite each other. Every metric has the same HELP and
-//! TYPE lines whatever the profile (node_exporter silently drops a metric whose HELP or TYPE
-//! differ between files or series). Written atomically (temp file, fsync, rename), mode 0644.
+//! `state_dir`'s profiles taken from its status file and every other profile's series kept, so
+//! profiles never overwrite each other. Every metric has the same HELP and TYPE lines whatever
+//! the profile (node_exporter silently drops a metric whose HELP or TYPE differ between files or
+//! series). Written atomically (temp file, fsync, rename), mode 0644.
+//!
+//! The directory may belong to someone else (on Debian, /var/lib/prometheus is the exporter
+//! user's), so the old file is theirs to write, and nothing of its text is ever copied: the
+//! other profiles' samples are parsed ([`parse_sample`]: a known metric name, a label value in
+//! the text format's escapes, a finite number) and rendered again, and any other line is
+//! dropped. The directory is reached once without following a symlink, and the file written only
+//! through its fd (safe_fs.rs): its owner can replace or remove the file, but cannot send root's
+//! write anywhere else. Each directory on the way that someone else could change is named in a
+//! warning on every run and by `igotchuu check`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::safe_fs::{self, Dir, Foreign, Stop};
 use crate::state::status::{self, RunRecord, StatusFile};
 
 /// One metric: its name, HELP text and how to get a profile's value.
@@ -98,20 +107,24 @@ const METRICS: &[Metric] = &[
     },
 ];
 
-/// The journal records left in `state_dir/journal` (see journal.rs): snapshots not removed.
-fn left_over(state_dir: &Path) -> usize {
-    std::fs::read_dir(state_dir.join("journal")).map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.ends_with(".json") && !n.starts_with('.')
-            })
-            .count()
-    })
+/// The journal records left in the state directory's `journal` (see journal.rs): snapshots
+/// not removed.
+fn left_over(state: &Dir) -> usize {
+    state
+        .subdir("journal", None)
+        .and_then(|j| j.names())
+        .map_or(0, |names| {
+            names
+                .iter()
+                .filter(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with(".json") && !n.starts_with('.')
+                })
+                .count()
+        })
 }
 
-/// `profile="…"` with the text format's escapes.
+/// `profile="…"`'s value with the text format's escapes.
 fn label(profile: &str) -> String {
     let mut s = String::with_capacity(profile.len());
     for c in profile.chars() {
@@ -125,10 +138,13 @@ fn label(profile: &str) -> String {
     s
 }
 
-/// Reads back a sample line this module wrote: `name{profile="…"} value`. Anything else is
-/// `None` (and dropped when the file is rewritten).
-fn parse_sample(line: &str) -> Option<(&str, String, &str)> {
+/// Reads back a sample line of the form this module writes: `name{profile="…"} value`, with a
+/// `name` of [`METRICS`], the label value in the text format's escapes (`\\`, `\"`, `\n`) and
+/// a finite number. Anything else is `None`, and dropped when the file is rewritten: what comes
+/// back is a metric, a profile name and a number, never text to copy.
+fn parse_sample(line: &str) -> Option<(&'static str, String, f64)> {
     let (name, rest) = line.split_once("{profile=\"")?;
+    let metric = METRICS.iter().find(|m| m.name == name)?;
     let mut profile = String::new();
     let mut chars = rest.char_indices();
     let end = loop {
@@ -136,30 +152,39 @@ fn parse_sample(line: &str) -> Option<(&str, String, &str)> {
             (i, '"') => break i,
             (_, '\\') => match chars.next()?.1 {
                 'n' => profile.push('\n'),
-                c => profile.push(c),
+                c @ ('\\' | '"') => profile.push(c),
+                _ => return None,
             },
+            // Allowed by the text format, but nothing a profile name needs, and a terminal
+            // showing the file would obey it.
+            (_, c) if crate::escape::is_control(c) => return None,
             (_, c) => profile.push(c),
         }
     };
-    let value = rest[end + 1..].strip_prefix("} ")?.trim();
-    Some((name, profile, value))
+    let value = rest[end + 1..].strip_prefix("} ")?;
+    // Only the digits, sign, point and exponent a number is written with: f64's parser also
+    // takes "inf" and "NaN", which this module never writes.
+    if value.is_empty()
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    let value: f64 = value.parse().ok()?;
+    value.is_finite().then_some((metric.name, profile, value))
 }
 
-/// The file's text: this status file's profiles, plus the other profiles of `old` (the file as
-/// it was).
+/// The file's text: this status file's profiles, plus the other profiles' samples parsed from
+/// `old` (the file as it was) and rendered again.
 pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
     let profiles: BTreeSet<&str> = status.runs.iter().map(|r| r.profile.as_str()).collect();
-    // metric name → profile → value text
-    let mut samples: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    // metric name → profile → value
+    let mut samples: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
     for line in old.lines() {
         if let Some((name, profile, value)) = parse_sample(line) {
-            if let Some(m) = METRICS.iter().find(|m| m.name == name) {
-                if !profiles.contains(profile.as_str()) {
-                    samples
-                        .entry(m.name)
-                        .or_default()
-                        .insert(profile, value.to_owned());
-                }
+            if !profiles.contains(profile.as_str()) {
+                samples.entry(name).or_default().insert(profile, value);
             }
         }
     }
@@ -176,7 +201,7 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
             samples
                 .entry(m.name)
                 .or_default()
-                .insert((*p).to_owned(), format!("{}", (m.value)(&latest)));
+                .insert((*p).to_owned(), (m.value)(&latest));
         }
     }
     let mut out = String::new();
@@ -196,35 +221,126 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
 /// The largest old file read back: ours is a few KiB per profile.
 const MAX_OLD: u64 = 1 << 20;
 
-/// The file as it is, if it is a plain file: never through a symlink, never blocking on a FIFO
-/// someone put there, at most [`MAX_OLD`] bytes. Anything else is replaced, not read.
-fn read_old(target: &Path) -> Option<String> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let fd = rustix::fs::open(
-        target,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return None;
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut std::io::Read::take(std::fs::File::from(fd), MAX_OLD),
-        &mut text,
-    )
-    .ok()?;
-    Some(text)
+/// Why the metrics file was not written, naming it, the place at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(
+        "the metrics file {target} was NOT written: {at} is a symbolic link, and igotchuu follows \
+         none on the way to metrics_file (whoever can write the directory holding it could point \
+         it anywhere, and root would write there). If you made that link, set `metrics_file` to \
+         the path it leads to; if not, someone who can write {parent} put it there: look at it \
+         before anything else"
+    )]
+    Symlink {
+        target: PathBuf,
+        at: PathBuf,
+        parent: PathBuf,
+    },
+    #[error(
+        "the metrics file {target} was NOT written: {at} is not a directory; set `metrics_file` \
+         to a file in node_exporter's textfile directory"
+    )]
+    NotDir { target: PathBuf, at: PathBuf },
+    #[error(
+        "the metrics file {target} was NOT written: {at} does not exist; igotchuu does not create \
+         the directory (node_exporter's package does): create it or set `metrics_file` to a file \
+         in node_exporter's textfile directory"
+    )]
+    Missing { target: PathBuf, at: PathBuf },
+    #[error("the metrics file {target} was NOT written: {why}")]
+    Other { target: PathBuf, why: String },
 }
 
-/// Rewrites `target` from `state_dir`'s status file, keeping other profiles' series.
-pub fn write_for(state_dir: &Path, target: &Path) -> io::Result<()> {
-    let file = status::load(state_dir).map_err(io::Error::other)?;
-    let old = read_old(target).unwrap_or_default();
-    let text = render(&file, left_over(state_dir), &old);
-    status::write_atomically(target, text.as_bytes(), 0o644, None)
+/// The directory holding `target`, reached once without following a symlink, and the warnings
+/// about the directories on the way that someone else could change.
+fn reach_dir(target: &Path) -> Result<(Dir, String, Vec<String>), MetricsError> {
+    let other = |why: String| MetricsError::Other {
+        target: target.to_owned(),
+        why,
+    };
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(other("it is not a file's path".to_owned()));
+    };
+    let name = name
+        .to_str()
+        .ok_or_else(|| other("its name is not UTF-8".to_owned()))?
+        .to_owned();
+    let (dir, foreign) =
+        safe_fs::reach(parent, Some(std::ffi::OsStr::new(&name))).map_err(|s| match s {
+            Stop::NotDir {
+                at, symlink: true, ..
+            } => MetricsError::Symlink {
+                target: target.to_owned(),
+                parent: at.parent().unwrap_or(Path::new("/")).to_owned(),
+                at,
+            },
+            Stop::NotDir { at, .. } => MetricsError::NotDir {
+                target: target.to_owned(),
+                at,
+            },
+            Stop::Io { at, errno } if errno == rustix::io::Errno::NOENT => MetricsError::Missing {
+                target: target.to_owned(),
+                at,
+            },
+            s => other(s.to_string()),
+        })?;
+    let warnings = foreign.iter().map(|f| foreign_warning(f, target)).collect();
+    Ok((dir, name, warnings))
+}
+
+/// What the owner of a directory on the way (or whoever can write it) can and cannot do.
+fn foreign_warning(f: &Foreign, target: &Path) -> String {
+    let who = if f.uid != 0 {
+        let name = crate::users::user_name(f.uid)
+            .map(|n| format!("user {} (uid {})", crate::escape::line(&n), f.uid))
+            .unwrap_or_else(|| format!("uid {}", f.uid));
+        format!("belongs to {name}")
+    } else {
+        format!(
+            "is writable by its group or by everyone (mode {:o})",
+            f.mode & 0o7777
+        )
+    };
+    format!(
+        "the directory {} on the way to metrics_file {} {who}, who can replace or remove the \
+         metrics file and so decide what Prometheus reports about igotchuu's runs; they cannot \
+         make igotchuu write anywhere else (it follows no symbolic link, and creates and renames \
+         files only inside the directory it reached). Make the directories root's, or accept this \
+         for node_exporter's own directory",
+        f.path.display(),
+        target.display()
+    )
+}
+
+/// What `igotchuu check` says of `metrics_file`: the warnings a run would give, or why it would
+/// not be written at all. Writes nothing.
+pub fn inspect(target: &Path) -> Result<Vec<String>, MetricsError> {
+    reach_dir(target).map(|(_, _, warnings)| warnings)
+}
+
+/// Rewrites `target` from the status file in `state` (the state directory, reached), keeping
+/// other profiles' series; returns the warnings about directories on the way that others could
+/// change.
+pub fn write_for(state: &Dir, target: &Path) -> Result<Vec<String>, MetricsError> {
+    let other = |why: String| MetricsError::Other {
+        target: target.to_owned(),
+        why,
+    };
+    let file = status::load_at(state).map_err(|e| other(e.to_string()))?;
+    let (dir, name, warnings) = reach_dir(target)?;
+    // Anything but a readable regular file (a symlink, a FIFO, a directory) is replaced, not
+    // read; invalid UTF-8 makes the whole old file unusable, as any other unparsable line.
+    let old = dir
+        .read(&name, MAX_OLD)
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    let text = render(&file, left_over(state), &old);
+    dir.write_atomically(&name, text.as_bytes(), 0o644, None)
+        .and_then(|()| dir.sync())
+        .map_err(|e| other(format!("cannot write it in {}: {e}", dir.path().display())))?;
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -289,5 +405,167 @@ mod tests {
         let again = render(&a, 0, &merged);
         assert!(again.contains("igotchuu_snapshots_left_over{profile=\"\"} 0\n"));
         assert!(again.contains("igotchuu_last_run_added_bytes{profile=\"off\\\"site\"} 7\n"));
+    }
+
+    /// Every line of a rendered file is a HELP or TYPE line of a known metric or a sample that
+    /// parses back to itself.
+    fn assert_well_formed(text: &str) {
+        for line in text.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                let name = rest.split(' ').next().unwrap_or_default();
+                assert!(METRICS.iter().any(|m| m.name == name), "{line:?}");
+                continue;
+            }
+            let (name, profile, value) =
+                parse_sample(line).unwrap_or_else(|| panic!("not a sample: {line:?}"));
+            assert_eq!(
+                format!("{name}{{profile=\"{}\"}} {value}", label(&profile)),
+                line
+            );
+        }
+    }
+
+    /// What a hostile owner of the directory leaves in the old file never reaches the new one as
+    /// text: crafted values, trailing text, unknown escapes, names and numbers are dropped;
+    /// crafted label values come back only as re-escaped profile names.
+    #[test]
+    fn crafted_lines_in_the_old_file_are_dropped_or_re_escaped() {
+        let old = concat!(
+            "igotchuu_last_run_exit_code{profile=\"zz\"} 0; echo INJECTED >/tmp/x #\n",
+            "igotchuu_last_run_exit_code{profile=\"yy\"} 0 # comment\n",
+            "igotchuu_last_run_exit_code{profile=\"xx\"} 0 1700000000000\n",
+            "igotchuu_last_run_exit_code{profile=\"nan\"} NaN\n",
+            "igotchuu_last_run_exit_code{profile=\"inf\"} +Inf\n",
+            "igotchuu_last_run_exit_code{profile=\"inf2\"} inf\n",
+            "igotchuu_last_run_exit_code{profile=\"big\"} 1e999\n",
+            "igotchuu_last_run_exit_code{profile=\"esc\\t\"} 1\n",
+            "igotchuu_last_run_exit_code{profile=\"open} 1\n",
+            "igotchuu_last_run_exit_code{profile=\"a\",evil=\"b\"} 1\n",
+            "igotchuu_evil{profile=\"ok\"} 1\n",
+            "evil_metric 1\n",
+            "# HELP igotchuu_last_run_exit_code $(reboot)\n",
+            "# TYPE igotchuu_last_run_exit_code counter\n",
+            "igotchuu_last_run_success{profile=\"q\\\"} 1\\n$(id)\\\\\"} 1\n",
+            "igotchuu_last_run_success{profile=\"ctl\u{1b}[2J\"} -2.5e3\n",
+            "igotchuu_last_run_success{profile=\"neg\"} -2.5e3\n",
+            "igotchuu_last_run_success{profile=\"fine\"} 1\n",
+        );
+        let mine = StatusFile {
+            runs: vec![run("", OutcomeKind::Success, 100, 5)],
+            ..Default::default()
+        };
+        let out = render(&mine, 0, old);
+        assert_well_formed(&out);
+        for gone in [
+            "INJECTED",
+            "comment",
+            "1700000000000",
+            "NaN",
+            "Inf",
+            "inf",
+            "1e999",
+            "esc",
+            "open",
+            "evil",
+            "reboot",
+            "counter",
+            "zz",
+            "yy",
+            "xx",
+        ] {
+            assert!(!out.contains(gone), "{gone:?} came through:\n{out}");
+        }
+        // The label with escapes is a profile name; it comes back escaped the same way, so the
+        // `$(id)` is inside a quoted label value, never a line of its own.
+        assert!(
+            out.contains("igotchuu_last_run_success{profile=\"q\\\"} 1\\n$(id)\\\\\"} 1\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().filter(|l| l.starts_with("$(id)")).count(), 0);
+        assert!(
+            out.contains("igotchuu_last_run_success{profile=\"fine\"} 1\n"),
+            "{out}"
+        );
+        // A control character in a label value drops the sample.
+        assert!(!out.contains("ctl"), "{out}");
+        assert!(
+            out.contains("igotchuu_last_run_exit_code{profile=\"\"} 0\n"),
+            "{out}"
+        );
+        // A number is rendered again, not copied.
+        assert!(
+            out.contains("igotchuu_last_run_success{profile=\"neg\"} -2500\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn parsed_samples_round_trip() {
+        for (line, want) in [
+            (
+                "igotchuu_last_run_added_bytes{profile=\"\"} 7",
+                Some(("", 7.0)),
+            ),
+            (
+                "igotchuu_last_run_added_bytes{profile=\"a\\\\b\\\"c\\nd\"} 1.5e2",
+                Some(("a\\b\"c\nd", 150.0)),
+            ),
+            ("igotchuu_last_run_added_bytes{profile=\"\"} ", None),
+            ("igotchuu_last_run_added_bytes{profile=\"\"}  7", None),
+            ("igotchuu_last_run_added_bytes{profile=\"\"} 7 ", None),
+            ("igotchuu_last_run_added_bytes{profile=\"\\x\"} 7", None),
+            ("igotchuu_last_run_added_bytes {profile=\"\"} 7", None),
+        ] {
+            let got = parse_sample(line);
+            assert_eq!(
+                got.as_ref().map(|(_, p, v)| (p.as_str(), *v)),
+                want,
+                "{line:?}"
+            );
+        }
+    }
+
+    /// write_for through the state directory's fd: the file is written in the directory
+    /// reached, and a symlink on the way is refused with the path in the message.
+    #[test]
+    fn write_for_refuses_a_symlinked_directory_and_writes_nothing_there() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let state = crate::safe_fs::reach_creating(&t.path().join("state"), 0o700).expect("state");
+        status::write(
+            &state,
+            &StatusFile {
+                runs: vec![run("", OutcomeKind::Success, 100, 5)],
+                ..Default::default()
+            },
+            None,
+        )
+        .expect("status");
+        let real = t.path().join("textfile");
+        std::fs::create_dir(&real).expect("mkdir");
+        let prom = real.join("igotchuu.prom");
+        write_for(&state, &prom).expect("write");
+        assert!(std::fs::read_to_string(&prom)
+            .expect("read")
+            .contains("igotchuu_last_run_added_bytes{profile=\"\"} 5\n"));
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).expect("mkdir");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let e = write_for(&state, &link.join("igotchuu.prom"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains(&format!("{} is a symbolic link", link.display())),
+            "{e}"
+        );
+        assert!(e.contains("was NOT written"), "{e}");
+        assert_eq!(std::fs::read_dir(&victim).expect("ls").count(), 0);
+        let e = write_for(&state, &t.path().join("none/igotchuu.prom"))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("none does not exist"), "{e}");
     }
 }

@@ -6,16 +6,18 @@
 //! file are read from it.
 //!
 //! The file names files (restic's error messages do), so it is root's and the `igotchuu` group's
-//! only: 0640 root:igotchuu. Written atomically (temp file, fsync, rename, directory fsync), so a
-//! reader sees the old list or the new one, never half of one.
+//! only: 0640 root:igotchuu. Written atomically through the state directory's fd (temp file, fsync,
+//! rename, directory fsync; safe_fs.rs), so a reader sees the old list or the new one, never half
+//! of one, and nobody can redirect the write.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use igotchuu_dbus::{OutcomeKind, Summary};
 use serde::{Deserialize, Serialize};
+
+use crate::safe_fs::Dir;
 
 /// How many runs the file keeps, newest last.
 pub const KEEP: usize = 30;
@@ -171,23 +173,42 @@ pub enum StatusError {
     Invalid { path: PathBuf, why: String },
 }
 
+/// The file's name in `state_dir`.
+pub const NAME: &str = "status.json";
+
 /// `<state_dir>/status.json`.
 pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("status.json")
+    state_dir.join(NAME)
 }
 
-/// Reads the status file; a missing one is an empty history (no run yet).
+/// Reads the status file; a missing one is an empty history (no run yet). By path: for readers
+/// (`status`, the daemon's properties), who only read what root wrote.
 pub fn load(state_dir: &Path) -> Result<StatusFile, StatusError> {
     let path = path(state_dir);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StatusFile::default()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(StatusError::Denied { path })
-        }
-        Err(source) => return Err(StatusError::Io { path, source }),
-    };
-    let file: StatusFile = serde_json::from_slice(&text).map_err(|e| StatusError::Invalid {
+    match fs::read(&path) {
+        Ok(t) => parse(path, &t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StatusFile::default()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(StatusError::Denied { path }),
+        Err(source) => Err(StatusError::Io { path, source }),
+    }
+}
+
+/// The largest status file read back: [`KEEP`] records of 20 error lines each fit many times.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Reads the status file in the state directory root reached (safe_fs.rs), for a writer: never
+/// through a symlink, a missing one is an empty history.
+pub fn load_at(state: &Dir) -> Result<StatusFile, StatusError> {
+    let path = state.show(NAME);
+    match state.read(NAME, MAX_FILE) {
+        Ok(Some(t)) => parse(path, &t),
+        Ok(None) => Ok(StatusFile::default()),
+        Err(source) => Err(StatusError::Io { path, source }),
+    }
+}
+
+fn parse(path: PathBuf, text: &[u8]) -> Result<StatusFile, StatusError> {
+    let file: StatusFile = serde_json::from_slice(text).map_err(|e| StatusError::Invalid {
         path: path.clone(),
         why: e.to_string(),
     })?;
@@ -209,12 +230,8 @@ pub fn load(state_dir: &Path) -> Result<StatusFile, StatusError> {
 /// An unreadable or invalid old file is replaced rather than kept failing every run: the history
 /// it held is lost. Why the old file could not be read is returned, for the caller to warn about;
 /// `None` when it was read (or did not exist).
-pub fn append(
-    state_dir: &Path,
-    run: RunRecord,
-    gid: Option<u32>,
-) -> io::Result<Option<StatusError>> {
-    let (mut file, unreadable) = match load(state_dir) {
+pub fn append(state: &Dir, run: RunRecord, gid: Option<u32>) -> io::Result<Option<StatusError>> {
+    let (mut file, unreadable) = match load_at(state) {
         Ok(f) => (f, None),
         Err(e) => (StatusFile::default(), Some(e)),
     };
@@ -222,49 +239,16 @@ pub fn append(
     file.runs.push(run);
     let excess = file.runs.len().saturating_sub(KEEP);
     file.runs.drain(..excess);
-    write(state_dir, &file, gid)?;
+    write(state, &file, gid)?;
     Ok(unreadable)
 }
 
-/// Temp file (0640, NOFOLLOW), fsync, rename, fsync of the directory.
-pub fn write(state_dir: &Path, file: &StatusFile, gid: Option<u32>) -> io::Result<()> {
+/// Temp file (0640, O_EXCL|O_NOFOLLOW), fsync, rename, fsync of the directory, all through the
+/// state directory's fd (safe_fs.rs).
+pub fn write(state: &Dir, file: &StatusFile, gid: Option<u32>) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-    write_atomically(&path(state_dir), &json, 0o640, gid)
-}
-
-/// Writes `bytes` to `path` atomically: a temp file next to it (NOFOLLOW, `mode` set explicitly
-/// whatever the umask or an old temp file's mode, group `gid` if given), fsync, rename, fsync of
-/// the directory. A reader sees the old content or the new, never half of it.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, gid: Option<u32>) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // A fresh file, never an existing one: whoever can write `dir` (node_exporter's directory
-    // may be another user's) could have left a hard link to a file of root's under that name,
-    // which truncating and chmodding would destroy or expose. A leftover of ours is removed
-    // first; one put back in between makes the write fail, not follow it.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&tmp)?;
-    rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))?;
-    if let Some(gid) = gid {
-        rustix::fs::fchown(&f, None, Some(rustix::fs::Gid::from_raw(gid)))?;
-    }
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    state.write_atomically(NAME, &json, 0o640, gid)?;
+    state.sync()
 }
 
 /// serde for [`OutcomeKind`] as its word ("success", "partial", …).
@@ -305,6 +289,7 @@ mod tests {
     #[test]
     fn keeps_the_newest_30_and_finds_the_last_success() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let state = crate::safe_fs::reach(dir.path(), None).expect("reach").0;
         assert_eq!(load(dir.path()).expect("load").runs.len(), 0);
         for n in 0..35 {
             let k = if n % 2 == 0 {
@@ -312,7 +297,7 @@ mod tests {
             } else {
                 OutcomeKind::Failed
             };
-            append(dir.path(), run(n, k), None).expect("append");
+            append(&state, run(n, k), None).expect("append");
         }
         let f = load(dir.path()).expect("load");
         assert_eq!(f.runs.len(), KEEP);

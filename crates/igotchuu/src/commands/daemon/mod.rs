@@ -63,6 +63,32 @@ struct Current {
     run_id: String,
 }
 
+/// Whether the daemon has a run, decided under one mutex so that of many concurrent `Start`s one
+/// goes on and the rest are refused before any of them reads the config or runs `restic version`.
+enum Slot {
+    Free,
+    /// A `Start` was allowed and is preparing the run (config, plan, lock) off the bus thread.
+    Starting,
+    Running(Current),
+}
+
+impl Slot {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Slot::Running(c) => Some(c.pid),
+            Slot::Free | Slot::Starting => None,
+        }
+    }
+}
+
+/// The longest profile name `Start` looks at. A profile is run by `igotchuu@NAME.service` and its
+/// timer, and systemd refuses unit names over 255 bytes (UNIT_NAME_MAX), so a longer name can be
+/// no profile a timer runs; 255 is also NAME_MAX, the longest file name. Checked first, before
+/// polkit, the config or any copy into a message: a caller sending megabytes-long names must not
+/// make the daemon read the config, log, or grow for them (issue 16 §3: eight 8 MiB names took it
+/// to 120 MB).
+pub const MAX_PROFILE_NAME: usize = 255;
+
 #[derive(Debug, Clone, Copy)]
 enum Activity {
     Busy,
@@ -73,15 +99,15 @@ enum Activity {
 /// watch the runs.
 pub struct Daemon {
     settings: Settings,
-    current: Mutex<Option<Current>>,
+    current: Mutex<Slot>,
     activity: watch::Sender<Activity>,
     /// To the publisher task (dbus/publish.rs), which sends the signals and sets the properties.
     signals: mpsc::UnboundedSender<publish::Msg>,
     runs: AtomicU64,
 }
 
-/// A poisoned lock only means a panic elsewhere; the `Option<Current>` inside is still whole.
-fn guard(m: &Mutex<Option<Current>>) -> MutexGuard<'_, Option<Current>> {
+/// A poisoned lock only means a panic elsewhere; the `Slot` inside is still whole.
+fn guard(m: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -132,8 +158,10 @@ impl Daemon {
         self.load(None).map(|c| c.profile_names).unwrap_or_default()
     }
 
-    /// A call to `Start` or `Stop` counts as activity: the idle timeout starts again, so a
-    /// client's next call a moment later does not race the exit.
+    /// An allowed call to `Start` or `Stop` counts as activity: the idle timeout starts again, so
+    /// a client's next call a moment later does not race the exit. Called only once polkit has
+    /// allowed the call: an outsider's refused calls every few seconds would otherwise keep the
+    /// daemon up for as long as they go on.
     fn touch(&self) {
         self.activity.send_if_modified(|a| match a {
             Activity::IdleSince(t) => {
@@ -144,43 +172,49 @@ impl Daemon {
         });
     }
 
-    /// `Start(profile)`.
+    /// `Start(profile)`. The order is the defence (issue 16 §3): a name too long is refused
+    /// before anything else; polkit decides before the call counts as activity (a refused caller
+    /// must not keep the daemon alive); a second run is refused before the config is read or
+    /// `restic version` runs; and that slow part runs on a blocking thread, not on the one thread
+    /// that serves the bus, so `Get` and `Stop` are answered while it goes on.
     pub(crate) async fn start(
         self: &Arc<Self>,
         profile: &str,
         header: &Header<'_>,
         conn: &Connection,
     ) -> Result<String, Refusal> {
-        self.touch();
+        if profile.len() > MAX_PROFILE_NAME {
+            return Err(Refusal::new(
+                errors::UNKNOWN_PROFILE,
+                format!(
+                    "a profile name is at most {MAX_PROFILE_NAME} bytes (systemd's limit for \
+                     igotchuu@NAME.service); this one has {} bytes",
+                    profile.len()
+                ),
+            ));
+        }
         let (caller, judge) = polkit::authorize(header, conn, actions::START)
             .await
             .map_err(|why| {
                 say_err!("igotchuu: warning: refused D-Bus Start: {why}");
                 Refusal::new(errors::ACCESS_DENIED, why)
             })?;
-        let plan = self.plan_for(profile)?;
-        // As a one-shot run checks it before its lock: a refused state_dir leaves nothing behind.
-        trust::check_place(&plan.state_dir, &trust::STATE_DIR)
-            .map_err(|e| Refusal::new(errors::CONFIG_INVALID, e.to_string()))?;
-        let mut current = guard(&self.current);
-        if let Some(c) = &*current {
-            return Err(Refusal::new(
-                errors::ALREADY_RUNNING,
-                format!(
-                    "a backup started through the daemon is running (run {}, PID {}); wait for it \
-                     to finish or call Stop",
-                    c.run_id, c.pid
-                ),
-            ));
-        }
-        let lock = lock::acquire(&plan.lock_file).map_err(|e| match e {
-            LockError::Held { .. } | LockError::HeldByUnknown { .. } => {
-                Refusal::new(errors::ALREADY_RUNNING, e.to_string())
-            }
-            other => Refusal::new(errors::CONFIG_INVALID, other.to_string()),
-        })?;
+        self.touch();
+        let reserved = self.reserve()?;
+        let me = self.clone();
+        let name = profile.to_owned();
+        let (plan, lock) = tokio::task::spawn_blocking(move || me.prepare(&name))
+            .await
+            .map_err(|e| {
+                Refusal::new(
+                    "org.freedesktop.DBus.Error.Failed",
+                    format!("internal error: preparing the run failed: {e}"),
+                )
+            })??;
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
         let run_id = format!("{}-{}-{n}", plan.timestamp, std::process::id());
+        // Spawned here, on the runtime's only thread: the child's death signal follows the thread
+        // that forked it (serve.rs).
         let mut cmd = self.child_command(profile, &run_id);
         let Some(file) = lock.hand_over() else {
             return Err(Refusal::new(
@@ -202,12 +236,10 @@ impl Daemon {
                 "internal error: the backup process has no event pipe",
             ));
         };
-        *current = Some(Current {
+        reserved.running(Current {
             pid,
             run_id: run_id.clone(),
         });
-        drop(current);
-        self.activity.send_replace(Activity::Busy);
         // Before any of the child's events: they are queued in order behind it.
         let _ = self.signals.send(publish::Msg::NewRun);
         say_err!(
@@ -226,6 +258,56 @@ impl Daemon {
         let conn = conn.clone();
         tokio::spawn(async move { me.watch(child, stdout, watched, conn).await });
         Ok(run_id)
+    }
+
+    /// Takes the slot for a run, or refuses as already running. The daemon counts as busy from
+    /// here: it does not exit idle while a run is being prepared.
+    fn reserve(&self) -> Result<Reserved<'_>, Refusal> {
+        let mut slot = guard(&self.current);
+        match &*slot {
+            Slot::Free => {}
+            Slot::Starting => {
+                return Err(Refusal::new(
+                    errors::ALREADY_RUNNING,
+                    "a backup is being started through the daemon; wait for it to finish or \
+                     call Stop",
+                ))
+            }
+            Slot::Running(c) => {
+                return Err(Refusal::new(
+                    errors::ALREADY_RUNNING,
+                    format!(
+                        "a backup started through the daemon is running (run {}, PID {}); wait \
+                         for it to finish or call Stop",
+                        c.run_id, c.pid
+                    ),
+                ))
+            }
+        }
+        *slot = Slot::Starting;
+        drop(slot);
+        self.activity.send_replace(Activity::Busy);
+        Ok(Reserved { daemon: self })
+    }
+
+    /// The slow part of `Start`, on a blocking thread: the config, the plan (which runs
+    /// `restic version`), the state_dir's check and the lock.
+    fn prepare(&self, profile: &str) -> Result<(Plan, lock::Lock), Refusal> {
+        let plan = self.plan_for(profile)?;
+        // As a one-shot run checks it before its lock: a refused state_dir leaves nothing behind.
+        trust::check_place(&plan.state_dir, &trust::STATE_DIR)
+            .map_err(|e| Refusal::new(errors::CONFIG_INVALID, e.to_string()))?;
+        // A killed run's restic still finishing (its drain helper holds the lock, restic::drain)
+        // is refused at once as already running, not waited for as a one-shot run waits: the
+        // caller's Start would time out on D-Bus (25 s in most clients) before a minute's wait.
+        let lock = lock::acquire_waiting(&plan.lock_file, Duration::ZERO, |_| {});
+        let lock = lock.map_err(|e| match e {
+            LockError::Held { .. }
+            | LockError::HeldByUnknown { .. }
+            | LockError::Finishing { .. } => Refusal::new(errors::ALREADY_RUNNING, e.to_string()),
+            other => Refusal::new(errors::CONFIG_INVALID, other.to_string()),
+        })?;
+        Ok((plan, lock))
     }
 
     /// `igotchuu [-c FILE] [-p NAME] [-v] daemon-run --run-id ID --daemon-pid PID` through
@@ -251,20 +333,26 @@ impl Daemon {
             .stderr(std::process::Stdio::inherit())
             // Dropping the handle must not kill a run: it ends through its own stop path.
             .kill_on_drop(false);
+        // SAFETY: between fork and exec only sigemptyset, sigaddset and sigprocmask run, which
+        // are async-signal-safe and touch only the child's own stack and signal mask.
+        unsafe {
+            cmd.pre_exec(block_stop_signals);
+        }
         cmd
     }
 
     /// `Stop`: polkit decides; the run gets SIGTERM, its one-shot stop path (restic interrupted,
     /// snapshots removed, exit 130). Nothing running: nothing to do.
     pub(crate) async fn stop(&self, header: &Header<'_>, conn: &Connection) -> fdo::Result<()> {
-        self.touch();
         let (caller, _) = polkit::authorize(header, conn, actions::STOP)
             .await
             .map_err(|why| {
                 say_err!("igotchuu: warning: refused D-Bus Stop: {why}");
                 fdo::Error::AccessDenied(why)
             })?;
-        let pid = guard(&self.current).as_ref().map(|c| c.pid);
+        // Only an allowed call counts as activity: refused calls must not keep the daemon up.
+        self.touch();
+        let pid = guard(&self.current).pid();
         if let Some(pid) = pid {
             say_err!(
                 "igotchuu: D-Bus Stop from {} (uid {}): stopping PID {pid}",
@@ -277,6 +365,53 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// The slot taken by an allowed `Start` while it prepares the run. Dropped without
+/// [`Reserved::running`] (the `Start` was refused, or its call dropped), it frees the slot again
+/// and the idle timeout starts anew.
+struct Reserved<'a> {
+    daemon: &'a Daemon,
+}
+
+impl Reserved<'_> {
+    fn running(self, current: Current) {
+        *guard(&self.daemon.current) = Slot::Running(current);
+        // Again, though already busy: serve.rs's stop path watches for the run's PID.
+        self.daemon.activity.send_replace(Activity::Busy);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        *guard(&self.daemon.current) = Slot::Free;
+        self.daemon
+            .activity
+            .send_replace(Activity::IdleSince(Instant::now()));
+    }
+}
+
+/// In the child before exec: SIGTERM and SIGINT blocked. A `Stop` (SIGTERM, [`terminate`]) that
+/// comes before the child has installed its handlers would otherwise kill it by the default
+/// action, and the run would be recorded as `crashed` (issue 16 §3). The mask survives exec
+/// (std resets it in the child before it runs this, not after); the child unblocks both once its
+/// handlers exist (stop::install_signal_handlers), and a signal that came meanwhile is delivered
+/// then, taking the stop path. The parent-death signal (SIGTERM too, daemon::child) waits the
+/// same way.
+fn block_stop_signals() -> std::io::Result<()> {
+    // SAFETY: `set` is initialised by sigemptyset before use; the calls only read and write it
+    // and this thread's signal mask.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+        if libc::sigprocmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM to a run; it may have just ended, which is fine.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::io::AsyncBufReadExt;
 use zbus::Connection;
 
-use super::{guard, now_unix, wire, Activity, Daemon};
+use super::{guard, now_unix, wire, Activity, Daemon, Slot};
 use crate::dbus::{inhibit, publish};
 use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
 use crate::state::status::{self, RunRecord, SummaryRecord};
@@ -78,7 +78,7 @@ impl Daemon {
             }
         }
         let status = child.wait().await;
-        *guard(&self.current) = None;
+        *guard(&self.current) = Slot::Free;
         for event in &deferred {
             signals.on_event(event);
         }

@@ -10,7 +10,7 @@ use igotchuu_dbus::{NAME, PATH};
 use tokio::sync::{mpsc, watch};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use super::{guard, terminate, Activity, Daemon, Settings};
+use super::{guard, terminate, Activity, Daemon, Settings, Slot};
 use crate::dbus::interface::{Control, Igotchuu};
 use crate::dbus::publish;
 use crate::state::status;
@@ -34,7 +34,11 @@ pub fn main(settings: Settings) -> i32 {
             return exit::IGOTCHUU_FAILED;
         }
     };
-    rt.block_on(serve(settings))
+    let code = rt.block_on(serve(settings));
+    // A refused Start's preparation (the config, `restic version`) may still be running on a
+    // blocking thread; it must not hold up the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn serve(settings: Settings) -> i32 {
@@ -48,7 +52,7 @@ async fn serve(settings: Settings) -> i32 {
     let (activity, mut activity_rx) = watch::channel(Activity::IdleSince(Instant::now()));
     let daemon = Arc::new(Daemon {
         settings,
-        current: Mutex::new(None),
+        current: Mutex::new(Slot::Free),
         activity,
         signals: tx,
         runs: AtomicU64::new(0),
@@ -126,13 +130,18 @@ async fn serve(settings: Settings) -> i32 {
                 tokio::select! {
                     _ = activity_rx.changed() => {}
                     _ = stop.requested() => {
-                        let pid = guard(&daemon.current).as_ref().map(|c| c.pid);
                         say_err!("igotchuu: {}; stopping the running backup first", stop.reason().unwrap_or_default());
-                        if let Some(pid) = pid {
-                            terminate(pid);
-                        }
-                        // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds it).
+                        // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds
+                        // it). A run still being prepared has no PID yet: it is stopped once it
+                        // has one (Start marks that as a change of activity).
+                        let mut stopped = false;
                         while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
+                            if !stopped {
+                                if let Some(pid) = guard(&daemon.current).pid() {
+                                    terminate(pid);
+                                    stopped = true;
+                                }
+                            }
                             if activity_rx.changed().await.is_err() {
                                 break;
                             }
