@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::redact;
-use crate::restic::command::{global_args, ResticCommand, RESTIC_PROGRAM};
 use crate::restic::features::{self, Trees};
 use crate::restic::version::{Version, VersionError};
+use crate::restic::{global_args, ResticCommand, RESTIC_PROGRAM};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStep {

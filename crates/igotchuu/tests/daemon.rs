@@ -636,7 +636,7 @@ fn stop_right_after_start_is_recorded_as_interrupted() {
                 .unwrap_or_else(|e| panic!("Stop {i}: {e}"));
             let end = Instant::now() + RUN_TIMEOUT;
             let record = loop {
-                let found = igotchuu::status::load(&fx.state_dir)
+                let found = igotchuu::state::status::load(&fx.state_dir)
                     .ok()
                     .and_then(|f| f.runs.into_iter().find(|r| r.run_id == run_id));
                 if let Some(r) = found {
@@ -721,14 +721,14 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
     let restic = logging_restic(&fx);
     let _daemon = run_daemon(&bus, &fx, &cfg, Some(&restic.dir));
     std::fs::write(&cfg, format!("{}places = [\n", fx.standard_keys())).expect("break config");
-    let long = "p".repeat(igotchuu::daemon::MAX_PROFILE_NAME + 1);
+    let long = "p".repeat(igotchuu::commands::daemon::MAX_PROFILE_NAME + 1);
     for who in [Who::Root, Who::Nobody] {
         let out = start(&bus, who, &long);
         assert_ne!(out.code, Some(0), "{out}");
         out.assert_stderr_contains(errors::UNKNOWN_PROFILE);
         out.assert_stderr_contains(&format!(
             "a profile name is at most {} bytes",
-            igotchuu::daemon::MAX_PROFILE_NAME
+            igotchuu::commands::daemon::MAX_PROFILE_NAME
         ));
         assert!(!out.stderr.contains(&long), "the name is not echoed: {out}");
     }
@@ -736,7 +736,7 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
     let out = start(
         &bus,
         Who::Root,
-        &"p".repeat(igotchuu::daemon::MAX_PROFILE_NAME),
+        &"p".repeat(igotchuu::commands::daemon::MAX_PROFILE_NAME),
     );
     out.assert_stderr_contains(errors::CONFIG_INVALID);
     assert_eq!(

@@ -52,7 +52,7 @@ pub fn main(g: &super::Global) -> i32 {
         }
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let version = crate::restic::version::detect(crate::restic::command::RESTIC_PROGRAM);
+    let version = crate::restic::version::detect(crate::restic::RESTIC_PROGRAM);
     let plan = plan::build(&config, &plan::timestamp_now(), &env, &version);
 
     if let Some(argv) = &plan.exec_before_snapshot {
@@ -165,7 +165,7 @@ fn check_trees(r: &mut Report, plan: &Plan) {
 }
 
 fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
-    let mut args = crate::restic::command::global_args(&plan.restic_args);
+    let mut args = crate::restic::global_args(&plan.restic_args);
     args.extend(["cat".to_owned(), "config".to_owned()]);
     let out = plan.restic.with_args(args).stdin(Stdio::null()).output();
     let repo = config

@@ -51,6 +51,6 @@ pub(crate) fn load_plan(g: &Global) -> Result<plan::Plan, i32> {
     let config = config::load(&g.config_path, g.explicit, g.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).
-    let version = restic::version::detect(restic::command::RESTIC_PROGRAM);
+    let version = restic::version::detect(restic::RESTIC_PROGRAM);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }

@@ -8,9 +8,9 @@ use rustix::process::{getppid, kill_process, Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::command::ResticCommand;
 use super::drain::Drain;
 use super::output::{parse_raw, ResticOutput};
+use super::ResticCommand;
 use crate::events::{Event, Events};
 use crate::stop::StopSignal;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::command::ResticCommand;
+use super::ResticCommand;
 use crate::events::{Events, Step};
 use crate::stop::StopSignal;
 

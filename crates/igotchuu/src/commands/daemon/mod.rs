@@ -148,7 +148,7 @@ impl Daemon {
         let env: Vec<(String, String)> = std::env::vars().collect();
         // The child detects restic's version again for its own plan; this plan only decides the
         // lock and state_dir, but plan::build wants one.
-        let version = crate::restic::version::detect(crate::restic::command::RESTIC_PROGRAM);
+        let version = crate::restic::version::detect(crate::restic::RESTIC_PROGRAM);
         Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
     }
 
