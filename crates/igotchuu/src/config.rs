@@ -60,6 +60,8 @@ settings! {
     state_dir: Spanned<String>,
     /// node_exporter's textfile collector file, written after every run (off when unset).
     metrics_file: Spanned<String>,
+    /// The size of an LVM copy-on-write snapshot: `N%ORIGIN` or `2G` (default 10%ORIGIN).
+    lvm_snapshot_size: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -135,6 +137,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where to write Prometheus metrics after every run (see state/metrics.rs); `None`: nowhere.
     pub metrics_file: Option<PathBuf>,
+    /// The size of each COW snapshot of a non-thin LVM logical volume.
+    pub lvm_snapshot_size: CowSize,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
 }
@@ -538,6 +542,12 @@ fn validate(
         opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
     let metrics_file = validate_metrics_file(ctx, &s)?;
 
+    let lvm_snapshot_size = match &s.lvm_snapshot_size {
+        None => DEFAULT_COW_SIZE,
+        Some(v) => CowSize::parse(v.get_ref())
+            .map_err(|e| ctx.err(Some(v.span()), format!("key `lvm_snapshot_size`: {e}")))?,
+    };
+
     let restic_args = s.restic_args.clone().unwrap_or_default();
 
     Ok(Config {
@@ -563,6 +573,7 @@ fn validate(
         lock_file,
         state_dir,
         metrics_file,
+        lvm_snapshot_size,
         profile_names,
     })
 }
@@ -664,6 +675,80 @@ fn validate_metrics_file(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, 
         }
     }
     Ok(metrics_file)
+}
+
+/// The size of a COW snapshot (`lvm_snapshot_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CowSize {
+    /// `N%ORIGIN`: a share of the origin's size, 1–100.
+    PercentOrigin(u32),
+    /// An absolute size in bytes (`512M`, `4G`, binary units as lvcreate's `-L`).
+    Bytes(u64),
+}
+
+pub const DEFAULT_COW_SIZE: CowSize = CowSize::PercentOrigin(10);
+
+impl CowSize {
+    /// Parses `10%ORIGIN` or a size with a unit suffix (K, M, G, T; binary).
+    pub fn parse(s: &str) -> Result<CowSize, String> {
+        let t = s.trim();
+        if let Some(n) = t
+            .strip_suffix("%ORIGIN")
+            .or_else(|| t.strip_suffix("%origin"))
+        {
+            return match n.parse::<u32>() {
+                Ok(p) if (1..=100).contains(&p) => Ok(CowSize::PercentOrigin(p)),
+                _ => Err(format!(
+                    "{s:?}: the percentage must be a whole number from 1 to 100, e.g. \"10%ORIGIN\""
+                )),
+            };
+        }
+        let (num, unit) = t.split_at(t.len().saturating_sub(1));
+        let shift = match unit {
+            "K" | "k" => 10,
+            "M" | "m" => 20,
+            "G" | "g" => 30,
+            "T" | "t" => 40,
+            _ => {
+                return Err(format!(
+                    "{s:?} is neither N%ORIGIN nor a size with a unit (K, M, G or T), e.g. \"10%ORIGIN\" or \"2G\""
+                ))
+            }
+        };
+        match num.parse::<u64>() {
+            Ok(n) if n > 0 => n
+                .checked_mul(1u64 << shift)
+                .map(CowSize::Bytes)
+                .ok_or_else(|| format!("{s:?} is too large")),
+            _ => Err(format!(
+                "{s:?}: give a whole number above 0 before the unit, e.g. \"2G\""
+            )),
+        }
+    }
+
+    /// The snapshot's size in extents, rounded up, for an origin of `origin` bytes.
+    pub fn extents(&self, origin: u64, extent: u64) -> u64 {
+        let extent = extent.max(1);
+        let bytes = match *self {
+            CowSize::PercentOrigin(p) => (origin as u128 * p as u128).div_ceil(100) as u64,
+            CowSize::Bytes(b) => b,
+        };
+        bytes.div_ceil(extent).max(1)
+    }
+}
+
+impl fmt::Display for CowSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CowSize::PercentOrigin(p) => write!(f, "{p}%ORIGIN"),
+            CowSize::Bytes(b) => match b.trailing_zeros() {
+                40.. => write!(f, "{}T", b >> 40),
+                30.. => write!(f, "{}G", b >> 30),
+                20.. => write!(f, "{}M", b >> 20),
+                _ => write!(f, "{}K", b >> 10),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -929,6 +1014,9 @@ snapshot = [
                         "lock_file" => assert_eq!(v.lock_file, PathBuf::from(DEFAULT_LOCK_FILE)),
                         "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
                         "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
+                        "lvm_snapshot_size" => {
+                            assert_eq!(v.lvm_snapshot_size, DEFAULT_COW_SIZE)
+                        }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
                         }

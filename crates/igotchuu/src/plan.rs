@@ -59,6 +59,8 @@ pub struct Plan {
     /// Whether restic stores every directory's tree again when a snapshot's device number
     /// changes, and the `RESTIC_FEATURES` igotchuu sets against it (restic::features).
     pub trees: Trees,
+    /// The size of each COW snapshot of an LVM logical volume (`lvm_snapshot_size`).
+    pub lvm_snapshot_size: crate::config::CowSize,
 }
 
 /// The run's timestamp, shared by every snapshot. UTC, so names are unambiguous across DST
@@ -138,6 +140,7 @@ pub fn build(
         state_dir: config.state_dir.clone(),
         metrics_file: config.metrics_file.clone(),
         trees,
+        lvm_snapshot_size: config.lvm_snapshot_size,
     }
 }
 
@@ -320,7 +323,8 @@ impl fmt::Display for Plan {
         }
         writeln!(
             f,
-            "{n}. create read-only snapshots: a subvolume's as shown, in a new root-only (0700) directory; a ZFS dataset's as <dataset>@igotchuu-<timestamp> (listed at the end):"
+            "{n}. create read-only snapshots: a subvolume's as shown, in a new root-only (0700) directory; a ZFS dataset's as <dataset>@igotchuu-<timestamp>; an LVM logical volume's as <vg>/<lv>-igotchuu-<timestamp>, thin or copy-on-write of lvm_snapshot_size = {} (listed at the end):",
+            self.lvm_snapshot_size
         )?;
         for s in &self.snapshots {
             writeln!(f, "     {} -> {}", s.source.display(), s.path().display())?;

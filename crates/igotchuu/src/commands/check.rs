@@ -124,6 +124,7 @@ fn check_places(r: &mut Report, plan: &Plan) {
 fn check_sources(r: &mut Report, plan: &Plan) {
     // The same checks a backup makes before its first snapshot, one source at a time so every
     // problem is listed.
+    let mut resolved = Vec::new();
     for s in &plan.snapshots {
         match snapshot::resolve(s) {
             Ok(src) => {
@@ -132,9 +133,14 @@ fn check_sources(r: &mut Report, plan: &Plan) {
                 for line in src.describe(plan) {
                     say_out!("info: {line}");
                 }
+                resolved.push(src);
             }
             Err(e) => r.fail(e),
         }
+    }
+    // What a run checks of all sources together (LVM: each volume group's free space).
+    if let Err(e) = snapshot::lvm::check_space(plan, &resolved) {
+        r.fail(e);
     }
     for w in snapshot::path_warnings(plan) {
         say_out!("warn: {w}");

@@ -1,7 +1,7 @@
 //! restic: how it is started ([`ResticCommand`], defined here because every part below uses
 //! it), its output format (`parse`) and what it means for the run (`output`), running it
 //! (`run`), keeping it alive to clean up when igotchuu dies (`drain`), removing the locks it
-//! could not (`unlock`), its version (`version`) and the feature flags that depend on it
+//! could not (`unlock`), forgetting a snapshot taken from a broken source (`forget`), its version (`version`) and the feature flags that depend on it
 //! (`features`).
 //!
 //! `ResticCommand` lives here, in restic/, rather than in the plan that fills it in: running
@@ -10,6 +10,7 @@
 //! round.
 pub mod drain;
 pub mod features;
+pub mod forget;
 pub mod output;
 pub mod parse;
 pub mod run;

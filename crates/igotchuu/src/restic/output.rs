@@ -15,6 +15,8 @@ pub struct ResticOutput {
     secrets: Vec<String>,
     /// restic wrote a snapshot.
     summary: bool,
+    /// The id of the snapshot restic wrote (its summary's `snapshot_id`), if it gave one.
+    snapshot_id: Option<String>,
     /// The fatal error already reported as an Error event: restic 0.18+ says it twice (as text
     /// and as `exit_error`), and it is reported once.
     last_fatal: Option<String>,
@@ -60,6 +62,9 @@ impl ResticOutput {
             Line::Status(p) => vec![Event::Progress(p)],
             Line::Summary(s) => {
                 self.summary = true;
+                if !s.snapshot_id.is_empty() {
+                    self.snapshot_id = Some(s.snapshot_id.clone());
+                }
                 vec![Event::Summary(s)]
             }
             Line::Error(e) => vec![Event::Error(ErrorEvent {
@@ -99,6 +104,11 @@ impl ResticOutput {
             }
             Line::Verbose(_) | Line::Other(_) => Vec::new(),
         }
+    }
+
+    /// The id of the snapshot restic wrote, from its summary.
+    pub fn snapshot_id(&self) -> Option<&str> {
+        self.snapshot_id.as_deref()
     }
 
     /// After restic exited with `code` on its own (not stopped by igotchuu): the Error event

@@ -25,6 +25,8 @@ pub struct ResticResult {
     pub code: i32,
     /// We asked restic to stop.
     pub interrupted: bool,
+    /// The snapshot restic wrote, as its summary named it.
+    pub snapshot_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,5 +200,9 @@ pub async fn backup(
             events.emit(why);
         }
     }
-    Ok(ResticResult { code, interrupted })
+    Ok(ResticResult {
+        code,
+        interrupted,
+        snapshot_id: output.snapshot_id().map(str::to_owned),
+    })
 }

@@ -155,6 +155,9 @@ async fn snapshot_and_back_up(
     if stop.check().await {
         return Outcome::Interrupted;
     }
+    if let Some(o) = overflowed(plan, taken, events, None).await {
+        return o;
+    }
 
     events.emit(Event::Phase(Phase::BackingUp));
     events.emit(Event::Step(format!(
@@ -162,14 +165,45 @@ async fn snapshot_and_back_up(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    match restic::run::backup(&plan.restic, events, stop, run_lock).await {
+    let (outcome, written) = match restic::run::backup(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
-            Outcome::Failed(e.to_string())
+            (Outcome::Failed(e.to_string()), None)
         }
-        Ok(r) if r.interrupted => Outcome::Interrupted,
-        Ok(r) if r.code == 0 => Outcome::Success,
+        Ok(r) if r.interrupted => (Outcome::Interrupted, r.snapshot_id),
+        Ok(r) if r.code == 0 => (Outcome::Success, r.snapshot_id),
         // restic::run::backup has reported why, in restic's own words, as an Error event.
-        Ok(r) => Outcome::ResticFailed(r.code),
+        Ok(r) => (Outcome::ResticFailed(r.code), r.snapshot_id),
+    };
+    overflowed(plan, taken, events, written.as_deref())
+        .await
+        .unwrap_or(outcome)
+}
+
+/// An LVM copy-on-write snapshot that overflowed was invalidated by the kernel, and whatever
+/// restic read from it after that is missing or broken: never a silent partial backup. The
+/// restic snapshot `written` from it (if any) is forgotten, and the run fails (exit 20).
+async fn overflowed(
+    plan: &Plan,
+    taken: &Taken,
+    events: &mut Events,
+    written: Option<&str>,
+) -> Option<Outcome> {
+    let why = taken.overflowed(plan);
+    if why.is_empty() {
+        return None;
     }
+    let mut msg = why.join("; ");
+    if let Some(id) = written {
+        match restic::forget::forget_snapshot(&plan.restic, &plan.restic_args, id).await {
+            Ok(()) => msg.push_str(&format!(
+                "; restic's snapshot {id} of this run was forgotten (restic forget {id}), so it cannot be restored by mistake; its data goes with the next `restic prune`"
+            )),
+            Err(e) => msg.push_str(&format!(
+                "; restic's snapshot {id} of this run is INCOMPLETE and could not be forgotten ({e}): run `restic forget {id}` by hand"
+            )),
+        }
+    }
+    events.error(Step::Snapshot, written.unwrap_or(""), msg.clone());
+    Some(Outcome::Failed(msg))
 }

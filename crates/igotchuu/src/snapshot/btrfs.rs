@@ -144,7 +144,7 @@ pub fn resolve(s: &SnapshotStep, fd: &OwnedFd) -> Result<Subvol, SnapError> {
         let hint = if ioctl::is_btrfs(fd).unwrap_or(false) {
             "it is a plain directory on btrfs, not a subvolume; make it one (btrfs subvolume create) or list its enclosing subvolume"
         } else {
-            "it is on neither btrfs nor ZFS; only btrfs subvolumes and mounted ZFS datasets can be snapshotted"
+            "it is on neither btrfs nor ZFS, nor ext4 or XFS on an LVM logical volume; only btrfs subvolumes, mounted ZFS datasets and mounted LVM logical volumes can be snapshotted"
         };
         return Err(err(Step::Snapshot, src, what, hint));
     }

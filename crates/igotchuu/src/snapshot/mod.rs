@@ -1,4 +1,5 @@
-//! Snapshots and their mounts, for every backend (btrfs subvolumes, ZFS datasets), and their
+//! Snapshots and their mounts, for every backend (btrfs subvolumes, ZFS datasets, LVM logical
+//! volumes), and their
 //! removal. The pipeline, recovery, `check` and the plan see only this module's types; what
 //! differs between filesystems lives in one submodule per backend.
 //!
@@ -15,6 +16,7 @@
 
 pub mod btrfs;
 pub mod fs;
+pub mod lvm;
 mod mount;
 mod run;
 pub mod zfs;
@@ -71,6 +73,7 @@ pub struct Source {
 pub enum Kind {
     Btrfs(btrfs::Subvol),
     Zfs(zfs::Dataset),
+    Lvm(lvm::Volume),
 }
 
 impl Source {
@@ -82,6 +85,7 @@ impl Source {
         match &self.kind {
             Kind::Btrfs(_) => Backend::Btrfs,
             Kind::Zfs(_) => Backend::Zfs,
+            Kind::Lvm(_) => Backend::Lvm,
         }
     }
 
@@ -90,6 +94,7 @@ impl Source {
         match &self.kind {
             Kind::Btrfs(_) => btrfs::checked(s),
             Kind::Zfs(d) => zfs::checked(plan, s, d),
+            Kind::Lvm(v) => lvm::checked(plan, s, v),
         }
     }
 
@@ -99,6 +104,7 @@ impl Source {
         match &self.kind {
             Kind::Btrfs(v) => v.nested.iter().map(|n| btrfs::describe(plan, n)).collect(),
             Kind::Zfs(d) => zfs::describe(plan, &self.path, d),
+            Kind::Lvm(v) => lvm::describe(plan, &self.path, v),
         }
     }
 }
@@ -109,7 +115,7 @@ impl Source {
     fn live_fd(&self, n: usize) -> Option<BorrowedFd<'_>> {
         match &self.kind {
             Kind::Btrfs(v) => v.nested.get(n).map(|x| x.fd()),
-            Kind::Zfs(_) => None,
+            Kind::Zfs(_) | Kind::Lvm(_) => None,
         }
     }
 }
@@ -118,6 +124,7 @@ impl Source {
 pub enum Snapshot {
     Btrfs(btrfs::Snapshot),
     Zfs(zfs::Snapshot),
+    Lvm(lvm::Snapshot),
 }
 
 impl Snapshot {
@@ -126,6 +133,7 @@ impl Snapshot {
         match self {
             Snapshot::Btrfs(s) => s.path.clone(),
             Snapshot::Zfs(s) => PathBuf::from(&s.name),
+            Snapshot::Lvm(s) => PathBuf::from(&s.name),
         }
     }
 
@@ -134,6 +142,7 @@ impl Snapshot {
         match self {
             Snapshot::Btrfs(s) => s.fd(),
             Snapshot::Zfs(s) => s.fd(),
+            Snapshot::Lvm(s) => s.fd(),
         }
     }
 
@@ -141,6 +150,7 @@ impl Snapshot {
         match self {
             Snapshot::Btrfs(_) => Backend::Btrfs,
             Snapshot::Zfs(_) => Backend::Zfs,
+            Snapshot::Lvm(_) => Backend::Lvm,
         }
     }
 
@@ -149,6 +159,7 @@ impl Snapshot {
         match self {
             Snapshot::Btrfs(s) => btrfs::delete(s),
             Snapshot::Zfs(s) => zfs::delete(s),
+            Snapshot::Lvm(s) => lvm::delete(s),
         }
     }
 }
@@ -182,11 +193,24 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
             "it is the root directory /: mounting over / does not change what running processes see. Make the data a subvolume or dataset of its own (e.g. /home) and list that",
         ));
     }
-    // The kernel's mount table says whether it is a ZFS dataset; anything else is for the btrfs
-    // backend to accept or refuse (with a message naming both).
+    // The kernel's mount table says whether it is a ZFS dataset, and sysfs whether it is on an
+    // LVM logical volume; anything else is for the btrfs backend to accept or refuse (with a
+    // message naming all three).
     let kind = match zfs::probe(fd.as_fd()) {
         Ok(Some((m, name))) => Kind::Zfs(zfs::resolve(s, &fd, m, name)?),
-        Ok(None) => Kind::Btrfs(btrfs::resolve(s, &fd)?),
+        Ok(None) => match lvm::probe(fd.as_fd()) {
+            Ok(Some(p)) => Kind::Lvm(lvm::resolve(s, p)?),
+            Ok(None) => Kind::Btrfs(btrfs::resolve(s, &fd)?),
+            Err(e) if !btrfs::is_btrfs(fd.as_fd()) => {
+                return Err(err(
+                    Step::Snapshot,
+                    src,
+                    what,
+                    format!("cannot tell which device it is on: {e}"),
+                ))
+            }
+            Err(_) => Kind::Btrfs(btrfs::resolve(s, &fd)?),
+        },
         Err(e) if !btrfs::is_btrfs(fd.as_fd()) => {
             return Err(err(
                 Step::Snapshot,
@@ -205,23 +229,37 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
 }
 
 /// Resolves every source of the plan before anything is created, so a typo in the second entry
-/// does not leave the first one's snapshot behind. In `plan.snapshots` order.
+/// does not leave the first one's snapshot behind. In `plan.snapshots` order. LVM's COW
+/// snapshots are checked against their volume groups' free space here, all at once.
 pub fn resolve_all(plan: &Plan) -> Result<Vec<Source>, SnapError> {
-    plan.snapshots.iter().map(resolve).collect()
+    let sources = plan
+        .snapshots
+        .iter()
+        .map(resolve)
+        .collect::<Result<Vec<_>, _>>()?;
+    lvm::check_space(plan, &sources)?;
+    Ok(sources)
 }
 
 /// For `--dry-run`: what a run does below each source (`resolve`'s own findings), or why a source
 /// cannot be inspected here (e.g. without root).
 pub fn describe_sources(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
+    let mut resolved = Vec::new();
     for s in &plan.snapshots {
         match resolve(s) {
             Err(e) => out.push(format!(
                 "{}: cannot inspect it here ({e})",
                 s.source.display()
             )),
-            Ok(src) => out.extend(src.describe(plan)),
+            Ok(src) => {
+                out.extend(src.describe(plan));
+                resolved.push(src);
+            }
         }
+    }
+    if let Err(e) = lvm::check_space(plan, &resolved) {
+        out.push(format!("a run would be refused: {e}"));
     }
     out
 }
@@ -244,6 +282,7 @@ pub fn verify(r: &Record) -> Verdict {
     match r.backend {
         Backend::Btrfs => btrfs::verify(r),
         Backend::Zfs => zfs::verify(r),
+        Backend::Lvm => lvm::verify(r),
     }
 }
 
@@ -254,7 +293,8 @@ pub fn find_moved(r: &Record) -> Result<Option<String>, String> {
         Backend::Btrfs => btrfs::find_moved(r),
         // A renamed snapshot keeps its mark but not its name; igotchuu destroys only by the
         // exact name it recorded, so it is reported (by `zfs list -t snapshot`), not hunted.
-        Backend::Zfs => Ok(None),
+        // Likewise a renamed LV keeps its tag.
+        Backend::Zfs | Backend::Lvm => Ok(None),
     }
 }
 
@@ -263,6 +303,7 @@ pub fn delete_recorded(r: &Record) -> io::Result<()> {
     match r.backend {
         Backend::Btrfs => btrfs::delete_at(&r.snapshot),
         Backend::Zfs => zfs::delete_recorded(r),
+        Backend::Lvm => lvm::delete_recorded(r),
     }
 }
 
@@ -272,7 +313,8 @@ pub fn durable(r: &Record) -> bool {
     match r.backend {
         Backend::Btrfs => btrfs::durable(r),
         // `zfs destroy` returns once the transaction group that destroyed it is synced.
-        Backend::Zfs => true,
+        // `lvremove` returns once LVM's metadata, written synchronously, no longer has it.
+        Backend::Zfs | Backend::Lvm => true,
     }
 }
 
@@ -284,6 +326,8 @@ pub fn durable(r: &Record) -> bool {
 pub enum Unit {
     Source(usize),
     ZfsPool(String),
+    /// LVM has no atomic snapshot of several LVs: one `lvcreate` per LV, back to back.
+    LvmVg(String),
 }
 
 /// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
@@ -297,6 +341,7 @@ pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
         .map(|&i| Unit::Source(i))
         .collect();
     out.extend(zfs::pools(plan, sources).into_iter().map(Unit::ZfsPool));
+    out.extend(lvm::vgs(plan, sources).into_iter().map(Unit::LvmVg));
     out
 }
 
@@ -312,8 +357,9 @@ impl Taken {
         match unit {
             Unit::Source(i) => match &sources[*i].kind {
                 Kind::Btrfs(v) => btrfs::create_unit(plan, *i, &sources[*i], v, self, events),
-                Kind::Zfs(_) => Ok(()),
+                Kind::Zfs(_) | Kind::Lvm(_) => Ok(()),
             },
+            Unit::LvmVg(vg) => lvm::create_vg(plan, sources, vg, self, events),
             Unit::ZfsPool(pool) => {
                 for s in sources {
                     if let Kind::Zfs(d) = &s.kind {
@@ -330,11 +376,26 @@ impl Taken {
     }
 }
 
+impl Taken {
+    /// The COW snapshots of this run that overflowed, each with why (see
+    /// [`lvm::overflowed`]).
+    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
+        lvm::overflowed(
+            plan,
+            self.snapshots().iter().filter_map(|s| match s {
+                Snapshot::Lvm(l) => Some(l),
+                _ => None,
+            }),
+        )
+    }
+}
+
 /// What to tell an admin who must delete a snapshot by hand.
 pub fn by_hand(backend: Backend, snapshot: &Path) -> String {
     match backend {
         Backend::Btrfs => format!("`btrfs subvolume delete {}`", snapshot.display()),
         Backend::Zfs => format!("`zfs destroy {}`", snapshot.display()),
+        Backend::Lvm => format!("`lvremove {}`", snapshot.display()),
     }
 }
 
@@ -388,11 +449,12 @@ pub fn path_warnings(plan: &Plan) -> Vec<String> {
                 s.source.display()
             ));
         }
-        // A ZFS snapshot is not made in a directory (it is mounted from one under `state_dir`).
-        let zfs = fs::open_dir_nofollow(&s.source)
-            .ok()
-            .and_then(|fd| zfs::probe(fd.as_fd()).ok().flatten())
-            .is_some();
+        // A ZFS or LVM snapshot is not made in a directory (it is mounted from one under
+        // `state_dir`).
+        let zfs = fs::open_dir_nofollow(&s.source).ok().is_some_and(|fd| {
+            zfs::probe(fd.as_fd()).ok().flatten().is_some()
+                || lvm::probe(fd.as_fd()).ok().flatten().is_some()
+        });
         let parent = s.container.parent().unwrap_or(Path::new("/"));
         if zfs {
             continue;

@@ -157,6 +157,11 @@ impl Taken {
         mount::verify_paths(&self.mounts).map_err(|e| failed(events, e))
     }
 
+    /// The snapshots this run made, in creation order.
+    pub(super) fn snapshots(&self) -> &[Snapshot] {
+        &self.snapshots
+    }
+
     /// Unmounts and deletes everything this run made, children before parents, newest first.
     /// Keeps going past failures so one busy snapshot does not strand the others; reports each.
     pub fn cleanup(&mut self, events: &mut Events) -> bool {

@@ -337,7 +337,7 @@ const CONTAINER_ATTEMPTS: u32 = 8;
 
 /// Where the snapshots are mounted before they are moved over their sources: `<state_dir>/mnt`,
 /// root's and 0700, on a path that `main` checked only root can write.
-fn staging(plan: &Plan) -> io::Result<(PathBuf, OwnedFd)> {
+pub(super) fn staging(plan: &Plan) -> io::Result<(PathBuf, OwnedFd)> {
     let dir = plan.state_dir.join("mnt");
     let fd = fs::make_dirs_nofollow(&dir)?;
     let st = fstat(&fd)?;

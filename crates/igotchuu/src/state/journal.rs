@@ -20,6 +20,7 @@ pub enum Backend {
     #[default]
     Btrfs,
     Zfs,
+    Lvm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,6 +50,8 @@
 
 /// A private system-like D-Bus and clients that record what igotchuu sends (tests/common/bus.rs).
 pub mod bus;
+/// Guest suites (tests/zfs.rs): run in the QEMU guest of scripts/vm (tests/common/guest.rs).
+pub mod guest;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
