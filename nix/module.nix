@@ -203,6 +203,26 @@ in
       description = "Validate the generated config (and every profile) with `igotchuu backup --dry-run` at build time.";
     };
 
+    # `igotchuu verify` (restic check; with settings.check_read_data_subset = N a rolling read of
+    # 1/N of the data per run). Retention (keep_*, prune), ping_url, on_success/on_failure/
+    # on_finish and notify_timeout are ordinary keys of `settings` (freeform, checked by
+    # `checkConfig`).
+    verify = {
+      enable = mkEnableOption "igotchuu-verify.timer: a weekly `igotchuu verify` of the top-level config's repository";
+      profiles = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "offsite" ];
+        description = "Profiles whose repositories get a weekly `igotchuu --profile NAME verify` too (igotchuu-verify@NAME.timer).";
+      };
+      timerConfig = mkOption {
+        type = types.attrsOf (types.oneOf [ types.str types.bool types.int (types.listOf types.str) ]);
+        default = { };
+        example = { OnCalendar = "monthly"; };
+        description = "`[Timer]` settings on top of the packaged igotchuu-verify.timer (Sundays 14:00, Persistent=true, RandomizedDelaySec=1h); `OnCalendar` replaces its schedule.";
+      };
+    };
+
     timerConfig = mkOption {
       type = types.nullOr (types.attrsOf (types.oneOf [ types.str types.bool types.int (types.listOf types.str) ]));
       default = { OnCalendar = "daily"; Persistent = true; RandomizedDelaySec = "1h"; };
@@ -241,9 +261,33 @@ in
       path = servicePath;
       restartIfChanged = false;
     };
-    systemd.timers.igotchuu = mkIf (cfg.timerConfig != null) {
-      wantedBy = [ "timers.target" ];
-      timerConfig = timerDropIn cfg.timerConfig;
+    systemd.services.igotchuu-verify = {
+      path = servicePath;
+      restartIfChanged = false; # never interrupt a running check on nixos-rebuild
+    };
+    systemd.services."igotchuu-verify@" = {
+      path = servicePath;
+      restartIfChanged = false;
+    };
+    systemd.timers = lib.listToAttrs (map
+      (p: lib.nameValuePair "igotchuu-verify@${p}" {
+        wantedBy = [ "timers.target" ];
+        # An instance of the packaged template, enabled: a drop-in, not a unit of its own.
+        overrideStrategy = "asDropin";
+        timerConfig = timerDropIn cfg.verify.timerConfig;
+      })
+      cfg.verify.profiles)
+    // lib.optionalAttrs cfg.verify.enable {
+      igotchuu-verify = {
+        wantedBy = [ "timers.target" ];
+        timerConfig = timerDropIn cfg.verify.timerConfig;
+      };
+    }
+    // lib.optionalAttrs (cfg.timerConfig != null) {
+      igotchuu = {
+        wantedBy = [ "timers.target" ];
+        timerConfig = timerDropIn cfg.timerConfig;
+      };
     };
   };
 }

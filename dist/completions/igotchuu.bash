@@ -31,6 +31,9 @@ _igotchuu() {
             igotchuu,daemon-run)
                 cmd="igotchuu__subcmd__daemon__subcmd__run"
                 ;;
+            igotchuu,forget)
+                cmd="igotchuu__subcmd__forget"
+                ;;
             igotchuu,generate)
                 cmd="igotchuu__subcmd__generate"
                 ;;
@@ -42,6 +45,9 @@ _igotchuu() {
                 ;;
             igotchuu,status)
                 cmd="igotchuu__subcmd__status"
+                ;;
+            igotchuu,verify)
+                cmd="igotchuu__subcmd__verify"
                 ;;
             igotchuu,watch)
                 cmd="igotchuu__subcmd__watch"
@@ -61,6 +67,9 @@ _igotchuu() {
             igotchuu__subcmd__help,daemon-run)
                 cmd="igotchuu__subcmd__help__subcmd__daemon__subcmd__run"
                 ;;
+            igotchuu__subcmd__help,forget)
+                cmd="igotchuu__subcmd__help__subcmd__forget"
+                ;;
             igotchuu__subcmd__help,generate)
                 cmd="igotchuu__subcmd__help__subcmd__generate"
                 ;;
@@ -73,6 +82,9 @@ _igotchuu() {
             igotchuu__subcmd__help,status)
                 cmd="igotchuu__subcmd__help__subcmd__status"
                 ;;
+            igotchuu__subcmd__help,verify)
+                cmd="igotchuu__subcmd__help__subcmd__verify"
+                ;;
             igotchuu__subcmd__help,watch)
                 cmd="igotchuu__subcmd__help__subcmd__watch"
                 ;;
@@ -83,7 +95,7 @@ _igotchuu() {
 
     case "${cmd}" in
         igotchuu)
-            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check status watch mount daemon daemon-run generate help"
+            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check forget verify status watch mount daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -274,6 +286,36 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__forget)
+            opts="-c -v -p -h --dry-run --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__generate)
             opts="-c -v -p -h --config-file --verbose --profile --help man completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -305,7 +347,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help)
-            opts="backup cleanup check status watch mount daemon daemon-run generate help"
+            opts="backup cleanup check forget verify status watch mount daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -388,6 +430,20 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -431,6 +487,20 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -499,6 +569,36 @@ _igotchuu() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__verify)
+            opts="-c -v -p -h --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -3,15 +3,20 @@
 //! status`/`watch` and the desktop monitor (crates/igotchuu-monitor) read them back, so they say
 //! the same words a one-shot run prints.
 //!
+//! [`client`] is the one client side every client uses: it accepts signals only from the name's
+//! owner and decodes them into typed events.
+//!
 //! Kept small on purpose: no tokio runtime, no GTK, nothing root-only. A client depends on this
 //! crate and zbus, nothing else of the tool.
 
+pub mod client;
 pub mod format;
 pub mod proxy;
 pub mod types;
 
+pub use client::{CallError, Client, Event, LastOutcome, Properties};
 pub use proxy::IgotchuuProxy;
-pub use types::{During, ErrorEvent, Outcome, OutcomeKind, Phase, Progress, Step, Summary};
+pub use types::{exit, During, ErrorEvent, Outcome, OutcomeKind, Phase, Progress, Step, Summary};
 
 /// The well-known name on the system bus.
 pub const NAME: &str = "com.nyantec.IGotChuu";

@@ -238,6 +238,66 @@ impl OutcomeKind {
     pub fn is_success(self) -> bool {
         self == OutcomeKind::Success
     }
+
+    /// The exit code a run gives for this outcome when its own code is not known: restic's
+    /// own failure code is then taken as 1 (restic's "fatal error").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            OutcomeKind::Success => exit::SUCCESS,
+            OutcomeKind::Partial => exit::PARTIAL,
+            OutcomeKind::ResticFailed => exit::RESTIC_FATAL,
+            OutcomeKind::Interrupted => exit::INTERRUPTED,
+            OutcomeKind::Failed | OutcomeKind::Crashed => exit::IGOTCHUU_FAILED,
+        }
+    }
+
+    /// The outcome a recorded exit code stands for, when only the code is known (a server's
+    /// `LastExitCode` without its `LastOutcome`).
+    pub fn of_exit_code(code: i32) -> OutcomeKind {
+        match code {
+            exit::SUCCESS => OutcomeKind::Success,
+            exit::PARTIAL => OutcomeKind::Partial,
+            exit::CRASHED => OutcomeKind::Crashed,
+            exit::INTERRUPTED => OutcomeKind::Interrupted,
+            exit::IGOTCHUU_FAILED => OutcomeKind::Failed,
+            _ => OutcomeKind::ResticFailed,
+        }
+    }
+}
+
+/// igotchuu's exit codes (README, `igotchuu --help`); any other code is restic's own. The one
+/// place a client maps an outcome to a code and back ([`OutcomeKind::exit_code`],
+/// [`OutcomeKind::of_exit_code`], [`Outcome::reported`]).
+pub mod exit {
+    pub const SUCCESS: i32 = 0;
+    /// restic's fatal error: no snapshot was written.
+    pub const RESTIC_FATAL: i32 = 1;
+    /// restic wrote a snapshot but could not read some files.
+    pub const PARTIAL: i32 = 3;
+    /// igotchuu's own failure: config, lock, hook, snapshot, mount, cleanup. Outside the codes
+    /// restic uses (0–3, 10–12, 130), so a monitor can tell who failed.
+    pub const IGOTCHUU_FAILED: i32 = 20;
+    pub const INTERRUPTED: i32 = 130;
+    /// Recorded (status file, `LastExitCode`) for a run that could not say how it ended; never
+    /// a process's exit code.
+    pub const CRASHED: i32 = -1;
+}
+
+impl Outcome {
+    /// The outcome a client shows for a run it followed, from the outcome's word and the run's
+    /// exit code (as recorded, or [`OutcomeKind::exit_code`]): the same last line the run
+    /// itself printed, as far as the word and code tell it.
+    pub fn reported(kind: OutcomeKind, code: i32) -> Outcome {
+        match kind {
+            OutcomeKind::Success => Outcome::Success,
+            OutcomeKind::Partial | OutcomeKind::ResticFailed => Outcome::ResticFailed(code),
+            OutcomeKind::Interrupted => Outcome::Interrupted,
+            OutcomeKind::Failed => Outcome::Failed("see the errors above".into()),
+            OutcomeKind::Crashed => {
+                Outcome::Failed("the run ended without saying how (crashed or killed)".into())
+            }
+        }
+    }
 }
 
 impl fmt::Display for OutcomeKind {
@@ -259,6 +319,43 @@ impl fmt::Display for Outcome {
             Outcome::ResticFailed(c) => write!(f, "restic failed with exit code {c}"),
             Outcome::Interrupted => write!(f, "interrupted"),
             Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_exit_codes_map_both_ways_as_a_one_shot_run_gives_them() {
+        for k in OutcomeKind::ALL {
+            assert_eq!(
+                OutcomeKind::of_exit_code(k.exit_code()),
+                k.min_known(),
+                "{k}"
+            );
+            // The words a client shows are the run's own.
+            assert_eq!(Outcome::reported(k, k.exit_code()).kind(), k.min_known());
+        }
+        assert_eq!(OutcomeKind::Partial.exit_code(), 3);
+        assert_eq!(OutcomeKind::Interrupted.exit_code(), 130);
+        assert_eq!(OutcomeKind::Failed.exit_code(), 20);
+        assert_eq!(OutcomeKind::of_exit_code(-1), OutcomeKind::Crashed);
+        assert_eq!(OutcomeKind::of_exit_code(12), OutcomeKind::ResticFailed);
+        assert_eq!(
+            Outcome::reported(OutcomeKind::Partial, 3).to_string(),
+            Outcome::ResticFailed(3).to_string()
+        );
+    }
+
+    impl OutcomeKind {
+        /// A crashed run exits as a failed one (20): the code alone cannot tell them apart.
+        fn min_known(self) -> OutcomeKind {
+            match self {
+                OutcomeKind::Crashed => OutcomeKind::Failed,
+                k => k,
+            }
         }
     }
 }

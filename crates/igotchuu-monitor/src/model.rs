@@ -6,11 +6,8 @@
 //! original's members while a one-shot run holds the name, so `Profiles`, `LastRun*` and
 //! `NextRun` may be missing, and the model shows them as unknown.
 
-use std::collections::HashMap;
-
 use igotchuu_dbus::format;
 use igotchuu_dbus::{ErrorEvent, OutcomeKind, Phase, Progress, Summary};
-use zbus::zvariant::OwnedValue;
 
 /// What the monitor learns, in the order it learns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,54 +53,8 @@ pub enum RequestResult {
     Failed(String),
 }
 
-/// The interface's properties, each `None` when the server did not send it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Properties {
-    pub state: Option<String>,
-    pub percent_done: Option<f64>,
-    pub files_done: Option<u64>,
-    pub total_files: Option<u64>,
-    pub bytes_done: Option<u64>,
-    pub total_bytes: Option<u64>,
-    pub seconds_remaining: Option<u64>,
-    pub last_outcome: Option<String>,
-    pub last_snapshot_id: Option<String>,
-    pub profiles: Option<Vec<String>>,
-    pub last_run_started: Option<u64>,
-    pub last_run_finished: Option<u64>,
-    pub last_success: Option<u64>,
-    pub last_exit_code: Option<i32>,
-    pub next_run: Option<u64>,
-}
-
-impl Properties {
-    /// From GetAll's or PropertiesChanged's dictionary. A value of an unexpected type is left
-    /// out (unknown), like a missing one: a newer server must not crash an older monitor.
-    pub fn from_map(map: &HashMap<String, OwnedValue>) -> Properties {
-        fn get<T: TryFrom<OwnedValue>>(map: &HashMap<String, OwnedValue>, k: &str) -> Option<T> {
-            map.get(k)
-                .and_then(|v| v.try_clone().ok())
-                .and_then(|v| T::try_from(v).ok())
-        }
-        Properties {
-            state: get(map, "State"),
-            percent_done: get(map, "PercentDone"),
-            files_done: get(map, "FilesDone"),
-            total_files: get(map, "TotalFiles"),
-            bytes_done: get(map, "BytesDone"),
-            total_bytes: get(map, "TotalBytes"),
-            seconds_remaining: get(map, "SecondsRemaining"),
-            last_outcome: get(map, "LastOutcome"),
-            last_snapshot_id: get(map, "LastSnapshotId"),
-            profiles: get(map, "Profiles"),
-            last_run_started: get(map, "LastRunStarted"),
-            last_run_finished: get(map, "LastRunFinished"),
-            last_success: get(map, "LastSuccess"),
-            last_exit_code: get(map, "LastExitCode"),
-            next_run: get(map, "NextRun"),
-        }
-    }
-}
+/// The interface's properties, as the shared client decodes them.
+pub use igotchuu_dbus::Properties;
 
 /// Where a run is, as far as the model knows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -280,3 +280,67 @@ fn a_user_outside_the_group_is_told_to_join_it_and_a_member_sees_the_run() {
         denied.lines()
     );
 }
+
+/// Issue 16 §2: a user outside the group sends the monitor's connection (and everyone) a whole
+/// fake run that succeeds and the name's owner coming and going. The model shows none of it:
+/// after a real failed run it stays "failed", and the next real run is shown as it goes.
+#[test]
+fn a_forger_does_not_change_what_the_monitor_shows() {
+    let Some(fx) = setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let bus = Bus::start(Policy::Shipped);
+    let rec = bus::Recorder::start(&bus);
+    let w = Watch::start(&bus);
+    w.wait_for("not-installed", |s| *s == Screen::NotInstalled);
+    let cfg = wrong_password_config(&fx, &data);
+    let backup = || {
+        let out = bus
+            .igotchuu(&fx)
+            .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
+            .run();
+        assert_ne!(out.code, Some(0), "a wrong password fails the run\n{out}");
+    };
+    let failed = |s: &Screen| matches!(s, Screen::Idle(i) if i.last.as_ref().is_some_and(|l| l.outcome.is_some_and(|o| !o.is_success())));
+    backup();
+    w.wait_for("idle after the failure", failed);
+    let before = w.screens().len();
+    // Every connection of this process: the monitor's client among them.
+    let dests = bus.connections_of(std::process::id());
+    bus.forge_everything(&dests, &rec);
+    // A second real run: the model handles it after whatever the forged messages did.
+    backup();
+    let end = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    let seen = loop {
+        let seen: Vec<Screen> = w.screens().split_off(before);
+        let ran = seen.iter().position(|s| matches!(s, Screen::Running(_)));
+        if ran.is_some_and(|r| seen[r..].iter().any(failed)) {
+            break seen;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the second run was not shown: {:#?}",
+            seen
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for s in &seen {
+        let forged = match s {
+            Screen::Idle(i) => {
+                i.last.as_ref().is_some_and(|l| {
+                    l.outcome.is_some_and(|o| o.is_success())
+                        || l.snapshot_id.as_deref() == Some(bus::FORGED_SNAPSHOT)
+                }) || i.errors.iter().any(|e| e.contains("forged"))
+            }
+            Screen::Running(r) => {
+                r.errors.iter().any(|e| e.contains("forged")) || r.current_file.contains("forged")
+            }
+            _ => false,
+        };
+        assert!(!forged, "the model showed the forger's run: {s:#?}");
+    }
+    assert!(
+        matches!(seen.last(), Some(s) if failed(s)),
+        "{:#?}",
+        seen.last()
+    );
+}

@@ -59,6 +59,20 @@ pub enum Command {
     /// subvolume or a ZFS dataset and that restic can open the repository, and print the plan. Creates no
     /// snapshot and takes no lock: safe to run at any time.
     Check,
+    /// Apply the retention policy (keep_* keys) to this host's snapshots of the profile's
+    /// places: `restic forget` of the snapshots it no longer keeps, then `restic prune` when
+    /// `prune = true`. Refused when the policy would remove every one of them. Also runs by
+    /// itself after every backup that wrote a snapshot.
+    Forget {
+        /// Print what would be kept and removed (from `restic forget --dry-run --json`) and
+        /// change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the repository with `restic check`; with `check_read_data_subset = N` also read
+    /// the next 1/N of the data, so N runs read all of it once (the place is kept in
+    /// state_dir/ops.json). Exit 21: the repository is damaged; 22: the check could not run.
+    Verify,
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
     /// Nagios/Icinga check.
@@ -179,6 +193,19 @@ pub fn parse_age(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// The config an `igotchuu … daemon` command line reads (NUL-separated, as /proc gives it), by
+/// this very definition: `igotchuu backup` asks it of the daemon that runs its backup
+/// (commands/daemon/client.rs). `None`: not the daemon's command line.
+pub fn daemon_config(cmdline: &[u8]) -> Option<(PathBuf, bool)> {
+    use std::os::unix::ffi::OsStrExt;
+    let args = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned());
+    let cli = <Cli as clap::Parser>::try_parse_from(args).ok()?;
+    matches!(cli.command, Some(Command::Daemon { .. })).then(|| cli.config_path())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +218,24 @@ mod tests {
         assert_eq!(parse_age("600"), Ok(600));
         assert!(parse_age("2w").is_err());
         assert!(parse_age("d").is_err());
+    }
+
+    #[test]
+    fn the_daemon_s_config_comes_from_its_command_line() {
+        assert_eq!(
+            daemon_config(b"/usr/bin/igotchuu\0daemon\0"),
+            Some((PathBuf::from(DEFAULT_CONFIG_PATH), false))
+        );
+        assert_eq!(
+            daemon_config(b"igotchuu\0-c\0/srv/i.toml\0daemon\0--idle-timeout\x000\0"),
+            Some((PathBuf::from("/srv/i.toml"), true))
+        );
+        assert_eq!(
+            daemon_config(b"igotchuu\0--config-file\0rel.toml\0daemon\0"),
+            Some((PathBuf::from("rel.toml"), true))
+        );
+        // A one-shot run, or anything else, is not the daemon.
+        assert_eq!(daemon_config(b"igotchuu\0-c\0/x\0backup\0"), None);
+        assert_eq!(daemon_config(b"sh\0-c\0true\0"), None);
     }
 }

@@ -62,6 +62,25 @@ settings! {
     metrics_file: Spanned<String>,
     /// The size of an LVM copy-on-write snapshot: `N%ORIGIN` or `2G` (default 10%ORIGIN).
     lvm_snapshot_size: Spanned<String>,
+    // Retention (retention.rs): `restic forget` flags; no keep_* key means retention is off.
+    keep_last: Spanned<i64>,
+    keep_hourly: Spanned<i64>,
+    keep_daily: Spanned<i64>,
+    keep_weekly: Spanned<i64>,
+    keep_monthly: Spanned<i64>,
+    keep_yearly: Spanned<i64>,
+    keep_within: Spanned<String>,
+    keep_tag: Spanned<Vec<String>>,
+    prune: Spanned<bool>,
+    /// `igotchuu verify` reads 1/N of the data per run (verify.rs).
+    check_read_data_subset: Spanned<i64>,
+    /// healthchecks.io-style ping URL (notify.rs).
+    ping_url: Spanned<String>,
+    on_success: Spanned<Vec<String>>,
+    on_failure: Spanned<Vec<String>>,
+    on_finish: Spanned<Vec<String>>,
+    /// Seconds each ping and end-of-run hook may take (default 30).
+    notify_timeout: Spanned<i64>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -141,6 +160,12 @@ pub struct Config {
     pub lvm_snapshot_size: CowSize,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
+    /// The keep policy (off when no keep_* key is set).
+    pub retention: RetentionPolicy,
+    /// `check_read_data_subset`: how many `igotchuu verify` runs read all the data once.
+    pub check_read_data_subset: Option<u32>,
+    /// `ping_url`, the end-of-run hooks and their timeout.
+    pub notify: NotifySettings,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -521,6 +546,137 @@ fn validate_snapshots(
     Ok(snapshots)
 }
 
+/// A command key (`exec_before_snapshot`, `on_success`, …): argv, no shell.
+fn argv_key(
+    ctx: &Ctx,
+    key: &str,
+    v: &Option<Spanned<Vec<String>>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let argv = v.get_ref();
+    let Some(prog) = argv.first() else {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: the command is empty; remove the key or give [\"program\", \"arg\", …]"),
+        ));
+    };
+    // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
+    if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
+        return Err(ctx.err(
+            Some(v.span()),
+            format!("key `{key}`: program {prog:?} must be a command name found in PATH or an absolute path"),
+        ));
+    }
+    Ok(Some(argv.clone()))
+}
+
+/// The retention, check and notification keys (issue 18).
+fn validate_ops(
+    ctx: &Ctx,
+    s: &RawSettings,
+) -> Result<(RetentionPolicy, Option<u32>, NotifySettings), ConfigError> {
+    // A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
+    // restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
+    let count =
+        |key: &str, v: &Option<Spanned<i64>>, hint: &str| -> Result<Option<u32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) => match u32::try_from(*n.get_ref()) {
+                    Ok(c) if c >= 1 => Ok(Some(c)),
+                    _ => Err(ctx.err(
+                        Some(n.span()),
+                        format!(
+                            "key `{key}`: {} is not a count; give a whole number from 1 up{hint}",
+                            n.get_ref()
+                        ),
+                    )),
+                },
+            }
+        };
+    let off = " (remove the key to turn the rule off)";
+    let mut policy = RetentionPolicy {
+        keep_last: count("keep_last", &s.keep_last, off)?,
+        keep_hourly: count("keep_hourly", &s.keep_hourly, off)?,
+        keep_daily: count("keep_daily", &s.keep_daily, off)?,
+        keep_weekly: count("keep_weekly", &s.keep_weekly, off)?,
+        keep_monthly: count("keep_monthly", &s.keep_monthly, off)?,
+        keep_yearly: count("keep_yearly", &s.keep_yearly, off)?,
+        ..Default::default()
+    };
+    if let Some(w) = &s.keep_within {
+        if !valid_within(w.get_ref()) {
+            return Err(ctx.err(
+                Some(w.span()),
+                format!("key `keep_within`: {:?} is not a restic duration; write e.g. \"30d\", \"1y6m\" or \"48h\" (units y, m, d, h)", w.get_ref()),
+            ));
+        }
+        policy.keep_within = Some(w.get_ref().clone());
+    }
+    if let Some(t) = &s.keep_tag {
+        if t.get_ref().is_empty() || t.get_ref().iter().any(|x| x.is_empty() || x.contains(',')) {
+            return Err(ctx.err(
+                Some(t.span()),
+                "key `keep_tag`: give a non-empty list of tags, one per string, e.g. [\"keep\"]"
+                    .to_owned(),
+            ));
+        }
+        policy.keep_tag = t.get_ref().clone();
+    }
+    if let Some(p) = &s.prune {
+        if *p.get_ref() && !policy.is_set() {
+            return Err(ctx.err(
+                Some(p.span()),
+                "key `prune`: prune is set but no keep_* rule is, so nothing is ever forgotten to prune; add a rule such as keep_daily = 7, or remove `prune`".to_owned(),
+            ));
+        }
+        policy.prune = *p.get_ref();
+    }
+    let subset = count(
+        "check_read_data_subset",
+        &s.check_read_data_subset,
+        " (1 reads all the data on every `igotchuu verify`, 10 a tenth per run)",
+    )?;
+    let ping_url = match &s.ping_url {
+        None => None,
+        Some(u) => {
+            let url = u.get_ref().trim_end_matches('/');
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() > "https://".len()
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(ctx.err(
+                    Some(u.span()),
+                    "key `ping_url`: not an http:// or https:// URL; give the check's ping URL, e.g. \"https://hc-ping.com/<uuid>\"".to_owned(),
+                ));
+            }
+            Some(url.to_owned())
+        }
+    };
+    let timeout = match &s.notify_timeout {
+        None => DEFAULT_NOTIFY_TIMEOUT,
+        Some(t) => match u64::try_from(*t.get_ref()) {
+            Ok(n) if (1..=3600).contains(&n) => n,
+            _ => {
+                return Err(ctx.err(
+                    Some(t.span()),
+                    format!(
+                        "key `notify_timeout`: {} is out of range; give seconds from 1 to 3600",
+                        t.get_ref()
+                    ),
+                ))
+            }
+        },
+    };
+    let notify = NotifySettings {
+        ping_url,
+        on_success: argv_key(ctx, "on_success", &s.on_success)?,
+        on_failure: argv_key(ctx, "on_failure", &s.on_failure)?,
+        on_finish: argv_key(ctx, "on_finish", &s.on_finish)?,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
+    Ok((policy, subset, notify))
+}
+
 fn validate(
     ctx: &Ctx,
     s: RawSettings,
@@ -530,7 +686,8 @@ fn validate(
     let places = validate_places(ctx, &s)?;
     let prefix = validate_prefix(ctx, &s)?;
     let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
-    let exec_before_snapshot = validate_hook(ctx, &s)?;
+    let exec_before_snapshot = argv_key(ctx, "exec_before_snapshot", &s.exec_before_snapshot)?;
+    let (retention, check_read_data_subset, notify) = validate_ops(ctx, &s)?;
     let (repository_file, password_file) = validate_repository(ctx, &s)?;
     let progress_fps = validate_progress_fps(ctx, &s)?;
 
@@ -575,6 +732,9 @@ fn validate(
         metrics_file,
         lvm_snapshot_size,
         profile_names,
+        retention,
+        check_read_data_subset,
+        notify,
     })
 }
 
@@ -585,31 +745,6 @@ fn opt_path(
     v: &Option<Spanned<String>>,
 ) -> Result<Option<PathBuf>, ConfigError> {
     v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
-}
-
-/// `exec_before_snapshot`: a program (a name found in PATH or an absolute path) and its
-/// arguments; no shell.
-fn validate_hook(ctx: &Ctx, s: &RawSettings) -> Result<Option<Vec<String>>, ConfigError> {
-    Ok(match &s.exec_before_snapshot {
-        None => None,
-        Some(v) => {
-            let argv = v.get_ref();
-            let Some(prog) = argv.first() else {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    "key `exec_before_snapshot`: the command is empty; remove the key or give [\"program\", \"arg\", …]".to_owned(),
-                ));
-            };
-            // No shell: a bare name is looked up in PATH, anything with a slash must be absolute.
-            if prog.is_empty() || (prog.contains('/') && !prog.starts_with('/')) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!("key `exec_before_snapshot`: program {prog:?} must be a command name found in PATH or an absolute path"),
-                ));
-            }
-            Some(argv.clone())
-        }
-    })
 }
 
 /// Where the repository and its password come from: `repository_file` and `password_file` as
@@ -749,6 +884,52 @@ impl fmt::Display for CowSize {
             },
         }
     }
+}
+
+/// The keep rules, as `restic forget` takes them (`keep_*`, `prune`); applied by ops/retention.rs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// restic's duration: `1y6m`, `30d`, `12h` (years, months, days, hours).
+    pub keep_within: Option<String>,
+    pub keep_tag: Vec<String>,
+    pub prune: bool,
+}
+
+/// Whether `s` is a duration restic's `--keep-within` accepts: one or more `<number><unit>`,
+/// unit y, m, d or h.
+pub fn valid_within(s: &str) -> bool {
+    let mut digits = 0;
+    let mut parts = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if "ymdh".contains(c) && digits > 0 {
+            digits = 0;
+            parts += 1;
+        } else {
+            return false;
+        }
+    }
+    digits == 0 && parts > 0
+}
+
+/// The default bound on each ping and each hook, in seconds (`notify_timeout`).
+pub const DEFAULT_NOTIFY_TIMEOUT: u64 = 30;
+
+/// Pings and end-of-run hooks, as the config asks for them; carried out by ops/notify.rs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifySettings {
+    pub ping_url: Option<String>,
+    pub on_success: Option<Vec<String>>,
+    pub on_failure: Option<Vec<String>>,
+    pub on_finish: Option<Vec<String>>,
+    pub timeout: std::time::Duration,
 }
 
 #[cfg(test)]

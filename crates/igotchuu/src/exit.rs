@@ -2,11 +2,18 @@
 
 use crate::events::Outcome;
 
-pub const SUCCESS: i32 = 0;
-/// igotchuu's own failure: config, lock, hook, snapshot, mount, cleanup. Chosen outside the codes
-/// restic uses (0–3, 10–12, 130) so a monitor can tell who failed.
-pub const IGOTCHUU_FAILED: i32 = 20;
-pub const INTERRUPTED: i32 = 130;
+// Defined once, in igotchuu-dbus, where the clients map outcomes to codes and back.
+pub use igotchuu_dbus::exit::{IGOTCHUU_FAILED, INTERRUPTED, SUCCESS};
+/// `igotchuu verify`: restic check found errors in the repository.
+pub const CHECK_DAMAGED: i32 = 21;
+/// `igotchuu verify`: restic check could not run to the end (locked or unreachable repository,
+/// wrong password).
+pub const CHECK_FAILED: i32 = 22;
+/// `igotchuu forget`: the policy would remove every one of the profile's snapshots; nothing was
+/// forgotten.
+pub const RETENTION_REFUSED: i32 = 23;
+/// `igotchuu forget`: restic forget or prune failed.
+pub const RETENTION_FAILED: i32 = 24;
 
 pub fn code_for(outcome: &Outcome, cleanup_ok: bool) -> i32 {
     if !cleanup_ok {
@@ -29,5 +36,9 @@ Exit codes:
   11   the restic repository is locked (restic 0.17+)
   12   wrong restic password (restic 0.17.1+)
   20   igotchuu itself failed: config, lock, exec_before_snapshot, snapshot, mount or cleanup
+  21   verify: restic check found errors in the repository
+  22   verify: restic check could not run (locked or unreachable repository, wrong password)
+  23   forget: refused, the policy would remove all of the profile's snapshots
+  24   forget: restic forget or prune failed (a backup's exit code never changes for this)
   130  interrupted (SIGINT, SIGTERM, SIGHUP or D-Bus Stop); snapshots were removed
   other codes are restic's own";

@@ -42,8 +42,19 @@ pub async fn execute(
     timeout: Option<u64>,
     stop: &mut StopSignal,
 ) -> Result<(), HookError> {
+    run_with_env(argv, &[], timeout, stop).await
+}
+
+/// [`run`] with variables added to the environment (the `IGOTCHUU_*` of notify.rs's hooks).
+pub async fn run_with_env(
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Option<u64>,
+    stop: &mut StopSignal,
+) -> Result<(), HookError> {
     let (prog, args) = argv.split_first().ok_or(HookError::Failed(-1))?;
     let mut cmd = Command::new(prog);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     // SAFETY: only an async-signal-safe prctl runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

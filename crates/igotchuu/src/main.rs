@@ -57,6 +57,14 @@ fn real_main() -> i32 {
             commands::backup::for_daemon(&g, run_id, daemon_pid)
         }
         Some(Command::Check) => commands::check::main(&g),
+        Some(Command::Forget { dry_run }) => match commands::load_plan(&g) {
+            Ok(plan) => commands::maintenance::forget(&plan, dry_run),
+            Err(code) => code,
+        },
+        Some(Command::Verify) => match commands::load_plan(&g) {
+            Ok(plan) => commands::maintenance::verify(&plan),
+            Err(code) => code,
+        },
         Some(Command::Status { json, max_age }) => commands::status::main(&g, json, max_age),
         Some(Command::Watch { wait }) => commands::watch::main(&g, wait),
         Some(Command::Mount { target }) => commands::mount::main(&g, &target),

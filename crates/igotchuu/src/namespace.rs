@@ -24,6 +24,8 @@ pub fn enter_private() -> io::Result<()> {
             )))
         }
     }
+    // The way back, for what must run outside once the snapshots are gone (retention.rs).
+    remember_host();
     // SAFETY: single-threaded (checked above), so no other thread shares our fs struct or could
     // be left behind in the host namespace.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }?;
@@ -35,6 +37,25 @@ pub fn enter_private() -> io::Result<()> {
         MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
     )?;
     Ok(())
+}
+
+static HOST: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+/// Keeps an fd of the mount namespace igotchuu started in (close-on-exec: no child inherits it).
+fn remember_host() {
+    if let Ok(fd) = rustix::fs::open(
+        "/proc/self/ns/mnt",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = HOST.set(fd);
+    }
+}
+
+/// The host's mount namespace, when this process left it with [`enter_private`].
+pub fn host() -> Option<std::os::fd::BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
+    HOST.get().map(|fd| fd.as_fd())
 }
 
 fn thread_count() -> Option<usize> {

@@ -61,6 +61,21 @@ pub struct Plan {
     pub trees: Trees,
     /// The size of each COW snapshot of an LVM logical volume (`lvm_snapshot_size`).
     pub lvm_snapshot_size: crate::config::CowSize,
+    /// What restic backs up (the scope of retention, see scope.rs).
+    pub places: Vec<PathBuf>,
+    /// The keep policy applied after a backup that wrote a snapshot (retention.rs).
+    pub retention: crate::config::RetentionPolicy,
+    /// `igotchuu verify`'s rolling read (verify.rs).
+    pub check_read_data_subset: Option<u32>,
+    /// Pings and end-of-run hooks (notify.rs).
+    pub notify: crate::config::NotifySettings,
+}
+
+impl Plan {
+    /// "This host's snapshots of this profile" (scope.rs).
+    pub fn scope(&self) -> crate::scope::Scope {
+        crate::scope::Scope::new(&self.restic_args, &self.places, &crate::scope::hostname())
+    }
 }
 
 /// The run's timestamp, shared by every snapshot. UTC, so names are unambiguous across DST
@@ -141,6 +156,10 @@ pub fn build(
         metrics_file: config.metrics_file.clone(),
         trees,
         lvm_snapshot_size: config.lvm_snapshot_size,
+        places: config.places.clone(),
+        retention: config.retention.clone(),
+        check_read_data_subset: config.check_read_data_subset,
+        notify: config.notify.clone(),
     }
 }
 
@@ -365,6 +384,42 @@ impl fmt::Display for Plan {
             f,
             "{n}. always, even on failure or interruption: unmount and delete the snapshots above"
         )?;
+        if self.retention.is_set() {
+            n += 1;
+            writeln!(
+                f,
+                "{n}. after a backup that wrote a snapshot, outside the namespace: restic forget ({}) on {}; refused if it would remove all of them",
+                self.retention,
+                self.scope()
+            )?;
+        }
+        if self.notify.is_set() {
+            n += 1;
+            let mut what = Vec::new();
+            if let Some(u) = &self.notify.ping_url {
+                what.push(format!(
+                    "ping {} (start, success, failure)",
+                    crate::redact::shown_url(u)
+                ));
+            }
+            for (k, v) in [
+                ("on_success", &self.notify.on_success),
+                ("on_failure", &self.notify.on_failure),
+                ("on_finish", &self.notify.on_finish),
+            ] {
+                if let Some(argv) = v {
+                    let q: Vec<String> =
+                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
+                    what.push(format!("{k}: {}", q.join(" ")));
+                }
+            }
+            writeln!(
+                f,
+                "{n}. notify (each bounded by {}s; a failure is only a warning): {}",
+                self.notify.timeout.as_secs(),
+                what.join("; ")
+            )?;
+        }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }

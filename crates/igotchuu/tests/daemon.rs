@@ -437,7 +437,13 @@ fn backup_delegates_to_a_running_idle_daemon_and_exits_with_the_run_s_code() {
     fx.assert_no_snapshot_left("after the delegated run");
 
     // A member of `igotchuu` needs no sudo: not root, so it always asks the daemon (here by the
-    // group check, no polkitd on this bus).
+    // group check, no polkitd on this bus). It reads the run's record as `igotchuu status`
+    // does: the config (readable here as /etc/igotchuu.toml is) and status.json (the group's).
+    std::fs::set_permissions(
+        &fx.root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the scratch directory");
     let out = run(bus.cmd(Who::Member, BIN).arg("backup"));
     out.assert_stderr_contains("the igotchuu daemon runs this backup");
     assert_eq!(out.code, Some(3), "{out}");
@@ -744,4 +750,65 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
         0,
         "no `restic version` for a refused name"
     );
+}
+
+/// A config whose repository does not exist: restic fails (exit 1), after the snapshots.
+fn failing_config(fx: &Fixture, data: &Path) -> PathBuf {
+    let repo = fx
+        .repo
+        .as_ref()
+        .expect("fixture repo")
+        .to_str()
+        .expect("utf-8");
+    let keys = fx
+        .standard_keys()
+        .replace(&toml_str(repo), &toml_str(fx.path("no-such-repo")));
+    fx.write_config_raw(&format!("{keys}{}", places(&[data])))
+}
+
+/// Issue 16 §2: root's plain `igotchuu backup` delegates to the running daemon while a user
+/// outside the group forges a whole successful run and the name's owner leaving, both to the
+/// client's connection and to all. The run really fails (restic: no repository): the client
+/// exits 1, the code the run recorded in status.json under the run id Start returned, and
+/// shows none of the forger's run.
+#[test]
+fn a_forger_does_not_decide_what_a_delegated_backup_reports() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    let cfg = failing_config(&fx, &data);
+    let bus = Bus::start(Policy::Shipped);
+    let h = hold(&fx, "restic");
+    let rec = Recorder::start(&bus);
+    let _daemon = run_daemon(&bus, &fx, &cfg, Some(&h.dir));
+    let mut client = bus.igotchuu(&fx).arg("backup").spawn();
+    // The run waits at restic: the client follows it by now.
+    client.wait_for_path(&h.held);
+    let dests = bus.connections_of(client.pid());
+    assert!(!dests.is_empty(), "the client has a connection on the bus");
+    bus.forge_everything(&dests, &rec);
+    touch(&h.go);
+    let out = client.wait(RUN_TIMEOUT);
+    out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    assert_eq!(
+        out.code,
+        Some(1),
+        "the run's code, not the forger's:\n{out}"
+    );
+    out.assert_stderr_contains("backup finished: restic failed with exit code 1");
+    assert!(!out.stderr.contains("backup finished: success"), "{out}");
+    assert!(!out.stderr.contains("forged error"), "{out}");
+    assert!(!out.stdout.contains(FORGED_SNAPSHOT), "{out}");
+    assert!(
+        !out.stderr.contains("exited before the backup ended"),
+        "{out}"
+    );
+    // The code is the one recorded for the run.
+    let status = igotchuu::state::status::load(&fx.state_dir).expect("status file");
+    let last = status.last(None).expect("the run is recorded");
+    assert_eq!(
+        (last.outcome, last.exit_code),
+        (igotchuu_dbus::OutcomeKind::ResticFailed, 1),
+        "{out}"
+    );
+    fx.assert_no_snapshot_left("after the failed run");
 }

@@ -34,12 +34,16 @@ const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 /// turns.
 static HOST_USR: Mutex<()> = Mutex::new(());
 
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 9] = [
     "igotchuu.service",
     "igotchuu.timer",
     "igotchuu@.service",
     "igotchuu@.timer",
     "igotchuu-daemon.service",
+    "igotchuu-verify.service",
+    "igotchuu-verify.timer",
+    "igotchuu-verify@.service",
+    "igotchuu-verify@.timer",
 ];
 
 // ------------------------------------------------------------------------------------------------
@@ -168,6 +172,10 @@ fn units_pass_systemd_analyze_verify() {
         "igotchuu@offsite.service",
         "igotchuu@offsite.timer",
         "igotchuu-daemon.service",
+        "igotchuu-verify.service",
+        "igotchuu-verify.timer",
+        "igotchuu-verify@offsite.service",
+        "igotchuu-verify@offsite.timer",
     ]);
     assert!(
         success && said.trim().is_empty(),
@@ -188,6 +196,8 @@ fn units_pass_systemd_analyze_verify() {
         "igotchuu.service",
         "igotchuu@offsite.service",
         "igotchuu-daemon.service",
+        "igotchuu-verify.service",
+        "igotchuu-verify@offsite.service",
     ] {
         let mut cmd = Command::new("systemd-analyze");
         cmd.arg(format!("--root={}", root.path().display()))
@@ -270,6 +280,40 @@ fn template_units_match_the_main_units() {
         );
     }
     assert_eq!(section(&timer, "Timer"), section(&ttmpl, "Timer"));
+    assert_eq!(section(&timer, "Install"), vec!["WantedBy=timers.target"]);
+    assert_eq!(section(&ttmpl, "Install"), vec!["WantedBy=timers.target"]);
+}
+
+/// `igotchuu verify`'s units (issue 18 §2): the template is the main unit but for the profile, the
+/// timers differ only in what they start, and nothing is enabled by the package (no [Install]
+/// on the services; the timers only when enabled by hand).
+#[test]
+fn verify_units_match_each_other_and_are_off_by_default() {
+    let main = read(&dist("systemd/igotchuu-verify.service"));
+    let tmpl = read(&dist("systemd/igotchuu-verify@.service"));
+    let strip_exec = |s: &str| -> Vec<String> {
+        section(s, "Service")
+            .into_iter()
+            .filter(|l| !l.starts_with("ExecStart="))
+            .collect()
+    };
+    assert_eq!(strip_exec(&main), strip_exec(&tmpl));
+    let has = |lines: &[String], l: &str| lines.iter().any(|x| x == l);
+    assert!(has(
+        &section(&main, "Service"),
+        "ExecStart=/usr/bin/igotchuu verify"
+    ));
+    assert!(has(
+        &section(&tmpl, "Service"),
+        "ExecStart=/usr/bin/igotchuu --profile %i verify"
+    ));
+    // Exit 21 (damaged) and 22 (could not run) must fail the unit: no SuccessExitStatus=.
+    assert!(!main.contains("SuccessExitStatus="));
+    assert!(section(&main, "Install").is_empty() && section(&tmpl, "Install").is_empty());
+    let timer = read(&dist("systemd/igotchuu-verify.timer"));
+    let ttmpl = read(&dist("systemd/igotchuu-verify@.timer"));
+    assert_eq!(section(&timer, "Timer"), section(&ttmpl, "Timer"));
+    assert!(has(&section(&timer, "Timer"), "Persistent=true"));
     assert_eq!(section(&timer, "Install"), vec!["WantedBy=timers.target"]);
     assert_eq!(section(&ttmpl, "Install"), vec!["WantedBy=timers.target"]);
 }
@@ -444,7 +488,23 @@ fn committed_man_page_and_completions_match_the_command_line() {
 // ------------------------------------------------------------------------------------------------
 
 /// What the package must install, and from where.
-const DEB_FILES: [(&str, &str); 16] = [
+const DEB_FILES: [(&str, &str); 20] = [
+    (
+        "/usr/lib/systemd/system/igotchuu-verify.service",
+        "systemd/igotchuu-verify.service",
+    ),
+    (
+        "/usr/lib/systemd/system/igotchuu-verify.timer",
+        "systemd/igotchuu-verify.timer",
+    ),
+    (
+        "/usr/lib/systemd/system/igotchuu-verify@.service",
+        "systemd/igotchuu-verify@.service",
+    ),
+    (
+        "/usr/lib/systemd/system/igotchuu-verify@.timer",
+        "systemd/igotchuu-verify@.timer",
+    ),
     (
         "/usr/lib/systemd/system/igotchuu-daemon.service",
         "systemd/igotchuu-daemon.service",

@@ -333,24 +333,23 @@ fn status_after_success_and_max_age() {
         .assert_stderr_contains("unknown unit");
 }
 
+/// A config for [`data`] whose repository does not exist: restic fails with 1.
+fn no_repository_config(fx: &Fixture) -> PathBuf {
+    let d = data(fx);
+    let repo = fx.repo.as_ref().expect("fixture repo").to_str().unwrap();
+    let text = fx
+        .standard_keys()
+        .replace(&toml_str(repo), &toml_str(fx.path("no-such-repo")));
+    fx.write_config_raw(&format!("{text}{}", places(&[&d])))
+}
+
 /// After a failure: CRITICAL, the outcome and restic's error shown; a user outside the group is
 /// told about the group and gets UNKNOWN (3).
 #[test]
 fn status_after_failure_and_for_a_non_member() {
     let Some(fx) = bus::setup() else { return };
     let bus = Bus::start(Policy::Shipped);
-    let d = data(&fx);
-    let repo = fx
-        .repo
-        .as_ref()
-        .expect("fixture repo")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let text = fx
-        .standard_keys()
-        .replace(&toml_str(&repo), &toml_str(fx.path("no-such-repo")));
-    let cfg = fx.write_config_raw(&format!("{text}{}", places(&[&d])));
+    let cfg = no_repository_config(&fx);
     share_scratch(&fx);
     let code = bus
         .igotchuu(&fx)
@@ -945,4 +944,55 @@ fn wait_child_status(c: &mut std::process::Child) -> Option<i32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Issue 16 §2: `watch --wait` as a group member, with nothing running, waits and says nothing
+/// more, neither from the replies to its own calls nor from a forger (a user outside the group)
+/// who sends it, directly and to all, a whole fake run that succeeds and the name's owner
+/// coming and going. It then follows the real run, which fails (no repository), and exits with
+/// that run's code, 1.
+#[test]
+fn watch_wait_believes_no_forger_and_follows_the_real_run() {
+    let Some(fx) = bus::setup() else { return };
+    let bus = Bus::start(Policy::Shipped);
+    let rec = bus::Recorder::start(&bus);
+    let cfg = no_repository_config(&fx);
+    let (mut watch, err, out) = spawn_watch(&fx, &bus, Who::Member, &["--wait"]);
+    wait_for_text(&err, "waiting for the next backup");
+    let dests = bus.connections_of(watch.id());
+    assert!(!dests.is_empty(), "watch has a connection on the bus");
+    bus.forge_everything(&dests, &rec);
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        !said.contains("following the backup that just started"),
+        "no backup runs, yet watch says it follows one:\n{said}"
+    );
+    assert_eq!(
+        watch.try_wait().expect("wait"),
+        None,
+        "watch ended:\n{said}"
+    );
+
+    let code = bus
+        .igotchuu(&fx)
+        .args(["-c", cfg.to_str().unwrap(), "backup"])
+        .run()
+        .code;
+    assert_eq!(code, Some(1), "restic cannot open the repository");
+    assert_eq!(wait_child(watch), Some(1), "the real run's code");
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        stderr
+            .matches("following the backup that just started")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("backup finished: restic failed with exit code 1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("forged error"), "{stderr}");
+    assert!(!stdout.contains(bus::FORGED_SNAPSHOT), "{stdout}");
 }

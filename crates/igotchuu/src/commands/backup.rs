@@ -10,8 +10,9 @@
 use std::os::fd::BorrowedFd;
 
 use super::daemon::{self, child::Handed};
-use super::{fail, load_plan, root, Global};
+use super::{fail, load_plan, maintenance, root, Global};
 use crate::events::Events;
+use crate::ops::notify;
 use crate::plan::Plan;
 use crate::safe_fs::Dir;
 use crate::session::pipeline;
@@ -123,7 +124,7 @@ impl Run<'_> {
         let plan = self.plan;
         let recording = self.recording;
         let mut events = Events::new();
-        events.subscribe(root::log_listener(self.run_id, self.verbose));
+        events.subscribe(root::log_listener(self.run_id.clone(), self.verbose));
         if let Some(w) = self.marker_warning {
             events.warning(w);
         }
@@ -158,7 +159,35 @@ impl Run<'_> {
                 }
             }
         };
+        // The start ping goes out on a blocking thread while the snapshots are taken.
+        let notifier = plan.notify.is_set().then(|| {
+            let n = notify::Notifier::start(&plan.notify);
+            for l in n.listeners() {
+                events.subscribe(l);
+            }
+            n
+        });
         let code = pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+        // After the snapshots are gone; never changes `code`.
+        let retention = maintenance::after_backup(plan, code, &mut events, &mut stop).await;
+        if let Some(n) = notifier {
+            let profile = plan.profile.clone().unwrap_or_default();
+            let warnings = n
+                .finish(
+                    &profile,
+                    &self.run_id,
+                    code,
+                    retention.map(|o| o.word().to_owned()),
+                    &plan.restic.secrets,
+                )
+                .await;
+            for w in &warnings {
+                events.warning(w.clone());
+            }
+            if let Err(w) = maintenance::record_notify(plan, &self.run_id, &warnings) {
+                events.warning(w);
+            }
+        }
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(plan, code, &mut events);
         if let Some(d) = bus {

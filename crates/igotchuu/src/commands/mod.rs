@@ -17,6 +17,7 @@ pub mod check;
 pub mod cleanup;
 pub mod daemon;
 pub mod generate;
+pub mod maintenance;
 pub mod mount;
 mod root;
 pub mod status;
@@ -47,7 +48,7 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> i32 {
 
 /// Loads the config and builds the plan a run (or `--dry-run`, or `mount`) would follow; a
 /// config error is printed and its exit code returned.
-pub(crate) fn load_plan(g: &Global) -> Result<plan::Plan, i32> {
+pub fn load_plan(g: &Global) -> Result<plan::Plan, i32> {
     let config = config::load(&g.config_path, g.explicit, g.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).

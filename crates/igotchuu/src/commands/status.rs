@@ -10,9 +10,8 @@
 
 use std::time::Duration;
 
-use igotchuu_dbus::{IgotchuuProxy, OutcomeKind, Phase, Progress};
+use igotchuu_dbus::{CallError, Client, Event, OutcomeKind, Phase, Progress, Properties};
 use serde_json::json;
-use zbus::Connection;
 
 use crate::escape;
 use crate::session::record::now;
@@ -81,36 +80,10 @@ pub fn group_message(what: &str) -> String {
     )
 }
 
-/// Whether a D-Bus error is the policy saying no.
-pub fn is_access_denied(e: &zbus::Error) -> bool {
-    match e {
-        zbus::Error::MethodError(name, _, _) => {
-            name.as_str() == igotchuu_dbus::errors::ACCESS_DENIED
-        }
-        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::AccessDenied(_)),
-        _ => false,
-    }
-}
-
-/// Whether a D-Bus error means nobody owns the name.
-pub fn is_not_running(e: &zbus::Error) -> bool {
-    match e {
-        zbus::Error::MethodError(name, _, _) => matches!(
-            name.as_str(),
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.NameHasNoOwner"
-        ),
-        zbus::Error::FDO(f) => matches!(
-            **f,
-            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
-        ),
-        _ => false,
-    }
-}
-
-/// Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS or the standard socket), bounded.
-pub async fn connect() -> Result<Connection, String> {
-    match tokio::time::timeout(BUS_TIMEOUT, Connection::system()).await {
+/// The shared bus client (igotchuu_dbus::client) on the system bus ($DBUS_SYSTEM_BUS_ADDRESS or
+/// the standard socket), bounded; shared with `watch`.
+pub async fn client() -> Result<Client, String> {
+    match tokio::time::timeout(BUS_TIMEOUT, Client::connect(None)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!("cannot connect to the D-Bus system bus: {e}")),
         Err(_) => Err(format!(
@@ -120,75 +93,75 @@ pub async fn connect() -> Result<Connection, String> {
     }
 }
 
-/// A proxy that always asks (no property cache: a short-lived client reads each once).
-pub async fn proxy(conn: &Connection) -> zbus::Result<IgotchuuProxy<'static>> {
-    IgotchuuProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-}
-
-async fn ask_live(conn: &Connection) -> Result<Live, NoLive> {
-    let p = proxy(conn)
+/// The owner's properties, read at once (one GetAll: they belong together).
+async fn ask_live(client: &mut Client) -> Result<Live, NoLive> {
+    client
+        .ask_all()
         .await
         .map_err(|e| NoLive::NoBus(e.to_string()))?;
-    let state = match tokio::time::timeout(BUS_TIMEOUT, p.state()).await {
-        Err(_) => return Err(NoLive::NoBus("igotchuu did not answer on the bus".into())),
-        Ok(Err(e)) if is_access_denied(&e) => return Err(NoLive::Denied(e.to_string())),
-        Ok(Err(e)) if is_not_running(&e) => return Err(NoLive::NotRunning),
-        Ok(Err(e)) => return Err(NoLive::NoBus(e.to_string())),
-        Ok(Ok(s)) => s,
+    let answer = async {
+        loop {
+            match client.next().await {
+                Some(Event::All(r)) => return Some(r),
+                Some(_) => {}
+                None => return None,
+            }
+        }
     };
-    let known = |v: u64| (v > 0).then_some(v);
+    let props = match tokio::time::timeout(BUS_TIMEOUT, answer).await {
+        Err(_) => return Err(NoLive::NoBus("igotchuu did not answer on the bus".into())),
+        Ok(None) => {
+            return Err(NoLive::NoBus(
+                "the connection to the system bus closed".into(),
+            ))
+        }
+        Ok(Some(Err(CallError::Denied(e)))) => return Err(NoLive::Denied(e)),
+        Ok(Some(Err(CallError::Absent))) => return Err(NoLive::NotRunning),
+        Ok(Some(Err(e))) => return Err(NoLive::NoBus(e.to_string())),
+        Ok(Some(Ok(p))) => p,
+    };
+    Ok(live_of(props))
+}
+
+fn live_of(p: Properties) -> Live {
+    let state = p.state.clone().unwrap_or_default();
+    let known = |v: Option<u64>| v.filter(|&v| v > 0);
     let progress = Progress {
-        percent_done: p.percent_done().await.unwrap_or(0.0),
-        files_done: p.files_done().await.unwrap_or(0),
-        total_files: known(p.total_files().await.unwrap_or(0)),
-        bytes_done: p.bytes_done().await.unwrap_or(0),
-        total_bytes: known(p.total_bytes().await.unwrap_or(0)),
-        seconds_remaining: known(p.seconds_remaining().await.unwrap_or(0)),
+        percent_done: p.percent_done.unwrap_or(0.0),
+        files_done: p.files_done.unwrap_or(0),
+        total_files: known(p.total_files),
+        bytes_done: p.bytes_done.unwrap_or(0),
+        total_bytes: known(p.total_bytes),
+        seconds_remaining: known(p.seconds_remaining),
         ..Default::default()
     };
-    // Older one-shot runs do not have it: unknown.
-    let next_run = p.next_run().await.unwrap_or(0);
+    // Older one-shot runs do not have them: unknown.
     let history = match (
-        p.last_run_started().await,
-        p.last_run_finished().await,
-        p.last_success().await,
-        p.last_exit_code().await,
+        p.last_run_started,
+        p.last_run_finished,
+        p.last_success,
+        p.last_exit_code,
     ) {
-        (Ok(started), Ok(finished), Ok(success), Ok(code)) if started > 0 => {
+        (Some(started), Some(finished), Some(success), Some(code)) if started > 0 => {
             // LastOutcome is the outcome of the run the server serves (a one-shot run's own,
             // "" until it ends): only an idle server's matches LastExitCode's run.
-            let word = match Phase::parse(&state) {
-                Some(Phase::Idle) => p.last_outcome().await.unwrap_or_default(),
+            let word = match p.phase() {
+                Some(Phase::Idle) => p.last_outcome.clone().unwrap_or_default(),
                 _ => String::new(),
             };
-            let snapshot = p.last_snapshot_id().await.unwrap_or_default();
+            let snapshot = p.last_snapshot_id.clone().unwrap_or_default();
             Some(history_from_bus(
                 started, finished, success, code, &word, snapshot,
             ))
         }
         _ => None,
     };
-    Ok(Live {
+    Live {
         history,
-        phase: Phase::parse(&state),
+        phase: p.phase(),
         state,
         progress,
-        next_run,
-    })
-}
-
-/// The outcome a one-shot run's exit code stands for (exit.rs).
-fn kind_of_code(code: i32) -> OutcomeKind {
-    match code {
-        0 => OutcomeKind::Success,
-        3 => OutcomeKind::Partial,
-        -1 => OutcomeKind::Crashed,
-        crate::exit::INTERRUPTED => OutcomeKind::Interrupted,
-        crate::exit::IGOTCHUU_FAILED => OutcomeKind::Failed,
-        _ => OutcomeKind::ResticFailed,
+        next_run: p.next_run.unwrap_or(0),
     }
 }
 
@@ -214,7 +187,7 @@ fn history_from_bus(
         snapshot_id,
         errors: vec![],
     };
-    let outcome = OutcomeKind::parse(word).unwrap_or_else(|| kind_of_code(code));
+    let outcome = OutcomeKind::parse(word).unwrap_or_else(|| OutcomeKind::of_exit_code(code));
     let mut runs = vec![record(outcome, code, started, finished, snapshot_id)];
     if success > 0 && !(outcome.is_success() && success == finished) {
         runs.insert(
@@ -335,14 +308,14 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
         }
     };
     let (live, next_run) = rt.block_on(async {
-        let conn = match connect().await {
+        let mut client = match client().await {
             Ok(c) => c,
             Err(e) => return (Err(NoLive::NoBus(e)), None),
         };
-        let live = ask_live(&conn).await;
+        let live = ask_live(&mut client).await;
         let next = match &live {
             Ok(l) if l.next_run > 0 => Some(l.next_run),
-            _ => crate::schedule::next_run(&conn, profile).await,
+            _ => crate::schedule::next_run(client.connection(), profile).await,
         };
         (live, next)
     });
@@ -378,6 +351,12 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
             );
         }
         print_text(&live, &file, profile, next_run, now);
+        // The last retention and check (issue 18; ops_state.rs).
+        if let Ok(d) = &state_dir {
+            for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now) {
+                say_out!("{}", escape::line(&l));
+            }
+        }
         say_out!("{}: {}", check.as_str(), escape::line(&why));
     }
     check as i32

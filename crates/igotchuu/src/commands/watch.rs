@@ -1,28 +1,23 @@
 //! `igotchuu watch` (issue 9 §4): follows the running backup from its D-Bus signals and
 //! properties with the same terminal output a one-shot run gives (terminal.rs, fed with the
-//! typed events the proxy's `to_progress()`/`to_summary()` give back), and exits with the run's
-//! exit code.
+//! typed events of igotchuu_dbus::client), and exits with the run's exit code.
 //!
+//! [`follow`] is the one follow loop: `watch` and the delegating `igotchuu backup`
+//! (daemon/client.rs) both use it. It believes only what igotchuu_dbus::Client passes on: the
+//! signals and properties of the name's current owner, and owner changes from the bus itself.
 //! Every message (the run's signals, its PropertiesChanged, the bus's NameOwnerChanged) arrives
 //! on one ordered stream, so "the run said how it ended" is always seen before "its process
 //! left the bus". A user the policy keeps out gets the `igotchuu` group message at once (the bus
 //! answers AccessDenied), not a wait for signals that never come.
 
-use std::collections::HashMap;
+use igotchuu_dbus::{
+    CallError, Client, Event as BusEvent, LastOutcome, Outcome, OutcomeKind, Phase,
+};
+use igotchuu_dbus::{IgotchuuProxy, Step};
 
-use futures_lite::StreamExt;
-use igotchuu_dbus::proxy::{BackupComplete, BackupStarted, Error as ErrorSignal, Progress};
-use igotchuu_dbus::{During, ErrorEvent, Outcome, OutcomeKind, Phase, Step, NAME, PATH};
-use zbus::fdo::{self, NameOwnerChanged, PropertiesChanged};
-use zbus::message::Type;
-use zbus::zvariant::Value;
-use zbus::{MatchRule, MessageStream};
-
-use crate::commands::status::{connect, group_message, is_access_denied, is_not_running, proxy};
-use crate::events::{Event, Listener};
-use crate::exit;
+use crate::commands::status::group_message;
+use crate::events::{During, Event, Listener};
 use crate::terminal::Terminal;
-
 /// No backup runs and `--wait` was not given.
 pub const NOTHING_RUNNING: i32 = 21;
 /// Cannot follow: no system bus, the policy refuses (not root, not in the group), or the run
@@ -50,69 +45,23 @@ pub fn main(g: &super::Global, wait: bool) -> i32 {
     }
 }
 
-/// The exit code a one-shot run gives for `kind` when its own code cannot be read.
-fn code_of(kind: OutcomeKind) -> i32 {
-    match kind {
-        OutcomeKind::Success => exit::SUCCESS,
-        OutcomeKind::Partial => 3,
-        OutcomeKind::ResticFailed => 1,
-        OutcomeKind::Interrupted => exit::INTERRUPTED,
-        OutcomeKind::Failed | OutcomeKind::Crashed => exit::IGOTCHUU_FAILED,
-    }
-}
-
-/// The outcome to show for the `LastOutcome` word and the exit code.
-fn outcome_of(kind: OutcomeKind, code: i32) -> Outcome {
-    match kind {
-        OutcomeKind::Success => Outcome::Success,
-        OutcomeKind::Partial | OutcomeKind::ResticFailed => Outcome::ResticFailed(code),
-        OutcomeKind::Interrupted => Outcome::Interrupted,
-        OutcomeKind::Failed => Outcome::Failed("see the errors above".into()),
-        OutcomeKind::Crashed => Outcome::Failed("the run crashed".into()),
-    }
-}
-
 fn is_running(state: &str) -> bool {
     Phase::parse(state) != Some(Phase::Idle)
 }
 
 async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     let cannot = |m: String| (CANNOT_WATCH, m);
-    let conn = connect().await.map_err(cannot)?;
-    let bus = fdo::DBusProxy::new(&conn)
-        .await
-        .map_err(|e| cannot(e.to_string()))?;
-    // Subscribed before the first look, so nothing between that look and the loop is lost.
-    let mut stream = MessageStream::from(&conn);
-    let rules = [
-        MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender(NAME)
-            .and_then(|b| b.path(PATH))
-            .map(|b| b.build()),
-        MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender("org.freedesktop.DBus")
-            .and_then(|b| b.member("NameOwnerChanged"))
-            .and_then(|b| b.arg(0, NAME))
-            .map(|b| b.build()),
-    ];
-    for rule in rules {
-        let rule = rule.map_err(|e| cannot(e.to_string()))?;
-        bus.add_match_rule(rule)
-            .await
-            .map_err(|e| cannot(format!("cannot subscribe to igotchuu's signals: {e}")))?;
-    }
-    let p = proxy(&conn).await.map_err(|e| cannot(e.to_string()))?;
-    let mut running = match p.state().await {
+    let mut client = crate::commands::status::client().await.map_err(cannot)?;
+    let p = client.proxy().await.map_err(|e| cannot(e.to_string()))?;
+    let running = match p.state().await.map_err(CallError::from) {
         Ok(s) => {
             join(&s, &mut term);
             is_running(&s)
         }
-        Err(e) if is_access_denied(&e) => {
+        Err(CallError::Denied(_)) => {
             return Err(cannot(group_message("cannot watch the backup")));
         }
-        Err(e) if is_not_running(&e) => false,
+        Err(CallError::Absent) => false,
         Err(e) => return Err(cannot(format!("cannot ask igotchuu for its state: {e}"))),
     };
     if !running && !wait {
@@ -131,95 +80,21 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     } else {
         say_err!("igotchuu: waiting for the next backup…");
     }
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { continue };
-        let header = msg.header();
-        let member = header
-            .member()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        let iface = header
-            .interface()
-            .map(|i| i.as_str().to_owned())
-            .unwrap_or_default();
-        drop(header);
-        if member == "NameOwnerChanged" {
-            let Some(sig) = NameOwnerChanged::from_message(msg) else {
-                continue;
-            };
-            let Ok(args) = sig.args() else { continue };
-            if args.new_owner().is_none() && running {
-                return Err(cannot(
-                    "the backup left the bus without saying how it ended (killed?); see `igotchuu status` after the next run".into(),
-                ));
-            }
-            if args.new_owner().is_some() && !running {
-                // A one-shot run (or the daemon) appeared; the daemon may still be idle.
-                if let Ok(s) = p.state().await {
-                    if is_running(&s) {
-                        began(&mut running);
-                        join(&s, &mut term);
-                    }
-                }
-            }
-            continue;
+    let run = Run::Any { running };
+    match follow(&mut client, &p, &mut term, run, None).await {
+        End::Outcome(kind) => {
+            // Written (status.json) before LastOutcome leaves a one-shot run, and the daemon
+            // publishes a run's outcome only once its record is written; an older server has no
+            // such property: the code that goes with the word.
+            let code = p.last_exit_code().await.unwrap_or_else(|_| kind.exit_code());
+            term.on_event(&Event::Finished(Outcome::reported(kind, code)));
+            Ok(code)
         }
-        if iface == "org.freedesktop.DBus.Properties" && member == "PropertiesChanged" {
-            let Some(sig) = PropertiesChanged::from_message(msg) else {
-                continue;
-            };
-            let Ok(args) = sig.args() else { continue };
-            if let Some(code) =
-                on_properties(&args.changed_properties, &mut running, &mut term, &p).await
-            {
-                return Ok(code);
-            }
-            continue;
-        }
-        if !running {
-            // Signals of a daemon's run before its State changed: the run has begun.
-            began(&mut running);
-        }
-        match member.as_str() {
-            "BackupStarted" if BackupStarted::from_message(msg.clone()).is_some() => {
-                term.on_event(&Event::Started)
-            }
-            "Progress" => {
-                if let Some(Ok(a)) =
-                    Progress::from_message(msg).map(|s| s.args().map(|a| a.to_progress()))
-                {
-                    term.on_event(&Event::Progress(a));
-                }
-            }
-            "BackupComplete" => {
-                if let Some(Ok(s)) =
-                    BackupComplete::from_message(msg).map(|s| s.args().map(|a| a.to_summary()))
-                {
-                    term.on_event(&Event::Summary(s));
-                }
-            }
-            "Error" => {
-                if let Some(Ok(e)) = ErrorSignal::from_message(msg).map(|s| {
-                    s.args().map(|a| ErrorEvent {
-                        error: a.error.clone(),
-                        during: During::parse(&a.during),
-                        item: a.item.clone(),
-                    })
-                }) {
-                    if e.during == During::Step(Step::Recovery) {
-                        term.on_event(&Event::Recovered {
-                            text: e.error,
-                            item: e.item,
-                        });
-                    } else {
-                        term.on_event(&Event::Error(e));
-                    }
-                }
-            }
-            _ => {}
-        }
+        End::OwnerLeft => Err(cannot(
+            "the backup left the bus without saying how it ended (killed?); see `igotchuu status` after the next run".into(),
+        )),
+        End::BusLost => Err(cannot("the connection to the system bus was lost".into())),
     }
-    Err(cannot("the connection to the system bus was lost".into()))
 }
 
 /// Brings the terminal to where a run already is: its phase, and restic running (the progress
@@ -235,48 +110,197 @@ fn join(state: &str, term: &mut Terminal) {
     }
 }
 
-/// The run being waited for has begun: say so once.
-fn began(running: &mut bool) {
-    if !*running {
-        *running = true;
-        say_err!("igotchuu: following the backup that just started");
+/// Which run [`follow`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    /// `watch`: the owner's current run (`running`), or else the next one it starts, whether a
+    /// one-shot run or the daemon's.
+    Any { running: bool },
+    /// The delegating `backup`: the run the daemon started for us. It begins with the owner's
+    /// `LastOutcome` "" (the daemon clears it before any event of the new run), so the tail of
+    /// the run before it is not taken for ours.
+    Delegated,
+}
+
+/// How a followed run ended, as far as the bus tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The owner said how (`LastOutcome`).
+    Outcome(OutcomeKind),
+    /// The name lost its owner (or got another) while the run went on, without an outcome.
+    OwnerLeft,
+    /// The connection to the bus closed.
+    BusLost,
+}
+
+/// Follows one run on the terminal until it ends. With `stop`, Ctrl-C and SIGTERM send `Stop`
+/// (once) to the owner instead of ending this process.
+pub(crate) async fn follow(
+    client: &mut Client,
+    p: &IgotchuuProxy<'static>,
+    term: &mut Terminal,
+    run: Run,
+    mut stop: Option<&mut Interrupts>,
+) -> End {
+    let mut running = matches!(run, Run::Any { running: true });
+    // Who owns the name; `None` until the client's first Owner event (the answer to its
+    // GetNameOwner, which comes before anything a call of ours caused).
+    let mut owner: Option<Option<String>> = None;
+    loop {
+        let event = tokio::select! {
+            e = client.next() => e,
+            () = interrupted(&mut stop) => {
+                if let Some(s) = stop.as_deref_mut() {
+                    s.stop(p).await;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return End::BusLost;
+        };
+        match event {
+            BusEvent::Owner(new) => {
+                let new = new.map(|n| n.as_str().to_owned());
+                let first = owner.is_none();
+                if running && !first && owner.as_ref() != Some(&new) {
+                    return End::OwnerLeft;
+                }
+                if running && new.is_none() {
+                    return End::OwnerLeft;
+                }
+                let appeared = new.is_some() && !first;
+                owner = Some(new);
+                // A one-shot run (or the daemon) appeared; the daemon may still be idle.
+                if appeared && matches!(run, Run::Any { .. }) && !running {
+                    if let Ok(s) = p.state().await {
+                        if is_running(&s) {
+                            began(&mut running, run);
+                            join(&s, term);
+                        }
+                    }
+                }
+            }
+            BusEvent::Changed(props) => {
+                let outcome = props.outcome();
+                if run == Run::Delegated && outcome == Some(LastOutcome::Cleared) {
+                    running = true;
+                }
+                if let Some(ph) = props.phase() {
+                    if ph != Phase::Idle && run != Run::Delegated {
+                        began(&mut running, run);
+                    }
+                    if running {
+                        term.on_event(&Event::Phase(ph));
+                    }
+                }
+                if !running {
+                    continue;
+                }
+                let kind = match outcome {
+                    Some(LastOutcome::Ended(kind)) => kind,
+                    Some(LastOutcome::Unknown(_)) => OutcomeKind::Failed,
+                    // Idle without an outcome in this message: we came in after LastOutcome was
+                    // sent (attached while cleaning up); ask for it.
+                    _ if props.phase() == Some(Phase::Idle) => {
+                        match p
+                            .last_outcome()
+                            .await
+                            .ok()
+                            .as_deref()
+                            .and_then(OutcomeKind::parse)
+                        {
+                            Some(kind) => kind,
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                return End::Outcome(kind);
+            }
+            BusEvent::Started
+            | BusEvent::Progress(_)
+            | BusEvent::Complete(_)
+            | BusEvent::Error(_) => {
+                // Signals of a daemon's run before its State changed: the run has begun.
+                if run != Run::Delegated {
+                    began(&mut running, run);
+                }
+                if running {
+                    show(event, term);
+                }
+            }
+            BusEvent::All(_) => {}
+        }
     }
 }
 
-/// Handles State and LastOutcome; `Some(code)` once the run said how it ended.
-async fn on_properties(
-    changed: &HashMap<&str, Value<'_>>,
-    running: &mut bool,
-    term: &mut Terminal,
-    p: &igotchuu_dbus::IgotchuuProxy<'static>,
-) -> Option<i32> {
-    if let Some(Value::Str(s)) = changed.get("State") {
-        if let Some(ph) = Phase::parse(s.as_str()) {
-            if ph != Phase::Idle {
-                began(running);
-            }
-            term.on_event(&Event::Phase(ph));
-        }
-    }
-    let kind = match changed.get("LastOutcome") {
-        Some(Value::Str(word)) => OutcomeKind::parse(word.as_str())?,
-        // Idle without an outcome in this message: watch came in after LastOutcome was sent
-        // (attached while cleaning up); ask for it.
-        _ if *running
-            && matches!(changed.get("State"), Some(Value::Str(s)) if s.as_str() == Phase::Idle.as_str()) =>
-        {
-            OutcomeKind::parse(&p.last_outcome().await.ok()?)?
-        }
-        _ => return None,
+/// One of the run's signals on the terminal.
+fn show(event: BusEvent, term: &mut Terminal) {
+    let event = match event {
+        BusEvent::Started => Event::Started,
+        BusEvent::Progress(p) => Event::Progress(p),
+        BusEvent::Complete(s) => Event::Summary(s),
+        BusEvent::Error(e) if e.during == During::Step(Step::Recovery) => Event::Recovered {
+            text: e.error,
+            item: e.item,
+        },
+        BusEvent::Error(e) => Event::Error(e),
+        _ => return,
     };
+    term.on_event(&event);
+}
+
+/// The run being waited for has begun: say so once.
+fn began(running: &mut bool, run: Run) {
     if !*running {
-        return None;
+        *running = true;
+        if run == (Run::Any { running: false }) {
+            say_err!("igotchuu: following the backup that just started");
+        }
     }
-    // Written (status.json) before LastOutcome leaves a one-shot run; an older server has no
-    // such property: the code that goes with the word.
-    let code = p.last_exit_code().await.unwrap_or_else(|_| code_of(kind));
-    term.on_event(&Event::Finished(outcome_of(kind, code)));
-    Some(code)
+}
+
+/// Ctrl-C and SIGTERM of a delegating `backup`: each sends `Stop` to the owner, once.
+pub(crate) struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    sent: bool,
+}
+
+impl Interrupts {
+    pub(crate) fn new() -> std::io::Result<Interrupts> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            sent: false,
+        })
+    }
+
+    async fn stop(&mut self, p: &IgotchuuProxy<'static>) {
+        if self.sent {
+            return;
+        }
+        self.sent = true;
+        say_err!("igotchuu: stopping the backup (D-Bus Stop to the igotchuu daemon); cleaning up");
+        if let Err(e) = p.stop().await {
+            say_err!("igotchuu: warning: the igotchuu daemon did not take Stop: {e}");
+        }
+    }
+}
+
+/// Resolves on the next Ctrl-C or SIGTERM; never without [`Interrupts`].
+async fn interrupted(stop: &mut Option<&mut Interrupts>) {
+    match stop {
+        Some(s) => {
+            tokio::select! {
+                _ = s.int.recv() => {}
+                _ = s.term.recv() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether this process is root or holds the `igotchuu` group (for a hint only: the bus
@@ -302,19 +326,9 @@ mod tests {
     fn words_map_back_to_what_a_one_shot_run_gives() {
         assert_eq!(During::parse("archival"), During::Restic("archival".into()));
         assert_eq!(During::parse("recovery"), During::Step(Step::Recovery));
-        assert_eq!(code_of(OutcomeKind::Partial), 3);
-        assert_eq!(code_of(OutcomeKind::Interrupted), 130);
-        assert_eq!(code_of(OutcomeKind::Crashed), exit::IGOTCHUU_FAILED);
-        // The same words the run prints.
-        assert_eq!(
-            outcome_of(OutcomeKind::Partial, 3).to_string(),
-            Outcome::ResticFailed(3).to_string()
-        );
-        for k in OutcomeKind::ALL {
-            assert_eq!(
-                outcome_of(k, code_of(k)).kind().as_str() == "failed",
-                matches!(k, OutcomeKind::Failed | OutcomeKind::Crashed)
-            );
-        }
+        assert!(!is_running("idle"));
+        assert!(is_running("backing-up"));
+        // A newer server's word: a run, shown as it is.
+        assert!(is_running("defragmenting"));
     }
 }

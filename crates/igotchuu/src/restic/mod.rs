@@ -1,13 +1,15 @@
 //! restic: how it is started ([`ResticCommand`], defined here because every part below uses
-//! it), its output format (`parse`) and what it means for the run (`output`), running it
-//! (`run`), keeping it alive to clean up when igotchuu dies (`drain`), removing the locks it
-//! could not (`unlock`), forgetting a snapshot taken from a broken source (`forget`), its version (`version`) and the feature flags that depend on it
-//! (`features`).
+//! it), its output format (`parse`) and what it means for the run (`output`), running a backup
+//! (`run`), its maintenance commands (`command`: forget, prune, check), keeping it alive to clean
+//! up when igotchuu dies (`drain`), removing the locks it could not (`unlock`), forgetting a
+//! snapshot taken from a broken source (`forget`), its version (`version`) and the feature flags
+//! that depend on it (`features`).
 //!
 //! `ResticCommand` lives here, in restic/, rather than in the plan that fills it in: running
-//! restic (`run`, `unlock`, `check`'s `restic cat config`, `mount`) needs only this, and the plan
-//! is built on top of restic's knowledge (its version, its feature flags), not the other way
-//! round.
+//! restic (`run`, `command`, `unlock`, `check`'s `restic cat config`, `mount`) needs only this,
+//! and the plan is built on top of restic's knowledge (its version, its feature flags), not the
+//! other way round.
+pub mod command;
 pub mod drain;
 pub mod features;
 pub mod forget;

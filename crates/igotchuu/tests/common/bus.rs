@@ -788,3 +788,130 @@ impl Bus {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// A forger
+// ------------------------------------------------------------------------------------------------
+
+/// The snapshot id of the forged BackupComplete: a client that shows it believed a forger.
+pub const FORGED_SNAPSHOT: &str = "f0f0f0f0";
+
+impl Bus {
+    /// The unique names of the connections process `pid` has on this bus (asked as root).
+    pub fn connections_of(&self, pid: u32) -> Vec<String> {
+        let out = self.gdbus(
+            Who::Root,
+            &[
+                "call",
+                "--system",
+                "-d",
+                "org.freedesktop.DBus",
+                "-o",
+                "/org/freedesktop/DBus",
+                "-m",
+                "org.freedesktop.DBus.ListNames",
+            ],
+        );
+        out.assert_code(0);
+        out.stdout
+            .split('\'')
+            .filter(|n| n.starts_with(':'))
+            .filter(|n| self.owner_pid(n) == Some(pid))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One signal as a local user outside the `igotchuu` group (`nobody`, through `gdbus emit`:
+    /// a normal connection of its own, as an attacker's): `signal` (interface.member) on `path`
+    /// with `args` in GVariant text, to `dest` or broadcast. The system bus's default policy lets
+    /// anyone send a signal.
+    pub fn forge(&self, dest: Option<&str>, path: &str, signal: &str, args: &[&str]) {
+        let mut a = vec![
+            "emit",
+            "--system",
+            "--object-path",
+            path,
+            "--signal",
+            signal,
+        ];
+        if let Some(d) = dest {
+            a.extend(["--dest", d]);
+        }
+        a.extend_from_slice(args);
+        self.gdbus(Who::Nobody, &a).assert_code(0);
+    }
+
+    /// Everything a forger can send to mislead a client, to each of `dests` and then to all: a
+    /// whole fake run that succeeds (State, BackupStarted, Progress, Error, BackupComplete with
+    /// [`FORGED_SNAPSHOT`], LastOutcome "success" with LastExitCode 0), then the name's owner
+    /// leaving (NameOwnerChanged from a normal connection, not the bus) and another appearing.
+    /// Returns once `rec` has recorded the last broadcast: the bus has passed on every forged
+    /// message to the clients by then, ahead of anything the test does next.
+    pub fn forge_everything(&self, dests: &[String], rec: &Recorder) {
+        let props = "org.freedesktop.DBus.Properties.PropertiesChanged";
+        let iface = format!("'{IFACE}'");
+        let signals: Vec<(&str, &str, Vec<&str>)> = vec![
+            (OBJECT, props, vec![&iface, "{'State': <'backing-up'>, 'LastOutcome': <''>}", "@as []"]),
+            (OBJECT, "com.nyantec.igotchuu1.BackupStarted", vec![]),
+            (
+                OBJECT,
+                "com.nyantec.igotchuu1.Progress",
+                vec!["uint64 1", "uint64 1", "0.5", "uint64 2", "uint64 1", "uint64 100", "uint64 50", "uint64 0", "['/forged/file']"],
+            ),
+            (OBJECT, "com.nyantec.igotchuu1.Error", vec!["'forged error'", "'restic'", "''"]),
+            (
+                OBJECT,
+                "com.nyantec.igotchuu1.BackupComplete",
+                vec![
+                    "uint64 7", "uint64 0", "uint64 0", "uint64 1", "uint64 0", "uint64 0",
+                    "int64 1", "int64 1", "uint64 4242", "uint64 7", "uint64 4242", "1.5",
+                    "'f0f0f0f0'", "false",
+                ],
+            ),
+            (
+                OBJECT,
+                props,
+                vec![&iface, "{'State': <'idle'>, 'LastOutcome': <'success'>, 'LastExitCode': <0>, 'LastSnapshotId': <'f0f0f0f0'>}", "@as []"],
+            ),
+            (
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameOwnerChanged",
+                vec!["'com.nyantec.IGotChuu'", "':1.1'", "''"],
+            ),
+            (
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameOwnerChanged",
+                vec!["'com.nyantec.IGotChuu'", "''", "':1.1'"],
+            ),
+        ];
+        for dest in dests.iter().map(|d| Some(d.as_str())).chain([None]) {
+            for (path, signal, args) in &signals {
+                self.forge(dest, path, signal, args);
+            }
+        }
+        // A marker the recorder sees: broadcast after everything else.
+        self.forge(
+            None,
+            OBJECT,
+            props,
+            &[&iface, "{'ForgeryDone': <true>}", "@as []"],
+        );
+        let end = Instant::now() + WAIT_TIMEOUT;
+        while !rec.snapshot().iter().any(|m| {
+            member(m) == "PropertiesChanged"
+                && m.body()
+                    .deserialize::<(
+                        String,
+                        std::collections::HashMap<String, OwnedValue>,
+                        Vec<String>,
+                    )>()
+                    .is_ok_and(|(_, c, _)| c.contains_key("ForgeryDone"))
+        }) {
+            assert!(
+                Instant::now() < end,
+                "the recorder did not see the forged marker within {WAIT_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -13,19 +13,26 @@
 //!
 //! When the name's owner is a one-shot run, its `Start` answers "already running", as the lock
 //! would have.
+//!
+//! Its exit code is the run's own, as the run recorded it: the record in `state_dir/status.json`
+//! with the run id `Start` returned (status.rs). Nothing a bus message says decides it, so a
+//! local user's forged signal cannot make a failed run look good or a good one look failed;
+//! without that record it exits 20 and says so. Where `state_dir` is: in the config the daemon
+//! runs, which its own command line names (see [`daemon_config`]).
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use igotchuu_dbus::{errors, IgotchuuProxy, NAME, PATH};
-use zbus::fdo;
-use zbus::message::Type;
+use igotchuu_dbus::{CallError, Client, Event as BusEvent, Outcome, NAME};
 use zbus::names::BusName;
-use zbus::zvariant::OwnedValue;
-use zbus::Connection;
 
+use crate::commands::watch::{self, End, Interrupts, Run};
 use crate::commands::Global;
-use crate::events::{During, ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
-use crate::{exit, terminal};
+use crate::events::{Event, Listener};
+use crate::state::status::{self, StatusFile};
+use crate::terminal::Terminal;
+use crate::{config, exit};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,196 +55,215 @@ fn fail(msg: impl std::fmt::Display) -> Option<i32> {
 
 async fn follow(g: &Global) -> Option<i32> {
     let root = rustix::process::geteuid().is_root();
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::system())
+    let mut client = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(None))
         .await
         .ok()?
         .ok()?;
-    let bus = fdo::DBusProxy::new(&conn).await.ok()?;
-    let name = BusName::try_from(NAME).ok()?;
-    if root && !bus.name_has_owner(name).await.ok()? {
-        return None;
-    }
-    // Subscribed before Start, so nothing of the run is missed.
-    for rule in [
-        format!("type='signal',path='{PATH}'"),
-        format!(
-            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"
-        ),
-    ] {
-        bus.add_match_rule(rule.as_str().try_into().ok()?)
-            .await
-            .ok()?;
-    }
-    let mut stream = zbus::MessageStream::from(&conn);
-    let proxy = IgotchuuProxy::new(&conn).await.ok()?;
-    let profile = g.profile.clone().unwrap_or_default();
-    let run_id = match proxy.start(&profile).await {
-        Ok(id) => id,
-        Err(zbus::Error::MethodError(name, msg, _)) => {
-            let msg = msg.unwrap_or_default();
-            return match name.as_str() {
-                // Not installed (as a user without root: activation found no service file).
-                "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.NameHasNoOwner" => None,
-                // An igotchuu older than the daemon owns the name: its run is a backup.
-                "org.freedesktop.DBus.Error.UnknownMethod" => fail(format_args!(
-                    "another igotchuu backup is running (it owns {NAME}); wait for it to finish"
-                )),
-                n if n == errors::ACCESS_DENIED => fail(format_args!(
-                    "the igotchuu daemon refused to start a backup: {msg}"
-                )),
-                _ => fail(msg),
-            };
-        }
-        Err(e) => {
-            return fail(format_args!(
-                "cannot ask the igotchuu daemon to start a backup: {e}"
-            ))
+    // The client's first event is who owns the name (the answer to its GetNameOwner).
+    let first_owner = async {
+        loop {
+            match client.next().await? {
+                BusEvent::Owner(o) => return Some(o),
+                _ => continue,
+            }
         }
     };
+    let owner = tokio::time::timeout(CONNECT_TIMEOUT, first_owner)
+        .await
+        .ok()??;
+    if root && owner.is_none() {
+        return None;
+    }
+    let proxy = client.proxy().await.ok()?;
+    let profile = g.profile.clone().unwrap_or_default();
+    // Subscribed (Client::connect) before Start, so nothing of the run is missed.
+    let run_id = match proxy.start(&profile).await.map_err(CallError::from) {
+        Ok(id) => id,
+        // Not installed (as a user without root: activation found no service file).
+        Err(CallError::Absent) => return None,
+        // An igotchuu older than the daemon owns the name: its run is a backup.
+        Err(CallError::Unknown(_)) => {
+            return fail(format_args!(
+                "another igotchuu backup is running (it owns {NAME}); wait for it to finish"
+            ))
+        }
+        Err(CallError::Denied(msg)) => {
+            return fail(format_args!(
+                "the igotchuu daemon refused to start a backup: {msg}"
+            ))
+        }
+        Err(CallError::Other { name, message }) if name.is_empty() => {
+            return fail(format_args!(
+                "cannot ask the igotchuu daemon to start a backup: {message}"
+            ))
+        }
+        Err(
+            CallError::AlreadyRunning(m)
+            | CallError::UnknownProfile(m)
+            | CallError::ConfigInvalid(m)
+            | CallError::Other { message: m, .. },
+        ) => return fail(m),
+    };
     say_err!("igotchuu: the igotchuu daemon runs this backup (run {run_id}); Ctrl-C stops it");
-    let mut term = terminal::Terminal::new(g.verbose);
-    let mut stop_sent = false;
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()?;
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()?;
-    loop {
-        use futures_util_lite::next;
-        let msg = tokio::select! {
-            m = next(&mut stream) => m,
-            _ = sigint.recv() => { stop(&proxy, &mut stop_sent).await; continue; }
-            _ = sigterm.recv() => { stop(&proxy, &mut stop_sent).await; continue; }
-        };
-        let Some(Ok(msg)) = msg else {
-            return fail("the connection to the system bus closed while following the backup");
-        };
-        if msg.message_type() != Type::Signal {
-            continue;
+    // Where it records the run, asked while the daemon that answered Start (and may have been
+    // activated by it) runs the run.
+    let where_ = daemon_config(client.connection()).await;
+    let mut term = Terminal::new(g.verbose);
+    let mut stop = Interrupts::new().ok()?;
+    let end = watch::follow(
+        &mut client,
+        &proxy,
+        &mut term,
+        Run::Delegated,
+        Some(&mut stop),
+    )
+    .await;
+    // Read only now: the daemon publishes a run's outcome once its record is written.
+    let (config_path, explicit, note) = match where_ {
+        Ok((p, e)) => (p, e, None),
+        Err(why) => {
+            let (p, e) = (g.config_path.clone(), g.explicit);
+            let note = format!(
+                "cannot tell which config the igotchuu daemon runs ({why}); looked where {} says",
+                p.display()
+            );
+            (p, e, Some(note))
         }
-        let header = msg.header();
-        let member = header
-            .member()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        match member.as_str() {
-            "NameOwnerChanged" => {
-                if let Ok((_, _, new)) = msg.body().deserialize::<(String, String, String)>() {
-                    if new.is_empty() {
-                        return fail("the igotchuu daemon exited before the backup ended; see its log (journalctl -u igotchuu-daemon)");
-                    }
-                }
+    };
+    let record = record_of(&config_path, explicit, g.profile.as_deref(), &run_id);
+    match (record, end) {
+        (Ok(r), end) => {
+            if !matches!(end, End::Outcome(_)) {
+                say_err!(
+                    "igotchuu: note: the bus did not say how run {run_id} ended ({end:?}); its record does"
+                );
             }
-            "BackupStarted" => term.on_event(&Event::Started),
-            "Progress" => {
-                if let Some(p) = igotchuu_dbus::proxy::Progress::from_message(msg.clone()) {
-                    if let Ok(a) = p.args() {
-                        term.on_event(&Event::Progress(a.to_progress()));
-                    }
-                }
+            term.on_event(&Event::Finished(Outcome::reported(r.outcome, r.exit_code)));
+            // A crashed run's recorded -1 is not an exit code: igotchuu's failure.
+            Some(if r.exit_code < 0 {
+                exit::IGOTCHUU_FAILED
+            } else {
+                r.exit_code
+            })
+        }
+        (Err(why), end) => {
+            let how = match end {
+                End::Outcome(_) => "the igotchuu daemon says the run ended",
+                End::OwnerLeft => "the igotchuu daemon left the bus before the backup ended; see its log (journalctl -u igotchuu-daemon)",
+                End::BusLost => "the connection to the system bus closed while following the backup",
+            };
+            let mut msg = format!("{how}, but {why}; its exit code is unknown");
+            if let Some(n) = note {
+                msg.push_str(&format!(" ({n})"));
             }
-            "BackupComplete" => {
-                if let Some(s) = igotchuu_dbus::proxy::BackupComplete::from_message(msg.clone()) {
-                    if let Ok(a) = s.args() {
-                        term.on_event(&Event::Summary(a.to_summary()));
-                    }
-                }
-            }
-            "Error" => {
-                if let Ok((error, during, item)) =
-                    msg.body().deserialize::<(String, String, String)>()
-                {
-                    let event = match Step::parse(&during) {
-                        Some(Step::Recovery) => Event::Recovered { text: error, item },
-                        Some(s) => Event::Error(ErrorEvent {
-                            error,
-                            during: During::Step(s),
-                            item,
-                        }),
-                        None => Event::Error(ErrorEvent {
-                            error,
-                            during: During::Restic(during),
-                            item,
-                        }),
-                    };
-                    term.on_event(&event);
-                }
-            }
-            "PropertiesChanged" => {
-                let Ok((_, changed, _)) = msg.body().deserialize::<(
-                    String,
-                    std::collections::HashMap<String, OwnedValue>,
-                    Vec<String>,
-                )>() else {
-                    continue;
-                };
-                if let Some(phase) = changed
-                    .get("State")
-                    .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-                    .and_then(|w| Phase::parse(&w))
-                {
-                    term.on_event(&Event::Phase(phase));
-                }
-                // "" is the start of our run (the daemon clears the last run's outcome).
-                if let Some(word) = changed
-                    .get("LastOutcome")
-                    .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-                    .filter(|w| !w.is_empty())
-                {
-                    let kind = OutcomeKind::parse(&word);
-                    let code = exit_code(&proxy, kind).await;
-                    term.on_event(&Event::Finished(outcome(kind, code)));
-                    return Some(code);
-                }
-            }
-            _ => {}
+            fail(msg)
         }
     }
 }
 
-async fn stop(proxy: &IgotchuuProxy<'_>, sent: &mut bool) {
-    if *sent {
-        return;
-    }
-    *sent = true;
-    say_err!("igotchuu: stopping the backup (D-Bus Stop to the igotchuu daemon); cleaning up");
-    if let Err(e) = proxy.stop().await {
-        say_err!("igotchuu: warning: the igotchuu daemon did not take Stop: {e}");
-    }
+/// The record of run `run_id` in the status file of `profile` in the config at `path`.
+fn record_of(
+    path: &Path,
+    explicit: bool,
+    profile: Option<&str>,
+    run_id: &str,
+) -> Result<status::RunRecord, String> {
+    let config = config::load(path, explicit, profile.filter(|p| !p.is_empty()))
+        .map_err(|e| format!("the status file cannot be found: {e}"))?;
+    let file = status::load(&config.state_dir).map_err(|e| e.to_string())?;
+    find_record(file, run_id).ok_or_else(|| {
+        format!(
+            "{} has no record of run {run_id}",
+            status::path(&config.state_dir).display()
+        )
+    })
 }
 
-/// The run's exit code: `LastExitCode` where the daemon has it, else what the outcome implies
-/// (restic's own code then unknown: 1).
-async fn exit_code(proxy: &IgotchuuProxy<'_>, kind: Option<OutcomeKind>) -> i32 {
-    if let Ok(c) = proxy.last_exit_code().await {
-        return c;
-    }
-    match kind {
-        Some(OutcomeKind::Success) => exit::SUCCESS,
-        Some(OutcomeKind::Partial) => 3,
-        Some(OutcomeKind::ResticFailed) => 1,
-        Some(OutcomeKind::Interrupted) => exit::INTERRUPTED,
-        Some(OutcomeKind::Failed | OutcomeKind::Crashed) | None => exit::IGOTCHUU_FAILED,
-    }
+fn find_record(file: StatusFile, run_id: &str) -> Option<status::RunRecord> {
+    file.runs.into_iter().rev().find(|r| r.run_id == run_id)
 }
 
-/// The outcome for the terminal's last line, as far as the bus tells it.
-fn outcome(kind: Option<OutcomeKind>, code: i32) -> Outcome {
-    match kind {
-        Some(OutcomeKind::Success) => Outcome::Success,
-        Some(OutcomeKind::Partial | OutcomeKind::ResticFailed) => Outcome::ResticFailed(code),
-        Some(OutcomeKind::Interrupted) => Outcome::Interrupted,
-        _ => Outcome::Failed(
-            "see the errors above and the daemon's log (journalctl -u igotchuu-daemon)".into(),
-        ),
+/// The config file `igotchuu daemon` runs, and whether it was named on its command line (a
+/// missing default file then means the built-in defaults, as for the daemon): read from the
+/// command line of the process that owns the name. Only root may own it (the shipped policy),
+/// so that command line is root's. Its /proc directory is opened before the bus is asked again
+/// whether the owner's connection is still there: if it is, the directory is that process's,
+/// not one that took its PID after it exited.
+async fn daemon_config(conn: &zbus::Connection) -> Result<(PathBuf, bool), String> {
+    let bus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let owner = bus
+        .get_name_owner(BusName::try_from(NAME).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| format!("nothing owns {NAME}: {e}"))?;
+    let name = BusName::Unique(owner.into_inner());
+    let pid = bus
+        .get_connection_unix_process_id(name.clone())
+        .await
+        .map_err(|e| format!("the bus does not say which process owns {NAME}: {e}"))?;
+    let dir = rustix::fs::open(
+        format!("/proc/{pid}"),
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open /proc/{pid}: {e}"))?;
+    match bus.get_connection_unix_process_id(name).await {
+        Ok(again) if again == pid => {}
+        _ => return Err(format!("the owner of {NAME} (PID {pid}) left the bus")),
     }
+    let mut cmdline = Vec::new();
+    rustix::fs::openat(
+        &dir,
+        "cmdline",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|fd| std::fs::File::from(fd).read_to_end(&mut cmdline))
+    .map_err(|e| format!("cannot read /proc/{pid}/cmdline: {e}"))?;
+    let (path, explicit) = crate::cli::daemon_config(&cmdline)
+        .ok_or_else(|| format!("PID {pid}, which owns {NAME}, is not `igotchuu daemon`"))?;
+    if path.is_absolute() {
+        return Ok((path, explicit));
+    }
+    // Relative to the daemon's working directory.
+    let cwd = rustix::fs::readlinkat(&dir, "cwd", Vec::new())
+        .map_err(|e| format!("cannot read /proc/{pid}/cwd: {e}"))?;
+    let cwd: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(cwd.into_bytes());
+    let cwd = PathBuf::from(cwd);
+    Ok((cwd.join(path), explicit))
 }
 
-/// The next message of a stream, without a futures crate.
-mod futures_util_lite {
-    use zbus::export::futures_core::Stream;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::status::RunRecord;
+    use igotchuu_dbus::OutcomeKind;
 
-    pub async fn next(stream: &mut zbus::MessageStream) -> Option<zbus::Result<zbus::Message>> {
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+    #[test]
+    fn the_record_is_the_one_with_the_run_id() {
+        let rec = |id: &str, outcome, code| RunRecord {
+            run_id: id.into(),
+            profile: String::new(),
+            outcome,
+            exit_code: code,
+            started: 1,
+            finished: 2,
+            restic_version: None,
+            summary: None,
+            snapshot_id: String::new(),
+            errors: vec![],
+        };
+        let file = StatusFile {
+            runs: vec![
+                rec("a", OutcomeKind::Success, 0),
+                rec("b", OutcomeKind::ResticFailed, 1),
+                rec("c", OutcomeKind::Success, 0),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(find_record(file.clone(), "b").map(|r| r.exit_code), Some(1));
+        assert_eq!(find_record(file, "d"), None);
     }
 }

@@ -1,0 +1,258 @@
+//! The commands of unattended operation (issue 18): `igotchuu forget [--dry-run]`, `igotchuu
+//! verify`, and what runs after a backup (retention, then pings and hooks). Each takes the plan
+//! built from the config, like the backup.
+//!
+//! Not yet here (issue 18 §5): one igotchuu lock across backup, forget and check. Today `forget`
+//! and `verify` rely on restic's own repository lock, waited for with a bound
+//! (restic::command::LOCK_WAIT); a backup that starts while a check holds the lock fails as
+//! restic's "repository is locked" (exit 11 from restic 0.17, 1 before).
+
+use std::time::Duration;
+
+use crate::events::{Event, Events};
+use crate::exit;
+use crate::ops::{retention, state as ops_state, verify};
+use crate::plan::Plan;
+use crate::restic::command::{Place, Runner, LOCK_WAIT};
+use crate::restic::global_args;
+use crate::session::record::now;
+use crate::stop::StopSignal;
+
+/// The runner for restic's maintenance commands with the plan's restic.
+pub fn runner(plan: &Plan, place: Place) -> Runner<'_> {
+    Runner {
+        cmd: &plan.restic,
+        global: global_args(&plan.restic_args),
+        version: plan.trees.version().copied(),
+        lock_wait: lock_wait(),
+        place,
+    }
+}
+
+/// LOCK_WAIT, shortened by `IGOTCHUU_TEST_LOCK_WAIT` (seconds) in debug builds only, so a test
+/// can watch a locked repository being waited for and given up on without waiting ten minutes.
+fn lock_wait() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(s) = std::env::var("IGOTCHUU_TEST_LOCK_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_secs(s);
+    }
+    LOCK_WAIT
+}
+
+fn profile_key(plan: &Plan) -> &str {
+    plan.profile.as_deref().unwrap_or("")
+}
+
+/// A current-thread runtime with the stop signals installed, for the standalone commands.
+fn runtime() -> Result<(tokio::runtime::Runtime, StopSignal), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (handle, stop) = crate::stop::channel();
+    rt.block_on(async { crate::stop::install_signal_handlers(handle) })
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    Ok((rt, stop))
+}
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    say_err!("igotchuu: error: {}", crate::escape::line(&msg.to_string()));
+    exit::IGOTCHUU_FAILED
+}
+
+/// state_dir is reached (and, for root, judged by trust.rs) before restic runs, so a refused
+/// one stops the command before it did anything.
+fn state_dir_ok(plan: &Plan) -> Result<(), i32> {
+    crate::session::record::reach_state_dir(&plan.state_dir)
+        .map(drop)
+        .map_err(fail)
+}
+
+/// `igotchuu forget [--dry-run]`.
+pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
+    if !plan.retention.is_set() {
+        return fail(format_args!(
+            "{}: no retention policy: set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tag{}",
+            plan.config_path.display(),
+            plan.profile.as_ref().map(|p| format!(" (at top level or in [profiles.{p}])")).unwrap_or_default()
+        ));
+    }
+    // A dry run records nothing: it needs no state_dir (a user may preview a policy).
+    if !dry_run {
+        if let Err(c) = state_dir_ok(plan) {
+            return c;
+        }
+    }
+    let (rt, mut stop) = match runtime() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let scope = plan.scope();
+    let runner = runner(plan, Place::Here);
+    let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
+    say(&format!("policy: {}; snapshots of {scope}", plan.retention));
+    if dry_run {
+        let d = rt.block_on(retention::decide(
+            &runner,
+            &plan.retention,
+            &scope,
+            &mut stop,
+            &mut say,
+        ));
+        return match d {
+            Err(o) => {
+                say_out!("{o}");
+                o.exit_code()
+            }
+            Ok(d) => {
+                say_out_raw!("{d}");
+                match d.refusal() {
+                    Some(o) => {
+                        say_out!("{o}");
+                        o.exit_code()
+                    }
+                    None => exit::SUCCESS,
+                }
+            }
+        };
+    }
+    let started = now();
+    let o = rt.block_on(retention::apply(
+        &runner,
+        &plan.retention,
+        &scope,
+        &mut stop,
+        &mut say,
+    ));
+    say_out!("{o}");
+    record_forget(plan, started, &o, &mut |w| {
+        say_err!("igotchuu: warning: {w}")
+    });
+    o.exit_code()
+}
+
+fn record_forget(plan: &Plan, started: u64, o: &retention::Outcome, warn: &mut dyn FnMut(&str)) {
+    let rec = ops_state::ForgetRecord {
+        started,
+        finished: now(),
+        outcome: o.clone(),
+    };
+    if let Err(e) = ops_state::update(&plan.state_dir, profile_key(plan), |p| {
+        p.last_forget = Some(rec)
+    }) {
+        warn(&format!(
+            "cannot record the retention outcome in {}: {e}",
+            plan.state_dir.join(ops_state::FILE).display()
+        ));
+    }
+}
+
+/// `igotchuu verify`.
+pub fn verify(plan: &Plan) -> i32 {
+    if let Err(c) = state_dir_ok(plan) {
+        return c;
+    }
+    let (rt, mut stop) = match runtime() {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let key = profile_key(plan);
+    let stored = match ops_state::profile(&plan.state_dir, key) {
+        Ok(p) => p.and_then(|p| p.check_next),
+        Err(e) => {
+            say_err!(
+                "igotchuu: warning: cannot read {}: {e}; the rolling check starts at part 1",
+                plan.state_dir.join(ops_state::FILE).display()
+            );
+            None
+        }
+    };
+    let subset = plan
+        .check_read_data_subset
+        .map(|t| verify::Subset::next(stored, t));
+    let runner = runner(plan, Place::Here);
+    let started = now();
+    let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
+    let o = rt.block_on(verify::run(&runner, subset, &mut stop, &mut say));
+    say_out!("{o}");
+    let next = match (&o, subset) {
+        (verify::Outcome::Clean { .. }, Some(s)) => Some(s.after()),
+        (_, s) => s,
+    };
+    let rec = ops_state::CheckRecord {
+        started,
+        finished: now(),
+        outcome: o.clone(),
+    };
+    if let Err(e) = ops_state::update(&plan.state_dir, key, |p| {
+        p.check_next = next;
+        p.last_check = Some(rec);
+    }) {
+        say_err!(
+            "igotchuu: warning: cannot record the check in {}: {e}; the next check reads the same part again",
+            plan.state_dir.join(ops_state::FILE).display()
+        );
+    }
+    o.exit_code()
+}
+
+/// Retention after a backup: only when restic wrote a snapshot (exit 0, or 3 with some files
+/// unreadable: a file that stays unreadable must not stop retention for good), outside the
+/// private mount namespace, after the snapshots are gone. Its outcome is reported and recorded;
+/// the backup's exit code is not touched. `None`: retention is off or the backup wrote nothing.
+pub async fn after_backup(
+    plan: &Plan,
+    code: i32,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Option<retention::Outcome> {
+    if !plan.retention.is_set() || !(code == exit::SUCCESS || code == 3) {
+        return None;
+    }
+    let scope = plan.scope();
+    let runner = runner(plan, Place::Host);
+    events.emit(Event::Step(format!(
+        "retention: {} on {scope}",
+        plan.retention
+    )));
+    let started = now();
+    let mut steps = Vec::new();
+    let o = retention::apply(&runner, &plan.retention, &scope, stop, &mut |s: &str| {
+        steps.push(s.to_owned())
+    })
+    .await;
+    for s in steps {
+        events.emit(Event::Step(s));
+    }
+    match &o {
+        retention::Outcome::Applied { .. } => events.emit(Event::Step(o.to_string())),
+        _ => events.warning(format!("{o}; the backup's own outcome stands")),
+    }
+    let mut warnings = Vec::new();
+    record_forget(plan, started, &o, &mut |w| warnings.push(w.to_owned()));
+    for w in warnings {
+        events.warning(w);
+    }
+    Some(o)
+}
+
+/// Records the notification warnings of a run (empty: all went through) in ops.json.
+pub fn record_notify(plan: &Plan, run_id: &str, warnings: &[String]) -> Result<(), String> {
+    let rec = ops_state::NotifyRecord {
+        run_id: run_id.to_owned(),
+        finished: now(),
+        warnings: warnings.to_vec(),
+    };
+    ops_state::update(&plan.state_dir, profile_key(plan), |p| {
+        p.last_notify = Some(rec)
+    })
+    .map_err(|e| {
+        format!(
+            "cannot record the notifications in {}: {e}",
+            plan.state_dir.join(ops_state::FILE).display()
+        )
+    })
+}
