@@ -312,6 +312,76 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The plan as `--dry-run` prints it, secrets redacted.
+impl Plan {
+    /// The restic step of the printed plan, numbered `n`: the environment, the command line
+    /// (secrets redacted) and the note on directory trees.
+    fn fmt_restic(&self, f: &mut fmt::Formatter<'_>, n: usize) -> fmt::Result {
+        writeln!(
+            f,
+            "{n}. run restic with these variables added to the environment:"
+        )?;
+        for (k, v) in &self.restic.set_env {
+            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
+        }
+        for k in &self.restic.remove_env {
+            writeln!(f, "     (unset {k}: the config overrides it)")?;
+        }
+        let args: Vec<String> = redact::argv(&self.restic.args)
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect();
+        writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
+        // Only snapshots get a new device number each run; without any the note has no point.
+        if !self.snapshots.is_empty() {
+            for l in wrap(&self.trees.describe(), 96) {
+                writeln!(f, "   {}", crate::escape::line(&l))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What runs after the backup (retention, notifications), numbered from after `n`.
+    fn fmt_after(&self, f: &mut fmt::Formatter<'_>, mut n: usize) -> fmt::Result {
+        if self.retention.is_set() {
+            n += 1;
+            writeln!(
+                f,
+                "{n}. after a backup that wrote a snapshot, outside the namespace: restic forget ({}) on {}; refused if it would remove all of them",
+                self.retention,
+                self.scope()
+            )?;
+        }
+        if self.notify.is_set() {
+            n += 1;
+            let mut what = Vec::new();
+            if let Some(u) = &self.notify.ping_url {
+                what.push(format!(
+                    "ping {} (start, success, failure)",
+                    crate::redact::shown_url(u)
+                ));
+            }
+            for (k, v) in [
+                ("on_success", &self.notify.on_success),
+                ("on_failure", &self.notify.on_failure),
+                ("on_finish", &self.notify.on_finish),
+            ] {
+                if let Some(argv) = v {
+                    let q: Vec<String> =
+                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
+                    what.push(format!("{k}: {}", q.join(" ")));
+                }
+            }
+            writeln!(
+                f,
+                "{n}. notify (each bounded by {}s; a failure is only a warning): {}",
+                self.notify.timeout.as_secs(),
+                what.join("; ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "igotchuu backup plan")?;
@@ -358,68 +428,13 @@ impl fmt::Display for Plan {
             writeln!(f, "     {} on {}", s.path().display(), s.source.display())?;
         }
         n += 1;
-        writeln!(
-            f,
-            "{n}. run restic with these variables added to the environment:"
-        )?;
-        for (k, v) in &self.restic.set_env {
-            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
-        }
-        for k in &self.restic.remove_env {
-            writeln!(f, "     (unset {k}: the config overrides it)")?;
-        }
-        let args: Vec<String> = redact::argv(&self.restic.args)
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect();
-        writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
-        // Only snapshots get a new device number each run; without any the note has no point.
-        if !self.snapshots.is_empty() {
-            for l in wrap(&self.trees.describe(), 96) {
-                writeln!(f, "   {}", crate::escape::line(&l))?;
-            }
-        }
+        self.fmt_restic(f, n)?;
         n += 1;
         writeln!(
             f,
             "{n}. always, even on failure or interruption: unmount and delete the snapshots above"
         )?;
-        if self.retention.is_set() {
-            n += 1;
-            writeln!(
-                f,
-                "{n}. after a backup that wrote a snapshot, outside the namespace: restic forget ({}) on {}; refused if it would remove all of them",
-                self.retention,
-                self.scope()
-            )?;
-        }
-        if self.notify.is_set() {
-            n += 1;
-            let mut what = Vec::new();
-            if let Some(u) = &self.notify.ping_url {
-                what.push(format!(
-                    "ping {} (start, success, failure)",
-                    crate::redact::shown_url(u)
-                ));
-            }
-            for (k, v) in [
-                ("on_success", &self.notify.on_success),
-                ("on_failure", &self.notify.on_failure),
-                ("on_finish", &self.notify.on_finish),
-            ] {
-                if let Some(argv) = v {
-                    let q: Vec<String> =
-                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
-                    what.push(format!("{k}: {}", q.join(" ")));
-                }
-            }
-            writeln!(
-                f,
-                "{n}. notify (each bounded by {}s; a failure is only a warning): {}",
-                self.notify.timeout.as_secs(),
-                what.join("; ")
-            )?;
-        }
+        self.fmt_after(f, n)?;
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }

@@ -46,15 +46,37 @@ impl Found {
     }
 }
 
+/// Why the directory a snapshot was made in could not be removed.
+#[derive(Debug, thiserror::Error)]
+enum ContainerError {
+    #[error("cannot open {}: {source}", .dir.display())]
+    Open {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no file name", .0.display())]
+    NoName(PathBuf),
+    #[error("cannot remove the directory {}: {source}", .dir.display())]
+    Remove {
+        dir: PathBuf,
+        source: rustix::io::Errno,
+    },
+}
+
 /// Removes the root-only directory a snapshot was made in, once the snapshot is gone: at its
 /// recorded name, or (renamed by whoever can write around it) found by its inode number. Only an
 /// empty directory owned by root with mode 0700 is removed: that is what igotchuu made.
-fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
+fn remove_container(r: &Record, c: &Path) -> Result<(), ContainerError> {
     let parent_path = c.parent().unwrap_or(Path::new("/"));
     let parent = match snapshot::fs::open_dir_nofollow(parent_path) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot open {}: {e}", parent_path.display())),
+        Err(source) => {
+            return Err(ContainerError::Open {
+                dir: parent_path.to_owned(),
+                source,
+            })
+        }
     };
     let ours = |name: &std::ffi::OsStr| -> bool {
         match rustix::fs::statat(&parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
@@ -68,7 +90,10 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
             Err(_) => false,
         }
     };
-    let name = c.file_name().ok_or("no file name")?.to_owned();
+    let name = c
+        .file_name()
+        .ok_or_else(|| ContainerError::NoName(c.to_owned()))?
+        .to_owned();
     let name = if ours(&name) {
         name
     } else {
@@ -87,10 +112,10 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
         // It still holds another record's snapshot (a nested subvolume's, or one kept after a
         // failure): that record's turn removes it.
         Err(e) if e == rustix::io::Errno::NOTEMPTY => Ok(()),
-        Err(e) => Err(format!(
-            "cannot remove the directory {}: {e}",
-            parent_path.join(&name).display()
-        )),
+        Err(source) => Err(ContainerError::Remove {
+            dir: parent_path.join(&name),
+            source,
+        }),
     }
 }
 
@@ -145,85 +170,107 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 continue;
             }
         };
-        let path = r.snapshot.display().to_string();
-        let verdict = match snapshot::verify(&r) {
-            Verdict::Gone => match snapshot::find_moved(&r) {
-                Ok(None) => Verdict::Gone,
-                Ok(Some(note)) => {
-                    events.warning(format!("the journal names {path}, but {note}"));
-                    Verdict::Gone
-                }
-                Err(why) => Verdict::Unknown(why),
-            },
-            v => v,
-        };
-        match verdict {
-            Verdict::Unknown(why) => {
-                events.warning(format!(
-                    "the journal names {path}, left by igotchuu PID {} ({}), but {why}; the record is kept and a later run retries",
-                    r.pid, r.run
-                ));
-                out.push(Found::Kept(r, why));
-            }
-            Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
-                Some(Err(e)) => {
-                    events.error(
-                        Step::Recovery,
-                        &path,
-                        format!("{e}; the record is kept and the next run retries"),
-                    );
-                    out.push(Found::Failed(r.snapshot.clone(), e));
-                }
-                _ => {
-                    // find_moved may have just deleted it by id: durable before the record goes.
-                    if snapshot::durable(&r) {
-                        let _ = journal.remove_file(&entry.file);
-                    }
-                    out.push(Found::AlreadyGone(r));
-                }
-            },
-            Verdict::NotOurs(why) => {
-                events.warning(format!(
-                    "the journal names {path}, left by igotchuu PID {} ({}), but {why}: left alone",
-                    r.pid, r.run
-                ));
-                let _ = journal.remove_file(&entry.file);
-                out.push(Found::NotOurs(r, why));
-            }
-            Verdict::Ours => match snapshot::delete_recorded(&r)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    r.container
-                        .as_deref()
-                        .map_or(Ok(()), |c| remove_container(&r, c))
-                }) {
-                Ok(()) => {
-                    if snapshot::durable(&r) {
-                        let _ = journal.remove_file(&entry.file);
-                    }
-                    events.recovered(
-                        &path,
-                        format!(
-                            "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
-                            r.source.display(),
-                            r.pid,
-                            r.run
-                        ),
-                    );
-                    out.push(Found::Removed(r));
-                }
-                Err(e) => {
-                    events.error(
-                        Step::Recovery,
-                        &path,
-                        format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
-                    );
-                    out.push(Found::Failed(r.snapshot.clone(), e));
-                }
-            },
-        }
+        let verdict = verdict_of(&r, events);
+        out.push(settle(journal, &entry.file, r, verdict, events));
     }
     out
+}
+
+/// What the snapshot a record names is now: still igotchuu's, gone, someone else's, or not to be
+/// told in this run. A snapshot not at its recorded place may have been moved (and is then
+/// deleted where it went, see the backend's `find_moved`).
+fn verdict_of(r: &Record, events: &mut Events) -> Verdict {
+    let path = r.snapshot.display().to_string();
+    match snapshot::verify(r) {
+        Verdict::Gone => match snapshot::find_moved(r) {
+            Ok(None) => Verdict::Gone,
+            Ok(Some(note)) => {
+                events.warning(format!("the journal names {path}, but {note}"));
+                Verdict::Gone
+            }
+            Err(why) => Verdict::Unknown(why),
+        },
+        v => v,
+    }
+}
+
+/// Acts on one record (`file` in the journal) by its verdict: deletes igotchuu's snapshot and
+/// its container, drops the record of one that is gone or not igotchuu's, keeps the record when
+/// that cannot be told or the deletion failed; reports each on `events`.
+fn settle(
+    journal: &Journal,
+    file: &Path,
+    r: Record,
+    verdict: Verdict,
+    events: &mut Events,
+) -> Found {
+    let path = r.snapshot.display().to_string();
+    match verdict {
+        Verdict::Unknown(why) => {
+            events.warning(format!(
+                "the journal names {path}, left by igotchuu PID {} ({}), but {why}; the record is kept and a later run retries",
+                r.pid, r.run
+            ));
+            Found::Kept(r, why)
+        }
+        Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
+            Some(Err(e)) => {
+                events.error(
+                    Step::Recovery,
+                    &path,
+                    format!("{e}; the record is kept and the next run retries"),
+                );
+                Found::Failed(r.snapshot.clone(), e.to_string())
+            }
+            _ => {
+                // find_moved may have just deleted it by id: durable before the record goes.
+                if snapshot::durable(&r) {
+                    let _ = journal.remove_file(file);
+                }
+                Found::AlreadyGone(r)
+            }
+        },
+        Verdict::NotOurs(why) => {
+            events.warning(format!(
+                "the journal names {path}, left by igotchuu PID {} ({}), but {why}: left alone",
+                r.pid, r.run
+            ));
+            let _ = journal.remove_file(file);
+            Found::NotOurs(r, why)
+        }
+        Verdict::Ours => match snapshot::delete_recorded(&r)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                r.container
+                    .as_deref()
+                    .map_or(Ok(()), |c| remove_container(&r, c))
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(()) => {
+                if snapshot::durable(&r) {
+                    let _ = journal.remove_file(file);
+                }
+                events.recovered(
+                    &path,
+                    format!(
+                        "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
+                        r.source.display(),
+                        r.pid,
+                        r.run
+                    ),
+                );
+                Found::Removed(r)
+            }
+            Err(e) => {
+                events.error(
+                    Step::Recovery,
+                    &path,
+                    format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
+                );
+                Found::Failed(r.snapshot.clone(), e)
+            }
+        },
+    }
 }
 
 #[cfg(test)]
