@@ -18,6 +18,9 @@
 # device-id-for-hardlinks) and with the user's RESTIC_FEATURES=device-id-for-hardlinks=false.
 # Environment: IGOTCHUU (default target/debug/igotchuu), RESTIC_014 (/usr/bin/restic),
 # RESTIC_018 (/opt/igotchuu-test/restic-0.18/restic). Run as root.
+# BENCH_FS=zfs measures the same on a ZFS dataset (a pool on a sparse file; "another dataset" is
+# created between the runs). That needs OpenZFS, so it runs in the QEMU guest of scripts/vm:
+#   scripts/vm run -- env BENCH_FS=zfs IGOTCHUU=<its path> bench/trees.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -32,35 +35,52 @@ for b in "$igotchuu" "$restic014" "$restic018"; do
 done
 
 # lock_file and state_dir must be in directories only root can write: all in one under /run.
+fs=${BENCH_FS:-btrfs}
+case $fs in btrfs|zfs) ;; *) echo "BENCH_FS must be btrfs or zfs, not $fs" >&2; exit 1 ;; esac
+pool=igotchuu-bench-$$
 work=$(mktemp -d "${BENCH_DIR:-/run}/igotchuu-trees.XXXXXX")
 mnt=$work/mnt
 cleanup() {
-  umount -R "$mnt" 2>/dev/null || true
+  if [ "$fs" = zfs ]; then zpool destroy -f "$pool" 2>/dev/null || true; else umount -R "$mnt" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 truncate -s 1G "$work/img"
-mkfs.btrfs -q "$work/img" >/dev/null
-mkdir "$mnt"
-mount -o loop "$work/img" "$mnt"
-btrfs -q subvolume create "$mnt/data" >/dev/null
-for i in $(seq 1 "$fanout"); do
-  for j in $(seq 1 "$fanout"); do
-    mkdir -p "$mnt/data/d$i/e$j"
-    for k in $(seq 1 "$files"); do printf '%s %s %s\n' "$i" "$j" "$k" > "$mnt/data/d$i/e$j/f$k"; done
+if [ "$fs" = zfs ]; then
+  zpool create -o cachefile=none -m "$mnt" "$pool" "$work/img"
+  zfs create "$pool/data"
+else
+  mkfs.btrfs -q "$work/img" >/dev/null
+  mkdir "$mnt"
+  mount -o loop "$work/img" "$mnt"
+  btrfs -q subvolume create "$mnt/data" >/dev/null
+fi
+# One mkdir and shell builtins only: in the emulated guest every exec costs tens of milliseconds.
+leaves=()
+for ((i = 1; i <= fanout; i++)); do
+  for ((j = 1; j <= fanout; j++)); do leaves+=("$mnt/data/d$i/e$j"); done
+done
+mkdir -p "${leaves[@]}"
+for ((i = 1; i <= fanout; i++)); do
+  for ((j = 1; j <= fanout; j++)); do
+    for ((k = 1; k <= files; k++)); do printf '%s %s %s\n' "$i" "$j" "$k" > "$mnt/data/d$i/e$j/f$k"; done
   done
 done
 dirs=$(find "$mnt/data" -type d | wc -l)
 printf 'bench\n' > "$work/pw"
 chmod 600 "$work/pw"
-echo "tree: $dirs directories, $(find "$mnt/data" -type f | wc -l) files; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$fs tree: $dirs directories, $(find "$mnt/data" -type f | wc -l) files; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 shifts=0
-# Creates and opens another subvolume: it takes the anonymous device number the last run's
-# snapshot gave back, so the next snapshot gets a different one.
+# Creates and opens another subvolume (or dataset, which ZFS mounts): it takes the anonymous
+# device number the last run's snapshot gave back, so the next snapshot gets a different one.
 shift_device() {
   shifts=$((shifts + 1))
-  btrfs -q subvolume create "$mnt/other-$shifts" >/dev/null
+  if [ "$fs" = zfs ]; then
+    zfs create "$pool/other-$shifts"
+  else
+    btrfs -q subvolume create "$mnt/other-$shifts" >/dev/null
+  fi
   stat -c '%d' "$mnt/other-$shifts" >/dev/null
 }
 
@@ -85,7 +105,7 @@ SH
   RESTIC_PASSWORD_FILE=$work/pw "$bin" init -q -r "$repo" >/dev/null
   cat > "$work/$name.toml" <<TOML
 places = ["$mnt/data"]
-snapshot_prefix = "$mnt/.snap"
+$([ "$fs" = zfs ] || echo "snapshot_prefix = \"$mnt/.snap\"")
 repo = "$repo"
 password_file = "$work/pw"
 lock_file = "$work/lock"

@@ -40,8 +40,17 @@ _igotchuu() {
             igotchuu,help)
                 cmd="igotchuu__subcmd__help"
                 ;;
+            igotchuu,ls)
+                cmd="igotchuu__subcmd__ls"
+                ;;
             igotchuu,mount)
                 cmd="igotchuu__subcmd__mount"
+                ;;
+            igotchuu,restore)
+                cmd="igotchuu__subcmd__restore"
+                ;;
+            igotchuu,snapshots)
+                cmd="igotchuu__subcmd__snapshots"
                 ;;
             igotchuu,status)
                 cmd="igotchuu__subcmd__status"
@@ -76,8 +85,17 @@ _igotchuu() {
             igotchuu__subcmd__help,help)
                 cmd="igotchuu__subcmd__help__subcmd__help"
                 ;;
+            igotchuu__subcmd__help,ls)
+                cmd="igotchuu__subcmd__help__subcmd__ls"
+                ;;
             igotchuu__subcmd__help,mount)
                 cmd="igotchuu__subcmd__help__subcmd__mount"
+                ;;
+            igotchuu__subcmd__help,restore)
+                cmd="igotchuu__subcmd__help__subcmd__restore"
+                ;;
+            igotchuu__subcmd__help,snapshots)
+                cmd="igotchuu__subcmd__help__subcmd__snapshots"
                 ;;
             igotchuu__subcmd__help,status)
                 cmd="igotchuu__subcmd__help__subcmd__status"
@@ -95,7 +113,7 @@ _igotchuu() {
 
     case "${cmd}" in
         igotchuu)
-            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check forget verify status watch mount daemon daemon-run generate help"
+            opts="-c -v -p -h -V --config-file --verbose --profile --help --version backup cleanup check forget verify status watch mount snapshots ls restore daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,7 +365,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__help)
-            opts="backup cleanup check forget verify status watch mount daemon daemon-run generate help"
+            opts="backup cleanup check forget verify status watch mount snapshots ls restore daemon daemon-run generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -472,7 +490,49 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__help__subcmd__mount)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__help__subcmd__snapshots)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -528,8 +588,110 @@ _igotchuu() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        igotchuu__subcmd__ls)
+            opts="-c -v -p -h --json --as-uid --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --as-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         igotchuu__subcmd__mount)
             opts="-c -v -p -h --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__restore)
+            opts="-c -v -p -h --target --in-place --overwrite --as-uid --config-file --verbose --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --target)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --as-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        igotchuu__subcmd__snapshots)
+            opts="-c -v -p -h --json --config-file --verbose --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -98,6 +98,46 @@ pub enum Command {
         /// An existing empty directory.
         target: PathBuf,
     },
+    /// List this profile's snapshots: this host's backups of the profile's places (newest last).
+    Snapshots {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of a snapshot (default `/`). SNAPSHOT: an id, `latest`, or a time
+    /// (`2026-12-05`, `2026-12-05 14:30`, RFC 3339; UTC without an offset): the newest at or before it.
+    Ls {
+        snapshot: String,
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Apply the restore rule for this uid (root only; what the daemon does for a caller).
+        #[arg(long, hide = true)]
+        as_uid: Option<u32>,
+    },
+    /// Restore files or directories of a snapshot (SNAPSHOT as for `ls`). An existing file is
+    /// never replaced unless --overwrite: the restored one goes beside it as NAME.restored-ID.
+    Restore {
+        snapshot: String,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Put each PATH into this directory, under its own name.
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "in_place",
+            required_unless_present = "in_place"
+        )]
+        target: Option<PathBuf>,
+        /// Put each PATH back where it was.
+        #[arg(long)]
+        in_place: bool,
+        /// Replace existing files instead of restoring beside them.
+        #[arg(long)]
+        overwrite: bool,
+        /// Restore for this uid: the rule applies, and the files are written as that user (root only).
+        #[arg(long, hide = true)]
+        as_uid: Option<u32>,
+    },
     /// Serve on-demand backups on the system bus: the D-Bus method `Start` runs a backup (as a
     /// child process) of the config given with --config-file or /etc/igotchuu.toml, watched
     /// like any run. Normally started by D-Bus activation (igotchuu-daemon.service).

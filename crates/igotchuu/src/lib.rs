@@ -21,6 +21,7 @@ pub mod ops;
 pub mod plan;
 pub mod redact;
 pub mod restic;
+pub mod restore;
 pub mod safe_fs;
 pub mod schedule;
 pub mod scope;

@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 
 use igotchuu::cli::{Cli, Command, Generated};
 use igotchuu::commands::{self, generate, Global};
-use igotchuu::{exit, restic};
+use igotchuu::{exit, restic, restore};
 
 fn main() {
     // The helper that keeps restic's output pipes open should igotchuu be killed is this same
@@ -15,6 +15,12 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == restic::drain::HELPER_ARG) {
         std::process::exit(restic::drain::helper_main(&args[2..]));
+    }
+    if args
+        .get(1)
+        .is_some_and(|a| a == restore::writer::WRITER_ARG)
+    {
+        std::process::exit(restore::writer::writer_main(&args[2..]));
     }
     std::process::exit(real_main());
 }
@@ -68,6 +74,31 @@ fn real_main() -> i32 {
         Some(Command::Status { json, max_age }) => commands::status::main(&g, json, max_age),
         Some(Command::Watch { wait }) => commands::watch::main(&g, wait),
         Some(Command::Mount { target }) => commands::mount::main(&g, &target),
+        Some(Command::Snapshots { json }) => commands::restore::snapshots(&g, json),
+        Some(Command::Ls {
+            snapshot,
+            path,
+            json,
+            as_uid,
+        }) => commands::restore::ls(&g, &snapshot, path.as_deref(), json, as_uid),
+        Some(Command::Restore {
+            snapshot,
+            paths,
+            target,
+            in_place,
+            overwrite,
+            as_uid,
+        }) => commands::restore::restore(
+            &g,
+            commands::restore::RestoreArgs {
+                snapshot: &snapshot,
+                paths: &paths,
+                target: target.as_ref(),
+                in_place,
+                overwrite,
+                as_uid,
+            },
+        ),
         Some(Command::Generate { what, dir }) => {
             let what = match what {
                 Generated::Man => generate::What::Man,

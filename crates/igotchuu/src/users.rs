@@ -95,7 +95,17 @@ const MAX_GROUPS: usize = 1 << 20;
 // getgrouplist takes the array's length as a C int.
 const _: () = assert!(MAX_GROUPS <= c_int::MAX as usize);
 
+/// The primary gid and every group (the primary included) of user `uid`, for the restore
+/// writer's identity and the restore rule (restore/); `Ok(None)`: no such user.
+pub fn user_identity(uid: u32) -> Result<Option<(u32, Vec<u32>)>, LookupError> {
+    identity_from(uid, FIRST_BUFFER)
+}
+
 fn user_groups_from(uid: u32, first_buffer: usize) -> Result<Option<Vec<u32>>, LookupError> {
+    Ok(identity_from(uid, first_buffer)?.map(|(_, groups)| groups))
+}
+
+fn identity_from(uid: u32, first_buffer: usize) -> Result<Option<(u32, Vec<u32>)>, LookupError> {
     let what = format!("looking up the groups of uid {uid} (getpwuid_r, getgrouplist)");
     // SAFETY: getpwuid_r is a POSIX get*_r function, as lookup_r requires. `read` gets the entry
     // while lookup_r's buffer is alive, so pw_name (checked for null) is a NUL-terminated string
@@ -109,8 +119,9 @@ fn user_groups_from(uid: u32, first_buffer: usize) -> Result<Option<Vec<u32>>, L
                 if pwd.pw_name.is_null() {
                     return Err(LookupError::NoUserName { what: what.clone() });
                 }
-                grouplist(pwd.pw_name, pwd.pw_gid)
-                    .ok_or_else(|| LookupError::TooManyGroups { what: what.clone() })
+                let groups = grouplist(pwd.pw_name, pwd.pw_gid)
+                    .ok_or_else(|| LookupError::TooManyGroups { what: what.clone() })?;
+                Ok((pwd.pw_gid, groups))
             },
         )
     }

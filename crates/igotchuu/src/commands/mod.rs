@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod generate;
 pub mod maintenance;
 pub mod mount;
+pub mod restore;
 mod root;
 pub mod status;
 pub mod watch;

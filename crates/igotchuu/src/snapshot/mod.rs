@@ -170,15 +170,18 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
     let src = &s.source;
     let what = format!("cannot snapshot {}", src.display());
     let fd = fs::open_dir_nofollow(src).map_err(|e| {
-        err(
-            Step::Snapshot,
-            src,
-            what.clone(),
+        // A missing source may be where a ZFS dataset belongs that is not mounted (its key is
+        // not loaded, canmount=off): say which and why, rather than "no such file".
+        let unmounted = (e.kind() == io::ErrorKind::NotFound)
+            .then(|| zfs::unmounted_dataset_at(None, src))
+            .flatten();
+        let detail = unmounted.unwrap_or_else(|| {
             format!(
                 "{}; check `source` (or `places`) in the config",
                 fs::explain_nofollow(src, e)
-            ),
-        )
+            )
+        });
+        err(Step::Snapshot, src, what.clone(), detail)
     })?;
     // By identity, not by name: a path that only leads to "/" through a rename must be refused
     // just the same (the config refuses the string "/").

@@ -110,7 +110,7 @@ pub fn probe(fd: BorrowedFd<'_>) -> io::Result<Option<(MountLine, String)>> {
 }
 
 /// The properties igotchuu checks on every dataset it snapshots.
-const PROPS: &[&str] = &["type", "guid", "keystatus", "canmount", "mountpoint"];
+const PROPS: &[&str] = &["type", "guid", "keystatus"];
 
 /// Checks a ZFS source (already opened without symlinks, not `/`) and finds the datasets mounted
 /// below it.
@@ -123,6 +123,9 @@ pub fn resolve(
     let src = &s.source;
     let what = format!("cannot snapshot {}", src.display());
     if m.mount_point != *src {
+        if let Some(why) = unmounted_dataset_at(Some(&name), src) {
+            return Err(err(Step::Snapshot, src, what, why));
+        }
         return Err(err(
             Step::Snapshot,
             src,
@@ -202,6 +205,41 @@ pub fn resolve(
     })
 }
 
+/// Why the ZFS dataset whose `mountpoint` is `src` is not mounted there, if there is one: then
+/// `src` is missing (ZFS removes the directory when it unmounts a dataset) or, with `within`
+/// (the dataset `src` is a directory of), only the empty directory the dataset would be mounted
+/// on, and backing it up would store nothing. An encrypted dataset whose key is not loaded cannot
+/// be mounted (and a mounted one's key cannot be unloaded); `zfs set canmount=off` unmounts a
+/// dataset. Looks on `within`'s pool, or on every imported pool. `None` if there is no such
+/// dataset, or no `zfs` (the caller's own message stands).
+pub fn unmounted_dataset_at(within: Option<&str>, src: &Path) -> Option<String> {
+    let listed = cli::list_filesystems(within.map(pool_of)).ok()?;
+    let d = listed
+        .iter()
+        .find(|d| d.mounted == "no" && Path::new(&d.mountpoint) == src)?;
+    let ds = &d.name;
+    let there = match within {
+        Some(w) => format!(
+            "{} is only the empty directory it would be mounted on, in the ZFS dataset {w}",
+            src.display()
+        ),
+        None => format!("{} does not exist", src.display()),
+    };
+    Some(if d.keystatus == "unavailable" {
+        format!(
+            "the ZFS dataset {ds} belongs here but is not mounted: it is encrypted and its key is not loaded (property keystatus=unavailable), so {there}; load the key and mount it before the backup (`zfs load-key {ds} && zfs mount {ds}`, e.g. in exec_before_snapshot)"
+        )
+    } else if d.canmount == "off" {
+        format!(
+            "the ZFS dataset {ds} belongs here but has canmount=off, so ZFS does not mount it and {there}; `zfs set canmount=on {ds}` (and `zfs mount {ds}`), or list a dataset that is mounted"
+        )
+    } else {
+        format!(
+            "the ZFS dataset {ds} belongs here but is not mounted, so {there}; mount it before the backup (`zfs mount {ds}`, e.g. in exec_before_snapshot)"
+        )
+    })
+}
+
 /// The checks that make a dataset one igotchuu can snapshot and mount; returns its guid.
 fn check_props(
     got: &[(String, String, String)],
@@ -222,18 +260,9 @@ fn check_props(
             "it is encrypted and its key is not loaded (property keystatus=unavailable), so its snapshot cannot be mounted; load the key with `zfs load-key {ds}` before the backup (e.g. in exec_before_snapshot)"
         ));
     }
-    if v("canmount") == "off" {
-        return fail(format!(
-            "it has canmount=off, so ZFS does not manage where it is mounted and igotchuu cannot tell that {} is that dataset; `zfs set canmount=on {ds}`, or list a dataset ZFS mounts",
-            path.display()
-        ));
-    }
-    if v("mountpoint") == "legacy" {
-        return fail(format!(
-            "it has mountpoint=legacy (mounted through fstab, not by ZFS); igotchuu backs up datasets that ZFS mounts at their `mountpoint`: `zfs set mountpoint={} {ds}`",
-            path.display()
-        ));
-    }
+    // canmount and mountpoint do not matter once a dataset is mounted: the kernel's mount table
+    // says which dataset is there (mountpoint=legacy datasets, mounted from fstab as NixOS does,
+    // are backed up like any other), and its snapshot is mounted with `mount -t zfs` either way.
     match v("guid") {
         g if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => Ok(g.to_owned()),
         g => fail(format!("`zfs get -p guid {ds}` gave {g:?}, not a number")),

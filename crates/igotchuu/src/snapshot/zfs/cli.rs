@@ -103,6 +103,54 @@ pub fn exists(name: &str) -> Result<bool, CliError> {
     }
 }
 
+/// A filesystem dataset as `zfs list` shows it: where it belongs and whether it is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    /// The `mountpoint` property: a path, `legacy` or `none`.
+    pub mountpoint: String,
+    /// `yes` or `no`.
+    pub mounted: String,
+    /// `available`, `unavailable`, or `-` (not encrypted).
+    pub keystatus: String,
+    /// `on`, `off` or `noauto`.
+    pub canmount: String,
+}
+
+/// `zfs list -H -p -t filesystem -o name,mountpoint,mounted,keystatus,canmount [-r <pool>]`:
+/// the filesystems of `pool`, or of every imported pool.
+pub fn list_filesystems(pool: Option<&str>) -> Result<Vec<Listed>, CliError> {
+    let mut args = vec![
+        "list",
+        "-H",
+        "-p",
+        "-t",
+        "filesystem",
+        "-o",
+        "name,mountpoint,mounted,keystatus,canmount",
+    ];
+    if let Some(p) = pool {
+        args.extend(["-r", p]);
+    }
+    let out = run(ZFS, &args)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f.as_slice() {
+                [name, mountpoint, mounted, keystatus, canmount] => Some(Listed {
+                    name: (*name).to_owned(),
+                    mountpoint: (*mountpoint).to_owned(),
+                    mounted: (*mounted).to_owned(),
+                    keystatus: (*keystatus).to_owned(),
+                    canmount: (*canmount).to_owned(),
+                }),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
 /// `zfs snapshot -o <MARK>=<mark> a@x b@x …`: one call, atomic within the pool.
 pub fn snapshot(mark: &str, names: &[String]) -> Result<(), CliError> {
     let prop = format!("{MARK}={mark}");

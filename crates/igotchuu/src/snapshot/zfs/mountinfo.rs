@@ -74,28 +74,9 @@ pub fn mount_id(fd: impl AsFd) -> io::Result<u64> {
     Ok(st.stx_mnt_id)
 }
 
-/// The dataset a mount is, if it is a ZFS dataset.
-///
-/// In production that is the kernel's word: filesystem type `zfs`, the dataset's name as the
-/// mount's source. No OpenZFS kernel module can be loaded where igotchuu is tested, so the tests
-/// use a double (tests/zfs-double) whose "datasets" are btrfs subvolumes mounted from a loop
-/// device, and the kernel reports those as btrfs. Debug builds (the test binaries, never a
-/// release build) therefore also accept a btrfs mount from a device listed in
-/// IGOTCHUU_TEST_ZFS_DOUBLE, its dataset name being the subvolume path the double gives it. This
-/// was chosen over a fake filesystem type because no filesystem can make the kernel report
-/// `zfs`; everything after recognition (properties, errors, snapshot, mount, destroy) goes
-/// through the `zfs` and `mount` commands as in production.
+/// The dataset a mount is, if it is a ZFS dataset: the kernel's word, filesystem type `zfs`
+/// and the dataset's name as the mount's source. The same code in every build: the tests run
+/// against real OpenZFS in a QEMU guest (scripts/vm), so there is no test hook here.
 pub fn dataset(m: &MountLine) -> Option<String> {
-    if m.fstype == "zfs" {
-        return Some(m.source.clone());
-    }
-    #[cfg(debug_assertions)]
-    if m.fstype == "btrfs" {
-        if let Some(devs) = std::env::var_os("IGOTCHUU_TEST_ZFS_DOUBLE") {
-            if devs.to_string_lossy().split(':').any(|d| d == m.source) {
-                return Some(m.root.trim_start_matches('/').to_owned());
-            }
-        }
-    }
-    None
+    (m.fstype == "zfs").then(|| m.source.clone())
 }

@@ -1,0 +1,180 @@
+//! `igotchuu snapshots`, `igotchuu ls`, `igotchuu restore`: the root-side commands.
+//!
+//! `--as-uid UID` (hidden, root only) applies the rule and runs the writer as that user, exactly
+//! as the daemon will for a D-Bus caller; it is how the tests restore "as user A".
+
+use std::path::PathBuf;
+
+use super::{fail, load_plan, Global};
+use crate::escape;
+use crate::restore::access::Kind;
+use crate::restore::{self as lib, Destination, Repo};
+
+fn repo(g: &Global) -> Result<Repo, i32> {
+    Ok(Repo::new(load_plan(g)?))
+}
+
+/// The uid a request is for: the caller, or `--as-uid` (root only).
+fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
+    let me = rustix::process::getuid().as_raw();
+    match as_uid {
+        Some(u) if me != 0 && u != me => Err(fail("--as-uid is for root only")),
+        Some(u) => Ok(u),
+        None => Ok(me),
+    }
+}
+
+pub fn snapshots(g: &Global, json: bool) -> i32 {
+    let repo = match repo(g) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let all = match repo.snapshots() {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let mine = repo.scoped(&all);
+    if json {
+        match serde_json::to_string(&mine) {
+            Ok(s) => say_out!("{s}"),
+            Err(e) => return fail(e),
+        }
+        return crate::exit::SUCCESS;
+    }
+    if mine.is_empty() {
+        say_out!("no snapshots of this profile yet (this host's backups of its places)");
+    }
+    for s in mine {
+        let t = s.time.get(..19).unwrap_or(&s.time).replace('T', " ");
+        say_out!(
+            "{}  {} UTC  {}",
+            s.short_id,
+            t,
+            escape::line(&s.paths.join(" "))
+        );
+    }
+    crate::exit::SUCCESS
+}
+
+fn perms(kind: Kind, mode: u32) -> String {
+    let mut s = String::from(match kind {
+        Kind::Dir => "d",
+        Kind::Symlink => "l",
+        Kind::File => "-",
+        Kind::Other => "?",
+    });
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
+pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
+    let uid = match for_uid(as_uid) {
+        Ok(u) => u,
+        Err(c) => return c,
+    };
+    let repo = match repo(g) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let (who, _) = match lib::who_for(uid) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let snap = match repo.resolve(snapshot) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let path = path.unwrap_or("/");
+    let entries = match lib::list(&repo, &snap, path, &who) {
+        Ok(e) => e,
+        Err(e) => return fail(format_args!("snapshot {}: {e}", snap.short_id)),
+    };
+    if json {
+        match serde_json::to_string(&entries) {
+            Ok(s) => say_out!("{s}"),
+            Err(e) => return fail(e),
+        }
+        return crate::exit::SUCCESS;
+    }
+    for n in entries {
+        let t = n
+            .mtime
+            .as_deref()
+            .and_then(|t| t.get(..19))
+            .unwrap_or("")
+            .replace('T', " ");
+        say_out!(
+            "{} {:>6} {:>6} {:>10} {}  {}",
+            perms(n.kind, n.mode),
+            n.uid,
+            n.gid,
+            n.size,
+            t,
+            escape::line(&n.path)
+        );
+    }
+    crate::exit::SUCCESS
+}
+
+pub struct RestoreArgs<'a> {
+    pub snapshot: &'a str,
+    pub paths: &'a [String],
+    pub target: Option<&'a PathBuf>,
+    pub in_place: bool,
+    pub overwrite: bool,
+    pub as_uid: Option<u32>,
+}
+
+pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
+    let uid = match for_uid(a.as_uid) {
+        Ok(u) => u,
+        Err(c) => return c,
+    };
+    let dest = match (a.target, a.in_place) {
+        (Some(t), false) => match std::path::absolute(t) {
+            Ok(t) => Destination::Into(t),
+            Err(e) => return fail(format_args!("cannot use --target {}: {e}", t.display())),
+        },
+        (None, true) => Destination::InPlace,
+        _ => return fail("give either --target DIR or --in-place"),
+    };
+    let repo = match repo(g) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let (who, id) = match lib::who_for(uid) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let snap = match repo.resolve(a.snapshot) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match lib::restore(&repo, &snap, a.paths, &dest, a.overwrite, &who, &id) {
+        Ok(done) => {
+            for p in &done.placed {
+                say_out!("restored {}", escape::line(p));
+            }
+            say_out!(
+                "{} files, {} bytes from snapshot {} ({})",
+                done.files,
+                done.bytes,
+                snap.short_id,
+                snap.time
+            );
+            for s in &done.skipped {
+                say_err!(
+                    "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
+                    escape::line(s)
+                );
+            }
+            crate::exit::SUCCESS
+        }
+        Err(e) => fail(format_args!(
+            "restore from snapshot {} failed: {e}",
+            snap.short_id
+        )),
+    }
+}
