@@ -416,6 +416,34 @@ impl Dir {
         }
     }
 
+    /// Renames the entry `from` to `to`, both plain names in this directory (never through a
+    /// link: renameat moves the entry itself). A missing `from` is `NotFound`.
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        Ok(rustix::fs::renameat(
+            &self.fd,
+            leaf(from.as_ref())?,
+            &self.fd,
+            leaf(to.as_ref())?,
+        )?)
+    }
+
+    /// Sets the modification (and access) time of the entry `name` to now, never through a link.
+    pub fn touch(&self, name: impl AsRef<Path>) -> io::Result<()> {
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        Ok(rustix::fs::utimensat(
+            &self.fd,
+            leaf(name.as_ref())?,
+            &rustix::fs::Timestamps {
+                last_access: now,
+                last_modification: now,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+
     /// Opens (creating, 0600) the lock file `name`, never through a symlink, close-on-exec.
     pub fn open_lock_file(&self, name: impl AsRef<Path>) -> io::Result<File> {
         let fd = rustix::fs::openat(

@@ -628,3 +628,204 @@ fn restic_inherits_no_lock_of_igotchuu() {
     }
     fx.assert_no_snapshot_left("after the fd check");
 }
+
+/// The names in the journal directory (no temp files), sorted.
+fn journal_names(fx: &Fixture) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fx.state_dir.join("journal"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// restic's version is cached in state_dir by the binary's identity: a second run asks no
+/// `restic version` (a wrapper first in PATH logs each call), a replaced binary (new inode and
+/// mtime, as a package upgrade makes) is asked again, and a corrupt cache is ignored and
+/// rewritten. The runs back up all the same.
+#[test]
+fn restic_version_is_asked_once_per_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = Fixture::new() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let cfg = fx.write_config(&places(&[&data]));
+    let dir = fx.path("logging-restic");
+    std::fs::create_dir(&dir).unwrap();
+    let log = fx.path("restic-calls");
+    // Written anew and renamed into place each time: a new inode, like an upgrade.
+    let install = |tag: &str| {
+        let tmp = dir.join("restic.new");
+        std::fs::write(
+            &tmp,
+            format!(
+                "#!/bin/sh\n# {tag}\necho \"$1\" >> {}\nexec {} \"$@\"\n",
+                sh_quote(&log),
+                sh_quote(&fx.restic_bin)
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, dir.join("restic")).unwrap();
+    };
+    let version_calls = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "version")
+            .count()
+    };
+    let backup = || {
+        let out = fx
+            .igotchuu()
+            .path_prepend(&dir)
+            .args(["-c", cfg.to_str().unwrap(), "backup"])
+            .run();
+        out.assert_code(0);
+        out
+    };
+    install("first");
+    assert!(!fx.state_dir.exists());
+    backup();
+    // Twice in the very first run of a state_dir: before the plan, when there is no state_dir to
+    // cache in yet (it is created only once the run is past its checks), and once it exists.
+    assert_eq!(version_calls(), 2, "the first run");
+    let cache = fx.state_dir.join("restic-version.json");
+    assert!(
+        cache.is_file(),
+        "no cache written in {}",
+        fx.state_dir.display()
+    );
+    backup();
+    assert_eq!(
+        version_calls(),
+        2,
+        "the second run asked `restic version` again"
+    );
+
+    install("second");
+    backup();
+    assert_eq!(version_calls(), 3, "a replaced restic was not asked");
+    backup();
+    assert_eq!(version_calls(), 3);
+
+    std::fs::write(&cache, b"{\"format\":1,\"binary\":").unwrap();
+    backup();
+    assert_eq!(version_calls(), 4, "a corrupt cache was trusted");
+    backup();
+    assert_eq!(version_calls(), 4, "the corrupt cache was not replaced");
+    assert_eq!(fx.restic_snapshots().len(), 6);
+    fx.assert_no_snapshot_left("after six backups");
+}
+
+/// A run ends without waiting for btrfs to commit its snapshots' deletion (no syncfs): it marks
+/// their journal records deleted (`<key>.deleted-<transid>`, no longer `.json`, mtime = when
+/// marked). Runs right after it (two and three in a row here) do not confirm those marks: their
+/// transaction may still be running, and confirming (BTRFS_IOC_WAIT_SYNC) would wait for btrfs's
+/// next commit, up to 30 s per run. The kept file is the observable: the only code path that
+/// calls WAIT_SYNC removes it. Once a mark is older than twice the commit interval (set back
+/// here with its mtime, as 60 s passing would), the next run or `igotchuu cleanup` confirms by
+/// the snapshot's UUID that it is gone and the transaction committed, then drops the record,
+/// without calling it a leftover. A record whose rename a crash undid (back to `.json`,
+/// snapshot gone) is dropped as before.
+#[test]
+fn deleted_snapshots_stay_marked_until_a_later_run_confirms() {
+    let Some(fx) = Fixture::new() else { return };
+    let a = subvolume_with_files(&fx, "a", 2);
+    let b = subvolume_with_files(&fx, "b", 2);
+    let cfg = fx.write_config(&places(&[&a, &b]));
+    let journal = fx.state_dir.join("journal");
+    let first = fx.run(&cfg, &["backup"]);
+    first.assert_code(0);
+    fx.assert_no_snapshot_left("after the first run");
+    let marked = journal_names(&fx);
+    assert_eq!(marked.len(), 2, "{marked:?}\n{first}");
+    for n in &marked {
+        let (stem, transid) = n.split_once(".deleted-").unwrap_or_else(|| panic!("{n}"));
+        assert_eq!(stem.len(), 16, "{n}");
+        transid
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("{n}: {e}"));
+        let text = std::fs::read_to_string(journal.join(n)).unwrap();
+        assert!(text.contains("snapshot_uuid"), "{n}: {text}");
+    }
+    // Ages a mark as if `secs` had passed since it was made.
+    let age = |name: &str, secs: u64| {
+        let f = std::fs::File::open(journal.join(name)).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+
+    // Right after: the first run's marks are young, so they are kept (not waited on), and the
+    // second run marks its own.
+    let second = fx.run(&cfg, &["backup"]);
+    second.assert_code(0);
+    assert!(
+        !second.all().contains("left by an earlier run"),
+        "marked deletions shown as leftovers\n{second}"
+    );
+    let after_second = journal_names(&fx);
+    assert_eq!(after_second.len(), 4, "{after_second:?}\n{second}");
+    assert!(
+        marked.iter().all(|n| after_second.contains(n)),
+        "a young mark was confirmed (WAIT_SYNC on a transaction that may still run): {after_second:?}"
+    );
+
+    // The first run's marks grow old: the third run confirms and drops them, keeps the second
+    // run's (young), and marks its own.
+    for n in &marked {
+        age(n, 61);
+    }
+    let third = fx.run(&cfg, &["backup"]);
+    third.assert_code(0);
+    assert!(
+        !third.all().contains("left by an earlier run"),
+        "confirmed deletions shown as leftovers\n{third}"
+    );
+    let after_third = journal_names(&fx);
+    assert_eq!(after_third.len(), 4, "{after_third:?}\n{third}");
+    assert!(
+        after_third.iter().all(|n| !marked.contains(n)),
+        "the first run's old marks were not confirmed: {after_third:?}"
+    );
+    let second_own: Vec<&String> = after_second
+        .iter()
+        .filter(|n| !marked.contains(n))
+        .collect();
+    assert!(
+        second_own.iter().all(|n| after_third.contains(n)),
+        "the second run's young marks were confirmed: {after_third:?}"
+    );
+
+    // A crash that undid a rename: the record is back under its old name, and is a leftover
+    // whose snapshot is gone, dropped as before even though it is young.
+    let (stem, _) = after_third[0].split_once(".deleted-").unwrap();
+    std::fs::rename(
+        journal.join(&after_third[0]),
+        journal.join(format!("{stem}.json")),
+    )
+    .unwrap();
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
+    out.assert_stdout_contains("forgot");
+    assert_eq!(
+        journal_names(&fx).len(),
+        3,
+        "young marks kept by cleanup too\n{out}"
+    );
+
+    // Once old, `cleanup` confirms the rest.
+    for n in journal_names(&fx) {
+        age(&n, 61);
+    }
+    let out = fx.run(&cfg, &["cleanup"]);
+    out.assert_code(0);
+    assert_eq!(journal_names(&fx), Vec::<String>::new(), "{out}");
+    let again = fx.run(&cfg, &["cleanup"]);
+    again.assert_code(0);
+    again.assert_stdout_contains("nothing to clean up");
+    fx.assert_no_snapshot_left("after cleanup");
+}

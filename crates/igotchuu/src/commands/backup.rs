@@ -18,7 +18,7 @@ use crate::safe_fs::Dir;
 use crate::session::pipeline;
 use crate::session::record::Recording;
 use crate::state::status;
-use crate::{dbus, exit, snapshot, stop};
+use crate::{dbus, exit, restic, snapshot, stop};
 
 /// `igotchuu backup`: returns the exit code.
 pub fn main(g: &Global) -> i32 {
@@ -85,6 +85,12 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         Err(e) => return fail(format_args!("cannot use {}: {e}", plan.state_dir.display())),
     };
     let (recording, marker_warning) = Recording::begin(&plan, state, &run_id);
+    // The very first backup of a state_dir found none to cache restic's version in (load_plan);
+    // it exists now, so the next run need not ask restic. This asks once more (about 11 ms),
+    // only while there is no cache file.
+    if !plan.state_dir.join(restic::version::CACHE_FILE).exists() {
+        let _ = restic::version::detect_cached(restic::RESTIC_PROGRAM, &plan.state_dir, false);
+    }
     let rt = match root::enter() {
         Ok(rt) => rt,
         Err(msg) => {

@@ -52,7 +52,11 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> i32 {
 pub fn load_plan(g: &Global) -> Result<plan::Plan, i32> {
     let config = config::load(&g.config_path, g.explicit, g.profile.as_deref()).map_err(fail)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
-    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features).
-    let version = restic::version::detect(restic::RESTIC_PROGRAM);
+    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features). Cached
+    // in state_dir by the binary's identity. state_dir is not created here: a run refused later
+    // (an untrusted lock file) must leave nothing behind; see commands/backup.rs for the first
+    // run.
+    let (version, _) =
+        restic::version::detect_cached(restic::RESTIC_PROGRAM, &config.state_dir, false);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }

@@ -1,6 +1,9 @@
 //! Repairs what an earlier, crashed run left: deletes the snapshots its journal recorded, but only
 //! after checking each is still what igotchuu made (a snapshot of the recorded source), each the
-//! way its backend made it.
+//! way its backend made it. Also confirms the deletions of earlier runs that ended normally: their
+//! records stay, marked deleted, until the snapshot is seen gone and the btrfs transaction that
+//! deleted it is known committed (journal.rs, `mark_deleted`); a run then pays no syncfs at its
+//! end.
 
 use std::path::{Path, PathBuf};
 
@@ -140,6 +143,23 @@ pub async fn repair(
     found
 }
 
+/// Whether a deletion mark may be confirmed now without waiting (journal.rs,
+/// `CONFIRM_AFTER_SECS`). Only btrfs marks wait for anything; a mark whose time cannot be read
+/// counts as old (the confirmation is still WAIT_SYNC, so it is safe, merely maybe slower), and
+/// so does one from the future by more than the threshold (the clock was set back).
+fn old_enough(r: &Record, mark: crate::state::journal::Deleted) -> bool {
+    if r.backend != snapshot::Backend::Btrfs {
+        return true;
+    }
+    let Some(at) = mark.marked_at else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    (now - at).abs() >= crate::state::journal::CONFIRM_AFTER_SECS
+}
+
 /// Processes every journal entry and reports each on `events`. Returns what was found.
 pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
     let entries = match journal.entries() {
@@ -171,6 +191,29 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
             }
         };
         let verdict = verdict_of(&r, events);
+        if let Some(mark) = entry.deleted {
+            // A snapshot the run that made it deleted (journal.rs, `mark_deleted`): not a
+            // leftover. Confirmed quietly when it is gone and its deletion is on disk; kept
+            // quietly when that cannot be told yet (the next run asks again). Only a snapshot that
+            // is still (or again) there is handled below, as a leftover of a crash.
+            match verdict {
+                // Too young: its transaction may still be running, and confirming it now would
+                // wait for btrfs's next commit (up to 30 s). Kept as it is for a later run.
+                Verdict::Gone if !old_enough(&r, mark) => continue,
+                Verdict::Gone => {
+                    let container_gone = r
+                        .container
+                        .as_deref()
+                        .map_or(Ok(()), |c| remove_container(&r, c));
+                    if container_gone.is_ok() && snapshot::deletion_on_disk(&r, mark.transid) {
+                        let _ = journal.forget_file(&entry.file);
+                    }
+                    continue;
+                }
+                Verdict::Unknown(_) => continue,
+                Verdict::Ours | Verdict::NotOurs(_) => {}
+            }
+        }
         out.push(settle(journal, &entry.file, r, verdict, events));
     }
     out

@@ -652,18 +652,31 @@ pub fn find_moved(r: &Record) -> Result<Option<String>, String> {
     }
 }
 
-/// Commits the btrfs transaction that deleted `r`'s snapshot, so the record is never gone while
-/// the snapshot could still come back after a crash (see `mount::remove_container`). On
-/// failure the record stays, and the next run finds the snapshot gone and drops it then.
-pub fn durable(r: &Record) -> bool {
+/// Whether btrfs transaction `transid` of the filesystem `r`'s snapshot was on is committed
+/// (waiting for it if it is still running). See `snapshot::deletion_on_disk`.
+pub fn committed(r: &Record, transid: u64) -> bool {
+    near_dir(r)
+        .and_then(|fd| ioctl::wait_sync(&fd, transid))
+        .is_ok()
+}
+
+/// A directory on the filesystem of `r`'s snapshot: the recorded location's nearest parent,
+/// else the source.
+fn near_dir(r: &Record) -> io::Result<std::os::fd::OwnedFd> {
     let near = r
         .container
         .as_deref()
         .and_then(Path::parent)
         .or_else(|| r.snapshot.parent())
         .unwrap_or(Path::new("/"));
-    fs::open_dir_nofollow(near)
-        .or_else(|_| fs::open_dir_nofollow(&r.source))
+    fs::open_dir_nofollow(near).or_else(|_| fs::open_dir_nofollow(&r.source))
+}
+
+/// Commits the btrfs transaction that deleted `r`'s snapshot, so the record is never gone while
+/// the snapshot could still come back after a crash (see `mount::remove_container`). On
+/// failure the record stays, and the next run finds the snapshot gone and drops it then.
+pub fn durable(r: &Record) -> bool {
+    near_dir(r)
         .and_then(|fd| Ok(rustix::fs::syncfs(&fd)?))
         .is_ok()
 }

@@ -393,6 +393,21 @@ impl Taken {
     }
 }
 
+/// Whether the deletion of `r`'s snapshot, which a run did and marked in the journal with the
+/// btrfs transaction `transid` that holds it, is on disk: BTRFS_IOC_WAIT_SYNC returns at once for
+/// a committed transaction and waits for one still running, so recovery.rs asks only about marks
+/// older than twice the commit interval (journal.rs, `CONFIRM_AFTER_SECS`), whose transaction
+/// has committed.
+/// Without a transaction id, or when the filesystem does not know it (a crash lost it: the
+/// snapshot would then normally be back, and is handled as a leftover), falls back to [`durable`]
+/// (syncfs). False when neither could be done: the record stays.
+pub fn deletion_on_disk(r: &Record, transid: Option<u64>) -> bool {
+    match (r.backend, transid) {
+        (Backend::Btrfs, Some(t)) => btrfs::committed(r, t) || durable(r),
+        _ => durable(r),
+    }
+}
+
 /// What to tell an admin who must delete a snapshot by hand.
 pub fn by_hand(backend: Backend, snapshot: &Path) -> String {
     match backend {

@@ -204,9 +204,9 @@ impl Taken {
                 }
             }
         }
-        // The records go only once the directory that holds (or held the mounts of) their
-        // snapshots is gone too, so a crash in between still leaves the next run something to
-        // clean up.
+        // The records are marked deleted only once the directory that holds (or held the mounts
+        // of) their snapshots is gone too, so a crash in between still leaves the next run
+        // something to clean up.
         while let Some(c) = self.containers.pop() {
             let path = c.path.clone();
             match mount::remove_container(c) {
@@ -226,7 +226,7 @@ impl Taken {
                         .collect();
                     self.records.retain(|(_, c)| c != &path);
                     for k in gone {
-                        self.forget(events, &k);
+                        self.forget(events, &k, d.transid);
                     }
                 }
                 // A snapshot in it could not be deleted: already reported, kept for the next run.
@@ -246,11 +246,14 @@ impl Taken {
         ok
     }
 
-    /// Drops the journal record of a snapshot (or empty container) that is gone.
-    fn forget(&self, events: &mut Events, key: &std::path::Path) {
+    /// Marks the journal record of a snapshot that is gone (with its container) as deleted; the
+    /// next run (or `cleanup`) drops it once `transid` is known committed (journal.rs,
+    /// `mark_deleted`, for why that keeps crash safety without a syncfs here).
+    fn forget(&self, events: &mut Events, key: &std::path::Path, transid: Option<u64>) {
         if let Some(j) = &self.journal {
-            if let Err(e) = j.forget_deleted(key) {
-                // Harmless: the next run finds it gone and drops the record.
+            if let Err(e) = j.mark_deleted(key, transid) {
+                // Harmless: the record stays as it was, and the next run finds the snapshot gone
+                // and drops it.
                 events.warning(format!(
                     "deleted {} but could not update the journal: {e}",
                     key.display()

@@ -80,6 +80,56 @@ pub struct Entry {
     /// For messages and [`Journal::remove_file`]; the file is read through the journal's fd.
     pub file: PathBuf,
     pub record: Result<Record, String>,
+    /// Set for a record of a snapshot a run deleted, not yet confirmed gone for good (see
+    /// [`Journal::mark_deleted`]).
+    pub deleted: Option<Deleted>,
+}
+
+/// A record marked deleted: its snapshot was deleted by the run that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deleted {
+    /// The btrfs transaction that holds the deletion; `None` on other backends (their deletion
+    /// is on disk when it returns) or when btrfs could not say.
+    pub transid: Option<u64>,
+    /// When the record was marked (the file's mtime, set by [`Journal::mark_deleted`]), in
+    /// seconds since the epoch; `None` when it could not be read.
+    pub marked_at: Option<i64>,
+}
+
+/// How old (seconds, by the file's mtime) a deletion mark must be before a run confirms it:
+/// twice btrfs's default commit interval (30 s), after which the transaction that holds the
+/// deletion has committed in any normal case, so confirming it (BTRFS_IOC_WAIT_SYNC) does not
+/// wait. Younger marks are left for a later run. On a filesystem mounted with a longer
+/// `commit=`, or one whose commit is stuck, WAIT_SYNC would wait for the rest: that wait is
+/// what keeps the record until the deletion is on disk, so safety never depends on this number.
+pub const CONFIRM_AFTER_SECS: i64 = 60;
+
+/// The file name of a record marked deleted: `<key>.deleted-<transid>` or `<key>.deleted`. Not
+/// `.json`, so whatever counts leftover records (metrics, status, tests) does not count it.
+fn deleted_name(key: &str, transid: Option<u64>) -> String {
+    let stem = key.strip_suffix(".json").unwrap_or(key);
+    match transid {
+        Some(t) => format!("{stem}.deleted-{t}"),
+        None => format!("{stem}.deleted"),
+    }
+}
+
+/// The mark in a file name, if it is a record marked deleted.
+fn parse_deleted(name: &str) -> Option<Deleted> {
+    let (stem, rest) = name.split_once(".deleted")?;
+    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match rest {
+        "" => Some(Deleted {
+            transid: None,
+            marked_at: None,
+        }),
+        _ => Some(Deleted {
+            transid: Some(rest.strip_prefix('-')?.parse().ok()?),
+            marked_at: None,
+        }),
+    }
 }
 
 /// FNV-1a: a stable file name per snapshot path without any dependency.
@@ -188,18 +238,51 @@ impl Journal {
         self.remove_file(&self.dir.show(file_key(snapshot)))
     }
 
-    /// Forgets a snapshot this run has deleted, with the directory that held it, without the
-    /// directory fsync of [`Journal::remove`].
+    /// Marks the record of a snapshot this run deleted (with the directory that held it) as
+    /// deleted instead of dropping it: renames `<key>.json` to `<key>.deleted-<transid>`. The
+    /// record stays until a later run or `cleanup` confirms that the deletion is on disk and the
+    /// snapshot gone (recovery.rs); only then does the file go.
+    ///
+    /// Why this is as crash-safe as dropping the record after a syncfs, without waiting for one:
+    /// the record's content was made durable before the snapshot existed (and its UUID update
+    /// fsynced as data); a rename changes no data, only which name it has. A crash at any point
+    /// leaves the record under one of its two names, each naming the snapshot by path and UUID.
+    /// Under the old name, the next run treats it as a leftover of a crash (as today after a
+    /// crash between deletion and removal): it deletes the snapshot if a lost transaction
+    /// brought it back, or syncs and drops the record if it is gone. Under the new name, the
+    /// next run does the same, except that it does not check durability at once: a mark younger
+    /// than [`CONFIRM_AFTER_SECS`] (by its mtime, set here) is kept as it is, because its
+    /// transaction may still be running and BTRFS_IOC_WAIT_SYNC would wait up to btrfs's commit
+    /// interval (30 s) for it; back-to-back runs stalled that long. An older mark's transaction
+    /// committed long ago, so WAIT_SYNC on it returns at once; only then is the file removed. So
+    /// a record is never gone while its snapshot could come back, as before, and no run waits.
+    pub fn mark_deleted(&self, snapshot: &Path, transid: Option<u64>) -> io::Result<()> {
+        let key = file_key(snapshot);
+        let marked = deleted_name(&key, transid);
+        match self.dir.rename(&key, &marked) {
+            // The mark's age is its mtime (recovery.rs confirms only marks old enough that their
+            // transaction committed long ago); the record was written when the snapshot was
+            // made, possibly hours ago, so the time is set now. No fsync: see above.
+            Ok(()) => self.dir.touch(&marked),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops a record once its snapshot's deletion is confirmed durable, without the directory
+    /// fsync of [`Journal::remove_file`].
     ///
     /// Why that is safe: a removal that a crash undoes leaves a record naming a snapshot that is
-    /// gone, with its directory; the next run's recovery finds it gone and drops the record, as
-    /// it does after a crash between the deletion and this call. Nothing relies on the removal
-    /// being durable, and the filesystem's own commit (ext4: within 5 s) makes it so soon after.
-    /// `remove` keeps its fsync for records dropped before their snapshot was ever made (a
-    /// container name taken by someone else), where a record that came back would name a path in
-    /// a directory that is not ours.
-    pub fn forget_deleted(&self, snapshot: &Path) -> io::Result<()> {
-        self.dir.remove(file_key(snapshot))
+    /// gone for good, with its directory; the next run's recovery finds it gone and drops the
+    /// record again. Nothing relies on the removal being durable, and the filesystem's own commit
+    /// (ext4: within 5 s) makes it so soon after. `remove` keeps its fsync for records dropped
+    /// before their snapshot was ever made (a container name taken by someone else), where a
+    /// record that came back would name a path in a directory that is not ours.
+    pub fn forget_file(&self, file: &Path) -> io::Result<()> {
+        match file.file_name() {
+            Some(name) => self.dir.remove(name),
+            None => Ok(()),
+        }
     }
 
     /// Removes an entry's file (by its name, in the journal directory) and fsyncs the directory.
@@ -216,21 +299,33 @@ impl Journal {
         }
     }
 
-    /// Every record, oldest file first.
+    /// Every record, those marked deleted included (`Entry::deleted`), in file name order.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
-        let mut names: Vec<_> = self
+        let mut names: Vec<(_, Option<Deleted>)> = self
             .dir
             .names()?
             .into_iter()
-            .filter(|n| {
-                Path::new(n).extension().is_some_and(|x| x == "json")
-                    && !n.as_encoded_bytes().starts_with(b".")
+            .filter_map(|n| {
+                let s = n.to_str()?;
+                if s.starts_with('.') {
+                    return None;
+                }
+                if let Some(d) = parse_deleted(s) {
+                    return Some((n, Some(d)));
+                }
+                Path::new(&n)
+                    .extension()
+                    .is_some_and(|x| x == "json")
+                    .then_some((n, None))
             })
             .collect();
         names.sort();
         Ok(names
             .into_iter()
-            .map(|name| {
+            .map(|(name, mut deleted)| {
+                if let Some(d) = &mut deleted {
+                    d.marked_at = self.dir.stat_at(&name).ok().map(|st| st.st_mtime);
+                }
                 let record = match self.dir.read(&name, MAX_RECORD) {
                     Ok(Some(b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
                     Ok(None) => Err("it was removed while being read".to_owned()),
@@ -239,6 +334,7 @@ impl Journal {
                 Entry {
                     file: self.dir.show(&name),
                     record,
+                    deleted,
                 }
             })
             .collect())
@@ -286,10 +382,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
     }
 
-    /// The UUID update replaces the record under the same name; forgetting a deleted snapshot
-    /// removes it, and forgetting one already gone is no error.
+    /// The UUID update replaces the record under the same name; forgetting its file removes it,
+    /// and forgetting one already gone is no error.
     #[test]
-    fn update_replaces_and_forget_deleted_removes() {
+    fn update_replaces_and_forget_file_removes() {
         let d = tempfile::tempdir().expect("tempdir");
         let j = Journal::open(&state_of(d.path())).expect("open");
         let mut r = Record {
@@ -311,9 +407,65 @@ mod tests {
         let e = j.entries().expect("entries");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].record.as_ref().expect("parsed"), &r);
-        j.forget_deleted(&r.snapshot).expect("forget");
+        j.forget_file(&e[0].file).expect("forget");
         assert!(j.entries().expect("entries").is_empty());
-        j.forget_deleted(&r.snapshot).expect("forget again");
+        j.forget_file(&e[0].file).expect("forget again");
+    }
+
+    /// A record marked deleted keeps its content under a name no leftover counter counts, and
+    /// is listed with its mark.
+    #[test]
+    fn mark_deleted_keeps_the_record_under_another_name() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(&state_of(d.path())).expect("open");
+        let mut r = Record {
+            snapshot: "/s/c/home".into(),
+            source: "/home".into(),
+            backend: Backend::default(),
+            source_id: "u".into(),
+            pid: 1,
+            run: "t".into(),
+            container: Some("/s/c".into()),
+            snapshot_id: Some("v".into()),
+            container_ino: Some(7),
+            mark: None,
+        };
+        j.record(&r).expect("record");
+        r.snapshot = "/s/d/var".into();
+        j.record(&r).expect("record");
+        j.mark_deleted(Path::new("/s/c/home"), Some(1234))
+            .expect("mark");
+        j.mark_deleted(&r.snapshot, None).expect("mark");
+        j.mark_deleted(Path::new("/never/recorded"), Some(1))
+            .expect("a missing record is no error");
+        let names: Vec<String> = fs::read_dir(j.dir())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".json")), "{names:?}");
+        let e = j.entries().expect("entries");
+        let mut marks: Vec<_> = e
+            .iter()
+            .map(|e| {
+                (
+                    e.record.as_ref().expect("parsed").snapshot.clone(),
+                    e.deleted.expect("marked").transid,
+                )
+            })
+            .collect();
+        marks.sort();
+        assert_eq!(
+            marks,
+            vec![("/s/c/home".into(), Some(1234)), ("/s/d/var".into(), None),]
+        );
+        for e in &e {
+            j.forget_file(&e.file).expect("forget");
+        }
+        assert!(j.entries().expect("entries").is_empty());
+        assert_eq!(parse_deleted("0123456789abcdef.deleted-x"), None);
+        assert_eq!(parse_deleted("short.deleted-1"), None);
+        assert_eq!(parse_deleted("0123456789abcdef.json"), None);
     }
 
     #[test]

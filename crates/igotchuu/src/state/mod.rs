@@ -1,5 +1,6 @@
 //! What igotchuu keeps on disk between runs.
 
+pub mod dir;
 pub mod journal;
 pub mod lock;
 pub mod metrics;
