@@ -293,7 +293,7 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
     let (path, explicit) = (&g.config_path, g.explicit);
     let profile = g.profile.as_deref();
     // `-p ""`: the top-level config's runs only (without -p: any profile's).
-    let state_dir = match crate::config::load(&path, explicit, profile.filter(|p| !p.is_empty())) {
+    let state_dir = match crate::config::load(path, explicit, profile.filter(|p| !p.is_empty())) {
         Ok(c) => Ok(c.state_dir),
         Err(e) => Err(e.to_string()),
     };
