@@ -1,10 +1,15 @@
 //! The command line, compatible with the original igotchuu so existing systemd units keep working.
+//!
+//! Only the clap types, their defaults and their help texts live here; `main` turns what clap
+//! parsed into plain values ([`crate::commands::Global`] and each command's own arguments), so
+//! no command imports this file and this file imports no command: the help texts a command's
+//! `--help` shows (its exit codes, say) are kept here, beside the option they explain.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_CONFIG_PATH;
+use crate::defaults::DEFAULT_CONFIG_PATH;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,19 +76,18 @@ pub enum Command {
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
     /// Nagios/Icinga check.
-    #[command(after_help = crate::status_cmd::HELP)]
+    #[command(after_help = STATUS_HELP)]
     Status {
         /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
         /// The oldest last success that is still OK: `2d`, `36h`, `90m`, `600s`.
-        #[arg(long, value_name = "AGE", default_value = crate::status_cmd::DEFAULT_MAX_AGE,
-              value_parser = crate::status_cmd::parse_age)]
+        #[arg(long, value_name = "AGE", default_value = DEFAULT_MAX_AGE, value_parser = parse_age)]
         max_age: u64,
     },
     /// Follow the running backup on the terminal (progress bar, errors, summary) from its D-Bus
     /// signals, and exit with its exit code. For root and the `igotchuu` group.
-    #[command(after_help = crate::watch::HELP)]
+    #[command(after_help = WATCH_HELP)]
     Watch {
         /// When no backup runs, wait for the next one instead of exiting.
         #[arg(long)]
@@ -139,7 +143,7 @@ pub enum Command {
     /// like any run. Normally started by D-Bus activation (igotchuu-daemon.service).
     Daemon {
         /// Exit after this many seconds without a running backup (0: never).
-        #[arg(long, value_name = "SECONDS", default_value_t = crate::daemon::DEFAULT_IDLE_TIMEOUT)]
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT)]
         idle_timeout: u64,
     },
     /// One backup for the daemon (internal: started by `igotchuu daemon`, with the lock on stdin
@@ -175,5 +179,103 @@ impl Cli {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         }
+    }
+}
+
+/// The default of `igotchuu daemon --idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
+
+/// The default `--max-age`: a daily timer that missed one night is still within it.
+pub const DEFAULT_MAX_AGE: &str = "2d";
+
+/// `igotchuu status --help`: the exit codes, which are the Nagios plugin convention (see
+/// commands/status.rs, `Check`).
+pub const STATUS_HELP: &str = "\
+Exit codes (Nagios/Icinga plugin convention):
+  0  OK        the last run succeeded and the last success is younger than --max-age
+  1  WARNING   the last run was partial (restic could not read some files) or interrupted
+  2  CRITICAL  the last run failed or crashed, no run succeeded yet, or the last success is
+               older than --max-age
+  3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
+Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
+config's runs only.";
+
+/// `igotchuu watch --help`: the exit codes (see commands/watch.rs).
+pub const WATCH_HELP: &str = "\
+Exit codes: the run's own (as `igotchuu backup` gives them: 0 success, 3 partial, 20 igotchuu
+failed, 130 interrupted, others restic's), or
+  21  no backup is running (and --wait was not given)
+  22  cannot watch: no system bus, not root nor in the `igotchuu` group, or the run ended
+      without reporting its outcome (killed)";
+
+/// `--max-age`: `2d`, `36h`, `90m`, `600s` or plain seconds.
+pub fn parse_age(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age; write e.g. 2d, 36h, 90m or 600s"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use d (days), h (hours), m (minutes) or s (seconds)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// The config an `igotchuu … daemon` command line reads (NUL-separated, as /proc gives it), by
+/// this very definition: `igotchuu backup` asks it of the daemon that runs its backup
+/// (commands/daemon/client.rs). `None`: not the daemon's command line.
+pub fn daemon_config(cmdline: &[u8]) -> Option<(PathBuf, bool)> {
+    use std::os::unix::ffi::OsStrExt;
+    let args = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned());
+    let cli = <Cli as clap::Parser>::try_parse_from(args).ok()?;
+    matches!(cli.command, Some(Command::Daemon { .. })).then(|| cli.config_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_in_days_hours_minutes_seconds() {
+        assert_eq!(parse_age("2d"), Ok(172_800));
+        assert_eq!(parse_age("36h"), Ok(129_600));
+        assert_eq!(parse_age("90m"), Ok(5_400));
+        assert_eq!(parse_age("600"), Ok(600));
+        assert!(parse_age("2w").is_err());
+        assert!(parse_age("d").is_err());
+    }
+
+    #[test]
+    fn the_daemon_s_config_comes_from_its_command_line() {
+        assert_eq!(
+            daemon_config(b"/usr/bin/igotchuu\0daemon\0"),
+            Some((PathBuf::from(DEFAULT_CONFIG_PATH), false))
+        );
+        assert_eq!(
+            daemon_config(b"igotchuu\0-c\0/srv/i.toml\0daemon\0--idle-timeout\x000\0"),
+            Some((PathBuf::from("/srv/i.toml"), true))
+        );
+        assert_eq!(
+            daemon_config(b"igotchuu\0--config-file\0rel.toml\0daemon\0"),
+            Some((PathBuf::from("rel.toml"), true))
+        );
+        // A one-shot run, or anything else, is not the daemon.
+        assert_eq!(daemon_config(b"igotchuu\0-c\0/x\0backup\0"), None);
+        assert_eq!(daemon_config(b"sh\0-c\0true\0"), None);
     }
 }

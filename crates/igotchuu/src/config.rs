@@ -11,14 +11,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/igotchuu.toml";
-pub const DEFAULT_LOCK_FILE: &str = "/run/igotchuu.lock";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/igotchuu";
-pub const DEFAULT_CACHE_DIR: &str = "/var/cache/igotchuu/restic";
-/// Seconds `exec_before_snapshot` may run (0 in the config: no limit).
-pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
-/// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
-pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
+use crate::defaults::{
+    DEFAULT_CACHE_DIR, DEFAULT_HOOK_TIMEOUT, DEFAULT_LOCK_FILE, DEFAULT_PROGRESS_FPS,
+    DEFAULT_STATE_DIR,
+};
 
 /// The config keys, listed once: this makes the struct serde reads, the list of key names the
 /// tests and docs check against, and the profile merge, so a new key cannot be forgotten in one
@@ -158,18 +154,18 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
-    /// Where to write Prometheus metrics after every run (see metrics.rs); `None`: nowhere.
+    /// Where to write Prometheus metrics after every run (see state/metrics.rs); `None`: nowhere.
     pub metrics_file: Option<PathBuf>,
     /// The size of each COW snapshot of a non-thin LVM logical volume.
-    pub lvm_snapshot_size: crate::snapshot::lvm::CowSize,
+    pub lvm_snapshot_size: CowSize,
     /// Names of every profile in the file, for `check` and error messages.
     pub profile_names: Vec<String>,
     /// The keep policy (off when no keep_* key is set).
-    pub retention: crate::retention::Policy,
+    pub retention: RetentionPolicy,
     /// `check_read_data_subset`: how many `igotchuu verify` runs read all the data once.
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
-    pub notify: crate::notify::Settings,
+    pub notify: NotifySettings,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -236,10 +232,10 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
     };
     // Only root's own runs are at stake: a user dry-running their own file is harmless.
     let root = rustix::process::geteuid().is_root();
-    let untrusted = |p: &Path, message: String| ConfigError {
+    let untrusted = |p: &Path, e: Untrusted| ConfigError {
         file: p.display().to_string(),
         location: None,
-        message,
+        message: e.to_string(),
     };
     if root {
         check_trusted_metadata(path, &config_md, "the config file")
@@ -261,31 +257,61 @@ pub fn load(path: &Path, explicit: bool, profile: Option<&str>) -> Result<Config
     Ok(c)
 }
 
+/// Why a file the config relies on is not trusted; the message says what to run.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("{what} is owned by uid {uid}, not root; igotchuu runs as root and trusts only root's files: `chown root: {}`", .path.display())]
+    NotRoot {
+        what: String,
+        path: PathBuf,
+        uid: u32,
+    },
+    #[error("{what} is writable by group or others (mode {mode:o}); anyone who can write it can run commands as root: `chmod go-w {}`", .path.display())]
+    Writable {
+        what: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("cannot inspect {what}: {source}")]
+    Inspect {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
 /// The config runs commands as root and the password and repository files decide where data goes:
 /// each must be owned by root and writable by nobody else. A file that does not exist yet is
 /// restic's to complain about.
-pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), String> {
+pub fn check_trusted_file(path: &Path, what: &str) -> Result<(), Untrusted> {
     match std::fs::metadata(path) {
         Ok(md) => check_trusted_metadata(path, &md, what),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot inspect {what}: {e}")),
+        Err(source) => Err(Untrusted::Inspect {
+            what: what.to_owned(),
+            source,
+        }),
     }
 }
 
 /// The ownership and mode rules of [`check_trusted_file`] on metadata already in hand.
-fn check_trusted_metadata(path: &Path, md: &std::fs::Metadata, what: &str) -> Result<(), String> {
+fn check_trusted_metadata(
+    path: &Path,
+    md: &std::fs::Metadata,
+    what: &str,
+) -> Result<(), Untrusted> {
     use std::os::unix::fs::MetadataExt;
-    let p = path.display();
     match crate::trust::fault(md.uid(), md.mode()) {
         None => Ok(()),
-        Some(crate::trust::Fault::NotRoot) => Err(format!(
-            "{what} is owned by uid {}, not root; igotchuu runs as root and trusts only root's files: `chown root: {p}`",
-            md.uid()
-        )),
-        Some(_) => Err(format!(
-            "{what} is writable by group or others (mode {:o}); anyone who can write it can run commands as root: `chmod go-w {p}`",
-            md.mode() & 0o7777
-        )),
+        Some(crate::trust::Fault::NotRoot) => Err(Untrusted::NotRoot {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            uid: md.uid(),
+        }),
+        Some(_) => Err(Untrusted::Writable {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            mode: md.mode() & 0o7777,
+        }),
     }
 }
 
@@ -548,14 +574,7 @@ fn argv_key(
 fn validate_ops(
     ctx: &Ctx,
     s: &RawSettings,
-) -> Result<
-    (
-        crate::retention::Policy,
-        Option<u32>,
-        crate::notify::Settings,
-    ),
-    ConfigError,
-> {
+) -> Result<(RetentionPolicy, Option<u32>, NotifySettings), ConfigError> {
     // A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
     // restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
     let count =
@@ -575,7 +594,7 @@ fn validate_ops(
             }
         };
     let off = " (remove the key to turn the rule off)";
-    let mut policy = crate::retention::Policy {
+    let mut policy = RetentionPolicy {
         keep_last: count("keep_last", &s.keep_last, off)?,
         keep_hourly: count("keep_hourly", &s.keep_hourly, off)?,
         keep_daily: count("keep_daily", &s.keep_daily, off)?,
@@ -585,7 +604,7 @@ fn validate_ops(
         ..Default::default()
     };
     if let Some(w) = &s.keep_within {
-        if !crate::retention::valid_within(w.get_ref()) {
+        if !valid_within(w.get_ref()) {
             return Err(ctx.err(
                 Some(w.span()),
                 format!("key `keep_within`: {:?} is not a restic duration; write e.g. \"30d\", \"1y6m\" or \"48h\" (units y, m, d, h)", w.get_ref()),
@@ -634,7 +653,7 @@ fn validate_ops(
         }
     };
     let timeout = match &s.notify_timeout {
-        None => crate::notify::DEFAULT_TIMEOUT,
+        None => DEFAULT_NOTIFY_TIMEOUT,
         Some(t) => match u64::try_from(*t.get_ref()) {
             Ok(n) if (1..=3600).contains(&n) => n,
             _ => {
@@ -648,7 +667,7 @@ fn validate_ops(
             }
         },
     };
-    let notify = crate::notify::Settings {
+    let notify = NotifySettings {
         ping_url,
         on_success: argv_key(ctx, "on_success", &s.on_success)?,
         on_failure: argv_key(ctx, "on_failure", &s.on_failure)?,
@@ -667,73 +686,22 @@ fn validate(
     let places = validate_places(ctx, &s)?;
     let prefix = validate_prefix(ctx, &s)?;
     let snapshots = validate_snapshots(ctx, &s, &places, &prefix)?;
-
     let exec_before_snapshot = argv_key(ctx, "exec_before_snapshot", &s.exec_before_snapshot)?;
     let (retention, check_read_data_subset, notify) = validate_ops(ctx, &s)?;
-
-    let opt_path =
-        |key: &str, v: &Option<Spanned<String>>| -> Result<Option<PathBuf>, ConfigError> {
-            v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
-        };
-    let repository_file = opt_path("repository_file", &s.repository_file)?;
-    let password_file = opt_path("password_file", &s.password_file)?;
-    if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
-        return Err(ctx.err(
-            Some(r.span()),
-            "keys `repo` and `repository_file` both set: restic accepts only one; remove one"
-                .to_owned(),
-        ));
-    }
-    if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
-        return Err(ctx.err(
-            Some(c.span()),
-            "keys `password_file` and `password_command` both set: restic accepts only one; remove one".to_owned(),
-        ));
-    }
-    if let Some(r) = &s.repo {
-        if r.get_ref().trim().is_empty() {
-            return Err(ctx.err(Some(r.span()), "key `repo`: empty repository".to_owned()));
-        }
-    }
-
-    let progress_fps = match &s.progress_fps {
-        None => DEFAULT_PROGRESS_FPS,
-        Some(v) => {
-            let f = *v.get_ref();
-            // restic caps the rate at 60/s and ignores values <= 0.
-            if !(f > 0.0 && f <= 60.0) {
-                return Err(ctx.err(
-                    Some(v.span()),
-                    format!("key `progress_fps`: {f} is out of range; give a number above 0 and at most 60"),
-                ));
-            }
-            f
-        }
-    };
+    let (repository_file, password_file) = validate_repository(ctx, &s)?;
+    let progress_fps = validate_progress_fps(ctx, &s)?;
 
     let cache_dir =
-        opt_path("cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        opt_path(ctx, "cache_dir", &s.cache_dir)?.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
     let lock_file =
-        opt_path("lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
+        opt_path(ctx, "lock_file", &s.lock_file)?.unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
     let state_dir =
-        opt_path("state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-    let metrics_file = opt_path("metrics_file", &s.metrics_file)?;
-    if let (Some(m), Some(v)) = (&metrics_file, &s.metrics_file) {
-        // node_exporter's textfile collector reads `*.prom` only: another name is never scraped.
-        if m.extension().map_or(true, |e| e != "prom") {
-            return Err(ctx.err(
-                Some(v.span()),
-                format!(
-                    "key `metrics_file`: {} does not end in `.prom`, so node_exporter's textfile collector would never read it; name it e.g. /var/lib/prometheus/node-exporter/igotchuu.prom",
-                    m.display()
-                ),
-            ));
-        }
-    }
+        opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let metrics_file = validate_metrics_file(ctx, &s)?;
 
     let lvm_snapshot_size = match &s.lvm_snapshot_size {
-        None => crate::snapshot::lvm::DEFAULT_COW_SIZE,
-        Some(v) => crate::snapshot::lvm::CowSize::parse(v.get_ref())
+        None => DEFAULT_COW_SIZE,
+        Some(v) => CowSize::parse(v.get_ref())
             .map_err(|e| ctx.err(Some(v.span()), format!("key `lvm_snapshot_size`: {e}")))?,
     };
 
@@ -768,6 +736,200 @@ fn validate(
         check_read_data_subset,
         notify,
     })
+}
+
+/// An optional key holding an absolute path.
+fn opt_path(
+    ctx: &Ctx,
+    key: &str,
+    v: &Option<Spanned<String>>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    v.as_ref().map(|v| abs_path(ctx, key, v)).transpose()
+}
+
+/// Where the repository and its password come from: `repository_file` and `password_file` as
+/// absolute paths, and none of the pairs restic refuses together.
+fn validate_repository(
+    ctx: &Ctx,
+    s: &RawSettings,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let repository_file = opt_path(ctx, "repository_file", &s.repository_file)?;
+    let password_file = opt_path(ctx, "password_file", &s.password_file)?;
+    if let (Some(r), Some(_)) = (&s.repo, &s.repository_file) {
+        return Err(ctx.err(
+            Some(r.span()),
+            "keys `repo` and `repository_file` both set: restic accepts only one; remove one"
+                .to_owned(),
+        ));
+    }
+    if let (Some(_), Some(c)) = (&s.password_file, &s.password_command) {
+        return Err(ctx.err(
+            Some(c.span()),
+            "keys `password_file` and `password_command` both set: restic accepts only one; remove one".to_owned(),
+        ));
+    }
+    if let Some(r) = &s.repo {
+        if r.get_ref().trim().is_empty() {
+            return Err(ctx.err(Some(r.span()), "key `repo`: empty repository".to_owned()));
+        }
+    }
+    Ok((repository_file, password_file))
+}
+
+/// `progress_fps`: above 0 and at most 60, restic's range.
+fn validate_progress_fps(ctx: &Ctx, s: &RawSettings) -> Result<f64, ConfigError> {
+    Ok(match &s.progress_fps {
+        None => DEFAULT_PROGRESS_FPS,
+        Some(v) => {
+            let f = *v.get_ref();
+            // restic caps the rate at 60/s and ignores values <= 0.
+            if !(f > 0.0 && f <= 60.0) {
+                return Err(ctx.err(
+                    Some(v.span()),
+                    format!("key `progress_fps`: {f} is out of range; give a number above 0 and at most 60"),
+                ));
+            }
+            f
+        }
+    })
+}
+
+/// `metrics_file`: an absolute path ending in `.prom`, the only files node_exporter reads.
+fn validate_metrics_file(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, ConfigError> {
+    let metrics_file = opt_path(ctx, "metrics_file", &s.metrics_file)?;
+    if let (Some(m), Some(v)) = (&metrics_file, &s.metrics_file) {
+        // node_exporter's textfile collector reads `*.prom` only: another name is never scraped.
+        if m.extension().map_or(true, |e| e != "prom") {
+            return Err(ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `metrics_file`: {} does not end in `.prom`, so node_exporter's textfile collector would never read it; name it e.g. /var/lib/prometheus/node-exporter/igotchuu.prom",
+                    m.display()
+                ),
+            ));
+        }
+    }
+    Ok(metrics_file)
+}
+
+/// The size of a COW snapshot (`lvm_snapshot_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CowSize {
+    /// `N%ORIGIN`: a share of the origin's size, 1–100.
+    PercentOrigin(u32),
+    /// An absolute size in bytes (`512M`, `4G`, binary units as lvcreate's `-L`).
+    Bytes(u64),
+}
+
+pub const DEFAULT_COW_SIZE: CowSize = CowSize::PercentOrigin(10);
+
+impl CowSize {
+    /// Parses `10%ORIGIN` or a size with a unit suffix (K, M, G, T; binary).
+    pub fn parse(s: &str) -> Result<CowSize, String> {
+        let t = s.trim();
+        if let Some(n) = t
+            .strip_suffix("%ORIGIN")
+            .or_else(|| t.strip_suffix("%origin"))
+        {
+            return match n.parse::<u32>() {
+                Ok(p) if (1..=100).contains(&p) => Ok(CowSize::PercentOrigin(p)),
+                _ => Err(format!(
+                    "{s:?}: the percentage must be a whole number from 1 to 100, e.g. \"10%ORIGIN\""
+                )),
+            };
+        }
+        let (num, unit) = t.split_at(t.len().saturating_sub(1));
+        let shift = match unit {
+            "K" | "k" => 10,
+            "M" | "m" => 20,
+            "G" | "g" => 30,
+            "T" | "t" => 40,
+            _ => {
+                return Err(format!(
+                    "{s:?} is neither N%ORIGIN nor a size with a unit (K, M, G or T), e.g. \"10%ORIGIN\" or \"2G\""
+                ))
+            }
+        };
+        match num.parse::<u64>() {
+            Ok(n) if n > 0 => n
+                .checked_mul(1u64 << shift)
+                .map(CowSize::Bytes)
+                .ok_or_else(|| format!("{s:?} is too large")),
+            _ => Err(format!(
+                "{s:?}: give a whole number above 0 before the unit, e.g. \"2G\""
+            )),
+        }
+    }
+
+    /// The snapshot's size in extents, rounded up, for an origin of `origin` bytes.
+    pub fn extents(&self, origin: u64, extent: u64) -> u64 {
+        let extent = extent.max(1);
+        let bytes = match *self {
+            CowSize::PercentOrigin(p) => (origin as u128 * p as u128).div_ceil(100) as u64,
+            CowSize::Bytes(b) => b,
+        };
+        bytes.div_ceil(extent).max(1)
+    }
+}
+
+impl fmt::Display for CowSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CowSize::PercentOrigin(p) => write!(f, "{p}%ORIGIN"),
+            CowSize::Bytes(b) => match b.trailing_zeros() {
+                40.. => write!(f, "{}T", b >> 40),
+                30.. => write!(f, "{}G", b >> 30),
+                20.. => write!(f, "{}M", b >> 20),
+                _ => write!(f, "{}K", b >> 10),
+            },
+        }
+    }
+}
+
+/// The keep rules, as `restic forget` takes them (`keep_*`, `prune`); applied by ops/retention.rs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// restic's duration: `1y6m`, `30d`, `12h` (years, months, days, hours).
+    pub keep_within: Option<String>,
+    pub keep_tag: Vec<String>,
+    pub prune: bool,
+}
+
+/// Whether `s` is a duration restic's `--keep-within` accepts: one or more `<number><unit>`,
+/// unit y, m, d or h.
+pub fn valid_within(s: &str) -> bool {
+    let mut digits = 0;
+    let mut parts = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if "ymdh".contains(c) && digits > 0 {
+            digits = 0;
+            parts += 1;
+        } else {
+            return false;
+        }
+    }
+    digits == 0 && parts > 0
+}
+
+/// The default bound on each ping and each hook, in seconds (`notify_timeout`).
+pub const DEFAULT_NOTIFY_TIMEOUT: u64 = 30;
+
+/// Pings and end-of-run hooks, as the config asks for them; carried out by ops/notify.rs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifySettings {
+    pub ping_url: Option<String>,
+    pub on_success: Option<Vec<String>>,
+    pub on_failure: Option<Vec<String>>,
+    pub on_finish: Option<Vec<String>>,
+    pub timeout: std::time::Duration,
 }
 
 #[cfg(test)]
@@ -903,7 +1065,9 @@ snapshot = [
         let f = d.path().join("c.toml");
         std::fs::write(&f, "").expect("write");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-        let e = check_trusted_file(&f, "the config file").expect_err("refused");
+        let e = check_trusted_file(&f, "the config file")
+            .expect_err("refused")
+            .to_string();
         assert!(
             e.contains("chmod go-w") && e.contains("writable by group or others"),
             "{e}"
@@ -912,7 +1076,9 @@ snapshot = [
         if rustix::process::geteuid().is_root() {
             check_trusted_file(&f, "the config file").expect("root-owned 0640 is fine");
             rustix::fs::chown(&f, Some(rustix::fs::Uid::from_raw(65534)), None).expect("chown");
-            let e = check_trusted_file(&f, "the config file").expect_err("refused");
+            let e = check_trusted_file(&f, "the config file")
+                .expect_err("refused")
+                .to_string();
             assert!(e.contains("chown root:") && e.contains("uid 65534"), "{e}");
         }
         assert!(check_trusted_file(&d.path().join("missing"), "x").is_ok());
@@ -1030,7 +1196,7 @@ snapshot = [
                         "state_dir" => assert_eq!(v.state_dir, PathBuf::from(DEFAULT_STATE_DIR)),
                         "progress_fps" => assert_eq!(v.progress_fps, DEFAULT_PROGRESS_FPS),
                         "lvm_snapshot_size" => {
-                            assert_eq!(v.lvm_snapshot_size, crate::snapshot::lvm::DEFAULT_COW_SIZE)
+                            assert_eq!(v.lvm_snapshot_size, DEFAULT_COW_SIZE)
                         }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))

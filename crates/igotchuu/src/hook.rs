@@ -37,7 +37,7 @@ async fn kill_all(child: &mut tokio::process::Child) {
 }
 
 /// Runs the hook to completion. Its output goes to igotchuu's own stdout/stderr (the journal).
-pub async fn run(
+pub async fn execute(
     argv: &[String],
     timeout: Option<u64>,
     stop: &mut StopSignal,

@@ -1,11 +1,13 @@
 //! igotchuu: consistent restic backups of a live Linux system from read-only btrfs snapshots.
+//!
+//! Thin on purpose: parse the command line (cli.rs), turn it into plain values, and hand them to
+//! the command (commands/). See docs/architecture.md for the layers below.
 
-use igotchuu::*;
+use clap::{CommandFactory, Parser};
 
-use clap::Parser;
-
-use igotchuu::cli::{Cli, Command};
-use igotchuu::events::{Event, Events, Outcome};
+use igotchuu::cli::{Cli, Command, Generated};
+use igotchuu::commands::{self, generate, Global};
+use igotchuu::{exit, restic, restore};
 
 fn main() {
     // The helper that keeps restic's output pipes open should igotchuu be killed is this same
@@ -23,12 +25,9 @@ fn main() {
     std::process::exit(real_main());
 }
 
-fn fail(msg: impl std::fmt::Display) -> i32 {
-    // One line, whatever paths or quoted text the message carries.
-    say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
-    exit::IGOTCHUU_FAILED
-}
-
+// Over 80 lines only by its dispatch table: one arm per command, each turning clap's values
+// into the command's plain arguments (restore's are a struct of them); splitting it would only
+// scatter that table.
 fn real_main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -43,314 +42,72 @@ fn real_main() -> i32 {
             };
         }
     };
-    match &cli.command {
-        None | Some(Command::Backup { dry_run: false }) => {
-            // An idle daemon runs it (and this process only follows); see daemon::client.
-            match daemon::client::delegate(&cli) {
-                Some(code) => code,
-                None => privileged(&cli, Job::Backup, Via::OneShot),
-            }
-        }
-        Some(Command::Backup { dry_run: true }) => match load_plan(&cli) {
-            Ok(plan) => {
-                say_out_raw!("{plan}");
-                for n in snapshot::describe_sources(&plan) {
-                    say_out!("{n}");
-                }
-                for w in snapshot::path_warnings(&plan) {
-                    say_out!("warning: {w}");
-                }
-                exit::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Some(Command::Cleanup) => privileged(&cli, Job::Cleanup, Via::OneShot),
+    let (config_path, explicit) = cli.config_path();
+    let g = Global {
+        config_path,
+        explicit,
+        profile: cli.profile,
+        verbose: cli.verbose,
+    };
+    match cli.command {
+        None | Some(Command::Backup { dry_run: false }) => commands::backup::main(&g),
+        Some(Command::Backup { dry_run: true }) => commands::backup::dry_run(&g),
+        Some(Command::Cleanup) => commands::cleanup::main(&g),
         Some(Command::Daemon { idle_timeout }) => {
-            let (config_path, explicit) = cli.config_path();
-            daemon::main(daemon::Settings {
-                config_path,
-                explicit,
-                verbose: cli.verbose,
-                idle_timeout: (*idle_timeout > 0)
-                    .then(|| std::time::Duration::from_secs(*idle_timeout)),
+            commands::daemon::main(commands::daemon::Settings {
+                config_path: g.config_path,
+                explicit: g.explicit,
+                verbose: g.verbose,
+                idle_timeout: (idle_timeout > 0)
+                    .then(|| std::time::Duration::from_secs(idle_timeout)),
             })
         }
         Some(Command::DaemonRun { run_id, daemon_pid }) => {
-            // First, before anything else happens: see daemon::child.
-            match daemon::child::take_over(run_id.clone(), *daemon_pid) {
-                Ok(handed) => privileged(&cli, Job::Backup, Via::Daemon(handed)),
-                Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
-            }
+            commands::backup::for_daemon(&g, run_id, daemon_pid)
         }
-        Some(Command::Check) => {
-            let (path, explicit) = cli.config_path();
-            check::run(&path, explicit, cli.profile.as_deref())
-        }
-        Some(Command::Forget { dry_run }) => match load_plan(&cli) {
-            Ok(plan) => ops_cmd::forget(&plan, *dry_run),
+        Some(Command::Check) => commands::check::main(&g),
+        Some(Command::Forget { dry_run }) => match commands::load_plan(&g) {
+            Ok(plan) => commands::maintenance::forget(&plan, dry_run),
             Err(code) => code,
         },
-        Some(Command::Verify) => match load_plan(&cli) {
-            Ok(plan) => ops_cmd::verify(&plan),
+        Some(Command::Verify) => match commands::load_plan(&g) {
+            Ok(plan) => commands::maintenance::verify(&plan),
             Err(code) => code,
         },
-        Some(Command::Status { json, max_age }) => status_cmd::run(&cli, *json, *max_age),
-        Some(Command::Watch { wait }) => watch::run(&cli, *wait),
-        Some(Command::Mount { target }) => mount(&cli, target),
-        Some(Command::Generate { what, dir }) => generate(*what, dir),
-        Some(c @ (Command::Snapshots { .. } | Command::Ls { .. } | Command::Restore { .. })) => {
-            restore::commands::run(&cli, c)
-        }
-    }
-}
-
-fn load_plan(cli: &Cli) -> Result<plan::Plan, i32> {
-    let (path, explicit) = cli.config_path();
-    let config = config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    // Once per run: which RESTIC_FEATURES restic gets depends on it (restic::features). Cached
-    // in state_dir by the binary's identity. state_dir is not created here: a run refused later
-    // (an untrusted lock file) must leave nothing behind; see `privileged` for the first run.
-    let (version, _) =
-        restic::version::detect_cached(plan::RESTIC_PROGRAM, &config.state_dir, false);
-    Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
-}
-
-/// `igotchuu mount TARGET`: `restic mount` of the configured repository, as in the original's
-/// later versions. Only restic's global options from `restic_args` are passed: backup options
-/// such as `--exclude-caches` would make `restic mount` refuse to start.
-fn mount(cli: &Cli, target: &std::path::Path) -> i32 {
-    let plan = match load_plan(cli) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let mut args = plan::global_restic_args(&plan.restic_args);
-    args.extend(["mount".to_owned(), "--allow-other".to_owned()]);
-    args.push(target.display().to_string());
-    let err = std::os::unix::process::CommandExt::exec(&mut plan.restic.with_args(args));
-    fail(format_args!(
-        "cannot run {}: {err}; install restic or extend PATH",
-        plan.restic.program
-    ))
-}
-
-/// Writes the man page or the completions, generated from the clap definition so they can never
-/// disagree with `--help`.
-fn generate(what: cli::Generated, dir: &std::path::Path) -> i32 {
-    use clap::CommandFactory;
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        return fail(format_args!("cannot create {}: {e}", dir.display()));
-    }
-    let mut cmd = Cli::command();
-    let result = match what {
-        cli::Generated::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut buf)
-                .and_then(|()| std::fs::write(dir.join("igotchuu.1"), buf))
-        }
-        cli::Generated::Completions => [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ]
-        .into_iter()
-        .try_for_each(|sh| clap_complete::generate_to(sh, &mut cmd, "igotchuu", dir).map(drop)),
-    };
-    match result {
-        Ok(()) => exit::SUCCESS,
-        Err(e) => fail(format_args!("cannot write to {}: {e}", dir.display())),
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Job {
-    Backup,
-    Cleanup,
-}
-
-/// Who started the run.
-enum Via {
-    /// `igotchuu backup` or `cleanup`: takes the lock, owns the D-Bus name.
-    OneShot,
-    /// A child of `igotchuu daemon`: the lock and an event pipe come from the daemon, which
-    /// owns the name and re-emits the events.
-    Daemon(daemon::child::Handed),
-}
-
-/// The jobs that need root, the lock and the private mount namespace.
-fn privileged(cli: &Cli, job: Job, via: Via) -> i32 {
-    let plan = match load_plan(cli) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    if !rustix::process::geteuid().is_root() {
-        return fail("igotchuu must run as root for this: it creates and deletes btrfs snapshots and mounts them in a private mount namespace");
-    }
-    // Before the lock, so that a refused state_dir leaves nothing behind; lock::acquire checks
-    // the lock file's own path.
-    if let Err(e) = trust::check_place(&plan.state_dir, &trust::STATE_DIR) {
-        return fail(e);
-    }
-    let (lock, to_daemon) = match via {
-        // A killed run's restic may still be winding down, its drain helper holding the lock
-        // (restic::drain): waited for, with a bound, rather than refused or raced.
-        Via::OneShot => (
-            lock::acquire_waiting(&plan.lock_file, lock::FINISHING_WAIT, |pid| {
-                say_err!(
-                    "igotchuu: the restic of the previous run (PID {pid}, killed) is still \
-                     finishing; waiting up to {}s for it to exit",
-                    lock::FINISHING_WAIT.as_secs()
-                )
-            }),
-            None,
-        ),
-        Via::Daemon(h) => (
-            lock::adopt(&plan.lock_file, h.lock),
-            Some((h.events, h.run_id)),
-        ),
-    };
-    let lock = match lock {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    // Reached once, under the lock, without following a symlink (the walk checks the way again
-    // and creates what is missing): every file of the run in it is written through this fd.
-    let state = match record::reach_state_dir(&plan.state_dir) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    // From here on a backup is recorded in state_dir/status.json however it ends (record.rs);
-    // refusals before this point (config, trust, the lock held by another run) are not runs.
-    // A daemon's child runs under the id `Start` returned, so the daemon and the status file
-    // name the run alike.
-    let run_id = match &to_daemon {
-        Some((_, id)) => id.clone(),
-        None => format!("{}-{}", plan.timestamp, std::process::id()),
-    };
-    let (recording, marker_warning) = match job {
-        Job::Backup => {
-            let state = match state.try_clone() {
-                Ok(s) => s,
-                Err(e) => {
-                    return fail(format_args!("cannot use {}: {e}", plan.state_dir.display()))
-                }
-            };
-            let (r, w) = record::Recording::begin(&plan, state, &run_id);
-            // The very first backup of a state_dir found none to cache restic's version in
-            // (load_plan); it exists now, so the next run need not ask restic. This asks once
-            // more (about 11 ms), only while there is no cache file.
-            if !plan.state_dir.join(restic::version::CACHE_FILE).exists() {
-                let _ =
-                    restic::version::detect_cached(plan::RESTIC_PROGRAM, &plan.state_dir, false);
-            }
-            (Some(r), w)
-        }
-        Job::Cleanup => (None, None),
-    };
-    // Before any thread exists: see namespace::enter_private.
-    if let Err(e) = namespace::enter_private() {
-        let msg = format!(
-            "cannot enter a private mount namespace: {e}; igotchuu needs CAP_SYS_ADMIN (under systemd, do not set RestrictNamespaces= or drop CAP_SYS_ADMIN)"
-        );
-        if let Some(r) = recording {
-            r.failed_early(&plan, &msg);
-        }
-        return fail(msg);
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let msg = format!("cannot start the async runtime: {e}");
-            if let Some(r) = recording {
-                r.failed_early(&plan, &msg);
-            }
-            return fail(msg);
-        }
-    };
-    rt.block_on(async {
-        let mut events = Events::new();
-        // Under systemd the journal gets structured entries instead of plain stderr lines.
-        match journald::stderr_is_journal()
-            .then(|| journald::JournalLog::connect(run_id.clone(), cli.verbose))
-        {
-            Some(Ok(j)) => events.subscribe(Box::new(j)),
-            _ => events.subscribe(Box::new(terminal::Terminal::new(cli.verbose))),
-        }
-        if let Some(w) = marker_warning {
-            events.warning(w);
-        }
-        if let Some(r) = &recording {
-            events.subscribe(r.listener());
-        }
-        let (stop_handle, mut stop) = stop::channel();
-        if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
-            let msg = format!("cannot install signal handlers: {e}");
-            events.error(events::Step::Setup, "", msg.clone());
-            events.emit(Event::Finished(Outcome::Failed(msg)));
-            if let Some(r) = recording {
-                r.finish(&plan, exit::IGOTCHUU_FAILED, &mut events);
-            }
-            return exit::IGOTCHUU_FAILED;
-        }
-        // Only backups are recorded: no recording means `cleanup`.
-        let Some(recording) = recording else {
-            return pipeline::cleanup_leftovers(&plan, &state, &mut events, &mut stop).await;
-        };
-        // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
-        // anything is snapshotted: a second igotchuu is refused here without touching anything.
-        let dbus = match to_daemon {
-            // The daemon owns the name and sends the signals.
-            Some((pipe, _)) => {
-                events.subscribe(Box::new(daemon::wire::ToDaemon::new(pipe)));
-                None
-            }
-            None => match dbus::start(&mut events, stop_handle, status::Source::of(&plan)).await {
-                Ok(d) => d,
-                Err(taken) => {
-                    // Another run owns the name: this one never started, the other is recorded.
-                    recording.abandon();
-                    return fail(taken);
-                }
+        Some(Command::Status { json, max_age }) => commands::status::main(&g, json, max_age),
+        Some(Command::Watch { wait }) => commands::watch::main(&g, wait),
+        Some(Command::Mount { target }) => commands::mount::main(&g, &target),
+        Some(Command::Snapshots { json }) => commands::restore::snapshots(&g, json),
+        Some(Command::Ls {
+            snapshot,
+            path,
+            json,
+            as_uid,
+        }) => commands::restore::ls(&g, &snapshot, path.as_deref(), json, as_uid),
+        Some(Command::Restore {
+            snapshot,
+            paths,
+            target,
+            in_place,
+            overwrite,
+            as_uid,
+        }) => commands::restore::restore(
+            &g,
+            commands::restore::RestoreArgs {
+                snapshot: &snapshot,
+                paths: &paths,
+                target: target.as_ref(),
+                in_place,
+                overwrite,
+                as_uid,
             },
-        };
-        // The start ping goes out on a blocking thread while the snapshots are taken.
-        let notifier = plan.notify.is_set().then(|| {
-            let n = notify::Notifier::start(&plan.notify);
-            for l in n.listeners() {
-                events.subscribe(l);
-            }
-            n
-        });
-        let code = pipeline::run(&plan, &state, &mut events, &mut stop, lock.fd()).await;
-        // After the snapshots are gone; never changes `code`.
-        let retention = ops_cmd::after_backup(&plan, code, &mut events, &mut stop).await;
-        if let Some(n) = notifier {
-            let profile = plan.profile.clone().unwrap_or_default();
-            let warnings = n
-                .finish(
-                    &profile,
-                    &run_id,
-                    code,
-                    retention.map(|o| o.word().to_owned()),
-                    &plan.restic.secrets,
-                )
-                .await;
-            for w in &warnings {
-                events.warning(w.clone());
-            }
-            if let Err(w) = ops_cmd::record_notify(&plan, &run_id, &warnings) {
-                events.warning(w);
-            }
+        ),
+        Some(Command::Generate { what, dir }) => {
+            let what = match what {
+                Generated::Man => generate::What::Man,
+                Generated::Completions => generate::What::Completions,
+            };
+            generate::main(what, Cli::command(), &dir)
         }
-        // Before the publisher runs again: LastOutcome leaves after the record is on disk.
-        recording.finish(&plan, code, &mut events);
-        if let Some(d) = dbus {
-            d.finish(events).await;
-        }
-        code
-    })
+    }
 }

@@ -9,9 +9,7 @@ use crate::config::Config;
 use crate::redact;
 use crate::restic::features::{self, Trees};
 use crate::restic::version::{Version, VersionError};
-
-/// The restic program every run starts, found through PATH.
-pub const RESTIC_PROGRAM: &str = "restic";
+use crate::restic::{global_args, ResticCommand, RESTIC_PROGRAM};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStep {
@@ -34,22 +32,6 @@ impl SnapshotStep {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResticCommand {
-    pub program: String,
-    pub args: Vec<String>,
-    /// Variables set on top of igotchuu's own environment.
-    pub set_env: Vec<(String, String)>,
-    /// `restic unlock` with the same global options, run when restic had to be killed and so
-    /// could not remove its own repository lock.
-    pub unlock_args: Vec<String>,
-    /// Secret strings to scrub from everything restic prints before it is shown or published.
-    pub secrets: Vec<String>,
-    /// Inherited variables removed because the config overrides them (restic refuses e.g.
-    /// RESTIC_REPOSITORY together with RESTIC_REPOSITORY_FILE).
-    pub remove_env: Vec<String>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub config_path: PathBuf,
@@ -70,7 +52,7 @@ pub struct Plan {
     pub one_file_system: bool,
     pub lock_file: PathBuf,
     pub state_dir: PathBuf,
-    /// node_exporter's textfile for this run's metrics (see metrics.rs), if configured.
+    /// node_exporter's textfile for this run's metrics (see state/metrics.rs), if configured.
     pub metrics_file: Option<PathBuf>,
     /// Things that will work but that the user should know (shown by --dry-run and -v).
     pub warnings: Vec<String>,
@@ -78,15 +60,15 @@ pub struct Plan {
     /// changes, and the `RESTIC_FEATURES` igotchuu sets against it (restic::features).
     pub trees: Trees,
     /// The size of each COW snapshot of an LVM logical volume (`lvm_snapshot_size`).
-    pub lvm_snapshot_size: crate::snapshot::lvm::CowSize,
+    pub lvm_snapshot_size: crate::config::CowSize,
     /// What restic backs up (the scope of retention, see scope.rs).
     pub places: Vec<PathBuf>,
     /// The keep policy applied after a backup that wrote a snapshot (retention.rs).
-    pub retention: crate::retention::Policy,
+    pub retention: crate::config::RetentionPolicy,
     /// `igotchuu verify`'s rolling read (verify.rs).
     pub check_read_data_subset: Option<u32>,
     /// Pings and end-of-run hooks (notify.rs).
-    pub notify: crate::notify::Settings,
+    pub notify: crate::config::NotifySettings,
 }
 
 impl Plan {
@@ -140,6 +122,49 @@ pub fn build(
     restic_version: &Result<Version, VersionError>,
 ) -> Plan {
     let restic_args = [&config.restic_backup_args[..], &config.restic_args[..]].concat();
+    let (snapshots, mount_order) = snapshot_steps(config, timestamp);
+    let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
+    args.extend(restic_args.iter().cloned());
+    args.push("--".into());
+    args.extend(config.places.iter().map(|p| p.display().to_string()));
+    let (environment, trees) = Environment::decide(config, env, &restic_args, restic_version);
+    Plan {
+        config_path: config.path.clone(),
+        profile: config.profile.clone(),
+        timestamp: timestamp.to_owned(),
+        exec_before_snapshot: config.exec_before_snapshot.clone(),
+        exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
+        warnings: uncovered_places(config, &snapshots),
+        snapshots,
+        mount_order,
+        restic: ResticCommand {
+            program: RESTIC_PROGRAM.into(),
+            secrets: redact::secrets_of(&args, &[env, &environment.set[..]].concat()),
+            unlock_args: {
+                let mut a = global_args(&restic_args);
+                a.push("unlock".into());
+                a
+            },
+            args,
+            set_env: environment.set,
+            remove_env: environment.remove,
+        },
+        one_file_system: one_file_system(&restic_args),
+        restic_args,
+        lock_file: config.lock_file.clone(),
+        state_dir: config.state_dir.clone(),
+        metrics_file: config.metrics_file.clone(),
+        trees,
+        lvm_snapshot_size: config.lvm_snapshot_size,
+        places: config.places.clone(),
+        retention: config.retention.clone(),
+        check_read_data_subset: config.check_read_data_subset,
+        notify: config.notify.clone(),
+    }
+}
+
+/// The snapshots in config order, and the order to mount them in: parents before children.
+fn snapshot_steps(config: &Config, timestamp: &str) -> (Vec<SnapshotStep>, Vec<usize>) {
     let snapshots: Vec<SnapshotStep> = config
         .snapshots
         .iter()
@@ -157,186 +182,102 @@ pub fn build(
     let mut mount_order: Vec<usize> = (0..snapshots.len()).collect();
     // Stable sort by depth keeps config order among siblings.
     mount_order.sort_by_key(|&i| snapshots[i].source.components().count());
+    (snapshots, mount_order)
+}
 
-    let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
-    args.extend(restic_args.iter().cloned());
-    args.push("--".into());
-    args.extend(config.places.iter().map(|p| p.display().to_string()));
-
-    let has_env = |k: &str| env.iter().any(|(n, _)| n == k);
-    let mut set_env: Vec<(String, String)> = Vec::new();
-    let mut remove_env: Vec<String> = Vec::new();
-    let mut set = |k: &str, v: String, conflicts: &[&str]| {
-        set_env.push((k.to_owned(), v));
-        for c in conflicts {
-            if has_env(c) {
-                remove_env.push((*c).to_owned());
-            }
-        }
-    };
-    if let Some(r) = &config.repo {
-        set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
-    }
-    if let Some(r) = &config.repository_file {
-        set(
-            "RESTIC_REPOSITORY_FILE",
-            r.display().to_string(),
-            &["RESTIC_REPOSITORY"],
-        );
-    }
-    if let Some(p) = &config.password_file {
-        set(
-            "RESTIC_PASSWORD_FILE",
-            p.display().to_string(),
-            &["RESTIC_PASSWORD_COMMAND"],
-        );
-    }
-    if let Some(c) = &config.password_command {
-        set(
-            "RESTIC_PASSWORD_COMMAND",
-            c.clone(),
-            &["RESTIC_PASSWORD_FILE"],
-        );
-    }
-    set(
-        "RESTIC_PROGRESS_FPS",
-        format!("{}", config.progress_fps),
-        &[],
-    );
-    // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a cache
-    // and re-reads the whole index on every backup. Give it one unless the user chose otherwise.
-    if !has_env("RESTIC_CACHE_DIR") && !has_flag(&restic_args, &["--cache-dir", "--no-cache"]) {
-        set(
-            "RESTIC_CACHE_DIR",
-            config.cache_dir.display().to_string(),
-            &[],
-        );
-    }
-
-    let user_features = env
+/// A warning for each place no snapshot covers.
+fn uncovered_places(config: &Config, snapshots: &[SnapshotStep]) -> Vec<String> {
+    config
+        .places
         .iter()
-        .rev()
-        .find(|(k, _)| k == features::ENV)
-        .map(|(_, v)| v.as_str());
-    let trees = Trees::decide(restic_version, user_features);
-    if let Some(f) = trees.features_env() {
-        set(features::ENV, f.to_owned(), &[]);
-    }
-
-    let mut warnings = Vec::new();
-    for place in &config.places {
-        let covered = snapshots.iter().any(|s| place.starts_with(&s.source));
-        if !covered {
-            warnings.push(format!(
+        .filter(|place| !snapshots.iter().any(|s| place.starts_with(&s.source)))
+        .map(|place| {
+            format!(
                 "place {} is under no snapshot: restic reads it live, not from one point in time",
                 place.display()
-            ));
-        }
-    }
-
-    Plan {
-        config_path: config.path.clone(),
-        profile: config.profile.clone(),
-        timestamp: timestamp.to_owned(),
-        exec_before_snapshot: config.exec_before_snapshot.clone(),
-        exec_before_snapshot_timeout: config.exec_before_snapshot_timeout,
-        snapshots,
-        mount_order,
-        restic: ResticCommand {
-            program: RESTIC_PROGRAM.into(),
-            secrets: redact::secrets_of(&args, &[env, &set_env[..]].concat()),
-            unlock_args: {
-                let mut a = global_restic_args(&restic_args);
-                a.push("unlock".into());
-                a
-            },
-            args,
-            set_env,
-            remove_env,
-        },
-        one_file_system: one_file_system(&restic_args),
-        restic_args,
-        lock_file: config.lock_file.clone(),
-        state_dir: config.state_dir.clone(),
-        metrics_file: config.metrics_file.clone(),
-        warnings,
-        trees,
-        lvm_snapshot_size: config.lvm_snapshot_size,
-        places: config.places.clone(),
-        retention: config.retention.clone(),
-        check_read_data_subset: config.check_read_data_subset,
-        notify: config.notify.clone(),
-    }
+            )
+        })
+        .collect()
 }
 
-/// restic's global flags that take a value (0.14–0.19). Everything else in `restic_args` is taken
-/// to be an option of `restic backup`, which other restic commands would refuse.
-const GLOBAL_VALUE_FLAGS: &[&str] = &[
-    "--cacert",
-    "--cache-dir",
-    "--compression",
-    "--key-hint",
-    "--limit-download",
-    "--limit-upload",
-    "--option",
-    "-o",
-    "--pack-size",
-    "--password-command",
-    "--password-file",
-    "-p",
-    "--repo",
-    "-r",
-    "--repository-file",
-    "--tls-client-cert",
-    "--retry-lock",
-    "--stuck-request-timeout",
-    "--http-user-agent",
-];
-const GLOBAL_BOOL_FLAGS: &[&str] = &[
-    "--cleanup-cache",
-    "--insecure-tls",
-    "--insecure-no-password",
-    "--no-cache",
-    "--no-lock",
-    "--quiet",
-    "-q",
-    "--verbose",
-    "-v",
-];
+/// The variables restic gets on top of igotchuu's environment, and the inherited ones removed
+/// because a variable set here conflicts with them.
+struct Environment {
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
 
-/// The global restic options among `args` (with their values), for restic commands other than
-/// `backup` (`check` runs `restic cat config`, `mount` runs `restic mount`).
-pub fn global_restic_args(args: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = args.iter().peekable();
-    while let Some(a) = it.next() {
-        let (name, inline) = crate::args::split(a);
-        if GLOBAL_VALUE_FLAGS.contains(&name) {
-            out.push(a.clone());
-            if inline.is_none() {
-                if let Some(v) = it.next() {
-                    out.push(v.clone());
+impl Environment {
+    /// From the config, the inherited environment `env`, restic's arguments and its version
+    /// (which decides `RESTIC_FEATURES`, returned with it).
+    fn decide(
+        config: &Config,
+        env: &[(String, String)],
+        restic_args: &[String],
+        restic_version: &Result<Version, VersionError>,
+    ) -> (Environment, Trees) {
+        let has_env = |k: &str| env.iter().any(|(n, _)| n == k);
+        let mut e = Environment {
+            set: Vec::new(),
+            remove: Vec::new(),
+        };
+        let mut set = |k: &str, v: String, conflicts: &[&str]| {
+            e.set.push((k.to_owned(), v));
+            for c in conflicts {
+                if has_env(c) {
+                    e.remove.push((*c).to_owned());
                 }
             }
-        } else if GLOBAL_BOOL_FLAGS.contains(&name) {
-            out.push(a.clone());
+        };
+        if let Some(r) = &config.repo {
+            set("RESTIC_REPOSITORY", r.clone(), &["RESTIC_REPOSITORY_FILE"]);
         }
-    }
-    out
-}
-
-impl ResticCommand {
-    /// The same program and environment running another restic command.
-    pub fn with_args(&self, args: Vec<String>) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.program);
-        c.args(args);
-        for k in &self.remove_env {
-            c.env_remove(k);
+        if let Some(r) = &config.repository_file {
+            set(
+                "RESTIC_REPOSITORY_FILE",
+                r.display().to_string(),
+                &["RESTIC_REPOSITORY"],
+            );
         }
-        for (k, v) in &self.set_env {
-            c.env(k, v);
+        if let Some(p) = &config.password_file {
+            set(
+                "RESTIC_PASSWORD_FILE",
+                p.display().to_string(),
+                &["RESTIC_PASSWORD_COMMAND"],
+            );
         }
-        c
+        if let Some(c) = &config.password_command {
+            set(
+                "RESTIC_PASSWORD_COMMAND",
+                c.clone(),
+                &["RESTIC_PASSWORD_FILE"],
+            );
+        }
+        set(
+            "RESTIC_PROGRESS_FPS",
+            format!("{}", config.progress_fps),
+            &[],
+        );
+        // Under systemd HOME and XDG_CACHE_HOME may be unset, and restic then runs without a
+        // cache and re-reads the whole index on every backup. Give it one unless the user chose
+        // otherwise.
+        if !has_env("RESTIC_CACHE_DIR") && !has_flag(restic_args, &["--cache-dir", "--no-cache"]) {
+            set(
+                "RESTIC_CACHE_DIR",
+                config.cache_dir.display().to_string(),
+                &[],
+            );
+        }
+        let user_features = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == features::ENV)
+            .map(|(_, v)| v.as_str());
+        let trees = Trees::decide(restic_version, user_features);
+        if let Some(f) = trees.features_env() {
+            set(features::ENV, f.to_owned(), &[]);
+        }
+        (e, trees)
     }
 }
 
@@ -371,6 +312,76 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The plan as `--dry-run` prints it, secrets redacted.
+impl Plan {
+    /// The restic step of the printed plan, numbered `n`: the environment, the command line
+    /// (secrets redacted) and the note on directory trees.
+    fn fmt_restic(&self, f: &mut fmt::Formatter<'_>, n: usize) -> fmt::Result {
+        writeln!(
+            f,
+            "{n}. run restic with these variables added to the environment:"
+        )?;
+        for (k, v) in &self.restic.set_env {
+            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
+        }
+        for k in &self.restic.remove_env {
+            writeln!(f, "     (unset {k}: the config overrides it)")?;
+        }
+        let args: Vec<String> = redact::argv(&self.restic.args)
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect();
+        writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
+        // Only snapshots get a new device number each run; without any the note has no point.
+        if !self.snapshots.is_empty() {
+            for l in wrap(&self.trees.describe(), 96) {
+                writeln!(f, "   {}", crate::escape::line(&l))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What runs after the backup (retention, notifications), numbered from after `n`.
+    fn fmt_after(&self, f: &mut fmt::Formatter<'_>, mut n: usize) -> fmt::Result {
+        if self.retention.is_set() {
+            n += 1;
+            writeln!(
+                f,
+                "{n}. after a backup that wrote a snapshot, outside the namespace: restic forget ({}) on {}; refused if it would remove all of them",
+                self.retention,
+                self.scope()
+            )?;
+        }
+        if self.notify.is_set() {
+            n += 1;
+            let mut what = Vec::new();
+            if let Some(u) = &self.notify.ping_url {
+                what.push(format!(
+                    "ping {} (start, success, failure)",
+                    crate::redact::shown_url(u)
+                ));
+            }
+            for (k, v) in [
+                ("on_success", &self.notify.on_success),
+                ("on_failure", &self.notify.on_failure),
+                ("on_finish", &self.notify.on_finish),
+            ] {
+                if let Some(argv) = v {
+                    let q: Vec<String> =
+                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
+                    what.push(format!("{k}: {}", q.join(" ")));
+                }
+            }
+            writeln!(
+                f,
+                "{n}. notify (each bounded by {}s; a failure is only a warning): {}",
+                self.notify.timeout.as_secs(),
+                what.join("; ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "igotchuu backup plan")?;
@@ -417,68 +428,13 @@ impl fmt::Display for Plan {
             writeln!(f, "     {} on {}", s.path().display(), s.source.display())?;
         }
         n += 1;
-        writeln!(
-            f,
-            "{n}. run restic with these variables added to the environment:"
-        )?;
-        for (k, v) in &self.restic.set_env {
-            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
-        }
-        for k in &self.restic.remove_env {
-            writeln!(f, "     (unset {k}: the config overrides it)")?;
-        }
-        let args: Vec<String> = redact::argv(&self.restic.args)
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect();
-        writeln!(f, "   {} {}", self.restic.program, args.join(" "))?;
-        // Only snapshots get a new device number each run; without any the note has no point.
-        if !self.snapshots.is_empty() {
-            for l in wrap(&self.trees.describe(), 96) {
-                writeln!(f, "   {}", crate::sanitize::line(&l))?;
-            }
-        }
+        self.fmt_restic(f, n)?;
         n += 1;
         writeln!(
             f,
             "{n}. always, even on failure or interruption: unmount and delete the snapshots above"
         )?;
-        if self.retention.is_set() {
-            n += 1;
-            writeln!(
-                f,
-                "{n}. after a backup that wrote a snapshot, outside the namespace: restic forget ({}) on {}; refused if it would remove all of them",
-                self.retention,
-                self.scope()
-            )?;
-        }
-        if self.notify.is_set() {
-            n += 1;
-            let mut what = Vec::new();
-            if let Some(u) = &self.notify.ping_url {
-                what.push(format!(
-                    "ping {} (start, success, failure)",
-                    crate::notify::shown_url(u)
-                ));
-            }
-            for (k, v) in [
-                ("on_success", &self.notify.on_success),
-                ("on_failure", &self.notify.on_failure),
-                ("on_finish", &self.notify.on_finish),
-            ] {
-                if let Some(argv) = v {
-                    let q: Vec<String> =
-                        redact::argv(argv).iter().map(|a| shell_quote(a)).collect();
-                    what.push(format!("{k}: {}", q.join(" ")));
-                }
-            }
-            writeln!(
-                f,
-                "{n}. notify (each bounded by {}s; a failure is only a warning): {}",
-                self.notify.timeout.as_secs(),
-                what.join("; ")
-            )?;
-        }
+        self.fmt_after(f, n)?;
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }

@@ -158,6 +158,20 @@ pub fn env_value(name: &str, value: &str) -> String {
     }
 }
 
+/// A URL as it may be shown: scheme and host, nothing after (the path of a ping URL holds the
+/// check's key; `user:password@` goes too).
+pub fn shown_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            // user:password@ goes too.
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}/…")
+        }
+        None => "<ping_url>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,16 +1,16 @@
 //! Renders events for a person: a live progress bar on a terminal, terse lines for the journal.
 //!
 //! Every line shown here is one line: the file names, items and error texts in it come from
-//! restic and the file system, so they pass through [`sanitize::line`] here, at the renderer
-//! (see sanitize.rs for why and how).
+//! restic and the file system, so they pass through [`escape::line`] here, at the renderer
+//! (see escape.rs for why and how).
 
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::escape;
 use crate::events::{Event, Listener, Outcome, Phase, Progress};
-use crate::format::{error_line, progress_line, summary_text, TerseProgress};
-use crate::sanitize;
+use igotchuu_dbus::format::{error_line, progress_line, summary_text, TerseProgress};
 
 pub struct Terminal {
     verbose: bool,
@@ -27,7 +27,7 @@ fn bar_message(p: &Progress) -> String {
         msg.push(' ');
         msg.push_str(f);
     }
-    sanitize::line(&msg).into_owned()
+    escape::line(&msg).into_owned()
 }
 
 impl Terminal {
@@ -46,7 +46,7 @@ impl Terminal {
 
     /// Prints a line to stderr without tearing the progress bar.
     fn say(&self, line: &str) {
-        let line = sanitize::line(line);
+        let line = escape::line(line);
         match &self.bar {
             Some(b) => b.suspend(|| say_err!("{line}")),
             None => say_err!("{line}"),
@@ -104,14 +104,14 @@ impl Listener for Terminal {
             Event::Cleaned(c) => {
                 // The listing `igotchuu cleanup` was asked for: stdout, not the log.
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", sanitize::line(&c.to_string()));
+                let _ = writeln!(out, "{}", escape::line(&c.to_string()));
             }
             Event::ResticText(t) => self.say(&format!("restic: {t}")),
             Event::Summary(s) => {
                 self.finish_bar();
                 let mut out = std::io::stdout().lock();
                 // The snapshot id is restic's text; the layout is ours.
-                let _ = out.write_all(sanitize::text(&summary_text(s)).as_bytes());
+                let _ = out.write_all(escape::text(&summary_text(s)).as_bytes());
                 let _ = out.flush();
             }
             Event::Finished(o) => {

@@ -82,7 +82,7 @@ pub struct Place {
 pub const LOCK_FILE: Place = Place {
     key: "lock_file",
     what: "the lock file",
-    default: crate::config::DEFAULT_LOCK_FILE,
+    default: crate::defaults::DEFAULT_LOCK_FILE,
     dir: false,
     risk: "take or replace the lock, and so stop every backup",
     fix_owner: "remove it (igotchuu creates it anew)",
@@ -91,7 +91,7 @@ pub const LOCK_FILE: Place = Place {
 pub const STATE_DIR: Place = Place {
     key: "state_dir",
     what: "the state directory",
-    default: crate::config::DEFAULT_STATE_DIR,
+    default: crate::defaults::DEFAULT_STATE_DIR,
     dir: true,
     risk: "take or replace the journal that decides which snapshots igotchuu deletes",
     fix_owner: "check what is in it, then `chown -R root: <dir>`",

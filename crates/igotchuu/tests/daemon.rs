@@ -316,7 +316,7 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
         "{errors:?}"
     );
     assert!(!daemon.has_exited(), "the daemon stays up");
-    let status = igotchuu::status::load(&fx.state_dir).expect("status file");
+    let status = igotchuu::state::status::load(&fx.state_dir).expect("status file");
     assert_eq!(
         status.last(None).map(|r| r.outcome),
         Some(igotchuu_dbus::OutcomeKind::Crashed)
@@ -353,7 +353,7 @@ fn the_child_killed_mid_run_is_reported_and_the_next_start_recovers() {
     // A fresh daemon serves the last run's outcome from the status file while idle.
     daemon.signal(Signal::TERM);
     daemon.wait(RUN_TIMEOUT).assert_code(0);
-    let last = igotchuu::status::load(&fx.state_dir)
+    let last = igotchuu::state::status::load(&fx.state_dir)
         .expect("status file")
         .last(None)
         .map(|r| r.outcome.as_str())
@@ -642,7 +642,7 @@ fn stop_right_after_start_is_recorded_as_interrupted() {
                 .unwrap_or_else(|e| panic!("Stop {i}: {e}"));
             let end = Instant::now() + RUN_TIMEOUT;
             let record = loop {
-                let found = igotchuu::status::load(&fx.state_dir)
+                let found = igotchuu::state::status::load(&fx.state_dir)
                     .ok()
                     .and_then(|f| f.runs.into_iter().find(|r| r.run_id == run_id));
                 if let Some(r) = found {
@@ -727,14 +727,14 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
     let restic = logging_restic(&fx);
     let _daemon = run_daemon(&bus, &fx, &cfg, Some(&restic.dir));
     std::fs::write(&cfg, format!("{}places = [\n", fx.standard_keys())).expect("break config");
-    let long = "p".repeat(igotchuu::daemon::MAX_PROFILE_NAME + 1);
+    let long = "p".repeat(igotchuu::commands::daemon::MAX_PROFILE_NAME + 1);
     for who in [Who::Root, Who::Nobody] {
         let out = start(&bus, who, &long);
         assert_ne!(out.code, Some(0), "{out}");
         out.assert_stderr_contains(errors::UNKNOWN_PROFILE);
         out.assert_stderr_contains(&format!(
             "a profile name is at most {} bytes",
-            igotchuu::daemon::MAX_PROFILE_NAME
+            igotchuu::commands::daemon::MAX_PROFILE_NAME
         ));
         assert!(!out.stderr.contains(&long), "the name is not echoed: {out}");
     }
@@ -742,7 +742,7 @@ fn a_long_profile_name_is_refused_before_the_config_is_read() {
     let out = start(
         &bus,
         Who::Root,
-        &"p".repeat(igotchuu::daemon::MAX_PROFILE_NAME),
+        &"p".repeat(igotchuu::commands::daemon::MAX_PROFILE_NAME),
     );
     out.assert_stderr_contains(errors::CONFIG_INVALID);
     assert_eq!(
@@ -803,7 +803,7 @@ fn a_forger_does_not_decide_what_a_delegated_backup_reports() {
         "{out}"
     );
     // The code is the one recorded for the run.
-    let status = igotchuu::status::load(&fx.state_dir).expect("status file");
+    let status = igotchuu::state::status::load(&fx.state_dir).expect("status file");
     let last = status.last(None).expect("the run is recorded");
     assert_eq!(
         (last.outcome, last.exit_code),

@@ -11,6 +11,8 @@
 // an item-level allow does not reach.
 #![allow(clippy::too_many_arguments)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use zbus::fdo;
@@ -20,7 +22,6 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 
 use super::auth;
-use crate::daemon::Daemon;
 use crate::events::{Phase, Progress};
 use crate::stop::StopHandle;
 
@@ -31,7 +32,31 @@ pub(crate) enum Control {
     OneShot(StopHandle),
     /// `igotchuu daemon`: `Start` runs a backup as a child process, `Stop` stops it; polkit
     /// decides who may (see daemon::authorize).
-    Daemon(Arc<Daemon>),
+    Daemon(Arc<dyn OnDemand>),
+}
+
+/// A future the interface awaits on the bus's thread.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A server of backups on demand (`igotchuu daemon`, commands/daemon): what `Start`, `Stop` and
+/// `Profiles` do there. Defined here, where the interface needs it, and implemented by the
+/// daemon, so that the bus layer never imports the command that serves it.
+pub(crate) trait OnDemand: Send + Sync {
+    /// `Start(profile)`: the new run's id, or why not.
+    fn start<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>>;
+    /// `Stop`: ends the running backup, if the caller may.
+    fn stop<'a>(
+        &'a self,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, fdo::Result<()>>;
+    /// `Profiles`: the config's profile names.
+    fn profiles(&self) -> Vec<String>;
 }
 
 /// A refusal of `Start` or `Stop` under one of the names in [`igotchuu_dbus::errors`], with a
@@ -79,13 +104,13 @@ pub(crate) struct Igotchuu {
     /// `Outcome::as_str` of this run once it ended; "" before.
     pub(crate) last_outcome: &'static str,
     pub(crate) last_snapshot_id: String,
-    /// Where LastRunStarted & co. are read from (status.rs).
-    pub(crate) status: crate::status::Source,
+    /// Where LastRunStarted & co. are read from (state/status.rs).
+    pub(crate) status: crate::state::status::Source,
 }
 
 impl Igotchuu {
     /// The state before the run begins: idle, no progress, no outcome yet.
-    pub(crate) fn new(control: Control, status: crate::status::Source) -> Igotchuu {
+    pub(crate) fn new(control: Control, status: crate::state::status::Source) -> Igotchuu {
         Igotchuu {
             control,
             state: Phase::Idle,
@@ -279,7 +304,7 @@ impl Igotchuu {
                     std::process::id()
                 ),
             )),
-            Control::Daemon(d) => d.start(&profile, &header, conn).await,
+            Control::Daemon(d) => Arc::clone(d).start(&profile, &header, conn).await,
         }
     }
 

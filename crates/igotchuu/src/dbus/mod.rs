@@ -35,8 +35,6 @@ use interface::{Control, Igotchuu};
 
 pub use igotchuu_dbus::{INTERFACE, NAME, PATH};
 
-pub(crate) use auth::group_gid;
-
 /// A bus that accepts the connection but never answers must not hold the backup up for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the end of the run waits for queued signals (BackupComplete, the final state) to
@@ -67,7 +65,7 @@ pub struct NameTaken(String);
 pub async fn start(
     events: &mut Events,
     stop: StopHandle,
-    status: crate::status::Source,
+    status: crate::state::status::Source,
 ) -> Result<Option<Session>, NameTaken> {
     let object = Igotchuu::new(Control::OneShot(stop), status);
     let built = async {

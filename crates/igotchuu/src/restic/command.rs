@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::version::Version;
-use crate::plan::ResticCommand;
+use crate::restic::ResticCommand;
 use crate::stop::StopSignal;
 
 /// How long a locked repository is waited for.
@@ -91,7 +91,7 @@ pub enum Place {
 /// A restic maintenance command with the backup's program, environment and global options.
 pub struct Runner<'a> {
     pub cmd: &'a ResticCommand,
-    /// The global options from `restic_args` (plan::global_restic_args).
+    /// The global options from `restic_args` (crate::restic::global_args).
     pub global: Vec<String>,
     pub version: Option<Version>,
     pub lock_wait: Duration,

@@ -7,36 +7,59 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::plan::{self, Plan};
+use super::ResticCommand;
 
 /// How long `restic forget` may take (a remote repository may be slow or gone).
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs `restic forget <id>` with the backup's program, environment and global options. `Err`
-/// says why it failed, in restic's words where it gave any (secrets scrubbed).
-pub async fn run(plan: &Plan, id: &str) -> Result<(), String> {
-    let cmd = &plan.restic;
-    let mut args = plan::global_restic_args(&plan.restic_args);
+/// Why `restic forget` did not forget.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    /// restic's own words (secrets scrubbed), one line.
+    #[error("{0}")]
+    Refused(String),
+    #[error("it exited with {0}")]
+    Exited(std::process::ExitStatus),
+    #[error("{0}")]
+    Wait(std::io::Error),
+    #[error("no answer within {}s", TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// Runs `restic forget <id>` with the backup's program (`cmd`), environment and global options
+/// (from `restic_args`). The error says why it failed, in restic's words where it gave any.
+pub async fn forget_snapshot(
+    cmd: &ResticCommand,
+    restic_args: &[String],
+    id: &str,
+) -> Result<(), ForgetError> {
+    let mut args = super::global_args(restic_args);
     args.extend(["forget".to_owned(), id.to_owned()]);
     let mut c = Command::from(cmd.with_args(args));
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = c
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", cmd.program))?;
+    let child = c.spawn().map_err(|source| ForgetError::Start {
+        program: cmd.program.clone(),
+        source,
+    })?;
     match tokio::time::timeout(TIMEOUT, child.wait_with_output()).await {
         Ok(Ok(o)) if o.status.success() => Ok(()),
         Ok(Ok(o)) => {
             let why = crate::redact::scrub(String::from_utf8_lossy(&o.stderr).trim(), &cmd.secrets);
             Err(if why.is_empty() {
-                format!("it exited with {}", o.status)
+                ForgetError::Exited(o.status)
             } else {
-                why.lines().collect::<Vec<_>>().join("; ")
+                ForgetError::Refused(why.lines().collect::<Vec<_>>().join("; "))
             })
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(ForgetError::Wait(e)),
+        Err(_) => Err(ForgetError::Timeout),
     }
 }

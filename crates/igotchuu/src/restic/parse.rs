@@ -155,7 +155,7 @@ fn verbose_text(obj: &Map<String, Value>, raw: &str) -> String {
             "scan finished in {:.1}s: {} files, {}",
             float_field(obj, "duration"),
             count(obj, "total_files"),
-            crate::format::bytes(count(obj, "data_size")),
+            igotchuu_dbus::format::bytes(count(obj, "data_size")),
         );
     }
     let text = format!("{action} {item}");
@@ -290,10 +290,10 @@ fn compact(value: Option<&Value>) -> String {
 /// and of `\r`-separated redraws only the last non-empty one. restic prints e.g.
 /// "\x1b[2Ksignal interrupt received, cleaning up" even to a pipe.
 ///
-/// Removed, not escaped as the sinks escape (sanitize.rs): a whole sequence here is restic's own
+/// Removed, not escaped as the sinks escape (escape.rs): a whole sequence here is restic's own
 /// decoration (clear-line, colours), which a terminal shows as nothing; rendered visibly, every
 /// interrupted run would show `\x1b[2K`, and a coloured "Fatal: " would no longer be recognised
-/// as one. Which characters count as control characters is sanitize.rs's one definition, and the
+/// as one. Which characters count as control characters is escape.rs's one definition, and the
 /// sinks escape whatever a text still holds.
 fn clean_text(line: &str) -> String {
     let stripped = strip_escapes(line);
@@ -347,7 +347,7 @@ fn strip_escapes(line: &str) -> String {
                 }
             }
             '\r' | '\t' | '\n' => out.push(c),
-            c if crate::sanitize::is_control(c) => {}
+            c if crate::escape::is_control(c) => {}
             c => out.push(c),
         }
     }

@@ -10,8 +10,8 @@ use tokio::process::Command;
 
 use super::drain::Drain;
 use super::output::{parse_raw, ResticOutput};
+use super::ResticCommand;
 use crate::events::{Event, Events};
-use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
 /// How long restic gets to remove its lock and exit after SIGINT before it is killed.
@@ -44,13 +44,13 @@ fn publish(raw: &[u8], output: &mut ResticOutput, events: &mut Events) {
     }
 }
 
-/// Starts restic and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
+/// Runs `restic backup` and follows it to the end. A stop request (signal, D-Bus `Stop`) sends restic
 /// SIGINT — the one signal every restic version handles by removing its lock — and SIGKILL after
 /// a grace period.
 ///
 /// `run_lock`, the run lock's file, goes to the drain helper, which holds it until a killed
 /// igotchuu's restic has exited (see drain.rs).
-pub async fn run(
+pub async fn backup(
     cmd: &ResticCommand,
     events: &mut Events,
     stop: &mut StopSignal,

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::ResticCommand;
 use crate::events::{Events, Step};
-use crate::plan::ResticCommand;
 use crate::stop::StopSignal;
 
 /// How long `restic unlock` may take (a remote repository may be slow or gone) before igotchuu
@@ -35,7 +35,10 @@ fn shown(cmd: &ResticCommand) -> String {
 /// restic's last line on stdout ("successfully removed locks"), `Err` why it failed, in restic's
 /// words where it gave any. A stop request ends the wait (`unlock` holds no lock of its own, so
 /// killing it leaves nothing behind).
-async fn run(cmd: &ResticCommand, stop: Option<&mut StopSignal>) -> Result<String, String> {
+async fn restic_unlock(
+    cmd: &ResticCommand,
+    stop: Option<&mut StopSignal>,
+) -> Result<String, String> {
     let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -79,7 +82,7 @@ async fn run(cmd: &ResticCommand, stop: Option<&mut StopSignal>) -> Result<Strin
 /// `how` says how restic ended ("restic had to be killed").
 pub async fn after_killed_restic(cmd: &ResticCommand, events: &mut Events, how: &str) {
     let shown = shown(cmd);
-    match run(cmd, None).await {
+    match restic_unlock(cmd, None).await {
         Ok(_) => events.warning(format!(
             "{how}; removed the repository lock it left with `{shown}`"
         )),
@@ -99,7 +102,7 @@ pub async fn after_crash(cmd: &ResticCommand, events: &mut Events, stop: &mut St
     let shown = shown(cmd);
     let what =
         "an earlier run did not finish, so its restic may have left a lock in the repository";
-    match run(cmd, Some(stop)).await {
+    match restic_unlock(cmd, Some(stop)).await {
         Ok(said) => {
             let said = if said.is_empty() {
                 String::new()

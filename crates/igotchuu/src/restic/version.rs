@@ -110,12 +110,12 @@ pub fn detect(program: &str) -> Result<Version, VersionError> {
         return Err(VersionError::Failed {
             program: program.to_owned(),
             status: out.status.to_string(),
-            stderr: crate::sanitize::line(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
+            stderr: crate::escape::line(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
         });
     }
     Version::from_version_output(&stdout).ok_or_else(|| VersionError::Unrecognised {
         program: program.to_owned(),
-        said: crate::sanitize::line(stdout.trim()).into_owned(),
+        said: crate::escape::line(stdout.trim()).into_owned(),
     })
 }
 
@@ -282,10 +282,10 @@ pub fn detect_cached(
 /// state_dir is (trust.rs); `None` when it is not there (and may not be created) or is not
 /// trusted. Every access to the cache goes through this directory's fd (safe_fs.rs).
 fn open_state_dir(state_dir: &Path, create: bool) -> Option<Dir> {
-    let create = create.then_some(crate::record::STATE_DIR_MODE);
+    let create = create.then_some(crate::state::dir::STATE_DIR_MODE);
     let dir = crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, create).ok()??;
     if create.is_some() {
-        crate::record::make_reachable(&dir).ok()?;
+        crate::state::dir::make_reachable(&dir).ok()?;
     }
     Some(dir)
 }

@@ -19,7 +19,6 @@
 //! against the exact path of a symlink node.
 
 pub mod access;
-pub mod commands;
 pub mod snapshots;
 pub mod writer;
 
@@ -45,7 +44,7 @@ impl Repo {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut a = crate::plan::global_restic_args(&self.plan.restic_args);
+        let mut a = crate::restic::global_args(&self.plan.restic_args);
         a.extend(args.iter().map(|s| (*s).to_owned()));
         let mut c = self.plan.restic.with_args(a);
         c.stdin(Stdio::null());
@@ -68,7 +67,7 @@ impl Repo {
                 "`restic {}` failed ({}): {}",
                 args.first().copied().unwrap_or_default(),
                 out.status,
-                crate::sanitize::line(err.trim())
+                crate::escape::line(err.trim())
             ));
         }
         String::from_utf8(out.stdout)
@@ -229,7 +228,7 @@ pub fn who_for(uid: u32) -> Result<(Who, Identity), String> {
             },
         ));
     }
-    match crate::dbus::auth::user_identity(uid)? {
+    match crate::users::user_identity(uid).map_err(|e| e.to_string())? {
         Some((gid, groups)) => Ok((
             Who::User {
                 uid,
@@ -453,14 +452,14 @@ fn send_content(repo: &Repo, snap: &Snapshot, n: &Node, w: &mut Writer) -> Resul
     if !status.success() {
         return Err(format!(
             "`restic dump` of {} failed ({status}): {}",
-            crate::sanitize::line(&n.path),
-            crate::sanitize::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+            crate::escape::line(&n.path),
+            crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
         ));
     }
     if copied != n.size || extra != 0 {
         return Err(format!(
             "`restic dump` of {} gave another size than `restic ls` recorded ({} bytes); nothing was restored under its name",
-            crate::sanitize::line(&n.path),
+            crate::escape::line(&n.path),
             n.size
         ));
     }

@@ -83,7 +83,7 @@ impl Spec {
         Err(format!(
             "`{}` names no snapshot: give an id from `igotchuu snapshots`, `latest`, or a time \
              (`2026-12-05`, `2026-12-05 14:30`, `2026-12-05T14:30:00+01:00`; without an offset, UTC)",
-            crate::sanitize::line(s)
+            crate::escape::line(s)
         ))
     }
 }

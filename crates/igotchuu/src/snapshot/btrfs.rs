@@ -18,8 +18,8 @@ use super::mount::{self, Container, Made};
 use super::run::{self, MountFrom, Taken};
 use super::{err, fs, hint, Backend, SnapError, Source, Verdict};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
+use crate::state::journal::Record;
 
 /// A source subvolume, resolved.
 #[derive(Debug)]

@@ -30,7 +30,6 @@ pub mod cli;
 pub mod device;
 
 use std::ffi::OsString;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -47,87 +46,17 @@ use super::run::{self, MountFrom, Taken};
 use super::zfs::mountinfo::{self, MountLine};
 use super::{err, fs, Backend, Kind, SnapError, Source, Verdict};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
+use crate::state::journal::Record;
 
 /// A thin pool at least this full (data or metadata, in percent) gets no new snapshot: every
 /// block written to the origin during the backup then takes new space in the pool, and a full
 /// pool stops writes to every volume in it.
 pub const POOL_FULL_PERCENT: f64 = 95.0;
 
-/// The size of a COW snapshot (`lvm_snapshot_size`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CowSize {
-    /// `N%ORIGIN`: a share of the origin's size, 1–100.
-    PercentOrigin(u32),
-    /// An absolute size in bytes (`512M`, `4G`, binary units as lvcreate's `-L`).
-    Bytes(u64),
-}
-
-pub const DEFAULT_COW_SIZE: CowSize = CowSize::PercentOrigin(10);
-
-impl CowSize {
-    /// Parses `10%ORIGIN` or a size with a unit suffix (K, M, G, T; binary).
-    pub fn parse(s: &str) -> Result<CowSize, String> {
-        let t = s.trim();
-        if let Some(n) = t
-            .strip_suffix("%ORIGIN")
-            .or_else(|| t.strip_suffix("%origin"))
-        {
-            return match n.parse::<u32>() {
-                Ok(p) if (1..=100).contains(&p) => Ok(CowSize::PercentOrigin(p)),
-                _ => Err(format!(
-                    "{s:?}: the percentage must be a whole number from 1 to 100, e.g. \"10%ORIGIN\""
-                )),
-            };
-        }
-        let (num, unit) = t.split_at(t.len().saturating_sub(1));
-        let shift = match unit {
-            "K" | "k" => 10,
-            "M" | "m" => 20,
-            "G" | "g" => 30,
-            "T" | "t" => 40,
-            _ => {
-                return Err(format!(
-                    "{s:?} is neither N%ORIGIN nor a size with a unit (K, M, G or T), e.g. \"10%ORIGIN\" or \"2G\""
-                ))
-            }
-        };
-        match num.parse::<u64>() {
-            Ok(n) if n > 0 => n
-                .checked_mul(1u64 << shift)
-                .map(CowSize::Bytes)
-                .ok_or_else(|| format!("{s:?} is too large")),
-            _ => Err(format!(
-                "{s:?}: give a whole number above 0 before the unit, e.g. \"2G\""
-            )),
-        }
-    }
-
-    /// The snapshot's size in extents, rounded up, for an origin of `origin` bytes.
-    pub fn extents(&self, origin: u64, extent: u64) -> u64 {
-        let extent = extent.max(1);
-        let bytes = match *self {
-            CowSize::PercentOrigin(p) => (origin as u128 * p as u128).div_ceil(100) as u64,
-            CowSize::Bytes(b) => b,
-        };
-        bytes.div_ceil(extent).max(1)
-    }
-}
-
-impl fmt::Display for CowSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            CowSize::PercentOrigin(p) => write!(f, "{p}%ORIGIN"),
-            CowSize::Bytes(b) => match b.trailing_zeros() {
-                40.. => write!(f, "{}T", b >> 40),
-                30.. => write!(f, "{}G", b >> 30),
-                20.. => write!(f, "{}M", b >> 20),
-                _ => write!(f, "{}K", b >> 10),
-            },
-        }
-    }
-}
+// The size is a config value, parsed with the config (config.rs); named here too for the
+// backend's own code and tests.
+pub use crate::config::{CowSize, DEFAULT_COW_SIZE};
 
 /// The filesystems igotchuu mounts from an LVM snapshot, each with the options that keep the
 /// mount from writing to the snapshot.

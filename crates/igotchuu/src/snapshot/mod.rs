@@ -27,28 +27,18 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{fstat, lstat, statat, AtFlags, Stat, CWD};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 
-use crate::events::Step;
-use crate::journal::Record;
+use crate::events::{Events, Outcome, Step};
 use crate::plan::{Plan, SnapshotStep};
+use crate::state::journal::Record;
 use crate::trust;
 
 pub use mount::{find_ino, verify_paths, Mount};
-pub use run::{failed, units, Taken, Unit};
+pub use run::{failed, Taken};
 
-/// Which kind of snapshot a source gets, decided by the filesystem it is on; recorded in the
-/// journal so recovery checks and deletes each leftover the way it was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Journal records written before igotchuu knew other backends have no `backend` field:
-    /// they are all btrfs snapshots.
-    #[default]
-    Btrfs,
-    Zfs,
-    Lvm,
-}
+// Defined with the journal record that carries it (state/journal.rs): the journal sits below the
+// backends, which write records, and must not import them back.
+pub use crate::state::journal::Backend;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {detail}")]
@@ -331,6 +321,78 @@ pub fn durable(r: &Record) -> bool {
     }
 }
 
+// Creation, dispatched to the backends here rather than in run.rs: the backends fill in a run's
+// `Taken` (run.rs), so run.rs must not call them back.
+
+/// One step of snapshot creation. btrfs snapshots are made one source at a time (each with its
+/// nested subvolumes); ZFS ones with one command per pool, which is atomic within the pool.
+pub enum Unit {
+    Source(usize),
+    ZfsPool(String),
+    /// LVM has no atomic snapshot of several LVs: one `lvcreate` per LV, back to back.
+    LvmVg(String),
+}
+
+/// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
+/// default location is inside the parent) would show up in the parent's snapshot as an empty
+/// directory and be backed up.
+pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
+    let mut out: Vec<Unit> = plan
+        .mount_order
+        .iter()
+        .filter(|&&i| matches!(sources[i].kind, Kind::Btrfs(_)))
+        .map(|&i| Unit::Source(i))
+        .collect();
+    out.extend(zfs::pools(plan, sources).into_iter().map(Unit::ZfsPool));
+    out.extend(lvm::vgs(plan, sources).into_iter().map(Unit::LvmVg));
+    out
+}
+
+impl Taken {
+    /// Creates the snapshots of one unit and queues their mounts.
+    pub fn create(
+        &mut self,
+        plan: &Plan,
+        sources: &[Source],
+        unit: &Unit,
+        events: &mut Events,
+    ) -> Result<(), Outcome> {
+        match unit {
+            Unit::Source(i) => match &sources[*i].kind {
+                Kind::Btrfs(v) => btrfs::create_unit(plan, *i, &sources[*i], v, self, events),
+                Kind::Zfs(_) | Kind::Lvm(_) => Ok(()),
+            },
+            Unit::LvmVg(vg) => lvm::create_vg(plan, sources, vg, self, events),
+            Unit::ZfsPool(pool) => {
+                for s in sources {
+                    if let Kind::Zfs(d) = &s.kind {
+                        if zfs::pool_of(&d.name) == pool {
+                            for w in zfs::skipped(plan, d) {
+                                events.warning(w);
+                            }
+                        }
+                    }
+                }
+                zfs::create_pool(plan, sources, pool, self, events)
+            }
+        }
+    }
+}
+
+impl Taken {
+    /// The COW snapshots of this run that overflowed, each with why (see
+    /// [`lvm::overflowed`]).
+    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
+        lvm::overflowed(
+            plan,
+            self.snapshots().iter().filter_map(|s| match s {
+                Snapshot::Lvm(l) => Some(l),
+                _ => None,
+            }),
+        )
+    }
+}
+
 /// Whether the deletion of `r`'s snapshot, which a run did and marked in the journal with the
 /// btrfs transaction `transid` that holds it, is on disk: BTRFS_IOC_WAIT_SYNC returns at once for
 /// a committed transaction and waits for one still running, so recovery.rs asks only about marks
@@ -445,7 +507,7 @@ mod tests {
     #[test]
     fn a_record_without_a_backend_loads_as_btrfs() {
         let d = tempfile::tempdir().expect("tempdir");
-        let j = crate::journal::Journal::open(
+        let j = crate::state::journal::Journal::open(
             &crate::safe_fs::reach_creating(d.path(), 0o700).expect("reach"),
         )
         .expect("open");

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use super::mount::{self, Container, Mount};
-use super::{Kind, SnapError, Snapshot, Source};
+use super::{SnapError, Snapshot, Source};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::{Journal, Record};
-use crate::plan::Plan;
+use crate::state::journal::{Journal, Record};
 
 /// What goes on a place: a snapshot this run made (index into the run's snapshots), or something
 /// that cannot change mounted as it is (a read-only nested btrfs subvolume: source index, nested
@@ -17,34 +16,6 @@ use crate::plan::Plan;
 pub enum MountFrom {
     Snapshot(usize),
     Live(usize, usize),
-}
-
-/// One step of snapshot creation. btrfs snapshots are made one source at a time (each with its
-/// nested subvolumes); ZFS ones with one command per pool, which is atomic within the pool.
-pub enum Unit {
-    Source(usize),
-    ZfsPool(String),
-    /// LVM has no atomic snapshot of several LVs: one `lvcreate` per LV, back to back.
-    LvmVg(String),
-}
-
-/// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
-/// default location is inside the parent) would show up in the parent's snapshot as an empty
-/// directory and be backed up.
-pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
-    let mut out: Vec<Unit> = plan
-        .mount_order
-        .iter()
-        .filter(|&&i| matches!(sources[i].kind, Kind::Btrfs(_)))
-        .map(|&i| Unit::Source(i))
-        .collect();
-    out.extend(
-        super::zfs::pools(plan, sources)
-            .into_iter()
-            .map(Unit::ZfsPool),
-    );
-    out.extend(super::lvm::vgs(plan, sources).into_iter().map(Unit::LvmVg));
-    out
 }
 
 /// What this run created and must undo.
@@ -137,37 +108,6 @@ impl Taken {
         self.jobs.push((path, from));
     }
 
-    /// Creates the snapshots of one unit and queues their mounts.
-    pub fn create(
-        &mut self,
-        plan: &Plan,
-        sources: &[Source],
-        unit: &Unit,
-        events: &mut Events,
-    ) -> Result<(), Outcome> {
-        match unit {
-            Unit::Source(i) => match &sources[*i].kind {
-                Kind::Btrfs(v) => {
-                    super::btrfs::create_unit(plan, *i, &sources[*i], v, self, events)
-                }
-                Kind::Zfs(_) | Kind::Lvm(_) => Ok(()),
-            },
-            Unit::LvmVg(vg) => super::lvm::create_vg(plan, sources, vg, self, events),
-            Unit::ZfsPool(pool) => {
-                for s in sources {
-                    if let Kind::Zfs(d) = &s.kind {
-                        if super::zfs::pool_of(&d.name) == pool {
-                            for w in super::zfs::skipped(plan, d) {
-                                events.warning(w);
-                            }
-                        }
-                    }
-                }
-                super::zfs::create_pool(plan, sources, pool, self, events)
-            }
-        }
-    }
-
     /// Mounts everything queued over its live path, parents before children, so each goes on its
     /// placeholder inside its parent's mount; then checks every source path still leads there.
     pub fn mount_all(&mut self, sources: &[Source], events: &mut Events) -> Result<(), Outcome> {
@@ -217,16 +157,9 @@ impl Taken {
         mount::verify_paths(&self.mounts).map_err(|e| failed(events, e))
     }
 
-    /// The COW snapshots of this run that overflowed, each with why (see
-    /// [`super::lvm::overflowed`]).
-    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
-        super::lvm::overflowed(
-            plan,
-            self.snapshots.iter().filter_map(|s| match s {
-                Snapshot::Lvm(l) => Some(l),
-                _ => None,
-            }),
-        )
+    /// The snapshots this run made, in creation order.
+    pub(super) fn snapshots(&self) -> &[Snapshot] {
+        &self.snapshots
     }
 
     /// Unmounts and deletes everything this run made, children before parents, newest first.

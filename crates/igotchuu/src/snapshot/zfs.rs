@@ -31,8 +31,8 @@ use super::mount::{self, Container, Destination, Made};
 use super::run::{self, MountFrom, Taken};
 use super::{err, fs, Backend, Kind, SnapError, Source, Verdict};
 use crate::events::{Event, Events, Outcome, Step};
-use crate::journal::Record;
 use crate::plan::{Plan, SnapshotStep};
+use crate::state::journal::Record;
 
 /// A source dataset, resolved.
 #[derive(Debug)]

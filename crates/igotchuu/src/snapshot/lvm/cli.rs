@@ -76,7 +76,7 @@ fn run(program: &'static str, args: &[&str]) -> Result<Output, CliError> {
         return Err(CliError::Failed {
             cmd: shown,
             code: out.status.code().unwrap_or(-1),
-            stderr: crate::sanitize::line(stderr.trim()).into_owned(),
+            stderr: crate::escape::line(stderr.trim()).into_owned(),
         });
     }
     Ok(out)

@@ -24,20 +24,8 @@ use crate::restic::command::{Captured, Runner};
 use crate::scope::Scope;
 use crate::stop::StopSignal;
 
-/// The keep rules, as `restic forget` takes them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    /// restic's duration: `1y6m`, `30d`, `12h` (years, months, days, hours).
-    pub keep_within: Option<String>,
-    pub keep_tag: Vec<String>,
-    pub prune: bool,
-}
+// The policy is a config value, parsed and checked with the config (config.rs).
+pub use crate::config::{valid_within, RetentionPolicy as Policy};
 
 impl Policy {
     /// Whether any keep rule is set (no rule: retention is off).
@@ -68,24 +56,6 @@ impl Policy {
         }
         a
     }
-}
-
-/// Whether `s` is a duration restic's `--keep-within` accepts: one or more `<number><unit>`,
-/// unit y, m, d or h.
-pub fn valid_within(s: &str) -> bool {
-    let mut digits = 0;
-    let mut parts = 0;
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits += 1;
-        } else if "ymdh".contains(c) && digits > 0 {
-            digits = 0;
-            parts += 1;
-        } else {
-            return false;
-        }
-    }
-    digits == 0 && parts > 0
 }
 
 impl fmt::Display for Policy {

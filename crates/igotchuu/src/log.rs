@@ -2,7 +2,7 @@
 //! the terminal shows, with fields a monitor can filter on (`journalctl IGOTCHUU_RUN_ID=…`,
 //! `IGOTCHUU_STEP=snapshot`, `IGOTCHUU_SNAPSHOT=/path`).
 //!
-//! Every value is escaped with [`sanitize`] on its way out: `journalctl -o cat`, `-a` and
+//! Every value is escaped with [`escape`] on its way out: `journalctl -o cat`, `-a` and
 //! `--follow` put MESSAGE on the admin's terminal as it is, and a newline in a file name must not
 //! look like an entry of its own. MESSAGE and every field are one line, except the summary,
 //! which is igotchuu's own multi-line layout.
@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
+use crate::escape;
 use crate::events::{Event, Listener, Outcome, Phase, Step};
-use crate::format::{error_line, progress_line, summary_text, TerseProgress};
-use crate::sanitize;
+use igotchuu_dbus::format::{error_line, progress_line, summary_text, TerseProgress};
 
 const SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -80,11 +80,11 @@ impl JournalLog {
 
     /// Sends a one-line message.
     fn send(&self, priority: u8, message: &str, extra: &[(&str, &str)]) {
-        self.send_escaped(priority, &sanitize::line(message), extra);
+        self.send_escaped(priority, &escape::line(message), extra);
     }
 
-    /// `message` already escaped (by [`sanitize::line`] or, for multi-line text igotchuu lays out
-    /// itself, [`sanitize::text`]); the extra fields are escaped here.
+    /// `message` already escaped (by [`escape::line`] or, for multi-line text igotchuu lays out
+    /// itself, [`escape::text`]); the extra fields are escaped here.
     fn send_escaped(&self, priority: u8, message: &str, extra: &[(&str, &str)]) {
         let mut buf = Vec::with_capacity(256 + message.len());
         field(&mut buf, "MESSAGE", message);
@@ -97,9 +97,9 @@ impl JournalLog {
             .map(|(_, v)| *v)
             .unwrap_or(self.phase.as_str());
         // restic's `during` becomes the step of an error: escaped like everything from outside.
-        field(&mut buf, "IGOTCHUU_STEP", &sanitize::line(step));
+        field(&mut buf, "IGOTCHUU_STEP", &escape::line(step));
         for (k, v) in extra.iter().filter(|(k, _)| *k != "IGOTCHUU_STEP") {
-            field(&mut buf, k, &sanitize::line(v));
+            field(&mut buf, k, &escape::line(v));
         }
         // A lost log line must never stop a backup; the journal is best effort.
         if self.sock.send(&buf).is_err() {
@@ -150,7 +150,7 @@ impl Listener for JournalLog {
             Event::ResticText(t) => self.send(NOTICE, &format!("restic: {t}"), &[]),
             Event::Summary(s) => self.send_escaped(
                 INFO,
-                &sanitize::text(summary_text(s).trim_end()),
+                &escape::text(summary_text(s).trim_end()),
                 &[("IGOTCHUU_SNAPSHOT_ID", &s.snapshot_id)],
             ),
             Event::Finished(o) => {

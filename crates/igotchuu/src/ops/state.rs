@@ -21,7 +21,7 @@ pub struct ForgetRecord {
     pub started: u64,
     pub finished: u64,
     #[serde(flatten)]
-    pub outcome: crate::retention::Outcome,
+    pub outcome: crate::ops::retention::Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub struct CheckRecord {
     pub started: u64,
     pub finished: u64,
     #[serde(flatten)]
-    pub outcome: crate::verify::Outcome,
+    pub outcome: crate::ops::verify::Outcome,
 }
 
 /// What the pings and hooks of the last run did that went wrong (empty: all went through).
@@ -44,7 +44,7 @@ pub struct NotifyRecord {
 pub struct ProfileState {
     /// The part of the data the next check reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check_next: Option<crate::verify::Subset>,
+    pub check_next: Option<crate::ops::verify::Subset>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<CheckRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +64,7 @@ pub struct OpsState {
 /// The state directory, reached without following a symlink (record.rs's rule for root: trust.rs
 /// judges every directory on the way).
 fn reach(state_dir: &Path) -> io::Result<Dir> {
-    crate::record::reach_state_dir(state_dir).map_err(io::Error::other)
+    crate::session::record::reach_state_dir(state_dir).map_err(io::Error::other)
 }
 
 /// Reads the file. A missing one is empty; an unreadable or invalid one is an error (the caller
@@ -94,7 +94,7 @@ pub fn update(
     let json = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
     // Like status.json: 0640 root:igotchuu, so `igotchuu status` shows it to the group; root's
     // alone when the group is missing or CAP_CHOWN is not there (a unit that drops it).
-    match crate::record::group_gid() {
+    match crate::session::record::group_gid() {
         Some(gid) => match dir.write_atomically(FILE, &json, 0o640, Some(gid)) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 dir.write_atomically(FILE, &json, 0o600, None)?
@@ -115,7 +115,7 @@ pub fn status_lines(state_dir: &Path, profile: &str, now: u64) -> Vec<String> {
     let Ok(Some(p)) = read(&dir).map(|mut s| s.profiles.remove(profile)) else {
         return Vec::new();
     };
-    let ago = |t: u64| crate::format::duration(now.saturating_sub(t) as f64);
+    let ago = |t: u64| igotchuu_dbus::format::duration(now.saturating_sub(t) as f64);
     let mut out = Vec::new();
     if let Some(f) = &p.last_forget {
         out.push(format!(

@@ -7,7 +7,7 @@
 //! the child is the one-shot run (main.rs's `privileged`) with three differences:
 //!
 //! - the lock: the daemon took it (so a refused `Start` says "already running" at once) and
-//!   hands it over as the child's stdin; [`lock::adopt`](crate::lock::adopt) checks it is the
+//!   hands it over as the child's stdin; [`lock::adopt`](crate::state::lock::adopt) checks it is the
 //!   configured lock file and goes on holding it;
 //! - the events: the child owns no bus name; what the interface shows goes to the daemon as JSON
 //!   lines (see [`super::wire`]) on the child's stdout, which the daemon re-emits as signals;

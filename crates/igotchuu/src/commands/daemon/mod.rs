@@ -40,14 +40,11 @@ use zbus::message::Header;
 use zbus::Connection;
 
 use crate::config;
-use crate::dbus::interface::Refusal;
+use crate::dbus::interface::{BoxFuture, OnDemand, Refusal};
 use crate::dbus::{polkit, publish};
-use crate::lock::{self, LockError};
 use crate::plan::{self, Plan};
+use crate::state::lock::{self, LockError};
 use crate::trust;
-
-/// The default of `igotchuu daemon --idle-timeout`.
-pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
 
 /// How the daemon was started.
 pub struct Settings {
@@ -151,7 +148,7 @@ impl Daemon {
         let env: Vec<(String, String)> = std::env::vars().collect();
         // The child detects restic's version again for its own plan; this plan only decides the
         // lock and state_dir, but plan::build wants one.
-        let version = crate::restic::version::detect(plan::RESTIC_PROGRAM);
+        let version = crate::restic::version::detect(crate::restic::RESTIC_PROGRAM);
         Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
     }
 
@@ -421,5 +418,30 @@ fn block_stop_signals() -> std::io::Result<()> {
 fn terminate(pid: u32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    }
+}
+
+/// The bus's view of the daemon (dbus/interface.rs): `Start`, `Stop` and `Profiles` go to the
+/// methods above.
+impl OnDemand for Daemon {
+    fn start<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>> {
+        Box::pin(async move { Daemon::start(&self, profile, header, conn).await })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, fdo::Result<()>> {
+        Box::pin(Daemon::stop(self, header, conn))
+    }
+
+    fn profiles(&self) -> Vec<String> {
+        Daemon::profiles(self)
     }
 }

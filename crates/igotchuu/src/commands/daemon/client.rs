@@ -27,36 +27,33 @@ use std::time::Duration;
 use igotchuu_dbus::{CallError, Client, Event as BusEvent, Outcome, NAME};
 use zbus::names::BusName;
 
-use crate::cli::{Cli, Command};
+use crate::commands::watch::{self, End, Interrupts, Run};
+use crate::commands::Global;
 use crate::events::{Event, Listener};
-use crate::status::{self, StatusFile};
+use crate::state::status::{self, StatusFile};
 use crate::terminal::Terminal;
-use crate::watch::{self, End, Interrupts, Run};
 use crate::{config, exit};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Some(exit code)` when the daemon ran the backup (or refused it); `None`: run it here.
-pub fn delegate(cli: &Cli) -> Option<i32> {
-    if cli.config_file.is_some() {
+pub fn delegate(g: &Global) -> Option<i32> {
+    if g.explicit {
         return None;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    rt.block_on(follow(cli))
+    rt.block_on(follow(g))
 }
 
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
-    say_err!(
-        "igotchuu: error: {}",
-        crate::sanitize::line(&msg.to_string())
-    );
+    say_err!("igotchuu: error: {}", crate::escape::line(&msg.to_string()));
     Some(exit::IGOTCHUU_FAILED)
 }
 
-async fn follow(cli: &Cli) -> Option<i32> {
+async fn follow(g: &Global) -> Option<i32> {
     let root = rustix::process::geteuid().is_root();
     let mut client = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(None))
         .await
@@ -78,7 +75,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
         return None;
     }
     let proxy = client.proxy().await.ok()?;
-    let profile = cli.profile.clone().unwrap_or_default();
+    let profile = g.profile.clone().unwrap_or_default();
     // Subscribed (Client::connect) before Start, so nothing of the run is missed.
     let run_id = match proxy.start(&profile).await.map_err(CallError::from) {
         Ok(id) => id,
@@ -111,7 +108,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
     // Where it records the run, asked while the daemon that answered Start (and may have been
     // activated by it) runs the run.
     let where_ = daemon_config(client.connection()).await;
-    let mut term = Terminal::new(cli.verbose);
+    let mut term = Terminal::new(g.verbose);
     let mut stop = Interrupts::new().ok()?;
     let end = watch::follow(
         &mut client,
@@ -125,7 +122,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
     let (config_path, explicit, note) = match where_ {
         Ok((p, e)) => (p, e, None),
         Err(why) => {
-            let (p, e) = cli.config_path();
+            let (p, e) = (g.config_path.clone(), g.explicit);
             let note = format!(
                 "cannot tell which config the igotchuu daemon runs ({why}); looked where {} says",
                 p.display()
@@ -133,7 +130,7 @@ async fn follow(cli: &Cli) -> Option<i32> {
             (p, e, Some(note))
         }
     };
-    let record = record_of(&config_path, explicit, cli.profile.as_deref(), &run_id);
+    let record = record_of(&config_path, explicit, g.profile.as_deref(), &run_id);
     match (record, end) {
         (Ok(r), end) => {
             if !matches!(end, End::Outcome(_)) {
@@ -225,7 +222,7 @@ async fn daemon_config(conn: &zbus::Connection) -> Result<(PathBuf, bool), Strin
     .map_err(std::io::Error::from)
     .and_then(|fd| std::fs::File::from(fd).read_to_end(&mut cmdline))
     .map_err(|e| format!("cannot read /proc/{pid}/cmdline: {e}"))?;
-    let (path, explicit) = config_of_command_line(&cmdline)
+    let (path, explicit) = crate::cli::daemon_config(&cmdline)
         .ok_or_else(|| format!("PID {pid}, which owns {NAME}, is not `igotchuu daemon`"))?;
     if path.is_absolute() {
         return Ok((path, explicit));
@@ -238,41 +235,11 @@ async fn daemon_config(conn: &zbus::Connection) -> Result<(PathBuf, bool), Strin
     Ok((cwd.join(path), explicit))
 }
 
-/// The config of an `igotchuu … daemon` command line (NUL-separated, as /proc gives it).
-fn config_of_command_line(cmdline: &[u8]) -> Option<(PathBuf, bool)> {
-    use std::os::unix::ffi::OsStrExt;
-    let args = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned());
-    let cli = <Cli as clap::Parser>::try_parse_from(args).ok()?;
-    matches!(cli.command, Some(Command::Daemon { .. })).then(|| cli.config_path())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::RunRecord;
+    use crate::state::status::RunRecord;
     use igotchuu_dbus::OutcomeKind;
-
-    #[test]
-    fn the_daemon_s_config_comes_from_its_command_line() {
-        assert_eq!(
-            config_of_command_line(b"/usr/bin/igotchuu\0daemon\0"),
-            Some((PathBuf::from(config::DEFAULT_CONFIG_PATH), false))
-        );
-        assert_eq!(
-            config_of_command_line(b"igotchuu\0-c\0/srv/i.toml\0daemon\0--idle-timeout\x000\0"),
-            Some((PathBuf::from("/srv/i.toml"), true))
-        );
-        assert_eq!(
-            config_of_command_line(b"igotchuu\0--config-file\0rel.toml\0daemon\0"),
-            Some((PathBuf::from("rel.toml"), true))
-        );
-        // A one-shot run, or anything else, is not the daemon.
-        assert_eq!(config_of_command_line(b"igotchuu\0-c\0/x\0backup\0"), None);
-        assert_eq!(config_of_command_line(b"sh\0-c\0true\0"), None);
-    }
 
     #[test]
     fn the_record_is_the_one_with_the_run_id() {

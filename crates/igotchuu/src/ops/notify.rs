@@ -20,24 +20,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::events::{Event, Listener, Outcome};
-use crate::format::{bytes, error_line};
+// The settings are a config value (config.rs); the URL is shown as the redaction shows it.
+pub use crate::config::{NotifySettings as Settings, DEFAULT_NOTIFY_TIMEOUT as DEFAULT_TIMEOUT};
+pub use crate::redact::shown_url;
+use igotchuu_dbus::format::{bytes, error_line};
 
-/// The default bound on each ping and each hook, in seconds (`notify_timeout`).
-pub const DEFAULT_TIMEOUT: u64 = 30;
 /// Log lines sent as a ping's body.
 const TAIL_LINES: usize = 30;
 /// And at most this many bytes of them (healthchecks.io keeps 100 kB; a phone shows far less).
 const TAIL_BYTES: usize = 10_000;
-
-/// What the config asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    pub ping_url: Option<String>,
-    pub on_success: Option<Vec<String>>,
-    pub on_failure: Option<Vec<String>>,
-    pub on_finish: Option<Vec<String>>,
-    pub timeout: Duration,
-}
 
 impl Settings {
     pub fn is_set(&self) -> bool {
@@ -45,19 +36,6 @@ impl Settings {
             || self.on_success.is_some()
             || self.on_failure.is_some()
             || self.on_finish.is_some()
-    }
-}
-
-/// A URL as it may be shown: scheme and host, nothing after (the path holds the check's key).
-pub fn shown_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            // user:password@ goes too.
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            format!("{scheme}://{host}/…")
-        }
-        None => "<ping_url>".into(),
     }
 }
 
@@ -71,7 +49,7 @@ impl Tail {
         if t.len() == TAIL_LINES {
             t.pop_front();
         }
-        t.push_back(crate::sanitize::line(&line).into_owned());
+        t.push_back(crate::escape::line(&line).into_owned());
     }
 
     /// The body: the lines, secrets scrubbed, at most TAIL_BYTES (the newest kept).

@@ -134,13 +134,6 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn of(plan: &crate::plan::Plan) -> Source {
-        Source {
-            state_dir: plan.state_dir.clone(),
-            profile: plan.profile.clone(),
-        }
-    }
-
     /// The newest run of any profile, and the newest success; zeros when none (or unreadable).
     pub fn idle(&self) -> Idle {
         let file = load(&self.state_dir).unwrap_or_default();

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::safe_fs::{self, Dir, Foreign, Stop};
-use crate::status::{self, RunRecord, StatusFile};
+use crate::state::status::{self, RunRecord, StatusFile};
 
 /// One metric: its name, HELP text and how to get a profile's value.
 struct Metric {
@@ -157,7 +157,7 @@ fn parse_sample(line: &str) -> Option<(&'static str, String, f64)> {
             },
             // Allowed by the text format, but nothing a profile name needs, and a terminal
             // showing the file would obey it.
-            (_, c) if crate::sanitize::is_control(c) => return None,
+            (_, c) if crate::escape::is_control(c) => return None,
             (_, c) => profile.push(c),
         }
     };
@@ -291,8 +291,8 @@ fn reach_dir(target: &Path) -> Result<(Dir, String, Vec<String>), MetricsError> 
 /// What the owner of a directory on the way (or whoever can write it) can and cannot do.
 fn foreign_warning(f: &Foreign, target: &Path) -> String {
     let who = if f.uid != 0 {
-        let name = crate::dbus::auth::user_name(f.uid)
-            .map(|n| format!("user {} (uid {})", crate::sanitize::line(&n), f.uid))
+        let name = crate::users::user_name(f.uid)
+            .map(|n| format!("user {} (uid {})", crate::escape::line(&n), f.uid))
             .unwrap_or_else(|| format!("uid {}", f.uid));
         format!("belongs to {name}")
     } else {

@@ -12,7 +12,7 @@ use zbus::Connection;
 use super::{guard, now_unix, wire, Activity, Daemon, Slot};
 use crate::dbus::{inhibit, publish};
 use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
-use crate::status::{self, RunRecord, SummaryRecord};
+use crate::state::status::{self, RunRecord, SummaryRecord};
 
 /// What the daemon keeps of a run it watches.
 pub(super) struct Watched {
@@ -45,7 +45,7 @@ impl Daemon {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut ended = false;
         // `Finished` and what follows it wait until the child has exited: the child writes its
-        // status record (record.rs) after `Finished`, just before it exits, and clients read
+        // status record (session/record.rs) after `Finished`, just before it exits, and clients read
         // `LastExitCode` when `LastOutcome` changes (`igotchuu backup` delegating, `watch`), so
         // the outcome must not reach the bus before the record is on disk.
         let mut deferred: Vec<Event> = Vec::new();
@@ -135,7 +135,7 @@ impl Daemon {
             snapshot_id: String::new(),
             errors: vec![msg],
         };
-        if let Err(e) = crate::record::record_for(&run.state_dir, record) {
+        if let Err(e) = crate::session::record::record_for(&run.state_dir, record) {
             say_err!(
                 "igotchuu: warning: cannot record run {} in {}: {e}",
                 run.run_id,

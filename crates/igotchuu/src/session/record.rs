@@ -1,6 +1,6 @@
 //! What a run leaves behind about itself once it ends (issue 9 §3): the record appended to
-//! `state_dir/status.json` (see [`crate::status`]) and, when `metrics_file` is set, the
-//! Prometheus file (see [`crate::metrics`]).
+//! `state_dir/status.json` (see [`crate::state::status`]) and, when `metrics_file` is set, the
+//! Prometheus file (see [`crate::state::metrics`]).
 //!
 //! A run that is killed (SIGKILL, power loss) cannot write its record, so it leaves a marker
 //! instead: `state_dir/running-<run id>.json`, written when the run starts and removed once its
@@ -19,10 +19,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Event, Events, Listener, Outcome, OutcomeKind, Summary};
-use crate::format::error_line;
 use crate::plan::Plan;
 use crate::safe_fs::Dir;
-use crate::status::{self, RunRecord, SummaryRecord};
+use crate::state::status::{self, RunRecord, SummaryRecord};
+use igotchuu_dbus::format::error_line;
 
 /// How many error messages a record keeps; a run with thousands of unreadable files would
 /// otherwise make the file (and every `status`) huge. The rest is counted in one line.
@@ -86,49 +86,14 @@ impl Marker {
     }
 }
 
-/// The mode a state directory igotchuu creates gets: searchable, so that members of the
-/// `igotchuu` group can reach status.json (0640 root:igotchuu) in it, but not listable or
-/// writable by anyone else.
-pub const STATE_DIR_MODE: u32 = 0o711;
-
-/// Reaches `state_dir` for writing (see safe_fs.rs), creating it (mode [`STATE_DIR_MODE`]) if
-/// needed: as root through trust.rs's walk, which refuses a symlink or a directory others could
-/// change on the way; as anyone else (who cannot hurt root) without those checks, still without
-/// following a symlink. The error names the directory and what to do.
-pub fn reach_state_dir(state_dir: &Path) -> Result<Dir, String> {
-    if rustix::process::geteuid().is_root() {
-        match crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, Some(STATE_DIR_MODE)) {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(format!("cannot create {}", state_dir.display())),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE).map_err(|e| {
-            format!(
-                "cannot use the state directory {}: {e}",
-                state_dir.display()
-            )
-        })
-    }
-}
-
-/// Makes an existing root-owned state directory searchable by group and others (one made by an
-/// older igotchuu, or by the journal, is 0700), so that members of the `igotchuu` group can
-/// reach status.json in it. Only the search bit is added, never read or write: nobody else can
-/// list the directory, and the journal in it stays 0700. The trust rule (trust.rs) refuses
-/// group- or world-WRITABLE state directories only.
-pub fn make_reachable(state: &Dir) -> io::Result<()> {
-    let st = state.stat()?;
-    if st.st_uid == 0 && st.st_mode & 0o011 != 0o011 {
-        state.chmod((st.st_mode & 0o7777) | 0o011)?;
-    }
-    Ok(())
-}
+// Where the state directory is reached and made searchable: state/dir.rs, below restic/ and
+// this file, which both reach it.
+pub use crate::state::dir::{make_reachable, reach_state_dir, STATE_DIR_MODE};
 
 /// The `igotchuu` group's gid through NSS; `None` when there is no such group (or NSS fails:
 /// then the file stays root's alone, which is safe).
 pub fn group_gid() -> Option<u32> {
-    crate::dbus::group_gid(igotchuu_dbus::GROUP).ok().flatten()
+    crate::users::group_gid(igotchuu_dbus::GROUP).ok().flatten()
 }
 
 /// What the listener collected from the run's events.
@@ -333,7 +298,7 @@ fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
     let Some(target) = &plan.metrics_file else {
         return;
     };
-    match crate::metrics::write_for(state, target) {
+    match crate::state::metrics::write_for(state, target) {
         Ok(warnings) => {
             for w in warnings.into_iter().filter(|_| foreign) {
                 events.warning(w);

@@ -5,55 +5,13 @@
 
 use std::path::PathBuf;
 
-use super::access::Kind;
-use super::{Destination, Repo};
-use crate::cli::{Cli, Command};
-use crate::sanitize;
+use super::{fail, load_plan, Global};
+use crate::escape;
+use crate::restore::access::Kind;
+use crate::restore::{self as lib, Destination, Repo};
 
-fn fail(msg: impl std::fmt::Display) -> i32 {
-    say_err!("igotchuu: error: {}", sanitize::line(&msg.to_string()));
-    crate::exit::IGOTCHUU_FAILED
-}
-
-/// `snapshots`, `ls` and `restore` (main's one hook).
-pub fn run(cli: &Cli, command: &Command) -> i32 {
-    match command {
-        Command::Snapshots { json } => snapshots(cli, *json),
-        Command::Ls {
-            snapshot,
-            path,
-            json,
-            as_uid,
-        } => ls(cli, snapshot, path.as_deref(), *json, *as_uid),
-        Command::Restore {
-            snapshot,
-            paths,
-            target,
-            in_place,
-            overwrite,
-            as_uid,
-        } => restore(
-            cli,
-            RestoreArgs {
-                snapshot,
-                paths,
-                target: target.as_ref(),
-                in_place: *in_place,
-                overwrite: *overwrite,
-                as_uid: *as_uid,
-            },
-        ),
-        _ => fail("not a restore command"),
-    }
-}
-
-fn repo(cli: &Cli) -> Result<Repo, i32> {
-    let (path, explicit) = cli.config_path();
-    let config = crate::config::load(&path, explicit, cli.profile.as_deref()).map_err(fail)?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let version = crate::restic::version::detect(crate::plan::RESTIC_PROGRAM);
-    let plan = crate::plan::build(&config, &crate::plan::timestamp_now(), &env, &version);
-    Ok(Repo::new(plan))
+fn repo(g: &Global) -> Result<Repo, i32> {
+    Ok(Repo::new(load_plan(g)?))
 }
 
 /// The uid a request is for: the caller, or `--as-uid` (root only).
@@ -66,8 +24,8 @@ fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
     }
 }
 
-pub fn snapshots(cli: &Cli, json: bool) -> i32 {
-    let repo = match repo(cli) {
+pub fn snapshots(g: &Global, json: bool) -> i32 {
+    let repo = match repo(g) {
         Ok(r) => r,
         Err(c) => return c,
     };
@@ -92,7 +50,7 @@ pub fn snapshots(cli: &Cli, json: bool) -> i32 {
             "{}  {} UTC  {}",
             s.short_id,
             t,
-            sanitize::line(&s.paths.join(" "))
+            escape::line(&s.paths.join(" "))
         );
     }
     crate::exit::SUCCESS
@@ -111,16 +69,16 @@ fn perms(kind: Kind, mode: u32) -> String {
     s
 }
 
-pub fn ls(cli: &Cli, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
+pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
     let uid = match for_uid(as_uid) {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let repo = match repo(cli) {
+    let repo = match repo(g) {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let (who, _) = match super::who_for(uid) {
+    let (who, _) = match lib::who_for(uid) {
         Ok(w) => w,
         Err(e) => return fail(e),
     };
@@ -129,7 +87,7 @@ pub fn ls(cli: &Cli, snapshot: &str, path: Option<&str>, json: bool, as_uid: Opt
         Err(e) => return fail(e),
     };
     let path = path.unwrap_or("/");
-    let entries = match super::list(&repo, &snap, path, &who) {
+    let entries = match lib::list(&repo, &snap, path, &who) {
         Ok(e) => e,
         Err(e) => return fail(format_args!("snapshot {}: {e}", snap.short_id)),
     };
@@ -154,7 +112,7 @@ pub fn ls(cli: &Cli, snapshot: &str, path: Option<&str>, json: bool, as_uid: Opt
             n.gid,
             n.size,
             t,
-            sanitize::line(&n.path)
+            escape::line(&n.path)
         );
     }
     crate::exit::SUCCESS
@@ -169,7 +127,7 @@ pub struct RestoreArgs<'a> {
     pub as_uid: Option<u32>,
 }
 
-pub fn restore(cli: &Cli, a: RestoreArgs<'_>) -> i32 {
+pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
     let uid = match for_uid(a.as_uid) {
         Ok(u) => u,
         Err(c) => return c,
@@ -182,11 +140,11 @@ pub fn restore(cli: &Cli, a: RestoreArgs<'_>) -> i32 {
         (None, true) => Destination::InPlace,
         _ => return fail("give either --target DIR or --in-place"),
     };
-    let repo = match repo(cli) {
+    let repo = match repo(g) {
         Ok(r) => r,
         Err(c) => return c,
     };
-    let (who, id) = match super::who_for(uid) {
+    let (who, id) = match lib::who_for(uid) {
         Ok(w) => w,
         Err(e) => return fail(e),
     };
@@ -194,10 +152,10 @@ pub fn restore(cli: &Cli, a: RestoreArgs<'_>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    match super::restore(&repo, &snap, a.paths, &dest, a.overwrite, &who, &id) {
+    match lib::restore(&repo, &snap, a.paths, &dest, a.overwrite, &who, &id) {
         Ok(done) => {
             for p in &done.placed {
-                say_out!("restored {}", sanitize::line(p));
+                say_out!("restored {}", escape::line(p));
             }
             say_out!(
                 "{} files, {} bytes from snapshot {} ({})",
@@ -209,7 +167,7 @@ pub fn restore(cli: &Cli, a: RestoreArgs<'_>) -> i32 {
             for s in &done.skipped {
                 say_err!(
                     "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
-                    sanitize::line(s)
+                    escape::line(s)
                 );
             }
             crate::exit::SUCCESS

@@ -10,17 +10,19 @@
 use std::time::Duration;
 
 use crate::events::{Event, Events};
-use crate::plan::{global_restic_args, Plan};
-use crate::record::now;
+use crate::exit;
+use crate::ops::{retention, state as ops_state, verify};
+use crate::plan::Plan;
 use crate::restic::command::{Place, Runner, LOCK_WAIT};
+use crate::restic::global_args;
+use crate::session::record::now;
 use crate::stop::StopSignal;
-use crate::{exit, ops_state, retention, verify};
 
 /// The runner for restic's maintenance commands with the plan's restic.
 pub fn runner(plan: &Plan, place: Place) -> Runner<'_> {
     Runner {
         cmd: &plan.restic,
-        global: global_restic_args(&plan.restic_args),
+        global: global_args(&plan.restic_args),
         version: plan.trees.version().copied(),
         lock_wait: lock_wait(),
         place,
@@ -57,17 +59,14 @@ fn runtime() -> Result<(tokio::runtime::Runtime, StopSignal), String> {
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
-    say_err!(
-        "igotchuu: error: {}",
-        crate::sanitize::line(&msg.to_string())
-    );
+    say_err!("igotchuu: error: {}", crate::escape::line(&msg.to_string()));
     exit::IGOTCHUU_FAILED
 }
 
 /// state_dir is reached (and, for root, judged by trust.rs) before restic runs, so a refused
 /// one stops the command before it did anything.
 fn state_dir_ok(plan: &Plan) -> Result<(), i32> {
-    crate::record::reach_state_dir(&plan.state_dir)
+    crate::session::record::reach_state_dir(&plan.state_dir)
         .map(drop)
         .map_err(fail)
 }
@@ -93,7 +92,7 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
     };
     let scope = plan.scope();
     let runner = runner(plan, Place::Here);
-    let mut say = |s: &str| say_err!("igotchuu: {}", crate::sanitize::line(s));
+    let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
     say(&format!("policy: {}; snapshots of {scope}", plan.retention));
     if dry_run {
         let d = rt.block_on(retention::decide(
@@ -176,7 +175,7 @@ pub fn verify(plan: &Plan) -> i32 {
         .map(|t| verify::Subset::next(stored, t));
     let runner = runner(plan, Place::Here);
     let started = now();
-    let mut say = |s: &str| say_err!("igotchuu: {}", crate::sanitize::line(s));
+    let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
     let o = rt.block_on(verify::run(&runner, subset, &mut stop, &mut say));
     say_out!("{o}");
     let next = match (&o, subset) {

@@ -7,9 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
+use super::record;
 use crate::events::{Cleaned, Events, Step};
-use crate::journal::{Journal, Record};
+use crate::plan::Plan;
+use crate::restic;
+use crate::safe_fs::Dir;
 use crate::snapshot::{self, Verdict};
+use crate::state::journal::{Journal, Record};
+use crate::stop::StopSignal;
 
 /// What happened to one journal entry.
 #[derive(Debug)]
@@ -44,15 +49,37 @@ impl Found {
     }
 }
 
+/// Why the directory a snapshot was made in could not be removed.
+#[derive(Debug, thiserror::Error)]
+enum ContainerError {
+    #[error("cannot open {}: {source}", .dir.display())]
+    Open {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no file name", .0.display())]
+    NoName(PathBuf),
+    #[error("cannot remove the directory {}: {source}", .dir.display())]
+    Remove {
+        dir: PathBuf,
+        source: rustix::io::Errno,
+    },
+}
+
 /// Removes the root-only directory a snapshot was made in, once the snapshot is gone: at its
 /// recorded name, or (renamed by whoever can write around it) found by its inode number. Only an
 /// empty directory owned by root with mode 0700 is removed: that is what igotchuu made.
-fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
+fn remove_container(r: &Record, c: &Path) -> Result<(), ContainerError> {
     let parent_path = c.parent().unwrap_or(Path::new("/"));
     let parent = match snapshot::fs::open_dir_nofollow(parent_path) {
         Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot open {}: {e}", parent_path.display())),
+        Err(source) => {
+            return Err(ContainerError::Open {
+                dir: parent_path.to_owned(),
+                source,
+            })
+        }
     };
     let ours = |name: &std::ffi::OsStr| -> bool {
         match rustix::fs::statat(&parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
@@ -66,7 +93,10 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
             Err(_) => false,
         }
     };
-    let name = c.file_name().ok_or("no file name")?.to_owned();
+    let name = c
+        .file_name()
+        .ok_or_else(|| ContainerError::NoName(c.to_owned()))?
+        .to_owned();
     let name = if ours(&name) {
         name
     } else {
@@ -85,18 +115,39 @@ fn remove_container(r: &Record, c: &Path) -> Result<(), String> {
         // It still holds another record's snapshot (a nested subvolume's, or one kept after a
         // failure): that record's turn removes it.
         Err(e) if e == rustix::io::Errno::NOTEMPTY => Ok(()),
-        Err(e) => Err(format!(
-            "cannot remove the directory {}: {e}",
-            parent_path.join(&name).display()
-        )),
+        Err(source) => Err(ContainerError::Remove {
+            dir: parent_path.join(&name),
+            source,
+        }),
     }
+}
+
+/// The recovery stage, first in every backup and all of `igotchuu cleanup`: removes the
+/// snapshots crashed runs left ([`recover`]), records the runs that never said how they ended
+/// (session::record), and, when a crashed run left snapshots, removes the repository lock its
+/// restic could not (restic::unlock). Called with the journal's lock held, so no live run is
+/// mistaken for a crashed one. Returns what the journal held.
+pub async fn repair(
+    plan: &Plan,
+    state: &Dir,
+    journal: &Journal,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Vec<Found> {
+    let found = recover(journal, events);
+    // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
+    record::record_crashed(plan, state, events);
+    if !found.is_empty() {
+        restic::unlock::after_crash(&plan.restic, events, stop).await;
+    }
+    found
 }
 
 /// Whether a deletion mark may be confirmed now without waiting (journal.rs,
 /// `CONFIRM_AFTER_SECS`). Only btrfs marks wait for anything; a mark whose time cannot be read
 /// counts as old (the confirmation is still WAIT_SYNC, so it is safe, merely maybe slower), and
 /// so does one from the future by more than the threshold (the clock was set back).
-fn old_enough(r: &Record, mark: crate::journal::Deleted) -> bool {
+fn old_enough(r: &Record, mark: crate::state::journal::Deleted) -> bool {
     if r.backend != snapshot::Backend::Btrfs {
         return true;
     }
@@ -106,7 +157,7 @@ fn old_enough(r: &Record, mark: crate::journal::Deleted) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    (now - at).abs() >= crate::journal::CONFIRM_AFTER_SECS
+    (now - at).abs() >= crate::state::journal::CONFIRM_AFTER_SECS
 }
 
 /// Processes every journal entry and reports each on `events`. Returns what was found.
@@ -139,18 +190,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 continue;
             }
         };
-        let path = r.snapshot.display().to_string();
-        let verdict = match snapshot::verify(&r) {
-            Verdict::Gone => match snapshot::find_moved(&r) {
-                Ok(None) => Verdict::Gone,
-                Ok(Some(note)) => {
-                    events.warning(format!("the journal names {path}, but {note}"));
-                    Verdict::Gone
-                }
-                Err(why) => Verdict::Unknown(why),
-            },
-            v => v,
-        };
+        let verdict = verdict_of(&r, events);
         if let Some(mark) = entry.deleted {
             // A snapshot the run that made it deleted (journal.rs, `mark_deleted`): not a
             // leftover. Confirmed quietly when it is gone and its deletion is on disk; kept
@@ -174,73 +214,106 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                 Verdict::Ours | Verdict::NotOurs(_) => {}
             }
         }
-        match verdict {
-            Verdict::Unknown(why) => {
-                events.warning(format!(
-                    "the journal names {path}, left by igotchuu PID {} ({}), but {why}; the record is kept and a later run retries",
-                    r.pid, r.run
-                ));
-                out.push(Found::Kept(r, why));
-            }
-            Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
-                Some(Err(e)) => {
-                    events.error(
-                        Step::Recovery,
-                        &path,
-                        format!("{e}; the record is kept and the next run retries"),
-                    );
-                    out.push(Found::Failed(r.snapshot.clone(), e));
-                }
-                _ => {
-                    // find_moved may have just deleted it by id: durable before the record goes.
-                    if snapshot::durable(&r) {
-                        let _ = journal.remove_file(&entry.file);
-                    }
-                    out.push(Found::AlreadyGone(r));
-                }
-            },
-            Verdict::NotOurs(why) => {
-                events.warning(format!(
-                    "the journal names {path}, left by igotchuu PID {} ({}), but {why}: left alone",
-                    r.pid, r.run
-                ));
-                let _ = journal.remove_file(&entry.file);
-                out.push(Found::NotOurs(r, why));
-            }
-            Verdict::Ours => match snapshot::delete_recorded(&r)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    r.container
-                        .as_deref()
-                        .map_or(Ok(()), |c| remove_container(&r, c))
-                }) {
-                Ok(()) => {
-                    if snapshot::durable(&r) {
-                        let _ = journal.remove_file(&entry.file);
-                    }
-                    events.recovered(
-                        &path,
-                        format!(
-                            "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
-                            r.source.display(),
-                            r.pid,
-                            r.run
-                        ),
-                    );
-                    out.push(Found::Removed(r));
-                }
-                Err(e) => {
-                    events.error(
-                        Step::Recovery,
-                        &path,
-                        format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
-                    );
-                    out.push(Found::Failed(r.snapshot.clone(), e));
-                }
-            },
-        }
+        out.push(settle(journal, &entry.file, r, verdict, events));
     }
     out
+}
+
+/// What the snapshot a record names is now: still igotchuu's, gone, someone else's, or not to be
+/// told in this run. A snapshot not at its recorded place may have been moved (and is then
+/// deleted where it went, see the backend's `find_moved`).
+fn verdict_of(r: &Record, events: &mut Events) -> Verdict {
+    let path = r.snapshot.display().to_string();
+    match snapshot::verify(r) {
+        Verdict::Gone => match snapshot::find_moved(r) {
+            Ok(None) => Verdict::Gone,
+            Ok(Some(note)) => {
+                events.warning(format!("the journal names {path}, but {note}"));
+                Verdict::Gone
+            }
+            Err(why) => Verdict::Unknown(why),
+        },
+        v => v,
+    }
+}
+
+/// Acts on one record (`file` in the journal) by its verdict: deletes igotchuu's snapshot and
+/// its container, drops the record of one that is gone or not igotchuu's, keeps the record when
+/// that cannot be told or the deletion failed; reports each on `events`.
+fn settle(
+    journal: &Journal,
+    file: &Path,
+    r: Record,
+    verdict: Verdict,
+    events: &mut Events,
+) -> Found {
+    let path = r.snapshot.display().to_string();
+    match verdict {
+        Verdict::Unknown(why) => {
+            events.warning(format!(
+                "the journal names {path}, left by igotchuu PID {} ({}), but {why}; the record is kept and a later run retries",
+                r.pid, r.run
+            ));
+            Found::Kept(r, why)
+        }
+        Verdict::Gone => match r.container.as_deref().map(|c| remove_container(&r, c)) {
+            Some(Err(e)) => {
+                events.error(
+                    Step::Recovery,
+                    &path,
+                    format!("{e}; the record is kept and the next run retries"),
+                );
+                Found::Failed(r.snapshot.clone(), e.to_string())
+            }
+            _ => {
+                // find_moved may have just deleted it by id: durable before the record goes.
+                if snapshot::durable(&r) {
+                    let _ = journal.remove_file(file);
+                }
+                Found::AlreadyGone(r)
+            }
+        },
+        Verdict::NotOurs(why) => {
+            events.warning(format!(
+                "the journal names {path}, left by igotchuu PID {} ({}), but {why}: left alone",
+                r.pid, r.run
+            ));
+            let _ = journal.remove_file(file);
+            Found::NotOurs(r, why)
+        }
+        Verdict::Ours => match snapshot::delete_recorded(&r)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                r.container
+                    .as_deref()
+                    .map_or(Ok(()), |c| remove_container(&r, c))
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(()) => {
+                if snapshot::durable(&r) {
+                    let _ = journal.remove_file(file);
+                }
+                events.recovered(
+                    &path,
+                    format!(
+                        "removed snapshot {path} of {} left by an earlier run (igotchuu PID {}, {})",
+                        r.source.display(),
+                        r.pid,
+                        r.run
+                    ),
+                );
+                Found::Removed(r)
+            }
+            Err(e) => {
+                events.error(
+                    Step::Recovery,
+                    &path,
+                    format!("cannot delete leftover snapshot {path}: {e}; it stays in the journal and the next run retries"),
+                );
+                Found::Failed(r.snapshot.clone(), e)
+            }
+        },
+    }
 }
 
 #[cfg(test)]

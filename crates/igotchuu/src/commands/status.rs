@@ -13,16 +13,13 @@ use std::time::Duration;
 use igotchuu_dbus::{CallError, Client, Event, OutcomeKind, Phase, Progress, Properties};
 use serde_json::json;
 
-use crate::format::{bytes, duration, progress_line};
-use crate::record::now;
-use crate::sanitize;
-use crate::status::{self, RunRecord, StatusError, StatusFile};
+use crate::escape;
+use crate::session::record::now;
+use crate::state::status::{self, RunRecord, StatusError, StatusFile};
+use igotchuu_dbus::format::{bytes, duration, progress_line};
 
 /// The bus answers at once or is stuck; `status` must not hang in a monitoring check.
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The default `--max-age`: a daily timer that missed one night is still within it.
-pub const DEFAULT_MAX_AGE: &str = "2d";
 
 /// The check's verdict, with Nagios/Icinga's exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,41 +44,6 @@ impl Check {
             Check::Unknown => "UNKNOWN",
         }
     }
-}
-
-pub const HELP: &str = "\
-Exit codes (Nagios/Icinga plugin convention):
-  0  OK        the last run succeeded and the last success is younger than --max-age
-  1  WARNING   the last run was partial (restic could not read some files) or interrupted
-  2  CRITICAL  the last run failed or crashed, no run succeeded yet, or the last success is
-               older than --max-age
-  3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
-Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
-config's runs only.";
-
-/// `--max-age`: `2d`, `36h`, `90m`, `600s` or plain seconds.
-pub fn parse_age(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not an age; write e.g. 2d, 36h, 90m or 600s"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use d (days), h (hours), m (minutes) or s (seconds)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// What the bus said, when someone owns the name and let us ask.
@@ -327,11 +289,11 @@ fn describe_run(r: &RunRecord, now: u64) -> Vec<String> {
 }
 
 /// `igotchuu status`: prints, returns the exit code.
-pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
-    let (path, explicit) = cli.config_path();
-    let profile = cli.profile.as_deref();
+pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
+    let (path, explicit) = (&g.config_path, g.explicit);
+    let profile = g.profile.as_deref();
     // `-p ""`: the top-level config's runs only (without -p: any profile's).
-    let state_dir = match crate::config::load(&path, explicit, profile.filter(|p| !p.is_empty())) {
+    let state_dir = match crate::config::load(path, explicit, profile.filter(|p| !p.is_empty())) {
         Ok(c) => Ok(c.state_dir),
         Err(e) => Err(e.to_string()),
     };
@@ -385,17 +347,17 @@ pub fn run(cli: &crate::cli::Cli, json: bool, max_age: u64) -> i32 {
         if let Some(e) = &from_bus {
             say_out!(
                 "(the last runs as igotchuu reports them on the bus: {})",
-                sanitize::line(e)
+                escape::line(e)
             );
         }
         print_text(&live, &file, profile, next_run, now);
         // The last retention and check (issue 18; ops_state.rs).
         if let Ok(d) = &state_dir {
-            for l in crate::ops_state::status_lines(d, profile.unwrap_or(""), now) {
-                say_out!("{}", sanitize::line(&l));
+            for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now) {
+                say_out!("{}", escape::line(&l));
             }
         }
-        say_out!("{}: {}", check.as_str(), sanitize::line(&why));
+        say_out!("{}: {}", check.as_str(), escape::line(&why));
     }
     check as i32
 }
@@ -409,7 +371,7 @@ fn print_text(
 ) {
     match live {
         Ok(l) if l.phase != Some(Phase::Idle) => {
-            say_out!("igotchuu:     running ({})", sanitize::line(&l.state));
+            say_out!("igotchuu:     running ({})", escape::line(&l.state));
             if l.phase == Some(Phase::BackingUp) {
                 say_out!("  progress:   {}", progress_line(&l.progress));
             }
@@ -421,7 +383,7 @@ fn print_text(
         ),
         Err(NoLive::NoBus(e)) => say_out!(
             "igotchuu:     idle as far as known (no answer on the system bus: {})",
-            sanitize::line(e)
+            escape::line(e)
         ),
     }
     match file {
@@ -429,7 +391,7 @@ fn print_text(
             match f.last(profile) {
                 Some(r) => {
                     for l in describe_run(r, now) {
-                        say_out!("{}", sanitize::line(&l));
+                        say_out!("{}", escape::line(&l));
                     }
                 }
                 None => say_out!("last run:     none recorded"),
@@ -443,7 +405,7 @@ fn print_text(
                 None => say_out!("last success: never"),
             }
         }
-        Err(e) => say_out!("last run:     unknown: {}", sanitize::line(e)),
+        Err(e) => say_out!("last run:     unknown: {}", escape::line(e)),
     }
     match next_run {
         Some(t) => say_out!("next run:     {} ({})", when(t), ago(t, now)),
@@ -553,16 +515,6 @@ mod tests {
         let h = history_from_bus(200, 210, 0, 20, "crashed", String::new());
         assert_eq!(h.last(None).map(|r| r.outcome), Some(OutcomeKind::Crashed));
         assert_eq!(judge(&h, None, 500, 220).0, Check::Critical);
-    }
-
-    #[test]
-    fn ages_parse_in_days_hours_minutes_seconds() {
-        assert_eq!(parse_age("2d"), Ok(172_800));
-        assert_eq!(parse_age("36h"), Ok(129_600));
-        assert_eq!(parse_age("90m"), Ok(5_400));
-        assert_eq!(parse_age("600"), Ok(600));
-        assert!(parse_age("2w").is_err());
-        assert!(parse_age("d").is_err());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use igotchuu_dbus::{
 };
 use igotchuu_dbus::{IgotchuuProxy, Step};
 
+use crate::commands::status::group_message;
 use crate::events::{During, Event, Listener};
-use crate::status_cmd::group_message;
 use crate::terminal::Terminal;
 /// No backup runs and `--wait` was not given.
 pub const NOTHING_RUNNING: i32 = 21;
@@ -24,15 +24,8 @@ pub const NOTHING_RUNNING: i32 = 21;
 /// left the bus without saying how it ended (killed).
 pub const CANNOT_WATCH: i32 = 22;
 
-pub const HELP: &str = "\
-Exit codes: the run's own (as `igotchuu backup` gives them: 0 success, 3 partial, 20 igotchuu
-failed, 130 interrupted, others restic's), or
-  21  no backup is running (and --wait was not given)
-  22  cannot watch: no system bus, not root nor in the `igotchuu` group, or the run ended
-      without reporting its outcome (killed)";
-
 /// `igotchuu watch`: returns the exit code.
-pub fn run(cli: &crate::cli::Cli, wait: bool) -> i32 {
+pub fn main(g: &super::Global, wait: bool) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -43,10 +36,10 @@ pub fn run(cli: &crate::cli::Cli, wait: bool) -> i32 {
             return CANNOT_WATCH;
         }
     };
-    match rt.block_on(watch(wait, Terminal::new(cli.verbose))) {
+    match rt.block_on(watch(wait, Terminal::new(g.verbose))) {
         Ok(code) => code,
         Err((code, msg)) => {
-            say_err!("igotchuu: {}", crate::sanitize::line(&msg));
+            say_err!("igotchuu: {}", crate::escape::line(&msg));
             code
         }
     }
@@ -58,7 +51,7 @@ fn is_running(state: &str) -> bool {
 
 async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     let cannot = |m: String| (CANNOT_WATCH, m);
-    let mut client = crate::status_cmd::client().await.map_err(cannot)?;
+    let mut client = crate::commands::status::client().await.map_err(cannot)?;
     let p = client.proxy().await.map_err(|e| cannot(e.to_string()))?;
     let running = match p.state().await.map_err(CallError::from) {
         Ok(s) => {
@@ -316,7 +309,7 @@ fn in_group() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    let Ok(Some(gid)) = crate::dbus::group_gid(igotchuu_dbus::GROUP) else {
+    let Ok(Some(gid)) = crate::users::group_gid(igotchuu_dbus::GROUP) else {
         return false;
     };
     rustix::process::getgid().as_raw() == gid

@@ -13,7 +13,8 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use super::{guard, terminate, Activity, Daemon, Settings, Slot};
 use crate::dbus::interface::{Control, Igotchuu};
 use crate::dbus::publish;
-use crate::{exit, status, stop};
+use crate::state::status;
+use crate::{exit, stop};
 
 /// `igotchuu daemon`. Returns the exit code.
 pub fn main(settings: Settings) -> i32 {
@@ -62,7 +63,7 @@ async fn serve(settings: Settings) -> i32 {
         state_dir: daemon
             .load(None)
             .map(|c| c.state_dir)
-            .unwrap_or_else(|_| crate::config::DEFAULT_STATE_DIR.into()),
+            .unwrap_or_else(|_| crate::defaults::DEFAULT_STATE_DIR.into()),
         profile: None,
     };
     let built = async {

@@ -7,18 +7,18 @@ use std::os::fd::BorrowedFd;
 use crate::events::{Cleaned, Event, Events, Outcome, Phase, Step};
 use crate::exit;
 use crate::hook;
-use crate::journal::Journal;
 use crate::plan::Plan;
-use crate::recovery::{self, Found};
 use crate::restic;
 use crate::safe_fs::Dir;
+use crate::session::recovery::{self, Found};
 use crate::snapshot::{self, Taken};
+use crate::state::journal::Journal;
 use crate::stop::StopSignal;
 
-/// Runs the plan and returns the process exit code. `state` is `plan.state_dir`, reached once
-/// (record::reach_state_dir): the journal lives in it. `run_lock` is the run lock's file, for
-/// restic's drain helper (restic::drain).
-pub async fn run(
+/// `igotchuu backup`: runs the plan and returns the process exit code. `state` is
+/// `plan.state_dir`, reached once (record::reach_state_dir): the journal lives in it. `run_lock`
+/// is the run lock's file, for restic's drain helper (restic::drain).
+pub async fn backup(
     plan: &Plan,
     state: &Dir,
     events: &mut Events,
@@ -30,7 +30,7 @@ pub async fn run(
     for w in &plan.warnings {
         events.emit(Event::Warning(w.clone()));
     }
-    let outcome = backup(plan, state, events, stop, &mut taken, run_lock).await;
+    let outcome = snapshot_and_back_up(plan, state, events, stop, &mut taken, run_lock).await;
     if outcome == Outcome::Interrupted {
         let who = stop.reason().unwrap_or_else(|| "a stop request".into());
         events.warning(format!("stopping the backup ({who}); cleaning up"));
@@ -51,7 +51,7 @@ pub async fn run(
 }
 
 /// Runs `exec_before_snapshot` (which may mount where snapshots live), then opens the journal and
-/// removes what crashed runs left. Shared by `backup` and `cleanup`.
+/// removes what crashed runs left (the recovery stage). Shared by `backup` and `cleanup`.
 async fn prepare(
     plan: &Plan,
     state: &Dir,
@@ -67,7 +67,7 @@ async fn prepare(
         // Shown, journaled and sent over D-Bus: passwords in mount options stay hidden.
         let item = crate::redact::argv(argv).join(" ");
         events.emit(Event::Step(format!("running exec_before_snapshot: {item}")));
-        if let Err(e) = hook::run(argv, plan.exec_before_snapshot_timeout, stop).await {
+        if let Err(e) = hook::execute(argv, plan.exec_before_snapshot_timeout, stop).await {
             if matches!(e, hook::HookError::Stopped) {
                 return Err(Outcome::Interrupted);
             }
@@ -87,22 +87,12 @@ async fn prepare(
         events.error(Step::Journal, &dir, msg.clone());
         Outcome::Failed(msg)
     })?;
-    let found = recovery::recover(&journal, events);
-    // Under the journal's lock: a run whose marker is left and whose process is gone crashed.
-    crate::record::record_crashed(plan, state, events);
-    if !found.is_empty() {
-        restic::unlock::after_crash(&plan.restic, events, stop).await;
-    }
+    let found = recovery::repair(plan, state, &journal, events, stop).await;
     Ok((journal, found))
 }
 
 /// `igotchuu cleanup`: removes what crashed runs left and lists it. Returns the exit code.
-pub async fn cleanup_leftovers(
-    plan: &Plan,
-    state: &Dir,
-    events: &mut Events,
-    stop: &mut StopSignal,
-) -> i32 {
+pub async fn cleanup(plan: &Plan, state: &Dir, events: &mut Events, stop: &mut StopSignal) -> i32 {
     events.emit(Event::Phase(Phase::CleaningUp));
     let code = match prepare(plan, state, events, stop).await {
         Err(o) => exit::code_for(&o, true),
@@ -124,7 +114,9 @@ pub async fn cleanup_leftovers(
     code
 }
 
-async fn backup(
+/// The run proper: recovery, then the snapshots and their mounts, then restic. What it took is
+/// left in `taken` for [`backup`] to clean up, however this ends.
+async fn snapshot_and_back_up(
     plan: &Plan,
     state: &Dir,
     events: &mut Events,
@@ -173,14 +165,14 @@ async fn backup(
         plan.restic.program,
         crate::redact::argv(&plan.restic.args).join(" ")
     )));
-    let (outcome, written) = match restic::run::run(&plan.restic, events, stop, run_lock).await {
+    let (outcome, written) = match restic::run::backup(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
             events.error(Step::Restic, &plan.restic.program, e.to_string());
             (Outcome::Failed(e.to_string()), None)
         }
         Ok(r) if r.interrupted => (Outcome::Interrupted, r.snapshot_id),
         Ok(r) if r.code == 0 => (Outcome::Success, r.snapshot_id),
-        // restic::run has reported why, in restic's own words, as an Error event.
+        // restic::run::backup has reported why, in restic's own words, as an Error event.
         Ok(r) => (Outcome::ResticFailed(r.code), r.snapshot_id),
     };
     overflowed(plan, taken, events, written.as_deref())
@@ -203,7 +195,7 @@ async fn overflowed(
     }
     let mut msg = why.join("; ");
     if let Some(id) = written {
-        match restic::forget::run(plan, id).await {
+        match restic::forget::forget_snapshot(&plan.restic, &plan.restic_args, id).await {
             Ok(()) => msg.push_str(&format!(
                 "; restic's snapshot {id} of this run was forgotten (restic forget {id}), so it cannot be restored by mistake; its data goes with the next `restic prune`"
             )),

@@ -1,7 +1,6 @@
 //! `igotchuu check`: everything that can be verified without snapshotting or locking, so an admin
 //! can run it at any time, e.g. right after editing the config.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use crate::config::{self, Config};
@@ -18,20 +17,21 @@ impl Report {
     fn ok(&mut self, what: impl std::fmt::Display) {
         say_out!(
             "ok:   {}",
-            crate::sanitize::indented(&what.to_string(), "      ")
+            crate::escape::indented(&what.to_string(), "      ")
         );
     }
     fn fail(&mut self, what: impl std::fmt::Display) {
         self.failed = true;
         say_out!(
             "FAIL: {}",
-            crate::sanitize::indented(&what.to_string(), "      ")
+            crate::escape::indented(&what.to_string(), "      ")
         );
     }
 }
 
-/// Runs the checks and returns the exit code (0 when everything passed).
-pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
+/// `igotchuu check`: runs the checks and returns the exit code (0 when everything passed).
+pub fn main(g: &super::Global) -> i32 {
+    let (path, explicit, profile) = (g.config_path.as_path(), g.explicit, g.profile.as_deref());
     let mut r = Report { failed: false };
     let config = match config::load(path, explicit, profile) {
         Ok(c) => {
@@ -52,7 +52,7 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
         }
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let version = crate::restic::version::detect(plan::RESTIC_PROGRAM);
+    let version = crate::restic::version::detect(crate::restic::RESTIC_PROGRAM);
     let plan = plan::build(&config, &plan::timestamp_now(), &env, &version);
 
     if let Some(argv) = &plan.exec_before_snapshot {
@@ -82,7 +82,7 @@ pub fn run(path: &Path, explicit: bool, profile: Option<&str>) -> i32 {
     }
 }
 
-/// Runs the hook exactly as a backup does (`hook::run`: own process group, parent-death signal,
+/// Runs the hook exactly as a backup does (`hook::execute`: own process group, parent-death signal,
 /// timeout), on a runtime of its own since `check` is otherwise synchronous.
 fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     let shown = crate::redact::argv(argv).join(" ");
@@ -96,7 +96,7 @@ fn run_hook(r: &mut Report, argv: &[String], timeout: Option<u64>) {
     // Nobody can ask `check` to stop but Ctrl-C, which ends it outright: a stop signal that
     // never fires.
     let (_handle, mut stop) = crate::stop::channel();
-    match rt.block_on(crate::hook::run(argv, timeout, &mut stop)) {
+    match rt.block_on(crate::hook::execute(argv, timeout, &mut stop)) {
         Ok(()) => r.ok(format!("exec_before_snapshot `{shown}` succeeded")),
         Err(e) => r.fail(format!("exec_before_snapshot `{shown}` failed: {e}")),
     }
@@ -171,7 +171,7 @@ fn check_trees(r: &mut Report, plan: &Plan) {
 }
 
 fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
-    let mut args = plan::global_restic_args(&plan.restic_args);
+    let mut args = crate::restic::global_args(&plan.restic_args);
     args.extend(["cat".to_owned(), "config".to_owned()]);
     let out = plan.restic.with_args(args).stdin(Stdio::null()).output();
     let repo = config
@@ -209,14 +209,14 @@ fn check_metrics(r: &mut Report, plan: &Plan) {
     let Some(target) = &plan.metrics_file else {
         return;
     };
-    match crate::metrics::inspect(target) {
+    match crate::state::metrics::inspect(target) {
         Ok(warnings) if warnings.is_empty() => r.ok(format!(
             "metrics_file {}: only root can write the directories on the way",
             target.display()
         )),
         Ok(warnings) => {
             for w in warnings {
-                say_out!("warn: {}", crate::sanitize::indented(&w, "      "));
+                say_out!("warn: {}", crate::escape::indented(&w, "      "));
             }
         }
         Err(e) => r.fail(e),

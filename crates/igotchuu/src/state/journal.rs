@@ -9,7 +9,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::safe_fs::Dir;
-use crate::snapshot::Backend;
+
+/// Which kind of snapshot a source gets, decided by the filesystem it is on; recorded in the
+/// journal so recovery checks and deletes each leftover the way it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Journal records written before igotchuu knew other backends have no `backend` field:
+    /// they are all btrfs snapshots.
+    #[default]
+    Btrfs,
+    Zfs,
+    Lvm,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -165,7 +177,7 @@ impl Journal {
                 }
             }
         }
-        let lock = match crate::lock::flock_or_holder(dir.open_lock_file(".lock")?)? {
+        let lock = match crate::state::lock::flock_or_holder(dir.open_lock_file(".lock")?)? {
             Ok(lock) => lock,
             Err(holder) => {
                 let who = match holder {

@@ -1,0 +1,204 @@
+//! `igotchuu backup` (also what igotchuu does with no command), `backup --dry-run`, and the same
+//! backup run as the daemon's child (`daemon-run`).
+//!
+//! A backup is the one command that may not run here at all: when a daemon serves the name, it
+//! asks the daemon to run it and follows that run (daemon::client). Otherwise it becomes root's
+//! run in a private mount namespace: the steps before the run ([`root`]), the record of the run
+//! (session::record, from the moment the lock is held), the bus (this process's own name, or the
+//! daemon's pipe), then the stages of session::pipeline in order.
+
+use std::os::fd::BorrowedFd;
+
+use super::daemon::{self, child::Handed};
+use super::{fail, load_plan, maintenance, root, Global};
+use crate::events::Events;
+use crate::ops::notify;
+use crate::plan::Plan;
+use crate::safe_fs::Dir;
+use crate::session::pipeline;
+use crate::session::record::Recording;
+use crate::state::status;
+use crate::{dbus, exit, restic, snapshot, stop};
+
+/// `igotchuu backup`: returns the exit code.
+pub fn main(g: &Global) -> i32 {
+    // An idle daemon runs it (and this process only follows); see daemon::client.
+    match daemon::client::delegate(g) {
+        Some(code) => code,
+        None => run_here(g, None),
+    }
+}
+
+/// `igotchuu backup --dry-run`: prints the plan and touches nothing.
+pub fn dry_run(g: &Global) -> i32 {
+    let plan = match load_plan(g) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    say_out_raw!("{plan}");
+    for n in snapshot::describe_sources(&plan) {
+        say_out!("{n}");
+    }
+    for w in snapshot::path_warnings(&plan) {
+        say_out!("warning: {w}");
+    }
+    exit::SUCCESS
+}
+
+/// `igotchuu daemon-run`: one backup for the daemon, with the lock and the event pipe it handed
+/// over (daemon::child).
+pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
+    // First, before anything else happens: see daemon::child.
+    match daemon::child::take_over(run_id, daemon_pid) {
+        Ok(handed) => run_here(g, Some(handed)),
+        Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
+    }
+}
+
+/// A backup run here. `handed`: a child of `igotchuu daemon`, whose lock and event pipe come
+/// from the daemon, which owns the name and re-emits the events; `None`: this process takes the
+/// lock and owns the D-Bus name itself.
+fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
+    let plan = match load_plan(g) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (adopt, to_daemon) = match handed {
+        None => (None, None),
+        Some(h) => (Some(h.lock), Some((h.events, h.run_id))),
+    };
+    // Held until the runtime (and with it the bus connection) is gone, as the run's last act.
+    let held = match root::hold(&plan, adopt) {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    // From here on a backup is recorded in state_dir/status.json however it ends (session/record.rs);
+    // refusals before this point (config, trust, the lock held by another run) are not runs.
+    // A daemon's child runs under the id `Start` returned, so the daemon and the status file
+    // name the run alike.
+    let run_id = match &to_daemon {
+        Some((_, id)) => id.clone(),
+        None => format!("{}-{}", plan.timestamp, std::process::id()),
+    };
+    let state = match held.state.try_clone() {
+        Ok(s) => s,
+        Err(e) => return fail(format_args!("cannot use {}: {e}", plan.state_dir.display())),
+    };
+    let (recording, marker_warning) = Recording::begin(&plan, state, &run_id);
+    // The very first backup of a state_dir found none to cache restic's version in (load_plan);
+    // it exists now, so the next run need not ask restic. This asks once more (about 11 ms),
+    // only while there is no cache file.
+    if !plan.state_dir.join(restic::version::CACHE_FILE).exists() {
+        let _ = restic::version::detect_cached(restic::RESTIC_PROGRAM, &plan.state_dir, false);
+    }
+    let rt = match root::enter() {
+        Ok(rt) => rt,
+        Err(msg) => {
+            recording.failed_early(&plan, &msg);
+            return fail(msg);
+        }
+    };
+    let run = Run {
+        plan: &plan,
+        state: &held.state,
+        run_lock: held.lock.fd(),
+        verbose: g.verbose,
+        run_id,
+        recording,
+        marker_warning,
+        to_daemon: to_daemon.map(|(pipe, _)| pipe),
+    };
+    rt.block_on(run.go())
+}
+
+/// A backup between the namespace and the exit code.
+struct Run<'a> {
+    plan: &'a Plan,
+    state: &'a Dir,
+    /// The run lock's file, for restic's drain helper (restic::drain).
+    run_lock: Option<BorrowedFd<'a>>,
+    verbose: bool,
+    run_id: String,
+    recording: Recording,
+    marker_warning: Option<String>,
+    /// The daemon's event pipe, for a daemon's child.
+    to_daemon: Option<std::fs::File>,
+}
+
+impl Run<'_> {
+    async fn go(self) -> i32 {
+        let plan = self.plan;
+        let recording = self.recording;
+        let mut events = Events::new();
+        events.subscribe(root::log_listener(self.run_id.clone(), self.verbose));
+        if let Some(w) = self.marker_warning {
+            events.warning(w);
+        }
+        events.subscribe(recording.listener());
+        let (stop_handle, mut stop) = stop::channel();
+        if let Err(e) = stop::install_signal_handlers(stop_handle.clone()) {
+            root::signal_handlers_failed(&mut events, e);
+            recording.finish(plan, exit::IGOTCHUU_FAILED, &mut events);
+            return exit::IGOTCHUU_FAILED;
+        }
+        // After the signal handlers (a Ctrl-C while connecting still stops cleanly) and before
+        // anything is snapshotted: a second igotchuu is refused here without touching anything.
+        let bus = match self.to_daemon {
+            // The daemon owns the name and sends the signals.
+            Some(pipe) => {
+                events.subscribe(Box::new(daemon::wire::ToDaemon::new(pipe)));
+                None
+            }
+            None => {
+                let source = status::Source {
+                    state_dir: plan.state_dir.clone(),
+                    profile: plan.profile.clone(),
+                };
+                match dbus::start(&mut events, stop_handle, source).await {
+                    Ok(d) => d,
+                    Err(taken) => {
+                        // Another run owns the name: this one never started, the other is
+                        // recorded.
+                        recording.abandon();
+                        return fail(taken);
+                    }
+                }
+            }
+        };
+        // The start ping goes out on a blocking thread while the snapshots are taken.
+        let notifier = plan.notify.is_set().then(|| {
+            let n = notify::Notifier::start(&plan.notify);
+            for l in n.listeners() {
+                events.subscribe(l);
+            }
+            n
+        });
+        let code = pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+        // After the snapshots are gone; never changes `code`.
+        let retention = maintenance::after_backup(plan, code, &mut events, &mut stop).await;
+        if let Some(n) = notifier {
+            let profile = plan.profile.clone().unwrap_or_default();
+            let warnings = n
+                .finish(
+                    &profile,
+                    &self.run_id,
+                    code,
+                    retention.map(|o| o.word().to_owned()),
+                    &plan.restic.secrets,
+                )
+                .await;
+            for w in &warnings {
+                events.warning(w.clone());
+            }
+            if let Err(w) = maintenance::record_notify(plan, &self.run_id, &warnings) {
+                events.warning(w);
+            }
+        }
+        // Before the publisher runs again: LastOutcome leaves after the record is on disk.
+        recording.finish(plan, code, &mut events);
+        if let Some(d) = bus {
+            d.finish(events).await;
+        }
+        code
+    }
+}
