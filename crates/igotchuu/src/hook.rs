@@ -129,7 +129,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (_handle, mut stop) = crate::stop::channel();
-        rt.block_on(run(&argv, Some(30), &mut stop))
+        rt.block_on(execute(&argv, Some(30), &mut stop))
             .expect("hook ran");
         assert_eq!(std::fs::read_to_string(&out).expect("read").trim(), "/");
     }
