@@ -152,7 +152,16 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    match lib::restore(&repo, &snap, a.paths, &dest, a.overwrite, &who, &id) {
+    match lib::restore(
+        &repo,
+        &snap,
+        a.paths,
+        &dest,
+        a.overwrite,
+        &who,
+        &id,
+        &lib::Control::default(),
+    ) {
         Ok(done) => {
             for p in &done.placed {
                 say_out!("restored {}", escape::line(p));

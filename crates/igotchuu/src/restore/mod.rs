@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use access::{Kind, Node, Nodes, Who};
 use snapshots::Snapshot;
@@ -277,6 +278,49 @@ pub struct Restored {
     pub skipped: Vec<String>,
 }
 
+/// A running restore's progress and its cancel switch, shared with whoever watches it: the CLI,
+/// or the daemon's job object answering its owner (issue 20). Atomics, because the restore runs on
+/// its own thread while the bus reads them.
+#[derive(Debug, Default)]
+pub struct Control {
+    cancelled: AtomicBool,
+    files_total: AtomicU64,
+    bytes_total: AtomicU64,
+    files_done: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+/// A reading of [`Control`]'s counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub bytes_done: u64,
+}
+
+impl Control {
+    /// Asks the restore to stop at the next entry; what is half written never gets its name.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+    pub fn counts(&self) -> Counts {
+        Counts {
+            files_total: self.files_total.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a restore was refused or did not finish.
+pub const CANCELLED: &str =
+    "the restore was cancelled; nothing half written was left under its name";
+
 fn nanos(mtime: &Option<String>) -> Option<i64> {
     let t = time::OffsetDateTime::parse(
         mtime.as_deref()?,
@@ -297,6 +341,7 @@ pub fn restore(
     overwrite: bool,
     who: &Who,
     id: &Identity,
+    ctl: &Control,
 ) -> Result<Restored, String> {
     // Decide everything first.
     struct Plan {
@@ -356,6 +401,14 @@ pub fn restore(
     } else {
         suffix
     };
+    let files: Vec<&Node> = plans
+        .iter()
+        .flat_map(|p| &p.nodes)
+        .filter(|n| n.kind == Kind::File)
+        .collect();
+    ctl.files_total.store(files.len() as u64, Ordering::Relaxed);
+    ctl.bytes_total
+        .store(files.iter().map(|n| n.size).sum(), Ordering::Relaxed);
     let mut w = Writer::start(id, &suffix, overwrite)
         .map_err(|e| format!("cannot start the restore writer: {e}"))?;
     let mut done = Restored::default();
@@ -368,6 +421,9 @@ pub fn restore(
             .map_err(|e| e.to_string())?;
             let base = p.path.rsplit('/').next().unwrap_or_default().to_owned();
             for n in &p.nodes {
+                if ctl.is_cancelled() {
+                    return Err(CANCELLED.to_owned());
+                }
                 let mut rel = vec![base.clone()];
                 if let Some(r) = n.path.strip_prefix(&format!("{}/", p.path)) {
                     rel.extend(r.split('/').map(str::to_owned));
@@ -407,6 +463,8 @@ pub fn restore(
                         send_content(repo, snap, n, &mut w)?;
                         done.files += 1;
                         done.bytes += n.size;
+                        ctl.files_done.fetch_add(1, Ordering::Relaxed);
+                        ctl.bytes_done.fetch_add(n.size, Ordering::Relaxed);
                     }
                 }
             }
@@ -420,8 +478,9 @@ pub fn restore(
         }
         Err(e) => {
             // The writer's own reason (a full disk, a target gone) is the one that matters.
+            // A cancel is said as such, whatever the writer made of its stdin closing.
             let said = w.abort();
-            Err(if said.trim().is_empty() {
+            Err(if said.trim().is_empty() || e == CANCELLED {
                 e
             } else {
                 said.trim().to_owned()
