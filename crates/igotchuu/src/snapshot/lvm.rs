@@ -188,6 +188,23 @@ pub fn resolve(s: &SnapshotStep, table: &MountTable, probe: Probe) -> Result<Vol
             format!("it is on an LVM logical volume (uuid {uuid}) that `lvs` does not list"),
         );
     };
+    let fs = filesystem(src, &m, &lv)?;
+    let provision = provision(src, &lv, &lvs)?;
+    let below = table
+        .topmost_below(src)
+        .map(|(_, l)| l.mount_point.clone())
+        .collect();
+    Ok(Volume {
+        lv: Box::new(lv),
+        fs,
+        provision,
+        below,
+    })
+}
+
+/// The filesystem of an LVM source: the whole of its LV's ext4 or XFS filesystem, mounted at
+/// the source.
+fn filesystem(src: &Path, m: &MountLine, lv: &cli::Lv) -> Result<Fs, SnapError> {
     if m.mount_point != *src {
         return fail(
             src,
@@ -210,17 +227,23 @@ pub fn resolve(s: &SnapshotStep, table: &MountTable, probe: Probe) -> Result<Vol
             ),
         );
     }
-    let Some(fs) = Fs::of(&m.fstype) else {
-        return fail(
+    match Fs::of(&m.fstype) {
+        Some(fs) => Ok(fs),
+        None => fail(
             src,
             format!(
                 "it is a {} filesystem on the LVM logical volume {}; igotchuu mounts LVM snapshots of ext4 and XFS only",
                 m.fstype,
                 lv.full_name()
             ),
-        );
-    };
-    let provision = if lv.is_thin() {
+        ),
+    }
+}
+
+/// How the LV `lv` is snapshotted: in its thin pool, unless the pool is (nearly) full, or with a
+/// COW snapshot; other kinds of LV are refused.
+fn provision(src: &Path, lv: &cli::Lv, lvs: &[cli::Lv]) -> Result<Provision, SnapError> {
+    if lv.is_thin() {
         let Some(pool) = lvs
             .iter()
             .find(|p| p.vg == lv.vg && p.name == lv.pool)
@@ -249,31 +272,21 @@ pub fn resolve(s: &SnapshotStep, table: &MountTable, probe: Probe) -> Result<Vol
                 ),
             );
         }
-        Provision::Thin {
+        Ok(Provision::Thin {
             pool: Box::new(pool),
-        }
+        })
     } else if lv.is_plain() {
-        Provision::Cow
+        Ok(Provision::Cow)
     } else {
-        return fail(
+        fail(
             src,
             format!(
                 "the LVM logical volume {} is of a kind igotchuu does not snapshot (lv_attr {}); it snapshots thin volumes and linear, striped or RAID volumes",
                 lv.full_name(),
                 lv.attr
             ),
-        );
-    };
-    let below = table
-        .topmost_below(src)
-        .map(|(_, l)| l.mount_point.clone())
-        .collect();
-    Ok(Volume {
-        lv: Box::new(lv),
-        fs,
-        provision,
-        below,
-    })
+        )
+    }
 }
 
 /// The name a run gives an LV's snapshot, as `check` and `--dry-run` show it.

@@ -344,6 +344,13 @@ impl Taken {
     /// Unmounts and deletes everything this run made, children before parents, newest first.
     /// Keeps going past failures so one busy snapshot does not strand the others; reports each.
     pub fn cleanup(&mut self, events: &mut Events) -> bool {
+        let unmounted = self.unmount_all(events);
+        let ok = self.delete_all(events) && unmounted;
+        self.remove_containers(events, ok) && ok
+    }
+
+    /// Unmounts every snapshot from its source, children first.
+    fn unmount_all(&mut self, events: &mut Events) -> bool {
         let mut ok = true;
         while let Some(m) = self.mounts.pop() {
             let target = m.source.clone();
@@ -359,6 +366,13 @@ impl Taken {
                 }
             }
         }
+        ok
+    }
+
+    /// Deletes every snapshot, newest first. The record of one that could not be deleted stays
+    /// (and so does its directory), and the next run retries.
+    fn delete_all(&mut self, events: &mut Events) -> bool {
+        let mut ok = true;
         while let Some(snap) = self.snapshots.pop() {
             let shown = snap.shown();
             let backend = snap.backend();
@@ -369,7 +383,6 @@ impl Taken {
                 }),
                 Err(e) => {
                     ok = false;
-                    // Its record stays; so does its directory (below), and the next run retries.
                     self.records.retain(|(k, _)| k != &shown);
                     events.error(
                         Step::Cleanup,
@@ -383,9 +396,16 @@ impl Taken {
                 }
             }
         }
-        // The records are marked deleted only once the directory that holds (or held the mounts
-        // of) their snapshots is gone too, so a crash in between still leaves the next run
-        // something to clean up.
+        ok
+    }
+
+    /// Removes the snapshots' directories, and marks the records of the snapshots that were in
+    /// each as deleted: only once the directory that holds (or held the mounts of) them is gone
+    /// too, so a crash in between still leaves the next run something to clean up. A directory
+    /// left non-empty after an earlier step failed (`so_far` false) was reported with that
+    /// failure and stays for the next run.
+    fn remove_containers(&mut self, events: &mut Events, so_far: bool) -> bool {
+        let mut ok = true;
         while let Some(c) = self.containers.pop() {
             let path = c.path.clone();
             match mount::remove_container(c) {
@@ -397,21 +417,17 @@ impl Taken {
                             to.display()
                         ));
                     }
-                    let gone: Vec<PathBuf> = self
-                        .records
-                        .iter()
-                        .filter(|(_, c)| c == &path)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    self.records.retain(|(_, c)| c != &path);
-                    for k in gone {
+                    let (gone, kept) = std::mem::take(&mut self.records)
+                        .into_iter()
+                        .partition(|(_, c)| c == &path);
+                    self.records = kept;
+                    for (k, _) in gone {
                         self.forget(events, &k, d.transid);
                     }
                 }
-                // A snapshot in it could not be deleted: already reported, kept for the next run.
                 Err(e)
                     if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
-                        && !ok => {}
+                        && !so_far => {}
                 Err(e) => {
                     ok = false;
                     events.error(
