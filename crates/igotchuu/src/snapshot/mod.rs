@@ -10,9 +10,25 @@
 //! directory that was opened. Renaming or swapping a path component afterwards changes nothing
 //! igotchuu does; it only makes the final check before restic fail (see [`verify_paths`]).
 //!
-//! Each snapshot is made (or, for ZFS, mounted) inside a directory igotchuu creates for it, owned
-//! by root with mode 0700: nobody else can read the snapshot through it, move the snapshot away or
-//! put anything in its place.
+//! Each snapshot is made (or, for ZFS and LVM, mounted) inside a directory igotchuu creates for
+//! it, owned by root with mode 0700: nobody else can read the snapshot through it, move the
+//! snapshot away or put anything in its place.
+//!
+//! How a run's snapshots are made, whatever the backend (the seam, seam.rs): a backend says what
+//! it is about to make; the runner (run.rs) makes each snapshot's directory, with one retry loop
+//! for a name that is taken, and journals its record durably before the backend may create
+//! anything there; the backend makes the snapshots and returns them; the runner journals their
+//! identities and tracks them for the mounts and the cleanup. So no backend writes the journal,
+//! and none can make a snapshot the journal does not already name (the crash-safety rule every
+//! backend kept on its own before). The intent is journaled by the runner rather than through a
+//! callback the backends would have to remember to call: a backend is handed its directories only
+//! once their records are on disk, so the order cannot be got wrong in a fourth backend either.
+//!
+//! Files: the backends (`btrfs`, `zfs`, `lvm`, each with its ioctls or CLI); `seam` and `run`
+//! (above); `name` (snapshot names, typed and checked once); `mount` (the root-only directories
+//! and the mounts over the sources); `staged` and `tool` (what ZFS and LVM share: the mount on a
+//! directory under `<state_dir>/mnt`, and running their command-line tools); `mountinfo` (the
+//! kernel's mount table, read once and passed in as a value); `fs` (opening without symlinks).
 
 pub mod btrfs;
 pub mod fs;
