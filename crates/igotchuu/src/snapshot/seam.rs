@@ -39,8 +39,8 @@ pub struct Intent {
 pub enum Home {
     /// In a root-only directory of its own, made in this destination.
     New(Destination),
-    /// In the directory of the batch's `n`th snapshot (a btrfs source's nested subvolumes go in
-    /// the source's).
+    /// In the directory of the batch's `n`th snapshot, an earlier intent of the same batch (a
+    /// btrfs source's nested subvolumes go in the source's, intent 0).
     With(usize),
 }
 
