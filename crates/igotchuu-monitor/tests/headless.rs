@@ -4,10 +4,8 @@
 //!
 //! Needs root, btrfs, restic, dbus-daemon and the tool's binary (`cargo build -p igotchuu`).
 
-// The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
-#[path = "../../igotchuu/tests/common/mod.rs"]
-#[allow(clippy::type_complexity)]
-mod common;
+// The tool's harness: the test kit crate (crates/igotchuu-testkit).
+use igotchuu_testkit as common;
 mod support;
 
 use common::bus::{self, Bus, Policy, TempUser, Who};
@@ -15,7 +13,7 @@ use common::{hold, places, subvolume_with_files, toml_list, touch, Fixture, RUN_
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
 use igotchuu_monitor::model::{Screen, StartAbility};
-use support::{tool_built, Printer, Watch};
+use support::{tool_built, wrong_password_config, Printer, Watch};
 
 fn setup() -> Option<Fixture> {
     if !tool_built() {
@@ -141,19 +139,6 @@ fn a_failed_run_shows_failed_with_its_errors() {
         idle.errors
     );
     assert!(fx.restic_snapshots().is_empty());
-}
-
-/// A config like the fixture's, but with a password restic refuses: restic fails.
-fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> std::path::PathBuf {
-    let wrong = fx.path("wrong-password");
-    common::write_secret(&wrong, "not the password\n");
-    fx.write_config_raw(&format!(
-        "{}repo = {}\npassword_file = {}\n{}",
-        fx.scratch.standard_keys(),
-        common::toml_str(fx.repo.as_ref().expect("repo")),
-        common::toml_str(&wrong),
-        places(&[data])
-    ))
 }
 
 /// A backup of a 6 MiB file uploaded at 256 KiB/s: long enough to join and to stop it.

@@ -4,10 +4,8 @@
 //! The state the background process is in is read from its `screen` action (org.gtk.Actions):
 //! once it shows a run's end, that run's notification (sent before) has reached dunst.
 
-// The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
-#[path = "../../igotchuu/tests/common/mod.rs"]
-#[allow(clippy::type_complexity)]
-mod common;
+// The tool's harness: the test kit crate (crates/igotchuu-testkit).
+use igotchuu_testkit as common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::bus::{self, Bus, Policy};
 use common::{places, subvolume_with_files, Fixture};
 use support::desktop::Desktop;
-use support::tool_built;
+use support::{tool_built, wrong_password_config};
 
 const DAY: u64 = 86_400;
 
@@ -46,19 +44,6 @@ fn backup(fx: &Fixture, bus: &Bus, cfg: &Path) -> common::RunOutput {
     bus.igotchuu(fx)
         .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
         .run()
-}
-
-/// A config like the fixture's, but with a password restic refuses: restic fails.
-fn wrong_password_config(fx: &Fixture, data: &Path) -> PathBuf {
-    let wrong = fx.path("wrong-password");
-    common::write_secret(&wrong, "not the password\n");
-    fx.write_config_raw(&format!(
-        "{}repo = {}\npassword_file = {}\n{}",
-        fx.scratch.standard_keys(),
-        common::toml_str(fx.repo.as_ref().expect("repo")),
-        common::toml_str(&wrong),
-        places(&[data])
-    ))
 }
 
 #[test]

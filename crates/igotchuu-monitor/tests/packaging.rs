@@ -3,9 +3,8 @@
 //! id is the same everywhere, the Debian package's assets exist, and the workspace builds the
 //! monitor only when asked (servers building the tool must not need GTK).
 
-#[path = "../../igotchuu/tests/common/mod.rs"]
-#[allow(clippy::type_complexity, unused_imports)]
-mod common;
+// The tool's harness: the test kit crate (crates/igotchuu-testkit).
+use igotchuu_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,10 +3,8 @@
 //! (kept in target/monitor-screenshots/ for review); the state is read from the app's own
 //! `screen` action (org.gtk.Actions). The "Back up now" test needs the daemon: tests/with_daemon.rs.
 
-// The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
-#[path = "../../igotchuu/tests/common/mod.rs"]
-#[allow(clippy::type_complexity)]
-mod common;
+// The tool's harness: the test kit crate (crates/igotchuu-testkit).
+use igotchuu_testkit as common;
 mod support;
 
 use std::path::PathBuf;
@@ -14,20 +12,7 @@ use std::path::PathBuf;
 use common::bus::{self, Bus, Policy};
 use common::{places, subvolume_with_files, toml_list, Fixture, RUN_TIMEOUT};
 use support::desktop::{assert_distinct_screenshots, colours, screenshot_dir, Desktop};
-use support::tool_built;
-
-/// A config like the fixture's, but with a password restic refuses: restic fails.
-fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> PathBuf {
-    let wrong = fx.path("wrong-password");
-    common::write_secret(&wrong, "not the password\n");
-    fx.write_config_raw(&format!(
-        "{}repo = {}\npassword_file = {}\n{}",
-        fx.scratch.standard_keys(),
-        common::toml_str(fx.repo.as_ref().expect("repo")),
-        common::toml_str(&wrong),
-        places(&[data])
-    ))
-}
+use support::{tool_built, wrong_password_config};
 
 /// A backup of a 48 MiB file uploaded at 2 MiB/s: long enough to watch and to stop, and
 /// bigger than what restic reads ahead of its uploads, so the bar stops part-way.

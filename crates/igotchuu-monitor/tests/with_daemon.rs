@@ -8,10 +8,8 @@
 //! DBUS_SYSTEM_BUS_ADDRESS) with the shipped policy; the monitor runs as root (Start's polkit and
 //! group checks are the daemon's own tests).
 
-// The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
-#[path = "../../igotchuu/tests/common/mod.rs"]
-#[allow(clippy::type_complexity)]
-mod common;
+// The tool's harness: the test kit crate (crates/igotchuu-testkit).
+use igotchuu_testkit as common;
 mod support;
 
 use std::path::Path;

@@ -630,7 +630,12 @@ fn every_crate_keeps_its_layers() {
     let doc =
         fs::read_to_string(workspace().join("docs/architecture.md")).expect("docs/architecture.md");
     let tables = tables(&doc);
-    for krate in ["igotchuu", "igotchuu-dbus", "igotchuu-monitor"] {
+    for krate in [
+        "igotchuu",
+        "igotchuu-dbus",
+        "igotchuu-monitor",
+        "igotchuu-testkit",
+    ] {
         assert!(
             tables.get(krate).is_some_and(|t| !t.is_empty()),
             "docs/architecture.md has no table under `## crates/{krate}`"

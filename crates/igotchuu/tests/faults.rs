@@ -30,20 +30,6 @@ use rustix::io::Errno;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-/// `n` bytes that do not compress or deduplicate (xorshift64).
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = Vec::with_capacity(n + 8);
-    while buf.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(n);
-    buf
-}
-
 /// The crash-recovery journal's records (file contents), oldest file name first.
 fn journal_records(fx: &Fixture) -> Vec<String> {
     let dir = fx.state_dir.join("journal");

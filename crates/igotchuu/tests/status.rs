@@ -233,20 +233,6 @@ fn a_killed_run_is_recorded_as_crashed_by_cleanup() {
 // §4 igotchuu status
 // ------------------------------------------------------------------------------------------------
 
-/// Incompressible, undeduplicable bytes (xorshift64).
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ n as u64;
-    let mut buf = Vec::with_capacity(n + 8);
-    while buf.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(n);
-    buf
-}
-
 /// `igotchuu -c CFG ARGS` as `who` on `bus`.
 fn as_who(bus: &Bus, who: Who, cfg: &Path, args: &[&str]) -> RunOutput {
     bus::run(bus.cmd(who, BIN).arg("-c").arg(cfg).args(args))

@@ -943,7 +943,7 @@ fn one_file_system_skips_the_dataset_below_as_live() {
 
 // ------------------------------------------------------------------------------------------------
 // Stable restic trees on ZFS (README "restic's directory trees and device numbers"), as
-// tests/trees.rs does for btrfs: every mounted ZFS snapshot gets an anonymous device number, which
+// tests/host/trees.rs does for btrfs: every mounted ZFS snapshot gets an anonymous device number, which
 // changes between runs whenever something else was mounted in between; restic stores each
 // directory's device number. bench/trees-zfs.sh gives the figures for a bigger tree.
 // ------------------------------------------------------------------------------------------------

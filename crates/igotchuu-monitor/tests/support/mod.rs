@@ -1,11 +1,10 @@
-//! Helpers for the monitor's tests, on top of the tool's harness (crates/igotchuu/tests/common,
-//! included by each test file as `common`): the view model fed by the real D-Bus client
+//! Helpers for the monitor's tests, on top of the tool's harness (the test kit crate,
+//! crates/igotchuu-testkit, which each test file names `common`): the view model fed by the real D-Bus client
 //! in-process ([`Watch`]), and the monitor binary's `--print` mode as another user
 //! ([`Printer`]).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,13 +13,13 @@ use igotchuu_monitor::client::{self, Request};
 use igotchuu_monitor::model::{Model, Screen};
 use tokio::sync::mpsc;
 
-use crate::common::bus::{Bus, Who};
-use crate::common::{cannot_run, WAIT_TIMEOUT};
+use igotchuu_testkit::bus::{Bus, Who};
+use igotchuu_testkit::{cannot_run, places, toml_str, write_secret, Fixture, WAIT_TIMEOUT};
 
 /// The tool's binary, which the tests run; built by `cargo build -p igotchuu` (scripts/test
 /// builds the workspace before testing). False after [`cannot_run`] when it is missing.
 pub fn tool_built() -> bool {
-    let bin = Path::new(crate::common::BIN);
+    let bin = igotchuu_testkit::bin();
     if bin.is_file() {
         return true;
     }
@@ -182,16 +181,18 @@ impl Drop for Printer {
 /// Xvfb, a session bus, dunst: a desktop for the window and notification tests.
 pub mod desktop;
 
-/// Incompressible bytes (restic compresses), without a random source.
-pub fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = Vec::with_capacity(n + 8);
-    while buf.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(n);
-    buf
+/// A config like the fixture's, but with a password restic refuses: restic fails.
+pub fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> std::path::PathBuf {
+    let wrong = fx.path("wrong-password");
+    write_secret(&wrong, "not the password\n");
+    fx.write_config_raw(&format!(
+        "{}repo = {}\npassword_file = {}\n{}",
+        fx.scratch.standard_keys(),
+        toml_str(fx.repo.as_ref().expect("repo")),
+        toml_str(&wrong),
+        places(&[data])
+    ))
 }
+
+/// Incompressible bytes (restic compresses), without a random source: the kit's.
+pub use igotchuu_testkit::noise;

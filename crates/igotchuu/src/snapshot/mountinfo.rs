@@ -14,12 +14,18 @@ use rustix::fs::{statx, AtFlags, StatxFlags};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountLine {
     pub id: u64,
+    /// The id of the mount this one is mounted on.
+    pub parent: u64,
     /// The path inside the filesystem that is mounted ("/" for a ZFS dataset).
     pub root: String,
     pub mount_point: PathBuf,
+    /// The per-mount options ("ro,nosuid,…").
+    pub options: String,
     pub fstype: String,
     /// For ZFS, the dataset's name.
     pub source: String,
+    /// The filesystem's own options ("rw,subvolid=…").
+    pub super_options: String,
 }
 
 /// The kernel escapes space, tab, newline and backslash as \ooo.
@@ -48,15 +54,18 @@ fn parse_lines(text: &str) -> Vec<MountLine> {
             let (left, right) = line.split_once(" - ")?;
             let l: Vec<&str> = left.split(' ').collect();
             let r: Vec<&str> = right.split(' ').collect();
-            if l.len() < 5 || r.len() < 2 {
+            if l.len() < 6 || r.len() < 3 {
                 return None;
             }
             Some(MountLine {
                 id: l[0].parse().ok()?,
+                parent: l[1].parse().ok()?,
                 root: unescape(l[3]),
                 mount_point: PathBuf::from(unescape(l[4])),
+                options: l[5].to_owned(),
                 fstype: r[0].to_owned(),
                 source: unescape(r[1]),
+                super_options: r[2].to_owned(),
             })
         })
         .collect()

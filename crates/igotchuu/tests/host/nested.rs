@@ -4,9 +4,9 @@
 //! restic on a real loop-mounted btrfs and asserts what restic stored.
 //!
 //! Needs root, btrfs-progs, restic and loop devices; otherwise "SKIPPED" (or a failure with
-//! CI=true). See tests/common/mod.rs.
+//! CI=true). See crates/igotchuu-testkit.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! The seam between igotchuu and its snapshot backends (src/snapshot): what earlier versions left
 //! behind is still understood. Needs root, btrfs-progs, restic and loop devices; otherwise
-//! "SKIPPED" (or a failure with CI=true). See tests/common/mod.rs.
+//! "SKIPPED" (or a failure with CI=true). See crates/igotchuu-testkit.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::process::Command;

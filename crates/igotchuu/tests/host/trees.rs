@@ -10,7 +10,7 @@
 //! records, inside igotchuu's namespace, `RESTIC_FEATURES` and the device number of the
 //! snapshot mounted over the source.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

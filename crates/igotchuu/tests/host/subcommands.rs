@@ -1,7 +1,7 @@
 //! `igotchuu check` and `igotchuu mount`, on a real loop-mounted btrfs with a real restic
 //! repository (and, for `mount`, real FUSE).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 //!
 //! Needs root, like the demo; otherwise "SKIPPED" (or a failure with CI=true).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -3,7 +3,7 @@
 //! stderr is connected to it with systemd-cat exactly as systemd connects a service's, and the
 //! test reads the entries back with journalctl.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -56,19 +56,9 @@ pub fn setup() -> Option<Fixture> {
     Some(fx)
 }
 
-/// Runs a helper to completion.
+/// Runs a helper to completion (panics when it cannot be started).
 pub fn run(cmd: &mut Command) -> RunOutput {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    RunOutput {
-        code: out.status.code(),
-        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        what: format!("{cmd:?}"),
-    }
+    super::run_cmd(cmd)
 }
 
 pub fn must(cmd: &mut Command) -> RunOutput {
