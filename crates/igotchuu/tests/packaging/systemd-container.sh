@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots the machine's real systemd as PID 1 of a throwaway container, so the shipped units can be
 # started, stopped and inspected with systemctl exactly as on a real machine. Used by
-# tests/packaging.rs; usable by hand to reproduce the hardening proof (see docs/install.md).
+# tests/packaging/systemd.rs; usable by hand to reproduce the hardening proof (see docs/install.md).
 #
 #   systemd-container.sh DIR LOOPDEV
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a shell command as root in a throwaway copy of this machine, so that a package can be
 # installed the way docs/install.md says (`apt install ./target/debian/igotchuu_*.deb`), maintainer
-# scripts and all, without installing anything on the machine itself. Used by tests/packaging.rs.
+# scripts and all, without installing anything on the machine itself. Used by tests/packaging/install.rs.
 #
 #   throwaway-root.sh DIR SHARE COMMAND
 #
