@@ -8,7 +8,7 @@
 use igotchuu_testkit as common;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::bus::{self, Bus, Policy};
 use common::{places, subvolume_with_files, Fixture};

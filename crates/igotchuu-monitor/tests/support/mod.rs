@@ -195,4 +195,5 @@ pub fn wrong_password_config(fx: &Fixture, data: &std::path::Path) -> std::path:
 }
 
 /// Incompressible bytes (restic compresses), without a random source: the kit's.
+#[allow(unused_imports)] // not every test binary writes noise
 pub use igotchuu_testkit::noise;
