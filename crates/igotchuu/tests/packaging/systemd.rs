@@ -826,7 +826,7 @@ fn left_out_settings_break_as_documented(ct: &Container) {
         ("igotchuu@bobhome.service", "[Service]\nReadWritePaths=/home", "Read-only file system"),
     ];
     for (unit, setting, expect) in cases {
-        assert_breaks(&ct, unit, setting, expect);
+        assert_breaks(ct, unit, setting, expect);
     }
     // ...this way it does; and the unit as shipped refuses such a snapshot, as documented.
     let (status, log) = ct.start("igotchuu@bobhome.service");
