@@ -632,9 +632,16 @@ fn stream_case(s: &Setup) {
     s.fx.write_file("data/home/a/more/new\nline", b"newline\n");
     s.fx.write_file("data/home/a/more/caf\u{e9}", b"cafe\n");
     let fifo = more.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     for i in 0..300 {
-        s.fx.write_file(&format!("data/home/a/more/many/m{i:03}"), format!("m {i}\n"));
+        s.fx.write_file(
+            &format!("data/home/a/more/many/m{i:03}"),
+            format!("m {i}\n"),
+        );
     }
     Command::new("chown")
         .args(["-R", &format!("{}:{}", s.a.uid, s.a.gid)])
@@ -650,10 +657,8 @@ fn stream_case(s: &Setup) {
     s.backup();
 
     let log = s.fx.path("restic-args.log");
-    let fake = s.fx.restic_wrapper(&format!(
-        "printf '%s\\n' \"$*\" >> {}",
-        sh_quote(&log)
-    ));
+    let fake =
+        s.fx.restic_wrapper(&format!("printf '%s\\n' \"$*\" >> {}", sh_quote(&log)));
     let t = s.a_dir("stream");
     let out = restore_as_a_through(s, &fake, &s.p("home/a/more"), &t);
     out.assert_code(0);
@@ -677,12 +682,21 @@ fn stream_case(s: &Setup) {
             );
         }
     }
-    assert!(!out.stdout.contains("bsecret") && !out.stderr.contains("bsecret"), "{out}");
+    assert!(
+        !out.stdout.contains("bsecret") && !out.stderr.contains("bsecret"),
+        "{out}"
+    );
     // The data came through one dump of the directory, and no dump of B's names.
     let args = std::fs::read_to_string(&log).expect("the wrapper ran");
-    let dumps: Vec<&str> = args.lines().filter(|l| l.split(' ').any(|w| w == "dump")).collect();
+    let dumps: Vec<&str> = args
+        .lines()
+        .filter(|l| l.split(' ').any(|w| w == "dump"))
+        .collect();
     assert_eq!(dumps.len(), 1, "{args}");
-    assert!(dumps[0].ends_with(&format!(" {}", s.p("home/a/more"))), "{args}");
+    assert!(
+        dumps[0].ends_with(&format!(" {}", s.p("home/a/more"))),
+        "{args}"
+    );
 
     // A's entries, byte for byte: both hard links whole, the long and odd names, 300 files;
     // the fifo named as not restored.
@@ -741,16 +755,17 @@ fn a_few_files_beside_much_of_b_s_data_are_fetched_one_by_one() {
     chmod(&big, 0o600);
     s.backup();
     let log = s.fx.path("restic-args.log");
-    let fake = s.fx.restic_wrapper(&format!(
-        "printf '%s\\n' \"$*\" >> {}",
-        sh_quote(&log)
-    ));
+    let fake =
+        s.fx.restic_wrapper(&format!("printf '%s\\n' \"$*\" >> {}", sh_quote(&log)));
     let t = s.a_dir("mixed");
     restore_as_a_through(&s, &fake, &s.p("home/a/mixed"), &t).assert_code(0);
     assert_eq!(names(&t.join("mixed")), ["mine"]);
     assert_eq!(std::fs::read(t.join("mixed/mine")).unwrap(), b"mine\n");
     let args = std::fs::read_to_string(&log).expect("the wrapper ran");
-    let dumps: Vec<&str> = args.lines().filter(|l| l.split(' ').any(|w| w == "dump")).collect();
+    let dumps: Vec<&str> = args
+        .lines()
+        .filter(|l| l.split(' ').any(|w| w == "dump"))
+        .collect();
     assert_eq!(dumps.len(), 1, "{args}");
     assert!(dumps[0].ends_with("/home/a/mixed/mine"), "{args}");
 }

@@ -5,18 +5,41 @@
 //! and everything written goes through [`writer`], a process running as the user the restore is
 //! for. Root restoring for itself uses the same writer with uid 0: one code path.
 //!
-//! How data reaches the writer: one `restic dump SNAPSHOT FILE` per file the rule allows, not one
-//! `restic dump` of a directory (a tar stream of the whole subtree, unfiltered). The rule is
-//! decided on the nodes `restic ls --json` printed, and the data restic is asked for is exactly
-//! those nodes' data: a file the user may not read is never read out of the repository at all,
-//! and root parses no tar stream (no header, long-name or PAX parser running as root on data
-//! users wrote). The price is one restic start per file (it reloads the index each time): measured
-//! 105 s for a directory of 100 small files on the 2-core test machine under load ~5, against
-//! 0.9 s for `restic restore` of the same tree. Large directories need the other design next:
-//! one `restic dump` of the directory, its tar stream parsed and filtered here against the same
-//! allowed set before anything reaches the writer.
-//! Symlink targets come from `restic ls -l` (the JSON listing has no link target), matched
-//! against the exact path of a symlink node.
+//! How data reaches the writer. The rule is decided first, on the nodes `restic ls --json`
+//! printed (root's view of the whole subtree): the allowed set. Then, per top-level path:
+//! - **A directory: one `restic dump SNAPSHOT DIR`**, a tar stream of the whole subtree,
+//!   unfiltered (restic 0.14 and 0.18 alike; layout in [`tarstream`]). Root reads it with a
+//!   bounded reader ([`tarstream`]: the `tar` crate's header parsing, our own entry loop with
+//!   caps on long names and PAX headers) and forwards an entry to the writer only if its path is
+//!   an allowed node's and its type is the one `ls` recorded, a file only with the size `ls`
+//!   recorded ([`Filter`]). Everything else is read and thrown away here, never sent: another
+//!   user's bytes and names pass through root's memory, never the writer's pipe. An entry `ls`
+//!   did not list is dropped with a warning that does not name it (it may not be the user's to
+//!   see); a type that disagrees is dropped with a warning naming it (it is the user's); a size
+//!   that disagrees fails the restore at that file, as the per-file way does. Directories are
+//!   sent first, from the listing (modes and nanosecond mtimes from `ls`, not the tar's whole
+//!   seconds), so no entry reaches the writer before its directory; symlink targets come from
+//!   the tar's link name. An allowed file the stream did not carry as a whole regular file (a
+//!   hard-link entry, which restic does not write today: it writes each link as a whole file;
+//!   or a name over the reader's bounds) is fetched afterwards with its own dump.
+//! - **A single file, or a directory of which the user may read little: one `restic dump
+//!   SNAPSHOT FILE` per allowed file** ([`choose`]): a file the user may not read is then never
+//!   read out of the repository at all. A restic start costs about as much as streaming 128 MiB
+//!   (bench/restore.sh), so the per-file way is taken when the bytes withheld from the user
+//!   exceed 128 MiB per extra restic start; symlink targets then come from `restic ls -l`,
+//!   matched against the exact path of a symlink node.
+//!
+//! The writer and its record protocol ([`writer`]) are the same either way: it still runs as
+//! the user, with no capabilities, `O_NOFOLLOW`, `O_TMPFILE`, no setuid and no devices, and root
+//! never hands it a tar. Progress ([`Control`]) counts bytes as they pass and files as they
+//! complete; a cancel is seen between entries and every 256 KiB within a file.
+//!
+//! Figures (bench/restore.sh, 2-core machine shared with other builds, debug build, restic
+//! 0.14, load 5-7; wall seconds, igotchuu as the user vs `restic restore` as root):
+//! FIGURES
+//! The per-file way alone took 105 s for the 100 small files. What is left over restic's own
+//! time is mostly restic's starts (`snapshots`, two `ls`, `dump`: 0.5-1 s each under this load)
+//! and the writer's fsync of every file before it is named.
 
 pub mod access;
 pub mod snapshots;
@@ -388,9 +411,7 @@ fn plan_job(
     let mut dirs = vec!["/".to_owned()];
     dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
     let mut listed = repo.ls(snap, &dirs, false)?;
-    let top_is_dir = listed
-        .iter()
-        .any(|n| n.path == path && n.kind == Kind::Dir);
+    let top_is_dir = listed.iter().any(|n| n.path == path && n.kind == Kind::Dir);
     let prefix = format!("{path}/");
     let mut below = HashSet::new();
     let mut all_bytes = 0;
@@ -647,11 +668,10 @@ impl Sender<'_> {
     fn file_by_dump(&mut self, job: &Job, n: &Node) -> Result<(), String> {
         self.file_record(job, n)?;
         let mut dump = Dump::start(self.repo, self.snap, &n.path)?;
-        let copied = self.copy(&mut dump.out, n.size, &n.path);
+        // On an error restic is killed at once (dropping `dump`), not waited for.
+        let copied = self.copy(&mut dump.out, n.size, &n.path)?;
         let extra = dump.out.read(&mut [0u8; 1]).unwrap_or(0);
-        let status = dump.finish(self.repo, &n.path);
-        let copied = copied?;
-        status?;
+        dump.finish(self.repo, &n.path)?;
         if copied != n.size || extra != 0 {
             return Err(mismatch(&n.path, n.size));
         }
@@ -674,10 +694,8 @@ impl Sender<'_> {
         }
         let mut filter = Filter::new(&job.nodes, &job.listed);
         let mut dump = Dump::start(self.repo, self.snap, &job.path)?;
-        let mut tar = tarstream::TarReader::new(std::io::BufReader::with_capacity(
-            CHUNK,
-            &mut dump.out,
-        ));
+        let mut tar =
+            tarstream::TarReader::new(std::io::BufReader::with_capacity(CHUNK, &mut dump.out));
         let read = (|| -> Result<(), String> {
             while let Some(e) = tar.next_entry().map_err(|e| e.to_string())? {
                 self.check_cancel()?;
@@ -705,9 +723,16 @@ impl Sender<'_> {
             Ok(())
         })();
         drop(tar);
-        let status = dump.finish(self.repo, &job.path);
-        read?;
-        status?;
+        if let Err(e) = read {
+            // restic's own words say more than a stream cut short (a damaged pack, say).
+            let said = dump.abort(self.repo);
+            return Err(if e == CANCELLED || said.is_empty() {
+                e
+            } else {
+                format!("{e}; restic said: {said}")
+            });
+        }
+        dump.finish(self.repo, &job.path)?;
         for n in filter.undelivered() {
             match n.kind {
                 Kind::File => {
@@ -779,10 +804,29 @@ impl Dump {
             return Err(format!(
                 "`restic dump` of {} failed ({status}): {}",
                 crate::escape::line(path),
-                crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+                crate::escape::line(
+                    crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str()
+                )
             ));
         }
         Ok(())
+    }
+}
+
+impl Dump {
+    /// Kills restic and returns what it said on stderr (scrubbed, escaped).
+    fn abort(mut self, repo: &Repo) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let err = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+            .into_owned()
     }
 }
 
@@ -847,9 +891,11 @@ impl<'a> Filter<'a> {
         };
         let Some((node, delivered)) = self.allowed.get_mut(path.as_str()) else {
             // Not the user's to read (silently: its name is not theirs to see), or not listed.
-            return Verdict::Drop((!self.listed.contains(&path)).then(|| {
-                "restic dump gave an entry restic ls did not list; dropped".to_owned()
-            }));
+            return Verdict::Drop(
+                (!self.listed.contains(&path)).then(|| {
+                    "restic dump gave an entry restic ls did not list; dropped".to_owned()
+                }),
+            );
         };
         let node: &'a Node = node;
         let said = |what: &str| {
@@ -943,13 +989,17 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    /// Runs the filter over `bytes`: what is forwarded (path and data, or link target), the
-    /// warnings, and what is left undelivered.
-    fn run_filter(
-        nodes: &[Node],
-        listed: &[&str],
-        bytes: &[u8],
-    ) -> (Vec<(String, Vec<u8>)>, Vec<String>, Vec<String>, Vec<String>) {
+    /// What the filter forwarded (path and data, or link target), its warnings, the files
+    /// whose size disagreed, and what it left undelivered.
+    type Filtered = (
+        Vec<(String, Vec<u8>)>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+    );
+
+    /// Runs the filter over `bytes`.
+    fn run_filter(nodes: &[Node], listed: &[&str], bytes: &[u8]) -> Filtered {
         let listed: HashSet<String> = listed.iter().map(|s| (*s).to_owned()).collect();
         let mut f = Filter::new(nodes, &listed);
         let mut r = tarstream::TarReader::new(bytes);
@@ -1028,7 +1078,8 @@ mod tests {
             ("d/h", E::Regular, b"12345", None),
             ("d/h", E::Regular, b"67890", None),
         ]);
-        let (sent, warned, bad, left) = run_filter(&nodes, &["/d/f", "/d/g", "/d/s", "/d/h"], &bytes);
+        let (sent, warned, bad, left) =
+            run_filter(&nodes, &["/d/f", "/d/g", "/d/s", "/d/h"], &bytes);
         assert_eq!(sent, [("/d/h".to_owned(), b"12345".to_vec())]);
         assert_eq!(bad, ["/d/f"]);
         assert_eq!(warned.len(), 3, "{warned:?}");
@@ -1040,7 +1091,11 @@ mod tests {
     #[test]
     fn a_hard_link_entry_or_a_missing_file_is_left_for_its_own_dump() {
         use tar::EntryType as E;
-        let nodes = [n("/d/a", Kind::File, 2), n("/d/hl", Kind::File, 2), n("/d/gone", Kind::File, 1)];
+        let nodes = [
+            n("/d/a", Kind::File, 2),
+            n("/d/hl", Kind::File, 2),
+            n("/d/gone", Kind::File, 1),
+        ];
         let bytes = stream(&[
             ("d/a", E::Regular, b"hi", None),
             ("d/hl", E::Link, b"", Some("d/a")),

@@ -73,7 +73,10 @@ struct Pending {
 }
 
 fn bad(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("restic dump's tar stream: {msg}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("restic dump's tar stream: {msg}"),
+    )
 }
 
 impl<R: Read> TarReader<R> {
@@ -215,7 +218,9 @@ impl<R: Read> TarReader<R> {
 impl<R: Read> Read for TarReader<R> {
     /// The current entry's data (0 at its end).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
@@ -311,7 +316,10 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!(got[0].0.name.as_deref(), Some(&b"d"[..]));
         assert_eq!(got[0].0.kind, EntryKind::Dir);
-        assert_eq!((got[1].0.kind, got[1].1.as_slice()), (EntryKind::File, &b"hello"[..]));
+        assert_eq!(
+            (got[1].0.kind, got[1].1.as_slice()),
+            (EntryKind::File, &b"hello"[..])
+        );
         assert_eq!(got[2].0.name.as_deref(), Some(long.as_bytes()));
         assert_eq!(got[2].1, vec![9u8; 1000]);
         assert_eq!(got[3].0.kind, EntryKind::Symlink);
@@ -322,8 +330,11 @@ mod tests {
     fn pax_path_with_a_newline_and_pax_size_are_honoured() {
         let name = "d/new\nline-caf\u{e9}";
         let bytes = build(|b| {
-            b.append_pax_extensions([("path", name.as_bytes()), ("SCHILY.xattr.user.x", &b"v\nw"[..])])
-                .unwrap();
+            b.append_pax_extensions([
+                ("path", name.as_bytes()),
+                ("SCHILY.xattr.user.x", &b"v\nw"[..]),
+            ])
+            .unwrap();
             file(b, "placeholder", b"abc");
         });
         let got = all(&bytes);
@@ -337,8 +348,11 @@ mod tests {
         let huge = "x".repeat(MAX_NAME as usize + 10);
         let bytes = build(|b| {
             file(b, &huge, b"skipped data");
-            b.append_pax_extensions([("SCHILY.xattr.user.big", vec![1u8; MAX_PAX as usize].as_slice())])
-                .unwrap();
+            b.append_pax_extensions([(
+                "SCHILY.xattr.user.big",
+                vec![1u8; MAX_PAX as usize].as_slice(),
+            )])
+            .unwrap();
             file(b, "d/after-pax", b"also nameless");
             file(b, "d/ok", b"ok");
         });
