@@ -34,9 +34,18 @@
 //! never hands it a tar. Progress ([`Control`]) counts bytes as they pass and files as they
 //! complete; a cancel is seen between entries and every 256 KiB within a file.
 //!
-//! Figures (bench/restore.sh, 2-core machine shared with other builds, debug build, restic
-//! 0.14, load 5-7; wall seconds, igotchuu as the user vs `restic restore` as root):
-//! FIGURES
+//! Figures (bench/restore.sh, 2-core machine shared with other builds, debug build; wall
+//! seconds, igotchuu as the user vs `restic restore` as root):
+//! | case (`bench/restore.sh 3`)            | restic 0.14: igotchuu | `restic restore` | restic 0.18: igotchuu | `restic restore` |
+//! |------------------------------------------|-------------|-----------|-------------|-----------|
+//! | 100 files of 1 KiB                       | 1.8-2.3     | 0.47-0.69 | 3.0-3.7     | 0.78-1.04 |
+//! | 1,000 files of 1 KiB                     | 4.5-6.5     | 0.67-0.78 | 6.5-7.3     | 1.17-1.27 |
+//! | one 64 MiB file                          | 1.7-2.0     | 0.98-1.12 | 2.8-3.3     | 0.83-1.10 |
+//! | 1 KiB of A's beside 256 MiB of another's | 1.4-1.7     | -         | 2.1-2.7     | -         |
+//!
+//! For the last row (fetched per file): `restic dump` of the directory takes 2.1-2.7 s (0.14) and
+//! 1.3-1.5 s (0.18), of the one file 0.37-0.51 s and 0.63 s: one start is worth 70 MiB (0.14)
+//! to 215 MiB (0.18) of stream, hence [`START_COST_BYTES`]. Load 9-11 during these runs.
 //! The per-file way alone took 105 s for the 100 small files. What is left over restic's own
 //! time is mostly restic's starts (`snapshots`, two `ls`, `dump`: 0.5-1 s each under this load)
 //! and the writer's fsync of every file before it is named.
@@ -370,8 +379,9 @@ pub enum How {
 }
 
 /// One restic start costs about what streaming this many bytes does: measured on the 2-core test
-/// machine, a `restic dump` of a small file takes 0.7 s (0.18) to 1.0 s (0.14), and the stream
-/// of a directory runs at 110-230 MiB/s (bench/restore.sh). Round: 128 MiB.
+/// machine (bench/restore.sh, the module docs), one start is worth 70 MiB of stream with restic
+/// 0.14 and 215 MiB with 0.18. 128 MiB lies between; erring low also means less of other
+/// users' data passes through root.
 pub const START_COST_BYTES: u64 = 128 << 20;
 
 /// Which way to fetch a directory whose files sum to `all_bytes` (everyone's, as root sees them)
