@@ -81,6 +81,8 @@ settings! {
     on_finish: Spanned<Vec<String>>,
     /// Seconds each ping and end-of-run hook may take (default 30).
     notify_timeout: Spanned<i64>,
+    /// `igotchuu status` warns when the last `igotchuu verify` is older (issue 18 §6).
+    check_max_age: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -166,6 +168,9 @@ pub struct Config {
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
     pub notify: NotifySettings,
+    /// `check_max_age` in seconds: the oldest last check `igotchuu status` calls OK; `None`:
+    /// the age of checks is not judged (only their outcome).
+    pub check_max_age: Option<u64>,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -706,6 +711,18 @@ fn validate(
     };
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
+    let check_max_age = match &s.check_max_age {
+        None => None,
+        Some(v) => Some(crate::cli::parse_age(v.get_ref()).map_err(|e| {
+            ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `check_max_age`: {e}; give how often `igotchuu verify` runs plus some \
+                     slack, e.g. \"8d\" for the weekly timer"
+                ),
+            )
+        })?),
+    };
 
     Ok(Config {
         path: ctx.file.to_path_buf(),
@@ -735,6 +752,7 @@ fn validate(
         retention,
         check_read_data_subset,
         notify,
+        check_max_age,
     })
 }
 
