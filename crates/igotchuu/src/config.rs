@@ -977,6 +977,21 @@ mod tests {
     }
 
     #[test]
+    fn check_max_age_is_an_age_and_a_profile_may_set_its_own() {
+        assert_eq!(p("").expect("default").check_max_age, None);
+        assert_eq!(
+            p("check_max_age = \"8d\"").expect("valid").check_max_age,
+            Some(8 * 86400)
+        );
+        let text = "check_max_age = \"8d\"\n[profiles.offsite]\ncheck_max_age = \"36h\"\n";
+        let off = parse(Path::new("/etc/igotchuu.toml"), text, Some("offsite")).expect("profile");
+        assert_eq!(off.check_max_age, Some(36 * 3600));
+        let e = err("check_max_age = \"weekly\"");
+        assert!(e.starts_with("/etc/igotchuu.toml:1:17: key `check_max_age`: "), "{e}");
+        assert!(e.contains("e.g. \"8d\""), "{e}");
+    }
+
+    #[test]
     fn snapshot_paths_use_location_then_prefix_then_source() {
         let c = p(r#"
 places = ["/home", "/var/lib", "/srv"]

@@ -676,4 +676,68 @@ mod tests {
         ]);
         assert_eq!(judge(&crashed, 100), Check::Critical);
     }
+
+    #[test]
+    fn a_failed_or_stale_forget_or_check_warns_and_damage_is_critical() {
+        let now = 1_000_000;
+        let op = |outcome, exit_code, finished| OpRecord {
+            outcome,
+            exit_code,
+            started: finished - 5,
+            finished,
+            message: String::new(),
+            subset: None,
+        };
+        let file = |forget: Option<OpRecord>, check: Option<OpRecord>| {
+            let mut f = StatusFile::default();
+            let e = f.ops.entry(String::new()).or_default();
+            e.last_forget = forget;
+            e.last_check = check;
+            f
+        };
+        let both = OpsSchedule {
+            retention: true,
+            check_max_age: Some(100),
+        };
+        let neither = OpsSchedule::default();
+        let j = |f: &StatusFile, s| judge_ops(f, "", s, 50, now);
+        let good = file(
+            Some(op(OpOutcome::Success, 0, now - 10)),
+            Some(op(OpOutcome::Success, 0, now - 10)),
+        );
+        assert_eq!(j(&good, both), (Check::Ok, vec![]));
+        // Older than their schedule: --max-age 50 for the forget, check_max_age 100.
+        let old = file(
+            Some(op(OpOutcome::Success, 0, now - 60)),
+            Some(op(OpOutcome::Success, 0, now - 60)),
+        );
+        let (c, why) = j(&old, both);
+        assert_eq!(c, Check::Warning);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("older than --max-age"), "{why:?}");
+        assert_eq!(j(&old, neither), (Check::Ok, vec![]), "no schedule: age not judged");
+        // Never recorded while due.
+        let (c, why) = j(&file(None, None), both);
+        assert_eq!(c, Check::Warning);
+        assert_eq!(why, ["no forget is recorded", "no check is recorded"]);
+        assert_eq!(j(&file(None, None), neither).0, Check::Ok);
+        // A refused forget warns while retention is configured; a failed check always.
+        let bad = file(
+            Some(op(OpOutcome::Refused, 23, now - 10)),
+            Some(op(OpOutcome::Failed, 22, now - 10)),
+        );
+        let (c, why) = j(&bad, both);
+        assert_eq!(c, Check::Warning);
+        assert!(why[0].contains("forget refused (exit code 23)"), "{why:?}");
+        assert!(why[1].contains("check failed (exit code 22)"), "{why:?}");
+        let (c, why) = j(&bad, neither);
+        assert_eq!((c, why.len()), (Check::Warning, 1), "{why:?}");
+        // Damage is critical.
+        let damaged = file(None, Some(op(OpOutcome::Damage, 21, now - 10)));
+        let (c, why) = j(&damaged, neither);
+        assert_eq!(c, Check::Critical);
+        assert!(why[0].contains("DAMAGE"), "{why:?}");
+        // Another profile's records are not this one's.
+        assert_eq!(judge_ops(&damaged, "other", neither, 50, now).0, Check::Ok);
+    }
 }
