@@ -280,6 +280,13 @@ impl Model {
     }
 
     fn apply_properties(&mut self, p: Properties) {
+        // Only when the server sent them (a PropertiesChanged naming others leaves them).
+        if p.last_forget.is_some() || p.last_forget_outcome.is_some() {
+            self.last_forget = p.last_op(OpKind::Forget);
+        }
+        if p.last_check.is_some() || p.last_check_outcome.is_some() {
+            self.last_check = p.last_op(OpKind::Check);
+        }
         if let Some(word) = &p.state {
             match Phase::parse(word) {
                 Some(Phase::Idle) => self.state = RunState::Idle,
@@ -344,13 +351,6 @@ impl Model {
         }
         if p.next_run.is_some() {
             self.next_run = nonzero(p.next_run);
-        }
-        // Only when the server sent them (a PropertiesChanged naming others leaves them).
-        if p.last_forget.is_some() || p.last_forget_outcome.is_some() {
-            self.last_forget = p.last_op(OpKind::Forget);
-        }
-        if p.last_check.is_some() || p.last_check_outcome.is_some() {
-            self.last_check = p.last_op(OpKind::Check);
         }
     }
 
@@ -547,7 +547,7 @@ pub fn op_words(kind: OpKind, outcome: OpOutcome) -> &'static str {
         (OpKind::Forget, OpOutcome::Success) => "applied",
         (OpKind::Check, OpOutcome::Success) => "passed",
         (_, OpOutcome::Failed) => "FAILED",
-        (_, OpOutcome::Refused) => "REFUSED (the policy would remove every snapshot)",
+        (_, OpOutcome::Refused) => "REFUSED",
         (_, OpOutcome::Damage) => "DAMAGE found",
     }
 }
@@ -912,20 +912,20 @@ mod tests {
             p.last_check = Some(0);
             p.last_check_outcome = Some(String::new());
         })));
-        let Screen::Idle(i) = m.screen(10_000) else {
+        let Screen::Idle(i) = m.screen(100_000) else {
             panic!()
         };
         assert_eq!((i.forget, i.check), (None, None), "never: not shown");
         m.apply(Event::Properties(props(|p| {
             p.state = Some("idle".into());
-            p.last_forget = Some(10_000 - 3 * 3600);
+            p.last_forget = Some(100_000 - 3 * 3600);
             p.last_forget_outcome = Some("success".into());
-            p.last_check = Some(10_000 - 7200);
+            p.last_check = Some(100_000 - 7200);
             p.last_check_outcome = Some("damage".into());
         })));
         // A change that names other properties keeps them.
         m.apply(Event::Changed(props(|p| p.state = Some("idle".into()))));
-        let Screen::Idle(i) = m.screen(10_000) else {
+        let Screen::Idle(i) = m.screen(100_000) else {
             panic!()
         };
         let f = i.forget.expect("forget shown");

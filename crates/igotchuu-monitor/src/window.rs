@@ -334,7 +334,7 @@ impl Window {
             ("Last success", v.last_success.as_deref()),
             ("Next scheduled backup", v.next_run.as_deref()),
             // Issue 18 §6: shown when the daemon knows them.
-            ("Forget old snapshots", v.forget.as_ref().map(|o| o.text.as_str())),
+            ("Retention", v.forget.as_ref().map(|o| o.text.as_str())),
             ("Repository check", v.check.as_ref().map(|o| o.text.as_str())),
         ]);
         self.set_profiles(&v.profiles);
@@ -408,9 +408,15 @@ fn ops_notice(v: &IdleView) -> Option<String> {
         )
     });
     let forget = v.forget.as_ref().filter(|f| f.is_bad()).map(|f| {
+        let why = match f.outcome {
+            igotchuu_dbus::OpOutcome::Refused => {
+                " because its keep rules would remove every snapshot; nothing was forgotten"
+            }
+            _ => "",
+        };
         format!(
-            "Forgetting old snapshots: {}. The repository keeps growing until it works; see \
-             `igotchuu status`.",
+            "Forgetting old snapshots: {}{why}. The repository keeps growing until it works; \
+             see `igotchuu status`.",
             f.text
         )
     });
