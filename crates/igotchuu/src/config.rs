@@ -1145,12 +1145,45 @@ snapshot = [
         }
     }
 
-    /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
+    /// Every TOML example in the README and the docs goes through the real loader, so the docs
+    /// cannot rot. The reference moved from the README to docs/ (issue 19): each file that holds
+    /// config examples is listed here with the least number of them it must have, so an example
+    /// that moves away is noticed too.
     #[test]
-    fn readme_examples_load() {
-        let readme = include_str!("../../../README.md");
+    fn readme_and_docs_examples_load() {
+        // (file, its text, the least number of config examples it must hold)
+        macro_rules! doc {
+            ($path:literal, $least:literal) => {
+                ($path, include_str!(concat!("../../../", $path)), $least)
+            };
+        }
+        let docs = [
+            doc!("README.md", 1),
+            doc!("docs/config.md", 3),
+            doc!("docs/operations.md", 0),
+            doc!("docs/backends.md", 0),
+            doc!("docs/failures.md", 0),
+            doc!("docs/status.md", 0),
+            doc!("docs/dbus.md", 0),
+            doc!("docs/monitor.md", 0),
+            doc!("docs/restore.md", 0),
+            doc!("docs/testing.md", 0),
+            doc!("docs/install.md", 0),
+        ];
+        for (name, text, least) in docs {
+            let blocks = toml_examples_load(name, text);
+            assert!(
+                blocks >= least,
+                "expected at least {least} TOML config examples in {name}, found {blocks}"
+            );
+        }
+    }
+
+    /// Loads each ```toml block of `doc` (named `name` in messages) with the real loader; returns
+    /// how many there were.
+    fn toml_examples_load(name: &str, doc: &str) -> usize {
         let mut blocks = 0;
-        let mut rest = readme;
+        let mut rest = doc;
         while let Some(start) = rest.find("```toml\n") {
             let body = &rest[start + 8..];
             let end = body.find("```").expect("closed code block");
@@ -1164,16 +1197,13 @@ snapshot = [
                 rest = &body[end..];
                 continue;
             }
-            if let Err(e) = parse(Path::new("README.md"), text, None) {
-                panic!("README example {blocks} does not load: {e}\n{text}");
+            if let Err(e) = parse(Path::new(name), text, None) {
+                panic!("{name}: example {blocks} does not load: {e}\n{text}");
             }
             blocks += 1;
             rest = &body[end..];
         }
-        assert!(
-            blocks >= 2,
-            "expected the README's TOML examples, found {blocks}"
-        );
+        blocks
     }
 
     /// The shipped example config (dist/igotchuu.example.toml, installed as
