@@ -335,7 +335,10 @@ impl Window {
             ("Next scheduled backup", v.next_run.as_deref()),
             // Issue 18 §6: shown when the daemon knows them.
             ("Retention", v.forget.as_ref().map(|o| o.text.as_str())),
-            ("Repository check", v.check.as_ref().map(|o| o.text.as_str())),
+            (
+                "Repository check",
+                v.check.as_ref().map(|o| o.text.as_str()),
+            ),
         ]);
         self.set_profiles(&v.profiles);
         self.backup_now

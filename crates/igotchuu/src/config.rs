@@ -987,7 +987,10 @@ mod tests {
         let off = parse(Path::new("/etc/igotchuu.toml"), text, Some("offsite")).expect("profile");
         assert_eq!(off.check_max_age, Some(36 * 3600));
         let e = err("check_max_age = \"weekly\"");
-        assert!(e.starts_with("/etc/igotchuu.toml:1:17: key `check_max_age`: "), "{e}");
+        assert!(
+            e.starts_with("/etc/igotchuu.toml:1:17: key `check_max_age`: "),
+            "{e}"
+        );
         assert!(e.contains("e.g. \"8d\""), "{e}");
     }
 

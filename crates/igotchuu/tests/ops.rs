@@ -155,7 +155,10 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
     out.assert_code(23)
         .assert_stdout_contains("retention REFUSED");
     let rec = status_op(&fx, "last_forget");
-    assert_eq!((rec["outcome"].as_str(), rec["exit_code"].as_i64()), (Some("refused"), Some(23)));
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("refused"), Some(23))
+    );
     assert_eq!(snapshot_keys(&fx), after);
     let out = fx.run(&none, &["backup"]);
     // restic 0.17+ refuses a --keep-tag that empties a group by itself (naming a group), older
@@ -221,7 +224,10 @@ fn a_retention_failure_never_fails_the_backup() {
     assert_eq!(last["outcome"], "failed", "{last}");
     assert_eq!(last["locked"], true, "{last}");
     let rec = status_op(&fx, "last_forget");
-    assert_eq!((rec["outcome"].as_str(), rec["exit_code"].as_i64()), (Some("failed"), Some(24)));
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("failed"), Some(24))
+    );
     fx.run(&cfg, &["status"])
         .assert_code(1)
         .assert_stdout_contains("the last forget failed (exit code 24)");
@@ -314,9 +320,14 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
         "damaged"
     );
     let rec = status_op(&fx, "last_check");
-    assert_eq!((rec["outcome"].as_str(), rec["exit_code"].as_i64()), (Some("damage"), Some(21)));
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("damage"), Some(21))
+    );
     assert!(
-        rec["subset"].as_str().is_some_and(|s| s.ends_with(&format!("/{T}"))),
+        rec["subset"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("/{T}"))),
         "{rec}"
     );
     // `igotchuu status` shows it, and damage is CRITICAL (no backup ran here either).
@@ -338,7 +349,10 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
         .assert_code(22)
         .assert_stdout_contains("check FAILED to run");
     let rec = status_op(&fx, "last_check");
-    assert_eq!((rec["outcome"].as_str(), rec["exit_code"].as_i64()), (Some("failed"), Some(22)));
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("failed"), Some(22))
+    );
 }
 
 #[test]

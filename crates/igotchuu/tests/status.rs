@@ -1025,8 +1025,15 @@ fn daemon_on(bus: &Bus, fx: &Fixture, cfg: &Path) -> Running {
         .spawn();
     let end = std::time::Instant::now() + WAIT_TIMEOUT;
     while !bus.has_owner(bus::NAME) {
-        assert!(!d.has_exited(), "the daemon exited:\n{}", d.wait(RUN_TIMEOUT));
-        assert!(std::time::Instant::now() < end, "the daemon did not own the name");
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
+        assert!(
+            std::time::Instant::now() < end,
+            "the daemon did not own the name"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     d
@@ -1083,8 +1090,12 @@ fn the_last_forget_and_check_reach_status_metrics_the_daemon_and_watch() {
     // All fine: OK, both shown.
     fx.run(&cfg, &["status"])
         .assert_code(0)
-        .assert_stdout_contains("last forget:  retention: nothing to forget (1 snapshots kept), exit code 0, ")
-        .assert_stdout_contains("last check:   check: no errors found (data part 1/2), exit code 0, ");
+        .assert_stdout_contains(
+            "last forget:  retention: nothing to forget (1 snapshots kept), exit code 0, ",
+        )
+        .assert_stdout_contains(
+            "last check:   check: no errors found (data part 1/2), exit code 0, ",
+        );
     let j = json_of(&fx.run(&cfg, &["status", "--json"]));
     assert_eq!(j["check"]["code"], 0, "{j}");
     assert_eq!(j["last_check"]["subset"], "1/2", "{j}");
@@ -1115,7 +1126,10 @@ fn the_last_forget_and_check_reach_status_metrics_the_daemon_and_watch() {
     let none = fx.write_config(&format!("{base}keep_tag = [\"no-such-tag\"]\n"));
     fx.run(&none, &["forget"]).assert_code(23);
     let f = status_file(&fx)["ops"][""]["last_forget"].clone();
-    assert_eq!((f["outcome"].as_str(), f["exit_code"].as_i64()), (Some("refused"), Some(23)));
+    assert_eq!(
+        (f["outcome"].as_str(), f["exit_code"].as_i64()),
+        (Some("refused"), Some(23))
+    );
     fx.run(&none, &["status", "--max-age", "30d"])
         .assert_code(1)
         .assert_stdout_contains("last forget:  retention REFUSED: ")
@@ -1127,19 +1141,29 @@ fn the_last_forget_and_check_reach_status_metrics_the_daemon_and_watch() {
         .unwrap();
     let mut ne = NodeExporter::start(&textfiles);
     let body = ne.scrape();
-    assert_eq!(sample(&body, "node_textfile_scrape_error"), Some(0.0), "{body}");
+    assert_eq!(
+        sample(&body, "node_textfile_scrape_error"),
+        Some(0.0),
+        "{body}"
+    );
     let m = |name: &str| {
         sample(&body, &format!("{name}{{profile=\"\"}}"))
             .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
     };
     assert_eq!(m("igotchuu_last_forget_success"), 0.0);
     assert_eq!(m("igotchuu_last_forget_exit_code"), 23.0);
-    assert_eq!(m("igotchuu_last_forget_timestamp_seconds"), f["finished"].as_f64().unwrap());
+    assert_eq!(
+        m("igotchuu_last_forget_timestamp_seconds"),
+        f["finished"].as_f64().unwrap()
+    );
     assert_eq!(m("igotchuu_last_check_success"), 1.0);
     assert_eq!(m("igotchuu_last_check_exit_code"), 0.0);
     assert_eq!(m("igotchuu_last_check_timestamp_seconds"), check_end as f64);
     assert_eq!(m("igotchuu_last_run_success"), 1.0, "the runs' series stay");
-    assert!(body.contains("# HELP igotchuu_last_check_success 1 if the last repository check"), "{body}");
+    assert!(
+        body.contains("# HELP igotchuu_last_check_success 1 if the last repository check"),
+        "{body}"
+    );
 
     // The daemon's properties, read by a member of the group.
     let bus = Bus::start(Policy::Shipped);

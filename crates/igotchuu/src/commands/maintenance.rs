@@ -133,7 +133,13 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
     say_out!("{o}");
     let mut warn = |w: &str| say_err!("igotchuu: warning: {}", crate::escape::line(w));
     record_forget(plan, started, &o, &mut warn);
-    record_status(plan, OpKind::Forget, op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None), true, &mut warn);
+    record_status(
+        plan,
+        OpKind::Forget,
+        op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None),
+        true,
+        &mut warn,
+    );
     o.exit_code()
 }
 

@@ -291,10 +291,7 @@ pub fn judge_ops(
     let mut judge = |kind: OpKind, due: Option<u64>, flag: &str| {
         let (check, why) = match (file.last_op(profile, kind), due) {
             (None, None) => return,
-            (None, Some(_)) => (
-                Check::Warning,
-                format!("no {} is recorded", kind.as_str()),
-            ),
+            (None, Some(_)) => (Check::Warning, format!("no {} is recorded", kind.as_str())),
             (Some(r), _) if r.outcome == OpOutcome::Damage => (
                 Check::Critical,
                 format!("the last check found DAMAGE {}", ago(r.finished, now)),
@@ -406,7 +403,10 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
     // `-p ""`: the top-level config's runs only (without -p: any profile's).
     let (state_dir, schedule) =
         match crate::config::load(path, explicit, profile.filter(|p| !p.is_empty())) {
-            Ok(c) => (Ok(c.state_dir), OpsSchedule::of(&c.retention, c.check_max_age)),
+            Ok(c) => (
+                Ok(c.state_dir),
+                OpsSchedule::of(&c.retention, c.check_max_age),
+            ),
             Err(e) => (Err(e.to_string()), OpsSchedule::default()),
         };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -462,7 +462,13 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
     if json {
         let ops = ops_json(file.as_ref().ok(), profile.unwrap_or(""), schedule, max_age);
         print_json(
-            &live, &file, &from_bus, profile, next_run, (check, &why, max_age), ops,
+            &live,
+            &file,
+            &from_bus,
+            profile,
+            next_run,
+            (check, &why, max_age),
+            ops,
         );
     } else {
         if let Some(e) = &from_bus {
@@ -715,7 +721,11 @@ mod tests {
         assert_eq!(c, Check::Warning);
         assert_eq!(why.len(), 1, "{why:?}");
         assert!(why[0].contains("older than --max-age"), "{why:?}");
-        assert_eq!(j(&old, neither), (Check::Ok, vec![]), "no schedule: age not judged");
+        assert_eq!(
+            j(&old, neither),
+            (Check::Ok, vec![]),
+            "no schedule: age not judged"
+        );
         // Never recorded while due.
         let (c, why) = j(&file(None, None), both);
         assert_eq!(c, Check::Warning);

@@ -53,7 +53,11 @@ async fn idle_ops(p: &igotchuu_dbus::IgotchuuProxy<'_>) -> String {
     let now = crate::session::record::now();
     let mut parts = Vec::new();
     for (what, t, word) in [
-        ("forget", p.last_forget().await, p.last_forget_outcome().await),
+        (
+            "forget",
+            p.last_forget().await,
+            p.last_forget_outcome().await,
+        ),
         ("check", p.last_check().await, p.last_check_outcome().await),
     ] {
         if let (Ok(t @ 1..), Some(o)) = (t, word.ok().as_deref().and_then(OpOutcome::parse)) {

@@ -22,9 +22,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection};
 
 use super::auth;
-use igotchuu_dbus::OpKind;
 use crate::events::{Phase, Progress};
 use crate::stop::StopHandle;
+use igotchuu_dbus::OpKind;
 
 /// Who serves the object, which decides what `Start` and `Stop` do.
 pub(crate) enum Control {
@@ -325,7 +325,9 @@ impl Igotchuu {
     /// Unix time the last forget (retention) ended; 0 if none is recorded.
     #[zbus(property)]
     fn last_forget(&self) -> u64 {
-        self.status.last_op(OpKind::Forget).map_or(0, |r| r.finished)
+        self.status
+            .last_op(OpKind::Forget)
+            .map_or(0, |r| r.finished)
     }
 
     /// "success", "failed" or "refused"; "" if none is recorded.

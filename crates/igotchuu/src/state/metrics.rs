@@ -513,7 +513,10 @@ mod tests {
         assert!(!out.contains("igotchuu_last_forget_success{profile=\"offsite\"}"));
         assert!(!out.contains("igotchuu_last_run_exit_code{profile=\"offsite\"}"));
         for (name, _) in all_metrics() {
-            assert!(out.matches(&format!("# HELP {name} ")).count() <= 1, "{name}");
+            assert!(
+                out.matches(&format!("# HELP {name} ")).count() <= 1,
+                "{name}"
+            );
         }
         // Another state_dir's file keeps these series as it keeps the runs'.
         let b = StatusFile {
@@ -521,7 +524,10 @@ mod tests {
             ..Default::default()
         };
         let merged = render(&b, 0, &out);
-        assert!(merged.contains("igotchuu_last_check_exit_code{profile=\"\"} 21\n"), "{merged}");
+        assert!(
+            merged.contains("igotchuu_last_check_exit_code{profile=\"\"} 21\n"),
+            "{merged}"
+        );
         assert!(merged.contains("igotchuu_last_check_success{profile=\"offsite\"} 1\n"));
     }
 

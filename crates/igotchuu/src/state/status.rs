@@ -430,10 +430,22 @@ mod tests {
             message: "m".into(),
             subset: subset.map(str::to_owned),
         };
-        record_op(&state, "", OpKind::Forget, op(OpOutcome::Refused, 23, None), None)
-            .expect("forget");
-        record_op(&state, "", OpKind::Check, op(OpOutcome::Damage, 21, Some("2/10")), None)
-            .expect("check");
+        record_op(
+            &state,
+            "",
+            OpKind::Forget,
+            op(OpOutcome::Refused, 23, None),
+            None,
+        )
+        .expect("forget");
+        record_op(
+            &state,
+            "",
+            OpKind::Check,
+            op(OpOutcome::Damage, 21, Some("2/10")),
+            None,
+        )
+        .expect("check");
         // A run appended later keeps them, and they keep the runs.
         append(&state, run(2, OutcomeKind::Success), None).expect("append");
         let f = load(dir.path()).expect("load");
@@ -461,9 +473,6 @@ mod tests {
             state_dir: dir.path().to_owned(),
             profile: None,
         };
-        assert_eq!(
-            src.last_op(OpKind::Forget).map(|r| r.finished),
-            Some(20)
-        );
+        assert_eq!(src.last_op(OpKind::Forget).map(|r| r.finished), Some(20));
     }
 }
