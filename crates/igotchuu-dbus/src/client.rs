@@ -24,7 +24,7 @@ use zbus::zvariant::OwnedValue;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::proxy::{BackupComplete, BackupStarted, Error as ErrorSignal, IgotchuuProxy, Progress};
-use crate::types::{During, ErrorEvent, OutcomeKind, Phase, Summary};
+use crate::types::{During, ErrorEvent, OpKind, OpOutcome, OutcomeKind, Phase, Summary};
 use crate::{errors, INTERFACE, NAME, PATH};
 
 const BUS: &str = "org.freedesktop.DBus";
@@ -71,6 +71,11 @@ pub struct Properties {
     pub last_success: Option<u64>,
     pub last_exit_code: Option<i32>,
     pub next_run: Option<u64>,
+    // Issue 18 §6: the last forget and check (0 and "": never).
+    pub last_forget: Option<u64>,
+    pub last_forget_outcome: Option<String>,
+    pub last_check: Option<u64>,
+    pub last_check_outcome: Option<String>,
 }
 
 /// What a `LastOutcome` value says.
@@ -107,12 +112,26 @@ impl Properties {
             last_success: get(map, "LastSuccess"),
             last_exit_code: get(map, "LastExitCode"),
             next_run: get(map, "NextRun"),
+            last_forget: get(map, "LastForget"),
+            last_forget_outcome: get(map, "LastForgetOutcome"),
+            last_check: get(map, "LastCheck"),
+            last_check_outcome: get(map, "LastCheckOutcome"),
         }
     }
 
     /// `State` as a phase; `None` when it was not sent or is a word this version does not know.
     pub fn phase(&self) -> Option<Phase> {
         self.state.as_deref().and_then(Phase::parse)
+    }
+
+    /// The last forget (`LastForget`, `LastForgetOutcome`) or check: its end and outcome,
+    /// `None` when never, not sent (an older server) or a word this version does not know.
+    pub fn last_op(&self, kind: OpKind) -> Option<(u64, OpOutcome)> {
+        let (t, w) = match kind {
+            OpKind::Forget => (self.last_forget, &self.last_forget_outcome),
+            OpKind::Check => (self.last_check, &self.last_check_outcome),
+        };
+        Some((t.filter(|&t| t > 0)?, OpOutcome::parse(w.as_deref()?)?))
     }
 
     /// `LastOutcome`, when it was sent.

@@ -17,6 +17,7 @@ pub mod types;
 pub use client::{CallError, Client, Event, LastOutcome, Properties};
 pub use proxy::IgotchuuProxy;
 pub use types::{exit, During, ErrorEvent, Outcome, OutcomeKind, Phase, Progress, Step, Summary};
+pub use types::{OpKind, OpOutcome};
 
 /// The well-known name on the system bus.
 pub const NAME: &str = "com.nyantec.IGotChuu";

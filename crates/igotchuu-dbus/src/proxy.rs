@@ -99,6 +99,18 @@ pub trait Igotchuu {
     /// From the systemd timer when systemd answers, else 0.
     #[zbus(property)]
     fn next_run(&self) -> zbus::Result<u64>;
+
+    // Issue 18 §6: the last forget and check of the top-level config (profile ""), from
+    // status.json. Times in Unix seconds, 0 never; outcomes "success", "failed", "refused",
+    // "damage" ([`types::OpOutcome`]), "" never.
+    #[zbus(property)]
+    fn last_forget(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_forget_outcome(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_check(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_check_outcome(&self) -> zbus::Result<String>;
 }
 
 impl ProgressArgs<'_> {

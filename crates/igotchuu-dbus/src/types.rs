@@ -323,6 +323,76 @@ impl fmt::Display for Outcome {
     }
 }
 
+// --- Issue 18 §6: the last forget and check (status.json, D-Bus, metrics, the monitor).
+
+/// How the last retention (`igotchuu forget`, or the one after a backup) or the last repository
+/// check (`igotchuu verify`) ended: status.json's word, `LastForgetOutcome` and
+/// `LastCheckOutcome` (where "" means never), and the metrics' success gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpOutcome {
+    /// Forget: the policy was applied (also when nothing was due). Check: no errors found.
+    Success,
+    /// It did not run to the end: restic failed (a locked or unreachable repository, a wrong
+    /// password), or it was interrupted (exit code 130 then tells).
+    Failed,
+    /// Forget only: the policy would have removed every one of the profile's snapshots, so
+    /// nothing was forgotten.
+    Refused,
+    /// Check only: restic found damage in the repository.
+    Damage,
+}
+
+impl OpOutcome {
+    pub const ALL: [OpOutcome; 4] = [
+        OpOutcome::Success,
+        OpOutcome::Failed,
+        OpOutcome::Refused,
+        OpOutcome::Damage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpOutcome::Success => "success",
+            OpOutcome::Failed => "failed",
+            OpOutcome::Refused => "refused",
+            OpOutcome::Damage => "damage",
+        }
+    }
+
+    /// The word back to its kind; `None` for "" (never) or a word this version does not know.
+    pub fn parse(word: &str) -> Option<OpOutcome> {
+        OpOutcome::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+
+    pub fn is_success(self) -> bool {
+        self == OpOutcome::Success
+    }
+}
+
+impl fmt::Display for OpOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which maintenance operation a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// `restic forget` (and `prune`) with the keep policy.
+    Forget,
+    /// `restic check`.
+    Check,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Forget => "forget",
+            OpKind::Check => "check",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +427,15 @@ mod tests {
                 k => k,
             }
         }
+    }
+
+    #[test]
+    fn op_outcome_words_round_trip() {
+        for k in OpOutcome::ALL {
+            assert_eq!(OpOutcome::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(OpOutcome::parse(""), None);
+        assert_eq!(OpOutcome::parse("applied"), None);
+        assert!(OpOutcome::Success.is_success() && !OpOutcome::Damage.is_success());
     }
 }

@@ -8,6 +8,7 @@
 
 use igotchuu_dbus::format;
 use igotchuu_dbus::{ErrorEvent, OutcomeKind, Phase, Progress, Summary};
+use igotchuu_dbus::{OpKind, OpOutcome};
 
 /// What the monitor learns, in the order it learns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +114,9 @@ pub struct Model {
     can_start: Option<bool>,
     /// The answer to the last request, until the next event that supersedes it.
     notice: Option<RequestResult>,
+    /// Issue 18 §6: the last forget and check (end, outcome), from the daemon's properties.
+    last_forget: Option<(u64, OpOutcome)>,
+    last_check: Option<(u64, OpOutcome)>,
 }
 
 impl Default for Model {
@@ -128,6 +132,8 @@ impl Default for Model {
             profiles: None,
             can_start: None,
             notice: None,
+            last_forget: None,
+            last_check: None,
         }
     }
 }
@@ -274,6 +280,13 @@ impl Model {
     }
 
     fn apply_properties(&mut self, p: Properties) {
+        // Only when the server sent them (a PropertiesChanged naming others leaves them).
+        if p.last_forget.is_some() || p.last_forget_outcome.is_some() {
+            self.last_forget = p.last_op(OpKind::Forget);
+        }
+        if p.last_check.is_some() || p.last_check_outcome.is_some() {
+            self.last_check = p.last_op(OpKind::Check);
+        }
         if let Some(word) = &p.state {
             match Phase::parse(word) {
                 Some(Phase::Idle) => self.state = RunState::Idle,
@@ -424,7 +437,15 @@ impl Model {
             (_, Some(false)) | (Reach::Gone, None) => StartAbility::NoDaemon,
             _ => StartAbility::Available,
         };
+        let op = |kind, v: Option<(u64, OpOutcome)>| {
+            v.map(|(t, outcome)| OpView {
+                outcome,
+                text: format!("{}, {}", op_words(kind, outcome), ago(now, t)),
+            })
+        };
         IdleView {
+            forget: op(OpKind::Forget, self.last_forget),
+            check: op(OpKind::Check, self.last_check),
             last,
             last_success: self.last_success.map(|t| ago(now, t)),
             next_run: self.next_run.map(|t| until(now, t)),
@@ -500,6 +521,35 @@ pub struct IdleView {
     /// The errors of the last run, when this monitor saw them arrive.
     pub errors: Vec<String>,
     pub notice: Option<String>,
+    /// The last forget (retention) and the last repository check, when the server says.
+    pub forget: Option<OpView>,
+    pub check: Option<OpView>,
+}
+
+/// The last forget or check on the idle page (issue 18 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpView {
+    pub outcome: OpOutcome,
+    /// "passed, 3 hours ago", "DAMAGE found, 2 days ago".
+    pub text: String,
+}
+
+impl OpView {
+    /// Whether the page should draw attention to it.
+    pub fn is_bad(&self) -> bool {
+        !self.outcome.is_success()
+    }
+}
+
+/// What an outcome of a forget or check is called on the idle page.
+pub fn op_words(kind: OpKind, outcome: OpOutcome) -> &'static str {
+    match (kind, outcome) {
+        (OpKind::Forget, OpOutcome::Success) => "applied",
+        (OpKind::Check, OpOutcome::Success) => "passed",
+        (_, OpOutcome::Failed) => "FAILED",
+        (_, OpOutcome::Refused) => "REFUSED",
+        (_, OpOutcome::Damage) => "DAMAGE found",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -850,6 +900,48 @@ mod tests {
             panic!()
         };
         assert_eq!(i.last.and_then(|l| l.outcome), Some(OutcomeKind::Crashed));
+    }
+
+    #[test]
+    fn the_last_forget_and_check_show_on_the_idle_page() {
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_forget = Some(0);
+            p.last_forget_outcome = Some(String::new());
+            p.last_check = Some(0);
+            p.last_check_outcome = Some(String::new());
+        })));
+        let Screen::Idle(i) = m.screen(100_000) else {
+            panic!()
+        };
+        assert_eq!((i.forget, i.check), (None, None), "never: not shown");
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_forget = Some(100_000 - 3 * 3600);
+            p.last_forget_outcome = Some("success".into());
+            p.last_check = Some(100_000 - 7200);
+            p.last_check_outcome = Some("damage".into());
+        })));
+        // A change that names other properties keeps them.
+        m.apply(Event::Changed(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = m.screen(100_000) else {
+            panic!()
+        };
+        let f = i.forget.expect("forget shown");
+        assert_eq!(f.text, "applied, 3 hours ago");
+        assert!(!f.is_bad());
+        let c = i.check.expect("check shown");
+        assert_eq!(c.outcome, OpOutcome::Damage);
+        assert_eq!(c.text, "DAMAGE found, 2 hours ago");
+        assert!(c.is_bad());
+        // An older server without them: nothing shown, nothing invented.
+        let mut old = Model::new();
+        old.apply(Event::Properties(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = old.screen(0) else {
+            panic!()
+        };
+        assert_eq!((i.forget, i.check), (None, None));
     }
 
     #[test]

@@ -333,6 +333,12 @@ impl Window {
             ("Exit code", exit_code.as_deref()),
             ("Last success", v.last_success.as_deref()),
             ("Next scheduled backup", v.next_run.as_deref()),
+            // Issue 18 §6: shown when the daemon knows them.
+            ("Retention", v.forget.as_ref().map(|o| o.text.as_str())),
+            (
+                "Repository check",
+                v.check.as_ref().map(|o| o.text.as_str()),
+            ),
         ]);
         self.set_profiles(&v.profiles);
         self.backup_now
@@ -344,6 +350,7 @@ impl Window {
                     .to_owned()
             })
         });
+        let notice = notice.or_else(|| ops_notice(v));
         set_notice(&self.idle_notice, notice.as_deref());
         self.idle_errors.set(&v.errors);
         self.stack.set_visible_child_name("idle");
@@ -391,4 +398,33 @@ const TOP_LEVEL: &str = "Default";
 fn set_notice(label: &gtk::Label, text: Option<&str>) {
     label.set_visible(text.is_some());
     label.set_label(text.unwrap_or(""));
+}
+
+/// What the idle page says of a last forget or check that did not succeed (issue 18 §6), so it
+/// is not only a row among the facts.
+fn ops_notice(v: &IdleView) -> Option<String> {
+    let check = v.check.as_ref().filter(|c| c.is_bad()).map(|c| {
+        format!(
+            "The last repository check: {}. See `igotchuu status` and run `igotchuu verify` again \
+             once it is dealt with.",
+            c.text
+        )
+    });
+    let forget = v.forget.as_ref().filter(|f| f.is_bad()).map(|f| {
+        let why = match f.outcome {
+            igotchuu_dbus::OpOutcome::Refused => {
+                " because its keep rules would remove every snapshot; nothing was forgotten"
+            }
+            _ => "",
+        };
+        format!(
+            "Forgetting old snapshots: {}{why}. The repository keeps growing until it works; \
+             see `igotchuu status`.",
+            f.text
+        )
+    });
+    match (check, forget) {
+        (Some(c), Some(f)) => Some(format!("{c}\n{f}")),
+        (c, f) => c.or(f),
+    }
 }

@@ -391,3 +391,38 @@ fn background_age_check_uses_the_daemons_last_success() {
         "{n:?}"
     );
 }
+
+/// Issue 18 §6: after a real backup (its retention applied), a real `igotchuu verify` and a
+/// real `igotchuu forget` that is refused, the daemon's idle page shows the last forget
+/// (REFUSED, with a notice saying what it means) and the last check (passed), in the view model
+/// and in the window (screenshot daemon-idle-ops.png, docs/screenshots/idle-ops.png).
+#[test]
+fn the_idle_page_shows_the_last_forget_and_check() {
+    let Some(fx) = setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let base = places(&[&data]);
+    let cfg = fx.write_config(&format!("{base}keep_last = 3\n"));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    fx.run(&cfg, &["verify"]).assert_code(0);
+    let refused = fx.write_config(&format!("{base}keep_tag = [\"no-such-tag\"]\n"));
+    fx.run(&refused, &["forget"]).assert_code(23);
+    let bus = Bus::start(Policy::Shipped);
+    let _d = daemon(&fx, &bus, &refused);
+    let w = Watch::start(&bus);
+    let idle = idle_with(&w, OutcomeKind::Success);
+    let forget = idle.forget.clone().expect("LastForget shown");
+    assert_eq!(forget.outcome, igotchuu_dbus::OpOutcome::Refused);
+    assert!(forget.text.starts_with("REFUSED"), "{forget:?}");
+    let check = idle.check.clone().expect("LastCheck shown");
+    assert_eq!(check.outcome, igotchuu_dbus::OpOutcome::Success);
+    assert_eq!(check.text, "passed, just now");
+
+    let Some(mut desk) = Desktop::start() else {
+        return;
+    };
+    desk.start_monitor(&bus, &[]);
+    let window = desk.window();
+    desk.wait_for_screen("idle after the backup", |s| s == "idle:success");
+    let shot = desk.screenshot(&window, &screenshot_dir().join("daemon-idle-ops.png"));
+    assert!(shot.exists());
+}

@@ -75,7 +75,8 @@ pub enum Command {
     Verify,
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
-    /// Nagios/Icinga check.
+    /// Nagios/Icinga check. Also the last forget and check: WARNING when one failed or is older
+    /// than its schedule (--max-age for retention, the config's `check_max_age` for checks).
     #[command(after_help = STATUS_HELP)]
     Status {
         /// Machine-readable output (one JSON object).
@@ -198,7 +199,11 @@ Exit codes (Nagios/Icinga plugin convention):
                older than --max-age
   3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
 Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
-config's runs only.";
+config's runs only.
+The last forget and check (of the top-level config, or of --profile's) count too: WARNING when
+either failed (or the forget was refused) or is older than its schedule: a forget than
+--max-age when keep_* rules are set (retention runs after every backup), a check than the
+config's check_max_age when set; CRITICAL when the last check found damage.";
 
 /// `igotchuu watch --help`: the exit codes (see commands/watch.rs).
 pub const WATCH_HELP: &str = "\

@@ -81,6 +81,8 @@ settings! {
     on_finish: Spanned<Vec<String>>,
     /// Seconds each ping and end-of-run hook may take (default 30).
     notify_timeout: Spanned<i64>,
+    /// `igotchuu status` warns when the last `igotchuu verify` is older (issue 18 §6).
+    check_max_age: Spanned<String>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -166,6 +168,9 @@ pub struct Config {
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
     pub notify: NotifySettings,
+    /// `check_max_age` in seconds: the oldest last check `igotchuu status` calls OK; `None`:
+    /// the age of checks is not judged (only their outcome).
+    pub check_max_age: Option<u64>,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -739,6 +744,18 @@ fn validate(
     };
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
+    let check_max_age = match &s.check_max_age {
+        None => None,
+        Some(v) => Some(crate::cli::parse_age(v.get_ref()).map_err(|e| {
+            ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `check_max_age`: {e}; give how often `igotchuu verify` runs plus some \
+                     slack, e.g. \"8d\" for the weekly timer"
+                ),
+            )
+        })?),
+    };
 
     Ok(Config {
         path: ctx.file.to_path_buf(),
@@ -768,6 +785,7 @@ fn validate(
         retention,
         check_read_data_subset,
         notify,
+        check_max_age,
     })
 }
 
@@ -989,6 +1007,24 @@ mod tests {
         let named = load(Path::new("/nonexistent/igotchuu.toml"), true, None)
             .expect_err("a named missing file is an error");
         assert!(named.to_string().contains("/nonexistent/igotchuu.toml"));
+    }
+
+    #[test]
+    fn check_max_age_is_an_age_and_a_profile_may_set_its_own() {
+        assert_eq!(p("").expect("default").check_max_age, None);
+        assert_eq!(
+            p("check_max_age = \"8d\"").expect("valid").check_max_age,
+            Some(8 * 86400)
+        );
+        let text = "check_max_age = \"8d\"\n[profiles.offsite]\ncheck_max_age = \"36h\"\n";
+        let off = parse(Path::new("/etc/igotchuu.toml"), text, Some("offsite")).expect("profile");
+        assert_eq!(off.check_max_age, Some(36 * 3600));
+        let e = err("check_max_age = \"weekly\"");
+        assert!(
+            e.starts_with("/etc/igotchuu.toml:1:17: key `check_max_age`: "),
+            "{e}"
+        );
+        assert!(e.contains("e.g. \"8d\""), "{e}");
     }
 
     #[test]

@@ -446,6 +446,11 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("NextRun", "t"),
         ("PercentDone", "d"),
         ("Profiles", "as"),
+        // Issue 18 §6: the last forget and check from status.json.
+        ("LastForget", "t"),
+        ("LastForgetOutcome", "s"),
+        ("LastCheck", "t"),
+        ("LastCheckOutcome", "s"),
         ("SecondsRemaining", "t"),
         ("State", "s"),
         ("TotalBytes", "t"),

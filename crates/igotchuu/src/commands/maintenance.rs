@@ -16,7 +16,9 @@ use crate::plan::Plan;
 use crate::restic::command::{Place, Runner, LOCK_WAIT};
 use crate::restic::global_args;
 use crate::session::record::now;
+use crate::state::status::{self, OpRecord};
 use crate::stop::StopSignal;
+use igotchuu_dbus::OpKind;
 
 /// The runner for restic's maintenance commands with the plan's restic.
 pub fn runner(plan: &Plan, place: Place) -> Runner<'_> {
@@ -129,10 +131,65 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
         &mut say,
     ));
     say_out!("{o}");
-    record_forget(plan, started, &o, &mut |w| {
-        say_err!("igotchuu: warning: {w}")
-    });
+    let mut warn = |w: &str| say_err!("igotchuu: warning: {}", crate::escape::line(w));
+    record_forget(plan, started, &o, &mut warn);
+    record_status(
+        plan,
+        OpKind::Forget,
+        op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None),
+        true,
+        &mut warn,
+    );
     o.exit_code()
+}
+
+/// What status.json keeps of a forget or check (issue 18 §6): `(word, exit code)` of the
+/// outcome, its line (redacted), the check's part of the data.
+fn op_record(
+    plan: &Plan,
+    started: u64,
+    (outcome, exit_code): (igotchuu_dbus::OpOutcome, i32),
+    line: &dyn std::fmt::Display,
+    subset: Option<verify::Subset>,
+) -> OpRecord {
+    OpRecord {
+        outcome,
+        exit_code,
+        started,
+        finished: now(),
+        message: crate::redact::scrub(&line.to_string(), &plan.restic.secrets),
+        subset: subset.map(|s| s.to_string()),
+    }
+}
+
+/// Sets the profile's last forget or check in status.json, and (`metrics`: when no backup's
+/// record follows to do it) rewrites the metrics file. A failure is a warning: the repository
+/// was changed or checked whether or not the record says so.
+fn record_status(
+    plan: &Plan,
+    kind: OpKind,
+    rec: OpRecord,
+    metrics: bool,
+    warn: &mut dyn FnMut(&str),
+) {
+    let written = crate::session::record::reach_state_dir(&plan.state_dir).and_then(|state| {
+        crate::session::record::write_status(&state, &mut |w| warn(&w), |gid| {
+            status::record_op(&state, profile_key(plan), kind, rec.clone(), gid)
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(state)
+    });
+    match written {
+        Ok(state) if metrics => {
+            crate::session::record::write_metrics_to(plan, &state, &mut |w| warn(&w), true)
+        }
+        Ok(_) => {}
+        Err(e) => warn(&format!(
+            "cannot record the {} in {}: {e}; `igotchuu status`, D-Bus and the metrics do not show it",
+            kind.as_str(),
+            plan.state_dir.join(status::NAME).display()
+        )),
+    }
 }
 
 fn record_forget(plan: &Plan, started: u64, o: &retention::Outcome, warn: &mut dyn FnMut(&str)) {
@@ -197,6 +254,9 @@ pub fn verify(plan: &Plan) -> i32 {
             plan.state_dir.join(ops_state::FILE).display()
         );
     }
+    let mut warn = |w: &str| say_err!("igotchuu: warning: {}", crate::escape::line(w));
+    let rec = op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, subset);
+    record_status(plan, OpKind::Check, rec, true, &mut warn);
     o.exit_code()
 }
 
@@ -234,6 +294,11 @@ pub async fn after_backup(
     }
     let mut warnings = Vec::new();
     record_forget(plan, started, &o, &mut |w| warnings.push(w.to_owned()));
+    // The backup's own record, written next, rewrites the metrics with it.
+    let rec = op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None);
+    record_status(plan, OpKind::Forget, rec, false, &mut |w| {
+        warnings.push(w.to_owned())
+    });
     for w in warnings {
         events.warning(w);
     }

@@ -24,6 +24,7 @@ use zbus::{interface, Connection};
 use super::auth;
 use crate::events::{Phase, Progress};
 use crate::stop::StopHandle;
+use igotchuu_dbus::OpKind;
 
 /// Who serves the object, which decides what `Start` and `Stop` do.
 pub(crate) enum Control {
@@ -317,4 +318,37 @@ impl Igotchuu {
             Control::Daemon(d) => d.profiles(),
         }
     }
+
+    // --- Issue 18 §6 (appended): the last forget and check, from status.json (read on each
+    // Get, like LastRunStarted). The daemon serves the top-level config's (profile ""), a
+    // one-shot run its own profile's.
+    /// Unix time the last forget (retention) ended; 0 if none is recorded.
+    #[zbus(property)]
+    fn last_forget(&self) -> u64 {
+        self.status
+            .last_op(OpKind::Forget)
+            .map_or(0, |r| r.finished)
+    }
+
+    /// "success", "failed" or "refused"; "" if none is recorded.
+    #[zbus(property)]
+    fn last_forget_outcome(&self) -> String {
+        op_word(self.status.last_op(OpKind::Forget))
+    }
+
+    /// Unix time the last repository check ended; 0 if none is recorded.
+    #[zbus(property)]
+    fn last_check(&self) -> u64 {
+        self.status.last_op(OpKind::Check).map_or(0, |r| r.finished)
+    }
+
+    /// "success", "failed" or "damage"; "" if none is recorded.
+    #[zbus(property)]
+    fn last_check_outcome(&self) -> String {
+        op_word(self.status.last_op(OpKind::Check))
+    }
+}
+
+fn op_word(r: Option<crate::state::status::OpRecord>) -> String {
+    r.map(|r| r.outcome.as_str().to_owned()).unwrap_or_default()
 }

@@ -295,16 +295,21 @@ impl Recording {
 /// run reports on, as is (with `foreign`) each directory on the way someone else could change
 /// (metrics.rs). A backup writes the file twice, in recovery and at its end: the second says it.
 fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
+    write_metrics_to(plan, state, &mut |w| events.warning(w), foreign)
+}
+
+/// [`write_metrics`] for a caller without a run's events (`igotchuu forget`, `verify`).
+pub fn write_metrics_to(plan: &Plan, state: &Dir, warn: &mut dyn FnMut(String), foreign: bool) {
     let Some(target) = &plan.metrics_file else {
         return;
     };
     match crate::state::metrics::write_for(state, target) {
         Ok(warnings) => {
             for w in warnings.into_iter().filter(|_| foreign) {
-                events.warning(w);
+                warn(w);
             }
         }
-        Err(e) => events.warning(e.to_string()),
+        Err(e) => warn(e.to_string()),
     }
 }
 
@@ -312,24 +317,37 @@ fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
 /// (root is not a member): without it (a unit that drops it) the file stays root's alone, with a
 /// warning, rather than the run going unrecorded. An invalid old file is replaced, with a warning.
 fn append(state: &Dir, record: RunRecord, events: &mut Events) -> io::Result<()> {
+    write_status(state, &mut |w| events.warning(w), |gid| {
+        status::append(state, record.clone(), gid)
+    })
+}
+
+/// Rewrites status.json with `write` (given the group to give it), group `igotchuu` when it
+/// can: without CAP_CHOWN again as root's alone, with a warning. An invalid old file replaced
+/// is a warning too. Shared by the runs' records and the last forget and check (issue 18 §6).
+pub fn write_status(
+    state: &Dir,
+    warn: &mut dyn FnMut(String),
+    write: impl Fn(Option<u32>) -> io::Result<Option<status::StatusError>>,
+) -> io::Result<()> {
     make_reachable(state)?;
     let replaced = match group_gid() {
-        None => status::append(state, record, None)?,
-        Some(gid) => match status::append(state, record.clone(), Some(gid)) {
+        None => write(None)?,
+        Some(gid) => match write(Some(gid)) {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-                events.warning(format!(
+                warn(format!(
                     "cannot give {} to group `{}`: {e}; only root can read it now (under \
                      systemd, the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
                     state.show(status::NAME).display(),
                     igotchuu_dbus::GROUP
                 ));
-                status::append(state, record, None)?
+                write(None)?
             }
             r => r?,
         },
     };
     if let Some(e @ status::StatusError::Invalid { .. }) = replaced {
-        events.warning(format!("{e}: replaced, the runs it held are lost"));
+        warn(format!("{e}: replaced, the runs it held are lost"));
     }
     Ok(())
 }
