@@ -71,6 +71,10 @@ pub struct Properties {
     pub last_success: Option<u64>,
     pub last_exit_code: Option<i32>,
     pub next_run: Option<u64>,
+    // Issue 18 (run conditions).
+    /// `Postponed`: why the last scheduled run was skipped ("on battery", "metered
+    /// connection"); "" when no run was skipped since the last one that started.
+    pub postponed: Option<String>,
 }
 
 /// What a `LastOutcome` value says.
@@ -107,6 +111,7 @@ impl Properties {
             last_success: get(map, "LastSuccess"),
             last_exit_code: get(map, "LastExitCode"),
             next_run: get(map, "NextRun"),
+            postponed: get(map, "Postponed"),
         }
     }
 

@@ -81,6 +81,12 @@ settings! {
     on_finish: Spanned<Vec<String>>,
     /// Seconds each ping and end-of-run hook may take (default 30).
     notify_timeout: Spanned<i64>,
+    // Run conditions of scheduled runs (ops/conditions.rs), both on by default.
+    /// Postpone a scheduled run while the machine runs on battery (UPower `OnBattery`).
+    skip_on_battery: bool,
+    /// Postpone a scheduled run on a metered connection (NetworkManager `Metered`) when the
+    /// repository is not local.
+    skip_on_metered: bool,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -166,6 +172,31 @@ pub struct Config {
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
     pub notify: NotifySettings,
+    /// When a scheduled run is postponed (`skip_on_battery`, `skip_on_metered`).
+    pub conditions: RunConditions,
+}
+
+/// Which conditions postpone a scheduled run (`igotchuu backup --scheduled`, what the timer
+/// units start); a run started by hand is never postponed (ops/conditions.rs).
+///
+/// Both are on by default: the timer units are what a laptop runs, and there a backup that
+/// drains the battery or a tethered phone's data plan is the surprise; on a server neither
+/// UPower nor a metered NetworkManager connection exists, so they never postpone anything
+/// there. A machine that stays on battery for days is not backed up by its timer: `igotchuu
+/// status --max-age` then goes critical, as it should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunConditions {
+    pub skip_on_battery: bool,
+    pub skip_on_metered: bool,
+}
+
+impl Default for RunConditions {
+    fn default() -> Self {
+        RunConditions {
+            skip_on_battery: true,
+            skip_on_metered: true,
+        }
+    }
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -735,6 +766,10 @@ fn validate(
         retention,
         check_read_data_subset,
         notify,
+        conditions: RunConditions {
+            skip_on_battery: s.skip_on_battery.unwrap_or(true),
+            skip_on_metered: s.skip_on_metered.unwrap_or(true),
+        },
     })
 }
 

@@ -69,6 +69,8 @@ pub struct Plan {
     pub check_read_data_subset: Option<u32>,
     /// Pings and end-of-run hooks (notify.rs).
     pub notify: crate::config::NotifySettings,
+    /// The run conditions of a scheduled run (ops/conditions.rs).
+    pub conditions: crate::config::RunConditions,
 }
 
 impl Plan {
@@ -160,6 +162,7 @@ pub fn build(
         retention: config.retention.clone(),
         check_read_data_subset: config.check_read_data_subset,
         notify: config.notify.clone(),
+        conditions: config.conditions,
     }
 }
 

@@ -445,6 +445,8 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("LastSuccess", "t"),
         ("NextRun", "t"),
         ("PercentDone", "d"),
+        // Issue 18 §4: why the last scheduled run was postponed.
+        ("Postponed", "s"),
         ("Profiles", "as"),
         ("SecondsRemaining", "t"),
         ("State", "s"),

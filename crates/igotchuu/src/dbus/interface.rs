@@ -317,4 +317,15 @@ impl Igotchuu {
             Control::Daemon(d) => d.profiles(),
         }
     }
+
+    // --- Issue 18 §4: run conditions.
+    /// Why the newest scheduled run was postponed ("on battery", "metered connection"), from
+    /// status.json; "" when it was not postponed, or while a run is under way (one started since).
+    #[zbus(property)]
+    fn postponed(&self) -> String {
+        if self.state != Phase::Idle {
+            return String::new();
+        }
+        self.status.postponed()
+    }
 }

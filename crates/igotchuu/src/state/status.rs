@@ -48,6 +48,9 @@ pub struct RunRecord {
     /// Error messages, redacted as everywhere else.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Why a `skipped` run was postponed ("on battery", "metered connection"; issue 18 §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// restic's summary figures, as stored.
@@ -144,6 +147,26 @@ impl Source {
             last_success: file.last_success(None).map_or(0, |r| r.finished),
             last_exit_code: last.map_or(0, |r| r.exit_code),
         }
+    }
+}
+
+impl Source {
+    /// The D-Bus `Postponed` property: the reason the newest recorded run (of any profile, as
+    /// the other idle properties) was skipped, or "" when it was not a skipped one.
+    pub fn postponed(&self) -> String {
+        let file = load(&self.state_dir).unwrap_or_default();
+        file.last(None).map(postponed_reason).unwrap_or_default()
+    }
+}
+
+/// Why `run` was postponed: its reason when it is a `skipped` run, else "".
+pub fn postponed_reason(run: &RunRecord) -> String {
+    match run.outcome {
+        OutcomeKind::Skipped => run
+            .reason
+            .clone()
+            .unwrap_or_else(|| "a run condition".into()),
+        _ => String::new(),
     }
 }
 
@@ -283,6 +306,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 

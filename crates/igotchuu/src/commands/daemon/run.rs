@@ -134,6 +134,7 @@ impl Daemon {
             summary: None::<SummaryRecord>,
             snapshot_id: String::new(),
             errors: vec![msg],
+            reason: None,
         };
         if let Err(e) = crate::session::record::record_for(&run.state_dir, record) {
             say_err!(
