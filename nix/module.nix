@@ -205,7 +205,8 @@ in
 
     # `igotchuu verify` (restic check; with settings.check_read_data_subset = N a rolling read of
     # 1/N of the data per run). Retention (keep_*, prune), ping_url, on_success/on_failure/
-    # on_finish and notify_timeout are ordinary keys of `settings` (freeform, checked by
+    # on_finish, notify_timeout and the run conditions of timer-started backups
+    # (skip_on_battery, skip_on_metered) are ordinary keys of `settings` (freeform, checked by
     # `checkConfig`).
     verify = {
       enable = mkEnableOption "igotchuu-verify.timer: a weekly `igotchuu verify` of the top-level config's repository";

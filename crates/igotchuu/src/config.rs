@@ -979,6 +979,26 @@ mod tests {
         p(text).expect_err("config must be refused").to_string()
     }
 
+    /// Issue 18 §4: both run conditions are on unless switched off, per profile too, and a
+    /// value that is not a boolean is refused naming the key's line.
+    #[test]
+    fn run_conditions_default_on_and_switch_off_per_profile() {
+        assert_eq!(p("").expect("empty").conditions, RunConditions::default());
+        assert!(
+            RunConditions::default().skip_on_battery && RunConditions::default().skip_on_metered
+        );
+        let text = "skip_on_metered = false\n[profiles.laptop]\nskip_on_battery = false\nskip_on_metered = true\n";
+        let top = p(text).expect("top");
+        assert!(top.conditions.skip_on_battery && !top.conditions.skip_on_metered);
+        let laptop = parse(Path::new("/etc/igotchuu.toml"), text, Some("laptop")).expect("laptop");
+        assert!(!laptop.conditions.skip_on_battery && laptop.conditions.skip_on_metered);
+        let e = err("places = [\"/home\"]\nskip_on_battery = \"no\"\n");
+        assert!(
+            e.contains("/etc/igotchuu.toml:2") && e.contains("skip_on_battery"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn defaults_follow_the_original() {
         let c = p("").expect("empty config");
