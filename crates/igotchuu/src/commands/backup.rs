@@ -47,7 +47,10 @@ pub fn dry_run(g: &Global) -> i32 {
 
 /// `igotchuu daemon-run`: one backup for the daemon, with the lock and the event pipe it handed
 /// over (daemon::child).
-pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
+/// `scheduled`: `StartTask`'s option, the CLI's `--scheduled` (what it changes is the run
+/// conditions', issue 18 §4).
+pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32, scheduled: bool) -> i32 {
+    let _ = scheduled;
     // First, before anything else happens: see daemon::child.
     match daemon::child::take_over(run_id, daemon_pid) {
         Ok(handed) => run_here(g, Some(handed)),
