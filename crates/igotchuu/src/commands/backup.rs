@@ -222,8 +222,7 @@ impl Run<'_> {
         let code = match wait_for_repo(plan, &mut events, &mut stop).await {
             Ok(repo_lock) => {
                 let code =
-                    pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock)
-                        .await;
+                    pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
                 drop(repo_lock);
                 code
             }

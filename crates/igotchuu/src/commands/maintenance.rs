@@ -104,7 +104,9 @@ fn no_lock(got: Result<Option<RepoLock>, LockError>) -> Result<RepoLock, i32> {
     match got {
         Ok(Some(l)) => Ok(l),
         Ok(None) => {
-            say_err!("igotchuu: interrupted while waiting for the repository lock; nothing was done");
+            say_err!(
+                "igotchuu: interrupted while waiting for the repository lock; nothing was done"
+            );
             Err(exit::INTERRUPTED)
         }
         Err(e) => {

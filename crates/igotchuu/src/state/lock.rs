@@ -583,6 +583,41 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_lock_is_shared_by_backups_and_restores_and_exclusive_for_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run_lock = dir.path().join("lock");
+        assert_eq!(repo_path(&run_lock), dir.path().join("lock.repo"));
+        let take = |what| try_repo(&run_lock, what).expect("usable");
+        let backup = take(RepoUse::Backup).expect("free");
+        let restore = take(RepoUse::Restore).expect("shared with a backup");
+        // Each open file is its own holder, as in separate processes.
+        let held = take(RepoUse::Check).expect_err("a check waits for both");
+        let me = std::process::id();
+        assert!(
+            held.contains(&format!("PID {me} (")) && held.contains(", shared)"),
+            "{held}"
+        );
+        take(RepoUse::Retention).expect_err("so does a forget");
+        drop((backup, restore));
+        let check = take(RepoUse::Check).expect("free again");
+        let held = take(RepoUse::Backup).expect_err("a backup waits for a check");
+        assert!(held.contains(", exclusive)"), "{held}");
+        let err = repo_waiting(&run_lock, RepoUse::Restore, Duration::ZERO, |_| {})
+            .expect_err("no wait: given up at once");
+        assert!(matches!(err, LockError::Busy { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "igotchuu's repository lock {} is held by PID {me} (",
+                repo_path(&run_lock).display()
+            )) && msg.contains("the restore waited 0s (lock_wait) and gave up"),
+            "{msg}"
+        );
+        drop(check);
+        take(RepoUse::Retention).expect("free after the check");
+    }
+
+    #[test]
     fn a_symlink_at_the_lock_path_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("precious");
