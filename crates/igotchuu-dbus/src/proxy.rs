@@ -99,6 +99,17 @@ pub trait Igotchuu {
     /// From the systemd timer when systemd answers, else 0.
     #[zbus(property)]
     fn next_run(&self) -> zbus::Result<u64>;
+
+    // Issue 18 §5 (unattended operations): a backup, forget or check through the daemon.
+    /// Daemon only: starts `task` ("backup", "forget" or "check") of `profile` ("" = the
+    /// top-level config) and returns its run id. `options`: "scheduled" (b): a timer's run, to
+    /// which the run conditions apply. `Start(p)` is `StartTask(p, "backup", {})`.
+    fn start_task(
+        &self,
+        profile: &str,
+        task: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<String>;
 }
 
 impl ProgressArgs<'_> {

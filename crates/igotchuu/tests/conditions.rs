@@ -359,3 +359,63 @@ fn a_guessed_metered_connection_postpones_unless_switched_off() {
         .assert_code(0)
         .assert_stdout_contains("a scheduled run now would go ahead");
 }
+
+/// `igotchuu -c cfg daemon --idle-timeout 0`; returns once it owns the name.
+fn run_daemon(bus: &Bus, fx: &Fixture, cfg: &Path) -> Running {
+    let mut d = bus
+        .igotchuu(fx)
+        .arg("-c")
+        .arg(cfg)
+        .args(["daemon", "--idle-timeout", "0"])
+        .spawn();
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    while !bus.has_owner(bus::NAME) {
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
+        assert!(
+            std::time::Instant::now() < end,
+            "the daemon did not own its name"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d
+}
+
+/// A delegated scheduled run (`igotchuu backup --scheduled` while the daemon owns the name)
+/// asks `StartTask(p, "backup", {"scheduled": true})`: the daemon's child is postponed on battery
+/// (exit 25 comes back to the caller, nothing is backed up), the daemon's `Postponed` property
+/// says why and `LastOutcome` is "skipped"; a delegated run by hand (`Start`) backs up, after
+/// which `Postponed` is "" again.
+#[test]
+fn a_delegated_scheduled_run_is_postponed_by_the_daemon_s_child() {
+    let Some(fx) = setup() else { return };
+    let d = data(&fx);
+    let cfg = fx.write_config(&places(&[&d]));
+    let bus = Bus::start(Policy::Shipped);
+    let _upower = Mock::upower(&bus, true);
+    let _daemon = run_daemon(&bus, &fx, &cfg);
+
+    // No --config-file: the daemon's config is the one that runs.
+    let out = bus.igotchuu(&fx).args(["backup", "--scheduled"]).run();
+    out.assert_stderr_contains("the igotchuu daemon runs this backup");
+    assert_skipped(&out, &fx, "on battery");
+    assert_nothing_done(&fx, 0, "postponed delegated run");
+    let postponed = bus.get_property(Who::Root, "Postponed");
+    postponed.assert_code(0);
+    assert!(postponed.stdout.contains("'on battery'"), "{postponed}");
+    let outcome = bus.get_property(Who::Root, "LastOutcome");
+    assert!(outcome.stdout.contains("'skipped'"), "{outcome}");
+    // A member of the group reads it too, like the other idle properties.
+    let member = bus.get_property(Who::Member, "Postponed");
+    assert!(member.stdout.contains("'on battery'"), "{member}");
+
+    // By hand (Start): never postponed.
+    let out = bus.igotchuu(&fx).arg("backup").run();
+    out.assert_code(0);
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    let postponed = bus.get_property(Who::Root, "Postponed");
+    assert!(postponed.stdout.contains("''"), "{postponed}");
+}
