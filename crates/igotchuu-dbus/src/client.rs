@@ -76,6 +76,10 @@ pub struct Properties {
     pub last_forget_outcome: Option<String>,
     pub last_check: Option<u64>,
     pub last_check_outcome: Option<String>,
+    // Issue 18 (run conditions).
+    /// `Postponed`: why the last scheduled run was skipped ("on battery", "metered
+    /// connection"); "" when no run was skipped since the last one that started.
+    pub postponed: Option<String>,
 }
 
 /// What a `LastOutcome` value says.
@@ -116,6 +120,7 @@ impl Properties {
             last_forget_outcome: get(map, "LastForgetOutcome"),
             last_check: get(map, "LastCheck"),
             last_check_outcome: get(map, "LastCheckOutcome"),
+            postponed: get(map, "Postponed"),
         }
     }
 

@@ -111,6 +111,16 @@ pub trait Igotchuu {
     fn last_check(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn last_check_outcome(&self) -> zbus::Result<String>;
+    // Issue 18 §5 (unattended operations): a backup, forget or check through the daemon.
+    /// Daemon only: starts `task` ("backup", "forget" or "check") of `profile` ("" = the
+    /// top-level config) and returns its run id. `options`: "scheduled" (b): a timer's run, to
+    /// which the run conditions apply. `Start(p)` is `StartTask(p, "backup", {})`.
+    fn start_task(
+        &self,
+        profile: &str,
+        task: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<String>;
 }
 
 impl ProgressArgs<'_> {

@@ -176,6 +176,10 @@ pub enum Outcome {
     Interrupted,
     /// igotchuu's own step failed: config, lock, hook, snapshot, mount, cleanup.
     Failed(String),
+    /// A scheduled run skipped, before it touched anything, because a run condition was not met
+    /// (issue 18): the reason in the words `status` and the monitor show after "postponed: "
+    /// ("on battery", "metered connection"); "" when a client only knows the outcome's word.
+    Skipped(String),
 }
 
 impl Outcome {
@@ -191,6 +195,7 @@ impl Outcome {
             Outcome::ResticFailed(_) => OutcomeKind::ResticFailed,
             Outcome::Interrupted => OutcomeKind::Interrupted,
             Outcome::Failed(_) => OutcomeKind::Failed,
+            Outcome::Skipped(_) => OutcomeKind::Skipped,
         }
     }
 }
@@ -206,16 +211,19 @@ pub enum OutcomeKind {
     Interrupted,
     Failed,
     Crashed,
+    /// A scheduled run postponed by a run condition (issue 18): neither a failure nor a success.
+    Skipped,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 6] = [
+    pub const ALL: [OutcomeKind; 7] = [
         OutcomeKind::Success,
         OutcomeKind::Partial,
         OutcomeKind::ResticFailed,
         OutcomeKind::Interrupted,
         OutcomeKind::Failed,
         OutcomeKind::Crashed,
+        OutcomeKind::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -226,6 +234,7 @@ impl OutcomeKind {
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Failed => "failed",
             OutcomeKind::Crashed => "crashed",
+            OutcomeKind::Skipped => "skipped",
         }
     }
 
@@ -248,6 +257,7 @@ impl OutcomeKind {
             OutcomeKind::ResticFailed => exit::RESTIC_FATAL,
             OutcomeKind::Interrupted => exit::INTERRUPTED,
             OutcomeKind::Failed | OutcomeKind::Crashed => exit::IGOTCHUU_FAILED,
+            OutcomeKind::Skipped => exit::SKIPPED,
         }
     }
 
@@ -260,6 +270,7 @@ impl OutcomeKind {
             exit::CRASHED => OutcomeKind::Crashed,
             exit::INTERRUPTED => OutcomeKind::Interrupted,
             exit::IGOTCHUU_FAILED => OutcomeKind::Failed,
+            exit::SKIPPED => OutcomeKind::Skipped,
             _ => OutcomeKind::ResticFailed,
         }
     }
@@ -277,6 +288,9 @@ pub mod exit {
     /// igotchuu's own failure: config, lock, hook, snapshot, mount, cleanup. Outside the codes
     /// restic uses (0–3, 10–12, 130), so a monitor can tell who failed.
     pub const IGOTCHUU_FAILED: i32 = 20;
+    /// A scheduled run (`backup --scheduled`) skipped by a run condition (on battery, metered
+    /// connection) before it touched anything; the timer units list it in SuccessExitStatus=.
+    pub const SKIPPED: i32 = 25;
     pub const INTERRUPTED: i32 = 130;
     /// Recorded (status file, `LastExitCode`) for a run that could not say how it ended; never
     /// a process's exit code.
@@ -296,6 +310,7 @@ impl Outcome {
             OutcomeKind::Crashed => {
                 Outcome::Failed("the run ended without saying how (crashed or killed)".into())
             }
+            OutcomeKind::Skipped => Outcome::Skipped(String::new()),
         }
     }
 }
@@ -319,6 +334,15 @@ impl fmt::Display for Outcome {
             Outcome::ResticFailed(c) => write!(f, "restic failed with exit code {c}"),
             Outcome::Interrupted => write!(f, "interrupted"),
             Outcome::Failed(why) => write!(f, "failed: {why}"),
+            Outcome::Skipped(why) if why.is_empty() => {
+                write!(
+                    f,
+                    "postponed: a run condition was not met; nothing was backed up"
+                )
+            }
+            Outcome::Skipped(why) => {
+                write!(f, "postponed: {why}; this scheduled run backed up nothing")
+            }
         }
     }
 }
@@ -413,6 +437,8 @@ mod tests {
         assert_eq!(OutcomeKind::Failed.exit_code(), 20);
         assert_eq!(OutcomeKind::of_exit_code(-1), OutcomeKind::Crashed);
         assert_eq!(OutcomeKind::of_exit_code(12), OutcomeKind::ResticFailed);
+        assert_eq!(OutcomeKind::of_exit_code(25), OutcomeKind::Skipped);
+        assert!(!OutcomeKind::Skipped.is_success());
         assert_eq!(
             Outcome::reported(OutcomeKind::Partial, 3).to_string(),
             Outcome::ResticFailed(3).to_string()

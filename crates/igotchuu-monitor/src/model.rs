@@ -117,6 +117,9 @@ pub struct Model {
     /// Issue 18 §6: the last forget and check (end, outcome), from the daemon's properties.
     last_forget: Option<(u64, OpOutcome)>,
     last_check: Option<(u64, OpOutcome)>,
+    /// Why the newest scheduled run was postponed (the `Postponed` property, issue 18 §4);
+    /// `None` when it was not, or the server does not say.
+    postponed: Option<String>,
 }
 
 impl Default for Model {
@@ -134,6 +137,7 @@ impl Default for Model {
             notice: None,
             last_forget: None,
             last_check: None,
+            postponed: None,
         }
     }
 }
@@ -277,6 +281,7 @@ impl Model {
         // before a failure.
         self.last.snapshot_id = None;
         self.notice = None;
+        self.postponed = None;
     }
 
     fn apply_properties(&mut self, p: Properties) {
@@ -351,6 +356,9 @@ impl Model {
         }
         if p.next_run.is_some() {
             self.next_run = nonzero(p.next_run);
+        }
+        if let Some(why) = p.postponed {
+            self.postponed = Some(why).filter(|w| !w.is_empty());
         }
     }
 
@@ -453,6 +461,7 @@ impl Model {
             start,
             errors: self.errors.iter().map(format::error_line).collect(),
             notice: self.notice.as_ref().map(notice_text),
+            postponed: self.postponed.as_ref().map(|w| format!("postponed: {w}")),
         }
     }
 }
@@ -524,6 +533,9 @@ pub struct IdleView {
     /// The last forget (retention) and the last repository check, when the server says.
     pub forget: Option<OpView>,
     pub check: Option<OpView>,
+    /// "postponed: on battery": the newest scheduled run was skipped by a run condition (the
+    /// next chance is the timer's next elapse, shown as `next_run`).
+    pub postponed: Option<String>,
 }
 
 /// The last forget or check on the idle page (issue 18 §6).
@@ -603,6 +615,7 @@ pub fn outcome_headline(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Interrupted => "Last backup was stopped",
         OutcomeKind::Failed => "Last backup failed",
         OutcomeKind::Crashed => "Last backup ended unexpectedly",
+        OutcomeKind::Skipped => "Last scheduled backup was postponed",
     }
 }
 
@@ -861,6 +874,47 @@ mod tests {
         assert_eq!(i.profiles, ["home"]);
         assert_eq!(i.start, StartAbility::Available);
         assert_eq!(i.last_success.as_deref(), Some("2 hours ago"));
+    }
+
+    /// Issue 18 §4: a scheduled run a run condition skipped shows "postponed: on battery" on
+    /// the idle page, until a run starts.
+    #[test]
+    fn a_postponed_scheduled_run_is_shown_with_its_reason_until_a_run_starts() {
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_outcome = Some("skipped".into());
+            p.last_run_finished = Some(1000);
+            p.last_exit_code = Some(25);
+            p.postponed = Some("on battery".into());
+        })));
+        let Screen::Idle(i) = m.screen(1000 + 3 * 3600) else {
+            panic!()
+        };
+        assert_eq!(i.postponed.as_deref(), Some("postponed: on battery"));
+        let last = i.last.expect("last run");
+        assert_eq!(last.outcome, Some(OutcomeKind::Skipped));
+        assert_eq!(last.headline, "Last scheduled backup was postponed");
+        assert_eq!(m.screen(0).tag(), "idle:skipped");
+        // A run begins: it is no longer postponed.
+        m.apply(Event::Changed(props(|p| {
+            p.state = Some("preparing".into())
+        })));
+        m.apply(Event::Changed(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = m.screen(1000) else {
+            panic!()
+        };
+        assert_eq!(i.postponed, None);
+        // An older server without the property: nothing is made up.
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_outcome = Some("success".into());
+        })));
+        let Screen::Idle(i) = m.screen(0) else {
+            panic!()
+        };
+        assert_eq!(i.postponed, None);
     }
 
     #[test]

@@ -308,6 +308,7 @@ impl Window {
                 match l.outcome {
                     Some(OutcomeKind::Success) => "emblem-ok-symbolic",
                     Some(OutcomeKind::Partial) => "dialog-warning-symbolic",
+                    Some(OutcomeKind::Skipped) => "media-playback-pause-symbolic",
                     _ => "dialog-error-symbolic",
                 },
                 l.headline.clone(),
@@ -317,11 +318,14 @@ impl Window {
         self.idle.set_icon_name(Some(icon));
         self.idle.set_title(&title);
         let last = v.last.as_ref();
-        self.idle.set_description(
-            last.and_then(|l| l.when.as_deref())
-                .map(|w| format!("Finished {w}"))
-                .as_deref(),
-        );
+        // A postponed scheduled run says why ("postponed: on battery") instead of when it ended.
+        let when = last.and_then(|l| l.when.as_deref());
+        let description = match (&v.postponed, when) {
+            (Some(p), Some(w)) => Some(format!("{p} ({w})")),
+            (Some(p), None) => Some(p.clone()),
+            (None, w) => w.map(|w| format!("Finished {w}")),
+        };
+        self.idle.set_description(description.as_deref());
         let exit_code = last
             .and_then(|l| l.exit_code)
             .filter(|c| *c != 0)

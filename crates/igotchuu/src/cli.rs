@@ -51,6 +51,11 @@ pub enum Command {
         /// redacted) and exit without touching anything.
         #[arg(long)]
         dry_run: bool,
+        /// A run the timer started (the shipped units pass it): postponed, with exit code 25,
+        /// while on battery (`skip_on_battery`) or on a metered connection with a repository
+        /// that is not on this machine (`skip_on_metered`). Without it a backup always runs.
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Delete the snapshots that crashed runs left behind (recorded in the journal under
     /// `state_dir`) and list them. Every backup does this at its start, too.
@@ -155,6 +160,9 @@ pub enum Command {
         run_id: String,
         #[arg(long)]
         daemon_pid: i32,
+        /// A scheduled run (`StartTask`'s option "scheduled"): run conditions apply.
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Write the man page or shell completions (for packaging).
     #[command(hide = true)]

@@ -83,6 +83,14 @@ settings! {
     notify_timeout: Spanned<i64>,
     /// `igotchuu status` warns when the last `igotchuu verify` is older (issue 18 §6).
     check_max_age: Spanned<String>,
+    // Run conditions of scheduled runs (ops/conditions.rs), both on by default.
+    /// Postpone a scheduled run while the machine runs on battery (UPower `OnBattery`).
+    skip_on_battery: bool,
+    /// Postpone a scheduled run on a metered connection (NetworkManager `Metered`) when the
+    /// repository is not local.
+    skip_on_metered: bool,
+    /// Seconds a run waits for igotchuu's repository lock (state/lock.rs; default 3600).
+    lock_wait: Spanned<i64>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -171,6 +179,33 @@ pub struct Config {
     /// `check_max_age` in seconds: the oldest last check `igotchuu status` calls OK; `None`:
     /// the age of checks is not judged (only their outcome).
     pub check_max_age: Option<u64>,
+    /// When a scheduled run is postponed (`skip_on_battery`, `skip_on_metered`).
+    pub conditions: RunConditions,
+    /// `lock_wait`: how long a run waits for igotchuu's repository lock (state/lock.rs).
+    pub lock_wait: std::time::Duration,
+}
+
+/// Which conditions postpone a scheduled run (`igotchuu backup --scheduled`, what the timer
+/// units start); a run started by hand is never postponed (ops/conditions.rs).
+///
+/// Both are on by default: the timer units are what a laptop runs, and there a backup that
+/// drains the battery or a tethered phone's data plan is the surprise; on a server neither
+/// UPower nor a metered NetworkManager connection exists, so they never postpone anything
+/// there. A machine that stays on battery for days is not backed up by its timer: `igotchuu
+/// status --max-age` then goes critical, as it should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunConditions {
+    pub skip_on_battery: bool,
+    pub skip_on_metered: bool,
+}
+
+impl Default for RunConditions {
+    fn default() -> Self {
+        RunConditions {
+            skip_on_battery: true,
+            skip_on_metered: true,
+        }
+    }
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -736,6 +771,7 @@ fn validate(
     let state_dir =
         opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
     let metrics_file = validate_metrics_file(ctx, &s)?;
+    let lock_wait = validate_lock_wait(ctx, &s)?;
 
     let lvm_snapshot_size = match &s.lvm_snapshot_size {
         None => DEFAULT_COW_SIZE,
@@ -786,7 +822,30 @@ fn validate(
         check_read_data_subset,
         notify,
         check_max_age,
+        conditions: RunConditions {
+            skip_on_battery: s.skip_on_battery.unwrap_or(true),
+            skip_on_metered: s.skip_on_metered.unwrap_or(true),
+        },
+        lock_wait,
     })
+}
+
+/// `lock_wait`: seconds from 0 (do not wait) to a day.
+fn validate_lock_wait(ctx: &Ctx, s: &RawSettings) -> Result<std::time::Duration, ConfigError> {
+    let Some(t) = &s.lock_wait else {
+        return Ok(crate::defaults::DEFAULT_LOCK_WAIT);
+    };
+    match u64::try_from(*t.get_ref()) {
+        Ok(n) if n <= 86_400 => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(ctx.err(
+            Some(t.span()),
+            format!(
+                "key `lock_wait`: {} is out of range; give the seconds a run waits for igotchuu's \
+                 repository lock, from 0 (do not wait) to 86400 (a day); default 3600",
+                t.get_ref()
+            ),
+        )),
+    }
 }
 
 /// An optional key holding an absolute path.
@@ -993,6 +1052,26 @@ mod tests {
 
     fn err(text: &str) -> String {
         p(text).expect_err("config must be refused").to_string()
+    }
+
+    /// Issue 18 §4: both run conditions are on unless switched off, per profile too, and a
+    /// value that is not a boolean is refused naming the key's line.
+    #[test]
+    fn run_conditions_default_on_and_switch_off_per_profile() {
+        assert_eq!(p("").expect("empty").conditions, RunConditions::default());
+        assert!(
+            RunConditions::default().skip_on_battery && RunConditions::default().skip_on_metered
+        );
+        let text = "skip_on_metered = false\n[profiles.laptop]\nskip_on_battery = false\nskip_on_metered = true\n";
+        let top = p(text).expect("top");
+        assert!(top.conditions.skip_on_battery && !top.conditions.skip_on_metered);
+        let laptop = parse(Path::new("/etc/igotchuu.toml"), text, Some("laptop")).expect("laptop");
+        assert!(!laptop.conditions.skip_on_battery && laptop.conditions.skip_on_metered);
+        let e = err("places = [\"/home\"]\nskip_on_battery = \"no\"\n");
+        assert!(
+            e.contains("/etc/igotchuu.toml:2") && e.contains("skip_on_battery"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1299,6 +1378,9 @@ snapshot = [
                         }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
+                        }
+                        "lock_wait" => {
+                            assert_eq!(v.lock_wait, crate::defaults::DEFAULT_LOCK_WAIT)
                         }
                         _ => {}
                     },

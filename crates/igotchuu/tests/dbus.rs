@@ -421,14 +421,27 @@ fn assert_introspection_is_the_original(xml: &str) {
         .collect();
     assert_eq!(
         added,
-        [(
-            "method",
-            "Start",
-            vec![
-                ("profile".to_string(), "s".to_string()),
-                ("run_id".to_string(), "s".to_string())
-            ]
-        )],
+        [
+            (
+                "method",
+                "Start",
+                vec![
+                    ("profile".to_string(), "s".to_string()),
+                    ("run_id".to_string(), "s".to_string())
+                ]
+            ),
+            // Issue 18 §5.
+            (
+                "method",
+                "StartTask",
+                vec![
+                    ("profile".to_string(), "s".to_string()),
+                    ("task".to_string(), "s".to_string()),
+                    ("options".to_string(), "a{sv}".to_string()),
+                    ("run_id".to_string(), "s".to_string())
+                ]
+            )
+        ],
         "members added after the original's\n{xml}"
     );
     let mut props: Vec<_> = props;
@@ -445,6 +458,8 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("LastSuccess", "t"),
         ("NextRun", "t"),
         ("PercentDone", "d"),
+        // Issue 18 §4: why the last scheduled run was postponed.
+        ("Postponed", "s"),
         ("Profiles", "as"),
         // Issue 18 §6: the last forget and check from status.json.
         ("LastForget", "t"),

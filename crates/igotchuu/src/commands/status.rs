@@ -187,6 +187,7 @@ fn history_from_bus(
         summary: None,
         snapshot_id,
         errors: vec![],
+        reason: None,
     };
     let outcome = OutcomeKind::parse(word).unwrap_or_else(|| OutcomeKind::of_exit_code(code));
     let mut runs = vec![record(outcome, code, started, finished, snapshot_id)];
@@ -238,18 +239,45 @@ pub fn judge(file: &StatusFile, profile: Option<&str>, max_age: u64, now: u64) -
         ),
         Some(s) => (Check::Ok, format!("last success {}", ago(s.finished, now))),
     };
-    let run_check = match last.outcome {
-        OutcomeKind::Success => Check::Ok,
-        OutcomeKind::Partial | OutcomeKind::Interrupted => Check::Warning,
-        OutcomeKind::ResticFailed | OutcomeKind::Failed | OutcomeKind::Crashed => Check::Critical,
+    // A postponed scheduled run (issue 18 §4) is neither a failure nor a success: the verdict
+    // is on the newest run that did run, and the age of the last success decides the rest.
+    let ran = file
+        .runs
+        .iter()
+        .rev()
+        .filter(|r| profile.map_or(true, |p| r.profile == p))
+        .find(|r| r.outcome != OutcomeKind::Skipped);
+    let run_check = match ran.map(|r| r.outcome) {
+        None | Some(OutcomeKind::Success | OutcomeKind::Skipped) => Check::Ok,
+        Some(OutcomeKind::Partial | OutcomeKind::Interrupted) => Check::Warning,
+        Some(OutcomeKind::ResticFailed | OutcomeKind::Failed | OutcomeKind::Crashed) => {
+            Check::Critical
+        }
     };
-    let why = format!(
-        "last run {} (exit code {}) {}; {}",
-        last.outcome,
-        last.exit_code,
-        ago(last.finished, now),
-        age_check.1
-    );
+    let ran_text = |r: &RunRecord| {
+        format!(
+            "{} (exit code {}) {}",
+            r.outcome,
+            r.exit_code,
+            ago(r.finished, now)
+        )
+    };
+    let why = match (last.outcome, ran) {
+        (OutcomeKind::Skipped, Some(r)) => format!(
+            "last run postponed: {} {}; the last that ran: {}; {}",
+            status::postponed_reason(last),
+            ago(last.finished, now),
+            ran_text(r),
+            age_check.1
+        ),
+        (OutcomeKind::Skipped, None) => format!(
+            "last run postponed: {} {}; {}",
+            status::postponed_reason(last),
+            ago(last.finished, now),
+            age_check.1
+        ),
+        _ => format!("last run {}; {}", ran_text(last), age_check.1),
+    };
     (run_check.max(age_check.0), why)
 }
 
@@ -361,6 +389,20 @@ fn ops_json(
 }
 
 fn describe_run(r: &RunRecord, now: u64) -> Vec<String> {
+    if r.outcome == OutcomeKind::Skipped {
+        return vec![format!(
+            "last run:     postponed: {} (a scheduled run, skipped with exit code {}) {} ({}){}",
+            status::postponed_reason(r),
+            r.exit_code,
+            when(r.started),
+            ago(r.started, now),
+            if r.profile.is_empty() {
+                String::new()
+            } else {
+                format!(", profile {}", r.profile)
+            }
+        )];
+    }
     let mut out = vec![format!(
         "last run:     {}, exit code {}, started {} ({}), took {}{}",
         r.outcome,
@@ -595,6 +637,12 @@ fn print_json(
         ),
         Err(e) => (None, None, Some(e.clone())),
     };
+    let postponed = file
+        .as_ref()
+        .ok()
+        .and_then(|f| f.last(profile))
+        .map(status::postponed_reason)
+        .filter(|r| !r.is_empty());
     let error = error.or_else(|| from_bus.clone());
     let mut v = json!({
         "state": state,
@@ -604,6 +652,8 @@ fn print_json(
         "profile": profile,
         "last_run": last,
         "last_success": last_success,
+        // Issue 18 §4: why the newest run was postponed, or null.
+        "postponed": postponed,
         // Where last_run and last_success come from: "status-file", or "bus" (with `error`
         // saying why the file could not be read).
         "history": if from_bus.is_some() { "bus" } else { "status-file" },
@@ -640,6 +690,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 

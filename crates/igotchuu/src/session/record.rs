@@ -242,6 +242,7 @@ impl Recording {
             summary: summary.map(SummaryRecord::from),
             snapshot_id: summary.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
             errors,
+            reason: None,
         };
         drop(c);
         self.write(plan, record, events);
@@ -261,6 +262,7 @@ impl Recording {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![crate::redact::scrub(why, &plan.restic.secrets)],
+            reason: None,
         };
         // The run's listeners do not exist yet: its warnings go to the terminal.
         let mut events = Events::new();
@@ -352,6 +354,33 @@ pub fn write_status(
     Ok(())
 }
 
+/// Records a scheduled run that a run condition postponed (ops/conditions.rs): `skipped`, exit
+/// code 25, with `reason`. No marker is written for it and nothing else of the run exists: it
+/// ended before it began. The metrics file is rewritten, as after every run.
+pub fn record_skipped(plan: &Plan, state: &Dir, run_id: &str, reason: &str, events: &mut Events) {
+    let t = now();
+    let record = RunRecord {
+        run_id: run_id.to_owned(),
+        profile: plan.profile.clone().unwrap_or_default(),
+        outcome: OutcomeKind::Skipped,
+        exit_code: crate::exit::SKIPPED,
+        started: t,
+        finished: t,
+        restic_version: None,
+        summary: None,
+        snapshot_id: String::new(),
+        errors: Vec::new(),
+        reason: Some(reason.to_owned()),
+    };
+    if let Err(e) = append(state, record, events) {
+        events.warning(format!(
+            "cannot write the run's status to {}: {e}; `igotchuu status` does not know this run was postponed",
+            state.show(status::NAME).display()
+        ));
+    }
+    write_metrics(plan, state, events, true);
+}
+
 /// Records a run whose end someone else saw (the daemon, when its child died without recording
 /// itself) the way a run records itself ([`append`]: the group, the CAP_CHOWN fallback), and
 /// removes that run's marker so the next run's recovery does not record it a second time.
@@ -421,6 +450,7 @@ pub fn record_crashed(plan: &Plan, state: &Dir, events: &mut Events) {
                 "the run (PID {}) was killed before it could record how it ended (SIGKILL, power loss, OOM killer); found by the next run",
                 marker.pid
             )],
+            reason: None,
         };
         match append(state, record, events) {
             Ok(()) => {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::safe_fs::{self, Dir, Foreign, Stop};
 use crate::state::status::{self, OpRecord, RunRecord, StatusFile};
-use igotchuu_dbus::OpKind;
+use igotchuu_dbus::{OpKind, OutcomeKind};
 
 /// One metric: its name, HELP text and how to get a profile's value.
 struct Metric {
@@ -34,7 +34,14 @@ struct Metric {
 
 /// What a profile's series are made of.
 struct Latest<'a> {
+    /// The newest run that ran: a postponed scheduled run (`skipped`, issue 18 §4) is not a run
+    /// of the `last_run` series, so it neither fails nor succeeds them; only when every recorded
+    /// run was postponed is the newest of them here (exit code 25, success 0).
     last: &'a RunRecord,
+    /// The newest record, skipped or not.
+    newest: &'a RunRecord,
+    /// The newest postponed run.
+    last_postponed: Option<&'a RunRecord>,
     last_success: Option<&'a RunRecord>,
     left_over: usize,
 }
@@ -63,7 +70,7 @@ const METRICS: &[Metric] = &[
     },
     Metric {
         name: "igotchuu_last_run_exit_code",
-        help: "Exit code of the last igotchuu run of the profile (0 success, 3 partial, 20 igotchuu failed, 130 interrupted, -1 crashed; see igotchuu --help).",
+        help: "Exit code of the last igotchuu run of the profile (0 success, 3 partial, 20 igotchuu failed, 130 interrupted, -1 crashed; see igotchuu --help); postponed scheduled runs are not counted.",
         value: |l| f64::from(l.last.exit_code),
     },
     Metric {
@@ -105,6 +112,16 @@ const METRICS: &[Metric] = &[
         name: "igotchuu_snapshots_left_over",
         help: "btrfs snapshots igotchuu's journal still lists after the last run (not removed; the next run or igotchuu cleanup retries).",
         value: |l| l.left_over as f64,
+    },
+    Metric {
+        name: "igotchuu_postponed",
+        help: "1 if the newest scheduled run of the profile was postponed by a run condition (on battery, metered connection) and none ran since, else 0.",
+        value: |l| f64::from(u8::from(l.newest.outcome == OutcomeKind::Skipped)),
+    },
+    Metric {
+        name: "igotchuu_last_postponed_time_seconds",
+        help: "Unix time a scheduled run of the profile was last postponed by a run condition; 0 if none is recorded.",
+        value: |l| l.last_postponed.map_or(0.0, |r| r.finished as f64),
     },
 ];
 
@@ -258,11 +275,16 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
                     .insert((*p).to_owned(), (m.value)(r));
             }
         }
-        let Some(last) = status.last(Some(p)) else {
+        let Some(newest) = status.last(Some(p)) else {
             continue;
         };
+        let of_p = || status.runs.iter().rev().filter(|r| r.profile == *p);
         let latest = Latest {
-            last,
+            last: of_p()
+                .find(|r| r.outcome != OutcomeKind::Skipped)
+                .unwrap_or(newest),
+            newest,
+            last_postponed: of_p().find(|r| r.outcome == OutcomeKind::Skipped),
             last_success: status.last_success(Some(p)),
             left_over,
         };
@@ -432,6 +454,7 @@ mod tests {
             }),
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct RunRecord {
     /// Error messages, redacted as everywhere else.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Why a `skipped` run was postponed ("on battery", "metered connection"; issue 18 §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// restic's summary figures, as stored.
@@ -207,6 +210,24 @@ impl Source {
         let file = load(&self.state_dir).ok()?;
         file.last_op(self.profile.as_deref().unwrap_or(""), kind)
             .cloned()
+    }
+
+    /// The D-Bus `Postponed` property: the reason the newest recorded run (of any profile, as
+    /// the other idle properties) was skipped, or "" when it was not a skipped one.
+    pub fn postponed(&self) -> String {
+        let file = load(&self.state_dir).unwrap_or_default();
+        file.last(None).map(postponed_reason).unwrap_or_default()
+    }
+}
+
+/// Why `run` was postponed: its reason when it is a `skipped` run, else "".
+pub fn postponed_reason(run: &RunRecord) -> String {
+    match run.outcome {
+        OutcomeKind::Skipped => run
+            .reason
+            .clone()
+            .unwrap_or_else(|| "a run condition".into()),
+        _ => String::new(),
     }
 }
 
@@ -385,6 +406,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 

@@ -342,6 +342,14 @@ impl Bus {
     <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
     <allow own="org.freedesktop.login1"/>
     <allow send_destination="org.freedesktop.login1"/>
+    <!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
+         (tests/conditions.rs); their own policies let everyone call them. -->
+    <allow own="org.freedesktop.UPower"/>
+    <allow own="org.freedesktop.NetworkManager"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.UPower"/>
+    <allow send_destination="org.freedesktop.NetworkManager"/>
   </policy>
   {include}
 </busconfig>
