@@ -47,6 +47,7 @@ complete -c igotchuu -n "__fish_igotchuu_needs_command" -f -a "help" -d 'Print t
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -l dry-run -d 'Print the plan (snapshots, bind mounts, restic command and environment with secrets redacted) and exit without touching anything'
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -l scheduled -d 'Set by the timer units; run conditions apply'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand backup" -s h -l help -d 'Print help'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand cleanup" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
@@ -109,6 +110,7 @@ complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -l run-id 
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -l daemon-pid -r
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -s p -l profile -d 'Use the settings of the [profiles.NAME] table of the config file on top of the top-level keys' -r
+complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -l scheduled -d '`StartTask`\'s option "scheduled": the run conditions apply (issue 18 §4)'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -s v -l verbose -d 'Show each step of the plan as it happens (snapshots, mounts, restic command)'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand daemon-run" -s h -l help -d 'Print help'
 complete -c igotchuu -n "__fish_igotchuu_using_subcommand generate" -s c -l config-file -d 'Config file (TOML). Without this option /etc/igotchuu.toml is read if it exists; otherwise the built-in defaults (back up /home) apply' -r -F
