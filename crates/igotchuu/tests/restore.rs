@@ -422,10 +422,17 @@ fn user_case(s: &Setup) {
     let _ = &s.b.name;
 }
 
+/// The fake: restic's `dump` passes on its first 8 KiB (the first few files of the directory's
+/// tar stream), pauses a second, then passes on the rest; the data is real restic's. Without the
+/// pause the stream can end before A's swap, and the race would not be tested.
 #[test]
 fn a_target_swapped_for_a_symlink_to_etc_mid_restore_gets_nothing_into_etc() {
     let Some(s) = setup() else { return };
     s.backup();
+    let real = sh_quote(&s.fx.restic_bin);
+    let slow = s.fx.restic_wrapper(&format!(
+        "case \" $* \" in *\" dump \"*) {real} \"$@\" | {{ dd bs=8192 count=1 iflag=fullblock status=none; sleep 1; cat; }}; exit 0;; esac"
+    ));
     let home = s.a_dir("ahome");
     let t = home.join("swap");
     std::fs::create_dir(&t).unwrap();
@@ -441,7 +448,7 @@ fn a_target_swapped_for_a_symlink_to_etc_mid_restore_gets_nothing_into_etc() {
         marker = sh_quote(&marker)
     );
     let mut racer = s.a.sh(&script).spawn().expect("racer");
-    let out = s.restore_as_a(&s.p("home/a/many"), &t);
+    let out = restore_as_a_through(&s, &slow, &s.p("home/a/many"), &t);
     let _ = racer.wait();
     assert!(
         !Path::new("/etc/many").exists(),
@@ -577,4 +584,188 @@ fn roots_in_place_restore_follows_no_symlink_on_the_target_path() {
         .assert_code(20)
         .assert_stderr_contains("symlink");
     assert!(names(&victim).is_empty());
+}
+
+/// B's secret, long and distinctive: found nowhere under A's target, by content or by name.
+const B_MARK: &str = "B-ONLY-0700-CONTENT-7f3a9c";
+
+/// `restore latest PATH --target DIR --as-uid A` with `restic` from `fake` first on PATH.
+fn restore_as_a_through(s: &Setup, fake: &Path, path: &str, target: &Path) -> RunOutput {
+    s.fx.igotchuu()
+        .path_prepend(fake)
+        .arg("-c")
+        .arg(&s.config)
+        .args([
+            "restore",
+            "latest",
+            path,
+            "--target",
+            target.to_str().expect("UTF-8"),
+            "--as-uid",
+            &s.a.uid.to_string(),
+        ])
+        .run()
+}
+
+/// The directory restore (one `restic dump` of the directory, its tar stream filtered by root
+/// before the writer sees it) against restic 0.14's and 0.18's streams: B's 0700 directory
+/// inside A's, hard links, a long name (PAX), names with a newline and not ASCII, a fifo, and
+/// many files. restic runs through a wrapper that only notes its arguments (to show which way
+/// the data came), then runs the real restic.
+fn stream_case(s: &Setup) {
+    let more = s.data.join("home/a/more");
+    // B's 0700 directory with distinctive content, inside a directory A may list.
+    s.fx.write_file(
+        "data/home/a/more/bsecret/inner.txt",
+        B_MARK.repeat(2000).as_bytes(),
+    );
+    s.fx.write_file("data/home/a/more/bsecret/deeper/x", B_MARK.as_bytes());
+    // A's: a file and a hard link to it, a long name, odd names, a fifo, many files.
+    s.fx.write_file("data/home/a/more/orig", binary(3));
+    std::fs::hard_link(more.join("orig"), more.join("hardlink")).expect("link");
+    let long_dir = "L".repeat(120);
+    let long_name = "n".repeat(250);
+    s.fx.write_file(
+        &format!("data/home/a/more/{long_dir}/{long_name}"),
+        b"long name\n",
+    );
+    s.fx.write_file("data/home/a/more/new\nline", b"newline\n");
+    s.fx.write_file("data/home/a/more/caf\u{e9}", b"cafe\n");
+    let fifo = more.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for i in 0..300 {
+        s.fx.write_file(
+            &format!("data/home/a/more/many/m{i:03}"),
+            format!("m {i}\n"),
+        );
+    }
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", s.a.uid, s.a.gid)])
+        .arg(&more)
+        .status()
+        .expect("chown");
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", s.b.uid, s.b.gid)])
+        .arg(more.join("bsecret"))
+        .status()
+        .expect("chown");
+    chmod(&more.join("bsecret"), 0o700);
+    s.backup();
+
+    let log = s.fx.path("restic-args.log");
+    let fake =
+        s.fx.restic_wrapper(&format!("printf '%s\\n' \"$*\" >> {}", sh_quote(&log)));
+    let t = s.a_dir("stream");
+    let out = restore_as_a_through(s, &fake, &s.p("home/a/more"), &t);
+    out.assert_code(0);
+    // None of B's names or bytes reached the target or the messages.
+    for p in walk(&t) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !["bsecret", "inner.txt", "deeper", "x"].contains(&name.as_str()),
+            "B's name restored: {}",
+            p.display()
+        );
+        assert!(!name.starts_with(".igotchuu-restore"), "{}", p.display());
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (s.a.uid, s.a.gid), "{}", p.display());
+        if m.is_file() {
+            let data = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&data).contains(B_MARK),
+                "B's bytes in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(
+        !out.stdout.contains("bsecret") && !out.stderr.contains("bsecret"),
+        "{out}"
+    );
+    // The data came through one dump of the directory, and no dump of B's names.
+    let args = std::fs::read_to_string(&log).expect("the wrapper ran");
+    let dumps: Vec<&str> = args
+        .lines()
+        .filter(|l| l.split(' ').any(|w| w == "dump"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{args}");
+    assert!(
+        dumps[0].ends_with(&format!(" {}", s.p("home/a/more"))),
+        "{args}"
+    );
+
+    // A's entries, byte for byte: both hard links whole, the long and odd names, 300 files;
+    // the fifo named as not restored.
+    let got = t.join("more");
+    assert_eq!(std::fs::read(got.join("orig")).unwrap(), binary(3));
+    assert_eq!(std::fs::read(got.join("hardlink")).unwrap(), binary(3));
+    assert_eq!(
+        std::fs::read(got.join(&long_dir).join(&long_name)).unwrap(),
+        b"long name\n"
+    );
+    assert_eq!(std::fs::read(got.join("new\nline")).unwrap(), b"newline\n");
+    assert_eq!(std::fs::read(got.join("caf\u{e9}")).unwrap(), b"cafe\n");
+    assert!(!got.join("fifo").exists());
+    out.assert_stderr_contains("fifo");
+    assert_eq!(names(&got.join("many")).len(), 300);
+    for i in [0, 150, 299] {
+        assert_eq!(
+            std::fs::read_to_string(got.join(format!("many/m{i:03}"))).unwrap(),
+            format!("m {i}\n")
+        );
+    }
+}
+
+#[test]
+fn a_directory_comes_through_one_filtered_stream_without_b_s_bytes_or_names() {
+    let Some(s) = setup() else { return };
+    stream_case(&s);
+}
+
+#[test]
+fn a_directory_comes_through_one_filtered_stream_with_restic_018() {
+    let Some(s) = setup_with(Restic::Debian13) else {
+        return;
+    };
+    stream_case(&s);
+}
+
+/// A's one small file beside a large file of B's in a directory A may list: fetched on its
+/// own (one dump of that file), so B's data is not even read. The wrapper notes restic's
+/// arguments only.
+#[test]
+fn a_few_files_beside_much_of_b_s_data_are_fetched_one_by_one() {
+    let Some(s) = setup() else { return };
+    s.fx.write_file("data/home/a/mixed/mine", b"mine\n");
+    // 160 MiB of B's, readable by nobody else: more than one restic start's worth to stream.
+    let big = s.fx.write_file("data/home/a/mixed/bbig", Vec::new());
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.set_len(160 << 20).unwrap();
+    drop(f);
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", s.a.uid, s.a.gid)])
+        .arg(s.data.join("home/a/mixed"))
+        .status()
+        .expect("chown");
+    chown(&big, &s.b);
+    chmod(&big, 0o600);
+    s.backup();
+    let log = s.fx.path("restic-args.log");
+    let fake =
+        s.fx.restic_wrapper(&format!("printf '%s\\n' \"$*\" >> {}", sh_quote(&log)));
+    let t = s.a_dir("mixed");
+    restore_as_a_through(&s, &fake, &s.p("home/a/mixed"), &t).assert_code(0);
+    assert_eq!(names(&t.join("mixed")), ["mine"]);
+    assert_eq!(std::fs::read(t.join("mixed/mine")).unwrap(), b"mine\n");
+    let args = std::fs::read_to_string(&log).expect("the wrapper ran");
+    let dumps: Vec<&str> = args
+        .lines()
+        .filter(|l| l.split(' ').any(|w| w == "dump"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{args}");
+    assert!(dumps[0].ends_with("/home/a/mixed/mine"), "{args}");
 }

@@ -199,6 +199,10 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
                     escape::line(s)
                 );
             }
+            // Already escaped by the restore (and naming only what the user may see).
+            for w in &done.warnings {
+                say_err!("igotchuu: warning: {w}");
+            }
             crate::exit::SUCCESS
         }
         Err(e) => fail(format_args!(
