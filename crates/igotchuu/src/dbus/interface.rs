@@ -193,6 +193,18 @@ impl zbus::DBusError for Refusal {
     }
 }
 
+/// What a one-shot run answers `Start` and `StartTask`: it is a backup, and the only one.
+fn one_shot_refusal(what: &str) -> Refusal {
+    Refusal::new(
+        igotchuu_dbus::errors::ALREADY_RUNNING,
+        format!(
+            "a backup is running (PID {}, started by the timer or from a shell, not by the \
+             daemon); start {what} once it has finished",
+            std::process::id()
+        ),
+    )
+}
+
 /// The object at [`super::PATH`]. Its fields are the properties; the publisher task updates them.
 pub(crate) struct Igotchuu {
     control: Control,
@@ -393,14 +405,7 @@ impl Igotchuu {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Refusal> {
         match &self.control {
-            Control::OneShot(_) => Err(Refusal::new(
-                igotchuu_dbus::errors::ALREADY_RUNNING,
-                format!(
-                    "a backup is running (PID {}, started by the timer or from a shell, not by \
-                     the daemon); start another once it has finished",
-                    std::process::id()
-                ),
-            )),
+            Control::OneShot(_) => Err(one_shot_refusal("another")),
             Control::Daemon(d) => {
                 Arc::clone(d)
                     .start_task(
@@ -468,14 +473,7 @@ impl Igotchuu {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, Refusal> {
         match &self.control {
-            Control::OneShot(_) => Err(Refusal::new(
-                igotchuu_dbus::errors::ALREADY_RUNNING,
-                format!(
-                    "a backup is running (PID {}, started by the timer or from a shell, not by \
-                     the daemon); start a task once it has finished",
-                    std::process::id()
-                ),
-            )),
+            Control::OneShot(_) => Err(one_shot_refusal("a task")),
             Control::Daemon(d) => {
                 // Parsed before polkit: cheap, and the refusal says nothing about anyone.
                 let task = Task::parse(&task)?;

@@ -250,24 +250,19 @@ pub fn adopt(path: &Path, file: File) -> Result<Lock, LockError> {
     }
     // Our own open file holds the flock already, so this succeeds; another holder means the
     // daemon did not take it, and is refused like any second run.
-    match flock_or_holder(file).map_err(io)? {
-        Ok(file) => Ok(Lock { file: Some(file) }),
-        Err(Some(pid)) => Err(LockError::Held {
-            path: path.to_owned(),
-            pid,
-        }),
-        Err(None) => Err(LockError::HeldByUnknown {
-            path: path.to_owned(),
-        }),
-    }
+    take(path, file)
 }
 
 fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
+    take(path, open_checked(path, root)?)
+}
+
+/// `file`'s flock taken, or who holds it (see [`flock_or_holder`]).
+fn take(path: &Path, file: File) -> Result<Lock, LockError> {
     let io = |source| LockError::Io {
         path: path.to_owned(),
         source,
     };
-    let file = open_checked(path, root)?;
     match flock_or_holder(file).map_err(io)? {
         Ok(file) => Ok(Lock { file: Some(file) }),
         Err(Some(pid)) => Err(LockError::Held {

@@ -68,7 +68,7 @@ impl Daemon {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             Refusal::new(
                 "org.freedesktop.DBus.Error.Failed",
                 format!(
@@ -87,23 +87,25 @@ impl Daemon {
             "igotchuu: run {run_id} ({}, profile {profile:?}, PID {pid}) started by D-Bus StartTask from {who}",
             task.as_str()
         );
-        let me = self.clone();
-        let id = run_id.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            *guard(&me.maintenance) = Slot::Free;
-            me.settle();
-            let how = match &status {
-                Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
-                    (Some(c), _) => format!("ended with exit code {c}"),
-                    (None, Some(sig)) => format!("was killed by signal {sig}"),
-                    (None, None) => "ended".into(),
-                },
-                Err(e) => format!("could not be waited for ({e})"),
-            };
-            say_err!("igotchuu: run {id} ({}) {how}", task.as_str());
-        });
+        tokio::spawn(self.clone().reap(child, run_id.clone(), task));
         Ok(run_id)
+    }
+
+    /// Waits for a forget's or check's child, frees its slot and logs how it ended (the exit
+    /// code is the command's own: 0, 21–24, 26, 130).
+    async fn reap(self: Arc<Self>, mut child: tokio::process::Child, id: String, task: Task) {
+        let status = child.wait().await;
+        *guard(&self.maintenance) = Slot::Free;
+        self.settle();
+        let how = match &status {
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
+                (Some(c), _) => format!("ended with exit code {c}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                (None, None) => "ended".into(),
+            },
+            Err(e) => format!("could not be waited for ({e})"),
+        };
+        say_err!("igotchuu: run {id} ({}) {how}", task.as_str());
     }
 
     /// The part of a forget's or check's start that reads the config, on a blocking thread:
