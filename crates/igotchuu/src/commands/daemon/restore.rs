@@ -97,9 +97,11 @@ impl Job {
                 placed: r.placed,
                 done: Some((r.files, r.bytes)),
             },
-            Some(Err(e)) if self.ctl.is_cancelled() => Ended {
+            // Whatever the restore made of being stopped (its writer's input ending mid-file),
+            // the owner asked for it: said as a cancel.
+            Some(Err(_)) if self.ctl.is_cancelled() => Ended {
                 state: RestoreState::Cancelled,
-                message: e,
+                message: lib::CANCELLED.to_owned(),
                 placed: Vec::new(),
                 done: None,
             },
