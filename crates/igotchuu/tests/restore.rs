@@ -929,6 +929,16 @@ mod through_daemon {
             ],
         );
         bad.assert_stderr_contains("InvalidArgs");
+        // A target she cannot write (root's /etc): her writer gets EACCES, nothing lands there.
+        let job = job_id(&restore_call(&bus, a, &[&s.p("home/a/pub.bin")], "/etc"));
+        let end = wait_job(&bus, a, &job);
+        assert!(end.starts_with("('failed'"), "{end}");
+        assert!(end.contains("Permission denied"), "{end}");
+        assert!(!Path::new("/etc/pub.bin").exists());
+        // A path far longer than any is refused before anything runs.
+        let long = format!("/{}", "x".repeat(100_000));
+        call(&bus, a, "ListDirectory", &[&q("latest"), &q(&long)])
+            .assert_stderr_contains("at most 4096 bytes");
         // Job ids are the daemon's: a made-up one is no job.
         let none = call(&bus, a, "CancelRestore", &[&q("0123456789abcdef")]);
         assert_ne!(none.code, Some(0), "{none}");
@@ -1024,11 +1034,26 @@ mod through_daemon {
             running.stdout.starts_with("('running', uint64 1,"),
             "{running}"
         );
+        // The job holds igotchuu's repository lock shared (state/lock.rs): an exclusive taker
+        // (forget, prune, check) cannot have it now.
+        let repo_lock = format!("{}.repo", s.fx.lock_file.display());
+        let exclusive =
+            || common::bus::run(Command::new("flock").args(["-n", "-x", &repo_lock, "true"])).code;
+        assert_eq!(
+            exclusive(),
+            Some(1),
+            "the restore does not hold {repo_lock}"
+        );
         let refused = call(&bus, b, "CancelRestore", &[&q(&job)]);
         refused.assert_stderr_contains("AccessDenied");
         call(&bus, a, "CancelRestore", &[&q(&job)]).assert_code(0);
         let end = wait_job(&bus, a, &job);
         assert!(end.starts_with("('cancelled'"), "{end}");
+        assert_eq!(
+            exclusive(),
+            Some(0),
+            "the ended restore still holds {repo_lock}"
+        );
         no_partial(&t);
         assert!(names(&t).is_empty(), "{:?}", names(&t));
 
@@ -1123,9 +1148,25 @@ mod through_daemon {
         out.assert_code(20)
             .assert_stderr_contains("not yours to read");
         assert_eq!(names(&t), ["pub.bin"]);
-        // The daemon's config, not one of A's.
-        run_a(&format!("-c {} snapshots", sh_quote(&s.config)))
+        // In place, beside the current version.
+        let live = s.data.join("home/a/pub.bin");
+        std::fs::write(&live, b"edited since\n").unwrap();
+        run_a(&format!(
+            "restore latest {} --in-place",
+            sh_quote(s.p("home/a/pub.bin"))
+        ))
+        .assert_code(0);
+        assert_eq!(std::fs::read(&live).unwrap(), b"edited since\n");
+        assert!(
+            names(&s.data.join("home/a"))
+                .iter()
+                .any(|n| n.starts_with("pub.bin.restored-")),
+            "{:?}",
+            names(&s.data.join("home/a"))
+        );
+        // A snapshot name that is none: refused by the daemon, exit 20 as root's.
+        run_a("ls nonsense /")
             .assert_code(20)
-            .assert_stderr_contains("leave out --config-file");
+            .assert_stderr_contains("names no snapshot");
     }
 }

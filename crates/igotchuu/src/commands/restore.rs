@@ -35,7 +35,7 @@ fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
 }
 
 pub fn snapshots(g: &Global, json: bool) -> i32 {
-    if super::restore_client::through_daemon(None) {
+    if super::restore_client::through_daemon(g, None) {
         return super::restore_client::snapshots(g, json);
     }
     let repo = match repo(g) {
@@ -83,7 +83,7 @@ pub(super) fn perms(kind: Kind, mode: u32) -> String {
 }
 
 pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
-    if super::restore_client::through_daemon(as_uid) {
+    if super::restore_client::through_daemon(g, as_uid) {
         return super::restore_client::ls(g, snapshot, path, json);
     }
     let uid = match for_uid(as_uid) {
@@ -144,7 +144,7 @@ pub struct RestoreArgs<'a> {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
-    if super::restore_client::through_daemon(a.as_uid) {
+    if super::restore_client::through_daemon(g, a.as_uid) {
         return super::restore_client::restore(g, a);
     }
     let uid = match for_uid(a.as_uid) {
