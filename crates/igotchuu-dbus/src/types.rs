@@ -417,6 +417,206 @@ impl OpKind {
     }
 }
 
+// ---- Issue 20: restore over D-Bus (ListSnapshots, ListDirectory, Restore, RestoreJob.Status).
+
+/// One snapshot as `ListSnapshots` gives it (`a(sxsas)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub id: String,
+    /// Unix seconds.
+    pub time: i64,
+    pub hostname: String,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotEntry {
+    pub fn from_wire((id, time, hostname, paths): (String, i64, String, Vec<String>)) -> Self {
+        SnapshotEntry {
+            id,
+            time,
+            hostname,
+            paths,
+        }
+    }
+
+    pub fn to_wire(&self) -> (String, i64, String, Vec<String>) {
+        (
+            self.id.clone(),
+            self.time,
+            self.hostname.clone(),
+            self.paths.clone(),
+        )
+    }
+
+    /// The id as `igotchuu snapshots` shows it (restic's short id: the first 8 characters).
+    pub fn short_id(&self) -> &str {
+        self.id.get(..8).unwrap_or(&self.id)
+    }
+}
+
+/// What a directory entry in a snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    /// Devices, fifos, sockets: listed, never restored.
+    Other,
+}
+
+impl EntryKind {
+    pub const ALL: [EntryKind; 4] = [
+        EntryKind::Dir,
+        EntryKind::File,
+        EntryKind::Symlink,
+        EntryKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Dir => "dir",
+            EntryKind::File => "file",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Other => "other",
+        }
+    }
+
+    /// The bus's word back; a word this version does not know is [`EntryKind::Other`].
+    pub fn parse(word: &str) -> EntryKind {
+        EntryKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == word)
+            .unwrap_or(EntryKind::Other)
+    }
+}
+
+/// One entry of `ListDirectory` (`a(ssutx)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: EntryKind,
+    /// Permission bits (the 0o7777 part), as restic recorded them.
+    pub mode: u32,
+    pub size: u64,
+    /// Unix seconds; 0 when restic recorded none.
+    pub mtime: i64,
+}
+
+impl DirEntry {
+    pub fn from_wire((name, kind, mode, size, mtime): (String, String, u32, u64, i64)) -> Self {
+        DirEntry {
+            name,
+            kind: EntryKind::parse(&kind),
+            mode: mode & 0o7777,
+            size,
+            mtime,
+        }
+    }
+
+    pub fn to_wire(&self) -> (String, String, u32, u64, i64) {
+        (
+            self.name.clone(),
+            self.kind.as_str().to_owned(),
+            self.mode & 0o7777,
+            self.size,
+            self.mtime,
+        )
+    }
+}
+
+/// Where a restore job is (`RestoreJob.Status`'s first field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestoreState {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl RestoreState {
+    pub const ALL: [RestoreState; 4] = [
+        RestoreState::Running,
+        RestoreState::Done,
+        RestoreState::Failed,
+        RestoreState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreState::Running => "running",
+            RestoreState::Done => "done",
+            RestoreState::Failed => "failed",
+            RestoreState::Cancelled => "cancelled",
+        }
+    }
+
+    /// `None` for a word this version does not know.
+    pub fn parse(word: &str) -> Option<RestoreState> {
+        RestoreState::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
+    /// The job has ended (nothing more will change).
+    pub fn is_final(self) -> bool {
+        self != RestoreState::Running
+    }
+}
+
+/// A restore job's `Status()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreStatus {
+    pub state: RestoreState,
+    pub files_total: u64,
+    pub files_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// Why it failed, or what was not restored; "" when there is nothing to say.
+    pub message: String,
+    /// Where each restored top-level entry landed (once done).
+    pub placed: Vec<String>,
+}
+
+/// `RestoreJob.Status`'s flat reply.
+pub type RestoreStatusWire = (String, u64, u64, u64, u64, String, Vec<String>);
+
+impl RestoreStatus {
+    /// `None` when the state is a word this version does not know.
+    pub fn from_wire(w: RestoreStatusWire) -> Option<RestoreStatus> {
+        let (state, files_total, files_done, bytes_total, bytes_done, message, placed) = w;
+        Some(RestoreStatus {
+            state: RestoreState::parse(&state)?,
+            files_total,
+            files_done,
+            bytes_total,
+            bytes_done,
+            message,
+            placed,
+        })
+    }
+
+    pub fn to_wire(&self) -> RestoreStatusWire {
+        (
+            self.state.as_str().to_owned(),
+            self.files_total,
+            self.files_done,
+            self.bytes_total,
+            self.bytes_done,
+            self.message.clone(),
+            self.placed.clone(),
+        )
+    }
+}
+
+/// `Restore`'s options (`a{sv}`): the only key is "overwrite" (b). Unknown keys are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Replace an existing entry instead of placing the restored one beside it.
+    pub overwrite: bool,
+}
+
+impl RestoreOptions {
+    pub const OVERWRITE: &'static str = "overwrite";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +643,39 @@ mod tests {
             Outcome::reported(OutcomeKind::Partial, 3).to_string(),
             Outcome::ResticFailed(3).to_string()
         );
+    }
+
+    #[test]
+    fn restore_values_round_trip_through_their_wire_forms() {
+        for k in EntryKind::ALL {
+            assert_eq!(EntryKind::parse(k.as_str()), k);
+        }
+        assert_eq!(EntryKind::parse("fifo"), EntryKind::Other);
+        for s in RestoreState::ALL {
+            assert_eq!(RestoreState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(RestoreState::parse("paused"), None);
+        let e = DirEntry {
+            name: "a".into(),
+            kind: EntryKind::Symlink,
+            mode: 0o4755,
+            size: 3,
+            mtime: -1,
+        };
+        assert_eq!(DirEntry::from_wire(e.to_wire()), e);
+        let st = RestoreStatus {
+            state: RestoreState::Cancelled,
+            files_total: 2,
+            files_done: 1,
+            bytes_total: 9,
+            bytes_done: 4,
+            message: "m".into(),
+            placed: vec!["/x".into()],
+        };
+        assert_eq!(RestoreStatus::from_wire(st.to_wire()), Some(st));
+        let s = SnapshotEntry::from_wire(("0123456789ab".into(), 5, "h".into(), vec![]));
+        assert_eq!(s.short_id(), "01234567");
+        assert_eq!(SnapshotEntry::from_wire(s.to_wire()), s);
     }
 
     impl OutcomeKind {

@@ -85,31 +85,6 @@ fn kill(pid: u32, sig: Signal) {
     rustix::process::kill_process(p, sig).unwrap_or_else(|e| panic!("kill({pid}): {e}"));
 }
 
-/// The shipped activation file, its Exec= pointed at this build with a test config.
-fn service_dir(fx: &Fixture, cfg: &Path, idle: u64) -> PathBuf {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../dist/dbus-1/system-services/com.nyantec.IGotChuu.service"),
-    )
-    .expect("read the shipped service file");
-    let exec = "Exec=/usr/bin/igotchuu daemon";
-    assert!(shipped.contains(exec), "{shipped}");
-    let dir = fx.path("services");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("com.nyantec.IGotChuu.service"),
-        shipped.replace(
-            exec,
-            &format!(
-                "Exec={BIN} --config-file {} daemon --idle-timeout {idle}",
-                cfg.display()
-            ),
-        ),
-    )
-    .expect("write service file");
-    dir
-}
-
 #[test]
 fn activated_daemon_runs_a_member_s_backup_refuses_nobody_and_exits_when_idle() {
     let Some(fx) = setup() else { return };
