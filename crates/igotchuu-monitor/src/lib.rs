@@ -17,6 +17,9 @@ pub const APP_PATH: &str = "/com/nyantec/IGotChuu/Monitor";
 /// The window's title, which tests find it by.
 pub const WINDOW_TITLE: &str = "igotchuu Backups";
 
+/// The profile lists' entry for the top-level config ("" on the bus).
+pub const TOP_LEVEL: &str = "Default";
+
 /// Now, in Unix seconds (0 if the clock is before 1970).
 pub fn now() -> u64 {
     std::time::SystemTime::now()
