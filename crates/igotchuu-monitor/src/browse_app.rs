@@ -204,13 +204,21 @@ pub fn add_actions(app: &adw::Application, shared: &Shared) {
             None
         },
     );
-    on("browse-restore-to", st, |m, p| {
-        let target = match string(p) {
-            t if t.is_empty() => Target::InPlace,
-            t => Target::Folder(t),
-        };
-        m.restore_to(target, &exists)
-    });
+    {
+        // A target given here supersedes an open chooser (scripts and the tests use this).
+        let s = shared.clone();
+        add(app, "browse-restore-to", st, move |p| {
+            let chooser = s.borrow_mut().chooser.take();
+            if let Some(c) = chooser {
+                c.destroy();
+            }
+            let target = match string(p) {
+                t if t.is_empty() => Target::InPlace,
+                t => Target::Folder(t),
+            };
+            act(&s, |m| m.restore_to(target, &exists));
+        });
+    }
     on("browse-answer", st, |m, p| {
         m.answer(match string(p).as_str() {
             "keep" => Answer::KeepBoth,

@@ -1,0 +1,213 @@
+//! The "Browse backups" page for real (issue 20): `igotchuu daemon` on a private system bus with
+//! the shipped policy and a real polkitd, a real backup made by igotchuu, and the monitor under
+//! Xvfb run by a throwaway user OUTSIDE the group `igotchuu` (their own session bus and X
+//! client, uid and gid, no supplementary groups). The user chooses the backup, opens their
+//! home, selects a file and a folder, asks for "Restore to…", is asked "keep both or replace?"
+//! (both still exist), keeps both, follows the progress, and gets the files back byte for byte,
+//! owned by them, beside the current versions. Screenshots of each page go to
+//! target/monitor-screenshots/browse-*.png.
+//!
+//! The one fake: a restic wrapper that holds `restic dump` (the data of a restore) until the
+//! test says go, so that the progress page is on screen for its screenshot; every other restic
+//! call passes straight through.
+
+// The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
+#[path = "../../igotchuu/tests/common/mod.rs"]
+#[allow(clippy::type_complexity)]
+mod common;
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::bus::{self, Bus, Extras, Policy, Polkitd, TempUser};
+use common::{places, sh_quote, sh_wait_for, touch};
+use support::desktop::{assert_distinct_screenshots, screenshot_dir, Desktop};
+use support::{daemon_from, noise, tool_built};
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+fn chown_r(p: &Path, u: &TempUser) {
+    common::bus::must(
+        std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", u.ids.uid, u.ids.gid))
+            .arg(p),
+    );
+}
+
+/// The names in `dir` starting with `prefix`, other than `prefix` itself, sorted.
+fn beside(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.starts_with(prefix) && n != prefix
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
+    if !tool_built() {
+        return;
+    }
+    let Some(fx) = bus::setup() else { return };
+    if !common::have(&["setpriv", "useradd", "userdel", "chown"]) {
+        return;
+    }
+    let a = TempUser::create("brw", &[]);
+    // The user must reach their home on the fixture's filesystem, as on a real disk.
+    chmod(&fx.scratch.root, 0o711);
+    chmod(&fx.mnt, 0o755);
+    let data = fx.create_subvolume("data");
+    chmod(&data, 0o755);
+    let notes = noise(100_000);
+    let report = noise(3 << 20);
+    fx.write_file("data/home/a/notes.txt", &notes);
+    fx.write_file("data/home/a/Documents/report.bin", &report);
+    fx.write_file("data/home/a/Documents/todo.txt", "buy milk\n");
+    let home = fx.at("data/home/a");
+    chown_r(&home, &a);
+    chmod(&fx.at("data/home/a/notes.txt"), 0o640);
+    let cfg = fx.write_config(&places(&[&data]));
+    let bus = Bus::start_with(
+        Policy::Shipped,
+        Extras {
+            system_policies: true,
+            ..Extras::default()
+        },
+    );
+    let Some(_polkitd) = Polkitd::start(&bus) else {
+        return;
+    };
+    bus.igotchuu(&fx)
+        .args(["-c", cfg.to_str().expect("utf-8"), "backup"])
+        .run()
+        .assert_code(0);
+    let snaps = fx.restic_snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let id = snaps[0]["id"].as_str().expect("id").to_owned();
+    // After the backup: notes.txt changed, report.bin deleted; both names still exist, so a
+    // restore in place must ask.
+    std::fs::write(home.join("notes.txt"), "changed since\n").expect("write");
+    std::fs::remove_file(home.join("Documents/report.bin")).expect("rm");
+
+    // restic dump (a restore's data) waits for `go`; nothing else does.
+    let (held, go) = (fx.path("dump-held"), fx.path("dump-go"));
+    let wrapper = fx.restic_wrapper(&format!(
+        "case \" $* \" in *\" dump \"*) touch {}\n{};; esac",
+        sh_quote(&held),
+        sh_wait_for(&go)
+    ));
+    let _daemon = daemon_from(bus.igotchuu(&fx).path_prepend(&wrapper), &bus, &cfg);
+
+    let Some(mut desk) = Desktop::start_as(Some((a.ids.uid, a.ids.gid))) else {
+        return;
+    };
+    desk.start_monitor_with(&bus, &[], &[("HOME", &home)]);
+    let window = desk.window();
+    let dir = screenshot_dir();
+    let mut shots: Vec<(&str, PathBuf)> = Vec::new();
+    // The status needs the group; the browse page does not.
+    desk.wait_for_screen("not-allowed", |s| s == "not-allowed");
+    desk.activate("show-browse");
+    desk.wait_for_browse("one backup", |s| s == "snapshots:1");
+    shots.push((
+        "snapshots",
+        desk.screenshot(&window, &dir.join("browse-snapshots.png")),
+    ));
+
+    desk.activate_with("browse-snapshot", &format!("'{id}'"));
+    let at = format!("folder:{}:", home.display());
+    desk.wait_for_browse("the home, listed", |s| s == format!("{at}2:sel0"));
+    desk.activate_with("browse-select", "('notes.txt', true)");
+    desk.activate_with("browse-select", "('Documents', true)");
+    desk.wait_for_browse("two selected", |s| s == format!("{at}2:sel2"));
+    shots.push((
+        "folder",
+        desk.screenshot(&window, &dir.join("browse-folder.png")),
+    ));
+
+    // "Restore to…": the folder chooser, opened at the original place.
+    desk.activate("browse-restore");
+    desk.wait_until("the Restore to chooser", |d| {
+        !d.windows_titled("Restore to").is_empty()
+    });
+    shots.push((
+        "chooser",
+        desk.screenshot("root", &dir.join("browse-restore-to.png")),
+    ));
+    // The original place, as the chooser's "Restore Here" on it would give (the chooser is
+    // closed by it): both names exist, so the page asks.
+    desk.activate_with("browse-restore-to", &format!("'{}'", home.display()));
+    desk.wait_for_browse("the question", |s| s == format!("{at}2:ask"));
+    assert!(
+        desk.windows_titled("Restore to").is_empty(),
+        "the chooser closed"
+    );
+    shots.push((
+        "question",
+        desk.screenshot("root", &dir.join("browse-keep-or-replace.png")),
+    ));
+    desk.activate_with("browse-answer", "'keep'");
+    desk.wait_for_browse("the restore running", |s| s.starts_with("restoring"));
+    assert!(
+        common::wait_for_path(&held, common::WAIT_TIMEOUT),
+        "restic dump never ran"
+    );
+    desk.wait_for_browse("the restore counted", |s| s == "restoring:progress");
+    shots.push((
+        "progress",
+        desk.screenshot(&window, &dir.join("browse-progress.png")),
+    ));
+    touch(&go);
+    desk.wait_for_browse("the restore done", |s| s == "done");
+    shots.push((
+        "done",
+        desk.screenshot(&window, &dir.join("browse-done.png")),
+    ));
+    assert_distinct_screenshots(&shots);
+
+    // What the user got: the current versions untouched, the backup's beside them, byte for
+    // byte, owned by the user, with the recorded mode.
+    assert_eq!(
+        std::fs::read(home.join("notes.txt")).expect("read"),
+        b"changed since\n"
+    );
+    let notes_back = beside(&home, "notes.txt");
+    assert_eq!(notes_back.len(), 1, "{notes_back:?}");
+    assert_eq!(std::fs::read(&notes_back[0]).expect("read"), notes);
+    let m = std::fs::metadata(&notes_back[0]).expect("stat");
+    assert_eq!((m.uid(), m.gid()), (a.ids.uid, a.ids.gid));
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert!(!home.join("Documents/report.bin").exists());
+    let docs_back = beside(&home, "Documents");
+    assert_eq!(docs_back.len(), 1, "{docs_back:?}");
+    assert_eq!(
+        std::fs::read(docs_back[0].join("report.bin")).expect("read"),
+        report
+    );
+    assert_eq!(
+        std::fs::read(docs_back[0].join("todo.txt")).expect("read"),
+        b"buy milk\n"
+    );
+    assert_eq!(
+        std::fs::metadata(docs_back[0].join("report.bin"))
+            .expect("stat")
+            .uid(),
+        a.ids.uid
+    );
+
+    // Back to the folder; "Show in Files" with no file manager on this desktop falls back to
+    // GTK's launcher and the monitor stays up.
+    desk.activate("browse-show");
+    desk.activate("browse-dismiss");
+    desk.wait_for_browse("the folder again", |s| s == format!("{at}2:sel0"));
+}
