@@ -1,4 +1,5 @@
-//! `igotchuu snapshots`, `igotchuu ls`, `igotchuu restore`: the root-side commands.
+//! `igotchuu snapshots`, `igotchuu ls`, `igotchuu restore`: the root-side commands. Anyone else
+//! goes through the daemon (restore_client.rs), with the same output and exit codes.
 //!
 //! `--as-uid UID` (hidden, root only) applies the rule and runs the writer as that user, exactly
 //! as the daemon will for a D-Bus caller; it is how the tests restore "as user A".
@@ -25,6 +26,9 @@ fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
 }
 
 pub fn snapshots(g: &Global, json: bool) -> i32 {
+    if super::restore_client::through_daemon(None) {
+        return super::restore_client::snapshots(g, json);
+    }
     let repo = match repo(g) {
         Ok(r) => r,
         Err(c) => return c,
@@ -56,7 +60,7 @@ pub fn snapshots(g: &Global, json: bool) -> i32 {
     crate::exit::SUCCESS
 }
 
-fn perms(kind: Kind, mode: u32) -> String {
+pub(super) fn perms(kind: Kind, mode: u32) -> String {
     let mut s = String::from(match kind {
         Kind::Dir => "d",
         Kind::Symlink => "l",
@@ -70,6 +74,9 @@ fn perms(kind: Kind, mode: u32) -> String {
 }
 
 pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
+    if super::restore_client::through_daemon(as_uid) {
+        return super::restore_client::ls(g, snapshot, path, json);
+    }
     let uid = match for_uid(as_uid) {
         Ok(u) => u,
         Err(c) => return c,
@@ -128,6 +135,9 @@ pub struct RestoreArgs<'a> {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
+    if super::restore_client::through_daemon(a.as_uid) {
+        return super::restore_client::restore(g, a);
+    }
     let uid = match for_uid(a.as_uid) {
         Ok(u) => u,
         Err(c) => return c,

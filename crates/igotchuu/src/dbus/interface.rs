@@ -11,9 +11,13 @@
 // an item-level allow does not reach.
 #![allow(clippy::too_many_arguments)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use igotchuu_dbus::{DirEntry, RestoreOptions, RestoreStatus, SnapshotEntry};
+use zbus::zvariant::OwnedValue;
 
 use zbus::fdo;
 use zbus::message::Header;
@@ -57,6 +61,128 @@ pub(crate) trait OnDemand: Send + Sync {
     ) -> BoxFuture<'a, fdo::Result<()>>;
     /// `Profiles`: the config's profile names.
     fn profiles(&self) -> Vec<String>;
+
+    // Issue 20: restore. Each checks the caller itself (polkit restore-own, the rule for the
+    // caller's uid); the bus policy lets every local user call them.
+    /// `ListSnapshots(profile)`.
+    fn list_snapshots<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<SnapshotEntry>, Refusal>>;
+    /// `ListDirectory(snapshot, path)`.
+    fn list_directory<'a>(
+        self: Arc<Self>,
+        snapshot: &'a str,
+        path: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<DirEntry>, Refusal>>;
+    /// `Restore(snapshot, paths, target, options)`: the job's id.
+    fn restore<'a>(
+        self: Arc<Self>,
+        request: RestoreRequest,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>>;
+    /// `CancelRestore(job)`.
+    fn cancel_restore<'a>(
+        self: Arc<Self>,
+        job: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<(), Refusal>>;
+}
+
+/// `Restore`'s arguments, its options already read.
+#[derive(Debug, Clone)]
+pub(crate) struct RestoreRequest {
+    pub(crate) snapshot: String,
+    pub(crate) paths: Vec<String>,
+    /// `None`: in place (the bus's "").
+    pub(crate) target: Option<String>,
+    pub(crate) options: RestoreOptions,
+}
+
+/// `Restore`'s options dictionary: "overwrite" (b) only. An unknown key or a value of another
+/// type is refused, not ignored: a newer client's option must not be silently dropped.
+fn restore_options(options: &HashMap<String, OwnedValue>) -> Result<RestoreOptions, Refusal> {
+    let mut out = RestoreOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            RestoreOptions::OVERWRITE => {
+                out.overwrite = value
+                    .try_clone()
+                    .ok()
+                    .and_then(|v| bool::try_from(v).ok())
+                    .ok_or_else(|| {
+                        Refusal::new(INVALID_ARGS, "the option \"overwrite\" takes a boolean (b)")
+                    })?;
+            }
+            other => {
+                return Err(Refusal::new(
+                    INVALID_ARGS,
+                    format!(
+                        "Restore has no option {:?}; the only one is \"overwrite\" (b)",
+                        crate::escape::line(&other.chars().take(64).collect::<String>())
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The standard error for arguments a method cannot take.
+pub(crate) const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
+
+/// What a one-shot run answers to the restore methods: it serves no restores.
+fn restores_not_here() -> Refusal {
+    Refusal::new(
+        igotchuu_dbus::errors::ALREADY_RUNNING,
+        "a backup started by the timer or from a shell owns igotchuu's bus name now; restores \
+         are served by `igotchuu daemon`, which the next call starts once that backup has \
+         finished",
+    )
+}
+
+/// A restore job as its object shows it (issue 20); the daemon implements it.
+pub(crate) trait JobView: Send + Sync {
+    /// The uid that started the job: the only one its object answers.
+    fn owner(&self) -> u32;
+    fn status(&self) -> RestoreStatus;
+}
+
+/// The object of one restore job, at igotchuu_dbus::restore_job_path(id). It sends no signals:
+/// a restore's paths and progress reach only its owner, who asks.
+pub(crate) struct RestoreJob(pub(crate) Arc<dyn JobView>);
+
+#[interface(name = "com.nyantec.igotchuu1.RestoreJob", introspection_docs = false)]
+impl RestoreJob {
+    /// The job's state, counters, message and where its entries landed; for its owner only.
+    #[zbus(out_args(
+        "state",
+        "files_total",
+        "files_done",
+        "bytes_total",
+        "bytes_done",
+        "message",
+        "placed"
+    ))]
+    async fn status(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> fdo::Result<(String, u64, u64, u64, u64, String, Vec<String>)> {
+        let caller = auth::Caller::of(&header, conn).await?;
+        if caller.uid != Some(self.0.owner()) {
+            return Err(fdo::Error::AccessDenied(
+                "this restore job is another user's; only the user who started it may ask".into(),
+            ));
+        }
+        Ok(self.0.status().to_wire())
+    }
 }
 
 /// A refusal of `Start` or `Stop` under one of the names in [`igotchuu_dbus::errors`], with a
@@ -316,5 +442,83 @@ impl Igotchuu {
             Control::OneShot(_) => Vec::new(),
             Control::Daemon(d) => d.profiles(),
         }
+    }
+
+    // Issue 20 (restore), after every member before it. Callable by every local user; the
+    // daemon checks each call (polkit com.nyantec.igotchuu.restore-own, the rule of
+    // restore/access.rs for the caller's uid). A one-shot run serves none of them.
+
+    /// `profile`'s snapshots ("" = the top-level config), oldest first: (id, unix time, hostname,
+    /// paths).
+    #[zbus(out_args("snapshots"))]
+    async fn list_snapshots(
+        &self,
+        profile: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<(String, i64, String, Vec<String>)>, Refusal> {
+        let Control::Daemon(d) = &self.control else {
+            return Err(restores_not_here());
+        };
+        let list = Arc::clone(d)
+            .list_snapshots(&profile, &header, conn)
+            .await?;
+        Ok(list.iter().map(SnapshotEntry::to_wire).collect())
+    }
+
+    /// The entries of directory `path` of `snapshot` the caller may see: (name, kind,
+    /// permission bits, size, mtime).
+    #[zbus(out_args("entries"))]
+    async fn list_directory(
+        &self,
+        snapshot: String,
+        path: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<(String, String, u32, u64, i64)>, Refusal> {
+        let Control::Daemon(d) = &self.control else {
+            return Err(restores_not_here());
+        };
+        let list = Arc::clone(d)
+            .list_directory(&snapshot, &path, &header, conn)
+            .await?;
+        Ok(list.iter().map(DirEntry::to_wire).collect())
+    }
+
+    /// Restores `paths` of `snapshot` into `target` ("" = in place, beside the current
+    /// version), written by a process running as the caller; returns the job's id.
+    #[zbus(out_args("job_id"))]
+    async fn restore(
+        &self,
+        snapshot: String,
+        paths: Vec<String>,
+        target: String,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Refusal> {
+        let Control::Daemon(d) = &self.control else {
+            return Err(restores_not_here());
+        };
+        let request = RestoreRequest {
+            snapshot,
+            paths,
+            target: (!target.is_empty()).then_some(target),
+            options: restore_options(&options)?,
+        };
+        Arc::clone(d).restore(request, &header, conn).await
+    }
+
+    /// Cancels the caller's own restore job.
+    async fn cancel_restore(
+        &self,
+        job: String,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Refusal> {
+        let Control::Daemon(d) = &self.control else {
+            return Err(restores_not_here());
+        };
+        Arc::clone(d).cancel_restore(&job, &header, conn).await
     }
 }

@@ -16,12 +16,14 @@
 //! owns the name, so this is the narrow race of a one-shot run starting at the same moment, and
 //! the caller's next call reaches that run (which refuses `Start` as already running).
 //!
-//! Here: `Start`, `Stop` and `Profiles`. The daemon's life (name, idle exit) is [`serve`], one
+//! Here: `Start`, `Stop` and `Profiles`; the restore methods (issue 20) are [`restore`]'s. The
+//! daemon's life (name, idle exit) is [`serve`], one
 //! run's watch (relay, reap, a dead child reported) is [`run`], the child's side is [`child`],
 //! the pipe's format is [`wire`], and `igotchuu backup` as a client of the daemon is [`client`].
 
 pub mod child;
 pub mod client;
+mod restore;
 mod run;
 mod serve;
 pub mod wire;
@@ -40,7 +42,7 @@ use zbus::message::Header;
 use zbus::Connection;
 
 use crate::config;
-use crate::dbus::interface::{BoxFuture, OnDemand, Refusal};
+use crate::dbus::interface::{BoxFuture, OnDemand, Refusal, RestoreRequest};
 use crate::dbus::{polkit, publish};
 use crate::plan::{self, Plan};
 use crate::state::lock::{self, LockError};
@@ -104,6 +106,8 @@ pub struct Daemon {
     /// To the publisher task (dbus/publish.rs), which sends the signals and sets the properties.
     signals: mpsc::UnboundedSender<publish::Msg>,
     runs: AtomicU64,
+    /// Issue 20: restore jobs (restore.rs).
+    jobs: Arc<restore::Jobs>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the `Slot` inside is still whole.
@@ -443,5 +447,42 @@ impl OnDemand for Daemon {
 
     fn profiles(&self) -> Vec<String> {
         Daemon::profiles(self)
+    }
+
+    fn list_snapshots<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<igotchuu_dbus::SnapshotEntry>, Refusal>> {
+        Box::pin(async move { Daemon::list_snapshots(&self, profile, header, conn).await })
+    }
+
+    fn list_directory<'a>(
+        self: Arc<Self>,
+        snapshot: &'a str,
+        path: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<igotchuu_dbus::DirEntry>, Refusal>> {
+        Box::pin(async move { Daemon::list_directory(&self, snapshot, path, header, conn).await })
+    }
+
+    fn restore<'a>(
+        self: Arc<Self>,
+        request: RestoreRequest,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>> {
+        Box::pin(async move { Daemon::restore(&self, request, header, conn).await })
+    }
+
+    fn cancel_restore<'a>(
+        self: Arc<Self>,
+        job: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<(), Refusal>> {
+        Box::pin(async move { Daemon::cancel_restore(&self, job, header, conn).await })
     }
 }

@@ -56,6 +56,7 @@ async fn serve(settings: Settings) -> i32 {
         activity,
         signals: tx,
         runs: AtomicU64::new(0),
+        jobs: Arc::default(),
     });
     // LastRunStarted & co. come from the top-level config's state_dir (profiles share it unless
     // they set their own; such a profile's runs are in its own status file, read by `status -p`).
@@ -162,6 +163,12 @@ async fn serve(settings: Settings) -> i32 {
                     _ = activity_rx.changed() => {}
                     _ = stop.requested() => break,
                     _ = idle => {
+                        // A restore job running is activity (issue 20): look again one idle
+                        // timeout later (its end starts the timeout anew too).
+                        if daemon.jobs.running() > 0 {
+                            daemon.touch();
+                            continue;
+                        }
                         say_err!("igotchuu: idle for {}s: exiting", idle_timeout.map_or(0, |t| t.as_secs()));
                         break;
                     }
@@ -178,6 +185,15 @@ async fn serve(settings: Settings) -> i32 {
         if activity_rx.changed().await.is_err() {
             break;
         }
+    }
+    // Restores (issue 20) are cancelled, not cut off: a cancelled one leaves no half-written
+    // file under its name, and its writer exits with it.
+    if daemon.jobs.running() > 0 {
+        say_err!(
+            "igotchuu: cancelling {} running restore job(s)",
+            daemon.jobs.running()
+        );
+        daemon.jobs.cancel_all_and_wait().await;
     }
     exit::SUCCESS
 }
