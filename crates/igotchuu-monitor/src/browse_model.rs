@@ -652,8 +652,9 @@ fn question(target: &Target, conflicts: &[String], folder: &str) -> Question {
             "Replace the current versions?".to_owned()
         },
         body: format!(
-            "{place} already has {names}{more}. “Keep Both” puts the restored copy beside the \
-             current one, named after the backup; “Replace” overwrites what is there now."
+            "{place} already has {names}{more}. “Keep Both” puts each restored file that \
+             exists now beside the current one, named after the backup, and merges folders; \
+             “Replace” overwrites what is there now."
         ),
         conflicts: conflicts.to_vec(),
     }

@@ -4,7 +4,7 @@
 //! client, uid and gid, no supplementary groups). The user chooses the backup, opens their
 //! home, selects a file and a folder, asks for "Restore to…", is asked "keep both or replace?"
 //! (both still exist), keeps both, follows the progress, and gets the files back byte for byte,
-//! owned by them, beside the current versions. Screenshots of each page go to
+//! owned by them: the file beside its current version, the folder merged into the current one. Screenshots of each page go to
 //! target/monitor-screenshots/browse-*.png.
 //!
 //! The one fake: a restic wrapper that holds `restic dump` (the data of a restore) until the
@@ -187,23 +187,19 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     let m = std::fs::metadata(&notes_back[0]).expect("stat");
     assert_eq!((m.uid(), m.gid()), (a.ids.uid, a.ids.gid));
     assert_eq!(m.mode() & 0o7777, 0o640);
-    assert!(!home.join("Documents/report.bin").exists());
-    let docs_back = beside(&home, "Documents");
-    assert_eq!(docs_back.len(), 1, "{docs_back:?}");
+    // A folder that exists is merged into: what is gone comes back under its name, what is
+    // there gets the restored copy beside it.
+    assert!(beside(&home, "Documents").is_empty(), "merged, not beside");
+    let docs = home.join("Documents");
+    assert_eq!(std::fs::read(docs.join("report.bin")).expect("read"), report);
     assert_eq!(
-        std::fs::read(docs_back[0].join("report.bin")).expect("read"),
-        report
-    );
-    assert_eq!(
-        std::fs::read(docs_back[0].join("todo.txt")).expect("read"),
-        b"buy milk\n"
-    );
-    assert_eq!(
-        std::fs::metadata(docs_back[0].join("report.bin"))
-            .expect("stat")
-            .uid(),
+        std::fs::metadata(docs.join("report.bin")).expect("stat").uid(),
         a.ids.uid
     );
+    assert_eq!(std::fs::read(docs.join("todo.txt")).expect("read"), b"buy milk\n");
+    let todo_back = beside(&docs, "todo.txt");
+    assert_eq!(todo_back.len(), 1, "{todo_back:?}");
+    assert_eq!(std::fs::read(&todo_back[0]).expect("read"), b"buy milk\n");
 
     // Back to the folder; "Show in Files" with no file manager on this desktop falls back to
     // GTK's launcher and the monitor stays up.
