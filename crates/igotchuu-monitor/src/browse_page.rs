@@ -21,6 +21,9 @@ use igotchuu_monitor::browse_model::{
     SnapshotRow, SnapshotsView,
 };
 
+/// How many folders of the path the path bar shows.
+const CRUMBS_SHOWN: usize = 3;
+
 pub struct BrowsePage {
     pub root: gtk::Stack,
     // snapshots
@@ -328,12 +331,31 @@ impl BrowsePage {
             while let Some(c) = self.crumbs.first_child() {
                 self.crumbs.remove(&c);
             }
-            for (label, path) in &v.crumbs {
+            // The last few folders, the current one last and bold; "…" before them goes to the
+            // folder above the first one shown (a long path must not push the current folder
+            // out of sight).
+            let skip = v.crumbs.len().saturating_sub(CRUMBS_SHOWN);
+            let mut shown: Vec<(&str, &str)> = Vec::new();
+            if skip > 0 {
+                shown.push(("…", v.crumbs[skip - 1].1.as_str()));
+            }
+            shown.extend(
+                v.crumbs[skip..]
+                    .iter()
+                    .map(|(l, p)| (l.as_str(), p.as_str())),
+            );
+            for (i, (label, path)) in shown.iter().enumerate() {
                 let b = gtk::Button::builder()
-                    .label(label)
+                    .label(*label)
                     .action_name("app.browse-go")
                     .action_target(&path.to_variant())
+                    .tooltip_text(*path)
                     .build();
+                if i + 1 == shown.len() {
+                    if let Some(l) = b.child().and_downcast::<gtk::Label>() {
+                        l.add_css_class("heading");
+                    }
+                }
                 self.crumbs.append(&b);
             }
             self.shown_crumbs = v.crumbs.clone();

@@ -7,9 +7,12 @@
 //! owned by them: the file beside its current version, the folder merged into the current one. Screenshots of each page go to
 //! target/monitor-screenshots/browse-*.png.
 //!
-//! The one fake: a restic wrapper that holds `restic dump` (the data of a restore) until the
-//! test says go, so that the progress page is on screen for its screenshot; every other restic
-//! call passes straight through.
+//! Two fakes: a restic wrapper that holds `restic dump` (the data of a restore) until the test
+//! says go, so that the progress page is on screen for its screenshot (every other restic call
+//! passes straight through); and a stand-in for the file manager's
+//! org.freedesktop.FileManager1 on the desktop's session bus (no file manager is installed
+//! here), which writes down the URIs "Show in Files" asked it to show. It is this test binary
+//! run as the desktop's user (a session bus refuses root), test `file_manager_stand_in`.
 
 // The tool's harness, shared (see build.rs for its CARGO_BIN_EXE_igotchuu).
 #[path = "../../igotchuu/tests/common/mod.rs"]
@@ -22,8 +25,57 @@ use std::path::{Path, PathBuf};
 
 use common::bus::{self, Bus, Extras, Policy, Polkitd, TempUser};
 use common::{places, sh_quote, sh_wait_for, touch};
+use igotchuu_monitor::browse_model::file_uri;
 use support::desktop::{assert_distinct_screenshots, screenshot_dir, Desktop};
 use support::{daemon_from, noise, tool_built};
+
+/// Set to a file: `file_manager_stand_in` serves FileManager1 and writes each ShowItems' URIs
+/// there, one a line.
+const STAND_IN: &str = "IGOTCHUU_TEST_FILE_MANAGER_LOG";
+const FILE_MANAGER: &str = "org.freedesktop.FileManager1";
+
+struct FileManager {
+    log: PathBuf,
+}
+
+#[zbus::interface(name = "org.freedesktop.FileManager1")]
+impl FileManager {
+    fn show_items(&self, uris: Vec<String>, _startup_id: &str) -> zbus::fdo::Result<()> {
+        let tmp = self.log.with_extension("tmp");
+        std::fs::write(&tmp, uris.join("\n") + "\n")
+            .and_then(|()| std::fs::rename(&tmp, &self.log))
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+}
+
+/// Not a test: the stand-in file manager the browse test starts on its desktop (see the
+/// module's doc). Returns at once unless [`STAND_IN`] is set.
+#[test]
+#[ignore = "a helper process of the browse test"]
+fn file_manager_stand_in() {
+    let Some(log) = std::env::var_os(STAND_IN) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let _conn = zbus::connection::Builder::session()
+            .and_then(|b| {
+                b.serve_at(
+                    "/org/freedesktop/FileManager1",
+                    FileManager { log: log.into() },
+                )
+            })
+            .and_then(|b| b.name(FILE_MANAGER))
+            .expect("the session bus")
+            .build()
+            .await
+            .expect("serve FileManager1");
+        std::future::pending::<()>().await;
+    });
+}
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -191,19 +243,68 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     // there gets the restored copy beside it.
     assert!(beside(&home, "Documents").is_empty(), "merged, not beside");
     let docs = home.join("Documents");
-    assert_eq!(std::fs::read(docs.join("report.bin")).expect("read"), report);
     assert_eq!(
-        std::fs::metadata(docs.join("report.bin")).expect("stat").uid(),
+        std::fs::read(docs.join("report.bin")).expect("read"),
+        report
+    );
+    assert_eq!(
+        std::fs::metadata(docs.join("report.bin"))
+            .expect("stat")
+            .uid(),
         a.ids.uid
     );
-    assert_eq!(std::fs::read(docs.join("todo.txt")).expect("read"), b"buy milk\n");
+    assert_eq!(
+        std::fs::read(docs.join("todo.txt")).expect("read"),
+        b"buy milk\n"
+    );
     let todo_back = beside(&docs, "todo.txt");
     assert_eq!(todo_back.len(), 1, "{todo_back:?}");
     assert_eq!(std::fs::read(&todo_back[0]).expect("read"), b"buy milk\n");
 
-    // Back to the folder; "Show in Files" with no file manager on this desktop falls back to
-    // GTK's launcher and the monitor stays up.
+    // "Show in Files": the file manager is asked to show exactly the restored entries.
+    let shown = desk.path("runtime/show-items.log");
+    let mut fm = desk.cmd(
+        std::env::current_exe()
+            .expect("the test binary")
+            .to_str()
+            .expect("utf-8"),
+    );
+    fm.args([
+        "--ignored",
+        "--exact",
+        "file_manager_stand_in",
+        "--test-threads=1",
+    ])
+    .env(STAND_IN, &shown);
+    desk.spawn(fm, "file-manager");
+    desk.wait_until("the stand-in file manager on the session bus", |d| {
+        let out = common::bus::run(d.cmd("gdbus").args([
+            "call",
+            "--session",
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.NameHasOwner",
+            FILE_MANAGER,
+        ]));
+        out.stdout.contains("true")
+    });
     desk.activate("browse-show");
+    desk.wait_until("ShowItems called", |_| shown.exists());
+    let mut got: Vec<String> = std::fs::read_to_string(&shown)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort();
+    let mut want = vec![
+        file_uri(docs.to_str().expect("utf-8")),
+        file_uri(notes_back[0].to_str().expect("utf-8")),
+    ];
+    want.sort();
+    assert_eq!(got, want);
     desk.activate("browse-dismiss");
     desk.wait_for_browse("the folder again", |s| s == format!("{at}2:sel0"));
 }
