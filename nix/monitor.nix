@@ -19,6 +19,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../README.md
+      ../docs
       ../crates
       ../dist
     ];

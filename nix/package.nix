@@ -18,6 +18,7 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../README.md
+      ../docs
       ../crates
       ../dist
     ];

@@ -446,6 +446,9 @@ fn validate_prefix(ctx: &Ctx, s: &RawSettings) -> Result<Option<PathBuf>, Config
     })
 }
 
+/// A `snapshot` entry with the span to point at when the entry has none of its own.
+type Entry = (SnapshotEntry, Option<std::ops::Range<usize>>);
+
 /// `snapshot` (by default one per place): each source once, each destination once, never `/`.
 fn validate_snapshots(
     ctx: &Ctx,
@@ -453,8 +456,43 @@ fn validate_snapshots(
     places: &[PathBuf],
     prefix: &Option<PathBuf>,
 ) -> Result<Vec<SnapshotSpec>, ConfigError> {
-    // `snapshot` defaults to `places`: every place is snapshotted.
-    let entries: Vec<(SnapshotEntry, Option<std::ops::Range<usize>>)> = match &s.snapshot {
+    let mut snapshots: Vec<SnapshotSpec> = Vec::new();
+    for (i, (entry, entry_span)) in snapshot_entries(s, places).iter().enumerate() {
+        let spec = snapshot_spec(ctx, i, entry, entry_span, prefix)?;
+        let span = entry
+            .snapshot_location
+            .as_ref()
+            .map(|l| l.span())
+            .or(entry_span.clone());
+        if let Some(j) = snapshots.iter().position(|o| o.source == spec.source) {
+            return Err(ctx.err(
+                span,
+                format!(
+                    "key `snapshot[{i}].source`: {} is already snapshotted by snapshot[{j}]; list each subvolume once",
+                    spec.source.display()
+                ),
+            ));
+        }
+        if let Some(j) = snapshots
+            .iter()
+            .position(|o| o.destination_base == spec.destination_base)
+        {
+            return Err(ctx.err(
+                span,
+                format!(
+                    "key `snapshot[{i}]`: its snapshot path {}-<timestamp> is also the destination of snapshot[{j}]; give one of them a different `snapshot_location`",
+                    spec.destination_base.display()
+                ),
+            ));
+        }
+        snapshots.push(spec);
+    }
+    Ok(snapshots)
+}
+
+/// The `snapshot` entries; without the key, one per place: every place is snapshotted.
+fn snapshot_entries(s: &RawSettings, places: &[PathBuf]) -> Vec<Entry> {
+    match &s.snapshot {
         None => places
             .iter()
             .map(|p| {
@@ -471,79 +509,58 @@ fn validate_snapshots(
             .iter()
             .map(|e| (e.get_ref().clone(), Some(e.span())))
             .collect(),
-    };
-
-    let mut snapshots: Vec<SnapshotSpec> = Vec::new();
-    for (i, (entry, entry_span)) in entries.iter().enumerate() {
-        // Plain-string entries carry no span of their own: use the entry's.
-        let src_spanned = if entry.source.span().end == 0 {
-            Spanned::new(
-                entry_span.clone().unwrap_or(0..0),
-                entry.source.get_ref().clone(),
-            )
-        } else {
-            entry.source.clone()
-        };
-        let source = abs_path(ctx, &format!("snapshot[{i}].source"), &src_spanned)?;
-        if source == Path::new("/") {
-            return Err(ctx.err(
-                Some(src_spanned.span()),
-                format!(
-                    "key `snapshot[{i}].source`: \"/\" cannot be snapshotted: mounting over / does \
-                     not change what running processes see. Make the data a subvolume of its own \
-                     (e.g. /home) and list that"
-                ),
-            ));
-        }
-        let destination_base = match &entry.snapshot_location {
-            Some(loc) => {
-                let p = abs_path(ctx, &format!("snapshot[{i}].snapshot_location"), loc)?;
-                if p == Path::new("/") {
-                    return Err(ctx.err(
-                        Some(loc.span()),
-                        format!("key `snapshot[{i}].snapshot_location`: \"/\" is not a snapshot name; give a path like \"/var-lib\""),
-                    ));
-                }
-                p
-            }
-            None => match &prefix {
-                // Path::join would replace the prefix with an absolute source: strip the root.
-                Some(pre) => pre.join(source.strip_prefix("/").unwrap_or(&source)),
-                None => source.clone(),
-            },
-        };
-        let span = entry
-            .snapshot_location
-            .as_ref()
-            .map(|l| l.span())
-            .or(entry_span.clone());
-        if let Some(j) = snapshots.iter().position(|o| o.source == source) {
-            return Err(ctx.err(
-                span,
-                format!(
-                    "key `snapshot[{i}].source`: {} is already snapshotted by snapshot[{j}]; list each subvolume once",
-                    source.display()
-                ),
-            ));
-        }
-        if let Some(j) = snapshots
-            .iter()
-            .position(|o| o.destination_base == destination_base)
-        {
-            return Err(ctx.err(
-                span,
-                format!(
-                    "key `snapshot[{i}]`: its snapshot path {}-<timestamp> is also the destination of snapshot[{j}]; give one of them a different `snapshot_location`",
-                    destination_base.display()
-                ),
-            ));
-        }
-        snapshots.push(SnapshotSpec {
-            source,
-            destination_base,
-        });
     }
-    Ok(snapshots)
+}
+
+/// The `i`th entry's source (never `/`) and where its snapshots go.
+fn snapshot_spec(
+    ctx: &Ctx,
+    i: usize,
+    entry: &SnapshotEntry,
+    entry_span: &Option<std::ops::Range<usize>>,
+    prefix: &Option<PathBuf>,
+) -> Result<SnapshotSpec, ConfigError> {
+    // Plain-string entries carry no span of their own: use the entry's.
+    let src_spanned = if entry.source.span().end == 0 {
+        Spanned::new(
+            entry_span.clone().unwrap_or(0..0),
+            entry.source.get_ref().clone(),
+        )
+    } else {
+        entry.source.clone()
+    };
+    let source = abs_path(ctx, &format!("snapshot[{i}].source"), &src_spanned)?;
+    if source == Path::new("/") {
+        return Err(ctx.err(
+            Some(src_spanned.span()),
+            format!(
+                "key `snapshot[{i}].source`: \"/\" cannot be snapshotted: mounting over / does \
+                 not change what running processes see. Make the data a subvolume of its own \
+                 (e.g. /home) and list that"
+            ),
+        ));
+    }
+    let destination_base = match &entry.snapshot_location {
+        Some(loc) => {
+            let p = abs_path(ctx, &format!("snapshot[{i}].snapshot_location"), loc)?;
+            if p == Path::new("/") {
+                return Err(ctx.err(
+                    Some(loc.span()),
+                    format!("key `snapshot[{i}].snapshot_location`: \"/\" is not a snapshot name; give a path like \"/var-lib\""),
+                ));
+            }
+            p
+        }
+        None => match &prefix {
+            // Path::join would replace the prefix with an absolute source: strip the root.
+            Some(pre) => pre.join(source.strip_prefix("/").unwrap_or(&source)),
+            None => source.clone(),
+        },
+    };
+    Ok(SnapshotSpec {
+        source,
+        destination_base,
+    })
 }
 
 /// A command key (`exec_before_snapshot`, `on_success`, …): argv, no shell.
@@ -575,32 +592,49 @@ fn validate_ops(
     ctx: &Ctx,
     s: &RawSettings,
 ) -> Result<(RetentionPolicy, Option<u32>, NotifySettings), ConfigError> {
-    // A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
-    // restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
-    let count =
-        |key: &str, v: &Option<Spanned<i64>>, hint: &str| -> Result<Option<u32>, ConfigError> {
-            match v {
-                None => Ok(None),
-                Some(n) => match u32::try_from(*n.get_ref()) {
-                    Ok(c) if c >= 1 => Ok(Some(c)),
-                    _ => Err(ctx.err(
-                        Some(n.span()),
-                        format!(
-                            "key `{key}`: {} is not a count; give a whole number from 1 up{hint}",
-                            n.get_ref()
-                        ),
-                    )),
-                },
-            }
-        };
+    let policy = validate_retention(ctx, s)?;
+    let subset = count(
+        ctx,
+        "check_read_data_subset",
+        &s.check_read_data_subset,
+        " (1 reads all the data on every `igotchuu verify`, 10 a tenth per run)",
+    )?;
+    Ok((policy, subset, validate_notify(ctx, s)?))
+}
+
+/// A count: at least 1, as restic's flags take it. 0 is refused rather than read as "off":
+/// restic 0.17+ reads -1 as "unlimited", 0.14 as "not set"; say what is meant instead.
+fn count(
+    ctx: &Ctx,
+    key: &str,
+    v: &Option<Spanned<i64>>,
+    hint: &str,
+) -> Result<Option<u32>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(c) if c >= 1 => Ok(Some(c)),
+            _ => Err(ctx.err(
+                Some(n.span()),
+                format!(
+                    "key `{key}`: {} is not a count; give a whole number from 1 up{hint}",
+                    n.get_ref()
+                ),
+            )),
+        },
+    }
+}
+
+/// The `keep_*` rules and `prune`.
+fn validate_retention(ctx: &Ctx, s: &RawSettings) -> Result<RetentionPolicy, ConfigError> {
     let off = " (remove the key to turn the rule off)";
     let mut policy = RetentionPolicy {
-        keep_last: count("keep_last", &s.keep_last, off)?,
-        keep_hourly: count("keep_hourly", &s.keep_hourly, off)?,
-        keep_daily: count("keep_daily", &s.keep_daily, off)?,
-        keep_weekly: count("keep_weekly", &s.keep_weekly, off)?,
-        keep_monthly: count("keep_monthly", &s.keep_monthly, off)?,
-        keep_yearly: count("keep_yearly", &s.keep_yearly, off)?,
+        keep_last: count(ctx, "keep_last", &s.keep_last, off)?,
+        keep_hourly: count(ctx, "keep_hourly", &s.keep_hourly, off)?,
+        keep_daily: count(ctx, "keep_daily", &s.keep_daily, off)?,
+        keep_weekly: count(ctx, "keep_weekly", &s.keep_weekly, off)?,
+        keep_monthly: count(ctx, "keep_monthly", &s.keep_monthly, off)?,
+        keep_yearly: count(ctx, "keep_yearly", &s.keep_yearly, off)?,
         ..Default::default()
     };
     if let Some(w) = &s.keep_within {
@@ -631,11 +665,11 @@ fn validate_ops(
         }
         policy.prune = *p.get_ref();
     }
-    let subset = count(
-        "check_read_data_subset",
-        &s.check_read_data_subset,
-        " (1 reads all the data on every `igotchuu verify`, 10 a tenth per run)",
-    )?;
+    Ok(policy)
+}
+
+/// `ping_url`, the end-of-run hooks and `notify_timeout`.
+fn validate_notify(ctx: &Ctx, s: &RawSettings) -> Result<NotifySettings, ConfigError> {
     let ping_url = match &s.ping_url {
         None => None,
         Some(u) => {
@@ -667,14 +701,13 @@ fn validate_ops(
             }
         },
     };
-    let notify = NotifySettings {
+    Ok(NotifySettings {
         ping_url,
         on_success: argv_key(ctx, "on_success", &s.on_success)?,
         on_failure: argv_key(ctx, "on_failure", &s.on_failure)?,
         on_finish: argv_key(ctx, "on_finish", &s.on_finish)?,
         timeout: std::time::Duration::from_secs(timeout),
-    };
-    Ok((policy, subset, notify))
+    })
 }
 
 fn validate(
@@ -1112,12 +1145,45 @@ snapshot = [
         }
     }
 
-    /// Every TOML example in the README goes through the real loader, so the docs cannot rot.
+    /// Every TOML example in the README and the docs goes through the real loader, so the docs
+    /// cannot rot. The reference moved from the README to docs/ (issue 19): each file that holds
+    /// config examples is listed here with the least number of them it must have, so an example
+    /// that moves away is noticed too.
     #[test]
-    fn readme_examples_load() {
-        let readme = include_str!("../../../README.md");
+    fn readme_and_docs_examples_load() {
+        // (file, its text, the least number of config examples it must hold)
+        macro_rules! doc {
+            ($path:literal, $least:literal) => {
+                ($path, include_str!(concat!("../../../", $path)), $least)
+            };
+        }
+        let docs = [
+            doc!("README.md", 1),
+            doc!("docs/config.md", 3),
+            doc!("docs/operations.md", 0),
+            doc!("docs/backends.md", 0),
+            doc!("docs/failures.md", 0),
+            doc!("docs/status.md", 0),
+            doc!("docs/dbus.md", 0),
+            doc!("docs/monitor.md", 0),
+            doc!("docs/restore.md", 0),
+            doc!("docs/testing.md", 0),
+            doc!("docs/install.md", 0),
+        ];
+        for (name, text, least) in docs {
+            let blocks = toml_examples_load(name, text);
+            assert!(
+                blocks >= least,
+                "expected at least {least} TOML config examples in {name}, found {blocks}"
+            );
+        }
+    }
+
+    /// Loads each ```toml block of `doc` (named `name` in messages) with the real loader; returns
+    /// how many there were.
+    fn toml_examples_load(name: &str, doc: &str) -> usize {
         let mut blocks = 0;
-        let mut rest = readme;
+        let mut rest = doc;
         while let Some(start) = rest.find("```toml\n") {
             let body = &rest[start + 8..];
             let end = body.find("```").expect("closed code block");
@@ -1131,16 +1197,13 @@ snapshot = [
                 rest = &body[end..];
                 continue;
             }
-            if let Err(e) = parse(Path::new("README.md"), text, None) {
-                panic!("README example {blocks} does not load: {e}\n{text}");
+            if let Err(e) = parse(Path::new(name), text, None) {
+                panic!("{name}: example {blocks} does not load: {e}\n{text}");
             }
             blocks += 1;
             rest = &body[end..];
         }
-        assert!(
-            blocks >= 2,
-            "expected the README's TOML examples, found {blocks}"
-        );
+        blocks
     }
 
     /// The shipped example config (dist/igotchuu.example.toml, installed as

@@ -132,6 +132,13 @@ fn owner(uid: u32) -> String {
     }
 }
 
+/// What a faulty file or directory is: its fault, owner and permission bits.
+struct Found {
+    fault: Fault,
+    uid: u32,
+    mode: u32,
+}
+
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.place;
@@ -140,79 +147,103 @@ impl fmt::Display for Refused {
             "set `{}` to a path in a directory only root can write, such as {} (the default)",
             p.key, p.default
         );
-        let (at, fault, uid, mode, next) = match &self.why {
-            Why::NotAbsolute => {
-                return write!(f, "it is not a plain absolute path; {elsewhere}");
-            }
-            Why::Io { at, source } => {
-                return write!(
-                    f,
-                    "cannot inspect {}: {}; check that it exists, or {elsewhere}",
-                    at.display(),
-                    std::io::Error::from(*source)
-                );
-            }
+        match &self.why {
+            Why::NotAbsolute => write!(f, "it is not a plain absolute path; {elsewhere}"),
+            Why::Io { at, source } => write!(
+                f,
+                "cannot inspect {}: {}; check that it exists, or {elsewhere}",
+                at.display(),
+                std::io::Error::from(*source)
+            ),
             Why::Fault {
                 at,
                 fault,
                 uid,
                 mode,
                 next,
-            } => (at, *fault, *uid, *mode & 0o7777, next),
-        };
-        let a = at.display();
-        if *at == self.path {
-            // The place itself.
-            return match fault {
-                Fault::NotRoot => write!(
-                    f,
-                    "it is not root's ({}, mode {mode:o}); its owner could {}: {}",
-                    owner(uid),
-                    p.risk,
-                    p.fix_owner.replace("<dir>", &a.to_string())
-                ),
-                Fault::Writable | Fault::Sticky => write!(
-                    f,
-                    "it is writable by group or others (mode {mode:o}), who could {}: `chmod go-w {a}`",
-                    p.risk
-                ),
-                Fault::Symlink => write!(
-                    f,
-                    "it is a symbolic link, and igotchuu follows none there: {}, or {elsewhere}",
-                    if p.dir {
-                        "write the path it points to"
-                    } else {
-                        "remove it (igotchuu creates the file anew)"
-                    }
-                ),
-                Fault::WrongType => write!(
-                    f,
-                    "it is not a {}; remove it, or {elsewhere}",
-                    if p.dir { "directory" } else { "regular file" }
-                ),
-            };
+            } => {
+                let found = Found {
+                    fault: *fault,
+                    uid: *uid,
+                    mode: *mode & 0o7777,
+                };
+                if *at == self.path {
+                    self.place_itself(f, found, &elsewhere)
+                } else {
+                    self.on_the_way(f, at, found, next.as_deref(), &elsewhere)
+                }
+            }
         }
+    }
+}
+
+impl Refused {
+    /// What is wrong with the place itself, and what to do.
+    fn place_itself(&self, f: &mut fmt::Formatter<'_>, x: Found, elsewhere: &str) -> fmt::Result {
+        let p = self.place;
+        let (a, mode) = (self.path.display(), x.mode);
+        match x.fault {
+            Fault::NotRoot => write!(
+                f,
+                "it is not root's ({}, mode {mode:o}); its owner could {}: {}",
+                owner(x.uid),
+                p.risk,
+                p.fix_owner.replace("<dir>", &a.to_string())
+            ),
+            Fault::Writable | Fault::Sticky => write!(
+                f,
+                "it is writable by group or others (mode {mode:o}), who could {}: `chmod go-w {a}`",
+                p.risk
+            ),
+            Fault::Symlink => write!(
+                f,
+                "it is a symbolic link, and igotchuu follows none there: {}, or {elsewhere}",
+                if p.dir {
+                    "write the path it points to"
+                } else {
+                    "remove it (igotchuu creates the file anew)"
+                }
+            ),
+            Fault::WrongType => write!(
+                f,
+                "it is not a {}; remove it, or {elsewhere}",
+                if p.dir { "directory" } else { "regular file" }
+            ),
+        }
+    }
+
+    /// What is wrong with the directory `at` on the way to the place (where the next step,
+    /// `next`, would be made), and what to do.
+    fn on_the_way(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        at: &Path,
+        x: Found,
+        next: Option<&std::ffi::OsStr>,
+        elsewhere: &str,
+    ) -> fmt::Result {
+        let p = self.place;
+        let (a, mode) = (at.display(), x.mode);
         let next = next
-            .as_ref()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match fault {
+        match x.fault {
             Fault::Sticky => write!(
                 f,
                 "the directory {a} ({}, mode {mode:o}) is writable by everyone, like /tmp and /dev/shm: its sticky bit only keeps users from deleting each other's files, any user can create {next} there before igotchuu does and {}; {elsewhere}",
-                owner(uid),
+                owner(x.uid),
                 p.risk
             ),
             Fault::Writable => write!(
                 f,
                 "the directory {a} ({}, mode {mode:o}) is writable by group or others, who could {}; `chmod go-w {a}`, or {elsewhere}",
-                owner(uid),
+                owner(x.uid),
                 p.risk
             ),
             Fault::NotRoot => write!(
                 f,
                 "the directory {a} ({}, mode {mode:o}) is not root's, and its owner could {}; `chown root: {a}`, or {elsewhere}",
-                owner(uid),
+                owner(x.uid),
                 p.risk
             ),
             Fault::Symlink => write!(
@@ -461,16 +492,9 @@ mod tests {
 
     #[test]
     fn a_sticky_world_writable_directory_is_refused_with_the_reason() {
-        if !rustix::process::geteuid().is_root() {
+        let Some((_base, sticky)) = a_directory_below_run() else {
             return;
-        }
-        // Below /run, so that the directory made here is the first one at fault.
-        let base = tempfile::Builder::new()
-            .prefix("igotchuu-trust-")
-            .tempdir_in("/run")
-            .expect("tempdir in /run");
-        let sticky = base.path().join("shared");
-        std::fs::create_dir(&sticky).expect("mkdir");
+        };
         chmod(&sticky, 0o1777);
         let lock = sticky.join("igotchuu.lock");
         let e = check_place(&lock, &LOCK_FILE)
@@ -504,8 +528,31 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(e.contains("writable by everyone"), "{e}");
+    }
 
-        // Group-writable, not root's, a link on the way, a file where a directory must be.
+    /// A directory made below /run (so that it is the first one at fault), with its temporary
+    /// parent; `None` unless root.
+    fn a_directory_below_run() -> Option<(tempfile::TempDir, PathBuf)> {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        let base = tempfile::Builder::new()
+            .prefix("igotchuu-trust-")
+            .tempdir_in("/run")
+            .expect("tempdir in /run");
+        let dir = base.path().join("shared");
+        std::fs::create_dir(&dir).expect("mkdir");
+        Some((base, dir))
+    }
+
+    /// Group-writable, not root's, a link on the way, a file where a directory must be: each
+    /// refused with the reason and the fix.
+    #[test]
+    fn other_faults_on_the_way_are_refused_with_the_reason() {
+        let Some((base, sticky)) = a_directory_below_run() else {
+            return;
+        };
+        let lock = sticky.join("igotchuu.lock");
         chmod(&sticky, 0o775);
         let e = check_place(&lock, &LOCK_FILE)
             .expect_err("refused")

@@ -68,78 +68,13 @@ pub async fn start(
     status: crate::state::status::Source,
 ) -> Result<Option<Session>, NameTaken> {
     let object = Igotchuu::new(Control::OneShot(stop), status);
-    let built = async {
-        zbus::connection::Builder::system()?
-            .serve_at(PATH, object)?
-            .build()
-            .await
+    let Some(conn) = connect(object, events).await else {
+        return Ok(None);
     };
-    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, built).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            events.emit(Event::Warning(format!(
-                "no D-Bus system bus ({e}): backing up without D-Bus progress signals or Stop"
-            )));
-            return Ok(None);
-        }
-        Err(_) => {
-            events.emit(Event::Warning(format!(
-                "the D-Bus system bus did not answer within {}s: backing up without D-Bus progress signals or Stop",
-                CONNECT_TIMEOUT.as_secs()
-            )));
-            return Ok(None);
-        }
-    };
-
-    // No queueing and no replacement (zbus's defaults allow both): one owner, the running backup.
-    let publisher = match conn
-        .request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into())
-        .await
-    {
-        Ok(RequestNameReply::PrimaryOwner) => {
-            let iface = match conn.object_server().interface::<_, Igotchuu>(PATH).await {
-                Ok(i) => i,
-                // Served by the builder above; losing it would be a zbus bug. Degrade, not fail.
-                Err(e) => {
-                    events.emit(Event::Warning(format!(
-                        "cannot publish D-Bus signals: {e}; the backup goes on"
-                    )));
-                    return Ok(None);
-                }
-            };
-            let (tx, rx) = mpsc::unbounded_channel();
-            events.subscribe(Box::new(publish::Signals::new(tx)));
-            Some(tokio::spawn(publish::publish(iface, rx)))
-        }
-        Ok(
-            RequestNameReply::InQueue | RequestNameReply::Exists | RequestNameReply::AlreadyOwner,
-        )
-        | Err(zbus::Error::NameTaken) => {
-            // This run holds the lock already, so an owner that says it is idle is an
-            // `igotchuu daemon` between runs (its Start would now be refused by the lock): back
-            // up without the name rather than refuse. Anything else is another backup.
-            if !owner_is_idle(&conn).await {
-                return Err(NameTaken(taken_message(&conn).await));
-            }
-            events.emit(Event::Warning(format!(
-                "the igotchuu daemon owns {NAME}: this run (with a config file of its own) \
-                 sends no D-Bus progress signals; the daemon refuses to start another backup \
-                 while it runs"
-            )));
-            let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
-            None
-        }
-        Err(e) => {
-            events.emit(Event::Warning(format!(
-                "cannot own the D-Bus name {NAME} ({e}): backing up without D-Bus progress signals or Stop; \
-                 install dist/dbus-1/system.d/com.nyantec.IGotChuu.conf as /usr/share/dbus-1/system.d/com.nyantec.IGotChuu.conf \
-                 and reload dbus"
-            )));
-            // Without the name no client finds the object; do not serve Stop on the bare unique
-            // name either. Removal fails only if it is not there: fine.
-            let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
-            None
-        }
+    let publisher = match own_name(&conn, events).await? {
+        Owned::Publishing(p) => Some(p),
+        Owned::Silent => None,
+        Owned::Unusable => return Ok(None),
     };
     let inhibitor = inhibit::inhibit(&conn, &mut |e| events.emit(e)).await;
     Ok(Some(Session {
@@ -147,6 +82,102 @@ pub async fn start(
         publisher,
         _inhibitor: inhibitor,
     }))
+}
+
+/// A connection to the system bus serving `object`, or `None` (warned about) without one.
+async fn connect(object: Igotchuu, events: &mut Events) -> Option<Connection> {
+    let built = async {
+        zbus::connection::Builder::system()?
+            .serve_at(PATH, object)?
+            .build()
+            .await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, built).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            events.emit(Event::Warning(format!(
+                "no D-Bus system bus ({e}): backing up without D-Bus progress signals or Stop"
+            )));
+            None
+        }
+        Err(_) => {
+            events.emit(Event::Warning(format!(
+                "the D-Bus system bus did not answer within {}s: backing up without D-Bus progress signals or Stop",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+            None
+        }
+    }
+}
+
+/// What asking for [`NAME`] gave.
+enum Owned {
+    /// The name is ours: the publisher sends the run's signals.
+    Publishing(tokio::task::JoinHandle<()>),
+    /// A session without signals (only the inhibitor): the policy refuses us the name, or an
+    /// idle daemon holds it.
+    Silent,
+    /// Nothing of the bus is usable.
+    Unusable,
+}
+
+/// Asks for [`NAME`] and, once it is ours, subscribes the signal publisher to `events`. `Err`
+/// when another backup owns it.
+async fn own_name(conn: &Connection, events: &mut Events) -> Result<Owned, NameTaken> {
+    // No queueing and no replacement (zbus's defaults allow both): one owner, the running backup.
+    Ok(
+        match conn
+            .request_name_with_flags(NAME, RequestNameFlags::DoNotQueue.into())
+            .await
+        {
+            Ok(RequestNameReply::PrimaryOwner) => {
+                let iface = match conn.object_server().interface::<_, Igotchuu>(PATH).await {
+                    Ok(i) => i,
+                    // Served by the builder above; losing it would be a zbus bug. Degrade, not fail.
+                    Err(e) => {
+                        events.emit(Event::Warning(format!(
+                            "cannot publish D-Bus signals: {e}; the backup goes on"
+                        )));
+                        return Ok(Owned::Unusable);
+                    }
+                };
+                let (tx, rx) = mpsc::unbounded_channel();
+                events.subscribe(Box::new(publish::Signals::new(tx)));
+                Owned::Publishing(tokio::spawn(publish::publish(iface, rx)))
+            }
+            Ok(
+                RequestNameReply::InQueue
+                | RequestNameReply::Exists
+                | RequestNameReply::AlreadyOwner,
+            )
+            | Err(zbus::Error::NameTaken) => {
+                // This run holds the lock already, so an owner that says it is idle is an
+                // `igotchuu daemon` between runs (its Start would now be refused by the lock): back
+                // up without the name rather than refuse. Anything else is another backup.
+                if !owner_is_idle(conn).await {
+                    return Err(NameTaken(taken_message(conn).await));
+                }
+                events.emit(Event::Warning(format!(
+                    "the igotchuu daemon owns {NAME}: this run (with a config file of its own) \
+                 sends no D-Bus progress signals; the daemon refuses to start another backup \
+                 while it runs"
+                )));
+                let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
+                Owned::Silent
+            }
+            Err(e) => {
+                events.emit(Event::Warning(format!(
+                "cannot own the D-Bus name {NAME} ({e}): backing up without D-Bus progress signals or Stop; \
+                 install dist/dbus-1/system.d/com.nyantec.IGotChuu.conf as /usr/share/dbus-1/system.d/com.nyantec.IGotChuu.conf \
+                 and reload dbus"
+            )));
+                // Without the name no client finds the object; do not serve Stop on the bare unique
+                // name either. Removal fails only if it is not there: fine.
+                let _ = conn.object_server().remove::<Igotchuu, _>(PATH).await;
+                Owned::Silent
+            }
+        },
+    )
 }
 
 /// The name's owner answers that no backup is running (an idle daemon).

@@ -116,85 +116,101 @@ async fn send(iface: &InterfaceRef<Igotchuu>, msg: Msg) -> zbus::Result<()> {
         }
         Msg::Started => Igotchuu::backup_started(emitter).await,
         Msg::Progress(slot) => {
-            let Some(p) = lock(&slot).take() else {
-                return Ok(());
-            };
-            Igotchuu::progress(
-                emitter,
-                p.seconds_elapsed,
-                p.seconds_remaining.unwrap_or(0),
-                p.percent_done,
-                p.total_files.unwrap_or(0),
-                p.files_done,
-                p.total_bytes.unwrap_or(0),
-                p.bytes_done,
-                p.error_count,
-                &p.current_files,
-            )
-            .await?;
-            let changed = [
-                ("PercentDone", Value::from(p.percent_done)),
-                ("FilesDone", Value::from(p.files_done)),
-                ("TotalFiles", Value::from(p.total_files.unwrap_or(0))),
-                ("BytesDone", Value::from(p.bytes_done)),
-                ("TotalBytes", Value::from(p.total_bytes.unwrap_or(0))),
-                (
-                    "SecondsRemaining",
-                    Value::from(p.seconds_remaining.unwrap_or(0)),
-                ),
-            ];
-            iface.get_mut().await.progress = p;
-            properties_changed(emitter, changed).await
+            // Taken before the await: the lock is not held across it.
+            let taken = lock(&slot).take();
+            match taken {
+                Some(p) => send_progress(iface, p).await,
+                None => Ok(()),
+            }
         }
         Msg::Error(e) => Igotchuu::error(emitter, &e.error, e.during.as_str(), &e.item).await,
-        Msg::Summary(s) => {
-            Igotchuu::backup_complete(
-                emitter,
-                s.files_new,
-                s.files_changed,
-                s.files_unmodified,
-                s.dirs_new,
-                s.dirs_changed,
-                s.dirs_unmodified,
-                s.data_blobs,
-                s.tree_blobs,
-                s.data_added,
-                s.total_files_processed,
-                s.total_bytes_processed,
-                s.total_duration,
-                &s.snapshot_id,
-                s.dry_run,
-            )
-            .await?;
-            let changed = [("LastSnapshotId", Value::from(s.snapshot_id.as_str()))];
-            let r = properties_changed(emitter, changed).await;
-            iface.get_mut().await.last_snapshot_id = s.snapshot_id;
-            r
-        }
+        Msg::Summary(s) => send_summary(iface, s).await,
         Msg::Finished(outcome) => {
             iface.get_mut().await.last_outcome = outcome;
             properties_changed(emitter, [("LastOutcome", Value::from(outcome))]).await
         }
-        Msg::NewRun => {
-            {
-                let mut o = iface.get_mut().await;
-                o.last_outcome = "";
-                o.last_snapshot_id.clear();
-                o.progress = Progress::default();
-            }
-            let changed = [
-                ("LastOutcome", Value::from("")),
-                ("LastSnapshotId", Value::from("")),
-                ("PercentDone", Value::from(0.0)),
-                ("FilesDone", Value::from(0u64)),
-                ("TotalFiles", Value::from(0u64)),
-                ("BytesDone", Value::from(0u64)),
-                ("TotalBytes", Value::from(0u64)),
-                ("SecondsRemaining", Value::from(0u64)),
-            ];
-            properties_changed(emitter, changed).await
-        }
+        Msg::NewRun => send_new_run(iface).await,
     }
+}
+
+/// The Progress signal, and the progress properties it changed.
+async fn send_progress(iface: &InterfaceRef<Igotchuu>, p: Progress) -> zbus::Result<()> {
+    let emitter = iface.signal_emitter();
+    Igotchuu::progress(
+        emitter,
+        p.seconds_elapsed,
+        p.seconds_remaining.unwrap_or(0),
+        p.percent_done,
+        p.total_files.unwrap_or(0),
+        p.files_done,
+        p.total_bytes.unwrap_or(0),
+        p.bytes_done,
+        p.error_count,
+        &p.current_files,
+    )
+    .await?;
+    let changed = [
+        ("PercentDone", Value::from(p.percent_done)),
+        ("FilesDone", Value::from(p.files_done)),
+        ("TotalFiles", Value::from(p.total_files.unwrap_or(0))),
+        ("BytesDone", Value::from(p.bytes_done)),
+        ("TotalBytes", Value::from(p.total_bytes.unwrap_or(0))),
+        (
+            "SecondsRemaining",
+            Value::from(p.seconds_remaining.unwrap_or(0)),
+        ),
+    ];
+    iface.get_mut().await.progress = p;
+    properties_changed(emitter, changed).await
+}
+
+/// The BackupComplete signal, and the last snapshot's id.
+async fn send_summary(iface: &InterfaceRef<Igotchuu>, s: Summary) -> zbus::Result<()> {
+    let emitter = iface.signal_emitter();
+    Igotchuu::backup_complete(
+        emitter,
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.dirs_new,
+        s.dirs_changed,
+        s.dirs_unmodified,
+        s.data_blobs,
+        s.tree_blobs,
+        s.data_added,
+        s.total_files_processed,
+        s.total_bytes_processed,
+        s.total_duration,
+        &s.snapshot_id,
+        s.dry_run,
+    )
+    .await?;
+    let changed = [("LastSnapshotId", Value::from(s.snapshot_id.as_str()))];
+    let r = properties_changed(emitter, changed).await;
+    iface.get_mut().await.last_snapshot_id = s.snapshot_id;
+    r
+}
+
+/// A new run starts: the last run's outcome, snapshot and progress are cleared.
+async fn send_new_run(iface: &InterfaceRef<Igotchuu>) -> zbus::Result<()> {
+    let emitter = iface.signal_emitter();
+    {
+        let mut o = iface.get_mut().await;
+        o.last_outcome = "";
+        o.last_snapshot_id.clear();
+        o.progress = Progress::default();
+    }
+    let changed = [
+        ("LastOutcome", Value::from("")),
+        ("LastSnapshotId", Value::from("")),
+        ("PercentDone", Value::from(0.0)),
+        ("FilesDone", Value::from(0u64)),
+        ("TotalFiles", Value::from(0u64)),
+        ("BytesDone", Value::from(0u64)),
+        ("TotalBytes", Value::from(0u64)),
+        ("SecondsRemaining", Value::from(0u64)),
+    ];
+    properties_changed(emitter, changed).await
 }
 
 /// One PropertiesChanged for several properties (zbus's generated `*_changed` send one each).

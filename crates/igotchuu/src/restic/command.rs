@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::version::Version;
 use crate::restic::ResticCommand;
@@ -179,6 +179,25 @@ impl Runner<'_> {
         host: Option<std::os::fd::BorrowedFd<'static>>,
         stop: &mut StopSignal,
     ) -> Result<Captured, SpawnError> {
+        let child = self.start(sub, host)?;
+        let raw = capture(child, stop).await;
+        let scrub = |b: &[u8]| crate::redact::scrub(&String::from_utf8_lossy(b), &self.cmd.secrets);
+        Ok(Captured {
+            code: raw.code,
+            stdout: scrub(&raw.stdout),
+            stderr: scrub(&raw.stderr),
+            interrupted: raw.interrupted,
+            locked: false,
+        })
+    }
+
+    /// Starts restic in a process group of its own (in the host's mount namespace with `host`),
+    /// to get SIGINT should igotchuu die.
+    fn start(
+        &self,
+        sub: &[String],
+        host: Option<std::os::fd::BorrowedFd<'static>>,
+    ) -> Result<Child, SpawnError> {
         let mut c = Command::from(self.cmd.with_args(self.args(sub)));
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -202,70 +221,83 @@ impl Runner<'_> {
                 Ok(())
             });
         }
-        let mut child = c.spawn().map_err(|source| SpawnError {
+        c.spawn().map_err(|source| SpawnError {
             program: self.cmd.program.clone(),
             source,
-        })?;
-        let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
-        let mut out = child.stdout.take().expect("stdout is piped");
-        let mut err = child.stderr.take().expect("stderr is piped");
-        let reading = async move {
-            let (mut ob, mut eb) = (Vec::new(), Vec::new());
-            let _ = tokio::join!(out.read_to_end(&mut ob), err.read_to_end(&mut eb));
-            (ob, eb)
-        };
-        tokio::pin!(reading);
-        let mut read_done = false;
+        })
+    }
+}
+
+/// What a finished restic left, before its secrets are scrubbed.
+struct Raw {
+    /// Its exit code; 128+N when signal N killed it.
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// It was asked to stop.
+    interrupted: bool,
+}
+
+/// Reads restic's output to the end while waiting for it, passing a stop request on (SIGINT,
+/// then SIGKILL after the grace period).
+async fn capture(mut child: Child, stop: &mut StopSignal) -> Raw {
+    let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let reading = async move {
         let (mut ob, mut eb) = (Vec::new(), Vec::new());
-        let mut status = None;
-        let mut interrupted = false;
-        let deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
-        tokio::pin!(deadline);
-        while status.is_none() || !read_done {
-            tokio::select! {
-                r = &mut reading, if !read_done => {
-                    (ob, eb) = r;
-                    read_done = true;
+        let _ = tokio::join!(out.read_to_end(&mut ob), err.read_to_end(&mut eb));
+        (ob, eb)
+    };
+    tokio::pin!(reading);
+    let mut read_done = false;
+    let (mut ob, mut eb) = (Vec::new(), Vec::new());
+    let mut status = None;
+    let mut interrupted = false;
+    let deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(deadline);
+    while status.is_none() || !read_done {
+        tokio::select! {
+            r = &mut reading, if !read_done => {
+                (ob, eb) = r;
+                read_done = true;
+            }
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                // A helper restic started (ssh) may hold the pipes: give it a moment only.
+                if !read_done {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
-                s = child.wait(), if status.is_none() => {
-                    status = Some(s);
-                    // A helper restic started (ssh) may hold the pipes: give it a moment only.
-                    if !read_done {
-                        deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
-                    }
+            }
+            () = stop.requested(), if !interrupted && status.is_none() => {
+                interrupted = true;
+                if let Some(pid) = pid {
+                    let _ = kill_process(pid, Signal::INT);
                 }
-                () = stop.requested(), if !interrupted && status.is_none() => {
-                    interrupted = true;
-                    if let Some(pid) = pid {
-                        let _ = kill_process(pid, Signal::INT);
-                    }
-                    deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
-                }
-                () = &mut deadline => {
-                    if status.is_none() {
-                        let _ = child.start_kill();
-                        deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
-                    } else {
-                        break;
-                    }
+                deadline.as_mut().reset(tokio::time::Instant::now() + GRACE);
+            }
+            () = &mut deadline => {
+                if status.is_none() {
+                    let _ = child.start_kill();
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                } else {
+                    break;
                 }
             }
         }
-        let code = match status {
-            Some(Ok(s)) => s
-                .code()
-                .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n))
-                .unwrap_or(1),
-            _ => 1,
-        };
-        let scrub = |b: &[u8]| crate::redact::scrub(&String::from_utf8_lossy(b), &self.cmd.secrets);
-        Ok(Captured {
-            code,
-            stdout: scrub(&ob),
-            stderr: scrub(&eb),
-            interrupted,
-            locked: false,
-        })
+    }
+    let code = match status {
+        Some(Ok(s)) => s
+            .code()
+            .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n))
+            .unwrap_or(1),
+        _ => 1,
+    };
+    Raw {
+        code,
+        stdout: ob,
+        stderr: eb,
+        interrupted,
     }
 }
 

@@ -1,12 +1,12 @@
 //! Runs `restic backup` and turns its two output streams into events.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use rustix::process::{getppid, kill_process, Pid, PidfdFlags, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use super::drain::Drain;
 use super::output::{parse_raw, ResticOutput};
@@ -56,6 +56,22 @@ pub async fn backup(
     stop: &mut StopSignal,
     run_lock: Option<BorrowedFd<'_>>,
 ) -> Result<ResticResult, SpawnError> {
+    let mut child = spawn(cmd)?;
+    let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+    events.emit(Event::Started);
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    let drain = start_drain(out.as_fd(), err.as_fd(), run_lock, pid, events);
+    let mut output = ResticOutput::new(&cmd.secrets);
+    let ended = follow(&mut child, pid, (out, err), &mut output, events, stop).await;
+    if let Some(d) = drain {
+        d.stop().await;
+    }
+    Ok(finish(cmd, ended, &output, events).await)
+}
+
+/// Starts restic in a process group of its own, to get SIGINT should igotchuu die.
+fn spawn(cmd: &ResticCommand) -> Result<Child, SpawnError> {
     let mut c = Command::from(cmd.with_args(cmd.args.clone()));
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -81,7 +97,7 @@ pub async fn backup(
             Ok(())
         });
     }
-    let mut child = c.spawn().map_err(|source| SpawnError {
+    c.spawn().map_err(|source| SpawnError {
         program: cmd.program.clone(),
         hint: if source.kind() == std::io::ErrorKind::NotFound {
             "; restic is not installed or not in PATH: install it (apt-get install restic) or extend PATH"
@@ -89,22 +105,22 @@ pub async fn backup(
             ""
         },
         source,
-    })?;
-    let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
-    events.emit(Event::Started);
+    })
+}
 
-    let out = child.stdout.take().expect("stdout is piped");
-    let err = child.stderr.take().expect("stderr is piped");
-    // Without it a killed igotchuu's restic dies of SIGPIPE and leaves its lock: see drain.rs.
-    // restic is our child and not yet reaped, so its PID names it: the pidfd tells the drain
-    // helper when it has exited. Without one (kernels before 5.3) the helper goes by its output.
+/// The drain helper on restic's output pipes. Without it a killed igotchuu's restic dies of
+/// SIGPIPE and leaves its lock: see drain.rs. restic is our child and not yet reaped, so its PID
+/// names it: the pidfd tells the drain helper when it has exited. Without one (kernels before
+/// 5.3) the helper goes by its output.
+fn start_drain(
+    out: BorrowedFd<'_>,
+    err: BorrowedFd<'_>,
+    run_lock: Option<BorrowedFd<'_>>,
+    pid: Option<Pid>,
+    events: &mut Events,
+) -> Option<Drain> {
     let restic_fd = pid.and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
-    let drain = match Drain::start(
-        out.as_fd(),
-        err.as_fd(),
-        run_lock,
-        restic_fd.as_ref().map(AsFd::as_fd),
-    ) {
+    match Drain::start(out, err, run_lock, restic_fd.as_ref().map(AsFd::as_fd)) {
         Ok(d) => Some(d),
         Err(e) => {
             events.warning(format!(
@@ -112,20 +128,38 @@ pub async fn backup(
             ));
             None
         }
-    };
+    }
+}
+
+/// How restic's run ended.
+struct Ended {
+    status: std::io::Result<ExitStatus>,
+    /// We asked it to stop.
+    interrupted: bool,
+    /// We killed it after the grace period.
+    killed: bool,
+}
+
+/// Reads both pipes until restic has exited AND they are drained, publishing each line, and
+/// passes a stop request on to restic. restic's ssh or rclone child inherits its stderr and may
+/// outlive it (a black-holed sftp server): once restic itself has exited, the pipes get DRAIN
+/// more time, then igotchuu moves on to cleanup regardless.
+async fn follow(
+    child: &mut Child,
+    pid: Option<Pid>,
+    (out, err): (ChildStdout, ChildStderr),
+    output: &mut ResticOutput,
+    events: &mut Events,
+    stop: &mut StopSignal,
+) -> Ended {
     let mut out = BufReader::new(out);
     let mut err = BufReader::new(err);
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
-    let mut output = ResticOutput::new(&cmd.secrets);
     let mut interrupted = false;
     let kill_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(kill_deadline);
     let mut killed = false;
-
-    // Read both pipes until restic has exited AND they are drained. restic's ssh or rclone child
-    // inherits its stderr and may outlive it (a black-holed sftp server): once restic itself has
-    // exited, the pipes get DRAIN more time, then igotchuu moves on to cleanup regardless.
     let mut status = None;
     let drain_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(drain_deadline);
@@ -134,13 +168,13 @@ pub async fn backup(
             r = out.read_until(b'\n', &mut out_buf), if out_open => {
                 match r {
                     Ok(0) | Err(_) => out_open = false,
-                    Ok(_) => { publish(&out_buf, &mut output, events); out_buf.clear(); }
+                    Ok(_) => { publish(&out_buf, output, events); out_buf.clear(); }
                 }
             }
             r = err.read_until(b'\n', &mut err_buf), if err_open => {
                 match r {
                     Ok(0) | Err(_) => err_open = false,
-                    Ok(_) => { publish(&err_buf, &mut output, events); err_buf.clear(); }
+                    Ok(_) => { publish(&err_buf, output, events); err_buf.clear(); }
                 }
             }
             s = child.wait(), if status.is_none() => {
@@ -168,11 +202,26 @@ pub async fn backup(
             }
         }
     }
-    if let Some(d) = drain {
-        d.stop().await;
+    Ended {
+        status: status
+            .unwrap_or_else(|| Err(std::io::Error::other("restic's exit status was lost"))),
+        interrupted,
+        killed,
     }
-    let status =
-        status.unwrap_or_else(|| Err(std::io::Error::other("restic's exit status was lost")));
+}
+
+/// restic's exit code, its lock removed if it was killed, and why it failed in its own words.
+async fn finish(
+    cmd: &ResticCommand,
+    ended: Ended,
+    output: &ResticOutput,
+    events: &mut Events,
+) -> ResticResult {
+    let Ended {
+        status,
+        interrupted,
+        killed,
+    } = ended;
     let signal = status
         .as_ref()
         .ok()
@@ -200,9 +249,9 @@ pub async fn backup(
             events.emit(why);
         }
     }
-    Ok(ResticResult {
+    ResticResult {
         code,
         interrupted,
         snapshot_id: output.snapshot_id().map(str::to_owned),
-    })
+    }
 }

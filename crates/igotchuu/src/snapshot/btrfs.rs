@@ -14,10 +14,11 @@ use rustix::fs::{openat, Mode};
 use rustix::io::Errno;
 
 use self::ioctl::SubvolInfo;
-use super::mount::{self, Container, Made};
-use super::run::{self, MountFrom, Taken};
+use super::mount::{self, Container};
+use super::name::Name;
+use super::seam::{Batch, Created, Home, Intent, Made, MountFrom};
 use super::{err, fs, hint, Backend, SnapError, Source, Verdict};
-use crate::events::{Event, Events, Outcome, Step};
+use crate::events::{Event, Events, Step};
 use crate::plan::{Plan, SnapshotStep};
 use crate::state::journal::Record;
 
@@ -239,13 +240,6 @@ pub struct Snapshot {
     fd: Option<OwnedFd>,
 }
 
-impl Snapshot {
-    /// The inode number of the directory it is in, for the journal.
-    pub fn container_ino(&self) -> u64 {
-        self.container.id.1
-    }
-}
-
 /// A snapshot that could not be made, or made but not opened afterwards (`made`: it must still
 /// be deleted).
 pub struct CreateFailed {
@@ -366,198 +360,94 @@ pub fn delete_at(path: &Path) -> io::Result<()> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// One run's snapshots
+// One run's snapshots (the runner's steps around these: seam.rs)
 // ------------------------------------------------------------------------------------------------
 
-/// How many names are tried for a snapshot's directory before giving up: the first is the plan's,
-/// the others random, so only a broken random source or a full directory exhausts them.
-const CONTAINER_ATTEMPTS: u32 = 8;
+/// A subvolume a run snapshots: its fd, its live path, and its snapshot's name in its directory.
+pub struct Item<'a> {
+    fd: BorrowedFd<'a>,
+    path: PathBuf,
+    name: OsString,
+}
 
-/// Snapshots the source `plan.snapshots[i]` and, right after it with the same timestamp, the
-/// writable subvolumes nested in it; queues what goes where for the mount step.
-pub fn create_unit(
+/// What a run makes of the source `plan.snapshots[i]`: its snapshot in a root-only directory
+/// next to where the plan puts it, then, with the same timestamp and in the same directory, the
+/// writable subvolumes nested in it (as `nested-<subvolume id>`, unique on the filesystem).
+pub fn batch<'a>(
     plan: &Plan,
     i: usize,
-    src: &Source,
-    v: &Subvol,
-    taken: &mut Taken,
+    src: &'a Source,
+    v: &'a Subvol,
     events: &mut Events,
-) -> Result<(), Outcome> {
-    let (container, k) = snapshot_one(plan, i, src, v, taken, events)?;
-    taken.add_job(src.path.clone(), MountFrom::Snapshot(k));
+) -> Result<Batch<Item<'a>>, SnapError> {
+    let step = &plan.snapshots[i];
+    let one = |fd, path: &Path, name: OsString, info: &SubvolInfo, home| {
+        let intent = Intent {
+            backend: Backend::Btrfs,
+            name: Name::InContainer(name.clone()),
+            source: path.to_owned(),
+            source_id: ioctl::uuid_string(&info.uuid),
+            mark: None,
+            home,
+        };
+        let item = Item {
+            fd,
+            path: path.to_owned(),
+            name,
+        };
+        (intent, item)
+    };
+    let home = Home::New(mount::open_destination(step)?);
+    let mut out = Batch::default();
+    out.intents
+        .push(one(src.fd(), &src.path, step.name.clone(), &v.info, home));
     for (n_i, n) in v.nested.iter().enumerate() {
         match nested_action(plan, n) {
             NestedAction::Snapshot => {
-                let k = snapshot_nested(plan, n, &container, taken, events)?;
-                taken.add_job(n.path.clone(), MountFrom::Snapshot(k));
+                let name = OsString::from(format!("nested-{}", n.info.id));
+                out.intents
+                    .push(one(n.fd(), &n.path, name, &n.info, Home::With(0)));
             }
-            NestedAction::MountLive => taken.add_job(n.path.clone(), MountFrom::Live(i, n_i)),
+            NestedAction::MountLive => out.live.push((n.path.clone(), MountFrom::Live(i, n_i))),
             NestedAction::SkippedOneFileSystem => events.warning(describe(plan, n)),
             NestedAction::Listed => {}
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Makes the snapshot of `plan.snapshots[i]`: its directory, journaled before it exists, then the
-/// snapshot itself, journaled again with its UUID. Returns the directory (the source's nested
-/// subvolumes are snapshotted into it too) and the snapshot's index in the run's snapshots.
-fn snapshot_one(
-    plan: &Plan,
-    i: usize,
-    src: &Source,
-    v: &Subvol,
-    taken: &mut Taken,
-    events: &mut Events,
-) -> Result<(Rc<Container>, usize), Outcome> {
-    let step = &plan.snapshots[i];
-    let dest = mount::open_destination(step).map_err(|e| run::failed(events, e))?;
-    let mut record = Record {
-        backend: Backend::Btrfs,
-        snapshot: PathBuf::new(),
-        source: step.source.clone(),
-        source_id: ioctl::uuid_string(&v.info.uuid),
-        pid: std::process::id(),
-        run: plan.timestamp.clone(),
-        container: None,
-        snapshot_id: None,
-        container_ino: None,
-        mark: None,
-    };
-    let mut container = None;
-    for attempt in 0..CONTAINER_ATTEMPTS {
-        let path = dest.candidate(attempt).map_err(|e| {
-            run::failed(
-                events,
-                SnapError {
-                    during: Step::Snapshot,
-                    item: step.container.clone(),
-                    what: format!(
-                        "cannot choose a name for the snapshot of {}",
-                        step.source.display()
+/// Makes the snapshots of a batch, each from its subvolume into its directory (journaled by the
+/// runner), in order; stops at the first failure.
+pub fn make(items: Vec<(Item<'_>, Rc<Container>)>, events: &mut Events) -> Made {
+    let mut out = Made::default();
+    for (intent, (it, container)) in items.into_iter().enumerate() {
+        let (snap, failed) = match create(it.fd, &it.path, &container, &it.name) {
+            Ok(snap) => (Some(snap), None),
+            Err(f) => (f.made, Some(f.error)),
+        };
+        if let Some(snap) = snap {
+            if failed.is_none() {
+                events.emit(Event::SnapshotStep {
+                    text: format!(
+                        "created read-only snapshot {} of {}",
+                        snap.path.display(),
+                        it.path.display()
                     ),
-                    detail: e.to_string(),
-                },
-            )
-        })?;
-        record.container = Some(path.clone());
-        record.snapshot = path.join(&step.name);
-        taken.journal_record(&record, events)?;
-        match mount::make_container(&dest, &path) {
-            Ok(Made::Created(c)) => {
-                container = Some(c);
-                break;
+                    snapshot: snap.path.clone(),
+                });
             }
-            Ok(Made::Taken) => {
-                taken.unrecord(&record.snapshot);
-                events.warning(format!(
-                    "{} already exists (made by someone else); the snapshot of {} goes to a directory with a random name next to it instead",
-                    path.display(),
-                    step.source.display()
-                ));
-            }
-            Err(e) => {
-                taken.unrecord(&record.snapshot);
-                return Err(run::failed(
-                    events,
-                    SnapError {
-                        during: Step::Snapshot,
-                        item: step.source.clone(),
-                        what: format!(
-                            "cannot snapshot {} to {}",
-                            step.source.display(),
-                            path.join(&step.name).display()
-                        ),
-                        detail: format!("{e}{}", hint(&e)),
-                    },
-                ));
-            }
-        }
-    }
-    let Some(container) = container else {
-        return Err(run::failed(
-            events,
-            SnapError {
-                during: Step::Snapshot,
-                item: step.container.clone(),
-                what: format!("cannot snapshot {}", step.source.display()),
-                detail: format!(
-                    "every name tried next to {} was taken; see who creates them there",
-                    step.container.display()
-                ),
-            },
-        ));
-    };
-    taken.add_container(Rc::clone(&container));
-    taken.track(record.snapshot.clone(), container.path.clone());
-    let k = make_snapshot(src.fd(), &container, &step.name, record, taken, events)?;
-    Ok((container, k))
-}
-
-/// Snapshots a writable subvolume nested in a source into the source's root-only directory, as
-/// `nested-<subvolume id>` (unique on the filesystem), journaled like any other snapshot.
-fn snapshot_nested(
-    plan: &Plan,
-    n: &Nested,
-    container: &Rc<Container>,
-    taken: &mut Taken,
-    events: &mut Events,
-) -> Result<usize, Outcome> {
-    let name = OsString::from(format!("nested-{}", n.info.id));
-    let record = Record {
-        backend: Backend::Btrfs,
-        snapshot: container.path.join(&name),
-        source: n.path.clone(),
-        source_id: ioctl::uuid_string(&n.info.uuid),
-        pid: std::process::id(),
-        run: plan.timestamp.clone(),
-        container: Some(container.path.clone()),
-        snapshot_id: None,
-        container_ino: None,
-        mark: None,
-    };
-    taken.journal_record(&record, events)?;
-    taken.track(record.snapshot.clone(), container.path.clone());
-    make_snapshot(n.fd(), container, &name, record, taken, events)
-}
-
-/// Creates the snapshot `record` announces (already journaled) and journals its UUID. Returns its
-/// index in the run's snapshots.
-fn make_snapshot(
-    from: BorrowedFd<'_>,
-    container: &Rc<Container>,
-    name: &OsStr,
-    mut record: Record,
-    taken: &mut Taken,
-    events: &mut Events,
-) -> Result<usize, Outcome> {
-    match create(from, &record.source, container, name) {
-        Ok(snap) => {
-            if let Some(info) = &snap.info {
-                record.snapshot_id = Some(ioctl::uuid_string(&info.uuid));
-                record.container_ino = Some(snap.container_ino());
-                // Not fsynced as a name: the first record, already durable, names it too.
-                taken.journal_update(&record, events);
-            }
-            events.emit(Event::SnapshotStep {
-                text: format!(
-                    "created read-only snapshot {} of {}",
-                    snap.path.display(),
-                    record.source.display()
-                ),
-                snapshot: snap.path.clone(),
+            out.snapshots.push(Created {
+                intent,
+                id: snap.info.as_ref().map(|i| ioctl::uuid_string(&i.uuid)),
+                snapshot: super::Snapshot::Btrfs(snap),
             });
-            Ok(taken.add_snapshot(super::Snapshot::Btrfs(snap)))
         }
-        Err(f) => {
-            let CreateFailed { error, made } = *f;
-            // Its record goes with its directory in cleanup.
-            if let Some(s) = made {
-                taken.add_snapshot(super::Snapshot::Btrfs(s));
-            }
-            Err(run::failed(events, error))
+        if failed.is_some() {
+            out.failed = failed;
+            break;
         }
     }
+    out
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -29,23 +29,23 @@
 pub mod cli;
 pub mod device;
 
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use rustix::fs::{fstat, openat, FileType, Mode};
-use rustix::io::Errno;
-use rustix::mount::{unmount, MountFlags, UnmountFlags};
+use rustix::fs::{fstat, FileType};
+use rustix::mount::MountFlags;
 
 use self::device::Device;
-use super::mount::{self, Container, Destination, Made};
-use super::run::{self, MountFrom, Taken};
-use super::zfs::mountinfo::{self, MountLine};
-use super::{err, fs, Backend, Kind, SnapError, Source, Verdict};
-use crate::events::{Event, Events, Outcome, Step};
+use super::mount::Container;
+use super::mountinfo::{MountLine, MountTable};
+use super::name::{LvName, Name};
+use super::seam::{Batch, Created, Home, Intent, Made};
+use super::staged::{Stage, Staged};
+use super::{err, Backend, Kind, SnapError, Source, Verdict};
+use crate::events::{Event, Events, Step};
 use crate::plan::{Plan, SnapshotStep};
 use crate::state::journal::Record;
 
@@ -110,13 +110,12 @@ pub enum Probe {
 
 /// Whether the mount `fd` is on is a filesystem on an LVM logical volume. btrfs on an LV is left
 /// to the btrfs backend, whose subvolume snapshots are atomic and need no space reserved.
-pub fn probe(fd: BorrowedFd<'_>) -> io::Result<Option<Probe>> {
-    let id = mountinfo::mount_id(fd)?;
-    let Some(m) = mountinfo::all()?.into_iter().find(|m| m.id == id) else {
+pub fn probe(table: &MountTable, fd: BorrowedFd<'_>) -> io::Result<Option<Probe>> {
+    let Some(m) = table.of_fd(fd)? else {
         return Ok(None);
     };
     let dev = device::split_dev(fstat(fd)?.st_dev);
-    recognise(m, dev, Path::new("/sys"))
+    recognise(m.clone(), dev, Path::new("/sys"))
 }
 
 /// [`probe`]'s decision, given the mount's line in mountinfo, the device number of the source's
@@ -163,7 +162,7 @@ fn fail<T>(src: &Path, detail: impl ToString) -> Result<T, SnapError> {
 }
 
 /// Checks an LVM source (already opened without symlinks, not `/`).
-pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
+pub fn resolve(s: &SnapshotStep, table: &MountTable, probe: Probe) -> Result<Volume, SnapError> {
     let src = &s.source;
     let (m, uuid) = match probe {
         Probe::CryptInLv { mount, crypt } => {
@@ -189,6 +188,23 @@ pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
             format!("it is on an LVM logical volume (uuid {uuid}) that `lvs` does not list"),
         );
     };
+    let fs = filesystem(src, &m, &lv)?;
+    let provision = provision(src, &lv, &lvs)?;
+    let below = table
+        .topmost_below(src)
+        .map(|(_, l)| l.mount_point.clone())
+        .collect();
+    Ok(Volume {
+        lv: Box::new(lv),
+        fs,
+        provision,
+        below,
+    })
+}
+
+/// The filesystem of an LVM source: the whole of its LV's ext4 or XFS filesystem, mounted at
+/// the source.
+fn filesystem(src: &Path, m: &MountLine, lv: &cli::Lv) -> Result<Fs, SnapError> {
     if m.mount_point != *src {
         return fail(
             src,
@@ -211,17 +227,23 @@ pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
             ),
         );
     }
-    let Some(fs) = Fs::of(&m.fstype) else {
-        return fail(
+    match Fs::of(&m.fstype) {
+        Some(fs) => Ok(fs),
+        None => fail(
             src,
             format!(
                 "it is a {} filesystem on the LVM logical volume {}; igotchuu mounts LVM snapshots of ext4 and XFS only",
                 m.fstype,
                 lv.full_name()
             ),
-        );
-    };
-    let provision = if lv.is_thin() {
+        ),
+    }
+}
+
+/// How the LV `lv` is snapshotted: in its thin pool, unless the pool is (nearly) full, or with a
+/// COW snapshot; other kinds of LV are refused.
+fn provision(src: &Path, lv: &cli::Lv, lvs: &[cli::Lv]) -> Result<Provision, SnapError> {
+    if lv.is_thin() {
         let Some(pool) = lvs
             .iter()
             .find(|p| p.vg == lv.vg && p.name == lv.pool)
@@ -250,71 +272,31 @@ pub fn resolve(s: &SnapshotStep, probe: Probe) -> Result<Volume, SnapError> {
                 ),
             );
         }
-        Provision::Thin {
+        Ok(Provision::Thin {
             pool: Box::new(pool),
-        }
+        })
     } else if lv.is_plain() {
-        Provision::Cow
+        Ok(Provision::Cow)
     } else {
-        return fail(
+        fail(
             src,
             format!(
                 "the LVM logical volume {} is of a kind igotchuu does not snapshot (lv_attr {}); it snapshots thin volumes and linear, striped or RAID volumes",
                 lv.full_name(),
                 lv.attr
             ),
-        );
-    };
-    let below = mounts_below(src);
-    Ok(Volume {
-        lv: Box::new(lv),
-        fs,
-        provision,
-        below,
-    })
-}
-
-/// What is mounted below `src`, topmost mounts only.
-fn mounts_below(src: &Path) -> Vec<PathBuf> {
-    let table = mountinfo::all().unwrap_or_default();
-    let mut out: Vec<PathBuf> = Vec::new();
-    for (i, l) in table.iter().enumerate() {
-        if l.mount_point.starts_with(src)
-            && l.mount_point != *src
-            && !table[i + 1..]
-                .iter()
-                .any(|x| x.mount_point == l.mount_point)
-            && !out.contains(&l.mount_point)
-        {
-            out.push(l.mount_point.clone());
-        }
+        )
     }
-    out
 }
 
-/// The name a run gives an LV's snapshot (LV names cannot hold `:`).
+/// The name a run gives an LV's snapshot, as `check` and `--dry-run` show it.
 pub fn snapshot_name(plan: &Plan, lv: &str) -> String {
-    format!("{lv}-igotchuu-{}", plan.timestamp.replace(':', ""))
+    LvName::text(lv, &plan.timestamp)
 }
 
 /// The LV tag that marks a run's snapshots.
 fn mark_of(plan: &Plan) -> String {
     format!("igotchuu.run:{}-{}", plan.timestamp, std::process::id())
-}
-
-/// Whether `full` is one `vg/lv` named the way igotchuu names snapshots, so `lvremove` given it
-/// removes that one LV.
-pub fn is_our_name(full: &str) -> bool {
-    let Some((vg, lv)) = full.split_once('/') else {
-        return false;
-    };
-    let ok = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('-')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
-    };
-    ok(vg) && ok(lv) && lv.contains("-igotchuu-")
 }
 
 /// The COW snapshot size of `v` in extents (`None` for a thin volume).
@@ -473,252 +455,206 @@ pub fn vgs(plan: &Plan, sources: &[Source]) -> Vec<String> {
     out
 }
 
-const CONTAINER_ATTEMPTS: u32 = 8;
-
 /// One LV a run snapshots.
-struct Item<'a> {
+pub struct Item<'a> {
+    /// The live path.
     path: PathBuf,
     v: &'a Volume,
-    /// `vg/name` of its snapshot.
-    full: String,
-    name: String,
-    container: Rc<Container>,
-    record: Record,
+    name: LvName,
 }
 
-/// Snapshots every LV of `vg` this run backs up, back to back, after journaling each; activates
-/// and mounts each on a root-only directory and queues it to go over its live path.
-pub fn create_vg(
+/// What a run makes of the LVs of `vg`: a snapshot of each, tagged with the run's id, each
+/// mounted from a root-only directory of its own in the stage. Warns of the mounts below them
+/// that are not snapshotted.
+pub fn batch<'a>(
     plan: &Plan,
-    sources: &[Source],
+    sources: &'a [Source],
     vg: &str,
-    taken: &mut Taken,
     events: &mut Events,
-) -> Result<(), Outcome> {
-    let vols: Vec<(PathBuf, &Volume)> = plan
+) -> Result<Batch<Item<'a>>, SnapError> {
+    let vols: Vec<(&Path, &Volume)> = plan
         .mount_order
         .iter()
         .filter_map(|&i| match &sources[i].kind {
-            Kind::Lvm(v) if v.lv.vg == vg => Some((sources[i].path.clone(), v)),
+            Kind::Lvm(v) if v.lv.vg == vg => Some((sources[i].path.as_path(), v)),
             _ => None,
         })
         .collect();
-    let Some((first_path, _)) = vols.first() else {
-        return Ok(());
-    };
-    let first_path = first_path.clone();
-    let failed = |events: &mut Events, item: &Path, during: Step, what: String, detail: String| {
-        run::failed(
-            events,
-            SnapError {
-                during,
-                item: item.to_owned(),
-                what,
-                detail,
-            },
-        )
+    let Some((first, _)) = vols.first() else {
+        return Ok(Batch::default());
     };
     for (path, v) in &vols {
         for w in warnings(plan, v, path) {
             events.warning(w);
         }
     }
-    let (stage_path, stage_fd) = super::zfs::staging(plan).map_err(|e| {
-        failed(
-            events,
-            &first_path,
-            Step::Snapshot,
-            format!("cannot snapshot the LVM logical volumes of {vg}"),
+    let stage = Stage::open(plan).or_else(|e| {
+        fail(
+            first,
             format!(
-                "cannot create {} for their mounts: {e}",
+                "cannot create {} for the mounts of the snapshots of {vg}: {e}",
                 plan.state_dir.join("mnt").display()
             ),
         )
     })?;
     let mark = mark_of(plan);
-    let mut items: Vec<Item> = Vec::new();
-    for (k, (path, v)) in vols.iter().enumerate() {
-        let name = snapshot_name(plan, &v.lv.name);
-        let full = format!("{vg}/{name}");
-        let what = format!("cannot snapshot {}", path.display());
-        let parent = stage_fd
-            .try_clone()
-            .map_err(|e| failed(events, path, Step::Snapshot, what.clone(), e.to_string()))?;
-        let dest = Destination::new(
-            stage_path.clone(),
-            parent,
-            OsString::from(format!("{}-lvm-{k}", plan.timestamp)),
-        );
-        let mut record = Record {
+    let mut out = Batch::default();
+    for (k, (path, v)) in vols.into_iter().enumerate() {
+        let name = LvName::new(vg, &v.lv.name, &plan.timestamp).or_else(|e| fail(path, e))?;
+        let dest = stage
+            .destination(format!("{}-lvm-{k}", plan.timestamp))
+            .or_else(|e| fail(path, e))?;
+        let intent = Intent {
             backend: Backend::Lvm,
-            snapshot: PathBuf::from(&full),
-            source: path.clone(),
+            name: Name::Lvm(name.clone()),
+            source: path.to_owned(),
             source_id: v.lv.uuid.clone(),
-            pid: std::process::id(),
-            run: plan.timestamp.clone(),
-            container: None,
-            snapshot_id: None,
-            container_ino: None,
             mark: Some(mark.clone()),
+            home: Home::New(dest),
         };
-        let mut container = None;
-        for attempt in 0..CONTAINER_ATTEMPTS {
-            let cand = dest
-                .candidate(attempt)
-                .map_err(|e| failed(events, path, Step::Snapshot, what.clone(), e.to_string()))?;
-            record.container = Some(cand.clone());
-            // Before the snapshot exists, so a crash from here on leaves the next run its name.
-            taken.journal_record(&record, events)?;
-            match mount::make_container(&dest, &cand) {
-                Ok(Made::Created(c)) => {
-                    container = Some(c);
-                    break;
-                }
-                Ok(Made::Taken) => {}
-                Err(e) => {
-                    taken.unrecord(&record.snapshot);
-                    return Err(failed(
-                        events,
-                        path,
-                        Step::Snapshot,
-                        what,
-                        format!("cannot create a directory in {}: {e}", stage_path.display()),
-                    ));
-                }
-            }
-        }
-        let Some(c) = container else {
-            taken.unrecord(&record.snapshot);
-            return Err(failed(
-                events,
-                path,
-                Step::Snapshot,
-                what,
-                format!("every name tried in {} was taken", stage_path.display()),
-            ));
-        };
-        record.container_ino = Some(c.id.1);
-        taken.add_container(Rc::clone(&c));
-        taken.track(record.snapshot.clone(), c.path.clone());
-        items.push(Item {
-            path: path.clone(),
+        let item = Item {
+            path: path.to_owned(),
             v,
-            full,
             name,
-            container: c,
-            record,
-        });
+        };
+        out.intents.push((intent, item));
     }
+    Ok(out)
+}
 
-    // Back to back: the time between the first and the last `lvcreate` is how far apart the
-    // volumes' points in time are.
+/// Makes the snapshots of a volume group's LVs, back to back, one `lvcreate` each; activates the
+/// thin ones, reads their uuids and mounts each on its directory. Everything `lvcreate` was run
+/// for is returned, made or not: it may have failed after creating the LV, and cleanup removes
+/// it only if it exists and carries the run's tag.
+pub fn make(
+    plan: &Plan,
+    vg: &str,
+    items: Vec<(Item<'_>, Rc<Container>)>,
+    events: &mut Events,
+) -> Made {
+    let mut snaps: Vec<Snapshot> = Vec::new();
+    let failed = create_all(plan, &items, &mut snaps, events)
+        .and_then(|()| identify_and_mount(vg, &items, &mut snaps, events))
+        .err();
+    Made {
+        snapshots: snaps
+            .into_iter()
+            .enumerate()
+            .map(|(intent, s)| Created {
+                intent,
+                id: s.uuid.clone(),
+                snapshot: super::Snapshot::Lvm(s),
+            })
+            .collect(),
+        failed,
+    }
+}
+
+/// The `lvcreate`s, back to back (the time between the first and the last is how far apart the
+/// volumes' points in time are), and the thin snapshots' activation. Each LV `lvcreate` was run
+/// for goes into `snaps`, in the items' order.
+fn create_all(
+    plan: &Plan,
+    items: &[(Item<'_>, Rc<Container>)],
+    snaps: &mut Vec<Snapshot>,
+    events: &mut Events,
+) -> Result<(), SnapError> {
+    let mark = mark_of(plan);
     let start = Instant::now();
-    let mut made: Vec<usize> = Vec::new();
-    for it in &items {
+    for (it, container) in items {
         let extents = cow_extents(plan, it.v);
         events.emit(Event::Step(format!(
             "lvcreate -s -y -n {} --addtag {mark}{} {}",
-            it.name,
+            it.name.lv(),
             extents.map(|e| format!(" -l {e}")).unwrap_or_default(),
             it.v.lv.full_name()
         )));
         let r = cli::create_snapshot(&it.v.lv.full_name(), &it.name, &mark, extents);
-        // Tracked even when lvcreate failed: it may have failed after creating the LV, and
-        // cleanup removes it only if it exists and carries the run's tag.
-        let k = taken.add_snapshot(super::Snapshot::Lvm(Snapshot {
-            name: it.full.clone(),
+        snaps.push(Snapshot {
+            name: it.name.clone(),
             mark: mark.clone(),
             uuid: None,
             cow: extents.is_some(),
-            container: Rc::clone(&it.container),
-            root: None,
-        }));
-        if let Err(e) = r {
-            return Err(failed(
-                events,
-                &it.path,
-                Step::Snapshot,
-                format!("cannot snapshot {}", it.path.display()),
-                e.to_string(),
-            ));
-        }
-        made.push(k);
+            staged: Staged::new(Rc::clone(container)),
+        });
+        r.or_else(|e| fail(&it.path, e))?;
     }
     if items.len() > 1 {
         events.emit(Event::Step(format!(
-            "snapshotted the {} logical volumes of {vg} within {} ms of each other (LVM has no atomic snapshot of several volumes)",
+            "snapshotted the {} logical volumes of {} within {} ms of each other (LVM has no atomic snapshot of several volumes)",
             items.len(),
+            items[0].0.name.vg(),
             start.elapsed().as_millis()
         )));
     }
     // Thin snapshots skip activation unless told otherwise.
-    for it in &items {
+    for (it, _) in items {
         if matches!(it.v.provision, Provision::Thin { .. }) {
-            if let Err(e) = cli::activate(&it.full) {
-                return Err(failed(
-                    events,
-                    &it.path,
+            cli::activate(&it.name).map_err(|e| {
+                err(
                     Step::Mount,
-                    format!("cannot activate the snapshot {}", it.full),
-                    e.to_string(),
-                ));
-            }
+                    &it.path,
+                    format!("cannot activate the snapshot {}", it.name),
+                    e,
+                )
+            })?;
         }
-    }
-    let listed = cli::lvs(&[vg]).map_err(|e| {
-        failed(
-            events,
-            &first_path,
-            Step::Snapshot,
-            format!("cannot list the snapshots made in {vg}"),
-            e.to_string(),
-        )
-    })?;
-    for (it, k) in items.into_iter().zip(made) {
-        let Some(lv) = listed.iter().find(|l| l.name == it.name) else {
-            return Err(failed(
-                events,
-                &it.path,
-                Step::Snapshot,
-                format!("cannot find the snapshot {}", it.full),
-                "lvcreate succeeded but `lvs` does not list it".into(),
-            ));
-        };
-        let mut record = it.record;
-        record.snapshot_id = Some(lv.uuid.clone());
-        taken.journal_update(&record, events);
-        if let super::Snapshot::Lvm(s) = taken.snapshot_mut(k) {
-            s.uuid = Some(lv.uuid.clone());
-        }
-        events.emit(Event::SnapshotStep {
-            text: format!(
-                "created LVM {} snapshot {} of {}",
-                if lv.is_thin() { "thin" } else { "COW" },
-                it.full,
-                it.path.display()
-            ),
-            snapshot: PathBuf::from(&it.full),
-        });
-        let root = mount_staged(lv, it.v.fs, &it.container).map_err(|e| {
-            failed(
-                events,
-                &it.path,
-                Step::Mount,
-                format!("cannot mount {} for {}", it.full, it.path.display()),
-                e,
-            )
-        })?;
-        if let super::Snapshot::Lvm(s) = taken.snapshot_mut(k) {
-            s.root = Some(root);
-        }
-        taken.add_job(it.path, MountFrom::Snapshot(k));
     }
     Ok(())
 }
 
-/// Mounts the active snapshot `lv` read-only on its container with the mount syscall; returns
-/// the mounted root's fd.
-fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<OwnedFd, String> {
+/// Reads the uuid of each snapshot in `snaps` (made from `items`) and mounts it on its
+/// directory.
+fn identify_and_mount(
+    vg: &str,
+    items: &[(Item<'_>, Rc<Container>)],
+    snaps: &mut [Snapshot],
+    events: &mut Events,
+) -> Result<(), SnapError> {
+    let first = items.first().map_or(Path::new("/"), |(it, _)| &it.path);
+    let listed = cli::lvs(&[vg]).map_err(|e| {
+        err(
+            Step::Snapshot,
+            first,
+            format!("cannot list the snapshots made in {vg}"),
+            e,
+        )
+    })?;
+    for ((it, _), snap) in items.iter().zip(snaps.iter_mut()) {
+        let Some(lv) = listed.iter().find(|l| l.name == it.name.lv()) else {
+            return Err(err(
+                Step::Snapshot,
+                &it.path,
+                format!("cannot find the snapshot {}", it.name),
+                "lvcreate succeeded but `lvs` does not list it",
+            ));
+        };
+        snap.uuid = Some(lv.uuid.clone());
+        events.emit(Event::SnapshotStep {
+            text: format!(
+                "created LVM {} snapshot {} of {}",
+                if lv.is_thin() { "thin" } else { "COW" },
+                it.name,
+                it.path.display()
+            ),
+            snapshot: PathBuf::from(it.name.as_str()),
+        });
+        snap.staged
+            .mount(|c| mount_staged(lv, it.v.fs, c))
+            .map_err(|e| {
+                err(
+                    Step::Mount,
+                    &it.path,
+                    format!("cannot mount {} for {}", it.name, it.path.display()),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Mounts the active snapshot `lv` read-only on its directory `c` with the mount syscall.
+fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<(), String> {
     let Some(dev) = lv.dev else {
         return Err(format!("{} is not active", lv.full_name()));
     };
@@ -752,38 +688,23 @@ fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<OwnedFd, String> 
             fs.shown_options(),
             lv.dm_path
         )
-    })?;
-    let file = c
-        .path
-        .file_name()
-        .ok_or_else(|| "the directory has no name".to_owned())?;
-    let root = openat(&c.parent, file, fs::DIR_FLAGS, Mode::empty())
-        .map_err(|e| format!("cannot open {}: {e}", c.path.display()))?;
-    match (mountinfo::mount_id(&root), mountinfo::mount_id(&c.fd)) {
-        (Ok(a), Ok(b)) if a != b => Ok(root),
-        (Ok(_), Ok(_)) => Err(format!(
-            "mount succeeded but nothing is mounted on {}",
-            c.path.display()
-        )),
-        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-    }
+    })
 }
 
 /// An LVM snapshot this run made.
 pub struct Snapshot {
-    /// `vg/name`.
-    pub name: String,
+    pub name: LvName,
     mark: String,
     uuid: Option<String>,
     /// A COW snapshot, which can overflow.
     cow: bool,
-    container: Rc<Container>,
-    root: Option<OwnedFd>,
+    /// Its mount on the root-only directory it is moved over its source from.
+    staged: Staged,
 }
 
 impl Snapshot {
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.root.as_ref().map(|f| f.as_fd())
+        self.staged.fd()
     }
 }
 
@@ -793,13 +714,12 @@ impl Snapshot {
 pub fn overflowed<'a>(plan: &Plan, snaps: impl Iterator<Item = &'a Snapshot>) -> Vec<String> {
     let mut out = Vec::new();
     for s in snaps.filter(|s| s.cow) {
-        let (vg, _) = s.name.split_once('/').unwrap_or((&s.name, ""));
-        match cli::lvs(&[vg]) {
+        match cli::lvs(&[s.name.vg()]) {
             Err(e) => out.push(format!(
                 "cannot tell whether the COW snapshot {} overflowed: {e}",
                 s.name
             )),
-            Ok(lvs) => match lvs.iter().find(|l| l.full_name() == s.name) {
+            Ok(lvs) => match lvs.iter().find(|l| l.full_name() == s.name.as_str()) {
                 None => out.push(format!("the COW snapshot {} is gone", s.name)),
                 Some(l) if l.is_invalid() => out.push(format!(
                     "the COW snapshot {} overflowed (lv_attr {}, {}% full) and the kernel invalidated it, so restic read from a broken snapshot; raise lvm_snapshot_size (now {}) or back up when less is written",
@@ -822,40 +742,18 @@ pub fn delete(s: Snapshot) -> io::Result<()> {
         name,
         mark,
         uuid,
-        container,
-        root,
+        staged,
         ..
     } = s;
-    drop(root);
-    if let Some(file) = container.path.file_name() {
-        // Through our own fd of the directory holding it: no path anyone else can change.
-        let at = format!(
-            "/proc/self/fd/{}/{}",
-            container.parent.as_raw_fd(),
-            file.to_string_lossy()
-        );
-        match unmount(at.as_str(), UnmountFlags::DETACH) {
-            Ok(()) => {}
-            Err(e) if e == Errno::INVAL || e == Errno::NOENT => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match ours(&name, Some(&mark), uuid.as_deref()) {
-        Verdict::Ours => cli::remove(&name).map_err(io::Error::other),
-        Verdict::Gone => Ok(()),
-        Verdict::NotOurs(why) | Verdict::Unknown(why) => {
-            Err(io::Error::other(format!("{why}, so it was left alone")))
-        }
-    }
+    staged.delete(
+        || ours(&name, Some(&mark), uuid.as_deref()),
+        || cli::remove(&name).map_err(io::Error::other),
+    )
 }
 
-/// Whether `name` (`vg/lv`) is still a snapshot carrying the tag `mark` (and, if known, with
-/// `uuid`).
-fn ours(name: &str, mark: Option<&str>, uuid: Option<&str>) -> Verdict {
-    if !is_our_name(name) {
-        return Verdict::NotOurs(format!("{name:?} is not a snapshot name igotchuu makes"));
-    }
-    let (vg, lv_name) = name.split_once('/').unwrap_or((name, ""));
+/// Whether `name` is still a snapshot carrying the tag `mark` (and, if known, with `uuid`).
+fn ours(name: &LvName, mark: Option<&str>, uuid: Option<&str>) -> Verdict {
+    let (vg, lv_name) = (name.vg(), name.lv());
     let lvs = match cli::lvs(&[vg]) {
         Ok(l) => l,
         Err(e) if e.no_such_vg() => {
@@ -889,21 +787,15 @@ fn ours(name: &str, mark: Option<&str>, uuid: Option<&str>) -> Verdict {
 
 /// Recovery: is the recorded snapshot still the tagged one igotchuu made?
 pub fn verify(r: &Record) -> Verdict {
-    ours(
-        &r.snapshot.to_string_lossy(),
-        r.mark.as_deref(),
-        r.snapshot_id.as_deref(),
-    )
+    match LvName::parse(&r.snapshot.to_string_lossy()) {
+        Ok(name) => ours(&name, r.mark.as_deref(), r.snapshot_id.as_deref()),
+        Err(why) => Verdict::NotOurs(why),
+    }
 }
 
 /// Recovery: removes the recorded (and verified) snapshot by its exact name.
 pub fn delete_recorded(r: &Record) -> io::Result<()> {
-    let name = r.snapshot.to_string_lossy();
-    if !is_our_name(&name) {
-        return Err(io::Error::other(format!(
-            "{name:?} is not a snapshot name igotchuu makes"
-        )));
-    }
+    let name = LvName::parse(&r.snapshot.to_string_lossy()).map_err(io::Error::other)?;
     cli::remove(&name).map_err(io::Error::other)
 }
 
@@ -964,14 +856,14 @@ mod tests {
         let crypt = dm("dm-7", "254:7", "CRYPT-LUKS2-0011223344556677-secret");
         std::os::unix::fs::symlink(&lv_dir, crypt.join("slaves/dm-4")).unwrap();
         std::fs::create_dir_all(sys.join("dev/block/8:1")).unwrap();
-        let table = mountinfo::parse(
+        let table = MountTable::parse(
             "40 25 254:4 / /srv/data rw,relatime shared:1 - ext4 /dev/mapper/tvg-data rw\n\
              41 25 254:4 / /srv/x rw,relatime shared:2 - xfs /dev/mapper/tvg-data rw\n\
              42 25 254:4 / /srv/b rw,relatime shared:3 - btrfs /dev/mapper/tvg-data rw\n\
              43 25 8:1 / /boot rw,relatime shared:4 - ext4 /dev/sda1 rw\n\
              44 25 254:7 / /srv/secret rw,relatime shared:5 - ext4 /dev/mapper/secret rw\n",
         );
-        let got = |i: usize, dev| recognise(table[i].clone(), dev, sys).unwrap();
+        let got = |i: usize, dev| recognise(table.lines()[i].clone(), dev, sys).unwrap();
         match got(0, (254, 4)) {
             Some(Probe::Lv { mount, uuid }) => {
                 assert_eq!(mount.mount_point, PathBuf::from("/srv/data"));
@@ -987,16 +879,5 @@ mod tests {
         assert!(got(2, (254, 4)).is_none(), "btrfs on an LV is btrfs's");
         assert!(got(3, (8, 1)).is_none(), "a partition");
         assert!(matches!(got(4, (254, 7)), Some(Probe::CryptInLv { .. })));
-    }
-
-    #[test]
-    fn only_single_igotchuu_snapshot_names_are_removed() {
-        assert!(is_our_name("vg0/home-igotchuu-2026-12-05T000600Z"));
-        assert!(!is_our_name("vg0/home"));
-        assert!(!is_our_name("vg0"));
-        assert!(!is_our_name("vg0/home-igotchuu-x/y"));
-        assert!(!is_our_name("vg0/home-igotchuu-a b"));
-        assert!(!is_our_name("/home-igotchuu-a"));
-        assert!(!is_our_name("vg0/-igotchuu-a"));
     }
 }

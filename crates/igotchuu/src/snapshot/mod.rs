@@ -10,15 +10,36 @@
 //! directory that was opened. Renaming or swapping a path component afterwards changes nothing
 //! igotchuu does; it only makes the final check before restic fail (see [`verify_paths`]).
 //!
-//! Each snapshot is made (or, for ZFS, mounted) inside a directory igotchuu creates for it, owned
-//! by root with mode 0700: nobody else can read the snapshot through it, move the snapshot away or
-//! put anything in its place.
+//! Each snapshot is made (or, for ZFS and LVM, mounted) inside a directory igotchuu creates for
+//! it, owned by root with mode 0700: nobody else can read the snapshot through it, move the
+//! snapshot away or put anything in its place.
+//!
+//! How a run's snapshots are made, whatever the backend (the seam, seam.rs): a backend says what
+//! it is about to make; the runner (run.rs) makes each snapshot's directory, with one retry loop
+//! for a name that is taken, and journals its record durably before the backend may create
+//! anything there; the backend makes the snapshots and returns them; the runner journals their
+//! identities and tracks them for the mounts and the cleanup. So no backend writes the journal,
+//! and none can make a snapshot the journal does not already name (the crash-safety rule every
+//! backend kept on its own before). The intent is journaled by the runner rather than through a
+//! callback the backends would have to remember to call: a backend is handed its directories only
+//! once their records are on disk, so the order cannot be got wrong in a fourth backend either.
+//!
+//! Files: the backends (`btrfs`, `zfs`, `lvm`, each with its ioctls or CLI); `seam` and `run`
+//! (above); `name` (snapshot names, typed and checked once); `mount` (the root-only directories
+//! and the mounts over the sources); `staged` and `tool` (what ZFS and LVM share: the mount on a
+//! directory under `<state_dir>/mnt`, and running their command-line tools); `mountinfo` (the
+//! kernel's mount table, read once and passed in as a value); `fs` (opening without symlinks).
 
 pub mod btrfs;
 pub mod fs;
 pub mod lvm;
 mod mount;
+pub mod mountinfo;
+pub mod name;
 mod run;
+mod seam;
+mod staged;
+mod tool;
 pub mod zfs;
 
 use std::io;
@@ -28,13 +49,14 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{fstat, lstat, statat, AtFlags, Stat, CWD};
 use rustix::io::Errno;
 
-use crate::events::{Events, Outcome, Step};
+use crate::events::Step;
 use crate::plan::{Plan, SnapshotStep};
 use crate::state::journal::Record;
 use crate::trust;
+use mountinfo::MountTable;
 
 pub use mount::{find_ino, verify_paths, Mount};
-pub use run::{failed, Taken};
+pub use run::{failed, units, Taken, Unit};
 
 // Defined with the journal record that carries it (state/journal.rs): the journal sits below the
 // backends, which write records, and must not import them back.
@@ -132,8 +154,8 @@ impl Snapshot {
     pub fn shown(&self) -> PathBuf {
         match self {
             Snapshot::Btrfs(s) => s.path.clone(),
-            Snapshot::Zfs(s) => PathBuf::from(&s.name),
-            Snapshot::Lvm(s) => PathBuf::from(&s.name),
+            Snapshot::Zfs(s) => PathBuf::from(s.name.as_str()),
+            Snapshot::Lvm(s) => PathBuf::from(s.name.as_str()),
         }
     }
 
@@ -167,6 +189,23 @@ impl Snapshot {
 /// Opens and checks one source: reached without symlinks, not `/`, on a filesystem a backend
 /// can snapshot.
 pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
+    resolve_in(s, &read_table(&s.source)?)
+}
+
+/// The mount table, read for resolving `src` (and the sources after it).
+fn read_table(src: &Path) -> Result<MountTable, SnapError> {
+    MountTable::read().map_err(|e| {
+        err(
+            Step::Snapshot,
+            src,
+            format!("cannot snapshot {}", src.display()),
+            format!("cannot read /proc/self/mountinfo: {e}"),
+        )
+    })
+}
+
+/// [`resolve`], with the mount table read once for all sources (or handed in by a test).
+pub fn resolve_in(s: &SnapshotStep, table: &MountTable) -> Result<Source, SnapError> {
     let src = &s.source;
     let what = format!("cannot snapshot {}", src.display());
     let fd = fs::open_dir_nofollow(src).map_err(|e| {
@@ -199,10 +238,10 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
     // The kernel's mount table says whether it is a ZFS dataset, and sysfs whether it is on an
     // LVM logical volume; anything else is for the btrfs backend to accept or refuse (with a
     // message naming all three).
-    let kind = match zfs::probe(fd.as_fd()) {
-        Ok(Some((m, name))) => Kind::Zfs(zfs::resolve(s, &fd, m, name)?),
-        Ok(None) => match lvm::probe(fd.as_fd()) {
-            Ok(Some(p)) => Kind::Lvm(lvm::resolve(s, p)?),
+    let kind = match zfs::probe(table, fd.as_fd()) {
+        Ok(Some((m, name))) => Kind::Zfs(zfs::resolve(s, &fd, table, m, name)?),
+        Ok(None) => match lvm::probe(table, fd.as_fd()) {
+            Ok(Some(p)) => Kind::Lvm(lvm::resolve(s, table, p)?),
             Ok(None) => Kind::Btrfs(btrfs::resolve(s, &fd)?),
             Err(e) if !btrfs::is_btrfs(fd.as_fd()) => {
                 return Err(err(
@@ -235,10 +274,14 @@ pub fn resolve(s: &SnapshotStep) -> Result<Source, SnapError> {
 /// does not leave the first one's snapshot behind. In `plan.snapshots` order. LVM's COW
 /// snapshots are checked against their volume groups' free space here, all at once.
 pub fn resolve_all(plan: &Plan) -> Result<Vec<Source>, SnapError> {
+    let Some(first) = plan.snapshots.first() else {
+        return Ok(Vec::new());
+    };
+    let table = read_table(&first.source)?;
     let sources = plan
         .snapshots
         .iter()
-        .map(resolve)
+        .map(|s| resolve_in(s, &table))
         .collect::<Result<Vec<_>, _>>()?;
     lvm::check_space(plan, &sources)?;
     Ok(sources)
@@ -250,7 +293,7 @@ pub fn describe_sources(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     let mut resolved = Vec::new();
     for s in &plan.snapshots {
-        match resolve(s) {
+        match read_table(&s.source).and_then(|t| resolve_in(s, &t)) {
             Err(e) => out.push(format!(
                 "{}: cannot inspect it here ({e})",
                 s.source.display()
@@ -321,78 +364,6 @@ pub fn durable(r: &Record) -> bool {
     }
 }
 
-// Creation, dispatched to the backends here rather than in run.rs: the backends fill in a run's
-// `Taken` (run.rs), so run.rs must not call them back.
-
-/// One step of snapshot creation. btrfs snapshots are made one source at a time (each with its
-/// nested subvolumes); ZFS ones with one command per pool, which is atomic within the pool.
-pub enum Unit {
-    Source(usize),
-    ZfsPool(String),
-    /// LVM has no atomic snapshot of several LVs: one `lvcreate` per LV, back to back.
-    LvmVg(String),
-}
-
-/// The creation steps of a run, parents first: a btrfs child snapshotted before its parent (its
-/// default location is inside the parent) would show up in the parent's snapshot as an empty
-/// directory and be backed up.
-pub fn units(plan: &Plan, sources: &[Source]) -> Vec<Unit> {
-    let mut out: Vec<Unit> = plan
-        .mount_order
-        .iter()
-        .filter(|&&i| matches!(sources[i].kind, Kind::Btrfs(_)))
-        .map(|&i| Unit::Source(i))
-        .collect();
-    out.extend(zfs::pools(plan, sources).into_iter().map(Unit::ZfsPool));
-    out.extend(lvm::vgs(plan, sources).into_iter().map(Unit::LvmVg));
-    out
-}
-
-impl Taken {
-    /// Creates the snapshots of one unit and queues their mounts.
-    pub fn create(
-        &mut self,
-        plan: &Plan,
-        sources: &[Source],
-        unit: &Unit,
-        events: &mut Events,
-    ) -> Result<(), Outcome> {
-        match unit {
-            Unit::Source(i) => match &sources[*i].kind {
-                Kind::Btrfs(v) => btrfs::create_unit(plan, *i, &sources[*i], v, self, events),
-                Kind::Zfs(_) | Kind::Lvm(_) => Ok(()),
-            },
-            Unit::LvmVg(vg) => lvm::create_vg(plan, sources, vg, self, events),
-            Unit::ZfsPool(pool) => {
-                for s in sources {
-                    if let Kind::Zfs(d) = &s.kind {
-                        if zfs::pool_of(&d.name) == pool {
-                            for w in zfs::skipped(plan, d) {
-                                events.warning(w);
-                            }
-                        }
-                    }
-                }
-                zfs::create_pool(plan, sources, pool, self, events)
-            }
-        }
-    }
-}
-
-impl Taken {
-    /// The COW snapshots of this run that overflowed, each with why (see
-    /// [`lvm::overflowed`]).
-    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
-        lvm::overflowed(
-            plan,
-            self.snapshots().iter().filter_map(|s| match s {
-                Snapshot::Lvm(l) => Some(l),
-                _ => None,
-            }),
-        )
-    }
-}
-
 /// Whether the deletion of `r`'s snapshot, which a run did and marked in the journal with the
 /// btrfs transaction `transid` that holds it, is on disk: BTRFS_IOC_WAIT_SYNC returns at once for
 /// a committed transaction and waits for one still running, so recovery.rs asks only about marks
@@ -459,6 +430,7 @@ fn described(dir: &Path, st: &Stat) -> String {
 /// own files, and the admin should know.
 pub fn path_warnings(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
+    let table = MountTable::read().unwrap_or_default();
     for s in &plan.snapshots {
         if let Some(d) = replaceable_by_others(&s.source) {
             out.push(format!(
@@ -470,8 +442,8 @@ pub fn path_warnings(plan: &Plan) -> Vec<String> {
         // A ZFS or LVM snapshot is not made in a directory (it is mounted from one under
         // `state_dir`).
         let zfs = fs::open_dir_nofollow(&s.source).ok().is_some_and(|fd| {
-            zfs::probe(fd.as_fd()).ok().flatten().is_some()
-                || lvm::probe(fd.as_fd()).ok().flatten().is_some()
+            zfs::probe(&table, fd.as_fd()).ok().flatten().is_some()
+                || lvm::probe(&table, fd.as_fd()).ok().flatten().is_some()
         });
         let parent = s.container.parent().unwrap_or(Path::new("/"));
         if zfs {

@@ -22,6 +22,9 @@ pub struct Destination {
     pub(super) parent: OwnedFd,
     /// The container's preferred name: `<base>-<timestamp>`.
     preferred: OsString,
+    /// Whether users other than root may write `parent`: a taken name is then worth a warning
+    /// (someone may be planting names), rather than a crashed run's leftover.
+    pub(super) shared: bool,
 }
 
 pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
@@ -46,17 +49,29 @@ pub fn open_destination(s: &SnapshotStep) -> Result<Destination, SnapError> {
         parent_path,
         parent,
         preferred,
+        shared: true,
     })
 }
 
 impl Destination {
     /// Containers named `preferred` (or that with a random suffix) in `parent`.
-    pub fn new(parent_path: PathBuf, parent: OwnedFd, preferred: OsString) -> Destination {
+    pub fn new(
+        parent_path: PathBuf,
+        parent: OwnedFd,
+        preferred: OsString,
+        shared: bool,
+    ) -> Destination {
         Destination {
             parent_path,
             parent,
             preferred,
+            shared,
         }
+    }
+
+    /// The directory the containers go in.
+    pub fn dir(&self) -> &Path {
+        &self.parent_path
     }
 
     /// The container path to try for `attempt` (0 first): the plan's name, then the same with a
@@ -82,7 +97,7 @@ pub struct Container {
 }
 
 /// How creating a container went.
-pub enum Made {
+pub enum MadeDir {
     /// Shared: the snapshots of the subvolumes nested in a source go in its source's container.
     Created(Rc<Container>),
     /// The name is taken (planted, or left by someone): try another.
@@ -90,13 +105,13 @@ pub enum Made {
 }
 
 /// Creates the container `path` (a candidate of `dest`).
-pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
+pub fn make_container(dest: &Destination, path: &Path) -> io::Result<MadeDir> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;
     match mkdirat(&dest.parent, name, Mode::from_raw_mode(0o700)) {
         Ok(()) => {}
-        Err(e) if e == Errno::EXIST => return Ok(Made::Taken),
+        Err(e) if e == Errno::EXIST => return Ok(MadeDir::Taken),
         Err(e) => return Err(e.into()),
     }
     // Reopen by name and check it is the directory just made: in a directory another user can
@@ -106,19 +121,19 @@ pub fn make_container(dest: &Destination, path: &Path) -> io::Result<Made> {
     let fd = match openat(&dest.parent, name, fs::DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
         Err(e) if e == Errno::NOENT || e == Errno::LOOP || e == Errno::NOTDIR => {
-            return Ok(Made::Taken)
+            return Ok(MadeDir::Taken)
         }
         Err(e) => return Err(e.into()),
     };
     let st = fstat(&fd)?;
     if st.st_uid != 0 {
-        return Ok(Made::Taken);
+        return Ok(MadeDir::Taken);
     }
     // mkdir's mode is cut by the umask: make it exactly 0700.
     if st.st_mode & 0o7777 != 0o700 {
         fchmod(&fd, Mode::from_raw_mode(0o700))?;
     }
-    Ok(Made::Created(Rc::new(Container {
+    Ok(MadeDir::Created(Rc::new(Container {
         path: path.to_owned(),
         // try_clone keeps close-on-exec (dup would not): restic must not inherit it.
         parent: dest.parent.try_clone()?,

@@ -14,23 +14,19 @@
 //!   issues 3512, 7849, 9461).
 
 pub mod cli;
-pub mod mountinfo;
 
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{fchmod, fstat, openat, Mode};
-use rustix::io::Errno;
-use rustix::mount::{unmount, UnmountFlags};
-
-use self::mountinfo::MountLine;
-use super::mount::{self, Container, Destination, Made};
-use super::run::{self, MountFrom, Taken};
+use super::mount::Container;
+use super::mountinfo::{self, MountLine, MountTable};
+use super::name::{pool_of, Name, ZfsName};
+use super::seam::{Batch, Created, Home, Intent, Made};
+use super::staged::{Stage, Staged};
 use super::{err, fs, Backend, Kind, SnapError, Source, Verdict};
-use crate::events::{Event, Events, Outcome, Step};
+use crate::events::{Event, Events, Step};
 use crate::plan::{Plan, SnapshotStep};
 use crate::state::journal::Record;
 
@@ -75,38 +71,17 @@ pub fn child_action(plan: &Plan, c: &Child) -> ChildAction {
     }
 }
 
-/// The pool a dataset or snapshot name is on.
-pub fn pool_of(name: &str) -> &str {
-    name.split(['/', '@']).next().unwrap_or(name)
-}
-
-/// The snapshot name a run gives every dataset.
+/// The snapshot name a run gives every dataset, as `check` and `--dry-run` show it.
 pub fn snapshot_name(plan: &Plan, dataset: &str) -> String {
-    format!("{dataset}@igotchuu-{}", plan.timestamp)
+    ZfsName::text(dataset, &plan.timestamp)
 }
 
-/// Whether `name` is one snapshot named the way igotchuu names them, so that `zfs destroy`
-/// given it can only destroy that one: no `%` (a range of snapshots), no `,` (a list).
-pub fn is_our_name(name: &str) -> bool {
-    match name.split_once('@') {
-        Some((ds, snap)) => {
-            !ds.is_empty()
-                && snap.starts_with("igotchuu-")
-                && !name.contains(['%', ',', '#'])
-                && !snap.contains('@')
-                && !name.chars().any(|c| c.is_control() || c == ' ')
-        }
-        None => false,
-    }
-}
-
-/// The ZFS dataset whose root `fd` is on, if the mount it is on is a ZFS dataset.
-pub fn probe(fd: BorrowedFd<'_>) -> io::Result<Option<(MountLine, String)>> {
-    let id = mountinfo::mount_id(fd)?;
-    let Some(m) = mountinfo::all()?.into_iter().find(|m| m.id == id) else {
+/// The ZFS dataset whose root `fd` is on, if the mount it is on (in `table`) is a ZFS dataset.
+pub fn probe(table: &MountTable, fd: BorrowedFd<'_>) -> io::Result<Option<(MountLine, String)>> {
+    let Some(m) = table.of_fd(fd)? else {
         return Ok(None);
     };
-    Ok(mountinfo::dataset(&m).map(|ds| (m, ds)))
+    Ok(mountinfo::dataset(m).map(|ds| (m.clone(), ds)))
 }
 
 /// The properties igotchuu checks on every dataset it snapshots.
@@ -117,6 +92,7 @@ const PROPS: &[&str] = &["type", "guid", "keystatus"];
 pub fn resolve(
     s: &SnapshotStep,
     fd: &OwnedFd,
+    table: &MountTable,
     m: MountLine,
     name: String,
 ) -> Result<Dataset, SnapError> {
@@ -139,28 +115,7 @@ pub fn resolve(
         ));
     }
     let mut children: Vec<Child> = Vec::new();
-    let table = mountinfo::all().map_err(|e| {
-        err(
-            Step::Snapshot,
-            src,
-            what.clone(),
-            format!("cannot read /proc/self/mountinfo: {e}"),
-        )
-    })?;
-    for (i, line) in table.iter().enumerate() {
-        let Ok(rel) = line.mount_point.strip_prefix(src) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        // Only the topmost mount on a mount point is what the live system shows.
-        if table[i + 1..]
-            .iter()
-            .any(|l| l.mount_point == line.mount_point)
-        {
-            continue;
-        }
+    for (rel, line) in table.topmost_below(src) {
         let Some(ds) = mountinfo::dataset(line) else {
             continue;
         };
@@ -314,11 +269,11 @@ fn describe_child(plan: &Plan, c: &Child) -> String {
 }
 
 /// One dataset a run snapshots: (name, live path, guid).
-type Item = (String, PathBuf, String);
+type Target = (String, PathBuf, String);
 
 /// Every dataset of `pool` this run snapshots, each once, parents first.
-fn items(plan: &Plan, sources: &[Source], pool: &str) -> Vec<Item> {
-    let mut out: Vec<Item> = Vec::new();
+fn targets(plan: &Plan, sources: &[Source], pool: &str) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
     for &i in &plan.mount_order {
         let Kind::Zfs(d) = &sources[i].kind else {
             continue;
@@ -362,234 +317,154 @@ pub fn skipped(plan: &Plan, d: &Dataset) -> Vec<String> {
         .collect()
 }
 
-const CONTAINER_ATTEMPTS: u32 = 8;
-
-/// Where the snapshots are mounted before they are moved over their sources: `<state_dir>/mnt`,
-/// root's and 0700, on a path that `main` checked only root can write.
-pub(super) fn staging(plan: &Plan) -> io::Result<(PathBuf, OwnedFd)> {
-    let dir = plan.state_dir.join("mnt");
-    let fd = fs::make_dirs_nofollow(&dir)?;
-    let st = fstat(&fd)?;
-    if st.st_uid != 0 && rustix::process::geteuid().is_root() {
-        return Err(io::Error::other(format!(
-            "{} is owned by uid {}, not root; remove it so igotchuu can recreate it",
-            dir.display(),
-            st.st_uid
-        )));
-    }
-    if st.st_mode & 0o7777 != 0o700 {
-        fchmod(&fd, Mode::from_raw_mode(0o700))?;
-    }
-    Ok((dir, fd))
-}
-
-/// Snapshots every dataset of `pool` this run backs up with one `zfs snapshot`, after journaling
-/// each, then mounts each on a root-only directory and queues it to go over its live path.
-pub fn create_pool(
+/// What a run makes of the datasets of `pool`: a snapshot of each (named by [`snapshot_name`],
+/// marked with the run's id), each mounted from a root-only directory of its own in the stage.
+/// Warns of the datasets `--one-file-system` skips.
+pub fn batch(
     plan: &Plan,
     sources: &[Source],
     pool: &str,
-    taken: &mut Taken,
     events: &mut Events,
-) -> Result<(), Outcome> {
-    let items = items(plan, sources, pool);
-    let Some(first) = items.first() else {
-        return Ok(());
+) -> Result<Batch<Item>, SnapError> {
+    for s in sources {
+        if let Kind::Zfs(d) = &s.kind {
+            if pool_of(&d.name) == pool {
+                for w in skipped(plan, d) {
+                    events.warning(w);
+                }
+            }
+        }
+    }
+    let targets = targets(plan, sources, pool);
+    let Some((_, first, _)) = targets.first() else {
+        return Ok(Batch::default());
     };
-    let first_path = first.1.clone();
-    let fail = |events: &mut Events, what: String, detail: String| {
-        run::failed(
-            events,
-            SnapError {
-                during: Step::Snapshot,
-                item: first_path.clone(),
-                what,
-                detail,
-            },
-        )
-    };
-    let (stage_path, stage_fd) = staging(plan).map_err(|e| {
-        fail(
-            events,
-            format!("cannot snapshot the ZFS datasets of pool {pool}"),
+    let what = format!("cannot snapshot the ZFS datasets of pool {pool}");
+    let stage = Stage::open(plan).map_err(|e| {
+        err(
+            Step::Snapshot,
+            first,
+            what.clone(),
             format!(
                 "cannot create {} for their mounts: {e}",
                 plan.state_dir.join("mnt").display()
             ),
         )
     })?;
-    let mark = format!("{}-{}", plan.timestamp, std::process::id());
-    let mut made: Vec<(String, PathBuf, Rc<Container>, Record)> = Vec::new();
-    for (k, (name, path, guid)) in items.iter().enumerate() {
-        let full = snapshot_name(plan, name);
-        let parent = stage_fd.try_clone().map_err(|e| {
-            fail(
-                events,
-                format!("cannot snapshot {}", path.display()),
-                e.to_string(),
-            )
-        })?;
-        let dest = Destination::new(
-            stage_path.clone(),
-            parent,
-            OsString::from(format!("{}-{k}", plan.timestamp)),
-        );
-        let mut record = Record {
+    let mark = mark_of(plan);
+    let mut out = Batch::default();
+    for (k, (dataset, path, guid)) in targets.into_iter().enumerate() {
+        let name = ZfsName::new(&dataset, &plan.timestamp)
+            .map_err(|e| err(Step::Snapshot, &path, what.clone(), e))?;
+        let dest = stage
+            .destination(format!("{}-{k}", plan.timestamp))
+            .map_err(|e| err(Step::Snapshot, &path, what.clone(), e))?;
+        let intent = Intent {
             backend: Backend::Zfs,
-            snapshot: PathBuf::from(&full),
+            name: Name::Zfs(name.clone()),
             source: path.clone(),
-            source_id: guid.clone(),
-            pid: std::process::id(),
-            run: plan.timestamp.clone(),
-            container: None,
-            snapshot_id: None,
-            container_ino: None,
+            source_id: guid,
             mark: Some(mark.clone()),
+            home: Home::New(dest),
         };
-        let mut container = None;
-        for attempt in 0..CONTAINER_ATTEMPTS {
-            let cand = dest.candidate(attempt).map_err(|e| {
-                fail(
-                    events,
-                    format!("cannot snapshot {}", path.display()),
-                    e.to_string(),
-                )
-            })?;
-            record.container = Some(cand.clone());
-            // Before the snapshot exists, so a crash from here on leaves the next run its name.
-            taken.journal_record(&record, events)?;
-            match mount::make_container(&dest, &cand) {
-                Ok(Made::Created(c)) => {
-                    container = Some(c);
-                    break;
-                }
-                // Left by a crashed run (only root can write here): take another name.
-                Ok(Made::Taken) => {}
-                Err(e) => {
-                    taken.unrecord(&record.snapshot);
-                    return Err(fail(
-                        events,
-                        format!("cannot snapshot {}", path.display()),
-                        format!("cannot create a directory in {}: {e}", stage_path.display()),
-                    ));
-                }
-            }
-        }
-        let Some(c) = container else {
-            taken.unrecord(&record.snapshot);
-            return Err(fail(
-                events,
-                format!("cannot snapshot {}", path.display()),
-                format!("every name tried in {} was taken", stage_path.display()),
-            ));
-        };
-        record.container_ino = Some(c.id.1);
-        taken.add_container(Rc::clone(&c));
-        taken.track(record.snapshot.clone(), c.path.clone());
-        made.push((full, path.clone(), c, record));
+        out.intents.push((intent, Item { name, path }));
     }
-    let names: Vec<String> = made.iter().map(|(n, ..)| n.clone()).collect();
+    Ok(out)
+}
+
+/// A snapshot a run makes, and the live path it is of.
+pub struct Item {
+    name: ZfsName,
+    path: PathBuf,
+}
+
+/// The value of igotchuu's mark on a run's snapshots.
+fn mark_of(plan: &Plan) -> String {
+    format!("{}-{}", plan.timestamp, std::process::id())
+}
+
+/// Makes a pool's snapshots with one `zfs snapshot` (atomic within the pool: on failure none of
+/// them exists, and cleanup only removes the directories and records; a snapshot someone else
+/// made under the same name stays), then mounts each on its directory.
+pub fn make(plan: &Plan, items: Vec<(Item, Rc<Container>)>, events: &mut Events) -> Made {
+    let mut out = Made::default();
+    let mark = mark_of(plan);
+    let names: Vec<&ZfsName> = items.iter().map(|(it, _)| &it.name).collect();
+    let shown: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
     events.emit(Event::Step(format!(
         "zfs snapshot -o {}={mark} {}",
         cli::MARK,
-        names.join(" ")
+        shown.join(" ")
     )));
-    // Atomic within the pool: on failure none of them exists, and cleanup only removes the
-    // directories and records (a snapshot someone else made under the same name stays).
     if let Err(e) = cli::snapshot(&mark, &names) {
-        return Err(fail(
-            events,
-            format!("cannot snapshot the ZFS datasets {}", names.join(", ")),
-            e.to_string(),
+        out.failed = Some(err(
+            Step::Snapshot,
+            items.first().map_or(Path::new("/"), |(it, _)| &it.path),
+            format!("cannot snapshot the ZFS datasets {}", shown.join(", ")),
+            e,
         ));
+        return out;
     }
-    let guids = cli::get(
-        &["guid"],
-        &names.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    for (full, path, c, mut record) in made {
+    let guids = cli::get(&["guid"], &shown);
+    for (intent, (Item { name, path }, container)) in items.into_iter().enumerate() {
         let guid = guids
             .as_ref()
             .ok()
-            .and_then(|g| cli::value(g, &full, "guid"))
+            .and_then(|g| cli::value(g, name.as_str(), "guid"))
             .map(str::to_owned);
-        match &guid {
-            Some(g) => {
-                record.snapshot_id = Some(g.clone());
-                taken.journal_update(&record, events);
-            }
-            None => events.warning(format!(
-                "could not read the guid of {full}; it is deleted by its name and igotchuu's mark"
-            )),
+        if guid.is_none() {
+            events.warning(format!(
+                "could not read the guid of {name}; it is deleted by its name and igotchuu's mark"
+            ));
         }
         events.emit(Event::SnapshotStep {
             text: format!(
-                "created read-only ZFS snapshot {full} of {}",
+                "created read-only ZFS snapshot {name} of {}",
                 path.display()
             ),
-            snapshot: PathBuf::from(&full),
+            snapshot: PathBuf::from(name.as_str()),
         });
-        let k = taken.add_snapshot(super::Snapshot::Zfs(Snapshot {
-            name: full.clone(),
-            mark: mark.clone(),
-            guid,
-            container: Rc::clone(&c),
-            root: None,
-        }));
-        let root = mount_staged(&full, &c).map_err(|e| {
-            run::failed(
-                events,
-                SnapError {
-                    during: Step::Mount,
-                    item: path.clone(),
-                    what: format!("cannot mount {full} for {}", path.display()),
-                    detail: e,
-                },
+        let mut staged = Staged::new(container);
+        let mounted =
+            staged.mount(|c| cli::mount_snapshot(&name, &c.path).map_err(|e| e.to_string()));
+        let failed = mounted.err().map(|e| {
+            err(
+                Step::Mount,
+                &path,
+                format!("cannot mount {name} for {}", path.display()),
+                e,
             )
-        })?;
-        if let super::Snapshot::Zfs(s) = taken.snapshot_mut(k) {
-            s.root = Some(root);
+        });
+        out.snapshots.push(Created {
+            intent,
+            id: guid.clone(),
+            snapshot: super::Snapshot::Zfs(Snapshot {
+                name,
+                mark: mark.clone(),
+                guid,
+                staged,
+            }),
+        });
+        if failed.is_some() {
+            out.failed = failed;
+            break;
         }
-        taken.add_job(path, MountFrom::Snapshot(k));
     }
-    Ok(())
-}
-
-/// `mount -t zfs -o ro` of the snapshot on its container; returns the mounted root's fd.
-fn mount_staged(name: &str, c: &Container) -> Result<OwnedFd, String> {
-    cli::mount_snapshot(name, &c.path).map_err(|e| e.to_string())?;
-    let file = c
-        .path
-        .file_name()
-        .ok_or_else(|| "the directory has no name".to_owned())?;
-    let root = openat(&c.parent, file, fs::DIR_FLAGS, Mode::empty())
-        .map_err(|e| format!("cannot open {}: {e}", c.path.display()))?;
-    let (inner, outer) = (mountinfo::mount_id(&root), mountinfo::mount_id(&c.fd));
-    match (inner, outer) {
-        (Ok(a), Ok(b)) if a != b => Ok(root),
-        (Ok(_), Ok(_)) => Err(format!(
-            "`mount` succeeded but nothing is mounted on {}",
-            c.path.display()
-        )),
-        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-    }
+    out
 }
 
 /// A ZFS snapshot this run made.
 pub struct Snapshot {
-    /// `dataset@igotchuu-<time>`.
-    pub name: String,
+    pub name: ZfsName,
     mark: String,
     guid: Option<String>,
-    /// The root-only directory it is mounted on before being moved over its source.
-    container: Rc<Container>,
-    /// The mounted snapshot's root.
-    root: Option<OwnedFd>,
+    /// Its mount on the root-only directory it is moved over its source from.
+    staged: Staged,
 }
 
 impl Snapshot {
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.root.as_ref().map(|f| f.as_fd())
+        self.staged.fd()
     }
 }
 
@@ -600,55 +475,33 @@ pub fn delete(s: Snapshot) -> io::Result<()> {
         name,
         mark,
         guid,
-        container,
-        root,
+        staged,
     } = s;
-    drop(root);
-    if let Some(file) = container.path.file_name() {
-        // Through our own fd of the directory holding it: no path anyone else can change.
-        let at = format!(
-            "/proc/self/fd/{}/{}",
-            container.parent.as_raw_fd(),
-            file.to_string_lossy()
-        );
-        match unmount(at.as_str(), UnmountFlags::DETACH) {
-            Ok(()) => {}
-            // Not mounted (the mount failed, or is gone already).
-            Err(e) if e == Errno::INVAL || e == Errno::NOENT => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match ours(&name, Some(&mark), guid.as_deref()) {
-        Verdict::Ours => cli::destroy_snapshot(&name).map_err(io::Error::other),
-        Verdict::Gone => Ok(()),
-        Verdict::NotOurs(why) | Verdict::Unknown(why) => {
-            Err(io::Error::other(format!("{why}, so it was left alone")))
-        }
-    }
+    staged.delete(
+        || ours(&name, Some(&mark), guid.as_deref()),
+        || cli::destroy_snapshot(&name).map_err(io::Error::other),
+    )
 }
 
 /// Whether `name` is still a snapshot carrying `mark` (and, if known, with `guid`).
-fn ours(name: &str, mark: Option<&str>, guid: Option<&str>) -> Verdict {
-    if !is_our_name(name) {
-        return Verdict::NotOurs(format!("{name:?} is not a snapshot name igotchuu makes"));
-    }
-    let got = match cli::get(&["type", "guid", cli::MARK], &[name]) {
+fn ours(name: &ZfsName, mark: Option<&str>, guid: Option<&str>) -> Verdict {
+    let got = match cli::get(&["type", "guid", cli::MARK], &[name.as_str()]) {
         Ok(g) => g,
-        Err(e) if e.no_such_dataset() => {
+        Err(e) if cli::no_such_dataset(&e) => {
             // Positive evidence only if its pool is there: an exported pool must not make a
             // record (and so its snapshot) be forgotten.
-            return match cli::exists(pool_of(name)) {
+            return match cli::exists(name.pool()) {
                 Ok(true) => Verdict::Gone,
                 Ok(false) => Verdict::Unknown(format!(
                     "its pool {} is not imported in this run",
-                    pool_of(name)
+                    name.pool()
                 )),
                 Err(e) => Verdict::Unknown(e.to_string()),
             };
         }
         Err(e) => return Verdict::Unknown(e.to_string()),
     };
-    let v = |p: &str| cli::value(&got, name, p).unwrap_or("-");
+    let v = |p: &str| cli::value(&got, name.as_str(), p).unwrap_or("-");
     if v("type") != "snapshot" {
         return Verdict::NotOurs(format!("it is a {}, not a snapshot", v("type")));
     }
@@ -676,21 +529,15 @@ fn ours(name: &str, mark: Option<&str>, guid: Option<&str>) -> Verdict {
 
 /// Recovery: is the recorded snapshot still the marked one igotchuu made?
 pub fn verify(r: &Record) -> Verdict {
-    ours(
-        &r.snapshot.to_string_lossy(),
-        r.mark.as_deref(),
-        r.snapshot_id.as_deref(),
-    )
+    match ZfsName::parse(&r.snapshot.to_string_lossy()) {
+        Ok(name) => ours(&name, r.mark.as_deref(), r.snapshot_id.as_deref()),
+        Err(why) => Verdict::NotOurs(why),
+    }
 }
 
 /// Recovery: destroys the recorded (and verified) snapshot by its exact name.
 pub fn delete_recorded(r: &Record) -> io::Result<()> {
-    let name = r.snapshot.to_string_lossy();
-    if !is_our_name(&name) {
-        return Err(io::Error::other(format!(
-            "{name:?} is not a snapshot name igotchuu makes"
-        )));
-    }
+    let name = ZfsName::parse(&r.snapshot.to_string_lossy()).map_err(io::Error::other)?;
     cli::destroy_snapshot(&name).map_err(io::Error::other)
 }
 
@@ -699,22 +546,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_single_igotchuu_snapshot_names_are_destroyed() {
-        assert!(is_our_name("tank/home@igotchuu-2026-11-29T14:00:00Z"));
-        assert!(!is_our_name("tank/home"));
-        assert!(!is_our_name("tank/home@manual"));
-        assert!(!is_our_name("tank/home@igotchuu-a%igotchuu-b"));
-        assert!(!is_our_name("tank/home@igotchuu-a,b"));
-        assert!(!is_our_name("@igotchuu-a"));
-        assert_eq!(pool_of("tank/home/alice@x"), "tank");
-        assert_eq!(pool_of("tank@x"), "tank");
-    }
-
-    #[test]
     fn mountinfo_gives_the_dataset_of_a_zfs_mount() {
         let t = "36 25 0:32 / /srv/my\\040home rw,relatime shared:1 - zfs tank/home rw,xattr\n\
                  37 25 0:33 / /boot rw - ext4 /dev/sda1 rw\n";
-        let m = mountinfo::parse(t);
+        let t = MountTable::parse(t);
+        let m = t.lines();
         assert_eq!(m[0].mount_point, PathBuf::from("/srv/my home"));
         assert_eq!(mountinfo::dataset(&m[0]).as_deref(), Some("tank/home"));
         assert_eq!(mountinfo::dataset(&m[1]), None);

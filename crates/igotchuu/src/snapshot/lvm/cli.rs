@@ -2,32 +2,34 @@
 //! restic. Reports are read as JSON (`lvs --reportformat json`) in exact bytes (`--units b
 //! --nosuffix`), never from the human-readable columns.
 
-use std::io;
-use std::process::{Command, Output, Stdio};
-
 use serde::Deserialize;
 
-const LVS: &str = "lvs";
-const LVCREATE: &str = "lvcreate";
-const LVCHANGE: &str = "lvchange";
-const LVREMOVE: &str = "lvremove";
+use crate::snapshot::name::LvName;
+use crate::snapshot::tool::{self, Tool, ToolError};
+
+const fn lvm_tool(program: &'static str) -> Tool {
+    Tool {
+        program,
+        needed_for:
+            "LVM's tools for a source on an LVM logical volume: install them (Debian: lvm2)",
+        // LVM warns on stderr about every fd it inherits; restic's pipes are none of its
+        // business.
+        env: &[("LVM_SUPPRESS_FD_WARNINGS", "1")],
+    }
+}
+
+const LVS: Tool = lvm_tool("lvs");
+const LVCREATE: Tool = lvm_tool("lvcreate");
+const LVCHANGE: Tool = lvm_tool("lvchange");
+const LVREMOVE: Tool = lvm_tool("lvremove");
 
 /// The fields igotchuu reads of every LV, in `lvs -o` form.
 const FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_attr,lv_size,pool_lv,origin,data_percent,metadata_percent,lv_tags,vg_extent_size,vg_free,lv_kernel_major,lv_kernel_minor,lv_dm_path";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("the `{0}` command is not on PATH ({1}); igotchuu needs LVM's tools for a source on an LVM logical volume: install them (Debian: lvm2) or extend PATH")]
-    Missing(&'static str, String),
-    #[error("cannot run `{cmd}`: {err}")]
-    Spawn { cmd: String, err: io::Error },
-    /// The command ran and failed; `stderr` is its own explanation.
-    #[error("`{cmd}` failed (exit {code}): {stderr}")]
-    Failed {
-        cmd: String,
-        code: i32,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("cannot read the JSON report of `{cmd}`: {why}")]
     Report { cmd: String, why: String },
 }
@@ -35,51 +37,13 @@ pub enum CliError {
 impl CliError {
     /// Whether LVM said the volume group does not exist (not found, or not visible here).
     pub fn no_such_vg(&self) -> bool {
-        matches!(self, CliError::Failed { stderr, .. }
-            if stderr.contains("Volume group") && stderr.contains("not found"))
+        matches!(self, CliError::Tool(e) if e.says(&["Volume group", "not found"]))
     }
 
     /// Whether LVM refused because the LV is open (mounted, held by a process).
     pub fn in_use(&self) -> bool {
-        matches!(self, CliError::Failed { stderr, .. } if stderr.contains("in use"))
+        matches!(self, CliError::Tool(e) if e.says(&["in use"]))
     }
-}
-
-fn run(program: &'static str, args: &[&str]) -> Result<Output, CliError> {
-    let shown = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        // Untranslated messages: "not found" and "in use" are matched above.
-        .env("LC_ALL", "C")
-        // LVM warns on stderr about every fd it inherits; restic's pipes are none of its business.
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .output()
-        .map_err(|err| {
-            if err.kind() == io::ErrorKind::NotFound {
-                CliError::Missing(
-                    program,
-                    format!(
-                        "PATH={}",
-                        std::env::var("PATH").unwrap_or_else(|_| "(unset)".into())
-                    ),
-                )
-            } else {
-                CliError::Spawn {
-                    cmd: shown.clone(),
-                    err,
-                }
-            }
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(CliError::Failed {
-            cmd: shown,
-            code: out.status.code().unwrap_or(-1),
-            stderr: crate::escape::line(stderr.trim()).into_owned(),
-        });
-    }
-    Ok(out)
 }
 
 /// One logical volume as `lvs` reports it.
@@ -243,9 +207,9 @@ pub fn lvs(vgs: &[&str]) -> Result<Vec<Lv>, CliError> {
         FIELDS,
     ];
     args.extend_from_slice(vgs);
-    let out = run(LVS, &args)?;
+    let out = tool::run(&LVS, &args)?;
     parse_report(&String::from_utf8_lossy(&out.stdout)).map_err(|why| CliError::Report {
-        cmd: format!("{LVS} {}", args.join(" ")),
+        cmd: format!("{} {}", LVS.program, args.join(" ")),
         why,
     })
 }
@@ -259,29 +223,42 @@ pub fn lvs(vgs: &[&str]) -> Result<Vec<Lv>, CliError> {
 /// dmeventd that systemd already runs is not affected.
 pub fn create_snapshot(
     origin: &str,
-    name: &str,
+    name: &LvName,
     tag: &str,
     extents: Option<u64>,
 ) -> Result<(), CliError> {
     let ext = extents.map(|e| e.to_string());
-    let mut args = vec!["-s", "-y", "--monitor", "n", "-n", name, "--addtag", tag];
+    let mut args = vec![
+        "-s",
+        "-y",
+        "--monitor",
+        "n",
+        "-n",
+        name.lv(),
+        "--addtag",
+        tag,
+    ];
     if let Some(e) = &ext {
         args.extend(["-l", e.as_str()]);
     }
     args.push(origin);
-    run(LVCREATE, &args).map(|_| ())
+    tool::run(&LVCREATE, &args)?;
+    Ok(())
 }
 
 /// `lvchange -ay -K VG/LV`: activates a thin snapshot despite its activation-skip flag
 /// (`--monitor n`: see create_snapshot).
-pub fn activate(lv: &str) -> Result<(), CliError> {
-    run(LVCHANGE, &["-ay", "-K", "--monitor", "n", lv]).map(|_| ())
+pub fn activate(lv: &LvName) -> Result<(), CliError> {
+    tool::run(&LVCHANGE, &["-ay", "-K", "--monitor", "n", lv.as_str()])?;
+    Ok(())
 }
 
-/// `lvremove -f VG/LV`: exactly one LV, named in full (the caller has checked it is igotchuu's
-/// snapshot); `-f` because it is still active and there is nobody to ask.
-pub fn remove(lv: &str) -> Result<(), CliError> {
-    run(LVREMOVE, &["-f", lv]).map(|_| ())
+/// `lvremove -f VG/LV`: exactly one LV, named in full (its type says the name was checked; the
+/// caller has checked it is igotchuu's snapshot); `-f` because it is still active and there is
+/// nobody to ask.
+pub fn remove(lv: &LvName) -> Result<(), CliError> {
+    tool::run(&LVREMOVE, &["-f", lv.as_str()])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,71 +1,30 @@
 //! Driving OpenZFS's `zfs` command (and `mount -t zfs`), found through PATH like restic, always in
 //! its script-friendly form (`-H`: no header, tab-separated; `-p`: exact numbers).
 
-use std::io;
-use std::process::{Command, Output, Stdio};
+use crate::snapshot::name::ZfsName;
+use crate::snapshot::tool::{self, Tool, ToolError};
 
 /// The commands, by name: an admin (or a test) chooses them through PATH.
-const ZFS: &str = "zfs";
-const MOUNT: &str = "mount";
+const ZFS: Tool = Tool {
+    program: "zfs",
+    needed_for: NEEDED_FOR,
+    env: &[],
+};
+const MOUNT: Tool = Tool {
+    program: "mount",
+    needed_for: NEEDED_FOR,
+    env: &[],
+};
+const NEEDED_FOR: &str = "it for ZFS sources: install OpenZFS's tools (Debian: zfsutils-linux)";
 
 /// The user property that marks a snapshot as made by one igotchuu run.
 pub const MARK: &str = "com.nyantec.igotchuu:run";
 
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("the `{0}` command is not on PATH ({1}); igotchuu needs it for ZFS sources: install OpenZFS's tools (Debian: zfsutils-linux) or extend PATH")]
-    Missing(&'static str, String),
-    #[error("cannot run `{cmd}`: {err}")]
-    Spawn { cmd: String, err: io::Error },
-    /// The command ran and failed; `stderr` is its own explanation.
-    #[error("`{cmd}` failed (exit {code}): {stderr}")]
-    Failed {
-        cmd: String,
-        code: i32,
-        stderr: String,
-    },
-}
+pub type CliError = ToolError;
 
-impl CliError {
-    /// Whether `zfs` said that the dataset (or snapshot) does not exist (libzfs' text for ENOENT).
-    pub fn no_such_dataset(&self) -> bool {
-        matches!(self, CliError::Failed { stderr, .. } if stderr.contains("dataset does not exist"))
-    }
-}
-
-fn run(program: &'static str, args: &[&str]) -> Result<Output, CliError> {
-    let shown = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        // Untranslated messages: "dataset does not exist" is matched above.
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|err| {
-            if err.kind() == io::ErrorKind::NotFound {
-                CliError::Missing(
-                    program,
-                    format!(
-                        "PATH={}",
-                        std::env::var("PATH").unwrap_or_else(|_| "(unset)".into())
-                    ),
-                )
-            } else {
-                CliError::Spawn {
-                    cmd: shown.clone(),
-                    err,
-                }
-            }
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(CliError::Failed {
-            cmd: shown,
-            code: out.status.code().unwrap_or(-1),
-            stderr: crate::escape::line(stderr.trim()).into_owned(),
-        });
-    }
-    Ok(out)
+/// Whether `zfs` said that the dataset (or snapshot) does not exist (libzfs' text for ENOENT).
+pub fn no_such_dataset(e: &CliError) -> bool {
+    e.says(&["dataset does not exist"])
 }
 
 /// `zfs get -H -p -o name,property,value <props> <names…>`: (name, property, value) triples.
@@ -73,7 +32,7 @@ pub fn get(props: &[&str], names: &[&str]) -> Result<Vec<(String, String, String
     let props = props.join(",");
     let mut args = vec!["get", "-H", "-p", "-o", "name,property,value", &props];
     args.extend_from_slice(names);
-    let out = run(ZFS, &args)?;
+    let out = tool::run(&ZFS, &args)?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -96,9 +55,9 @@ pub fn value<'a>(got: &'a [(String, String, String)], name: &str, prop: &str) ->
 
 /// `zfs list -H -p -o name <name>`: whether it exists (`Ok(false)`: zfs says it does not).
 pub fn exists(name: &str) -> Result<bool, CliError> {
-    match run(ZFS, &["list", "-H", "-p", "-o", "name", name]) {
+    match tool::run(&ZFS, &["list", "-H", "-p", "-o", "name", name]) {
         Ok(_) => Ok(true),
-        Err(e) if e.no_such_dataset() => Ok(false),
+        Err(e) if no_such_dataset(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -132,7 +91,7 @@ pub fn list_filesystems(pool: Option<&str>) -> Result<Vec<Listed>, CliError> {
     if let Some(p) = pool {
         args.extend(["-r", p]);
     }
-    let out = run(ZFS, &args)?;
+    let out = tool::run(&ZFS, &args)?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -152,21 +111,21 @@ pub fn list_filesystems(pool: Option<&str>) -> Result<Vec<Listed>, CliError> {
 }
 
 /// `zfs snapshot -o <MARK>=<mark> a@x b@x …`: one call, atomic within the pool.
-pub fn snapshot(mark: &str, names: &[String]) -> Result<(), CliError> {
+pub fn snapshot(mark: &str, names: &[&ZfsName]) -> Result<(), CliError> {
     let prop = format!("{MARK}={mark}");
     let mut args = vec!["snapshot", "-o", &prop];
-    args.extend(names.iter().map(String::as_str));
-    run(ZFS, &args).map(|_| ())
+    args.extend(names.iter().map(|n| n.as_str()));
+    tool::run(&ZFS, &args).map(|_| ())
 }
 
 /// `zfs destroy <dataset>@<snapshot>`: exactly one snapshot, never `-r`, never a dataset. The
-/// caller has checked the name (see `zfs::is_our_name`: no `%` range, no `,` list).
-pub fn destroy_snapshot(name: &str) -> Result<(), CliError> {
-    run(ZFS, &["destroy", name]).map(|_| ())
+/// name's type says it was checked (no `%` range, no `,` list: see `name.rs`).
+pub fn destroy_snapshot(name: &ZfsName) -> Result<(), CliError> {
+    tool::run(&ZFS, &["destroy", name.as_str()]).map(|_| ())
 }
 
 /// `mount -t zfs -o ro <dataset>@<snapshot> <dir>`.
-pub fn mount_snapshot(name: &str, dir: &std::path::Path) -> Result<(), CliError> {
+pub fn mount_snapshot(name: &ZfsName, dir: &std::path::Path) -> Result<(), CliError> {
     let dir = dir.to_string_lossy();
-    run(MOUNT, &["-t", "zfs", "-o", "ro", name, &dir]).map(|_| ())
+    tool::run(&MOUNT, &["-t", "zfs", "-o", "ro", name.as_str(), &dir]).map(|_| ())
 }
