@@ -37,6 +37,9 @@ pub mod errors {
     pub const CONFIG_INVALID: &str = "com.nyantec.igotchuu1.Error.ConfigInvalid";
     /// polkit (or, without polkitd, the group check) said no.
     pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    /// An argument the method does not know (a task, an option key or its type); the message
+    /// names it and what is accepted.
+    pub const INVALID_ARGUMENT: &str = "com.nyantec.igotchuu1.Error.InvalidArgument";
 }
 
 /// The polkit actions (dist/polkit-1/actions/com.nyantec.igotchuu.policy).

@@ -100,6 +100,17 @@ pub trait Igotchuu {
     #[zbus(property)]
     fn next_run(&self) -> zbus::Result<u64>;
 
+    // Issue 18 §5 (unattended operations): a backup, forget or check through the daemon.
+    /// Daemon only: starts `task` ("backup", "forget" or "check") of `profile` ("" = the
+    /// top-level config) and returns its run id. `options`: "scheduled" (b): a timer's run, to
+    /// which the run conditions apply. `Start(p)` is `StartTask(p, "backup", {})`.
+    fn start_task(
+        &self,
+        profile: &str,
+        task: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<String>;
+
     // Issue 20 (restore), daemon only; callable by every local user (the bus policy lets them,
     // the daemon checks each call: polkit com.nyantec.igotchuu.restore-own and the rule of
     // restore/access.rs). [`crate::client`] has typed helpers for each.

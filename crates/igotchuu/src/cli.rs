@@ -51,6 +51,9 @@ pub enum Command {
         /// redacted) and exit without touching anything.
         #[arg(long)]
         dry_run: bool,
+        /// Set by the timer units; run conditions apply.
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Delete the snapshots that crashed runs left behind (recorded in the journal under
     /// `state_dir`) and list them. Every backup does this at its start, too.
@@ -154,6 +157,9 @@ pub enum Command {
         run_id: String,
         #[arg(long)]
         daemon_pid: i32,
+        /// `StartTask`'s option "scheduled": the run conditions apply (issue 18 §4).
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Write the man page or shell completions (for packaging).
     #[command(hide = true)]

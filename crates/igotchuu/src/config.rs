@@ -81,6 +81,8 @@ settings! {
     on_finish: Spanned<Vec<String>>,
     /// Seconds each ping and end-of-run hook may take (default 30).
     notify_timeout: Spanned<i64>,
+    /// Seconds a run waits for igotchuu's repository lock (state/lock.rs; default 3600).
+    lock_wait: Spanned<i64>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -166,6 +168,8 @@ pub struct Config {
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
     pub notify: NotifySettings,
+    /// `lock_wait`: how long a run waits for igotchuu's repository lock (state/lock.rs).
+    pub lock_wait: std::time::Duration,
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -731,6 +735,7 @@ fn validate(
     let state_dir =
         opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
     let metrics_file = validate_metrics_file(ctx, &s)?;
+    let lock_wait = validate_lock_wait(ctx, &s)?;
 
     let lvm_snapshot_size = match &s.lvm_snapshot_size {
         None => DEFAULT_COW_SIZE,
@@ -768,7 +773,26 @@ fn validate(
         retention,
         check_read_data_subset,
         notify,
+        lock_wait,
     })
+}
+
+/// `lock_wait`: seconds from 0 (do not wait) to a day.
+fn validate_lock_wait(ctx: &Ctx, s: &RawSettings) -> Result<std::time::Duration, ConfigError> {
+    let Some(t) = &s.lock_wait else {
+        return Ok(crate::defaults::DEFAULT_LOCK_WAIT);
+    };
+    match u64::try_from(*t.get_ref()) {
+        Ok(n) if n <= 86_400 => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(ctx.err(
+            Some(t.span()),
+            format!(
+                "key `lock_wait`: {} is out of range; give the seconds a run waits for igotchuu's \
+                 repository lock, from 0 (do not wait) to 86400 (a day); default 3600",
+                t.get_ref()
+            ),
+        )),
+    }
 }
 
 /// An optional key holding an absolute path.
@@ -1263,6 +1287,9 @@ snapshot = [
                         }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
+                        }
+                        "lock_wait" => {
+                            assert_eq!(v.lock_wait, crate::defaults::DEFAULT_LOCK_WAIT)
                         }
                         _ => {}
                     },

@@ -432,6 +432,17 @@ fn assert_introspection_is_the_original(xml: &str) {
                 "Start",
                 args(&[("profile", "s"), ("run_id", "s")])
             ),
+            // Issue 18 §5.
+            (
+                "method",
+                "StartTask",
+                args(&[
+                    ("profile", "s"),
+                    ("task", "s"),
+                    ("options", "a{sv}"),
+                    ("run_id", "s")
+                ])
+            ),
             // Issue 20: restore (CONTRACT.md's signatures).
             (
                 "method",

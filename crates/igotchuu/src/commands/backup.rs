@@ -11,13 +11,13 @@ use std::os::fd::BorrowedFd;
 
 use super::daemon::{self, child::Handed};
 use super::{fail, load_plan, maintenance, root, Global};
-use crate::events::Events;
+use crate::events::{Event, Events, Outcome, Phase, Step};
 use crate::ops::notify;
 use crate::plan::Plan;
 use crate::safe_fs::Dir;
 use crate::session::pipeline;
 use crate::session::record::Recording;
-use crate::state::status;
+use crate::state::{lock, status};
 use crate::{dbus, exit, restic, snapshot, stop};
 
 /// `igotchuu backup`: returns the exit code.
@@ -47,7 +47,10 @@ pub fn dry_run(g: &Global) -> i32 {
 
 /// `igotchuu daemon-run`: one backup for the daemon, with the lock and the event pipe it handed
 /// over (daemon::child).
-pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
+/// `scheduled`: `StartTask`'s option, the CLI's `--scheduled` (what it changes is the run
+/// conditions', issue 18 §4).
+pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32, scheduled: bool) -> i32 {
+    let _ = scheduled;
     // First, before anything else happens: see daemon::child.
     match daemon::child::take_over(run_id, daemon_pid) {
         Ok(handed) => run_here(g, Some(handed)),
@@ -109,6 +112,47 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         to_daemon: to_daemon.map(|(pipe, _)| pipe),
     };
     rt.block_on(run.go())
+}
+
+/// The repository lock for the backup (shared: beside restores, not during a forget, prune or
+/// check), waited for up to `lock_wait` before anything is snapshotted. `Err(exit code)`: the
+/// run ends here, reported and with nothing to clean up: 26 when the wait ran out, 130 when
+/// stopped while waiting, 20 when the lock file cannot be used.
+async fn wait_for_repo(
+    plan: &Plan,
+    events: &mut Events,
+    stop: &mut stop::StopSignal,
+) -> Result<lock::RepoLock, i32> {
+    let bound = plan.lock_wait.as_secs();
+    let waited = lock::repo_waiting_async(
+        &plan.lock_file,
+        lock::RepoUse::Backup,
+        plan.lock_wait,
+        |holders: &str| {
+            // A warning, so it shows without --verbose: a backup that waits is news.
+            events.warning(format!(
+                "waiting up to {bound}s for igotchuu's repository lock, held by {holders}"
+            ))
+        },
+        stop.requested(),
+    )
+    .await;
+    let (outcome, code) = match waited {
+        Ok(Some(l)) => return Ok(l),
+        Ok(None) => (Outcome::Interrupted, exit::INTERRUPTED),
+        Err(e) => {
+            let msg = e.to_string();
+            events.error(Step::Setup, "", msg.clone());
+            let code = match e {
+                lock::LockError::Busy { .. } => exit::LOCK_TIMEOUT,
+                _ => exit::IGOTCHUU_FAILED,
+            };
+            (Outcome::Failed(msg), code)
+        }
+    };
+    events.emit(Event::Finished(outcome));
+    events.emit(Event::Phase(Phase::Idle));
+    Err(code)
 }
 
 /// A backup between the namespace and the exit code.
@@ -173,7 +217,17 @@ impl Run<'_> {
             }
             n
         });
-        let code = pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+        // The repository lock, shared, for the backup itself; released before retention takes
+        // it exclusively (state/lock.rs).
+        let code = match wait_for_repo(plan, &mut events, &mut stop).await {
+            Ok(repo_lock) => {
+                let code =
+                    pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+                drop(repo_lock);
+                code
+            }
+            Err(code) => code,
+        };
         // After the snapshots are gone; never changes `code`.
         let retention = maintenance::after_backup(plan, code, &mut events, &mut stop).await;
         if let Some(n) = notifier {

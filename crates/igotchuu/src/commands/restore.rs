@@ -15,6 +15,15 @@ fn repo(g: &Global) -> Result<Repo, i32> {
     Ok(Repo::new(load_plan(g)?))
 }
 
+/// A repository lock that stayed held is exit 26; any other lock error (the lock file refused,
+/// unusable) is igotchuu's failure.
+fn lock_exit(e: &crate::state::lock::LockError) -> i32 {
+    match e {
+        crate::state::lock::LockError::Busy { .. } => crate::exit::LOCK_TIMEOUT,
+        _ => crate::exit::IGOTCHUU_FAILED,
+    }
+}
+
 /// The uid a request is for: the caller, or `--as-uid` (root only).
 fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
     let me = rustix::process::getuid().as_raw();
@@ -26,7 +35,7 @@ fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
 }
 
 pub fn snapshots(g: &Global, json: bool) -> i32 {
-    if super::restore_client::through_daemon(None) {
+    if super::restore_client::through_daemon(g, None) {
         return super::restore_client::snapshots(g, json);
     }
     let repo = match repo(g) {
@@ -74,7 +83,7 @@ pub(super) fn perms(kind: Kind, mode: u32) -> String {
 }
 
 pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
-    if super::restore_client::through_daemon(as_uid) {
+    if super::restore_client::through_daemon(g, as_uid) {
         return super::restore_client::ls(g, snapshot, path, json);
     }
     let uid = match for_uid(as_uid) {
@@ -135,7 +144,7 @@ pub struct RestoreArgs<'a> {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
-    if super::restore_client::through_daemon(a.as_uid) {
+    if super::restore_client::through_daemon(g, a.as_uid) {
         return super::restore_client::restore(g, a);
     }
     let uid = match for_uid(a.as_uid) {
@@ -150,10 +159,21 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         (None, true) => Destination::InPlace,
         _ => return fail("give either --target DIR or --in-place"),
     };
-    let repo = match repo(g) {
-        Ok(r) => r,
+    let plan = match load_plan(g) {
+        Ok(p) => p,
         Err(c) => return c,
     };
+    // Held until the restore has ended, from before `latest` or a time is resolved: a prune
+    // never deletes a snapshot a restore reads (issue 18 §5, state/lock.rs); exit 26 when a
+    // forget, prune or check holds it for the whole `lock_wait`.
+    let _repo_lock = match crate::state::lock::repo_shared(&plan.lock_file, plan.lock_wait) {
+        Ok(l) => l,
+        Err(e) => {
+            say_err!("igotchuu: error: {}", escape::line(&e.to_string()));
+            return lock_exit(&e);
+        }
+    };
+    let repo = Repo::new(plan);
     let (who, id) = match lib::who_for(uid) {
         Ok(w) => w,
         Err(e) => return fail(e),

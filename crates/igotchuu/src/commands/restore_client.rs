@@ -9,9 +9,10 @@
 //!   `ListDirectory` gives name, kind, mode, size and time only;
 //! - times are shown in UTC from the unix seconds the bus gives; `snapshots --json` gives
 //!   `time` in whole seconds and `tags` as null;
-//! - the daemon runs its own config: `--config-file` is refused, and `--profile` is used by
-//!   `snapshots` only (`ls` and `restore` name snapshots as the top-level config does; an id
-//!   from `igotchuu -p NAME snapshots` works everywhere).
+//! - the daemon runs its own config, the system's: `--profile` is used by `snapshots` only
+//!   (`ls` and `restore` name snapshots as the top-level config does; an id from
+//!   `igotchuu -p NAME snapshots` works everywhere). With `--config-file` a user means a config
+//!   of their own: the commands then run directly, as root's do, against that repository.
 //!
 //! `restore` follows its job's `Status` until it ends, showing progress on a terminal, and exits
 //! 0 when it is done, 20 when it failed, 130 when it was cancelled; Ctrl-C (or SIGTERM) sends
@@ -32,22 +33,18 @@ use crate::restore::access::Kind;
 /// How often a restore's Status is asked.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Whether this process goes through the daemon: not root, and not asking for root's `--as-uid`.
-pub fn through_daemon(as_uid: Option<u32>) -> bool {
-    as_uid.is_none() && !rustix::process::getuid().is_root()
+/// Whether this process goes through the daemon: not root, not asking for root's `--as-uid`,
+/// and not naming a config file (a user's own config and repository are read directly, as
+/// before: the rule and the writer apply the same way).
+pub fn through_daemon(g: &Global, as_uid: Option<u32>) -> bool {
+    as_uid.is_none() && !g.explicit && !rustix::process::getuid().is_root()
 }
 
 /// Runs `f` on a connection to the system bus; the exit code.
-fn with_bus<F>(g: &Global, f: impl FnOnce(Connection) -> F) -> i32
+fn with_bus<F>(f: impl FnOnce(Connection) -> F) -> i32
 where
     F: std::future::Future<Output = i32>,
 {
-    if g.explicit {
-        return fail(
-            "a user's snapshots, ls and restore go through the igotchuu daemon, which uses its \
-             own config; leave out --config-file (only root reads a config file directly)",
-        );
-    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,7 +103,7 @@ fn rfc3339(unix: i64) -> Option<String> {
 /// `igotchuu snapshots` through the daemon.
 pub fn snapshots(g: &Global, json: bool) -> i32 {
     let profile = g.profile.clone().unwrap_or_default();
-    with_bus(g, |conn| async move {
+    with_bus(|conn| async move {
         let list = match client::list_snapshots(&conn, &profile).await {
             Ok(l) => l,
             Err(e) => return call_failed("listing the snapshots", e),
@@ -186,7 +183,7 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool) -> i32 {
         return c;
     }
     let path = path.unwrap_or("/").to_owned();
-    with_bus(g, |conn| async move {
+    with_bus(|conn| async move {
         let list = match client::list_directory(&conn, snapshot, &path).await {
             Ok(l) => l,
             Err(e) => return call_failed("listing", e),
@@ -258,7 +255,7 @@ pub fn restore(g: &Global, a: super::restore::RestoreArgs<'_>) -> i32 {
     let options = RestoreOptions {
         overwrite: a.overwrite,
     };
-    with_bus(g, |conn| async move {
+    with_bus(|conn| async move {
         let job =
             match client::restore(&conn, a.snapshot, a.paths, target.as_deref(), options).await {
                 Ok(j) => j,

@@ -42,14 +42,110 @@ pub(crate) enum Control {
 /// A future the interface awaits on the bus's thread.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A server of backups on demand (`igotchuu daemon`, commands/daemon): what `Start`, `Stop` and
-/// `Profiles` do there. Defined here, where the interface needs it, and implemented by the
-/// daemon, so that the bus layer never imports the command that serves it.
+/// What `StartTask` runs (issue 18 §5), parsed from its `task` word at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Task {
+    /// `igotchuu backup`; `Start(p)` is this with no options.
+    Backup,
+    /// `igotchuu forget`: the retention policy (and prune).
+    Forget,
+    /// `igotchuu verify`: `restic check`, with the rolling read-data subset.
+    Check,
+}
+
+impl Task {
+    pub(crate) const ALL: [Task; 3] = [Task::Backup, Task::Forget, Task::Check];
+
+    /// The word on the bus.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Task::Backup => "backup",
+            Task::Forget => "forget",
+            Task::Check => "check",
+        }
+    }
+
+    pub(crate) fn parse(word: &str) -> Result<Task, Refusal> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.as_str() == word)
+            .ok_or_else(|| {
+                Refusal::new(
+                    igotchuu_dbus::errors::INVALID_ARGUMENT,
+                    format!(
+                        "unknown task {:?}; StartTask runs \"backup\", \"forget\" or \"check\"",
+                        short(word)
+                    ),
+                )
+            })
+    }
+}
+
+/// `StartTask`'s options, parsed: unknown keys and wrong types are refused, never ignored (a
+/// client that thinks it asked for something must learn it did not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TaskOptions {
+    /// "scheduled" (b): a run the timer units started; the run conditions apply (issue 18 §4).
+    pub(crate) scheduled: bool,
+}
+
+impl TaskOptions {
+    pub(crate) fn parse(
+        options: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+    ) -> Result<TaskOptions, Refusal> {
+        let mut parsed = TaskOptions::default();
+        // Sorted, so that of several bad keys the same one is named each time.
+        let mut keys: Vec<&String> = options.keys().collect();
+        keys.sort();
+        for key in keys {
+            let value = &options[key];
+            match key.as_str() {
+                "scheduled" => {
+                    parsed.scheduled = bool::try_from(value).map_err(|_| {
+                        Refusal::new(
+                            igotchuu_dbus::errors::INVALID_ARGUMENT,
+                            format!(
+                                "option \"scheduled\" must be a boolean (b), not {}",
+                                value.value_signature()
+                            ),
+                        )
+                    })?
+                }
+                other => {
+                    return Err(Refusal::new(
+                        igotchuu_dbus::errors::INVALID_ARGUMENT,
+                        format!(
+                            "unknown option {:?}; StartTask knows \"scheduled\" (b)",
+                            short(other)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// At most 64 characters of a caller's word in a message: a megabyte-long task name must not
+/// come back (or reach the journal) whole.
+fn short(word: &str) -> &str {
+    match word.char_indices().nth(64) {
+        Some((i, _)) => &word[..i],
+        None => word,
+    }
+}
+
+/// A server of backups on demand (`igotchuu daemon`, commands/daemon): what `Start`,
+/// `StartTask`, `Stop` and `Profiles` do there. Defined here, where the interface needs it, and
+/// implemented by the daemon, so that the bus layer never imports the command that serves it.
 pub(crate) trait OnDemand: Send + Sync {
-    /// `Start(profile)`: the new run's id, or why not.
-    fn start<'a>(
+    /// `StartTask(profile, task, options)` (and `Start(profile)`, a backup with no options): the
+    /// new run's id, or why not.
+    fn start_task<'a>(
         self: Arc<Self>,
         profile: &'a str,
+        task: Task,
+        options: TaskOptions,
         header: &'a Header<'a>,
         conn: &'a Connection,
     ) -> BoxFuture<'a, Result<String, Refusal>>;
@@ -430,7 +526,17 @@ impl Igotchuu {
                     std::process::id()
                 ),
             )),
-            Control::Daemon(d) => Arc::clone(d).start(&profile, &header, conn).await,
+            Control::Daemon(d) => {
+                Arc::clone(d)
+                    .start_task(
+                        &profile,
+                        Task::Backup,
+                        TaskOptions::default(),
+                        &header,
+                        conn,
+                    )
+                    .await
+            }
         }
     }
 
@@ -441,6 +547,39 @@ impl Igotchuu {
         match &self.control {
             Control::OneShot(_) => Vec::new(),
             Control::Daemon(d) => d.profiles(),
+        }
+    }
+
+    // Issue 18 §5, after every earlier member.
+
+    /// Starts `task` ("backup", "forget" or "check") of `profile` as a child process of the
+    /// daemon and returns its run id. `options`: "scheduled" (b). Same authorization as `Start`.
+    #[zbus(out_args("run_id"))]
+    async fn start_task(
+        &self,
+        profile: String,
+        task: String,
+        options: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Refusal> {
+        match &self.control {
+            Control::OneShot(_) => Err(Refusal::new(
+                igotchuu_dbus::errors::ALREADY_RUNNING,
+                format!(
+                    "a backup is running (PID {}, started by the timer or from a shell, not by \
+                     the daemon); start a task once it has finished",
+                    std::process::id()
+                ),
+            )),
+            Control::Daemon(d) => {
+                // Parsed before polkit: cheap, and the refusal says nothing about anyone.
+                let task = Task::parse(&task)?;
+                let options = TaskOptions::parse(&options)?;
+                Arc::clone(d)
+                    .start_task(&profile, task, options, &header, conn)
+                    .await
+            }
         }
     }
 

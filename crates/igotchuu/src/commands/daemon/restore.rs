@@ -97,9 +97,11 @@ impl Job {
                 placed: r.placed,
                 done: Some((r.files, r.bytes)),
             },
-            Some(Err(e)) if self.ctl.is_cancelled() => Ended {
+            // Whatever the restore made of being stopped (its writer's input ending mid-file),
+            // the owner asked for it: said as a cancel.
+            Some(Err(_)) if self.ctl.is_cancelled() => Ended {
                 state: RestoreState::Cancelled,
-                message: e,
+                message: lib::CANCELLED.to_owned(),
                 placed: Vec::new(),
                 done: None,
             },
@@ -293,6 +295,35 @@ struct Work {
     paths: Vec<String>,
     dest: Destination,
     overwrite: bool,
+}
+
+impl Work {
+    /// The restore, holding igotchuu's repository lock shared for its whole length (issue 18
+    /// §5, state/lock.rs): a forget or prune waits until it has ended, and one running now is
+    /// waited for up to `lock_wait`. The snapshot `Restore` resolved is looked up again under
+    /// the lock, by its full id: a prune that ran in between is said plainly, and `latest` still
+    /// means what it meant when the caller asked.
+    fn run(self, ctl: &Control) -> Result<Restored, String> {
+        let _lock = crate::state::lock::repo_shared(&self.repo.lock_file, self.repo.lock_wait)
+            .map_err(|e| e.to_string())?;
+        let snap = self.repo.resolve(&self.snap.id).map_err(|e| {
+            format!(
+                "snapshot {} is gone from the repository (a forget or prune ran since the \
+                 restore was asked for): {e}",
+                self.snap.short_id
+            )
+        })?;
+        lib::restore(
+            &self.repo,
+            &snap,
+            &self.paths,
+            &self.dest,
+            self.overwrite,
+            &self.who,
+            &self.identity,
+            ctl,
+        )
+    }
 }
 
 /// A new job id: 128 random bits in hex (so `[a-z0-9]+`, as the object path needs).
@@ -493,9 +524,6 @@ impl Daemon {
             Ok((repo, snap, who, identity))
         })
         .await?;
-        // TODO(lead, issue 18 §5): take the shared repository lock that branch "opslock" exports
-        // from state/lock.rs (e.g. `state::lock::repo_shared(&repo.state_dir, "restore")`) here,
-        // and move the guard into Work so the job's thread holds it for the restore's length.
         let work = Work {
             repo,
             snap,
@@ -543,18 +571,7 @@ impl Daemon {
         let spawned = std::thread::Builder::new()
             .name("igotchuu-restore".into())
             .spawn(move || {
-                let w = work;
-                let r = lib::restore(
-                    &w.repo,
-                    &w.snap,
-                    &w.paths,
-                    &w.dest,
-                    w.overwrite,
-                    &w.who,
-                    &w.identity,
-                    &worker.ctl,
-                );
-                let _ = tx.send(r);
+                let _ = tx.send(work.run(&worker.ctl));
             });
         if let Err(e) = spawned {
             job.finish(Some(Err(format!("cannot start the restore's thread: {e}"))));

@@ -10,7 +10,7 @@ use igotchuu_dbus::{NAME, PATH};
 use tokio::sync::{mpsc, watch};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use super::{guard, terminate, Activity, Daemon, Settings, Slot};
+use super::{terminate, Activity, Daemon, Settings, Slot};
 use crate::dbus::interface::{Control, Igotchuu};
 use crate::dbus::publish;
 use crate::state::status;
@@ -53,6 +53,7 @@ async fn serve(settings: Settings) -> i32 {
     let daemon = Arc::new(Daemon {
         settings,
         current: Mutex::new(Slot::Free),
+        maintenance: Mutex::new(Slot::Free),
         activity,
         signals: tx,
         runs: AtomicU64::new(0),
@@ -135,12 +136,12 @@ async fn serve(settings: Settings) -> i32 {
                         // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds
                         // it). A run still being prepared has no PID yet: it is stopped once it
                         // has one (Start marks that as a change of activity).
-                        let mut stopped = false;
+                        let mut stopped: Vec<u32> = Vec::new();
                         while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
-                            if !stopped {
-                                if let Some(pid) = guard(&daemon.current).pid() {
+                            for pid in daemon.pids() {
+                                if !stopped.contains(&pid) {
                                     terminate(pid);
-                                    stopped = true;
+                                    stopped.push(pid);
                                 }
                             }
                             if activity_rx.changed().await.is_err() {
