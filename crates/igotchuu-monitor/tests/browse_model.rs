@@ -286,28 +286,12 @@ fn an_existing_name_asks_keep_both_or_replace_and_only_replace_overwrites() {
     assert_eq!(b.restore_to(Target::InPlace, &exists), None);
     b.toggle("Documents");
     assert_eq!(b.selected(), ["notes.txt"]);
-    assert_eq!(
-        b.answer(Answer::KeepBoth),
-        Some(Request::Restore {
-            snapshot: ID_NEW.into(),
-            paths: vec!["/home/a/notes.txt".into()],
-            target: None,
-            overwrite: false,
-        })
-    );
+    assert_eq!(b.answer(Answer::KeepBoth), Some(notes_in_place(false)));
 
     let mut b = at_home();
     b.toggle("notes.txt");
     b.restore_to(Target::InPlace, &exists);
-    assert_eq!(
-        b.answer(Answer::Replace),
-        Some(Request::Restore {
-            snapshot: ID_NEW.into(),
-            paths: vec!["/home/a/notes.txt".into()],
-            target: None,
-            overwrite: true,
-        })
-    );
+    assert_eq!(b.answer(Answer::Replace), Some(notes_in_place(true)));
 
     let mut b = at_home();
     b.toggle("notes.txt");
@@ -315,6 +299,16 @@ fn an_existing_name_asks_keep_both_or_replace_and_only_replace_overwrites() {
     assert_eq!(b.answer(Answer::Cancel), None);
     assert_eq!(b.screen(0).tag(), "folder:/home/a:4:sel1");
     assert_eq!(b.answer(Answer::Replace), None, "no question pending");
+}
+
+/// The restore of /home/a/notes.txt in place.
+fn notes_in_place(overwrite: bool) -> Request {
+    Request::Restore {
+        snapshot: ID_NEW.into(),
+        paths: vec!["/home/a/notes.txt".into()],
+        target: None,
+        overwrite,
+    }
 }
 
 fn status(state: RestoreState, done: u64, placed: &[&str], message: &str) -> RestoreStatus {

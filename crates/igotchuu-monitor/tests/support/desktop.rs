@@ -241,7 +241,13 @@ impl Desktop {
     /// The state of the app's `browse` action (browse_model::BrowseScreen::tag), e.g.
     /// "folder:/home/a:2:sel0".
     pub fn browse(&self) -> String {
-        let out = self.gdbus_actions(&["org.gtk.Actions.Describe", "browse"]);
+        self.action_state("browse")
+    }
+
+    /// The string state of the app's read-only action `name`.
+    fn action_state(&self, name: &str) -> String {
+        let out = self.gdbus_actions(&["org.gtk.Actions.Describe", name]);
+        // ((false, '', [<'idle:success'>]),)
         out.stdout
             .split("<'")
             .nth(1)
@@ -276,14 +282,7 @@ impl Desktop {
 
     /// The state of the app's `screen` action (model::Screen::tag), e.g. "idle:success".
     pub fn screen(&self) -> String {
-        let out = self.gdbus_actions(&["org.gtk.Actions.Describe", "screen"]);
-        // ((false, '', [<'idle:success'>]),)
-        out.stdout
-            .split("<'")
-            .nth(1)
-            .and_then(|s| s.split("'>").next())
-            .unwrap_or_default()
-            .to_owned()
+        self.action_state("screen")
     }
 
     pub fn wait_for_screen(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
