@@ -93,6 +93,9 @@ fn vbox(spacing: i32) -> gtk::Box {
 }
 
 impl BrowsePage {
+    /// Builds the four pages' widgets. Long, and left so on purpose: it is one straight widget
+    /// tree, top to bottom as the page shows it, with no decision in it; split up, the tree
+    /// would be harder to see.
     pub fn new() -> BrowsePage {
         let rendering = Rc::new(Cell::new(false));
 

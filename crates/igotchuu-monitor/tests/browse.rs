@@ -105,6 +105,8 @@ fn beside(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
+/// One story from the backup to "Show in Files", in the order a user goes through it (long on
+/// purpose: each step needs the state the one before left).
 #[test]
 fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     if !tool_built() {
