@@ -961,23 +961,14 @@ mod through_daemon {
             "case \" $* \" in *\" dump \"*) {real} \"$@\" | {{ head -c 1000000; touch {flag}; sleep 3; }}; exit 0;; esac",
             flag = sh_quote(flag)
         ));
-        let mut d = bus
+        let d = bus
             .igotchuu(&s.fx)
             .path_prepend(&fake)
             .arg("-c")
             .arg(&s.config)
             .args(["daemon", "--idle-timeout", "0"])
             .spawn();
-        let end = Instant::now() + WAIT_TIMEOUT;
-        while !bus.has_owner(NAME) {
-            assert!(
-                !d.has_exited(),
-                "the daemon exited:\n{}",
-                d.wait(RUN_TIMEOUT)
-            );
-            assert!(Instant::now() < end, "the daemon did not own {NAME}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        bus.wait_owner(NAME);
         d
     }
 

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use super::{fail, load_plan, Global};
 use crate::escape;
-use crate::restore::access::Kind;
 use crate::restore::{self as lib, Destination, Repo};
 
 fn repo(g: &Global) -> Result<Repo, i32> {
@@ -69,19 +68,6 @@ pub fn snapshots(g: &Global, json: bool) -> i32 {
     crate::exit::SUCCESS
 }
 
-pub(super) fn perms(kind: Kind, mode: u32) -> String {
-    let mut s = String::from(match kind {
-        Kind::Dir => "d",
-        Kind::Symlink => "l",
-        Kind::File => "-",
-        Kind::Other => "?",
-    });
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
-    }
-    s
-}
-
 pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
     if super::restore_client::through_daemon(g, as_uid) {
         return super::restore_client::ls(g, snapshot, path, json);
@@ -123,7 +109,7 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Op
             .replace('T', " ");
         say_out!(
             "{} {:>6} {:>6} {:>10} {}  {}",
-            perms(n.kind, n.mode),
+            super::restore_client::perms(n.kind, n.mode),
             n.uid,
             n.gid,
             n.size,
@@ -145,7 +131,14 @@ pub struct RestoreArgs<'a> {
 
 pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
     if super::restore_client::through_daemon(g, a.as_uid) {
-        return super::restore_client::restore(g, a);
+        return super::restore_client::restore(
+            g,
+            a.snapshot,
+            a.paths,
+            a.target,
+            a.in_place,
+            a.overwrite,
+        );
     }
     let uid = match for_uid(a.as_uid) {
         Ok(u) => u,

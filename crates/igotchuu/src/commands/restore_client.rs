@@ -30,6 +30,20 @@ use super::{fail, Global};
 use crate::escape;
 use crate::restore::access::Kind;
 
+/// `ls`'s first column (root's listing and this one): the kind and the rwx bits.
+pub(super) fn perms(kind: Kind, mode: u32) -> String {
+    let mut s = String::from(match kind {
+        Kind::Dir => "d",
+        Kind::Symlink => "l",
+        Kind::File => "-",
+        Kind::Other => "?",
+    });
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
 /// How often a restore's Status is asked.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -215,7 +229,7 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool) -> i32 {
         for e in &list {
             say_out!(
                 "{} {:>6} {:>6} {:>10} {}  {}",
-                super::restore::perms(kind(e.kind), e.mode),
+                perms(kind(e.kind), e.mode),
                 "-",
                 "-",
                 e.size,
@@ -231,11 +245,18 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool) -> i32 {
 }
 
 /// `igotchuu restore` through the daemon.
-pub fn restore(g: &Global, a: super::restore::RestoreArgs<'_>) -> i32 {
+pub fn restore(
+    g: &Global,
+    snapshot: &str,
+    paths: &[String],
+    target: Option<&PathBuf>,
+    in_place: bool,
+    overwrite: bool,
+) -> i32 {
     if let Err(c) = no_profile(g) {
         return c;
     }
-    let target: Option<String> = match (a.target, a.in_place) {
+    let target: Option<String> = match (target, in_place) {
         (Some(t), false) => match std::path::absolute(t).map(PathBuf::into_os_string) {
             Ok(t) => match t.into_string() {
                 Ok(t) => Some(t),
@@ -252,21 +273,18 @@ pub fn restore(g: &Global, a: super::restore::RestoreArgs<'_>) -> i32 {
         (None, true) => None,
         _ => return fail("give either --target DIR or --in-place"),
     };
-    let options = RestoreOptions {
-        overwrite: a.overwrite,
-    };
+    let options = RestoreOptions { overwrite };
     with_bus(|conn| async move {
-        let job =
-            match client::restore(&conn, a.snapshot, a.paths, target.as_deref(), options).await {
-                Ok(j) => j,
-                Err(e) => {
-                    return call_failed(
-                        &format!("restore from snapshot {}", escape::line(a.snapshot)),
-                        e,
-                    )
-                }
-            };
-        follow(&conn, &job, a.snapshot).await
+        let job = match client::restore(&conn, snapshot, paths, target.as_deref(), options).await {
+            Ok(j) => j,
+            Err(e) => {
+                return call_failed(
+                    &format!("restore from snapshot {}", escape::line(snapshot)),
+                    e,
+                )
+            }
+        };
+        follow(&conn, &job, snapshot).await
     })
 }
 
