@@ -14,46 +14,21 @@
 mod common;
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::bus::{self, Bus, Extras, Policy, Who};
-use common::{places, subvolume_with_files, Fixture, Running, WAIT_TIMEOUT};
+use common::{places, subvolume_with_files, Fixture, WAIT_TIMEOUT};
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
 use igotchuu_monitor::model::{Screen, StartAbility};
 use support::desktop::{screenshot_dir, Desktop};
-use support::{tool_built, Watch};
+use support::{daemon, tool_built, Watch};
 
 fn setup() -> Option<Fixture> {
     if !tool_built() {
         return None;
     }
     bus::setup()
-}
-
-/// `igotchuu -c cfg daemon` on `bus`, returned once it owns the name and answers.
-fn daemon(fx: &Fixture, bus: &Bus, cfg: &Path) -> Running {
-    let mut d = bus
-        .igotchuu(fx)
-        .args(["-c", cfg.to_str().expect("utf-8"), "daemon"])
-        .timeout(Duration::from_secs(3600))
-        .spawn();
-    let end = Instant::now() + WAIT_TIMEOUT;
-    loop {
-        let st = bus.get_property(Who::Root, "State");
-        if st.code == Some(0) && st.stdout.contains("idle") {
-            return d;
-        }
-        if d.has_exited() {
-            panic!("igotchuu daemon exited:\n{}", d.wait(WAIT_TIMEOUT));
-        }
-        assert!(
-            Instant::now() < end,
-            "igotchuu daemon does not answer on the bus: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A stand-in for systemd's igotchuu.timer on the private bus: `Manager.GetUnit` and the
