@@ -206,6 +206,11 @@ in
     # `igotchuu verify` (restic check; with settings.check_read_data_subset = N a rolling read of
     # 1/N of the data per run). Retention (keep_*, prune), ping_url, on_success/on_failure/
     # on_finish and notify_timeout are ordinary keys of `settings` (freeform, checked by
+    # `checkConfig`), and so is check_max_age: with verify.enable, set e.g.
+    # settings.check_max_age = "8d" so that `igotchuu status` warns when the weekly check stops
+    # happening (issue 18 §6; off by default, as the timer's schedule is yours to change).
+    # on_finish, notify_timeout and the run conditions of timer-started backups
+    # (skip_on_battery, skip_on_metered) are ordinary keys of `settings` (freeform, checked by
     # `checkConfig`).
     verify = {
       enable = mkEnableOption "igotchuu-verify.timer: a weekly `igotchuu verify` of the top-level config's repository";

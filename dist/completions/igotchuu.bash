@@ -143,7 +143,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__backup)
-            opts="-c -v -p -h --dry-run --config-file --verbose --profile --help"
+            opts="-c -v -p -h --dry-run --scheduled --config-file --verbose --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -267,7 +267,7 @@ _igotchuu() {
             return 0
             ;;
         igotchuu__subcmd__daemon__subcmd__run)
-            opts="-c -v -p -h --run-id --daemon-pid --config-file --verbose --profile --help"
+            opts="-c -v -p -h --run-id --daemon-pid --scheduled --config-file --verbose --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -23,8 +23,13 @@ use zbus::names::{OwnedUniqueName, UniqueName};
 use zbus::zvariant::OwnedValue;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
-use crate::proxy::{BackupComplete, BackupStarted, Error as ErrorSignal, IgotchuuProxy, Progress};
-use crate::types::{During, ErrorEvent, OutcomeKind, Phase, Summary};
+use crate::proxy::{
+    BackupComplete, BackupStarted, Error as ErrorSignal, IgotchuuProxy, Progress, RestoreJobProxy,
+};
+use crate::types::{
+    DirEntry, During, ErrorEvent, OpKind, OpOutcome, OutcomeKind, Phase, RestoreOptions,
+    RestoreStatus, SnapshotEntry, Summary,
+};
 use crate::{errors, INTERFACE, NAME, PATH};
 
 const BUS: &str = "org.freedesktop.DBus";
@@ -71,6 +76,15 @@ pub struct Properties {
     pub last_success: Option<u64>,
     pub last_exit_code: Option<i32>,
     pub next_run: Option<u64>,
+    // Issue 18 §6: the last forget and check (0 and "": never).
+    pub last_forget: Option<u64>,
+    pub last_forget_outcome: Option<String>,
+    pub last_check: Option<u64>,
+    pub last_check_outcome: Option<String>,
+    // Issue 18 (run conditions).
+    /// `Postponed`: why the last scheduled run was skipped ("on battery", "metered
+    /// connection"); "" when no run was skipped since the last one that started.
+    pub postponed: Option<String>,
 }
 
 /// What a `LastOutcome` value says.
@@ -107,12 +121,27 @@ impl Properties {
             last_success: get(map, "LastSuccess"),
             last_exit_code: get(map, "LastExitCode"),
             next_run: get(map, "NextRun"),
+            last_forget: get(map, "LastForget"),
+            last_forget_outcome: get(map, "LastForgetOutcome"),
+            last_check: get(map, "LastCheck"),
+            last_check_outcome: get(map, "LastCheckOutcome"),
+            postponed: get(map, "Postponed"),
         }
     }
 
     /// `State` as a phase; `None` when it was not sent or is a word this version does not know.
     pub fn phase(&self) -> Option<Phase> {
         self.state.as_deref().and_then(Phase::parse)
+    }
+
+    /// The last forget (`LastForget`, `LastForgetOutcome`) or check: its end and outcome,
+    /// `None` when never, not sent (an older server) or a word this version does not know.
+    pub fn last_op(&self, kind: OpKind) -> Option<(u64, OpOutcome)> {
+        let (t, w) = match kind {
+            OpKind::Forget => (self.last_forget, &self.last_forget_outcome),
+            OpKind::Check => (self.last_check, &self.last_check_outcome),
+        };
+        Some((t.filter(|&t| t > 0)?, OpOutcome::parse(w.as_deref()?)?))
     }
 
     /// `LastOutcome`, when it was sent.
@@ -442,6 +471,94 @@ impl Client {
             }
         }
     }
+}
+
+// ---- Issue 20: restore, for `igotchuu snapshots|ls|restore` run by a user and the monitor's
+// "Browse backups" page. Plain calls: restores send no signals, so nothing here needs the
+// [`Filter`]. Proxies are built without a property cache, since the bus policy lets a user who
+// is not in the group call these methods but not `GetAll`.
+
+/// The interface's proxy on `conn`, without a property cache.
+async fn plain_proxy(conn: &Connection) -> Result<IgotchuuProxy<'static>, CallError> {
+    Ok(IgotchuuProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// `ListSnapshots(profile)`: the profile's snapshots ("" = the top-level config), oldest first.
+pub async fn list_snapshots(
+    conn: &Connection,
+    profile: &str,
+) -> Result<Vec<SnapshotEntry>, CallError> {
+    let list = plain_proxy(conn).await?.list_snapshots(profile).await?;
+    Ok(list.into_iter().map(SnapshotEntry::from_wire).collect())
+}
+
+/// `ListDirectory(snapshot, path)`: what the caller may see of that directory.
+pub async fn list_directory(
+    conn: &Connection,
+    snapshot: &str,
+    path: &str,
+) -> Result<Vec<DirEntry>, CallError> {
+    let list = plain_proxy(conn)
+        .await?
+        .list_directory(snapshot, path)
+        .await?;
+    Ok(list.into_iter().map(DirEntry::from_wire).collect())
+}
+
+/// `Restore(snapshot, paths, target, options)`: the new job's id. `target` `None`: in place,
+/// beside the current version.
+pub async fn restore(
+    conn: &Connection,
+    snapshot: &str,
+    paths: &[String],
+    target: Option<&str>,
+    options: RestoreOptions,
+) -> Result<String, CallError> {
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let mut opts = HashMap::new();
+    if options.overwrite {
+        opts.insert(RestoreOptions::OVERWRITE, zbus::zvariant::Value::from(true));
+    }
+    Ok(plain_proxy(conn)
+        .await?
+        .restore(snapshot, &paths, target.unwrap_or(""), opts)
+        .await?)
+}
+
+/// `CancelRestore(job)`.
+pub async fn cancel_restore(conn: &Connection, job: &str) -> Result<(), CallError> {
+    Ok(plain_proxy(conn).await?.cancel_restore(job).await?)
+}
+
+/// A proxy for job `job`'s object (no property cache).
+pub async fn restore_job(
+    conn: &Connection,
+    job: &str,
+) -> Result<RestoreJobProxy<'static>, CallError> {
+    let path = crate::restore_job_path(job).ok_or_else(|| CallError::Other {
+        name: String::new(),
+        message: format!("{job:?} is not a restore job id (letters a-z and digits)"),
+    })?;
+    Ok(RestoreJobProxy::builder(conn)
+        .path(path)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// `RestoreJob.Status()` of job `job`.
+pub async fn restore_status(conn: &Connection, job: &str) -> Result<RestoreStatus, CallError> {
+    let wire = restore_job(conn, job).await?.status().await?;
+    let state = wire.0.clone();
+    RestoreStatus::from_wire(wire).ok_or_else(|| CallError::Other {
+        name: String::new(),
+        message: format!(
+            "the daemon reports restore state {state:?}, which this version does not know"
+        ),
+    })
 }
 
 #[cfg(test)]

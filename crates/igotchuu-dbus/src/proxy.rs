@@ -99,6 +99,75 @@ pub trait Igotchuu {
     /// From the systemd timer when systemd answers, else 0.
     #[zbus(property)]
     fn next_run(&self) -> zbus::Result<u64>;
+
+    // Issue 18 §6: the last forget and check of the top-level config (profile ""), from
+    // status.json. Times in Unix seconds, 0 never; outcomes "success", "failed", "refused",
+    // "damage" ([`types::OpOutcome`]), "" never.
+    #[zbus(property)]
+    fn last_forget(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_forget_outcome(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_check(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_check_outcome(&self) -> zbus::Result<String>;
+    // Issue 18 §5 (unattended operations): a backup, forget or check through the daemon.
+    /// Daemon only: starts `task` ("backup", "forget" or "check") of `profile` ("" = the
+    /// top-level config) and returns its run id. `options`: "scheduled" (b): a timer's run, to
+    /// which the run conditions apply. `Start(p)` is `StartTask(p, "backup", {})`.
+    fn start_task(
+        &self,
+        profile: &str,
+        task: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<String>;
+
+    // Issue 20 (restore), daemon only; callable by every local user (the bus policy lets them,
+    // the daemon checks each call: polkit com.nyantec.igotchuu.restore-own and the rule of
+    // restore/access.rs). [`crate::client`] has typed helpers for each.
+    /// `profile`'s snapshots ("" = the top-level config): (id, unix time seconds, hostname,
+    /// paths), oldest first.
+    fn list_snapshots(
+        &self,
+        profile: &str,
+    ) -> zbus::Result<Vec<(String, i64, String, Vec<String>)>>;
+
+    /// The entries of directory `path` of `snapshot` (an id, short id, "latest" or a time) that
+    /// the caller may see: (name, kind "dir"|"file"|"symlink"|"other", permission bits, size,
+    /// mtime unix seconds).
+    fn list_directory(
+        &self,
+        snapshot: &str,
+        path: &str,
+    ) -> zbus::Result<Vec<(String, String, u32, u64, i64)>>;
+
+    /// Restores `paths` of `snapshot` into `target` ("" = in place, beside the current
+    /// version), written by a process running as the caller. Options: "overwrite" (b). Returns
+    /// the job id; the job's object is [`crate::restore_job_path`].
+    fn restore(
+        &self,
+        snapshot: &str,
+        paths: &[&str],
+        target: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<String>;
+
+    /// Cancels the caller's own restore job.
+    fn cancel_restore(&self, job: &str) -> zbus::Result<()>;
+}
+
+/// A restore job's object (issue 20): `/com/nyantec/igotchuu/restore/<job_id>`. Answers only the
+/// uid that started the job; no signals, ever. Build it with [`crate::client::restore_job`] (no
+/// property cache: the bus policy allows only `Status` on it).
+#[proxy(
+    interface = "com.nyantec.igotchuu1.RestoreJob",
+    default_service = "com.nyantec.IGotChuu",
+    gen_blocking = true
+)]
+pub trait RestoreJob {
+    /// (state "running"|"done"|"failed"|"cancelled", files_total, files_done, bytes_total,
+    /// bytes_done, message, placed); [`crate::types::RestoreStatus`] is its typed form.
+    fn status(&self) -> zbus::Result<(String, u64, u64, u64, u64, String, Vec<String>)>;
 }
 
 impl ProgressArgs<'_> {

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 
 use igotchuu_monitor::background::{Memory, Note, Settings, Watcher};
 use igotchuu_monitor::client::{self, Request};
-use igotchuu_monitor::model::Event;
+use igotchuu_monitor::model::{Event, Screen};
 use igotchuu_monitor::{now, APP_ID};
 
+use crate::browse_app;
 use crate::window::Window;
 
 /// How often the "… ago" texts are refreshed while the window is open.
@@ -41,6 +42,8 @@ struct State {
     first_event_seen: bool,
     /// The read-only `screen` action: its state is [`Screen::tag`](igotchuu_monitor::model::Screen::tag).
     screen_action: gio::SimpleAction,
+    /// The "Browse backups" page (its own state: it works where the status is denied).
+    browse: browse_app::Shared,
     _hold: Option<gio::ApplicationHoldGuard>,
 }
 
@@ -60,6 +63,7 @@ pub fn run(background: bool) -> ExitCode {
     let app = adw::Application::builder().application_id(APP_ID).build();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (browse_tx, browse_rx) = mpsc::unbounded_channel();
     let state = Rc::new(RefCell::new(State {
         watcher: Watcher::new(settings, memory, now()),
         memory_path,
@@ -68,6 +72,7 @@ pub fn run(background: bool) -> ExitCode {
         requests: req_tx,
         first_event_seen: false,
         screen_action: screen_action(),
+        browse: browse_app::new(browse_tx),
         _hold: None,
     }));
     // The first start in background mode begins the "no success for N days" count: kept.
@@ -78,7 +83,7 @@ pub fn run(background: bool) -> ExitCode {
     // open the window; later activations (the menu entry, a notification) do.
     let skip_activate = Rc::new(std::cell::Cell::new(background));
 
-    let ev_rx = RefCell::new(Some((ev_tx, ev_rx, req_rx)));
+    let ev_rx = RefCell::new(Some((ev_tx, ev_rx, req_rx, browse_rx)));
     {
         let state = state.clone();
         app.connect_startup(move |app| {
@@ -87,10 +92,12 @@ pub fn run(background: bool) -> ExitCode {
                 let guard = app.hold();
                 state.borrow_mut()._hold = Some(guard);
             }
-            let Some((ev_tx, ev_rx, req_rx)) = ev_rx.borrow_mut().take() else {
+            let Some((ev_tx, ev_rx, req_rx, browse_rx)) = ev_rx.borrow_mut().take() else {
                 return;
             };
             start_client(ev_tx, req_rx);
+            let browse = state.borrow().browse.clone();
+            browse_app::start_client(&browse, browse_rx);
             receive_events(app, &state, ev_rx);
             start_timers(app, &state);
         });
@@ -220,12 +227,20 @@ fn notify(app: &adw::Application, note: &Note) {
 }
 
 fn render(state: &Rc<RefCell<State>>) {
-    let mut s = state.borrow_mut();
-    let screen = s.watcher.model().screen(now());
-    s.screen_action.set_state(&screen.tag().to_variant());
-    if let Some(w) = s.window.as_mut() {
-        w.render(&screen);
-    }
+    let browse = {
+        let mut s = state.borrow_mut();
+        let screen = s.watcher.model().screen(now());
+        s.screen_action.set_state(&screen.tag().to_variant());
+        if let Some(w) = s.window.as_mut() {
+            w.render(&screen);
+        }
+        if let Screen::Idle(v) = &screen {
+            browse_app::set_profiles(&s.browse, &v.profiles);
+        }
+        s.browse.clone()
+    };
+    // The "… ago" of the backups' dates, too.
+    browse_app::render(&browse);
 }
 
 fn show_window(app: &adw::Application, state: &Rc<RefCell<State>>) {
@@ -234,12 +249,23 @@ fn show_window(app: &adw::Application, state: &Rc<RefCell<State>>) {
         w.present();
         return;
     }
-    let window = Window::new(app);
+    let browse = state.borrow().browse.clone();
+    let window = Window::new(app, &browse_app::attach(&browse));
+    browse_app::set_window(&browse, &window.window);
+    {
+        let b = browse.clone();
+        window.on_page_change(move |browsing| {
+            if browsing {
+                browse_app::shown(&b);
+            }
+        });
+    }
     {
         // Closing the window forgets it; background mode's hold keeps the process running.
-        let s = state.clone();
+        let (s, b) = (state.clone(), browse);
         window.window.connect_close_request(move |_| {
             s.borrow_mut().window = None;
+            browse_app::detach(&b);
             glib::Propagation::Proceed
         });
     }
@@ -294,6 +320,18 @@ fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
         let (s, a) = (state.clone(), app.clone());
         show.connect_activate(move |_, _| show_window(&a, &s));
     }
+    // Opens the window at "Browse backups" (issue 20).
+    let show_browse = gio::SimpleAction::new("show-browse", None);
+    {
+        let (s, a) = (state.clone(), app.clone());
+        show_browse.connect_activate(move |_, _| {
+            show_window(&a, &s);
+            if let Some(w) = s.borrow().window.as_ref() {
+                w.show_browse();
+            }
+        });
+    }
+    browse_app::add_actions(app, &state.borrow().browse);
     let quit = gio::SimpleAction::new("quit", None);
     {
         let a = app.clone();
@@ -304,6 +342,7 @@ fn add_actions(app: &adw::Application, state: &Rc<RefCell<State>>) {
         &backup_profile,
         &stop,
         &show,
+        &show_browse,
         &quit,
         &state.borrow().screen_action,
     ] {

@@ -236,6 +236,9 @@ impl Watcher {
                 // No: files are missing, so the warning about age stays on until a full one.
                 Some(Note::Partial { errors })
             }
+            // A scheduled run postponed by a run condition (issue 18 §4) is no failure: the
+            // window says "postponed: …", and the stale check warns if it goes on too long.
+            OutcomeKind::Skipped => None,
             kind => Some(Note::Failed { kind, errors }),
         }
     }
@@ -303,6 +306,23 @@ mod tests {
         };
         m.save(&path).expect("save");
         assert_eq!(Memory::load(&path), m);
+    }
+
+    /// Issue 18 §4: a postponed scheduled run is not a failure to notify about.
+    #[test]
+    fn a_postponed_run_does_not_notify() {
+        let mut w = Watcher::new(Settings::default(), Memory::default(), 0);
+        w.on_event(changed(|p| p.state = Some("preparing".into())), 1);
+        assert_eq!(
+            w.on_event(
+                changed(|p| {
+                    p.last_outcome = Some("skipped".into());
+                    p.postponed = Some("on battery".into());
+                }),
+                2
+            ),
+            None
+        );
     }
 
     #[test]

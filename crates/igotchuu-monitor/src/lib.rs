@@ -1,8 +1,11 @@
 //! The desktop monitor's parts that need no GTK: the view model ([`model`]), the D-Bus client
-//! that feeds it ([`client`]), and background mode's decisions and settings ([`background`]).
+//! that feeds it ([`client`]), and background mode's decisions and settings ([`background`]);
+//! the "Browse backups" page's model ([`browse_model`]) and its bus client ([`browse_client`]).
 //! The binary (src/main.rs, src/window.rs) renders them with GTK 4 and libadwaita.
 
 pub mod background;
+pub mod browse_client;
+pub mod browse_model;
 pub mod client;
 pub mod model;
 
@@ -13,6 +16,9 @@ pub const APP_ID: &str = "com.nyantec.IGotChuu.Monitor";
 pub const APP_PATH: &str = "/com/nyantec/IGotChuu/Monitor";
 /// The window's title, which tests find it by.
 pub const WINDOW_TITLE: &str = "igotchuu Backups";
+
+/// The profile lists' entry for the top-level config ("" on the bus).
+pub const TOP_LEVEL: &str = "Default";
 
 /// Now, in Unix seconds (0 if the clock is before 1970).
 pub fn now() -> u64 {

@@ -5,6 +5,8 @@
 //!   igotchuu-monitor --print       no GTK: prints what the window would show, one line per change
 
 mod app;
+mod browse_app;
+mod browse_page;
 mod window;
 
 use std::process::ExitCode;

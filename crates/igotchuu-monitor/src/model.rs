@@ -8,6 +8,7 @@
 
 use igotchuu_dbus::format;
 use igotchuu_dbus::{ErrorEvent, OutcomeKind, Phase, Progress, Summary};
+use igotchuu_dbus::{OpKind, OpOutcome};
 
 /// What the monitor learns, in the order it learns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +114,12 @@ pub struct Model {
     can_start: Option<bool>,
     /// The answer to the last request, until the next event that supersedes it.
     notice: Option<RequestResult>,
+    /// Issue 18 §6: the last forget and check (end, outcome), from the daemon's properties.
+    last_forget: Option<(u64, OpOutcome)>,
+    last_check: Option<(u64, OpOutcome)>,
+    /// Why the newest scheduled run was postponed (the `Postponed` property, issue 18 §4);
+    /// `None` when it was not, or the server does not say.
+    postponed: Option<String>,
 }
 
 impl Default for Model {
@@ -128,6 +135,9 @@ impl Default for Model {
             profiles: None,
             can_start: None,
             notice: None,
+            last_forget: None,
+            last_check: None,
+            postponed: None,
         }
     }
 }
@@ -271,9 +281,17 @@ impl Model {
         // before a failure.
         self.last.snapshot_id = None;
         self.notice = None;
+        self.postponed = None;
     }
 
     fn apply_properties(&mut self, p: Properties) {
+        // Only when the server sent them (a PropertiesChanged naming others leaves them).
+        if p.last_forget.is_some() || p.last_forget_outcome.is_some() {
+            self.last_forget = p.last_op(OpKind::Forget);
+        }
+        if p.last_check.is_some() || p.last_check_outcome.is_some() {
+            self.last_check = p.last_op(OpKind::Check);
+        }
         if let Some(word) = &p.state {
             match Phase::parse(word) {
                 Some(Phase::Idle) => self.state = RunState::Idle,
@@ -338,6 +356,9 @@ impl Model {
         }
         if p.next_run.is_some() {
             self.next_run = nonzero(p.next_run);
+        }
+        if let Some(why) = p.postponed {
+            self.postponed = Some(why).filter(|w| !w.is_empty());
         }
     }
 
@@ -424,7 +445,15 @@ impl Model {
             (_, Some(false)) | (Reach::Gone, None) => StartAbility::NoDaemon,
             _ => StartAbility::Available,
         };
+        let op = |kind, v: Option<(u64, OpOutcome)>| {
+            v.map(|(t, outcome)| OpView {
+                outcome,
+                text: format!("{}, {}", op_words(kind, outcome), ago(now, t)),
+            })
+        };
         IdleView {
+            forget: op(OpKind::Forget, self.last_forget),
+            check: op(OpKind::Check, self.last_check),
             last,
             last_success: self.last_success.map(|t| ago(now, t)),
             next_run: self.next_run.map(|t| until(now, t)),
@@ -432,6 +461,7 @@ impl Model {
             start,
             errors: self.errors.iter().map(format::error_line).collect(),
             notice: self.notice.as_ref().map(notice_text),
+            postponed: self.postponed.as_ref().map(|w| format!("postponed: {w}")),
         }
     }
 }
@@ -500,6 +530,38 @@ pub struct IdleView {
     /// The errors of the last run, when this monitor saw them arrive.
     pub errors: Vec<String>,
     pub notice: Option<String>,
+    /// The last forget (retention) and the last repository check, when the server says.
+    pub forget: Option<OpView>,
+    pub check: Option<OpView>,
+    /// "postponed: on battery": the newest scheduled run was skipped by a run condition (the
+    /// next chance is the timer's next elapse, shown as `next_run`).
+    pub postponed: Option<String>,
+}
+
+/// The last forget or check on the idle page (issue 18 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpView {
+    pub outcome: OpOutcome,
+    /// "passed, 3 hours ago", "DAMAGE found, 2 days ago".
+    pub text: String,
+}
+
+impl OpView {
+    /// Whether the page should draw attention to it.
+    pub fn is_bad(&self) -> bool {
+        !self.outcome.is_success()
+    }
+}
+
+/// What an outcome of a forget or check is called on the idle page.
+pub fn op_words(kind: OpKind, outcome: OpOutcome) -> &'static str {
+    match (kind, outcome) {
+        (OpKind::Forget, OpOutcome::Success) => "applied",
+        (OpKind::Check, OpOutcome::Success) => "passed",
+        (_, OpOutcome::Failed) => "FAILED",
+        (_, OpOutcome::Refused) => "REFUSED",
+        (_, OpOutcome::Damage) => "DAMAGE found",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,6 +615,7 @@ pub fn outcome_headline(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Interrupted => "Last backup was stopped",
         OutcomeKind::Failed => "Last backup failed",
         OutcomeKind::Crashed => "Last backup ended unexpectedly",
+        OutcomeKind::Skipped => "Last scheduled backup was postponed",
     }
 }
 
@@ -813,6 +876,47 @@ mod tests {
         assert_eq!(i.last_success.as_deref(), Some("2 hours ago"));
     }
 
+    /// Issue 18 §4: a scheduled run a run condition skipped shows "postponed: on battery" on
+    /// the idle page, until a run starts.
+    #[test]
+    fn a_postponed_scheduled_run_is_shown_with_its_reason_until_a_run_starts() {
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_outcome = Some("skipped".into());
+            p.last_run_finished = Some(1000);
+            p.last_exit_code = Some(25);
+            p.postponed = Some("on battery".into());
+        })));
+        let Screen::Idle(i) = m.screen(1000 + 3 * 3600) else {
+            panic!()
+        };
+        assert_eq!(i.postponed.as_deref(), Some("postponed: on battery"));
+        let last = i.last.expect("last run");
+        assert_eq!(last.outcome, Some(OutcomeKind::Skipped));
+        assert_eq!(last.headline, "Last scheduled backup was postponed");
+        assert_eq!(m.screen(0).tag(), "idle:skipped");
+        // A run begins: it is no longer postponed.
+        m.apply(Event::Changed(props(|p| {
+            p.state = Some("preparing".into())
+        })));
+        m.apply(Event::Changed(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = m.screen(1000) else {
+            panic!()
+        };
+        assert_eq!(i.postponed, None);
+        // An older server without the property: nothing is made up.
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_outcome = Some("success".into());
+        })));
+        let Screen::Idle(i) = m.screen(0) else {
+            panic!()
+        };
+        assert_eq!(i.postponed, None);
+    }
+
     #[test]
     fn unknown_words_and_missing_start_are_shown_not_fatal() {
         let mut m = Model::new();
@@ -850,6 +954,48 @@ mod tests {
             panic!()
         };
         assert_eq!(i.last.and_then(|l| l.outcome), Some(OutcomeKind::Crashed));
+    }
+
+    #[test]
+    fn the_last_forget_and_check_show_on_the_idle_page() {
+        let mut m = Model::new();
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_forget = Some(0);
+            p.last_forget_outcome = Some(String::new());
+            p.last_check = Some(0);
+            p.last_check_outcome = Some(String::new());
+        })));
+        let Screen::Idle(i) = m.screen(100_000) else {
+            panic!()
+        };
+        assert_eq!((i.forget, i.check), (None, None), "never: not shown");
+        m.apply(Event::Properties(props(|p| {
+            p.state = Some("idle".into());
+            p.last_forget = Some(100_000 - 3 * 3600);
+            p.last_forget_outcome = Some("success".into());
+            p.last_check = Some(100_000 - 7200);
+            p.last_check_outcome = Some("damage".into());
+        })));
+        // A change that names other properties keeps them.
+        m.apply(Event::Changed(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = m.screen(100_000) else {
+            panic!()
+        };
+        let f = i.forget.expect("forget shown");
+        assert_eq!(f.text, "applied, 3 hours ago");
+        assert!(!f.is_bad());
+        let c = i.check.expect("check shown");
+        assert_eq!(c.outcome, OpOutcome::Damage);
+        assert_eq!(c.text, "DAMAGE found, 2 hours ago");
+        assert!(c.is_bad());
+        // An older server without them: nothing shown, nothing invented.
+        let mut old = Model::new();
+        old.apply(Event::Properties(props(|p| p.state = Some("idle".into()))));
+        let Screen::Idle(i) = old.screen(0) else {
+            panic!()
+        };
+        assert_eq!((i.forget, i.check), (None, None));
     }
 
     #[test]

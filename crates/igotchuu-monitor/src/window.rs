@@ -11,7 +11,7 @@ use gtk::glib;
 
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::model::{IdleView, RunningView, Screen, StartAbility};
-use igotchuu_monitor::WINDOW_TITLE;
+use igotchuu_monitor::{TOP_LEVEL, WINDOW_TITLE};
 
 /// A group of labelled values (title on the left, the value on the right); only the known
 /// ones are shown, and the group hides when none is. Rows are rebuilt when the set of titles
@@ -107,6 +107,8 @@ impl ErrorList {
 
 pub struct Window {
     pub window: adw::ApplicationWindow,
+    /// The status page and the browse page.
+    pages: adw::ViewStack,
     stack: gtk::Stack,
     message: adw::StatusPage,
     // idle
@@ -150,7 +152,9 @@ fn scrolled(page: &adw::StatusPage) -> gtk::ScrolledWindow {
 }
 
 impl Window {
-    pub fn new(app: &adw::Application) -> Window {
+    /// The window, with `browse` (the "Browse backups" page, src/browse_page.rs) as its second
+    /// page.
+    pub fn new(app: &adw::Application, browse: &gtk::Widget) -> Window {
         let message = adw::StatusPage::new();
 
         let facts = Facts::new();
@@ -207,9 +211,26 @@ impl Window {
         stack.add_named(&scrolled(&idle), Some("idle"));
         stack.add_named(&scrolled(&running), Some("running"));
 
+        // Two pages: the backups' status (above), and "Browse backups" (issue 20), which works
+        // for every local user, also where the status needs the group `igotchuu`.
+        let pages = adw::ViewStack::new();
+        pages.set_vexpand(true);
+        pages
+            .add_titled(&stack, Some(STATUS_PAGE), "Status")
+            .set_icon_name(Some("emblem-synchronizing-symbolic"));
+        pages
+            .add_titled(browse, Some(BROWSE_PAGE), "Browse Backups")
+            .set_icon_name(Some("document-open-recent-symbolic"));
+        let header = adw::HeaderBar::new();
+        header.set_title_widget(Some(
+            &adw::ViewSwitcher::builder()
+                .stack(&pages)
+                .policy(adw::ViewSwitcherPolicy::Wide)
+                .build(),
+        ));
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
-        content.append(&adw::HeaderBar::new());
-        content.append(&stack);
+        content.append(&header);
+        content.append(&pages);
         let window = adw::ApplicationWindow::builder()
             .application(app)
             .title(WINDOW_TITLE)
@@ -222,6 +243,7 @@ impl Window {
             .build();
         Window {
             window,
+            pages,
             stack,
             message,
             idle,
@@ -238,6 +260,18 @@ impl Window {
             running_notice,
             running_errors,
         }
+    }
+
+    /// Shows the "Browse backups" page.
+    pub fn show_browse(&self) {
+        self.pages.set_visible_child_name(BROWSE_PAGE);
+    }
+
+    /// Calls `f` whenever the page shown changes, with whether it is the browse page.
+    pub fn on_page_change(&self, f: impl Fn(bool) + 'static) {
+        self.pages.connect_visible_child_name_notify(move |p| {
+            f(p.visible_child_name().as_deref() == Some(BROWSE_PAGE))
+        });
     }
 
     /// The profile chosen for "Back up now" ("" = the top-level config).
@@ -284,7 +318,8 @@ impl Window {
                     &format!(
                         "Only members of the group “{group}” may watch and control system \
                          backups. Ask an administrator to run\n\nsudo usermod -aG {group} {user}\n\n\
-                         then log out and log in again.",
+                         then log out and log in again.\n\nYour own files can be restored \
+                         from “Browse Backups” all the same.",
                         group = igotchuu_dbus::GROUP
                     ),
                 )
@@ -308,6 +343,7 @@ impl Window {
                 match l.outcome {
                     Some(OutcomeKind::Success) => "emblem-ok-symbolic",
                     Some(OutcomeKind::Partial) => "dialog-warning-symbolic",
+                    Some(OutcomeKind::Skipped) => "media-playback-pause-symbolic",
                     _ => "dialog-error-symbolic",
                 },
                 l.headline.clone(),
@@ -317,11 +353,14 @@ impl Window {
         self.idle.set_icon_name(Some(icon));
         self.idle.set_title(&title);
         let last = v.last.as_ref();
-        self.idle.set_description(
-            last.and_then(|l| l.when.as_deref())
-                .map(|w| format!("Finished {w}"))
-                .as_deref(),
-        );
+        // A postponed scheduled run says why ("postponed: on battery") instead of when it ended.
+        let when = last.and_then(|l| l.when.as_deref());
+        let description = match (&v.postponed, when) {
+            (Some(p), Some(w)) => Some(format!("{p} ({w})")),
+            (Some(p), None) => Some(p.clone()),
+            (None, w) => w.map(|w| format!("Finished {w}")),
+        };
+        self.idle.set_description(description.as_deref());
         let exit_code = last
             .and_then(|l| l.exit_code)
             .filter(|c| *c != 0)
@@ -333,6 +372,12 @@ impl Window {
             ("Exit code", exit_code.as_deref()),
             ("Last success", v.last_success.as_deref()),
             ("Next scheduled backup", v.next_run.as_deref()),
+            // Issue 18 §6: shown when the daemon knows them.
+            ("Retention", v.forget.as_ref().map(|o| o.text.as_str())),
+            (
+                "Repository check",
+                v.check.as_ref().map(|o| o.text.as_str()),
+            ),
         ]);
         self.set_profiles(&v.profiles);
         self.backup_now
@@ -344,6 +389,7 @@ impl Window {
                     .to_owned()
             })
         });
+        let notice = notice.or_else(|| ops_notice(v));
         set_notice(&self.idle_notice, notice.as_deref());
         self.idle_errors.set(&v.errors);
         self.stack.set_visible_child_name("idle");
@@ -385,10 +431,40 @@ impl Window {
     }
 }
 
-/// The profile list's entry for the top-level config.
-const TOP_LEVEL: &str = "Default";
+/// The view stack's page names.
+const STATUS_PAGE: &str = "status";
+const BROWSE_PAGE: &str = "browse";
 
 fn set_notice(label: &gtk::Label, text: Option<&str>) {
     label.set_visible(text.is_some());
     label.set_label(text.unwrap_or(""));
+}
+
+/// What the idle page says of a last forget or check that did not succeed (issue 18 §6), so it
+/// is not only a row among the facts.
+fn ops_notice(v: &IdleView) -> Option<String> {
+    let check = v.check.as_ref().filter(|c| c.is_bad()).map(|c| {
+        format!(
+            "The last repository check: {}. See `igotchuu status` and run `igotchuu verify` again \
+             once it is dealt with.",
+            c.text
+        )
+    });
+    let forget = v.forget.as_ref().filter(|f| f.is_bad()).map(|f| {
+        let why = match f.outcome {
+            igotchuu_dbus::OpOutcome::Refused => {
+                " because its keep rules would remove every snapshot; nothing was forgotten"
+            }
+            _ => "",
+        };
+        format!(
+            "Forgetting old snapshots: {}{why}. The repository keeps growing until it works; \
+             see `igotchuu status`.",
+            f.text
+        )
+    });
+    match (check, forget) {
+        (Some(c), Some(f)) => Some(format!("{c}\n{f}")),
+        (c, f) => c.or(f),
+    }
 }

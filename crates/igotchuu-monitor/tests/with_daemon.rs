@@ -12,46 +12,21 @@
 use igotchuu_testkit as common;
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::bus::{self, Bus, Extras, Policy, Who};
-use common::{places, subvolume_with_files, Fixture, Running, WAIT_TIMEOUT};
+use common::{places, subvolume_with_files, Fixture, WAIT_TIMEOUT};
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
 use igotchuu_monitor::model::{Screen, StartAbility};
 use support::desktop::{screenshot_dir, Desktop};
-use support::{tool_built, Watch};
+use support::{daemon, tool_built, Watch};
 
 fn setup() -> Option<Fixture> {
     if !tool_built() {
         return None;
     }
     bus::setup()
-}
-
-/// `igotchuu -c cfg daemon` on `bus`, returned once it owns the name and answers.
-fn daemon(fx: &Fixture, bus: &Bus, cfg: &Path) -> Running {
-    let mut d = bus
-        .igotchuu(fx)
-        .args(["-c", cfg.to_str().expect("utf-8"), "daemon"])
-        .timeout(Duration::from_secs(3600))
-        .spawn();
-    let end = Instant::now() + WAIT_TIMEOUT;
-    loop {
-        let st = bus.get_property(Who::Root, "State");
-        if st.code == Some(0) && st.stdout.contains("idle") {
-            return d;
-        }
-        if d.has_exited() {
-            panic!("igotchuu daemon exited:\n{}", d.wait(WAIT_TIMEOUT));
-        }
-        assert!(
-            Instant::now() < end,
-            "igotchuu daemon does not answer on the bus: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A stand-in for systemd's igotchuu.timer on the private bus: `Manager.GetUnit` and the
@@ -388,4 +363,39 @@ fn background_age_check_uses_the_daemons_last_success() {
             .contains("The last successful system backup was 0 days ago"),
         "{n:?}"
     );
+}
+
+/// Issue 18 §6: after a real backup (its retention applied), a real `igotchuu verify` and a
+/// real `igotchuu forget` that is refused, the daemon's idle page shows the last forget
+/// (REFUSED, with a notice saying what it means) and the last check (passed), in the view model
+/// and in the window (screenshot daemon-idle-ops.png, docs/screenshots/idle-ops.png).
+#[test]
+fn the_idle_page_shows_the_last_forget_and_check() {
+    let Some(fx) = setup() else { return };
+    let data = subvolume_with_files(&fx, "data", 3);
+    let base = places(&[&data]);
+    let cfg = fx.write_config(&format!("{base}keep_last = 3\n"));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    fx.run(&cfg, &["verify"]).assert_code(0);
+    let refused = fx.write_config(&format!("{base}keep_tag = [\"no-such-tag\"]\n"));
+    fx.run(&refused, &["forget"]).assert_code(23);
+    let bus = Bus::start(Policy::Shipped);
+    let _d = daemon(&fx, &bus, &refused);
+    let w = Watch::start(&bus);
+    let idle = idle_with(&w, OutcomeKind::Success);
+    let forget = idle.forget.clone().expect("LastForget shown");
+    assert_eq!(forget.outcome, igotchuu_dbus::OpOutcome::Refused);
+    assert!(forget.text.starts_with("REFUSED"), "{forget:?}");
+    let check = idle.check.clone().expect("LastCheck shown");
+    assert_eq!(check.outcome, igotchuu_dbus::OpOutcome::Success);
+    assert_eq!(check.text, "passed, just now");
+
+    let Some(mut desk) = Desktop::start() else {
+        return;
+    };
+    desk.start_monitor(&bus, &[]);
+    let window = desk.window();
+    desk.wait_for_screen("idle after the backup", |s| s == "idle:success");
+    let shot = desk.screenshot(&window, &screenshot_dir().join("daemon-idle-ops.png"));
+    assert!(shot.exists());
 }

@@ -11,7 +11,7 @@
 //! dependency). [`TempUser`] makes a user for one test and removes it afterwards.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use zbus::zvariant::OwnedValue;
 
-use super::{cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, WAIT_TIMEOUT};
+use super::{bin, cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, WAIT_TIMEOUT};
 
 pub const NAME: &str = "com.nyantec.IGotChuu";
 pub const OBJECT: &str = "/com/nyantec/igotchuu";
@@ -332,6 +332,14 @@ impl Bus {
     <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
     <allow own="org.freedesktop.login1"/>
     <allow send_destination="org.freedesktop.login1"/>
+    <!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
+         (tests/conditions.rs); their own policies let everyone call them. -->
+    <allow own="org.freedesktop.UPower"/>
+    <allow own="org.freedesktop.NetworkManager"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.UPower"/>
+    <allow send_destination="org.freedesktop.NetworkManager"/>
   </policy>
   {include}
 </busconfig>
@@ -904,4 +912,34 @@ impl Bus {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// D-Bus activation (tests/daemon.rs, the restore tests of tests/restore.rs)
+// ------------------------------------------------------------------------------------------------
+
+/// The shipped activation file, its Exec= pointed at this build with a test config.
+pub fn service_dir(fx: &Fixture, cfg: &Path, idle: u64) -> PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../dist/dbus-1/system-services/com.nyantec.IGotChuu.service"),
+    )
+    .expect("read the shipped service file");
+    let exec = "Exec=/usr/bin/igotchuu daemon";
+    assert!(shipped.contains(exec), "{shipped}");
+    let dir = fx.path("services");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("com.nyantec.IGotChuu.service"),
+        shipped.replace(
+            exec,
+            &format!(
+                "Exec={} --config-file {} daemon --idle-timeout {idle}",
+                bin().display(),
+                cfg.display()
+            ),
+        ),
+    )
+    .expect("write service file");
+    dir
 }

@@ -51,6 +51,11 @@ pub enum Command {
         /// redacted) and exit without touching anything.
         #[arg(long)]
         dry_run: bool,
+        /// A run the timer started (the shipped units pass it): postponed, with exit code 25,
+        /// while on battery (`skip_on_battery`) or on a metered connection with a repository
+        /// that is not on this machine (`skip_on_metered`). Without it a backup always runs.
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Delete the snapshots that crashed runs left behind (recorded in the journal under
     /// `state_dir`) and list them. Every backup does this at its start, too.
@@ -75,7 +80,8 @@ pub enum Command {
     Verify,
     /// Show whether a backup runs (with its progress), how the last run ended, the last success
     /// and the next scheduled run. For root and the `igotchuu` group; usable as a
-    /// Nagios/Icinga check.
+    /// Nagios/Icinga check. Also the last forget and check: WARNING when one failed or is older
+    /// than its schedule (--max-age for retention, the config's `check_max_age` for checks).
     #[command(after_help = STATUS_HELP)]
     Status {
         /// Machine-readable output (one JSON object).
@@ -154,6 +160,9 @@ pub enum Command {
         run_id: String,
         #[arg(long)]
         daemon_pid: i32,
+        /// A scheduled run (`StartTask`'s option "scheduled"): run conditions apply.
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Write the man page or shell completions (for packaging).
     #[command(hide = true)]
@@ -198,7 +207,11 @@ Exit codes (Nagios/Icinga plugin convention):
                older than --max-age
   3  UNKNOWN   the status cannot be read (not root nor in the `igotchuu` group, config error)
 Without --profile the newest run of any profile counts; --profile \"\" counts the top-level
-config's runs only.";
+config's runs only.
+The last forget and check (of the top-level config, or of --profile's) count too: WARNING when
+either failed (or the forget was refused) or is older than its schedule: a forget than
+--max-age when keep_* rules are set (retention runs after every backup), a check than the
+config's check_max_age when set; CRITICAL when the last check found damage.";
 
 /// `igotchuu watch --help`: the exit codes (see commands/watch.rs).
 pub const WATCH_HELP: &str = "\

@@ -81,6 +81,16 @@ settings! {
     on_finish: Spanned<Vec<String>>,
     /// Seconds each ping and end-of-run hook may take (default 30).
     notify_timeout: Spanned<i64>,
+    /// `igotchuu status` warns when the last `igotchuu verify` is older (issue 18 §6).
+    check_max_age: Spanned<String>,
+    // Run conditions of scheduled runs (ops/conditions.rs), both on by default.
+    /// Postpone a scheduled run while the machine runs on battery (UPower `OnBattery`).
+    skip_on_battery: bool,
+    /// Postpone a scheduled run on a metered connection (NetworkManager `Metered`) when the
+    /// repository is not local.
+    skip_on_metered: bool,
+    /// Seconds a run waits for igotchuu's repository lock (state/lock.rs; default 3600).
+    lock_wait: Spanned<i64>,
 }
 
 /// A `[[snapshot]]` entry: a table `{ source, snapshot_location }` or, as the NixOS module also
@@ -166,6 +176,36 @@ pub struct Config {
     pub check_read_data_subset: Option<u32>,
     /// `ping_url`, the end-of-run hooks and their timeout.
     pub notify: NotifySettings,
+    /// `check_max_age` in seconds: the oldest last check `igotchuu status` calls OK; `None`:
+    /// the age of checks is not judged (only their outcome).
+    pub check_max_age: Option<u64>,
+    /// When a scheduled run is postponed (`skip_on_battery`, `skip_on_metered`).
+    pub conditions: RunConditions,
+    /// `lock_wait`: how long a run waits for igotchuu's repository lock (state/lock.rs).
+    pub lock_wait: std::time::Duration,
+}
+
+/// Which conditions postpone a scheduled run (`igotchuu backup --scheduled`, what the timer
+/// units start); a run started by hand is never postponed (ops/conditions.rs).
+///
+/// Both are on by default: the timer units are what a laptop runs, and there a backup that
+/// drains the battery or a tethered phone's data plan is the surprise; on a server neither
+/// UPower nor a metered NetworkManager connection exists, so they never postpone anything
+/// there. A machine that stays on battery for days is not backed up by its timer: `igotchuu
+/// status --max-age` then goes critical, as it should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunConditions {
+    pub skip_on_battery: bool,
+    pub skip_on_metered: bool,
+}
+
+impl Default for RunConditions {
+    fn default() -> Self {
+        RunConditions {
+            skip_on_battery: true,
+            skip_on_metered: true,
+        }
+    }
 }
 
 /// A config error that names the file, the place in it, the key and what to do.
@@ -731,6 +771,7 @@ fn validate(
     let state_dir =
         opt_path(ctx, "state_dir", &s.state_dir)?.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
     let metrics_file = validate_metrics_file(ctx, &s)?;
+    let lock_wait = validate_lock_wait(ctx, &s)?;
 
     let lvm_snapshot_size = match &s.lvm_snapshot_size {
         None => DEFAULT_COW_SIZE,
@@ -739,6 +780,18 @@ fn validate(
     };
 
     let restic_args = s.restic_args.clone().unwrap_or_default();
+    let check_max_age = match &s.check_max_age {
+        None => None,
+        Some(v) => Some(crate::cli::parse_age(v.get_ref()).map_err(|e| {
+            ctx.err(
+                Some(v.span()),
+                format!(
+                    "key `check_max_age`: {e}; give how often `igotchuu verify` runs plus some \
+                     slack, e.g. \"8d\" for the weekly timer"
+                ),
+            )
+        })?),
+    };
 
     Ok(Config {
         path: ctx.file.to_path_buf(),
@@ -768,7 +821,31 @@ fn validate(
         retention,
         check_read_data_subset,
         notify,
+        check_max_age,
+        conditions: RunConditions {
+            skip_on_battery: s.skip_on_battery.unwrap_or(true),
+            skip_on_metered: s.skip_on_metered.unwrap_or(true),
+        },
+        lock_wait,
     })
+}
+
+/// `lock_wait`: seconds from 0 (do not wait) to a day.
+fn validate_lock_wait(ctx: &Ctx, s: &RawSettings) -> Result<std::time::Duration, ConfigError> {
+    let Some(t) = &s.lock_wait else {
+        return Ok(crate::defaults::DEFAULT_LOCK_WAIT);
+    };
+    match u64::try_from(*t.get_ref()) {
+        Ok(n) if n <= 86_400 => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(ctx.err(
+            Some(t.span()),
+            format!(
+                "key `lock_wait`: {} is out of range; give the seconds a run waits for igotchuu's \
+                 repository lock, from 0 (do not wait) to 86400 (a day); default 3600",
+                t.get_ref()
+            ),
+        )),
+    }
 }
 
 /// An optional key holding an absolute path.
@@ -977,6 +1054,26 @@ mod tests {
         p(text).expect_err("config must be refused").to_string()
     }
 
+    /// Issue 18 §4: both run conditions are on unless switched off, per profile too, and a
+    /// value that is not a boolean is refused naming the key's line.
+    #[test]
+    fn run_conditions_default_on_and_switch_off_per_profile() {
+        assert_eq!(p("").expect("empty").conditions, RunConditions::default());
+        assert!(
+            RunConditions::default().skip_on_battery && RunConditions::default().skip_on_metered
+        );
+        let text = "skip_on_metered = false\n[profiles.laptop]\nskip_on_battery = false\nskip_on_metered = true\n";
+        let top = p(text).expect("top");
+        assert!(top.conditions.skip_on_battery && !top.conditions.skip_on_metered);
+        let laptop = parse(Path::new("/etc/igotchuu.toml"), text, Some("laptop")).expect("laptop");
+        assert!(!laptop.conditions.skip_on_battery && laptop.conditions.skip_on_metered);
+        let e = err("places = [\"/home\"]\nskip_on_battery = \"no\"\n");
+        assert!(
+            e.contains("/etc/igotchuu.toml:2") && e.contains("skip_on_battery"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn defaults_follow_the_original() {
         let c = p("").expect("empty config");
@@ -989,6 +1086,24 @@ mod tests {
         let named = load(Path::new("/nonexistent/igotchuu.toml"), true, None)
             .expect_err("a named missing file is an error");
         assert!(named.to_string().contains("/nonexistent/igotchuu.toml"));
+    }
+
+    #[test]
+    fn check_max_age_is_an_age_and_a_profile_may_set_its_own() {
+        assert_eq!(p("").expect("default").check_max_age, None);
+        assert_eq!(
+            p("check_max_age = \"8d\"").expect("valid").check_max_age,
+            Some(8 * 86400)
+        );
+        let text = "check_max_age = \"8d\"\n[profiles.offsite]\ncheck_max_age = \"36h\"\n";
+        let off = parse(Path::new("/etc/igotchuu.toml"), text, Some("offsite")).expect("profile");
+        assert_eq!(off.check_max_age, Some(36 * 3600));
+        let e = err("check_max_age = \"weekly\"");
+        assert!(
+            e.starts_with("/etc/igotchuu.toml:1:17: key `check_max_age`: "),
+            "{e}"
+        );
+        assert!(e.contains("e.g. \"8d\""), "{e}");
     }
 
     #[test]
@@ -1263,6 +1378,9 @@ snapshot = [
                         }
                         "exec_before_snapshot_timeout" => {
                             assert_eq!(v.exec_before_snapshot_timeout, Some(DEFAULT_HOOK_TIMEOUT))
+                        }
+                        "lock_wait" => {
+                            assert_eq!(v.lock_wait, crate::defaults::DEFAULT_LOCK_WAIT)
                         }
                         _ => {}
                     },

@@ -13,3 +13,8 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/igotchuu/restic";
 pub const DEFAULT_HOOK_TIMEOUT: u64 = 600;
 /// The original sets 4 status lines per second; plenty for a progress bar and cheap to parse.
 pub const DEFAULT_PROGRESS_FPS: f64 = 4.0;
+
+/// How long a run waits for igotchuu's repository lock unless `lock_wait` says otherwise
+/// (state/lock.rs): an hour, so a check sized to the night (check_read_data_subset) is waited
+/// for, and a backup stuck behind something longer fails before the morning rather than never.
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);

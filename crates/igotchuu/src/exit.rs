@@ -3,7 +3,7 @@
 use crate::events::Outcome;
 
 // Defined once, in igotchuu-dbus, where the clients map outcomes to codes and back.
-pub use igotchuu_dbus::exit::{IGOTCHUU_FAILED, INTERRUPTED, SUCCESS};
+pub use igotchuu_dbus::exit::{IGOTCHUU_FAILED, INTERRUPTED, SKIPPED, SUCCESS};
 /// `igotchuu verify`: restic check found errors in the repository.
 pub const CHECK_DAMAGED: i32 = 21;
 /// `igotchuu verify`: restic check could not run to the end (locked or unreachable repository,
@@ -14,6 +14,9 @@ pub const CHECK_FAILED: i32 = 22;
 pub const RETENTION_REFUSED: i32 = 23;
 /// `igotchuu forget`: restic forget or prune failed.
 pub const RETENTION_FAILED: i32 = 24;
+/// backup, forget, verify, restore: igotchuu's repository lock stayed held for the whole
+/// `lock_wait` (state/lock.rs); nothing was done.
+pub const LOCK_TIMEOUT: i32 = 26;
 
 pub fn code_for(outcome: &Outcome, cleanup_ok: bool) -> i32 {
     if !cleanup_ok {
@@ -24,6 +27,7 @@ pub fn code_for(outcome: &Outcome, cleanup_ok: bool) -> i32 {
         Outcome::ResticFailed(c) => *c,
         Outcome::Interrupted => INTERRUPTED,
         Outcome::Failed(_) => IGOTCHUU_FAILED,
+        Outcome::Skipped(_) => SKIPPED,
     }
 }
 
@@ -40,5 +44,9 @@ Exit codes:
   22   verify: restic check could not run (locked or unreachable repository, wrong password)
   23   forget: refused, the policy would remove all of the profile's snapshots
   24   forget: restic forget or prune failed (a backup's exit code never changes for this)
+  25   backup --scheduled: postponed by a run condition (on battery, metered connection);
+       nothing was snapshotted or backed up
+  26   timed out waiting for igotchuu's repository lock (lock_wait): a forget, prune, check or
+       restore held it; the message names the holder, nothing was done
   130  interrupted (SIGINT, SIGTERM, SIGHUP or D-Bus Stop); snapshots were removed
   other codes are restic's own";

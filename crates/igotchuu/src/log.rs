@@ -154,7 +154,12 @@ impl Listener for JournalLog {
                 &[("IGOTCHUU_SNAPSHOT_ID", &s.snapshot_id)],
             ),
             Event::Finished(o) => {
-                let prio = if *o == Outcome::Success { INFO } else { ERR };
+                let prio = match o {
+                    Outcome::Success => INFO,
+                    // Postponed by a run condition: expected, not an error.
+                    Outcome::Skipped(_) => NOTICE,
+                    _ => ERR,
+                };
                 self.send(
                     prio,
                     &format!("backup finished: {o}"),

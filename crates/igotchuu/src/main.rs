@@ -50,8 +50,15 @@ fn real_main() -> i32 {
         verbose: cli.verbose,
     };
     match cli.command {
-        None | Some(Command::Backup { dry_run: false }) => commands::backup::main(&g),
-        Some(Command::Backup { dry_run: true }) => commands::backup::dry_run(&g),
+        None => commands::backup::main(&g, false),
+        Some(Command::Backup {
+            dry_run: false,
+            scheduled,
+        }) => commands::backup::main(&g, scheduled),
+        Some(Command::Backup {
+            dry_run: true,
+            scheduled,
+        }) => commands::backup::dry_run(&g, scheduled),
         Some(Command::Cleanup) => commands::cleanup::main(&g),
         Some(Command::Daemon { idle_timeout }) => {
             commands::daemon::main(commands::daemon::Settings {
@@ -62,9 +69,11 @@ fn real_main() -> i32 {
                     .then(|| std::time::Duration::from_secs(idle_timeout)),
             })
         }
-        Some(Command::DaemonRun { run_id, daemon_pid }) => {
-            commands::backup::for_daemon(&g, run_id, daemon_pid)
-        }
+        Some(Command::DaemonRun {
+            run_id,
+            daemon_pid,
+            scheduled,
+        }) => commands::backup::for_daemon(&g, run_id, daemon_pid, scheduled),
         Some(Command::Check) => commands::check::main(&g),
         Some(Command::Forget { dry_run }) => match commands::load_plan(&g) {
             Ok(plan) => commands::maintenance::forget(&plan, dry_run),

@@ -67,8 +67,12 @@ pub struct Plan {
     pub retention: crate::config::RetentionPolicy,
     /// `igotchuu verify`'s rolling read (verify.rs).
     pub check_read_data_subset: Option<u32>,
+    /// `lock_wait`: how long a run waits for igotchuu's repository lock (state/lock.rs).
+    pub lock_wait: std::time::Duration,
     /// Pings and end-of-run hooks (notify.rs).
     pub notify: crate::config::NotifySettings,
+    /// The run conditions of a scheduled run (ops/conditions.rs).
+    pub conditions: crate::config::RunConditions,
 }
 
 impl Plan {
@@ -160,6 +164,8 @@ pub fn build(
         retention: config.retention.clone(),
         check_read_data_subset: config.check_read_data_subset,
         notify: config.notify.clone(),
+        conditions: config.conditions,
+        lock_wait: config.lock_wait,
     }
 }
 

@@ -85,31 +85,6 @@ fn kill(pid: u32, sig: Signal) {
     rustix::process::kill_process(p, sig).unwrap_or_else(|e| panic!("kill({pid}): {e}"));
 }
 
-/// The shipped activation file, its Exec= pointed at this build with a test config.
-fn service_dir(fx: &Fixture, cfg: &Path, idle: u64) -> PathBuf {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../dist/dbus-1/system-services/com.nyantec.IGotChuu.service"),
-    )
-    .expect("read the shipped service file");
-    let exec = "Exec=/usr/bin/igotchuu daemon";
-    assert!(shipped.contains(exec), "{shipped}");
-    let dir = fx.path("services");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(
-        dir.join("com.nyantec.IGotChuu.service"),
-        shipped.replace(
-            exec,
-            &format!(
-                "Exec={BIN} --config-file {} daemon --idle-timeout {idle}",
-                cfg.display()
-            ),
-        ),
-    )
-    .expect("write service file");
-    dir
-}
-
 #[test]
 fn activated_daemon_runs_a_member_s_backup_refuses_nobody_and_exits_when_idle() {
     let Some(fx) = setup() else { return };
@@ -811,4 +786,156 @@ fn a_forger_does_not_decide_what_a_delegated_backup_reports() {
         "{out}"
     );
     fx.assert_no_snapshot_left("after the failed run");
+}
+
+// --- Issue 18 §5: StartTask(profile, task, options).
+
+/// gdbus `StartTask(profile, task, options)` as `who`; `options` in GVariant text.
+fn start_task(bus: &Bus, who: Who, profile: &str, task: &str, options: &str) -> RunOutput {
+    bus.call(
+        who,
+        &format!("{IFACE}.StartTask"),
+        &[&format!("\"{profile}\""), &format!("\"{task}\""), options],
+    )
+}
+
+/// `profiles.<profile>.<key>` of state_dir/ops.json once it exists, polled.
+fn wait_ops(fx: &Fixture, profile: &str, key: &str) -> serde_json::Value {
+    let end = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let v = std::fs::read_to_string(fx.state_dir.join("ops.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|j| j["profiles"][profile][key].clone())
+            .unwrap_or(serde_json::Value::Null);
+        if !v.is_null() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "no {key} of profile {profile:?} in ops.json"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn start_task_runs_forget_and_check_and_refuses_bad_names_and_outsiders() {
+    let Some(fx) = setup() else { return };
+    let data = data_subvolume(&fx);
+    // Two snapshots by plain backups (no policy), then the daemon's config keeps one; its
+    // profile "offsite" points at a repository that does not exist.
+    let plain = fx.write_config(&places(&[&data]));
+    for _ in 0..2 {
+        fx.run(&plain, &["backup"]).assert_code(0);
+    }
+    let cfg = fx.write_config(&format!(
+        "{}keep_last = 1\nprune = true\n[profiles.offsite]\nrepo = {}\n",
+        places(&[&data]),
+        toml_str(fx.path("no-such-repo"))
+    ));
+    let bus = Bus::start_with(
+        Policy::Shipped,
+        Extras {
+            service_dir: None,
+            system_policies: true,
+        },
+    );
+    let Some(_polkit) = Polkitd::start(&bus) else {
+        return;
+    };
+    let daemon = run_daemon(&bus, &fx, &cfg, None);
+
+    // The bus policy lets anyone call it; polkit refuses an outsider, whatever the arguments.
+    let denied = start_task(&bus, Who::Nobody, "", "forget", "@a{sv} {}");
+    assert_ne!(denied.code, Some(0), "{denied}");
+    denied.assert_stderr_contains(errors::ACCESS_DENIED);
+    // Unknown tasks, option keys and option types: refused, nothing runs.
+    for (task, opts, says) in [
+        ("defrag", "@a{sv} {}", "unknown task \"defrag\""),
+        ("Check", "@a{sv} {}", "unknown task \"Check\""),
+        ("forget", "{\"bogus\": <true>}", "unknown option \"bogus\""),
+        (
+            "backup",
+            "{\"scheduled\": <\"yes\">}",
+            "option \"scheduled\" must be a boolean",
+        ),
+    ] {
+        let r = start_task(&bus, Who::Member, "", task, opts);
+        assert_ne!(r.code, Some(0), "{r}");
+        r.assert_stderr_contains(errors::INVALID_ARGUMENT)
+            .assert_stderr_contains(says);
+    }
+    assert_eq!(fx.restic_snapshots().len(), 2, "a refused call ran nothing");
+    assert!(
+        !fx.state_dir.join("ops.json").exists(),
+        "a refused call recorded nothing"
+    );
+
+    // A member's forget: the policy is applied (one of two snapshots forgotten, pruned).
+    start_task(&bus, Who::Member, "", "forget", "@a{sv} {}").assert_code(0);
+    let forget = wait_ops(&fx, "", "last_forget");
+    assert_eq!(forget["outcome"], "applied", "{forget}");
+    assert_eq!(forget["removed"], 1, "{forget}");
+    assert_eq!(fx.restic_snapshots().len(), 1);
+    // A check: clean. Then one of a profile whose repository does not exist: failed (22).
+    let wait_free = |what: &str| {
+        let end = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let r = start_task(&bus, Who::Member, "", what, "@a{sv} {}");
+            if r.code == Some(0) {
+                return r;
+            }
+            // The forget's child may still be exiting after it wrote ops.json.
+            r.assert_stderr_contains(errors::ALREADY_RUNNING);
+            assert!(Instant::now() < end, "{r}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_free("check");
+    let check = wait_ops(&fx, "", "last_check");
+    assert_eq!(check["outcome"], "clean", "{check}");
+    let end = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let r = start_task(&bus, Who::Member, "offsite", "check", "@a{sv} {}");
+        if r.code == Some(0) {
+            break;
+        }
+        r.assert_stderr_contains(errors::ALREADY_RUNNING);
+        assert!(Instant::now() < end, "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failed = wait_ops(&fx, "offsite", "last_check");
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    // A backup through StartTask with "scheduled" (the run conditions' flag reaches the child).
+    // Its slot is the backup's own: the check's child exiting does not hold it up. Followed
+    // through status.json, not the repository: its retention's prune takes restic's exclusive
+    // lock, which a `restic snapshots` of the test's would meet.
+    start_task(&bus, Who::Member, "", "backup", "{\"scheduled\": <true>}").assert_code(0);
+    let end = Instant::now() + RUN_TIMEOUT;
+    let last = loop {
+        let status: serde_json::Value = std::fs::read_to_string(fx.state_dir.join("status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let runs = status["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() >= 3 {
+            break runs[runs.len() - 1].clone();
+        }
+        assert!(Instant::now() < end, "the daemon's backup was not recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(last["outcome"], "success", "{last}");
+    assert_eq!(last["exit_code"], 0, "{last}");
+    daemon.signal(Signal::TERM);
+    let out = daemon.wait(RUN_TIMEOUT);
+    for line in [
+        "(forget) ended with exit code 0",
+        "(check) ended with exit code 0",
+        "(check) ended with exit code 22",
+        ", scheduled) started by D-Bus Start",
+    ] {
+        out.assert_stderr_contains(line);
+    }
+    fx.assert_no_snapshot_left("after the daemon's tasks");
 }

@@ -419,16 +419,54 @@ fn assert_introspection_is_the_original(xml: &str) {
         .iter()
         .map(|m| (m.kind.as_str(), m.name.as_str(), m.args.clone()))
         .collect();
+    let args = |a: &[(&str, &str)]| -> Vec<(String, String)> {
+        a.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    };
     assert_eq!(
         added,
-        [(
-            "method",
-            "Start",
-            vec![
-                ("profile".to_string(), "s".to_string()),
-                ("run_id".to_string(), "s".to_string())
-            ]
-        )],
+        [
+            (
+                "method",
+                "Start",
+                args(&[("profile", "s"), ("run_id", "s")])
+            ),
+            // Issue 18 §5.
+            (
+                "method",
+                "StartTask",
+                args(&[
+                    ("profile", "s"),
+                    ("task", "s"),
+                    ("options", "a{sv}"),
+                    ("run_id", "s")
+                ])
+            ),
+            // Issue 20: restore (CONTRACT.md's signatures).
+            (
+                "method",
+                "ListSnapshots",
+                args(&[("profile", "s"), ("snapshots", "a(sxsas)")])
+            ),
+            (
+                "method",
+                "ListDirectory",
+                args(&[("snapshot", "s"), ("path", "s"), ("entries", "a(ssutx)")])
+            ),
+            (
+                "method",
+                "Restore",
+                args(&[
+                    ("snapshot", "s"),
+                    ("paths", "as"),
+                    ("target", "s"),
+                    ("options", "a{sv}"),
+                    ("job_id", "s")
+                ])
+            ),
+            ("method", "CancelRestore", args(&[("job", "s")])),
+        ],
         "members added after the original's\n{xml}"
     );
     let mut props: Vec<_> = props;
@@ -445,7 +483,14 @@ fn assert_introspection_is_the_original(xml: &str) {
         ("LastSuccess", "t"),
         ("NextRun", "t"),
         ("PercentDone", "d"),
+        // Issue 18 §4: why the last scheduled run was postponed.
+        ("Postponed", "s"),
         ("Profiles", "as"),
+        // Issue 18 §6: the last forget and check from status.json.
+        ("LastForget", "t"),
+        ("LastForgetOutcome", "s"),
+        ("LastCheck", "t"),
+        ("LastCheckOutcome", "s"),
         ("SecondsRemaining", "t"),
         ("State", "s"),
         ("TotalBytes", "t"),

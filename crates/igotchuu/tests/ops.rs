@@ -60,6 +60,13 @@ fn count(keys: &[(String, Vec<String>)], host: &str, paths: &[&Path]) -> usize {
     keys.iter().filter(|(h, p)| h == host && *p == want).count()
 }
 
+/// The profile's last forget or check as status.json records it (issue 18 §6).
+fn status_op(fx: &Fixture, op: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fx.state_dir.join("status.json")).expect("status.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
+    v["ops"][""][op].clone()
+}
+
 fn ops_json(fx: &Fixture) -> serde_json::Value {
     let text = std::fs::read_to_string(fx.state_dir.join("ops.json")).expect("ops.json");
     serde_json::from_str(&text).expect("ops.json is JSON")
@@ -120,6 +127,16 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
     let out = fx.run(&cfg1, &["forget"]);
     out.assert_code(0)
         .assert_stdout_contains("retention: forgot 1 snapshots, kept 1");
+    let rec = status_op(&fx, "last_forget");
+    assert_eq!(rec["outcome"], "success", "{rec}");
+    assert_eq!(rec["exit_code"], 0, "{rec}");
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("retention: forgot 1 snapshots, kept 1"),
+        "{rec}"
+    );
     let after = snapshot_keys(&fx);
     assert_eq!(count(&after, &me, &[&data]), 1, "{after:?}");
     assert_eq!(count(&after, "otherhost", &[&data]), 2, "{after:?}");
@@ -137,6 +154,11 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
     let out = fx.run(&none, &["forget"]);
     out.assert_code(23)
         .assert_stdout_contains("retention REFUSED");
+    let rec = status_op(&fx, "last_forget");
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("refused"), Some(23))
+    );
     assert_eq!(snapshot_keys(&fx), after);
     let out = fx.run(&none, &["backup"]);
     // restic 0.17+ refuses a --keep-tag that empties a group by itself (naming a group), older
@@ -151,8 +173,12 @@ fn retention_touches_only_this_profiles_snapshots(restic: Restic) {
         ops_json(&fx)["profiles"][""]["last_forget"]["outcome"],
         "refused"
     );
+    assert_eq!(status_op(&fx, "last_forget")["outcome"], "refused");
+    // The backups succeeded; the refused forget makes the check WARNING.
     fx.run(&none, &["status"])
-        .assert_stdout_contains("last forget:  retention REFUSED: ");
+        .assert_code(1)
+        .assert_stdout_contains("last forget:  retention REFUSED: ")
+        .assert_stdout_contains("the last forget refused (exit code 23)");
 }
 
 #[test]
@@ -197,6 +223,14 @@ fn a_retention_failure_never_fails_the_backup() {
     let last = &ops_json(&fx)["profiles"][""]["last_forget"];
     assert_eq!(last["outcome"], "failed", "{last}");
     assert_eq!(last["locked"], true, "{last}");
+    let rec = status_op(&fx, "last_forget");
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("failed"), Some(24))
+    );
+    fx.run(&cfg, &["status"])
+        .assert_code(1)
+        .assert_stdout_contains("the last forget failed (exit code 24)");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -235,6 +269,9 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
         out.assert_code(0)
             .assert_stdout_contains(&format!("check: no errors found (data part {n}/{T})"))
             .assert_stderr_contains(&format!("--read-data-subset={n}/{T}"));
+        let rec = status_op(&fx, "last_check");
+        assert_eq!(rec["outcome"], "success", "{rec}");
+        assert_eq!(rec["subset"], format!("{n}/{T}"), "{rec}");
     }
     assert_eq!(
         ops_json(&fx)["profiles"][""]["check_next"],
@@ -282,9 +319,22 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
         ops_json(&fx)["profiles"][""]["last_check"]["outcome"],
         "damaged"
     );
-    // `igotchuu status` shows it (its own verdict is about backups: none ran here).
+    let rec = status_op(&fx, "last_check");
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("damage"), Some(21))
+    );
+    assert!(
+        rec["subset"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("/{T}"))),
+        "{rec}"
+    );
+    // `igotchuu status` shows it, and damage is CRITICAL (no backup ran here either).
     fx.run(&cfg, &["status"])
-        .assert_stdout_contains("last check:   check: the repository is DAMAGED (data part");
+        .assert_code(2)
+        .assert_stdout_contains("last check:   check: the repository is DAMAGED (data part")
+        .assert_stdout_contains("the last check found DAMAGE");
 
     // A check that cannot run (wrong password) is told apart from damage: exit 22.
     let bad_pw = fx.path("wrong-password");
@@ -298,6 +348,11 @@ fn verify_reports_a_flipped_byte_within_t_runs(restic: Restic) {
     fx.run(&bad, &["verify"])
         .assert_code(22)
         .assert_stdout_contains("check FAILED to run");
+    let rec = status_op(&fx, "last_check");
+    assert_eq!(
+        (rec["outcome"].as_str(), rec["exit_code"].as_i64()),
+        (Some("failed"), Some(22))
+    );
 }
 
 #[test]

@@ -982,3 +982,191 @@ fn watch_wait_believes_no_forger_and_follows_the_real_run() {
     assert!(!stderr.contains("forged error"), "{stderr}");
     assert!(!stdout.contains(bus::FORGED_SNAPSHOT), "{stdout}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Issue 18 §6: the last forget and check, everywhere a user looks
+// ------------------------------------------------------------------------------------------------
+
+/// Moves the recorded last forget and check of the top level back by `secs` (as [`age_runs`]).
+fn age_ops(fx: &Fixture, secs: u64) {
+    let p = fx.state_dir.join("status.json");
+    let mut v = status_file(fx);
+    for op in ["last_forget", "last_check"] {
+        let r = &mut v["ops"][""][op];
+        for k in ["started", "finished"] {
+            let t = r[k].as_u64().expect("a recorded time");
+            r[k] = Value::from(t - secs);
+        }
+    }
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).expect("rewrite status.json");
+}
+
+/// `igotchuu -c cfg daemon --idle-timeout 0` on `bus`, once it owns the name.
+fn daemon_on(bus: &Bus, fx: &Fixture, cfg: &Path) -> Running {
+    let mut d = bus
+        .igotchuu(fx)
+        .arg("-c")
+        .arg(cfg)
+        .args(["daemon", "--idle-timeout", "0"])
+        .spawn();
+    let end = std::time::Instant::now() + WAIT_TIMEOUT;
+    while !bus.has_owner(bus::NAME) {
+        assert!(
+            !d.has_exited(),
+            "the daemon exited:\n{}",
+            d.wait(RUN_TIMEOUT)
+        );
+        assert!(
+            std::time::Instant::now() < end,
+            "the daemon did not own the name"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d
+}
+
+/// After a real backup (with retention after it), a real `igotchuu verify` and a real `igotchuu
+/// forget` that is refused: status.json holds the last forget and check (0640 as ever);
+/// `status` shows them and its verdict follows them both ways (OK, WARNING for a refused forget
+/// and for a forget or check older than its schedule); the real node_exporter serves their
+/// series with `node_textfile_scrape_error` 0; a real daemon serves them as LastForget*,
+/// LastCheck*; `watch` names them when nothing runs.
+#[test]
+fn the_last_forget_and_check_reach_status_metrics_the_daemon_and_watch() {
+    let Some(fx) = bus::setup() else { return };
+    if find_program("prometheus-node-exporter").is_none() {
+        cannot_run("`prometheus-node-exporter` is not installed (scripts/setup installs it)");
+        return;
+    }
+    let d = data(&fx);
+    let textfiles = fx.path("textfile");
+    std::fs::create_dir(&textfiles).expect("mkdir");
+    share_scratch(&fx);
+    let prom = textfiles.join("igotchuu.prom");
+    let base = format!(
+        "{}metrics_file = {}\ncheck_read_data_subset = 2\n",
+        places(&[&d]),
+        toml_str(&prom)
+    );
+    let cfg = fx.write_config(&format!("{base}keep_last = 3\n"));
+    fx.run(&cfg, &["backup"]).assert_code(0);
+    let f = &status_file(&fx)["ops"][""]["last_forget"];
+    assert_eq!(f["outcome"], "success", "{f}");
+    assert_eq!(f["exit_code"], 0, "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("retention: nothing to forget (1 snapshots kept)"),
+        "{f}"
+    );
+    assert_eq!(status_file(&fx)["runs"].as_array().unwrap().len(), 1);
+
+    fx.run(&cfg, &["verify"]).assert_code(0);
+    let st = status_file(&fx);
+    let c = &st["ops"][""]["last_check"];
+    assert_eq!(c["outcome"], "success", "{c}");
+    assert_eq!(c["subset"], "1/2", "{c}");
+    assert_eq!(c["exit_code"], 0, "{c}");
+    assert!(c["finished"].as_u64().unwrap() >= c["started"].as_u64().unwrap());
+    let md = std::fs::metadata(fx.state_dir.join("status.json")).expect("status.json");
+    assert_eq!(md.mode() & 0o777, 0o640);
+    assert_eq!(md.gid(), gid_of("igotchuu"));
+
+    // All fine: OK, both shown.
+    fx.run(&cfg, &["status"])
+        .assert_code(0)
+        .assert_stdout_contains(
+            "last forget:  retention: nothing to forget (1 snapshots kept), exit code 0, ",
+        )
+        .assert_stdout_contains(
+            "last check:   check: no errors found (data part 1/2), exit code 0, ",
+        );
+    let j = json_of(&fx.run(&cfg, &["status", "--json"]));
+    assert_eq!(j["check"]["code"], 0, "{j}");
+    assert_eq!(j["last_check"]["subset"], "1/2", "{j}");
+    assert_eq!(j["last_forget"]["outcome"], "success", "{j}");
+    assert_eq!(j["forget_max_age_seconds"], 2 * 86400, "{j}");
+    assert_eq!(j["check_max_age_seconds"], Value::Null, "{j}");
+
+    // Ten days old: the forget is held to --max-age (retention runs after every backup), the
+    // check only to check_max_age when it is set.
+    age_ops(&fx, 10 * 86400);
+    fx.run(&cfg, &["status", "--max-age", "30d"]).assert_code(0);
+    // The backup is fresh; its forget is not: WARNING.
+    fx.run(&cfg, &["status"])
+        .assert_code(1)
+        .assert_stdout_contains("WARNING: last run success")
+        .assert_stdout_contains("the last forget is 240h");
+    let weekly = fx.write_config(&format!("{base}keep_last = 3\ncheck_max_age = \"8d\"\n"));
+    fx.run(&weekly, &["status", "--max-age", "30d"])
+        .assert_code(1)
+        .assert_stdout_contains("WARNING: ")
+        .assert_stdout_contains("the last check is 240h")
+        .assert_stdout_contains("older than check_max_age 192h00m");
+    let j = json_of(&fx.run(&weekly, &["status", "--json", "--max-age", "30d"]));
+    assert_eq!(j["check"]["code"], 1, "{j}");
+    assert_eq!(j["check_max_age_seconds"], 8 * 86400, "{j}");
+
+    // A refused forget: WARNING while the backups are fine.
+    let none = fx.write_config(&format!("{base}keep_tag = [\"no-such-tag\"]\n"));
+    fx.run(&none, &["forget"]).assert_code(23);
+    let f = status_file(&fx)["ops"][""]["last_forget"].clone();
+    assert_eq!(
+        (f["outcome"].as_str(), f["exit_code"].as_i64()),
+        (Some("refused"), Some(23))
+    );
+    fx.run(&none, &["status", "--max-age", "30d"])
+        .assert_code(1)
+        .assert_stdout_contains("last forget:  retention REFUSED: ")
+        .assert_stdout_contains("the last forget refused (exit code 23)");
+
+    // The metrics: rewritten by `forget` itself, read by the real node_exporter.
+    let check_end = status_file(&fx)["ops"][""]["last_check"]["finished"]
+        .as_u64()
+        .unwrap();
+    let mut ne = NodeExporter::start(&textfiles);
+    let body = ne.scrape();
+    assert_eq!(
+        sample(&body, "node_textfile_scrape_error"),
+        Some(0.0),
+        "{body}"
+    );
+    let m = |name: &str| {
+        sample(&body, &format!("{name}{{profile=\"\"}}"))
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+    };
+    assert_eq!(m("igotchuu_last_forget_success"), 0.0);
+    assert_eq!(m("igotchuu_last_forget_exit_code"), 23.0);
+    assert_eq!(
+        m("igotchuu_last_forget_timestamp_seconds"),
+        f["finished"].as_f64().unwrap()
+    );
+    assert_eq!(m("igotchuu_last_check_success"), 1.0);
+    assert_eq!(m("igotchuu_last_check_exit_code"), 0.0);
+    assert_eq!(m("igotchuu_last_check_timestamp_seconds"), check_end as f64);
+    assert_eq!(m("igotchuu_last_run_success"), 1.0, "the runs' series stay");
+    assert!(
+        body.contains("# HELP igotchuu_last_check_success 1 if the last repository check"),
+        "{body}"
+    );
+
+    // The daemon's properties, read by a member of the group.
+    let bus = Bus::start(Policy::Shipped);
+    let _d = daemon_on(&bus, &fx, &none);
+    let prop = |name: &str| {
+        let out = bus.get_property(Who::Member, name);
+        out.assert_code(0);
+        out.stdout.trim().to_owned()
+    };
+    assert_eq!(prop("LastForget"), format!("(<uint64 {}>,)", f["finished"]));
+    assert_eq!(prop("LastForgetOutcome"), "(<'refused'>,)");
+    assert_eq!(prop("LastCheck"), format!("(<uint64 {check_end}>,)"));
+    assert_eq!(prop("LastCheckOutcome"), "(<'success'>,)");
+    // `watch` while the daemon sits idle.
+    as_who(&bus, Who::Member, &none, &["watch"])
+        .assert_code(21)
+        .assert_stderr_contains("no backup is running")
+        .assert_stderr_contains("(last forget: refused ")
+        .assert_stderr_contains("; last check: success 240h");
+}

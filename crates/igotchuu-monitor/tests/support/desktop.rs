@@ -189,8 +189,17 @@ impl Desktop {
 
     /// The monitor with `args`, talking to `bus` as its system bus.
     pub fn start_monitor(&mut self, bus: &Bus, args: &[&str]) {
+        self.start_monitor_with(bus, args, &[]);
+    }
+
+    /// [`Desktop::start_monitor`] with more environment (e.g. another HOME, where the browse
+    /// page starts).
+    pub fn start_monitor_with(&mut self, bus: &Bus, args: &[&str], env: &[(&str, &Path)]) {
         let mut c = self.cmd(super::MONITOR);
         c.args(args).env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+        for (k, v) in env {
+            c.env(k, v);
+        }
         self.spawn(c, "monitor");
         self.wait_until("the monitor on the session bus", |d| {
             d.gdbus_actions(&["org.gtk.Actions.List"]).code == Some(0)
@@ -218,9 +227,26 @@ impl Desktop {
             .assert_code(0);
     }
 
-    /// The state of the app's `screen` action (model::Screen::tag), e.g. "idle:success".
-    pub fn screen(&self) -> String {
-        let out = self.gdbus_actions(&["org.gtk.Actions.Describe", "screen"]);
+    /// Activates one of the app's actions with a parameter in GVariant text, e.g. `"'name'"`.
+    pub fn activate_with(&self, action: &str, param: &str) {
+        self.gdbus_actions(&[
+            "org.gtk.Actions.Activate",
+            action,
+            &format!("[<{param}>]"),
+            "{}",
+        ])
+        .assert_code(0);
+    }
+
+    /// The state of the app's `browse` action (browse_model::BrowseScreen::tag), e.g.
+    /// "folder:/home/a:2:sel0".
+    pub fn browse(&self) -> String {
+        self.action_state("browse")
+    }
+
+    /// The string state of the app's read-only action `name`.
+    fn action_state(&self, name: &str) -> String {
+        let out = self.gdbus_actions(&["org.gtk.Actions.Describe", name]);
         // ((false, '', [<'idle:success'>]),)
         out.stdout
             .split("<'")
@@ -228,6 +254,35 @@ impl Desktop {
             .and_then(|s| s.split("'>").next())
             .unwrap_or_default()
             .to_owned()
+    }
+
+    pub fn wait_for_browse(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let s = self.browse();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "the browse page did not show {what} within {WAIT_TIMEOUT:?}; it shows {s:?}\n{}",
+                self.log("monitor")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The X window ids titled exactly `title` (none: empty).
+    pub fn windows_titled(&self, title: &str) -> Vec<String> {
+        let out = run(self
+            .cmd("xdotool")
+            .args(["search", "--name", &format!("^{title}$")]));
+        out.stdout.lines().map(|l| l.trim().to_owned()).collect()
+    }
+
+    /// The state of the app's `screen` action (model::Screen::tag), e.g. "idle:success".
+    pub fn screen(&self) -> String {
+        self.action_state("screen")
     }
 
     pub fn wait_for_screen(&self, what: &str, f: impl Fn(&str) -> bool) -> String {

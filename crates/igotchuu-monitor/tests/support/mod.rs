@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,9 @@ use igotchuu_monitor::model::{Model, Screen};
 use tokio::sync::mpsc;
 
 use igotchuu_testkit::bus::{Bus, Who};
-use igotchuu_testkit::{cannot_run, places, toml_str, write_secret, Fixture, WAIT_TIMEOUT};
+use igotchuu_testkit::{
+    cannot_run, places, toml_str, write_secret, Fixture, IgotchuuCmd, Running, WAIT_TIMEOUT,
+};
 
 /// The tool's binary, which the tests run; built by `cargo build -p igotchuu` (scripts/test
 /// builds the workspace before testing). False after [`cannot_run`] when it is missing.
@@ -28,6 +31,34 @@ pub fn tool_built() -> bool {
         bin.display()
     ));
     false
+}
+
+/// `igotchuu -c cfg daemon` on `bus`, returned once it owns the name and answers.
+pub fn daemon(fx: &Fixture, bus: &Bus, cfg: &Path) -> Running {
+    daemon_from(bus.igotchuu(fx), bus, cfg)
+}
+
+/// [`daemon`] from a command made by `bus.igotchuu(fx)` (e.g. with a PATH of its own).
+pub fn daemon_from(cmd: IgotchuuCmd, bus: &Bus, cfg: &Path) -> Running {
+    let mut d = cmd
+        .args(["-c", cfg.to_str().expect("utf-8"), "daemon"])
+        .timeout(Duration::from_secs(3600))
+        .spawn();
+    let end = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        let st = bus.get_property(Who::Root, "State");
+        if st.code == Some(0) && st.stdout.contains("idle") {
+            return d;
+        }
+        if d.has_exited() {
+            panic!("igotchuu daemon exited:\n{}", d.wait(WAIT_TIMEOUT));
+        }
+        assert!(
+            Instant::now() < end,
+            "igotchuu daemon does not answer on the bus: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[derive(Default)]

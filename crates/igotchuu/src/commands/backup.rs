@@ -11,26 +11,28 @@ use std::os::fd::BorrowedFd;
 
 use super::daemon::{self, child::Handed};
 use super::{fail, load_plan, maintenance, root, Global};
-use crate::events::Events;
-use crate::ops::notify;
+use crate::events::{Event, Events, Outcome, Phase, Step};
+use crate::ops::{conditions, notify};
 use crate::plan::Plan;
 use crate::safe_fs::Dir;
 use crate::session::pipeline;
-use crate::session::record::Recording;
-use crate::state::status;
+use crate::session::record::{self, Recording};
+use crate::state::{lock, status};
 use crate::{dbus, exit, restic, snapshot, stop};
 
-/// `igotchuu backup`: returns the exit code.
-pub fn main(g: &Global) -> i32 {
+/// `igotchuu backup` (`scheduled`: `--scheduled`, a run the timer started, which run conditions
+/// may postpone; see ops::conditions): returns the exit code.
+pub fn main(g: &Global, scheduled: bool) -> i32 {
     // An idle daemon runs it (and this process only follows); see daemon::client.
-    match daemon::client::delegate(g) {
+    match daemon::client::delegate(g, scheduled) {
         Some(code) => code,
-        None => run_here(g, None),
+        None => run_here(g, None, scheduled),
     }
 }
 
-/// `igotchuu backup --dry-run`: prints the plan and touches nothing.
-pub fn dry_run(g: &Global) -> i32 {
+/// `igotchuu backup --dry-run`: prints the plan and touches nothing; with `--scheduled`, also
+/// whether the run conditions would postpone a scheduled run now.
+pub fn dry_run(g: &Global, scheduled: bool) -> i32 {
     let plan = match load_plan(g) {
         Ok(p) => p,
         Err(code) => return code,
@@ -42,15 +44,28 @@ pub fn dry_run(g: &Global) -> i32 {
     for w in snapshot::path_warnings(&plan) {
         say_out!("warning: {w}");
     }
+    if scheduled {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut note = |m: String| say_out!("{m}");
+        let mut warn = |m: String| say_out!("warning: {m}");
+        match conditions::evaluate(&plan, &env, &mut note, &mut warn) {
+            Some(why) => say_out!(
+                "run conditions: a scheduled run now would be postponed: {} (exit code 25)",
+                why.reason()
+            ),
+            None => say_out!("run conditions: a scheduled run now would go ahead"),
+        }
+    }
     exit::SUCCESS
 }
 
 /// `igotchuu daemon-run`: one backup for the daemon, with the lock and the event pipe it handed
-/// over (daemon::child).
-pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
+/// over (daemon::child). `scheduled`: the daemon was asked for a scheduled run
+/// (`StartTask(p, "backup", {"scheduled": true})`), which run conditions may postpone.
+pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32, scheduled: bool) -> i32 {
     // First, before anything else happens: see daemon::child.
     match daemon::child::take_over(run_id, daemon_pid) {
-        Ok(handed) => run_here(g, Some(handed)),
+        Ok(handed) => run_here(g, Some(handed), scheduled),
         Err(e) => fail(format_args!("cannot run a backup for the daemon: {e}")),
     }
 }
@@ -58,7 +73,7 @@ pub fn for_daemon(g: &Global, run_id: String, daemon_pid: i32) -> i32 {
 /// A backup run here. `handed`: a child of `igotchuu daemon`, whose lock and event pipe come
 /// from the daemon, which owns the name and re-emits the events; `None`: this process takes the
 /// lock and owns the D-Bus name itself.
-fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
+fn run_here(g: &Global, handed: Option<Handed>, scheduled: bool) -> i32 {
     let plan = match load_plan(g) {
         Ok(p) => p,
         Err(code) => return code,
@@ -80,6 +95,20 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         Some((_, id)) => id.clone(),
         None => format!("{}-{}", plan.timestamp, std::process::id()),
     };
+    // A scheduled run's conditions, asked under the lock (the record of a skip is written under
+    // it, as every run's is) and before anything else: no marker, no namespace, no snapshot.
+    if scheduled {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut note = |m: String| {
+            if g.verbose {
+                say_err!("igotchuu: {m}");
+            }
+        };
+        let mut warn = |m: String| say_err!("igotchuu: warning: {m}");
+        if let Some(why) = conditions::evaluate(&plan, &env, &mut note, &mut warn) {
+            return postponed(&plan, &held.state, &run_id, why, to_daemon, g.verbose);
+        }
+    }
     let state = match held.state.try_clone() {
         Ok(s) => s,
         Err(e) => return fail(format_args!("cannot use {}: {e}", plan.state_dir.display())),
@@ -109,6 +138,77 @@ fn run_here(g: &Global, handed: Option<Handed>) -> i32 {
         to_daemon: to_daemon.map(|(pipe, _)| pipe),
     };
     rt.block_on(run.go())
+}
+
+/// A scheduled run postponed by `why`: said where the run's messages go (the terminal or the
+/// journal, and the daemon's pipe for its child, so the bus shows `LastOutcome` "skipped"),
+/// recorded in status.json, exit code 25. No ping and no end-of-run hook: nothing ran, and a
+/// ping service's "no success for too long" is the alert the user wants if it goes on.
+fn postponed(
+    plan: &Plan,
+    state: &Dir,
+    run_id: &str,
+    why: conditions::Postpone,
+    to_daemon: Option<(std::fs::File, String)>,
+    verbose: bool,
+) -> i32 {
+    let mut events = Events::new();
+    events.subscribe(root::log_listener(run_id.to_owned(), verbose));
+    if let Some((pipe, _)) = to_daemon {
+        events.subscribe(Box::new(daemon::wire::ToDaemon::new(pipe)));
+    }
+    events.emit(crate::events::Event::Step(format!(
+        "scheduled run postponed: {}; the timer's next run tries again (set {} = false to run anyway)",
+        why.reason(),
+        why.key()
+    )));
+    record::record_skipped(plan, state, run_id, why.reason(), &mut events);
+    events.emit(crate::events::Event::Finished(
+        crate::events::Outcome::Skipped(why.reason().to_owned()),
+    ));
+    events.emit(crate::events::Event::Phase(crate::events::Phase::Idle));
+    exit::SKIPPED
+}
+
+/// The repository lock for the backup (shared: beside restores, not during a forget, prune or
+/// check), waited for up to `lock_wait` before anything is snapshotted. `Err(exit code)`: the
+/// run ends here, reported and with nothing to clean up: 26 when the wait ran out, 130 when
+/// stopped while waiting, 20 when the lock file cannot be used.
+async fn wait_for_repo(
+    plan: &Plan,
+    events: &mut Events,
+    stop: &mut stop::StopSignal,
+) -> Result<lock::RepoLock, i32> {
+    let bound = plan.lock_wait.as_secs();
+    let waited = lock::repo_waiting_async(
+        &plan.lock_file,
+        lock::RepoUse::Backup,
+        plan.lock_wait,
+        |holders: &str| {
+            // A warning, so it shows without --verbose: a backup that waits is news.
+            events.warning(format!(
+                "waiting up to {bound}s for igotchuu's repository lock, held by {holders}"
+            ))
+        },
+        stop.requested(),
+    )
+    .await;
+    let (outcome, code) = match waited {
+        Ok(Some(l)) => return Ok(l),
+        Ok(None) => (Outcome::Interrupted, exit::INTERRUPTED),
+        Err(e) => {
+            let msg = e.to_string();
+            events.error(Step::Setup, "", msg.clone());
+            let code = match e {
+                lock::LockError::Busy { .. } => exit::LOCK_TIMEOUT,
+                _ => exit::IGOTCHUU_FAILED,
+            };
+            (Outcome::Failed(msg), code)
+        }
+    };
+    events.emit(Event::Finished(outcome));
+    events.emit(Event::Phase(Phase::Idle));
+    Err(code)
 }
 
 /// A backup between the namespace and the exit code.
@@ -173,7 +273,17 @@ impl Run<'_> {
             }
             n
         });
-        let code = pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+        // The repository lock, shared, for the backup itself; released before retention takes
+        // it exclusively (state/lock.rs).
+        let code = match wait_for_repo(plan, &mut events, &mut stop).await {
+            Ok(repo_lock) => {
+                let code =
+                    pipeline::backup(plan, self.state, &mut events, &mut stop, self.run_lock).await;
+                drop(repo_lock);
+                code
+            }
+            Err(code) => code,
+        };
         // After the snapshots are gone; never changes `code`.
         let retention = maintenance::after_backup(plan, code, &mut events, &mut stop).await;
         if let Some(n) = notifier {

@@ -2,10 +2,11 @@
 //! verify`, and what runs after a backup (retention, then pings and hooks). Each takes the plan
 //! built from the config, like the backup.
 //!
-//! Not yet here (issue 18 §5): one igotchuu lock across backup, forget and check. Today `forget`
-//! and `verify` rely on restic's own repository lock, waited for with a bound
-//! (restic::command::LOCK_WAIT); a backup that starts while a check holds the lock fails as
-//! restic's "repository is locked" (exit 11 from restic 0.17, 1 before).
+//! Each takes igotchuu's repository lock exclusively first (state/lock.rs, issue 18 §5), waiting
+//! up to `lock_wait` for backups and restores to finish: so a backup never meets a forget's,
+//! prune's or check's exclusive restic lock, and a prune never removes what a restore reads.
+//! restic's own lock is still waited for (restic::command::LOCK_WAIT), for what igotchuu's lock
+//! does not cover (another machine, a profile with a `lock_file` of its own, a plain `restic`).
 
 use std::time::Duration;
 
@@ -16,7 +17,10 @@ use crate::plan::Plan;
 use crate::restic::command::{Place, Runner, LOCK_WAIT};
 use crate::restic::global_args;
 use crate::session::record::now;
+use crate::state::lock::{self, LockError, RepoLock, RepoUse};
+use crate::state::status::{self, OpRecord};
 use crate::stop::StopSignal;
+use igotchuu_dbus::OpKind;
 
 /// The runner for restic's maintenance commands with the plan's restic.
 pub fn runner(plan: &Plan, place: Place) -> Runner<'_> {
@@ -72,6 +76,52 @@ fn state_dir_ok(plan: &Plan) -> Result<(), i32> {
         .map_err(fail)
 }
 
+/// igotchuu's repository lock, exclusively, for `what` (forget/prune or check), waited for up
+/// to `lock_wait`; `say` hears that a wait began and who holds the lock. `Ok(None)`: stopped
+/// while waiting.
+async fn exclusive(
+    plan: &Plan,
+    what: RepoUse,
+    stop: &mut StopSignal,
+    say: &mut dyn FnMut(&str),
+) -> Result<Option<RepoLock>, LockError> {
+    let bound = plan.lock_wait.as_secs();
+    lock::repo_waiting_async(
+        &plan.lock_file,
+        what,
+        plan.lock_wait,
+        |holders: &str| {
+            say(&format!(
+                "waiting up to {bound}s for igotchuu's repository lock, held by {holders}"
+            ))
+        },
+        stop.requested(),
+    )
+    .await
+}
+
+/// A lock that could not be had, as the command's exit code: 26 when others held it for the
+/// whole wait, 130 when stopped while waiting, 20 when the lock file is unusable.
+fn no_lock(got: Result<Option<RepoLock>, LockError>) -> Result<RepoLock, i32> {
+    match got {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => {
+            say_err!(
+                "igotchuu: interrupted while waiting for the repository lock; nothing was done"
+            );
+            Err(exit::INTERRUPTED)
+        }
+        Err(e) => {
+            let code = match e {
+                LockError::Busy { .. } => exit::LOCK_TIMEOUT,
+                _ => exit::IGOTCHUU_FAILED,
+            };
+            say_err!("igotchuu: error: {}", crate::escape::line(&e.to_string()));
+            Err(code)
+        }
+    }
+}
+
 /// `igotchuu forget [--dry-run]`.
 pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
     if !plan.retention.is_set() {
@@ -95,6 +145,12 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
     let runner = runner(plan, Place::Here);
     let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
     say(&format!("policy: {}; snapshots of {scope}", plan.retention));
+    // A dry run too: restic 0.14's `forget --dry-run` takes restic's exclusive lock all the same.
+    let got = rt.block_on(exclusive(plan, RepoUse::Retention, &mut stop, &mut say));
+    let _repo_lock = match no_lock(got) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     if dry_run {
         let d = rt.block_on(retention::decide(
             &runner,
@@ -129,10 +185,65 @@ pub fn forget(plan: &Plan, dry_run: bool) -> i32 {
         &mut say,
     ));
     say_out!("{o}");
-    record_forget(plan, started, &o, &mut |w| {
-        say_err!("igotchuu: warning: {w}")
-    });
+    let mut warn = |w: &str| say_err!("igotchuu: warning: {}", crate::escape::line(w));
+    record_forget(plan, started, &o, &mut warn);
+    record_status(
+        plan,
+        OpKind::Forget,
+        op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None),
+        true,
+        &mut warn,
+    );
     o.exit_code()
+}
+
+/// What status.json keeps of a forget or check (issue 18 §6): `(word, exit code)` of the
+/// outcome, its line (redacted), the check's part of the data.
+fn op_record(
+    plan: &Plan,
+    started: u64,
+    (outcome, exit_code): (igotchuu_dbus::OpOutcome, i32),
+    line: &dyn std::fmt::Display,
+    subset: Option<verify::Subset>,
+) -> OpRecord {
+    OpRecord {
+        outcome,
+        exit_code,
+        started,
+        finished: now(),
+        message: crate::redact::scrub(&line.to_string(), &plan.restic.secrets),
+        subset: subset.map(|s| s.to_string()),
+    }
+}
+
+/// Sets the profile's last forget or check in status.json, and (`metrics`: when no backup's
+/// record follows to do it) rewrites the metrics file. A failure is a warning: the repository
+/// was changed or checked whether or not the record says so.
+fn record_status(
+    plan: &Plan,
+    kind: OpKind,
+    rec: OpRecord,
+    metrics: bool,
+    warn: &mut dyn FnMut(&str),
+) {
+    let written = crate::session::record::reach_state_dir(&plan.state_dir).and_then(|state| {
+        crate::session::record::write_status(&state, &mut |w| warn(&w), |gid| {
+            status::record_op(&state, profile_key(plan), kind, rec.clone(), gid)
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(state)
+    });
+    match written {
+        Ok(state) if metrics => {
+            crate::session::record::write_metrics_to(plan, &state, &mut |w| warn(&w), true)
+        }
+        Ok(_) => {}
+        Err(e) => warn(&format!(
+            "cannot record the {} in {}: {e}; `igotchuu status`, D-Bus and the metrics do not show it",
+            kind.as_str(),
+            plan.state_dir.join(status::NAME).display()
+        )),
+    }
 }
 
 fn record_forget(plan: &Plan, started: u64, o: &retention::Outcome, warn: &mut dyn FnMut(&str)) {
@@ -175,8 +286,14 @@ pub fn verify(plan: &Plan) -> i32 {
         .check_read_data_subset
         .map(|t| verify::Subset::next(stored, t));
     let runner = runner(plan, Place::Here);
-    let started = now();
     let mut say = |s: &str| say_err!("igotchuu: {}", crate::escape::line(s));
+    // Before `started`: the check's time is the time it ran, not the time it waited.
+    let got = rt.block_on(exclusive(plan, RepoUse::Check, &mut stop, &mut say));
+    let _repo_lock = match no_lock(got) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let started = now();
     let o = rt.block_on(verify::run(&runner, subset, &mut stop, &mut say));
     say_out!("{o}");
     let next = match (&o, subset) {
@@ -197,6 +314,9 @@ pub fn verify(plan: &Plan) -> i32 {
             plan.state_dir.join(ops_state::FILE).display()
         );
     }
+    let mut warn = |w: &str| say_err!("igotchuu: warning: {}", crate::escape::line(w));
+    let rec = op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, subset);
+    record_status(plan, OpKind::Check, rec, true, &mut warn);
     o.exit_code()
 }
 
@@ -204,6 +324,10 @@ pub fn verify(plan: &Plan) -> i32 {
 /// unreadable: a file that stays unreadable must not stop retention for good), outside the
 /// private mount namespace, after the snapshots are gone. Its outcome is reported and recorded;
 /// the backup's exit code is not touched. `None`: retention is off or the backup wrote nothing.
+///
+/// It takes igotchuu's repository lock exclusively, waiting up to `lock_wait` (for a restore,
+/// say); the backup released its shared hold before (commands/backup.rs), so it never waits for
+/// itself. The run lock it still holds keeps the next backup out meanwhile.
 pub async fn after_backup(
     plan: &Plan,
     code: i32,
@@ -221,10 +345,26 @@ pub async fn after_backup(
     )));
     let started = now();
     let mut steps = Vec::new();
-    let o = retention::apply(&runner, &plan.retention, &scope, stop, &mut |s: &str| {
+    let got = exclusive(plan, RepoUse::Retention, stop, &mut |s: &str| {
         steps.push(s.to_owned())
     })
     .await;
+    let o = match got {
+        Ok(Some(_repo_lock)) => {
+            retention::apply(&runner, &plan.retention, &scope, stop, &mut |s: &str| {
+                steps.push(s.to_owned())
+            })
+            .await
+        }
+        Ok(None) => retention::Outcome::Interrupted,
+        Err(e) => retention::Outcome::Failed {
+            step: retention::Step::Forget,
+            code: None,
+            locked: matches!(e, LockError::Busy { .. }),
+            message: e.to_string(),
+            removed: 0,
+        },
+    };
     for s in steps {
         events.emit(Event::Step(s));
     }
@@ -234,6 +374,11 @@ pub async fn after_backup(
     }
     let mut warnings = Vec::new();
     record_forget(plan, started, &o, &mut |w| warnings.push(w.to_owned()));
+    // The backup's own record, written next, rewrites the metrics with it.
+    let rec = op_record(plan, started, (o.op_outcome(), o.exit_code()), &o, None);
+    record_status(plan, OpKind::Forget, rec, false, &mut |w| {
+        warnings.push(w.to_owned())
+    });
     for w in warnings {
         events.warning(w);
     }

@@ -20,6 +20,7 @@ pub mod generate;
 pub mod maintenance;
 pub mod mount;
 pub mod restore;
+pub mod restore_client;
 mod root;
 pub mod status;
 pub mod watch;

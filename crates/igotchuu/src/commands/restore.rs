@@ -1,4 +1,5 @@
-//! `igotchuu snapshots`, `igotchuu ls`, `igotchuu restore`: the root-side commands.
+//! `igotchuu snapshots`, `igotchuu ls`, `igotchuu restore`: the root-side commands. Anyone else
+//! goes through the daemon (restore_client.rs), with the same output and exit codes.
 //!
 //! `--as-uid UID` (hidden, root only) applies the rule and runs the writer as that user, exactly
 //! as the daemon will for a D-Bus caller; it is how the tests restore "as user A".
@@ -7,11 +8,19 @@ use std::path::PathBuf;
 
 use super::{fail, load_plan, Global};
 use crate::escape;
-use crate::restore::access::Kind;
 use crate::restore::{self as lib, Destination, Repo};
 
 fn repo(g: &Global) -> Result<Repo, i32> {
     Ok(Repo::new(load_plan(g)?))
+}
+
+/// A repository lock that stayed held is exit 26; any other lock error (the lock file refused,
+/// unusable) is igotchuu's failure.
+fn lock_exit(e: &crate::state::lock::LockError) -> i32 {
+    match e {
+        crate::state::lock::LockError::Busy { .. } => crate::exit::LOCK_TIMEOUT,
+        _ => crate::exit::IGOTCHUU_FAILED,
+    }
 }
 
 /// The uid a request is for: the caller, or `--as-uid` (root only).
@@ -25,6 +34,9 @@ fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
 }
 
 pub fn snapshots(g: &Global, json: bool) -> i32 {
+    if super::restore_client::through_daemon(g, None) {
+        return super::restore_client::snapshots(g, json);
+    }
     let repo = match repo(g) {
         Ok(r) => r,
         Err(c) => return c,
@@ -56,20 +68,10 @@ pub fn snapshots(g: &Global, json: bool) -> i32 {
     crate::exit::SUCCESS
 }
 
-fn perms(kind: Kind, mode: u32) -> String {
-    let mut s = String::from(match kind {
-        Kind::Dir => "d",
-        Kind::Symlink => "l",
-        Kind::File => "-",
-        Kind::Other => "?",
-    });
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
-    }
-    s
-}
-
 pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Option<u32>) -> i32 {
+    if super::restore_client::through_daemon(g, as_uid) {
+        return super::restore_client::ls(g, snapshot, path, json);
+    }
     let uid = match for_uid(as_uid) {
         Ok(u) => u,
         Err(c) => return c,
@@ -107,7 +109,7 @@ pub fn ls(g: &Global, snapshot: &str, path: Option<&str>, json: bool, as_uid: Op
             .replace('T', " ");
         say_out!(
             "{} {:>6} {:>6} {:>10} {}  {}",
-            perms(n.kind, n.mode),
+            super::restore_client::perms(n.kind, n.mode),
             n.uid,
             n.gid,
             n.size,
@@ -128,6 +130,16 @@ pub struct RestoreArgs<'a> {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
+    if super::restore_client::through_daemon(g, a.as_uid) {
+        return super::restore_client::restore(
+            g,
+            a.snapshot,
+            a.paths,
+            a.target,
+            a.in_place,
+            a.overwrite,
+        );
+    }
     let uid = match for_uid(a.as_uid) {
         Ok(u) => u,
         Err(c) => return c,
@@ -140,10 +152,21 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         (None, true) => Destination::InPlace,
         _ => return fail("give either --target DIR or --in-place"),
     };
-    let repo = match repo(g) {
-        Ok(r) => r,
+    let plan = match load_plan(g) {
+        Ok(p) => p,
         Err(c) => return c,
     };
+    // Held until the restore has ended, from before `latest` or a time is resolved: a prune
+    // never deletes a snapshot a restore reads (issue 18 §5, state/lock.rs); exit 26 when a
+    // forget, prune or check holds it for the whole `lock_wait`.
+    let _repo_lock = match crate::state::lock::repo_shared(&plan.lock_file, plan.lock_wait) {
+        Ok(l) => l,
+        Err(e) => {
+            say_err!("igotchuu: error: {}", escape::line(&e.to_string()));
+            return lock_exit(&e);
+        }
+    };
+    let repo = Repo::new(plan);
     let (who, id) = match lib::who_for(uid) {
         Ok(w) => w,
         Err(e) => return fail(e),
@@ -178,6 +201,10 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
                     "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
                     escape::line(s)
                 );
+            }
+            // Already escaped by the restore (and naming only what the user may see).
+            for w in &done.warnings {
+                say_err!("igotchuu: warning: {w}");
             }
             crate::exit::SUCCESS
         }

@@ -11,11 +11,12 @@
 use std::time::Duration;
 
 use igotchuu_dbus::{CallError, Client, Event, OutcomeKind, Phase, Progress, Properties};
+use igotchuu_dbus::{OpKind, OpOutcome};
 use serde_json::json;
 
 use crate::escape;
 use crate::session::record::now;
-use crate::state::status::{self, RunRecord, StatusError, StatusFile};
+use crate::state::status::{self, OpRecord, RunRecord, StatusError, StatusFile};
 use igotchuu_dbus::format::{bytes, duration, progress_line};
 
 /// The bus answers at once or is stuck; `status` must not hang in a monitoring check.
@@ -186,6 +187,7 @@ fn history_from_bus(
         summary: None,
         snapshot_id,
         errors: vec![],
+        reason: None,
     };
     let outcome = OutcomeKind::parse(word).unwrap_or_else(|| OutcomeKind::of_exit_code(code));
     let mut runs = vec![record(outcome, code, started, finished, snapshot_id)];
@@ -237,22 +239,170 @@ pub fn judge(file: &StatusFile, profile: Option<&str>, max_age: u64, now: u64) -
         ),
         Some(s) => (Check::Ok, format!("last success {}", ago(s.finished, now))),
     };
-    let run_check = match last.outcome {
-        OutcomeKind::Success => Check::Ok,
-        OutcomeKind::Partial | OutcomeKind::Interrupted => Check::Warning,
-        OutcomeKind::ResticFailed | OutcomeKind::Failed | OutcomeKind::Crashed => Check::Critical,
+    // A postponed scheduled run (issue 18 §4) is neither a failure nor a success: the verdict
+    // is on the newest run that did run, and the age of the last success decides the rest.
+    let ran = file
+        .runs
+        .iter()
+        .rev()
+        .filter(|r| profile.map_or(true, |p| r.profile == p))
+        .find(|r| r.outcome != OutcomeKind::Skipped);
+    let run_check = match ran.map(|r| r.outcome) {
+        None | Some(OutcomeKind::Success | OutcomeKind::Skipped) => Check::Ok,
+        Some(OutcomeKind::Partial | OutcomeKind::Interrupted) => Check::Warning,
+        Some(OutcomeKind::ResticFailed | OutcomeKind::Failed | OutcomeKind::Crashed) => {
+            Check::Critical
+        }
     };
-    let why = format!(
-        "last run {} (exit code {}) {}; {}",
-        last.outcome,
-        last.exit_code,
-        ago(last.finished, now),
-        age_check.1
-    );
+    let ran_text = |r: &RunRecord| {
+        format!(
+            "{} (exit code {}) {}",
+            r.outcome,
+            r.exit_code,
+            ago(r.finished, now)
+        )
+    };
+    let why = match (last.outcome, ran) {
+        (OutcomeKind::Skipped, Some(r)) => format!(
+            "last run postponed: {} {}; the last that ran: {}; {}",
+            status::postponed_reason(last),
+            ago(last.finished, now),
+            ran_text(r),
+            age_check.1
+        ),
+        (OutcomeKind::Skipped, None) => format!(
+            "last run postponed: {} {}; {}",
+            status::postponed_reason(last),
+            ago(last.finished, now),
+            age_check.1
+        ),
+        _ => format!("last run {}; {}", ran_text(last), age_check.1),
+    };
     (run_check.max(age_check.0), why)
 }
 
+/// How `status` judges the last forget and check (issue 18 §6), from the config. Decided:
+/// - forget: with a keep_* policy set, retention runs after every backup, so it is due as often
+///   as the backups are: --max-age. Without one, forgets are not judged (nothing runs them).
+/// - check: `check_max_age`, when set (checks are off by default, and how often the verify
+///   timer runs is the administrator's choice, so no default is guessed). Unset: only the
+///   outcome of the last check is judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpsSchedule {
+    pub retention: bool,
+    pub check_max_age: Option<u64>,
+}
+
+impl OpsSchedule {
+    pub fn of(retention: &crate::config::RetentionPolicy, check_max_age: Option<u64>) -> Self {
+        OpsSchedule {
+            retention: !retention.flags().is_empty(),
+            check_max_age,
+        }
+    }
+}
+
+/// The verdict on the profile's last forget and check, and why when it is not OK:
+/// - WARNING: a forget that failed or was refused, a check that failed to run (or was
+///   interrupted), or one older than its schedule ([`OpsSchedule`]) or never recorded although
+///   it has one;
+/// - CRITICAL: a check that found damage (a damaged repository may not restore, as bad as a
+///   failed backup).
+pub fn judge_ops(
+    file: &StatusFile,
+    profile: &str,
+    schedule: OpsSchedule,
+    max_age: u64,
+    now: u64,
+) -> (Check, Vec<String>) {
+    let mut verdict = (Check::Ok, Vec::new());
+    let mut judge = |kind: OpKind, due: Option<u64>, flag: &str| {
+        let (check, why) = match (file.last_op(profile, kind), due) {
+            (None, None) => return,
+            (None, Some(_)) => (Check::Warning, format!("no {} is recorded", kind.as_str())),
+            (Some(r), _) if r.outcome == OpOutcome::Damage => (
+                Check::Critical,
+                format!("the last check found DAMAGE {}", ago(r.finished, now)),
+            ),
+            (Some(r), _) if !r.outcome.is_success() => (
+                Check::Warning,
+                format!(
+                    "the last {} {} (exit code {}) {}",
+                    kind.as_str(),
+                    r.outcome,
+                    r.exit_code,
+                    ago(r.finished, now)
+                ),
+            ),
+            (Some(r), Some(age)) if now.saturating_sub(r.finished) > age => (
+                Check::Warning,
+                format!(
+                    "the last {} is {} old, older than {flag} {}",
+                    kind.as_str(),
+                    duration(now.saturating_sub(r.finished) as f64),
+                    duration(age as f64)
+                ),
+            ),
+            (Some(_), _) => return,
+        };
+        verdict.0 = verdict.0.max(check);
+        verdict.1.push(why);
+    };
+    // Without a policy a recorded forget's outcome is old news: nothing runs one any more.
+    if schedule.retention {
+        judge(OpKind::Forget, Some(max_age), "--max-age");
+    }
+    judge(OpKind::Check, schedule.check_max_age, "check_max_age");
+    verdict
+}
+
+/// "last check:   check: no errors found (data part 2/10), exit code 0, 3h ago".
+fn describe_op(kind: OpKind, r: &OpRecord, now: u64) -> String {
+    format!(
+        "{:<14}{}, exit code {}, {} (took {})",
+        format!("last {}:", kind.as_str()),
+        r.message,
+        r.exit_code,
+        ago(r.finished, now),
+        duration(r.finished.saturating_sub(r.started) as f64)
+    )
+}
+
+/// The `--json` members about the last forget and check.
+fn ops_json(
+    file: Option<&StatusFile>,
+    profile: &str,
+    schedule: OpsSchedule,
+    max_age: u64,
+) -> serde_json::Value {
+    let op = |kind| {
+        file.and_then(|f| f.last_op(profile, kind))
+            .and_then(|r| serde_json::to_value(r).ok())
+    };
+    json!({
+        "last_forget": op(OpKind::Forget),
+        "last_check": op(OpKind::Check),
+        // The ages the verdict held them to; null: not judged by age.
+        "forget_max_age_seconds": schedule.retention.then_some(max_age),
+        "check_max_age_seconds": schedule.check_max_age,
+    })
+}
+
 fn describe_run(r: &RunRecord, now: u64) -> Vec<String> {
+    if r.outcome == OutcomeKind::Skipped {
+        return vec![format!(
+            "last run:     postponed: {} (a scheduled run, skipped with exit code {}) {} ({}){}",
+            status::postponed_reason(r),
+            r.exit_code,
+            when(r.started),
+            ago(r.started, now),
+            if r.profile.is_empty() {
+                String::new()
+            } else {
+                format!(", profile {}", r.profile)
+            }
+        )];
+    }
     let mut out = vec![format!(
         "last run:     {}, exit code {}, started {} ({}), took {}{}",
         r.outcome,
@@ -293,10 +443,14 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
     let (path, explicit) = (&g.config_path, g.explicit);
     let profile = g.profile.as_deref();
     // `-p ""`: the top-level config's runs only (without -p: any profile's).
-    let state_dir = match crate::config::load(path, explicit, profile.filter(|p| !p.is_empty())) {
-        Ok(c) => Ok(c.state_dir),
-        Err(e) => Err(e.to_string()),
-    };
+    let (state_dir, schedule) =
+        match crate::config::load(path, explicit, profile.filter(|p| !p.is_empty())) {
+            Ok(c) => (
+                Ok(c.state_dir),
+                OpsSchedule::of(&c.retention, c.check_max_age),
+            ),
+            Err(e) => (Err(e.to_string()), OpsSchedule::default()),
+        };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -336,12 +490,27 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
     };
     let now = now();
     let (check, why) = match &file {
-        Ok(f) => judge(f, profile, max_age, now),
+        Ok(f) => {
+            let (c, mut why) = judge(f, profile, max_age, now);
+            let (oc, ow) = judge_ops(f, profile.unwrap_or(""), schedule, max_age, now);
+            for w in ow {
+                why.push_str("; ");
+                why.push_str(&w);
+            }
+            (c.max(oc), why)
+        }
         Err(e) => (Check::Unknown, e.clone()),
     };
     if json {
+        let ops = ops_json(file.as_ref().ok(), profile.unwrap_or(""), schedule, max_age);
         print_json(
-            &live, &file, &from_bus, profile, next_run, check, &why, max_age,
+            &live,
+            &file,
+            &from_bus,
+            profile,
+            next_run,
+            (check, &why, max_age),
+            ops,
         );
     } else {
         if let Some(e) = &from_bus {
@@ -351,9 +520,20 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
             );
         }
         print_text(&live, &file, profile, next_run, now);
-        // The last retention and check (issue 18; ops_state.rs).
+        // The last retention and check (issue 18 §6): from status.json, or ops.json when
+        // status.json has none (written before); then the notification warnings (ops.json).
+        let ops = file
+            .as_ref()
+            .ok()
+            .and_then(|f| f.ops.get(profile.unwrap_or("")));
+        for (kind, r) in [OpKind::Forget, OpKind::Check]
+            .into_iter()
+            .filter_map(|k| Some((k, ops?.get(k)?)))
+        {
+            say_out!("{}", escape::line(&describe_op(kind, r, now)));
+        }
         if let Ok(d) = &state_dir {
-            for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now) {
+            for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now, ops.is_none()) {
                 say_out!("{}", escape::line(&l));
             }
         }
@@ -427,9 +607,8 @@ fn print_json(
     from_bus: &Option<String>,
     profile: Option<&str>,
     next_run: Option<u64>,
-    check: Check,
-    why: &str,
-    max_age: u64,
+    (check, why, max_age): (Check, &str, u64),
+    ops: serde_json::Value,
 ) {
     let (state, progress, bus) = match live {
         Ok(l) => (
@@ -458,8 +637,14 @@ fn print_json(
         ),
         Err(e) => (None, None, Some(e.clone())),
     };
+    let postponed = file
+        .as_ref()
+        .ok()
+        .and_then(|f| f.last(profile))
+        .map(status::postponed_reason)
+        .filter(|r| !r.is_empty());
     let error = error.or_else(|| from_bus.clone());
-    let v = json!({
+    let mut v = json!({
         "state": state,
         "running": !matches!(state.as_str(), "idle" | "unknown"),
         "progress": progress,
@@ -467,6 +652,8 @@ fn print_json(
         "profile": profile,
         "last_run": last,
         "last_success": last_success,
+        // Issue 18 §4: why the newest run was postponed, or null.
+        "postponed": postponed,
         // Where last_run and last_success come from: "status-file", or "bus" (with `error`
         // saying why the file could not be read).
         "history": if from_bus.is_some() { "bus" } else { "status-file" },
@@ -479,6 +666,11 @@ fn print_json(
         },
         "error": error,
     });
+    // Issue 18 §6: "last_forget", "last_check" (status.json's records or null) and the ages
+    // they were judged against, appended.
+    if let (Some(v), serde_json::Value::Object(ops)) = (v.as_object_mut(), ops) {
+        v.extend(ops);
+    }
     say_out_raw!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
@@ -498,6 +690,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 
@@ -539,5 +732,73 @@ mod tests {
             rec(OutcomeKind::Crashed, now - 10),
         ]);
         assert_eq!(judge(&crashed, 100), Check::Critical);
+    }
+
+    #[test]
+    fn a_failed_or_stale_forget_or_check_warns_and_damage_is_critical() {
+        let now = 1_000_000;
+        let op = |outcome, exit_code, finished| OpRecord {
+            outcome,
+            exit_code,
+            started: finished - 5,
+            finished,
+            message: String::new(),
+            subset: None,
+        };
+        let file = |forget: Option<OpRecord>, check: Option<OpRecord>| {
+            let mut f = StatusFile::default();
+            let e = f.ops.entry(String::new()).or_default();
+            e.last_forget = forget;
+            e.last_check = check;
+            f
+        };
+        let both = OpsSchedule {
+            retention: true,
+            check_max_age: Some(100),
+        };
+        let neither = OpsSchedule::default();
+        let j = |f: &StatusFile, s| judge_ops(f, "", s, 50, now);
+        let good = file(
+            Some(op(OpOutcome::Success, 0, now - 10)),
+            Some(op(OpOutcome::Success, 0, now - 10)),
+        );
+        assert_eq!(j(&good, both), (Check::Ok, vec![]));
+        // Older than their schedule: --max-age 50 for the forget, check_max_age 100.
+        let old = file(
+            Some(op(OpOutcome::Success, 0, now - 60)),
+            Some(op(OpOutcome::Success, 0, now - 60)),
+        );
+        let (c, why) = j(&old, both);
+        assert_eq!(c, Check::Warning);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("older than --max-age"), "{why:?}");
+        assert_eq!(
+            j(&old, neither),
+            (Check::Ok, vec![]),
+            "no schedule: age not judged"
+        );
+        // Never recorded while due.
+        let (c, why) = j(&file(None, None), both);
+        assert_eq!(c, Check::Warning);
+        assert_eq!(why, ["no forget is recorded", "no check is recorded"]);
+        assert_eq!(j(&file(None, None), neither).0, Check::Ok);
+        // A refused forget warns while retention is configured; a failed check always.
+        let bad = file(
+            Some(op(OpOutcome::Refused, 23, now - 10)),
+            Some(op(OpOutcome::Failed, 22, now - 10)),
+        );
+        let (c, why) = j(&bad, both);
+        assert_eq!(c, Check::Warning);
+        assert!(why[0].contains("forget refused (exit code 23)"), "{why:?}");
+        assert!(why[1].contains("check failed (exit code 22)"), "{why:?}");
+        let (c, why) = j(&bad, neither);
+        assert_eq!((c, why.len()), (Check::Warning, 1), "{why:?}");
+        // Damage is critical.
+        let damaged = file(None, Some(op(OpOutcome::Damage, 21, now - 10)));
+        let (c, why) = j(&damaged, neither);
+        assert_eq!(c, Check::Critical);
+        assert!(why[0].contains("DAMAGE"), "{why:?}");
+        // Another profile's records are not this one's.
+        assert_eq!(judge_ops(&damaged, "other", neither, 50, now).0, Check::Ok);
     }
 }

@@ -45,6 +45,33 @@ pub fn main(g: &super::Global, wait: bool) -> i32 {
     }
 }
 
+/// What an idle server says of the last forget and check (issue 18 §6), e.g. " (last forget:
+/// success 3h ago; last check: damage 2d ago)"; "" when it has none or does not say (an older
+/// server, a one-shot run of another profile).
+async fn idle_ops(p: &igotchuu_dbus::IgotchuuProxy<'_>) -> String {
+    use igotchuu_dbus::OpOutcome;
+    let now = crate::session::record::now();
+    let mut parts = Vec::new();
+    for (what, t, word) in [
+        (
+            "forget",
+            p.last_forget().await,
+            p.last_forget_outcome().await,
+        ),
+        ("check", p.last_check().await, p.last_check_outcome().await),
+    ] {
+        if let (Ok(t @ 1..), Some(o)) = (t, word.ok().as_deref().and_then(OpOutcome::parse)) {
+            let ago = igotchuu_dbus::format::duration(now.saturating_sub(t) as f64);
+            parts.push(format!("last {what}: {o} {ago} ago"));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
+}
+
 fn is_running(state: &str) -> bool {
     Phase::parse(state) != Some(Phase::Idle)
 }
@@ -67,6 +94,7 @@ async fn watch(wait: bool, mut term: Terminal) -> Result<i32, (i32, String)> {
     if !running && !wait {
         let mut msg =
             "no backup is running; `igotchuu watch --wait` waits for the next one".to_owned();
+        msg.push_str(&idle_ops(&p).await);
         if !in_group() {
             msg.push_str(&format!(
                 " (and to watch one you need to be root or in the `{}` group)",

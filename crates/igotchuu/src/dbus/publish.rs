@@ -26,7 +26,8 @@ pub(crate) enum Msg {
     Progress(Arc<Mutex<Option<Progress>>>),
     Error(ErrorEvent),
     Summary(Summary),
-    Finished(&'static str),
+    /// The outcome's word, and (issue 18 §4) why a skipped run was postponed ("" otherwise).
+    Finished(&'static str, String),
     /// A daemon run begins: the last run's outcome, snapshot id and progress are cleared, as a
     /// one-shot run starts without them (`LastOutcome` is "" while a run goes on).
     NewRun,
@@ -77,7 +78,13 @@ impl events::Listener for Signals {
                 item: item.clone(),
             }),
             Event::Summary(s) => Msg::Summary(s.clone()),
-            Event::Finished(o) => Msg::Finished(o.as_str()),
+            Event::Finished(o) => Msg::Finished(
+                o.as_str(),
+                match o {
+                    events::Outcome::Skipped(why) => why.clone(),
+                    _ => String::new(),
+                },
+            ),
             // Not part of the interface: the terminal and the journal show these.
             Event::Step(_)
             | Event::SnapshotStep { .. }
@@ -125,9 +132,13 @@ async fn send(iface: &InterfaceRef<Igotchuu>, msg: Msg) -> zbus::Result<()> {
         }
         Msg::Error(e) => Igotchuu::error(emitter, &e.error, e.during.as_str(), &e.item).await,
         Msg::Summary(s) => send_summary(iface, s).await,
-        Msg::Finished(outcome) => {
+        Msg::Finished(outcome, postponed) => {
             iface.get_mut().await.last_outcome = outcome;
-            properties_changed(emitter, [("LastOutcome", Value::from(outcome))]).await
+            let changed = [
+                ("LastOutcome", Value::from(outcome)),
+                ("Postponed", Value::from(postponed.as_str())),
+            ];
+            properties_changed(emitter, changed).await
         }
         Msg::NewRun => send_new_run(iface).await,
     }
@@ -203,6 +214,7 @@ async fn send_new_run(iface: &InterfaceRef<Igotchuu>) -> zbus::Result<()> {
     let changed = [
         ("LastOutcome", Value::from("")),
         ("LastSnapshotId", Value::from("")),
+        ("Postponed", Value::from("")),
         ("PercentDone", Value::from(0.0)),
         ("FilesDone", Value::from(0u64)),
         ("TotalFiles", Value::from(0u64)),
@@ -251,7 +263,7 @@ mod tests {
                 },
                 Msg::Error(e) => format!("error {}", e.error),
                 Msg::Summary(_) => "summary".into(),
-                Msg::Finished(o) => format!("finished {o}"),
+                Msg::Finished(o, _) => format!("finished {o}"),
                 Msg::NewRun => "new run".into(),
             });
         }

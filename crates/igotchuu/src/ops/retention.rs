@@ -133,6 +133,17 @@ impl Outcome {
         }
     }
 
+    /// The outcome word status.json, D-Bus and the metrics use (issue 18 §6); an interrupted
+    /// forget did not run to the end: failed, with exit code 130.
+    pub fn op_outcome(&self) -> igotchuu_dbus::OpOutcome {
+        use igotchuu_dbus::OpOutcome;
+        match self {
+            Outcome::Applied { .. } => OpOutcome::Success,
+            Outcome::Refused { .. } => OpOutcome::Refused,
+            Outcome::Failed { .. } | Outcome::Interrupted => OpOutcome::Failed,
+        }
+    }
+
     /// `igotchuu forget`'s exit code.
     pub fn exit_code(&self) -> i32 {
         match self {

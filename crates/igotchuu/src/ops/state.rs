@@ -106,9 +106,10 @@ pub fn update(
     dir.sync()
 }
 
-/// Lines for `igotchuu status`: the profile's last retention and check, and notification
+/// Lines for `igotchuu status`: the profile's last retention and check (`ops`: when
+/// status.json does not have them, written by an igotchuu before issue 18 §6), and notification
 /// warnings of its last run. Empty when there is nothing (or the file cannot be read).
-pub fn status_lines(state_dir: &Path, profile: &str, now: u64) -> Vec<String> {
+pub fn status_lines(state_dir: &Path, profile: &str, now: u64, ops: bool) -> Vec<String> {
     let Ok(dir) = crate::safe_fs::reach(state_dir, None).map(|(d, _)| d) else {
         return Vec::new();
     };
@@ -117,14 +118,14 @@ pub fn status_lines(state_dir: &Path, profile: &str, now: u64) -> Vec<String> {
     };
     let ago = |t: u64| igotchuu_dbus::format::duration(now.saturating_sub(t) as f64);
     let mut out = Vec::new();
-    if let Some(f) = &p.last_forget {
+    if let Some(f) = p.last_forget.as_ref().filter(|_| ops) {
         out.push(format!(
             "last forget:  {} ({} ago)",
             f.outcome,
             ago(f.finished)
         ));
     }
-    if let Some(c) = &p.last_check {
+    if let Some(c) = p.last_check.as_ref().filter(|_| ops) {
         out.push(format!(
             "last check:   {} ({} ago)",
             c.outcome,

@@ -78,6 +78,17 @@ impl Outcome {
         }
     }
 
+    /// The outcome word status.json, D-Bus and the metrics use (issue 18 §6); an interrupted
+    /// check did not run to the end: failed, with exit code 130.
+    pub fn op_outcome(&self) -> igotchuu_dbus::OpOutcome {
+        use igotchuu_dbus::OpOutcome;
+        match self {
+            Outcome::Clean { .. } => OpOutcome::Success,
+            Outcome::Damaged { .. } => OpOutcome::Damage,
+            Outcome::Failed { .. } | Outcome::Interrupted => OpOutcome::Failed,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Clean { .. } => crate::exit::SUCCESS,

@@ -5,25 +5,58 @@
 //! and everything written goes through [`writer`], a process running as the user the restore is
 //! for. Root restoring for itself uses the same writer with uid 0: one code path.
 //!
-//! How data reaches the writer: one `restic dump SNAPSHOT FILE` per file the rule allows, not one
-//! `restic dump` of a directory (a tar stream of the whole subtree, unfiltered). The rule is
-//! decided on the nodes `restic ls --json` printed, and the data restic is asked for is exactly
-//! those nodes' data: a file the user may not read is never read out of the repository at all,
-//! and root parses no tar stream (no header, long-name or PAX parser running as root on data
-//! users wrote). The price is one restic start per file (it reloads the index each time): measured
-//! 105 s for a directory of 100 small files on the 2-core test machine under load ~5, against
-//! 0.9 s for `restic restore` of the same tree. Large directories need the other design next:
-//! one `restic dump` of the directory, its tar stream parsed and filtered here against the same
-//! allowed set before anything reaches the writer.
-//! Symlink targets come from `restic ls -l` (the JSON listing has no link target), matched
-//! against the exact path of a symlink node.
+//! How data reaches the writer. The rule is decided first, on the nodes `restic ls --json`
+//! printed (root's view of the whole subtree): the allowed set. Then, per top-level path:
+//! - **A directory: one `restic dump SNAPSHOT DIR`**, a tar stream of the whole subtree,
+//!   unfiltered (restic 0.14 and 0.18 alike; layout in [`tarstream`]). Root reads it with a
+//!   bounded reader ([`tarstream`]: the `tar` crate's header parsing, our own entry loop with
+//!   caps on long names and PAX headers) and forwards an entry to the writer only if its path is
+//!   an allowed node's and its type is the one `ls` recorded, a file only with the size `ls`
+//!   recorded ([`Filter`]). Everything else is read and thrown away here, never sent: another
+//!   user's bytes and names pass through root's memory, never the writer's pipe. An entry `ls`
+//!   did not list is dropped with a warning that does not name it (it may not be the user's to
+//!   see); a type that disagrees is dropped with a warning naming it (it is the user's); a size
+//!   that disagrees fails the restore at that file, as the per-file way does. Directories are
+//!   sent first, from the listing (modes and nanosecond mtimes from `ls`, not the tar's whole
+//!   seconds), so no entry reaches the writer before its directory; symlink targets come from
+//!   the tar's link name. An allowed file the stream did not carry as a whole regular file (a
+//!   hard-link entry, which restic does not write today: it writes each link as a whole file;
+//!   or a name over the reader's bounds) is fetched afterwards with its own dump.
+//! - **A single file, or a directory of which the user may read little: one `restic dump
+//!   SNAPSHOT FILE` per allowed file** ([`choose`]): a file the user may not read is then never
+//!   read out of the repository at all. A restic start costs about as much as streaming 128 MiB
+//!   (bench/restore.sh), so the per-file way is taken when the bytes withheld from the user
+//!   exceed 128 MiB per extra restic start; symlink targets then come from `restic ls -l`,
+//!   matched against the exact path of a symlink node.
+//!
+//! The writer and its record protocol ([`writer`]) are the same either way: it still runs as
+//! the user, with no capabilities, `O_NOFOLLOW`, `O_TMPFILE`, no setuid and no devices, and root
+//! never hands it a tar. Progress ([`Control`]) counts bytes as they pass and files as they
+//! complete; a cancel is seen between entries and every 256 KiB within a file.
+//!
+//! Figures (bench/restore.sh, 2-core machine shared with other builds, debug build; wall
+//! seconds, igotchuu as the user vs `restic restore` as root):
+//! | case (`bench/restore.sh 3`)            | restic 0.14: igotchuu | `restic restore` | restic 0.18: igotchuu | `restic restore` |
+//! |------------------------------------------|-------------|-----------|-------------|-----------|
+//! | 100 files of 1 KiB                       | 1.8-2.3     | 0.47-0.69 | 3.0-3.7     | 0.78-1.04 |
+//! | 1,000 files of 1 KiB                     | 4.5-6.5     | 0.67-0.78 | 6.5-7.3     | 1.17-1.27 |
+//! | one 64 MiB file                          | 1.7-2.0     | 0.98-1.12 | 2.8-3.3     | 0.83-1.10 |
+//! | 1 KiB of A's beside 256 MiB of another's | 1.4-1.7     | -         | 2.1-2.7     | -         |
+//!
+//! For the last row (fetched per file): `restic dump` of the directory takes 2.1-2.7 s (0.14) and
+//! 1.3-1.5 s (0.18), of the one file 0.37-0.51 s and 0.63 s: one start is worth 70 MiB (0.14)
+//! to 215 MiB (0.18) of stream, hence [`START_COST_BYTES`]. Load 9-11 during these runs.
+//! The per-file way alone took 105 s for the 100 small files. What is left over restic's own
+//! time is mostly restic's starts (`snapshots`, two `ls`, `dump`: 0.5-1 s each under this load)
+//! and the writer's fsync of every file before it is named.
 
 pub mod access;
 pub mod snapshots;
+pub mod tarstream;
 pub mod writer;
 
-use std::collections::HashMap;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -276,6 +309,9 @@ pub struct Restored {
     pub bytes: u64,
     /// Entries the writer is never sent: devices, fifos, sockets (paths, for the report).
     pub skipped: Vec<String>,
+    /// Where `restic dump`'s stream and `restic ls` disagreed and an entry was dropped (escaped;
+    /// a path the user may not see is never named).
+    pub warnings: Vec<String>,
 }
 
 /// A running restore's progress and its cancel switch, shared with whoever watches it: the CLI,
@@ -331,8 +367,120 @@ fn nanos(mtime: &Option<String>) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
+/// How a top-level path's data is fetched (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// One `restic dump SNAPSHOT FILE` per allowed file: a single file, or a directory where the
+    /// user may read so little that streaming everyone else's bytes through root costs more
+    /// than the restic starts.
+    PerFile,
+    /// One `restic dump SNAPSHOT DIR`, its tar stream filtered here against the allowed set.
+    Stream,
+}
+
+/// One restic start costs about what streaming this many bytes does: measured on the 2-core test
+/// machine (bench/restore.sh, the module docs), one start is worth 70 MiB of stream with restic
+/// 0.14 and 215 MiB with 0.18. 128 MiB lies between; erring low also means less of other
+/// users' data passes through root.
+pub const START_COST_BYTES: u64 = 128 << 20;
+
+/// Which way to fetch a directory whose files sum to `all_bytes` (everyone's, as root sees them)
+/// when the user may read `files` of them summing to `bytes`. Streaming costs one restic start
+/// and every byte; per file, a start per file and only the user's bytes (no file at all: no
+/// restic start, nothing read).
+pub fn choose(all_bytes: u64, files: u64, bytes: u64) -> How {
+    let withheld = all_bytes.saturating_sub(bytes);
+    if files == 0 || files.saturating_sub(1).saturating_mul(START_COST_BYTES) < withheld {
+        How::PerFile
+    } else {
+        How::Stream
+    }
+}
+
+/// What one top-level path of a restore sends, decided before anything is written.
+struct Job {
+    path: String,
+    target: PathBuf,
+    /// The allowed nodes, parents before children.
+    nodes: Vec<Node>,
+    /// Every path below `path` restic listed, whoever may read it (a directory stream's entry
+    /// outside this set is one restic did not list: a warning).
+    listed: HashSet<String>,
+    how: How,
+    /// Symlink targets (per-file only: a stream carries them).
+    links: HashMap<String, String>,
+}
+
+fn plan_job(
+    repo: &Repo,
+    snap: &Snapshot,
+    path: &str,
+    dest: &Destination,
+    who: &Who,
+) -> Result<Job, String> {
+    let mut dirs = vec!["/".to_owned()];
+    dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
+    let mut listed = repo.ls(snap, &dirs, false)?;
+    let top_is_dir = listed.iter().any(|n| n.path == path && n.kind == Kind::Dir);
+    let prefix = format!("{path}/");
+    let mut below = HashSet::new();
+    let mut all_bytes = 0;
+    if top_is_dir {
+        let sub = repo.ls(snap, &[path.to_owned()], true)?;
+        for n in sub.iter().filter(|n| n.path.starts_with(&prefix)) {
+            below.insert(n.path.clone());
+            if n.kind == Kind::File {
+                all_bytes += n.size;
+            }
+        }
+        listed.extend(sub);
+    }
+    let all = Nodes::new(listed);
+    let chosen: Vec<Node> = all
+        .subtree(path, who)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .cloned()
+        .collect();
+    let files = chosen.iter().filter(|n| n.kind == Kind::File);
+    let how = if top_is_dir {
+        choose(
+            all_bytes,
+            files.clone().count() as u64,
+            files.map(|n| n.size).sum(),
+        )
+    } else {
+        How::PerFile
+    };
+    let links: Vec<&Node> = chosen.iter().filter(|n| n.kind == Kind::Symlink).collect();
+    let links = if links.is_empty() || how == How::Stream {
+        HashMap::new()
+    } else if top_is_dir {
+        repo.link_targets(snap, &[path.to_owned()], true, &links)?
+    } else {
+        let parent = dirs.last().cloned().unwrap_or_else(|| "/".into());
+        repo.link_targets(snap, &[parent], false, &links)?
+    };
+    let target = match dest {
+        Destination::Into(d) => d.clone(),
+        Destination::InPlace => Path::new(path)
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| "/".into()),
+    };
+    Ok(Job {
+        path: path.to_owned(),
+        target,
+        nodes: chosen,
+        listed: below,
+        how,
+        links,
+    })
+}
+
 /// Restores `paths` of `snap` for `who` (written by a writer running as `id`). Every path is
 /// checked before anything is written; a refusal writes nothing.
+#[allow(clippy::too_many_arguments)]
 pub fn restore(
     repo: &Repo,
     snap: &Snapshot,
@@ -344,53 +492,10 @@ pub fn restore(
     ctl: &Control,
 ) -> Result<Restored, String> {
     // Decide everything first.
-    struct Plan {
-        path: String,
-        target: PathBuf,
-        nodes: Vec<Node>,
-        links: HashMap<String, String>,
-    }
-    let mut plans = Vec::new();
-    for path in paths {
-        let mut dirs = vec!["/".to_owned()];
-        dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
-        let mut listed = repo.ls(snap, &dirs, false)?;
-        let top_is_dir = listed
-            .iter()
-            .any(|n| &n.path == path && n.kind == Kind::Dir);
-        if top_is_dir {
-            listed.extend(repo.ls(snap, std::slice::from_ref(path), true)?);
-        }
-        let all = Nodes::new(listed);
-        let chosen: Vec<Node> = all
-            .subtree(path, who)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .cloned()
-            .collect();
-        let links: Vec<&Node> = chosen.iter().filter(|n| n.kind == Kind::Symlink).collect();
-        let links = if links.is_empty() {
-            HashMap::new()
-        } else if top_is_dir {
-            repo.link_targets(snap, std::slice::from_ref(path), true, &links)?
-        } else {
-            let parent = dirs.last().cloned().unwrap_or_else(|| "/".into());
-            repo.link_targets(snap, &[parent], false, &links)?
-        };
-        let target = match dest {
-            Destination::Into(d) => d.clone(),
-            Destination::InPlace => Path::new(path)
-                .parent()
-                .map(Path::to_owned)
-                .unwrap_or_else(|| "/".into()),
-        };
-        plans.push(Plan {
-            path: path.clone(),
-            target,
-            nodes: chosen,
-            links,
-        });
-    }
+    let jobs = paths
+        .iter()
+        .map(|p| plan_job(repo, snap, p, dest, who))
+        .collect::<Result<Vec<_>, _>>()?;
     let suffix: String = snap
         .short_id
         .chars()
@@ -401,76 +506,26 @@ pub fn restore(
     } else {
         suffix
     };
-    let files: Vec<&Node> = plans
+    let files: Vec<&Node> = jobs
         .iter()
-        .flat_map(|p| &p.nodes)
+        .flat_map(|j| &j.nodes)
         .filter(|n| n.kind == Kind::File)
         .collect();
     ctl.files_total.store(files.len() as u64, Ordering::Relaxed);
     ctl.bytes_total
         .store(files.iter().map(|n| n.size).sum(), Ordering::Relaxed);
-    let mut w = Writer::start(id, &suffix, overwrite)
+    let w = Writer::start(id, &suffix, overwrite)
         .map_err(|e| format!("cannot start the restore writer: {e}"))?;
-    let mut done = Restored::default();
-    let as_root = id.uid == 0;
-    let sent = (|| -> Result<(), String> {
-        for p in &plans {
-            w.send(&Record::Target {
-                dir: p.target.clone(),
-            })
-            .map_err(|e| e.to_string())?;
-            let base = p.path.rsplit('/').next().unwrap_or_default().to_owned();
-            for n in &p.nodes {
-                if ctl.is_cancelled() {
-                    return Err(CANCELLED.to_owned());
-                }
-                let mut rel = vec![base.clone()];
-                if let Some(r) = n.path.strip_prefix(&format!("{}/", p.path)) {
-                    rel.extend(r.split('/').map(str::to_owned));
-                }
-                let owner = as_root.then_some((n.uid, n.gid));
-                let mtime = nanos(&n.mtime);
-                match n.kind {
-                    Kind::Dir => w
-                        .send(&Record::Dir {
-                            path: rel,
-                            mode: n.mode,
-                            mtime,
-                            owner,
-                        })
-                        .map_err(|e| e.to_string())?,
-                    Kind::Symlink => match p.links.get(&n.path) {
-                        Some(t) => w
-                            .send(&Record::Symlink {
-                                path: rel,
-                                target: t.clone(),
-                                mtime,
-                                owner,
-                            })
-                            .map_err(|e| e.to_string())?,
-                        None => done.skipped.push(n.path.clone()),
-                    },
-                    Kind::Other => done.skipped.push(n.path.clone()),
-                    Kind::File => {
-                        w.send(&Record::File {
-                            path: rel,
-                            mode: n.mode,
-                            size: n.size,
-                            mtime,
-                            owner,
-                        })
-                        .map_err(|e| e.to_string())?;
-                        send_content(repo, snap, n, &mut w)?;
-                        done.files += 1;
-                        done.bytes += n.size;
-                        ctl.files_done.fetch_add(1, Ordering::Relaxed);
-                        ctl.bytes_done.fetch_add(n.size, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        Ok(())
-    })();
+    let mut s = Sender {
+        repo,
+        snap,
+        ctl,
+        w,
+        as_root: id.uid == 0,
+        done: Restored::default(),
+    };
+    let sent = jobs.iter().try_for_each(|j| s.job(j));
+    let Sender { w, mut done, .. } = s;
     match sent {
         Ok(()) => {
             done.placed = w.finish()?;
@@ -489,45 +544,603 @@ pub fn restore(
     }
 }
 
-/// Streams one file's content from `restic dump` into the writer: exactly `n.size` bytes.
-fn send_content(repo: &Repo, snap: &Snapshot, n: &Node, w: &mut Writer) -> Result<(), String> {
-    let mut c = repo.command(&["dump", &snap.id, &n.path]);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c
-        .spawn()
-        .map_err(|e| format!("cannot run restic dump: {e}"))?;
-    let mut out = child.stdout.take().ok_or("restic dump has no stdout")?;
-    let stdin = w.stdin.as_mut().ok_or("the restore writer is gone")?;
-    let copied = std::io::copy(&mut (&mut out).take(n.size), stdin);
-    let extra = out.read(&mut [0u8; 1]).unwrap_or(0);
-    drop(out);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
+/// The privileged side of a running restore: what it reads goes to the writer through here.
+struct Sender<'a> {
+    repo: &'a Repo,
+    snap: &'a Snapshot,
+    ctl: &'a Control,
+    w: Writer,
+    as_root: bool,
+    done: Restored,
+}
+
+/// Data passes to the writer in pieces this big, with a look at the cancel switch between them.
+const CHUNK: usize = 256 * 1024;
+
+/// The path a node has in the writer's records: the top-level entry's name, then below.
+fn rel_path(job: &Job, n: &Node) -> Vec<String> {
+    let base = job.path.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut rel = vec![base];
+    if let Some(r) = n.path.strip_prefix(&format!("{}/", job.path)) {
+        rel.extend(r.split('/').map(str::to_owned));
     }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let copied =
-        copied.map_err(|e| format!("cannot pass {} to the restore writer: {e}", n.path))?;
-    if !status.success() {
-        return Err(format!(
-            "`restic dump` of {} failed ({status}): {}",
-            crate::escape::line(&n.path),
-            crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
-        ));
+    rel
+}
+
+impl Sender<'_> {
+    fn send(&mut self, r: &Record) -> Result<(), String> {
+        self.w.send(r).map_err(|e| e.to_string())
     }
-    if copied != n.size || extra != 0 {
-        return Err(format!(
-            "`restic dump` of {} gave another size than `restic ls` recorded ({} bytes); nothing was restored under its name",
-            crate::escape::line(&n.path),
-            n.size
-        ));
+
+    fn owner(&self, n: &Node) -> Option<(u32, u32)> {
+        self.as_root.then_some((n.uid, n.gid))
     }
-    Ok(())
+
+    fn job(&mut self, job: &Job) -> Result<(), String> {
+        self.send(&Record::Target {
+            dir: job.target.clone(),
+        })?;
+        match job.how {
+            How::PerFile => {
+                for n in &job.nodes {
+                    self.check_cancel()?;
+                    self.per_node(job, n)?;
+                }
+                Ok(())
+            }
+            How::Stream => self.stream(job),
+        }
+    }
+
+    fn check_cancel(&self) -> Result<(), String> {
+        if self.ctl.is_cancelled() {
+            Err(CANCELLED.to_owned())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One node the per-file way: a directory or a symlink from the listing, a file through its
+    /// own `restic dump`.
+    fn per_node(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+        let (path, owner, mtime) = (rel_path(job, n), self.owner(n), nanos(&n.mtime));
+        match n.kind {
+            Kind::Dir => self.send(&Record::Dir {
+                path,
+                mode: n.mode,
+                mtime,
+                owner,
+            }),
+            Kind::Symlink => match job.links.get(&n.path) {
+                Some(t) => self.send(&Record::Symlink {
+                    path,
+                    target: t.clone(),
+                    mtime,
+                    owner,
+                }),
+                None => {
+                    self.done.skipped.push(n.path.clone());
+                    Ok(())
+                }
+            },
+            Kind::Other => {
+                self.done.skipped.push(n.path.clone());
+                Ok(())
+            }
+            Kind::File => self.file_by_dump(job, n),
+        }
+    }
+
+    fn file_record(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+        self.send(&Record::File {
+            path: rel_path(job, n),
+            mode: n.mode,
+            size: n.size,
+            mtime: nanos(&n.mtime),
+            owner: self.owner(n),
+        })
+    }
+
+    /// Copies exactly `size` bytes of `from` to the writer, counting them as they pass and
+    /// stopping at a cancel. Returns how many bytes `from` gave (less than `size` at its end).
+    fn copy(&mut self, from: &mut impl Read, size: u64, what: &str) -> Result<u64, String> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut left = size;
+        while left > 0 {
+            self.check_cancel()?;
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = from.read(&mut buf[..want]).map_err(|e| {
+                format!("cannot read {} from restic: {e}", crate::escape::line(what))
+            })?;
+            if n == 0 {
+                break;
+            }
+            let stdin = self.w.stdin.as_mut().ok_or("the restore writer is gone")?;
+            stdin.write_all(&buf[..n]).map_err(|e| {
+                format!(
+                    "cannot pass {} to the restore writer: {e}",
+                    crate::escape::line(what)
+                )
+            })?;
+            left -= n as u64;
+            self.ctl.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(size - left)
+    }
+
+    fn file_done(&mut self, n: &Node) {
+        self.done.files += 1;
+        self.done.bytes += n.size;
+        self.ctl.files_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One file through its own `restic dump SNAPSHOT FILE`: exactly `n.size` bytes.
+    fn file_by_dump(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+        self.file_record(job, n)?;
+        let mut dump = Dump::start(self.repo, self.snap, &n.path)?;
+        // On an error restic is killed at once (dropping `dump`), not waited for.
+        let copied = self.copy(&mut dump.out, n.size, &n.path)?;
+        let extra = dump.out.read(&mut [0u8; 1]).unwrap_or(0);
+        dump.finish(self.repo, &n.path)?;
+        if copied != n.size || extra != 0 {
+            return Err(mismatch(&n.path, n.size));
+        }
+        self.file_done(n);
+        Ok(())
+    }
+
+    /// A directory through one `restic dump SNAPSHOT DIR`: every allowed directory first (from
+    /// the listing, so an entry never arrives before its directory), then the tar stream, each
+    /// entry forwarded only if its path is an allowed node's and its type (and a file's size)
+    /// is the one the listing recorded; everything else is read and thrown away here. An
+    /// allowed file the stream did not carry (a hard link entry, a name over the reader's
+    /// bounds) is fetched on its own afterwards.
+    fn stream(&mut self, job: &Job) -> Result<(), String> {
+        for n in job.nodes.iter().filter(|n| n.kind == Kind::Dir) {
+            self.per_node(job, n)?;
+        }
+        for n in job.nodes.iter().filter(|n| n.kind == Kind::Other) {
+            self.done.skipped.push(n.path.clone());
+        }
+        let mut filter = Filter::new(&job.nodes, &job.listed);
+        let mut dump = Dump::start(self.repo, self.snap, &job.path)?;
+        let mut tar =
+            tarstream::TarReader::new(std::io::BufReader::with_capacity(CHUNK, &mut dump.out));
+        let read = (|| -> Result<(), String> {
+            while let Some(e) = tar.next_entry().map_err(|e| e.to_string())? {
+                self.check_cancel()?;
+                match filter.judge(&e) {
+                    Verdict::File(n) => {
+                        self.file_record(job, n)?;
+                        let got = self.copy(&mut tar, n.size, &n.path)?;
+                        if got != n.size {
+                            return Err(mismatch(&n.path, n.size));
+                        }
+                        self.file_done(n);
+                    }
+                    Verdict::Symlink(n, target) => self.send(&Record::Symlink {
+                        path: rel_path(job, n),
+                        target,
+                        mtime: nanos(&n.mtime),
+                        owner: self.owner(n),
+                    })?,
+                    Verdict::Mismatch(n) => return Err(mismatch(&n.path, n.size)),
+                    Verdict::Drop(Some(warning)) => self.done.warnings.push(warning),
+                    Verdict::Drop(None) => {}
+                }
+            }
+            tar.drain().map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        drop(tar);
+        if let Err(e) = read {
+            // restic's own words say more than a stream cut short (a damaged pack, say).
+            let said = dump.abort(self.repo);
+            return Err(if e == CANCELLED || said.is_empty() {
+                e
+            } else {
+                format!("{e}; restic said: {said}")
+            });
+        }
+        dump.finish(self.repo, &job.path)?;
+        for n in filter.undelivered() {
+            match n.kind {
+                Kind::File => {
+                    self.check_cancel()?;
+                    self.file_by_dump(job, n)?;
+                }
+                // A symlink restic's stream did not carry: named as not restored.
+                _ => self.done.skipped.push(n.path.clone()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mismatch(path: &str, size: u64) -> String {
+    format!(
+        "`restic dump` of {} gave another size than `restic ls` recorded ({size} bytes); nothing was restored under its name",
+        crate::escape::line(path)
+    )
+}
+
+/// A running `restic dump`; killed if dropped before [`Dump::finish`].
+struct Dump {
+    child: Option<std::process::Child>,
+    out: std::process::ChildStdout,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Dump {
+    fn start(repo: &Repo, snap: &Snapshot, path: &str) -> Result<Dump, String> {
+        let mut c = repo.command(&["dump", &snap.id, path]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot run restic dump: {e}"))?;
+        let out = child.stdout.take().ok_or("restic dump has no stdout")?;
+        // Read on the side, so restic never blocks on a full stderr pipe; at most 64 KiB kept.
+        let err = child.stderr.take().map(|e| {
+            std::thread::spawn(move || {
+                let mut s = Vec::new();
+                let mut e = e;
+                let _ = (&mut e).take(64 * 1024).read_to_end(&mut s);
+                let _ = std::io::copy(&mut e, &mut std::io::sink());
+                String::from_utf8_lossy(&s).into_owned()
+            })
+        });
+        Ok(Dump {
+            child: Some(child),
+            out,
+            err,
+        })
+    }
+
+    /// Waits for restic (killing it first when its output was not read to the end).
+    fn finish(mut self, repo: &Repo, path: &str) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if !matches!(self.out.read(&mut [0u8; 1]), Ok(0)) {
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let err = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(format!(
+                "`restic dump` of {} failed ({status}): {}",
+                crate::escape::line(path),
+                crate::escape::line(
+                    crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str()
+                )
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Dump {
+    /// Kills restic and returns what it said on stderr (scrubbed, escaped).
+    fn abort(mut self, repo: &Repo) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let err = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+            .into_owned()
+    }
+}
+
+impl Drop for Dump {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What the stream filter makes of one tar entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<'a> {
+    /// An allowed file of the size the listing recorded: forward it.
+    File(&'a Node),
+    /// An allowed symlink, with the target the stream carries.
+    Symlink(&'a Node, String),
+    /// An allowed file whose data has another size than the listing says.
+    Mismatch(&'a Node),
+    /// Read and thrown away; a warning when the stream and the listing disagree (it names the
+    /// path only when the path is one the user may see, or the user is root).
+    Drop(Option<String>),
+}
+
+/// The privileged side's filter of a directory stream (see [`Sender::stream`]).
+struct Filter<'a> {
+    /// Allowed nodes by path, and whether the stream delivered them yet.
+    allowed: HashMap<&'a str, (&'a Node, bool)>,
+    listed: &'a HashSet<String>,
+    order: Vec<&'a Node>,
+}
+
+impl<'a> Filter<'a> {
+    fn new(nodes: &'a [Node], listed: &'a HashSet<String>) -> Filter<'a> {
+        Filter {
+            allowed: nodes
+                .iter()
+                .map(|n| (n.path.as_str(), (n, n.kind == Kind::Other)))
+                .collect(),
+            listed,
+            order: nodes.iter().collect(),
+        }
+    }
+
+    fn judge(&mut self, e: &tarstream::Entry) -> Verdict<'a> {
+        use tarstream::EntryKind as T;
+        let Some(name) = &e.name else {
+            return Verdict::Drop(Some(
+                "restic dump gave an entry whose name is over igotchuu's bounds; dropped (a file of yours is fetched on its own)".into(),
+            ));
+        };
+        // restic names entries relative to `/`, without the leading slash.
+        let path = match std::str::from_utf8(name) {
+            Ok(p) if !p.starts_with('/') => format!("/{p}"),
+            _ => {
+                return Verdict::Drop(Some(
+                    "restic dump gave an entry whose name restic ls did not list; dropped".into(),
+                ))
+            }
+        };
+        let Some((node, delivered)) = self.allowed.get_mut(path.as_str()) else {
+            // Not the user's to read (silently: its name is not theirs to see), or not listed.
+            return Verdict::Drop(
+                (!self.listed.contains(&path)).then(|| {
+                    "restic dump gave an entry restic ls did not list; dropped".to_owned()
+                }),
+            );
+        };
+        let node: &'a Node = node;
+        let said = |what: &str| {
+            Verdict::Drop(Some(format!(
+                "restic dump gave {} {what}; dropped",
+                crate::escape::line(&node.path)
+            )))
+        };
+        if *delivered {
+            return if node.kind == Kind::Dir || node.kind == Kind::Other {
+                Verdict::Drop(None)
+            } else {
+                said("twice")
+            };
+        }
+        match (node.kind, e.kind) {
+            (Kind::File, T::File) if e.size == node.size => {
+                *delivered = true;
+                Verdict::File(node)
+            }
+            (Kind::File, T::File) => {
+                *delivered = true;
+                Verdict::Mismatch(node)
+            }
+            // Fetched on its own after the stream (restic writes none: a defence).
+            (Kind::File, T::HardLink) => Verdict::Drop(None),
+            (Kind::Dir, T::Dir) => {
+                *delivered = true;
+                Verdict::Drop(None)
+            }
+            (Kind::Symlink, T::Symlink) => {
+                match e.link.as_deref().map(std::str::from_utf8) {
+                    Some(Ok(t)) if !t.is_empty() && !t.contains('\0') => {
+                        *delivered = true;
+                        Verdict::Symlink(node, t.to_owned())
+                    }
+                    // Left undelivered: reported as not restored.
+                    _ => Verdict::Drop(None),
+                }
+            }
+            _ => {
+                *delivered = true;
+                said("as another type than restic ls recorded")
+            }
+        }
+    }
+
+    /// Allowed files and symlinks the stream did not deliver, in listing order.
+    fn undelivered(&self) -> Vec<&'a Node> {
+        self.order
+            .iter()
+            .copied()
+            .filter(|n| {
+                matches!(n.kind, Kind::File | Kind::Symlink)
+                    && self.allowed.get(n.path.as_str()).is_some_and(|(_, d)| !d)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn n(path: &str, kind: Kind, size: u64) -> Node {
+        Node {
+            path: path.into(),
+            name: path.rsplit('/').next().unwrap_or_default().into(),
+            kind,
+            uid: 0,
+            gid: 0,
+            mode: 0o644,
+            size,
+            mtime: None,
+        }
+    }
+
+    /// A tar stream as restic writes it (names relative to `/`, directories with `/`).
+    fn stream(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, t, data, link) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*t);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            match link {
+                Some(l) => b.append_link(&mut h, name, l).unwrap(),
+                None => b.append_data(&mut h, name, *data).unwrap(),
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// What the filter forwarded (path and data, or link target), its warnings, the files
+    /// whose size disagreed, and what it left undelivered.
+    type Filtered = (
+        Vec<(String, Vec<u8>)>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+    );
+
+    /// Runs the filter over `bytes`.
+    fn run_filter(nodes: &[Node], listed: &[&str], bytes: &[u8]) -> Filtered {
+        let listed: HashSet<String> = listed.iter().map(|s| (*s).to_owned()).collect();
+        let mut f = Filter::new(nodes, &listed);
+        let mut r = tarstream::TarReader::new(bytes);
+        let (mut sent, mut warned, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(e) = r.next_entry().unwrap() {
+            match f.judge(&e) {
+                Verdict::File(n) => {
+                    let mut d = Vec::new();
+                    r.read_to_end(&mut d).unwrap();
+                    sent.push((n.path.clone(), d));
+                }
+                Verdict::Symlink(n, t) => sent.push((n.path.clone(), t.into_bytes())),
+                Verdict::Mismatch(n) => bad.push(n.path.clone()),
+                Verdict::Drop(Some(w)) => warned.push(w),
+                Verdict::Drop(None) => {}
+            }
+        }
+        let left = f.undelivered().iter().map(|n| n.path.clone()).collect();
+        (sent, warned, bad, left)
+    }
+
+    #[test]
+    fn the_filter_forwards_only_allowed_nodes_and_never_names_the_others() {
+        use tar::EntryType as E;
+        // /h/a (allowed) holds f (allowed), bdir/ and bdir/secret (B's: listed, not allowed),
+        // l -> ../x (allowed), and an entry restic ls never listed.
+        let nodes = [
+            n("/h/a", Kind::Dir, 0),
+            n("/h/a/f", Kind::File, 5),
+            n("/h/a/l", Kind::Symlink, 0),
+            n("/h/a/new\nline", Kind::File, 2),
+        ];
+        let listed = [
+            "/h/a/f",
+            "/h/a/bdir",
+            "/h/a/bdir/secret",
+            "/h/a/l",
+            "/h/a/new\nline",
+        ];
+        let bytes = stream(&[
+            ("h/a/bdir/", E::Directory, b"", None),
+            ("h/a/bdir/secret", E::Regular, b"B's secret", None),
+            ("h/a/f", E::Regular, b"hello", None),
+            ("h/a/l", E::Symlink, b"", Some("../x")),
+            ("h/a/new\nline", E::Regular, b"nl", None),
+            ("h/a/unlisted", E::Regular, b"??", None),
+        ]);
+        let (sent, warned, bad, left) = run_filter(&nodes, &listed, &bytes);
+        assert_eq!(
+            sent,
+            [
+                ("/h/a/f".to_owned(), b"hello".to_vec()),
+                ("/h/a/l".to_owned(), b"../x".to_vec()),
+                ("/h/a/new\nline".to_owned(), b"nl".to_vec()),
+            ]
+        );
+        assert!(bad.is_empty() && left.is_empty());
+        // One warning, for the unlisted entry, which does not name it; B's names appear nowhere.
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(!warned[0].contains("unlisted") && !warned[0].contains("secret"));
+    }
+
+    #[test]
+    fn the_filter_drops_a_changed_size_a_wrong_type_and_a_second_copy() {
+        use tar::EntryType as E;
+        let nodes = [
+            n("/d/f", Kind::File, 5),
+            n("/d/g", Kind::File, 3),
+            n("/d/s", Kind::Symlink, 0),
+            n("/d/h", Kind::File, 5),
+        ];
+        let bytes = stream(&[
+            ("d/f", E::Regular, b"hello, longer", None),
+            ("d/g", E::Directory, b"", None),
+            ("d/s", E::Regular, b"", None),
+            ("d/h", E::Regular, b"12345", None),
+            ("d/h", E::Regular, b"67890", None),
+        ]);
+        let (sent, warned, bad, left) =
+            run_filter(&nodes, &["/d/f", "/d/g", "/d/s", "/d/h"], &bytes);
+        assert_eq!(sent, [("/d/h".to_owned(), b"12345".to_vec())]);
+        assert_eq!(bad, ["/d/f"]);
+        assert_eq!(warned.len(), 3, "{warned:?}");
+        assert!(warned[0].contains("/d/g") && warned[0].contains("another type"));
+        assert!(warned[2].contains("twice"));
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_hard_link_entry_or_a_missing_file_is_left_for_its_own_dump() {
+        use tar::EntryType as E;
+        let nodes = [
+            n("/d/a", Kind::File, 2),
+            n("/d/hl", Kind::File, 2),
+            n("/d/gone", Kind::File, 1),
+        ];
+        let bytes = stream(&[
+            ("d/a", E::Regular, b"hi", None),
+            ("d/hl", E::Link, b"", Some("d/a")),
+        ]);
+        let (sent, warned, bad, left) = run_filter(&nodes, &["/d/a", "/d/hl", "/d/gone"], &bytes);
+        assert_eq!(sent, [("/d/a".to_owned(), b"hi".to_vec())]);
+        assert!(warned.is_empty() && bad.is_empty());
+        assert_eq!(left, ["/d/hl", "/d/gone"]);
+    }
+
+    #[test]
+    fn a_long_name_in_the_stream_matches_its_node() {
+        use tar::EntryType as E;
+        let long = format!("/d/{}/{}", "L".repeat(120), "n".repeat(250));
+        let nodes = [n(&long, Kind::File, 4)];
+        // The tar crate's builder writes a GNU long name; restic writes PAX (tarstream's tests).
+        let bytes = stream(&[(&long[1..], E::Regular, b"long", None)]);
+        let (sent, _, _, left) = run_filter(&nodes, &[&long], &bytes);
+        assert_eq!(sent, [(long.clone(), b"long".to_vec())]);
+        assert!(left.is_empty());
+    }
+
+    #[test]
+    fn few_allowed_files_in_much_data_are_fetched_one_by_one() {
+        const M: u64 = 1 << 20;
+        // Nothing allowed: no restic start, nothing of anyone's read.
+        assert_eq!(choose(10 * M, 0, 0), How::PerFile);
+        assert_eq!(choose(0, 0, 0), How::PerFile);
+        // Everything allowed: one stream.
+        assert_eq!(choose(64 * M, 1000, 64 * M), How::Stream);
+        // One small file of the user's beside 1 GiB of someone else's: its own dump.
+        assert_eq!(choose(1024 * M, 1, 10), How::PerFile);
+        // 100 files of the user's beside 1 GiB: a stream (100 starts cost more than 1 GiB).
+        assert_eq!(choose(1024 * M, 100, 100 * 10), How::Stream);
+    }
 
     #[test]
     fn ls_json_of_014_and_018_is_read() {

@@ -242,6 +242,7 @@ impl Recording {
             summary: summary.map(SummaryRecord::from),
             snapshot_id: summary.map(|s| s.snapshot_id.clone()).unwrap_or_default(),
             errors,
+            reason: None,
         };
         drop(c);
         self.write(plan, record, events);
@@ -261,6 +262,7 @@ impl Recording {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![crate::redact::scrub(why, &plan.restic.secrets)],
+            reason: None,
         };
         // The run's listeners do not exist yet: its warnings go to the terminal.
         let mut events = Events::new();
@@ -295,16 +297,21 @@ impl Recording {
 /// run reports on, as is (with `foreign`) each directory on the way someone else could change
 /// (metrics.rs). A backup writes the file twice, in recovery and at its end: the second says it.
 fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
+    write_metrics_to(plan, state, &mut |w| events.warning(w), foreign)
+}
+
+/// [`write_metrics`] for a caller without a run's events (`igotchuu forget`, `verify`).
+pub fn write_metrics_to(plan: &Plan, state: &Dir, warn: &mut dyn FnMut(String), foreign: bool) {
     let Some(target) = &plan.metrics_file else {
         return;
     };
     match crate::state::metrics::write_for(state, target) {
         Ok(warnings) => {
             for w in warnings.into_iter().filter(|_| foreign) {
-                events.warning(w);
+                warn(w);
             }
         }
-        Err(e) => events.warning(e.to_string()),
+        Err(e) => warn(e.to_string()),
     }
 }
 
@@ -312,26 +319,66 @@ fn write_metrics(plan: &Plan, state: &Dir, events: &mut Events, foreign: bool) {
 /// (root is not a member): without it (a unit that drops it) the file stays root's alone, with a
 /// warning, rather than the run going unrecorded. An invalid old file is replaced, with a warning.
 fn append(state: &Dir, record: RunRecord, events: &mut Events) -> io::Result<()> {
+    write_status(state, &mut |w| events.warning(w), |gid| {
+        status::append(state, record.clone(), gid)
+    })
+}
+
+/// Rewrites status.json with `write` (given the group to give it), group `igotchuu` when it
+/// can: without CAP_CHOWN again as root's alone, with a warning. An invalid old file replaced
+/// is a warning too. Shared by the runs' records and the last forget and check (issue 18 §6).
+pub fn write_status(
+    state: &Dir,
+    warn: &mut dyn FnMut(String),
+    write: impl Fn(Option<u32>) -> io::Result<Option<status::StatusError>>,
+) -> io::Result<()> {
     make_reachable(state)?;
     let replaced = match group_gid() {
-        None => status::append(state, record, None)?,
-        Some(gid) => match status::append(state, record.clone(), Some(gid)) {
+        None => write(None)?,
+        Some(gid) => match write(Some(gid)) {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-                events.warning(format!(
+                warn(format!(
                     "cannot give {} to group `{}`: {e}; only root can read it now (under \
                      systemd, the unit's CapabilityBoundingSet= needs CAP_CHOWN)",
                     state.show(status::NAME).display(),
                     igotchuu_dbus::GROUP
                 ));
-                status::append(state, record, None)?
+                write(None)?
             }
             r => r?,
         },
     };
     if let Some(e @ status::StatusError::Invalid { .. }) = replaced {
-        events.warning(format!("{e}: replaced, the runs it held are lost"));
+        warn(format!("{e}: replaced, the runs it held are lost"));
     }
     Ok(())
+}
+
+/// Records a scheduled run that a run condition postponed (ops/conditions.rs): `skipped`, exit
+/// code 25, with `reason`. No marker is written for it and nothing else of the run exists: it
+/// ended before it began. The metrics file is rewritten, as after every run.
+pub fn record_skipped(plan: &Plan, state: &Dir, run_id: &str, reason: &str, events: &mut Events) {
+    let t = now();
+    let record = RunRecord {
+        run_id: run_id.to_owned(),
+        profile: plan.profile.clone().unwrap_or_default(),
+        outcome: OutcomeKind::Skipped,
+        exit_code: crate::exit::SKIPPED,
+        started: t,
+        finished: t,
+        restic_version: None,
+        summary: None,
+        snapshot_id: String::new(),
+        errors: Vec::new(),
+        reason: Some(reason.to_owned()),
+    };
+    if let Err(e) = append(state, record, events) {
+        events.warning(format!(
+            "cannot write the run's status to {}: {e}; `igotchuu status` does not know this run was postponed",
+            state.show(status::NAME).display()
+        ));
+    }
+    write_metrics(plan, state, events, true);
 }
 
 /// Records a run whose end someone else saw (the daemon, when its child died without recording
@@ -403,6 +450,7 @@ pub fn record_crashed(plan: &Plan, state: &Dir, events: &mut Events) {
                 "the run (PID {}) was killed before it could record how it ended (SIGKILL, power loss, OOM killer); found by the next run",
                 marker.pid
             )],
+            reason: None,
         };
         match append(state, record, events) {
             Ok(()) => {

@@ -1,5 +1,47 @@
-//! One backup at a time: an flock on the lock file, which the kernel releases however the holder
-//! dies, so a crash never leaves a stale lock. The holder writes its PID for the error message.
+//! igotchuu's locks: one backup at a time, and backups, forget, prune, check and restores never
+//! colliding on the repository (issue 18 §5).
+//!
+//! # The design
+//!
+//! Two flocks, both released by the kernel however the holder dies, so a crash never leaves a
+//! stale lock:
+//!
+//! - **the run lock** (`lock_file`, /run/igotchuu.lock): exclusive, held by a backup from before
+//!   its snapshots to its end (retention and hooks included). One backup at a time. After a
+//!   killed run, the drain helper (restic::drain) goes on holding it while that run's restic winds
+//!   down. The holder writes its PID for the error message.
+//! - **the repository lock** (`<lock_file>.repo`, beside it, checked the same way): taken *shared*
+//!   by a backup (for its restic, [`RepoUse::Backup`]) and by a restore for its whole duration
+//!   ([`RepoUse::Restore`], through [`repo_shared`]), *exclusive* by forget and prune
+//!   ([`RepoUse::Retention`]) and by check ([`RepoUse::Check`]). So a backup and a restore run
+//!   side by side, as restic's own non-exclusive locks allow, while forget, prune and check wait
+//!   for both and keep both out. A prune therefore never deletes a snapshot a restore is reading.
+//!
+//! Its scope is the run lock's: every profile that shares a `lock_file` (the default) shares it.
+//! Profiles given a `lock_file` of their own run independently of each other; if they share a
+//! repository, restic's own lock (waited for by `--retry-lock` or igotchuu's retries,
+//! restic::command) is what keeps them apart, as before.
+//!
+//! **Waits are bounded** by `lock_wait` (config, seconds, default [`DEFAULT_LOCK_WAIT`]): a run
+//! that cannot get the repository lock in time fails with [`LockError::Busy`], which names the
+//! holders (PID and command, from /proc/locks), exit code 26 (exit::LOCK_TIMEOUT), and leaves
+//! nothing behind (it has taken no snapshot yet). No one ever waits holding the repository lock,
+//! so there is no cycle: the order is run lock, then repository lock, and only a backup takes
+//! the run lock.
+//!
+//! **A long check and the nightly backup: the backup waits, with the bound.** The check does not
+//! yield. A check that gave way to every backup could starve for good when one read-data part
+//! takes longer than the gap between backups; with `check_read_data_subset = N` each check reads
+//! 1/N of the data, so N is what an admin turns to fit a check into the night. A backup that still
+//! waits out `lock_wait` fails loudly (exit 26, recorded, `status` critical), never silently.
+//!
+//! **Retention after a backup** releases the backup's shared lock first and then waits (bounded)
+//! for the exclusive one, still holding the run lock, so no next backup slips in between; a
+//! timeout is a failed retention (exit 24's outcome, "locked"), never a failed backup.
+//!
+//! **The drain helper** holds only the run lock: the repository lock of a killed backup goes with
+//! its process, and a forget or check that starts while the killed run's restic winds down meets
+//! restic's own lock, which it waits for (restic::command), as it would without igotchuu's.
 //!
 //! The lock file is only as good as the directory it is in: a user who can create it first, or
 //! swap it, holds every backup up. As root, [`acquire`] therefore refuses a lock file that anyone
@@ -11,6 +53,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation, Mode};
 
@@ -32,6 +75,14 @@ pub enum LockError {
     Finishing {
         path: PathBuf,
         pid: u32,
+        waited: u64,
+    },
+    /// The repository lock stayed held for the whole wait (exit 26).
+    #[error("igotchuu's repository lock {path} is held by {holders}; the {} waited {waited}s (lock_wait) and gave up; run it again once that has finished, or raise `lock_wait`", wanted.as_str())]
+    Busy {
+        path: PathBuf,
+        wanted: RepoUse,
+        holders: String,
         waited: u64,
     },
     #[error(transparent)]
@@ -199,6 +250,19 @@ pub fn adopt(path: &Path, file: File) -> Result<Lock, LockError> {
     }
     // Our own open file holds the flock already, so this succeeds; another holder means the
     // daemon did not take it, and is refused like any second run.
+    take(path, file)
+}
+
+fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
+    take(path, open_checked(path, root)?)
+}
+
+/// `file`'s flock taken, or who holds it (see [`flock_or_holder`]).
+fn take(path: &Path, file: File) -> Result<Lock, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_owned(),
+        source,
+    };
     match flock_or_holder(file).map_err(io)? {
         Ok(file) => Ok(Lock { file: Some(file) }),
         Err(Some(pid)) => Err(LockError::Held {
@@ -211,7 +275,9 @@ pub fn adopt(path: &Path, file: File) -> Result<Lock, LockError> {
     }
 }
 
-fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
+/// Opens a lock file; as root through its checked directory and checked once open (see the
+/// module docs), else only never through a symlink and only a regular file.
+fn open_checked(path: &Path, root: bool) -> Result<File, LockError> {
     let io = |source| LockError::Io {
         path: path.to_owned(),
         source,
@@ -239,16 +305,221 @@ fn lock_at(path: &Path, root: bool) -> Result<Lock, LockError> {
             "it is not a regular file; remove it or set `lock_file` elsewhere",
         )));
     }
-    match flock_or_holder(file).map_err(io)? {
-        Ok(file) => Ok(Lock { file: Some(file) }),
-        Err(Some(pid)) => Err(LockError::Held {
-            path: path.to_owned(),
-            pid,
-        }),
-        Err(None) => Err(LockError::HeldByUnknown {
-            path: path.to_owned(),
+    Ok(file)
+}
+
+// --- The repository lock (issue 18 §5; see the module docs).
+
+pub use crate::defaults::DEFAULT_LOCK_WAIT;
+
+/// Who takes the repository lock, which decides how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoUse {
+    /// A backup's restic: adds to the repository beside others (shared).
+    Backup,
+    /// A restore, for its whole duration: reads snapshots that must not go (shared).
+    Restore,
+    /// `restic forget`, and `prune` after it: removes snapshots and data (exclusive).
+    Retention,
+    /// `restic check`: needs a repository nobody changes (exclusive).
+    Check,
+}
+
+impl RepoUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoUse::Backup => "backup",
+            RepoUse::Restore => "restore",
+            RepoUse::Retention => "forget/prune",
+            RepoUse::Check => "check",
+        }
+    }
+
+    fn exclusive(self) -> bool {
+        matches!(self, RepoUse::Retention | RepoUse::Check)
+    }
+}
+
+/// The repository lock, held for as long as the value lives (close-on-exec: restic and hooks
+/// never inherit it).
+#[derive(Debug)]
+pub struct RepoLock {
+    _file: File,
+    pub what: RepoUse,
+}
+
+/// Where the repository lock of the run lock `lock_file` lives: beside it.
+pub fn repo_path(lock_file: &Path) -> PathBuf {
+    let mut p = lock_file.as_os_str().to_owned();
+    p.push(".repo");
+    PathBuf::from(p)
+}
+
+/// One try at the repository lock of `lock_file` for `what`: `Ok(Err(holders))` while others
+/// hold it in a way that keeps `what` out.
+pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, String>, LockError> {
+    let path = repo_path(lock_file);
+    let file = open_checked(&path, rustix::process::geteuid().is_root())?;
+    let op = if what.exclusive() {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    match flock(&file, op) {
+        Ok(()) => Ok(Ok(RepoLock { _file: file, what })),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(Err(holders(&file))),
+        Err(e) => Err(LockError::Io {
+            path,
+            source: e.into(),
         }),
     }
+}
+
+/// The repository lock for `what`, waited for up to `bound`; `waiting` is called once, with the
+/// holders, when a wait begins. For the synchronous callers (a restore, which holds it for its
+/// whole duration): a Ctrl-C while waiting ends the process, which holds nothing yet.
+pub fn repo_waiting(
+    lock_file: &Path,
+    what: RepoUse,
+    bound: Duration,
+    waiting: impl FnOnce(&str),
+) -> Result<RepoLock, LockError> {
+    let began = Instant::now();
+    let mut waiting = Some(waiting);
+    loop {
+        match try_repo(lock_file, what)? {
+            Ok(l) => return Ok(l),
+            Err(holders) if began.elapsed() >= bound => {
+                return Err(LockError::Busy {
+                    path: repo_path(lock_file),
+                    wanted: what,
+                    holders,
+                    waited: began.elapsed().as_secs(),
+                })
+            }
+            Err(holders) => {
+                if let Some(say) = waiting.take() {
+                    say(&holders);
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+/// A restore's hold on the repository (issue 20): shared, so backups and other restores go on
+/// and forget, prune and check wait until it is dropped. Waits up to `bound` for a running
+/// forget, prune or check. The one function restores take the lock through (the CLI's
+/// commands/restore.rs and the daemon's).
+pub fn repo_shared(lock_file: &Path, bound: Duration) -> Result<RepoLock, LockError> {
+    repo_waiting(lock_file, RepoUse::Restore, bound, |holders| {
+        say_err!(
+            "igotchuu: waiting up to {}s for igotchuu's repository lock, held by {holders}",
+            bound.as_secs()
+        )
+    })
+}
+
+/// [`repo_waiting`] for the async callers (backup, forget, check), whose stop signals must be
+/// heard while they wait: `Ok(None)` when `stopped` finished first.
+pub async fn repo_waiting_async(
+    lock_file: &Path,
+    what: RepoUse,
+    bound: Duration,
+    waiting: impl FnOnce(&str),
+    stopped: impl std::future::Future<Output = ()>,
+) -> Result<Option<RepoLock>, LockError> {
+    let began = Instant::now();
+    let mut waiting = Some(waiting);
+    tokio::pin!(stopped);
+    loop {
+        match try_repo(lock_file, what)? {
+            Ok(l) => return Ok(Some(l)),
+            Err(holders) if began.elapsed() >= bound => {
+                return Err(LockError::Busy {
+                    path: repo_path(lock_file),
+                    wanted: what,
+                    holders,
+                    waited: began.elapsed().as_secs(),
+                })
+            }
+            Err(holders) => {
+                if let Some(say) = waiting.take() {
+                    say(&holders);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = &mut stopped => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// How often a waiter tries again: an flock has no timeout of its own, and a blocked flock in a
+/// thread could not be given up on.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Who holds `file`'s flock, from /proc/locks (PID and which igotchuu command), for the message
+/// of a wait or a timeout: the holders of a shared lock write nothing into the file.
+fn holders(file: &File) -> String {
+    let Ok(st) = rustix::fs::fstat(file) else {
+        return "another process".into();
+    };
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(st.st_dev),
+        rustix::fs::minor(st.st_dev),
+        st.st_ino
+    );
+    let table = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut found: Vec<String> = Vec::new();
+    for line in table.lines() {
+        // "1: FLOCK  ADVISORY  READ 1234 00:19:5678 0 EOF"; waiters are marked "->".
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") || f.get(5) != Some(&id.as_str()) {
+            continue;
+        }
+        let Ok(pid) = f.get(4).unwrap_or(&"").parse::<u32>() else {
+            continue;
+        };
+        let mode = if f.get(3) == Some(&"WRITE") {
+            "exclusive"
+        } else {
+            "shared"
+        };
+        let entry = format!("PID {pid} ({}, {mode})", command_of(pid));
+        if !found.contains(&entry) {
+            found.push(entry);
+        }
+    }
+    if found.is_empty() {
+        "another process (find it with `fuser -v` on the lock file)".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// "igotchuu backup", "igotchuu verify", ... for an igotchuu, else "not igotchuu": only a known
+/// command word is shown, never what a command line says.
+fn command_of(pid: u32) -> &'static str {
+    const WORDS: [(&str, &str); 6] = [
+        ("backup", "igotchuu backup"),
+        ("daemon-run", "igotchuu backup (daemon)"),
+        ("forget", "igotchuu forget"),
+        ("verify", "igotchuu verify"),
+        ("restore", "igotchuu restore"),
+        ("daemon", "igotchuu daemon (a restore)"),
+    ];
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return "gone";
+    };
+    for arg in cmdline.split(|b| *b == 0).skip(1) {
+        if let Some((_, name)) = WORDS.iter().find(|(w, _)| w.as_bytes() == arg) {
+            return name;
+        }
+    }
+    "igotchuu, or not igotchuu"
 }
 
 #[cfg(test)]
@@ -304,6 +575,41 @@ mod tests {
         assert_eq!(holder_pid("4242"), Some(4242));
         assert_eq!(holder_pid(" 4242\n"), None);
         assert_eq!(holder_pid("4242\n\n"), None);
+    }
+
+    #[test]
+    fn the_repository_lock_is_shared_by_backups_and_restores_and_exclusive_for_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run_lock = dir.path().join("lock");
+        assert_eq!(repo_path(&run_lock), dir.path().join("lock.repo"));
+        let take = |what| try_repo(&run_lock, what).expect("usable");
+        let backup = take(RepoUse::Backup).expect("free");
+        let restore = take(RepoUse::Restore).expect("shared with a backup");
+        // Each open file is its own holder, as in separate processes.
+        let held = take(RepoUse::Check).expect_err("a check waits for both");
+        let me = std::process::id();
+        assert!(
+            held.contains(&format!("PID {me} (")) && held.contains(", shared)"),
+            "{held}"
+        );
+        take(RepoUse::Retention).expect_err("so does a forget");
+        drop((backup, restore));
+        let check = take(RepoUse::Check).expect("free again");
+        let held = take(RepoUse::Backup).expect_err("a backup waits for a check");
+        assert!(held.contains(", exclusive)"), "{held}");
+        let err = repo_waiting(&run_lock, RepoUse::Restore, Duration::ZERO, |_| {})
+            .expect_err("no wait: given up at once");
+        assert!(matches!(err, LockError::Busy { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "igotchuu's repository lock {} is held by PID {me} (",
+                repo_path(&run_lock).display()
+            )) && msg.contains("the restore waited 0s (lock_wait) and gave up"),
+            "{msg}"
+        );
+        drop(check);
+        take(RepoUse::Retention).expect("free after the check");
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::safe_fs::{self, Dir, Foreign, Stop};
-use crate::state::status::{self, RunRecord, StatusFile};
+use crate::state::status::{self, OpRecord, RunRecord, StatusFile};
+use igotchuu_dbus::{OpKind, OutcomeKind};
 
 /// One metric: its name, HELP text and how to get a profile's value.
 struct Metric {
@@ -33,7 +34,14 @@ struct Metric {
 
 /// What a profile's series are made of.
 struct Latest<'a> {
+    /// The newest run that ran: a postponed scheduled run (`skipped`, issue 18 §4) is not a run
+    /// of the `last_run` series, so it neither fails nor succeeds them; only when every recorded
+    /// run was postponed is the newest of them here (exit code 25, success 0).
     last: &'a RunRecord,
+    /// The newest record, skipped or not.
+    newest: &'a RunRecord,
+    /// The newest postponed run.
+    last_postponed: Option<&'a RunRecord>,
     last_success: Option<&'a RunRecord>,
     left_over: usize,
 }
@@ -62,7 +70,7 @@ const METRICS: &[Metric] = &[
     },
     Metric {
         name: "igotchuu_last_run_exit_code",
-        help: "Exit code of the last igotchuu run of the profile (0 success, 3 partial, 20 igotchuu failed, 130 interrupted, -1 crashed; see igotchuu --help).",
+        help: "Exit code of the last igotchuu run of the profile (0 success, 3 partial, 20 igotchuu failed, 130 interrupted, -1 crashed; see igotchuu --help); postponed scheduled runs are not counted.",
         value: |l| f64::from(l.last.exit_code),
     },
     Metric {
@@ -105,7 +113,72 @@ const METRICS: &[Metric] = &[
         help: "btrfs snapshots igotchuu's journal still lists after the last run (not removed; the next run or igotchuu cleanup retries).",
         value: |l| l.left_over as f64,
     },
+    Metric {
+        name: "igotchuu_postponed",
+        help: "1 if the newest scheduled run of the profile was postponed by a run condition (on battery, metered connection) and none ran since, else 0.",
+        value: |l| f64::from(u8::from(l.newest.outcome == OutcomeKind::Skipped)),
+    },
+    Metric {
+        name: "igotchuu_last_postponed_time_seconds",
+        help: "Unix time a scheduled run of the profile was last postponed by a run condition; 0 if none is recorded.",
+        value: |l| l.last_postponed.map_or(0.0, |r| r.finished as f64),
+    },
 ];
+
+/// One metric of the last forget or check (issue 18 §6): written for a profile once it has one.
+struct OpMetric {
+    name: &'static str,
+    help: &'static str,
+    kind: OpKind,
+    value: fn(&OpRecord) -> f64,
+}
+
+const OP_METRICS: &[OpMetric] = &[
+    OpMetric {
+        name: "igotchuu_last_forget_timestamp_seconds",
+        help: "Unix time the last forget (retention) of the profile ended.",
+        kind: OpKind::Forget,
+        value: |r| r.finished as f64,
+    },
+    OpMetric {
+        name: "igotchuu_last_forget_success",
+        help: "1 if the last forget (retention) of the profile applied its policy, else 0 (failed or refused).",
+        kind: OpKind::Forget,
+        value: |r| f64::from(u8::from(r.outcome.is_success())),
+    },
+    OpMetric {
+        name: "igotchuu_last_forget_exit_code",
+        help: "Exit code of the last forget of the profile (0 applied, 23 refused, 24 failed, 130 interrupted).",
+        kind: OpKind::Forget,
+        value: |r| f64::from(r.exit_code),
+    },
+    OpMetric {
+        name: "igotchuu_last_check_timestamp_seconds",
+        help: "Unix time the last repository check (igotchuu verify) of the profile ended.",
+        kind: OpKind::Check,
+        value: |r| r.finished as f64,
+    },
+    OpMetric {
+        name: "igotchuu_last_check_success",
+        help: "1 if the last repository check of the profile found no errors, else 0 (damage found or it could not run).",
+        kind: OpKind::Check,
+        value: |r| f64::from(u8::from(r.outcome.is_success())),
+    },
+    OpMetric {
+        name: "igotchuu_last_check_exit_code",
+        help: "Exit code of the last repository check of the profile (0 clean, 21 damage found, 22 could not run, 130 interrupted).",
+        kind: OpKind::Check,
+        value: |r| f64::from(r.exit_code),
+    },
+];
+
+/// Every metric's name and HELP, in file order: the runs', then the forget's and check's.
+fn all_metrics() -> impl Iterator<Item = (&'static str, &'static str)> {
+    METRICS
+        .iter()
+        .map(|m| (m.name, m.help))
+        .chain(OP_METRICS.iter().map(|m| (m.name, m.help)))
+}
 
 /// The journal records left in the state directory's `journal` (see journal.rs): snapshots
 /// not removed.
@@ -144,7 +217,7 @@ fn label(profile: &str) -> String {
 /// back is a metric, a profile name and a number, never text to copy.
 fn parse_sample(line: &str) -> Option<(&'static str, String, f64)> {
     let (name, rest) = line.split_once("{profile=\"")?;
-    let metric = METRICS.iter().find(|m| m.name == name)?;
+    let metric_name = all_metrics().map(|(n, _)| n).find(|n| *n == name)?;
     let mut profile = String::new();
     let mut chars = rest.char_indices();
     let end = loop {
@@ -172,13 +245,18 @@ fn parse_sample(line: &str) -> Option<(&'static str, String, f64)> {
         return None;
     }
     let value: f64 = value.parse().ok()?;
-    value.is_finite().then_some((metric.name, profile, value))
+    value.is_finite().then_some((metric_name, profile, value))
 }
 
 /// The file's text: this status file's profiles, plus the other profiles' samples parsed from
 /// `old` (the file as it was) and rendered again.
 pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
-    let profiles: BTreeSet<&str> = status.runs.iter().map(|r| r.profile.as_str()).collect();
+    let profiles: BTreeSet<&str> = status
+        .runs
+        .iter()
+        .map(|r| r.profile.as_str())
+        .chain(status.ops.keys().map(String::as_str))
+        .collect();
     // metric name → profile → value
     let mut samples: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
     for line in old.lines() {
@@ -189,11 +267,24 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
         }
     }
     for p in &profiles {
-        let Some(last) = status.last(Some(p)) else {
+        for m in OP_METRICS {
+            if let Some(r) = status.last_op(p, m.kind) {
+                samples
+                    .entry(m.name)
+                    .or_default()
+                    .insert((*p).to_owned(), (m.value)(r));
+            }
+        }
+        let Some(newest) = status.last(Some(p)) else {
             continue;
         };
+        let of_p = || status.runs.iter().rev().filter(|r| r.profile == *p);
         let latest = Latest {
-            last,
+            last: of_p()
+                .find(|r| r.outcome != OutcomeKind::Skipped)
+                .unwrap_or(newest),
+            newest,
+            last_postponed: of_p().find(|r| r.outcome == OutcomeKind::Skipped),
             last_success: status.last_success(Some(p)),
             left_over,
         };
@@ -205,14 +296,14 @@ pub fn render(status: &StatusFile, left_over: usize, old: &str) -> String {
         }
     }
     let mut out = String::new();
-    for m in METRICS {
-        let Some(series) = samples.get(m.name) else {
+    for (name, help) in all_metrics() {
+        let Some(series) = samples.get(name) else {
             continue;
         };
-        let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
-        let _ = writeln!(out, "# TYPE {} gauge", m.name);
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
         for (profile, value) in series {
-            let _ = writeln!(out, "{}{{profile=\"{}\"}} {value}", m.name, label(profile));
+            let _ = writeln!(out, "{name}{{profile=\"{}\"}} {value}", label(profile));
         }
     }
     out
@@ -363,6 +454,7 @@ mod tests {
             }),
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 
@@ -407,6 +499,61 @@ mod tests {
         assert!(again.contains("igotchuu_last_run_added_bytes{profile=\"off\\\"site\"} 7\n"));
     }
 
+    #[test]
+    fn the_last_forget_and_check_are_series_of_their_own() {
+        use igotchuu_dbus::OpOutcome;
+        let op = |outcome, exit_code, finished| status::OpRecord {
+            outcome,
+            exit_code,
+            started: finished - 5,
+            finished,
+            message: String::new(),
+            subset: None,
+        };
+        let mut a = StatusFile {
+            runs: vec![run("", OutcomeKind::Success, 100, 5)],
+            ..Default::default()
+        };
+        let e = a.ops.entry(String::new()).or_default();
+        e.last_forget = Some(op(OpOutcome::Success, 0, 200));
+        e.last_check = Some(op(OpOutcome::Damage, 21, 300));
+        // A profile with a check and no backup run yet.
+        a.ops.entry("offsite".into()).or_default().last_check =
+            Some(op(OpOutcome::Success, 0, 400));
+        let out = render(&a, 0, "");
+        assert_well_formed(&out);
+        for line in [
+            "igotchuu_last_forget_timestamp_seconds{profile=\"\"} 200\n",
+            "igotchuu_last_forget_success{profile=\"\"} 1\n",
+            "igotchuu_last_forget_exit_code{profile=\"\"} 0\n",
+            "igotchuu_last_check_timestamp_seconds{profile=\"\"} 300\n",
+            "igotchuu_last_check_success{profile=\"\"} 0\n",
+            "igotchuu_last_check_exit_code{profile=\"\"} 21\n",
+            "igotchuu_last_check_success{profile=\"offsite\"} 1\n",
+        ] {
+            assert!(out.contains(line), "{line:?} missing:\n{out}");
+        }
+        assert!(!out.contains("igotchuu_last_forget_success{profile=\"offsite\"}"));
+        assert!(!out.contains("igotchuu_last_run_exit_code{profile=\"offsite\"}"));
+        for (name, _) in all_metrics() {
+            assert!(
+                out.matches(&format!("# HELP {name} ")).count() <= 1,
+                "{name}"
+            );
+        }
+        // Another state_dir's file keeps these series as it keeps the runs'.
+        let b = StatusFile {
+            runs: vec![run("b", OutcomeKind::Success, 500, 1)],
+            ..Default::default()
+        };
+        let merged = render(&b, 0, &out);
+        assert!(
+            merged.contains("igotchuu_last_check_exit_code{profile=\"\"} 21\n"),
+            "{merged}"
+        );
+        assert!(merged.contains("igotchuu_last_check_success{profile=\"offsite\"} 1\n"));
+    }
+
     /// Every line of a rendered file is a HELP or TYPE line of a known metric or a sample that
     /// parses back to itself.
     fn assert_well_formed(text: &str) {
@@ -416,7 +563,7 @@ mod tests {
                 .or_else(|| line.strip_prefix("# TYPE "))
             {
                 let name = rest.split(' ').next().unwrap_or_default();
-                assert!(METRICS.iter().any(|m| m.name == name), "{line:?}");
+                assert!(all_metrics().any(|(n, _)| n == name), "{line:?}");
                 continue;
             }
             let (name, profile, value) =

@@ -10,11 +10,12 @@
 //! rename, directory fsync; safe_fs.rs), so a reader sees the old list or the new one, never half
 //! of one, and nobody can redirect the write.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use igotchuu_dbus::{OutcomeKind, Summary};
+use igotchuu_dbus::{OpKind, OpOutcome, OutcomeKind, Summary};
 use serde::{Deserialize, Serialize};
 
 use crate::safe_fs::Dir;
@@ -48,6 +49,9 @@ pub struct RunRecord {
     /// Error messages, redacted as everywhere else.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Why a `skipped` run was postponed ("on battery", "metered connection"; issue 18 §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// restic's summary figures, as stored.
@@ -94,6 +98,11 @@ pub struct StatusFile {
     pub format: u32,
     /// Oldest first, at most [`KEEP`].
     pub runs: Vec<RunRecord>,
+    /// Issue 18 §6: the last forget and check by profile ("" is the top-level config). Absent
+    /// in files written before (and while none ran): read as empty, and a reader that does not
+    /// know it ignores it, so the format stays 1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ops: BTreeMap<String, ProfileOps>,
 }
 
 impl Default for StatusFile {
@@ -101,7 +110,54 @@ impl Default for StatusFile {
         StatusFile {
             format: FORMAT,
             runs: Vec::new(),
+            ops: BTreeMap::new(),
         }
+    }
+}
+
+/// One profile's last forget and last check (status.json's `ops`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileOps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_forget: Option<OpRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<OpRecord>,
+}
+
+impl ProfileOps {
+    pub fn get(&self, kind: OpKind) -> Option<&OpRecord> {
+        match kind {
+            OpKind::Forget => self.last_forget.as_ref(),
+            OpKind::Check => self.last_check.as_ref(),
+        }
+    }
+}
+
+/// How one forget or check ended. ops.json keeps restic's details and the check's cursor
+/// (ops/state.rs); this is what status, D-Bus, the metrics and the monitor show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    #[serde(with = "op_word")]
+    pub outcome: OpOutcome,
+    /// The exit code `igotchuu forget` or `igotchuu verify` gives for it (exit.rs: 0, 21–24,
+    /// 130), also when it ran after a backup (whose own exit code it never changes).
+    pub exit_code: i32,
+    /// Unix times in seconds.
+    pub started: u64,
+    pub finished: u64,
+    /// The line igotchuu printed for it, redacted as everywhere else.
+    #[serde(default)]
+    pub message: String,
+    /// A check's part of the data, "n/t" (`--read-data-subset`; "1/1": all of it); absent for a
+    /// check of the structure only and for a forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+impl StatusFile {
+    /// The last forget or check of `profile`.
+    pub fn last_op(&self, profile: &str, kind: OpKind) -> Option<&OpRecord> {
+        self.ops.get(profile).and_then(|p| p.get(kind))
     }
 }
 
@@ -144,6 +200,34 @@ impl Source {
             last_success: file.last_success(None).map_or(0, |r| r.finished),
             last_exit_code: last.map_or(0, |r| r.exit_code),
         }
+    }
+}
+
+impl Source {
+    /// The last forget or check of the served profile (the daemon: the top-level config's, "";
+    /// a one-shot run: its own profile's); `None` when none (or the file is unreadable).
+    pub fn last_op(&self, kind: OpKind) -> Option<OpRecord> {
+        let file = load(&self.state_dir).ok()?;
+        file.last_op(self.profile.as_deref().unwrap_or(""), kind)
+            .cloned()
+    }
+
+    /// The D-Bus `Postponed` property: the reason the newest recorded run (of any profile, as
+    /// the other idle properties) was skipped, or "" when it was not a skipped one.
+    pub fn postponed(&self) -> String {
+        let file = load(&self.state_dir).unwrap_or_default();
+        file.last(None).map(postponed_reason).unwrap_or_default()
+    }
+}
+
+/// Why `run` was postponed: its reason when it is a `skipped` run, else "".
+pub fn postponed_reason(run: &RunRecord) -> String {
+    match run.outcome {
+        OutcomeKind::Skipped => run
+            .reason
+            .clone()
+            .unwrap_or_else(|| "a run condition".into()),
+        _ => String::new(),
     }
 }
 
@@ -243,6 +327,29 @@ pub fn append(state: &Dir, run: RunRecord, gid: Option<u32>) -> io::Result<Optio
     Ok(unreadable)
 }
 
+/// Sets `profile`'s last forget or check and replaces the file as [`append`] does (same mode,
+/// group and handling of an unreadable old file), keeping its runs.
+pub fn record_op(
+    state: &Dir,
+    profile: &str,
+    kind: OpKind,
+    rec: OpRecord,
+    gid: Option<u32>,
+) -> io::Result<Option<StatusError>> {
+    let (mut file, unreadable) = match load_at(state) {
+        Ok(f) => (f, None),
+        Err(e) => (StatusFile::default(), Some(e)),
+    };
+    file.format = FORMAT;
+    let entry = file.ops.entry(profile.to_owned()).or_default();
+    match kind {
+        OpKind::Forget => entry.last_forget = Some(rec),
+        OpKind::Check => entry.last_check = Some(rec),
+    }
+    write(state, &file, gid)?;
+    Ok(unreadable)
+}
+
 /// Temp file (0640, O_EXCL|O_NOFOLLOW), fsync, rename, fsync of the directory, all through the
 /// state directory's fd (safe_fs.rs).
 pub fn write(state: &Dir, file: &StatusFile, gid: Option<u32>) -> io::Result<()> {
@@ -267,6 +374,22 @@ mod outcome_word {
     }
 }
 
+/// serde for [`OpOutcome`] as its word ("success", "damage", …).
+mod op_word {
+    use igotchuu_dbus::OpOutcome;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &OpOutcome, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OpOutcome, D::Error> {
+        let word = String::deserialize(d)?;
+        OpOutcome::parse(&word)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown outcome {word:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +406,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         }
     }
 
@@ -310,5 +434,67 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn the_last_forget_and_check_are_kept_beside_the_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = crate::safe_fs::reach(dir.path(), None).expect("reach").0;
+        // A file from before the field: read as no ops.
+        std::fs::write(path(dir.path()), r#"{"format":1,"runs":[]}"#).expect("old file");
+        assert!(load(dir.path()).expect("old file loads").ops.is_empty());
+        append(&state, run(1, OutcomeKind::Success), None).expect("append");
+        let op = |outcome, code, subset: Option<&str>| OpRecord {
+            outcome,
+            exit_code: code,
+            started: 10,
+            finished: 20,
+            message: "m".into(),
+            subset: subset.map(str::to_owned),
+        };
+        record_op(
+            &state,
+            "",
+            OpKind::Forget,
+            op(OpOutcome::Refused, 23, None),
+            None,
+        )
+        .expect("forget");
+        record_op(
+            &state,
+            "",
+            OpKind::Check,
+            op(OpOutcome::Damage, 21, Some("2/10")),
+            None,
+        )
+        .expect("check");
+        // A run appended later keeps them, and they keep the runs.
+        append(&state, run(2, OutcomeKind::Success), None).expect("append");
+        let f = load(dir.path()).expect("load");
+        assert_eq!(f.runs.len(), 2);
+        let c = f.last_op("", OpKind::Check).expect("check kept");
+        assert_eq!((c.outcome, c.exit_code), (OpOutcome::Damage, 21));
+        assert_eq!(c.subset.as_deref(), Some("2/10"));
+        assert_eq!(
+            f.last_op("", OpKind::Forget).map(|r| r.outcome),
+            Some(OpOutcome::Refused)
+        );
+        assert_eq!(f.last_op("other", OpKind::Check), None);
+        let text = std::fs::read_to_string(path(dir.path())).expect("read");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["ops"][""]["last_check"]["outcome"], "damage");
+        assert_eq!(v["ops"][""]["last_check"]["subset"], "2/10");
+        assert_eq!(v["ops"][""]["last_forget"]["exit_code"], 23);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path(dir.path()))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        let src = Source {
+            state_dir: dir.path().to_owned(),
+            profile: None,
+        };
+        assert_eq!(src.last_op(OpKind::Forget).map(|r| r.finished), Some(20));
     }
 }

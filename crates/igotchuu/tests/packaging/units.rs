@@ -103,7 +103,10 @@ fn template_units_match_the_main_units() {
     let has = |lines: &[String], l: &str| lines.iter().any(|x| x == l);
     for l in [
         "Type=oneshot",
-        "ExecStart=/usr/bin/igotchuu backup",
+        // Issue 18 §4: what the timer starts is a scheduled run, and a run postponed by a run
+        // condition (exit 25) does not fail the unit.
+        "ExecStart=/usr/bin/igotchuu backup --scheduled",
+        "SuccessExitStatus=25",
         "KillMode=mixed",
         "CacheDirectory=igotchuu",
         "StateDirectory=igotchuu",
@@ -112,7 +115,7 @@ fn template_units_match_the_main_units() {
     }
     assert!(has(
         &section(&tmpl, "Service"),
-        "ExecStart=/usr/bin/igotchuu --profile %i backup"
+        "ExecStart=/usr/bin/igotchuu --profile %i backup --scheduled"
     ));
     // RESTIC_CACHE_DIR in the environment would silently override `cache_dir` from the config.
     assert!(

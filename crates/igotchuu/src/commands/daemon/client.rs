@@ -37,7 +37,9 @@ use crate::{config, exit};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `Some(exit code)` when the daemon ran the backup (or refused it); `None`: run it here.
-pub fn delegate(g: &Global) -> Option<i32> {
+/// `scheduled` (`backup --scheduled`): asked for with `StartTask(p, "backup", {"scheduled":
+/// true})`, so that the daemon's child applies the run conditions (ops::conditions).
+pub fn delegate(g: &Global, scheduled: bool) -> Option<i32> {
     if g.explicit {
         return None;
     }
@@ -45,7 +47,33 @@ pub fn delegate(g: &Global) -> Option<i32> {
         .enable_all()
         .build()
         .ok()?;
-    rt.block_on(follow(g))
+    rt.block_on(follow(g, scheduled))
+}
+
+/// `StartTask(profile, "backup", {"scheduled": true})` (issue 18; the daemon side is in
+/// commands/daemon). Called by name rather than through the proxy: the method is the daemon's
+/// newer way in, and an older daemon answers UnknownMethod ([`CallError::Unknown`]).
+async fn start_scheduled(conn: &zbus::Connection, profile: &str) -> Result<String, CallError> {
+    let mut options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
+        std::collections::HashMap::new();
+    options.insert("scheduled", zbus::zvariant::Value::from(true));
+    let reply = conn
+        .call_method(
+            Some(NAME),
+            igotchuu_dbus::PATH,
+            Some(igotchuu_dbus::INTERFACE),
+            "StartTask",
+            &(profile, "backup", options),
+        )
+        .await
+        .map_err(CallError::from)?;
+    reply
+        .body()
+        .deserialize::<String>()
+        .map_err(|e| CallError::Other {
+            name: String::new(),
+            message: format!("StartTask's answer is not a run id: {e}"),
+        })
 }
 
 fn fail(msg: impl std::fmt::Display) -> Option<i32> {
@@ -53,7 +81,7 @@ fn fail(msg: impl std::fmt::Display) -> Option<i32> {
     Some(exit::IGOTCHUU_FAILED)
 }
 
-async fn follow(g: &Global) -> Option<i32> {
+async fn follow(g: &Global, scheduled: bool) -> Option<i32> {
     let root = rustix::process::geteuid().is_root();
     let mut client = tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(None))
         .await
@@ -77,7 +105,23 @@ async fn follow(g: &Global) -> Option<i32> {
     let proxy = client.proxy().await.ok()?;
     let profile = g.profile.clone().unwrap_or_default();
     // Subscribed (Client::connect) before Start, so nothing of the run is missed.
-    let run_id = match proxy.start(&profile).await.map_err(CallError::from) {
+    let asked = match scheduled {
+        false => proxy.start(&profile).await.map_err(CallError::from),
+        true => match start_scheduled(client.connection(), &profile).await {
+            // A daemon older than this igotchuu (still running after an upgrade): its `Start`
+            // runs the backup, without the run conditions.
+            Err(CallError::Unknown(_)) => {
+                say_err!(
+                    "igotchuu: warning: the running igotchuu daemon is older than this igotchuu \
+                     and has no StartTask: this scheduled backup runs without checking the run \
+                     conditions (restart igotchuu-daemon.service)"
+                );
+                proxy.start(&profile).await.map_err(CallError::from)
+            }
+            r => r,
+        },
+    };
+    let run_id = match asked {
         Ok(id) => id,
         // Not installed (as a user without root: activation found no service file).
         Err(CallError::Absent) => return None,
@@ -138,7 +182,12 @@ async fn follow(g: &Global) -> Option<i32> {
                     "igotchuu: note: the bus did not say how run {run_id} ended ({end:?}); its record does"
                 );
             }
-            term.on_event(&Event::Finished(Outcome::reported(r.outcome, r.exit_code)));
+            let outcome = match (Outcome::reported(r.outcome, r.exit_code), &r.reason) {
+                // The record says why a postponed run was skipped; the bus only that it was.
+                (Outcome::Skipped(_), Some(why)) => Outcome::Skipped(why.clone()),
+                (o, _) => o,
+            };
+            term.on_event(&Event::Finished(outcome));
             // A crashed run's recorded -1 is not an exit code: igotchuu's failure.
             Some(if r.exit_code < 0 {
                 exit::IGOTCHUU_FAILED
@@ -254,6 +303,7 @@ mod tests {
             summary: None,
             snapshot_id: String::new(),
             errors: vec![],
+            reason: None,
         };
         let file = StatusFile {
             runs: vec![

@@ -16,14 +16,17 @@
 //! owns the name, so this is the narrow race of a one-shot run starting at the same moment, and
 //! the caller's next call reaches that run (which refuses `Start` as already running).
 //!
-//! Here: `Start`, `Stop` and `Profiles`. The daemon's life (name, idle exit) is [`serve`], one
+//! Here: `Start`, `Stop` and `Profiles`; the restore methods (issue 20) are [`restore`]'s. The
+//! daemon's life (name, idle exit) is [`serve`], one
 //! run's watch (relay, reap, a dead child reported) is [`run`], the child's side is [`child`],
 //! the pipe's format is [`wire`], and `igotchuu backup` as a client of the daemon is [`client`].
 
 pub mod child;
 pub mod client;
+mod restore;
 mod run;
 mod serve;
+mod task;
 pub mod wire;
 
 pub use serve::main;
@@ -40,7 +43,7 @@ use zbus::message::Header;
 use zbus::Connection;
 
 use crate::config;
-use crate::dbus::interface::{BoxFuture, OnDemand, Refusal};
+use crate::dbus::interface::{BoxFuture, OnDemand, Refusal, RestoreRequest, Task, TaskOptions};
 use crate::dbus::{polkit, publish};
 use crate::plan::{self, Plan};
 use crate::state::lock::{self, LockError};
@@ -61,6 +64,7 @@ pub struct Settings {
 struct Current {
     pid: u32,
     run_id: String,
+    task: Task,
 }
 
 /// Whether the daemon has a run, decided under one mutex so that of many concurrent `Start`s one
@@ -99,11 +103,17 @@ enum Activity {
 /// watch the runs.
 pub struct Daemon {
     settings: Settings,
+    /// The backup.
     current: Mutex<Slot>,
+    /// A forget or a check (`StartTask`, issue 18 §5): one at a time, beside a backup; the
+    /// repository lock (state/lock.rs) orders them against the backup and restores.
+    maintenance: Mutex<Slot>,
     activity: watch::Sender<Activity>,
     /// To the publisher task (dbus/publish.rs), which sends the signals and sets the properties.
     signals: mpsc::UnboundedSender<publish::Msg>,
     runs: AtomicU64,
+    /// Issue 20: restore jobs (restore.rs).
+    jobs: Arc<restore::Jobs>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the `Slot` inside is still whole.
@@ -172,14 +182,17 @@ impl Daemon {
         });
     }
 
-    /// `Start(profile)`. The order is the defence (issue 16 §3): a name too long is refused
-    /// before anything else; polkit decides before the call counts as activity (a refused caller
-    /// must not keep the daemon alive); a second run is refused before the config is read or
-    /// `restic version` runs; and that slow part runs on a blocking thread, not on the one thread
-    /// that serves the bus, so `Get` and `Stop` are answered while it goes on.
-    pub(crate) async fn start(
+    /// `StartTask(profile, task, options)`; `Start(profile)` is a backup with no options. The
+    /// order is the defence (issue 16 §3): a name too long is refused before anything else;
+    /// polkit decides before the call counts as activity (a refused caller must not keep the
+    /// daemon alive); a second run is refused before the config is read or `restic version`
+    /// runs; and that slow part runs on a blocking thread, not on the one thread that serves the
+    /// bus, so `Get` and `Stop` are answered while it goes on.
+    pub(crate) async fn start_task(
         self: &Arc<Self>,
         profile: &str,
+        task: Task,
+        options: TaskOptions,
         header: &Header<'_>,
         conn: &Connection,
     ) -> Result<String, Refusal> {
@@ -196,11 +209,35 @@ impl Daemon {
         let (caller, judge) = polkit::authorize(header, conn, actions::START)
             .await
             .map_err(|why| {
-                say_err!("igotchuu: warning: refused D-Bus Start: {why}");
+                say_err!(
+                    "igotchuu: warning: refused D-Bus Start of a {}: {why}",
+                    task.as_str()
+                );
                 Refusal::new(errors::ACCESS_DENIED, why)
             })?;
         self.touch();
-        let reserved = self.reserve()?;
+        let who = format!(
+            "{} (uid {}, {judge:?})",
+            caller.sender,
+            caller
+                .uid
+                .map_or_else(|| "unknown".into(), |u| u.to_string())
+        );
+        match task {
+            Task::Backup => self.start_backup(profile, options, &who, conn).await,
+            Task::Forget | Task::Check => self.start_maintenance(profile, task, &who).await,
+        }
+    }
+
+    /// A backup, as a child holding the run lock the daemon took.
+    async fn start_backup(
+        self: &Arc<Self>,
+        profile: &str,
+        options: TaskOptions,
+        who: &str,
+        conn: &Connection,
+    ) -> Result<String, Refusal> {
+        let reserved = self.reserve(&self.current, Task::Backup)?;
         let me = self.clone();
         let name = profile.to_owned();
         let (plan, lock) = tokio::task::spawn_blocking(move || me.prepare(&name))
@@ -215,7 +252,7 @@ impl Daemon {
         let run_id = format!("{}-{}-{n}", plan.timestamp, std::process::id());
         // Spawned here, on the runtime's only thread: the child's death signal follows the thread
         // that forked it (serve.rs).
-        let mut cmd = self.child_command(profile, &run_id);
+        let mut cmd = self.child_command(profile, &run_id, options);
         let Some(file) = lock.hand_over() else {
             return Err(Refusal::new(
                 "org.freedesktop.DBus.Error.Failed",
@@ -239,13 +276,13 @@ impl Daemon {
         reserved.running(Current {
             pid,
             run_id: run_id.clone(),
+            task: Task::Backup,
         });
         // Before any of the child's events: they are queued in order behind it.
         let _ = self.signals.send(publish::Msg::NewRun);
         say_err!(
-            "igotchuu: run {run_id} (profile {profile:?}, PID {pid}) started by D-Bus Start from {} (uid {}, {judge:?})",
-            caller.sender,
-            caller.uid.map_or_else(|| "unknown".into(), |u| u.to_string())
+            "igotchuu: run {run_id} (profile {profile:?}, PID {pid}{}) started by D-Bus Start from {who}",
+            if options.scheduled { ", scheduled" } else { "" }
         );
         let me = self.clone();
         let watched = run::Watched {
@@ -260,34 +297,64 @@ impl Daemon {
         Ok(run_id)
     }
 
-    /// Takes the slot for a run, or refuses as already running. The daemon counts as busy from
-    /// here: it does not exit idle while a run is being prepared.
-    fn reserve(&self) -> Result<Reserved<'_>, Refusal> {
-        let mut slot = guard(&self.current);
-        match &*slot {
+    /// Takes `slot` (the backup's or the maintenance task's) for a run of `task`, or refuses
+    /// as already running. The daemon counts as busy from here: it does not exit idle while a
+    /// run is being prepared.
+    fn reserve<'a>(&'a self, slot: &'a Mutex<Slot>, task: Task) -> Result<Reserved<'a>, Refusal> {
+        let mut held = guard(slot);
+        let what = match slot_kind(task) {
+            SlotKind::Backup => "a backup",
+            SlotKind::Maintenance => "a forget or check",
+        };
+        match &*held {
             Slot::Free => {}
             Slot::Starting => {
                 return Err(Refusal::new(
                     errors::ALREADY_RUNNING,
-                    "a backup is being started through the daemon; wait for it to finish or \
-                     call Stop",
+                    format!(
+                        "{what} is being started through the daemon; wait for it to finish or \
+                         call Stop"
+                    ),
                 ))
             }
             Slot::Running(c) => {
                 return Err(Refusal::new(
                     errors::ALREADY_RUNNING,
                     format!(
-                        "a backup started through the daemon is running (run {}, PID {}); wait \
+                        "a {} started through the daemon is running (run {}, PID {}); wait \
                          for it to finish or call Stop",
-                        c.run_id, c.pid
+                        c.task.as_str(),
+                        c.run_id,
+                        c.pid
                     ),
                 ))
             }
         }
-        *slot = Slot::Starting;
-        drop(slot);
+        *held = Slot::Starting;
+        drop(held);
         self.activity.send_replace(Activity::Busy);
-        Ok(Reserved { daemon: self })
+        Ok(Reserved { daemon: self, slot })
+    }
+
+    /// Busy while either slot is taken, else idle from now: the idle timeout counts from the
+    /// end of the last run.
+    fn settle(&self) {
+        let busy = [&self.current, &self.maintenance]
+            .iter()
+            .any(|s| !matches!(*guard(s), Slot::Free));
+        self.activity.send_replace(if busy {
+            Activity::Busy
+        } else {
+            Activity::IdleSince(Instant::now())
+        });
+    }
+
+    /// The PIDs of the runs going on (a backup, a forget or check), for `Stop` and the exit.
+    fn pids(&self) -> Vec<u32> {
+        [&self.current, &self.maintenance]
+            .iter()
+            .filter_map(|s| guard(s).pid())
+            .collect()
     }
 
     /// The slow part of `Start`, on a blocking thread: the config, the plan (which runs
@@ -312,23 +379,22 @@ impl Daemon {
 
     /// `igotchuu [-c FILE] [-p NAME] [-v] daemon-run --run-id ID --daemon-pid PID` through
     /// /proc/self/exe (the binary this daemon runs, even if the package replaced it since).
-    fn child_command(&self, profile: &str, run_id: &str) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("/proc/self/exe");
-        if self.settings.explicit {
-            cmd.arg("--config-file").arg(&self.settings.config_path);
-        }
-        if !profile.is_empty() {
-            cmd.arg("--profile").arg(profile);
-        }
-        if self.settings.verbose {
-            cmd.arg("--verbose");
-        }
+    fn child_command(
+        &self,
+        profile: &str,
+        run_id: &str,
+        options: TaskOptions,
+    ) -> tokio::process::Command {
+        let mut cmd = self.igotchuu(profile);
         cmd.arg(child::SUBCOMMAND)
             .arg("--run-id")
             .arg(run_id)
             .arg("--daemon-pid")
-            .arg(std::process::id().to_string())
-            .stdout(std::process::Stdio::piped())
+            .arg(std::process::id().to_string());
+        if options.scheduled {
+            cmd.arg("--scheduled");
+        }
+        cmd.stdout(std::process::Stdio::piped())
             // Its log goes where the daemon's goes (the journal under systemd).
             .stderr(std::process::Stdio::inherit())
             // Dropping the handle must not kill a run: it ends through its own stop path.
@@ -341,8 +407,25 @@ impl Daemon {
         cmd
     }
 
-    /// `Stop`: polkit decides; the run gets SIGTERM, its one-shot stop path (restic interrupted,
-    /// snapshots removed, exit 130). Nothing running: nothing to do.
+    /// `igotchuu [-c FILE] [-p NAME] [-v]` through /proc/self/exe (the binary this daemon runs,
+    /// even if the package replaced it since): the start of every child's command line.
+    fn igotchuu(&self, profile: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        if self.settings.explicit {
+            cmd.arg("--config-file").arg(&self.settings.config_path);
+        }
+        if !profile.is_empty() {
+            cmd.arg("--profile").arg(profile);
+        }
+        if self.settings.verbose {
+            cmd.arg("--verbose");
+        }
+        cmd
+    }
+
+    /// `Stop`: polkit decides; the runs (a backup, a forget or check) get SIGTERM, their
+    /// one-shot stop path (restic interrupted, snapshots removed, exit 130). Nothing running:
+    /// nothing to do.
     pub(crate) async fn stop(&self, header: &Header<'_>, conn: &Connection) -> fdo::Result<()> {
         let (caller, _) = polkit::authorize(header, conn, actions::STOP)
             .await
@@ -352,8 +435,7 @@ impl Daemon {
             })?;
         // Only an allowed call counts as activity: refused calls must not keep the daemon up.
         self.touch();
-        let pid = guard(&self.current).pid();
-        if let Some(pid) = pid {
+        for pid in self.pids() {
             say_err!(
                 "igotchuu: D-Bus Stop from {} (uid {}): stopping PID {pid}",
                 caller.sender,
@@ -367,16 +449,30 @@ impl Daemon {
     }
 }
 
+/// Which of the daemon's two slots a task takes.
+enum SlotKind {
+    Backup,
+    Maintenance,
+}
+
+fn slot_kind(task: Task) -> SlotKind {
+    match task {
+        Task::Backup => SlotKind::Backup,
+        Task::Forget | Task::Check => SlotKind::Maintenance,
+    }
+}
+
 /// The slot taken by an allowed `Start` while it prepares the run. Dropped without
 /// [`Reserved::running`] (the `Start` was refused, or its call dropped), it frees the slot again
 /// and the idle timeout starts anew.
 struct Reserved<'a> {
     daemon: &'a Daemon,
+    slot: &'a Mutex<Slot>,
 }
 
 impl Reserved<'_> {
     fn running(self, current: Current) {
-        *guard(&self.daemon.current) = Slot::Running(current);
+        *guard(self.slot) = Slot::Running(current);
         // Again, though already busy: serve.rs's stop path watches for the run's PID.
         self.daemon.activity.send_replace(Activity::Busy);
         std::mem::forget(self);
@@ -385,10 +481,8 @@ impl Reserved<'_> {
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
-        *guard(&self.daemon.current) = Slot::Free;
-        self.daemon
-            .activity
-            .send_replace(Activity::IdleSince(Instant::now()));
+        *guard(self.slot) = Slot::Free;
+        self.daemon.settle();
     }
 }
 
@@ -424,13 +518,17 @@ fn terminate(pid: u32) {
 /// The bus's view of the daemon (dbus/interface.rs): `Start`, `Stop` and `Profiles` go to the
 /// methods above.
 impl OnDemand for Daemon {
-    fn start<'a>(
+    fn start_task<'a>(
         self: Arc<Self>,
         profile: &'a str,
+        task: Task,
+        options: TaskOptions,
         header: &'a Header<'a>,
         conn: &'a Connection,
     ) -> BoxFuture<'a, Result<String, Refusal>> {
-        Box::pin(async move { Daemon::start(&self, profile, header, conn).await })
+        Box::pin(
+            async move { Daemon::start_task(&self, profile, task, options, header, conn).await },
+        )
     }
 
     fn stop<'a>(
@@ -443,5 +541,42 @@ impl OnDemand for Daemon {
 
     fn profiles(&self) -> Vec<String> {
         Daemon::profiles(self)
+    }
+
+    fn list_snapshots<'a>(
+        self: Arc<Self>,
+        profile: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<igotchuu_dbus::SnapshotEntry>, Refusal>> {
+        Box::pin(async move { Daemon::list_snapshots(&self, profile, header, conn).await })
+    }
+
+    fn list_directory<'a>(
+        self: Arc<Self>,
+        snapshot: &'a str,
+        path: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<Vec<igotchuu_dbus::DirEntry>, Refusal>> {
+        Box::pin(async move { Daemon::list_directory(&self, snapshot, path, header, conn).await })
+    }
+
+    fn restore<'a>(
+        self: Arc<Self>,
+        request: RestoreRequest,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<String, Refusal>> {
+        Box::pin(async move { Daemon::restore(&self, request, header, conn).await })
+    }
+
+    fn cancel_restore<'a>(
+        self: Arc<Self>,
+        job: &'a str,
+        header: &'a Header<'a>,
+        conn: &'a Connection,
+    ) -> BoxFuture<'a, Result<(), Refusal>> {
+        Box::pin(async move { Daemon::cancel_restore(&self, job, header, conn).await })
     }
 }

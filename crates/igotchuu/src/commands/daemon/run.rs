@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::io::AsyncBufReadExt;
 use zbus::Connection;
 
-use super::{guard, now_unix, wire, Activity, Daemon, Slot};
+use super::{guard, now_unix, wire, Daemon, Slot};
 use crate::dbus::{inhibit, publish};
 use crate::events::{ErrorEvent, Event, Listener, Outcome, OutcomeKind, Phase, Step};
 use crate::state::status::{self, RunRecord, SummaryRecord};
@@ -79,6 +78,7 @@ impl Daemon {
         }
         let status = child.wait().await;
         *guard(&self.current) = Slot::Free;
+        self.settle();
         for event in &deferred {
             signals.on_event(event);
         }
@@ -88,8 +88,6 @@ impl Daemon {
         } else if let Some(c) = code {
             say_err!("igotchuu: run {} ended with exit code {c}", run.run_id);
         }
-        self.activity
-            .send_replace(Activity::IdleSince(Instant::now()));
     }
 
     /// The child ended without `Finished`: say so on the bus (`Error` during "daemon",
@@ -134,6 +132,7 @@ impl Daemon {
             summary: None::<SummaryRecord>,
             snapshot_id: String::new(),
             errors: vec![msg],
+            reason: None,
         };
         if let Err(e) = crate::session::record::record_for(&run.state_dir, record) {
             say_err!(

@@ -10,7 +10,7 @@ use igotchuu_dbus::{NAME, PATH};
 use tokio::sync::{mpsc, watch};
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-use super::{guard, terminate, Activity, Daemon, Settings, Slot};
+use super::{terminate, Activity, Daemon, Settings, Slot};
 use crate::dbus::interface::{Control, Igotchuu};
 use crate::dbus::publish;
 use crate::state::status;
@@ -53,9 +53,11 @@ async fn serve(settings: Settings) -> i32 {
     let daemon = Arc::new(Daemon {
         settings,
         current: Mutex::new(Slot::Free),
+        maintenance: Mutex::new(Slot::Free),
         activity,
         signals: tx,
         runs: AtomicU64::new(0),
+        jobs: Arc::default(),
     });
     // LastRunStarted & co. come from the top-level config's state_dir (profiles share it unless
     // they set their own; such a profile's runs are in its own status file, read by `status -p`).
@@ -134,12 +136,12 @@ async fn serve(settings: Settings) -> i32 {
                         // Wait for the run to clean up and end (systemd's TimeoutStopSec bounds
                         // it). A run still being prepared has no PID yet: it is stopped once it
                         // has one (Start marks that as a change of activity).
-                        let mut stopped = false;
+                        let mut stopped: Vec<u32> = Vec::new();
                         while matches!(*activity_rx.borrow_and_update(), Activity::Busy) {
-                            if !stopped {
-                                if let Some(pid) = guard(&daemon.current).pid() {
+                            for pid in daemon.pids() {
+                                if !stopped.contains(&pid) {
                                     terminate(pid);
-                                    stopped = true;
+                                    stopped.push(pid);
                                 }
                             }
                             if activity_rx.changed().await.is_err() {
@@ -162,6 +164,12 @@ async fn serve(settings: Settings) -> i32 {
                     _ = activity_rx.changed() => {}
                     _ = stop.requested() => break,
                     _ = idle => {
+                        // A restore job running is activity (issue 20): look again one idle
+                        // timeout later (its end starts the timeout anew too).
+                        if daemon.jobs.running() > 0 {
+                            daemon.touch();
+                            continue;
+                        }
                         say_err!("igotchuu: idle for {}s: exiting", idle_timeout.map_or(0, |t| t.as_secs()));
                         break;
                     }
@@ -178,6 +186,15 @@ async fn serve(settings: Settings) -> i32 {
         if activity_rx.changed().await.is_err() {
             break;
         }
+    }
+    // Restores (issue 20) are cancelled, not cut off: a cancelled one leaves no half-written
+    // file under its name, and its writer exits with it.
+    if daemon.jobs.running() > 0 {
+        say_err!(
+            "igotchuu: cancelling {} running restore job(s)",
+            daemon.jobs.running()
+        );
+        daemon.jobs.cancel_all_and_wait().await;
     }
     exit::SUCCESS
 }
