@@ -568,6 +568,67 @@ fn a_stop_mid_file_leaves_no_partial_file() {
     }
 }
 
+/// The target directory disappears mid-file (its owner removes it): the restore fails with a
+/// message naming the file, nothing is recreated in its place, and no partial or temporary file
+/// is left anywhere under the parent. The fake: restic's `dump` passes on the first 1,000,000
+/// bytes, touches a flag and waits for the test's go, so "mid-file" is certain, not a race.
+#[test]
+fn a_target_removed_mid_restore_fails_clearly_and_leaves_nothing() {
+    let Some(s) = setup() else { return };
+    s.backup();
+    let flag = s.fx.path("gone-flag");
+    let go = s.fx.path("gone-go");
+    let real = sh_quote(&s.fx.restic_bin);
+    let fake = s.fx.restic_wrapper(&format!(
+        "case \" $* \" in *\" dump \"*) {real} \"$@\" | {{ head -c 1000000; touch {flag}; while [ ! -e {go} ]; do sleep 0.05; done; cat; }}; exit 0;; esac",
+        flag = sh_quote(&flag),
+        go = sh_quote(&go)
+    ));
+    let parent = s.a_dir("goneparent");
+    let t = parent.join("target");
+    std::fs::create_dir(&t).unwrap();
+    chown(&t, &s.a);
+    let mut run =
+        s.fx.igotchuu()
+            .path_prepend(&fake)
+            .arg("-c")
+            .arg(&s.config)
+            .args([
+                "restore",
+                "latest",
+                &s.p("home/a/big"),
+                "--target",
+                t.to_str().unwrap(),
+                "--as-uid",
+                &s.a.uid.to_string(),
+            ])
+            .spawn();
+    run.wait_for_path(&flag);
+    // A removes her target while the file is half written.
+    let st =
+        s.a.sh(&format!("rm -rf {}", sh_quote(&t)))
+            .status()
+            .expect("rm");
+    assert!(st.success());
+    std::fs::write(&go, b"").unwrap();
+    let out = run.wait(WAIT_TIMEOUT);
+    out.assert_code(20);
+    assert!(
+        out.stderr.contains("big"),
+        "the message names the file: {out}"
+    );
+    assert!(
+        out.stderr.contains("No such file or directory"),
+        "the message says the target is gone: {out}"
+    );
+    assert!(!t.exists(), "the target was recreated: {out}");
+    assert!(
+        names(&parent).is_empty(),
+        "left behind: {:?}",
+        names(&parent)
+    );
+}
+
 /// Root restoring in place into a directory a user owns: the user swaps the directory on the
 /// live system for a symlink to a directory of root's. Root's writer follows no symlink on the
 /// target's path, so nothing is written.
