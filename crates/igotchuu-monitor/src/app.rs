@@ -47,15 +47,20 @@ struct State {
     _hold: Option<gio::ApplicationHoldGuard>,
 }
 
-pub fn run(background: bool) -> ExitCode {
-    let settings = match Settings::path().map(|p| Settings::load(&p)) {
+/// The settings file's settings, or the defaults (saying why when the file is bad).
+fn load_settings() -> Settings {
+    match Settings::path().map(|p| Settings::load(&p)) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
             eprintln!("igotchuu-monitor: {e}; using the defaults");
             Settings::default()
         }
         None => Settings::default(),
-    };
+    }
+}
+
+pub fn run(background: bool) -> ExitCode {
+    let settings = load_settings();
     let memory_path = Memory::path();
     let memory = memory_path.as_deref().map(Memory::load).unwrap_or_default();
     let loaded_since = memory.watching_since;

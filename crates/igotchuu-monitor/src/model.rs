@@ -171,7 +171,8 @@ impl Model {
         matches!(self.state, RunState::Running(_) | RunState::Unknown(_))
     }
 
-    /// Applies one event.
+    /// Applies one event. Long only by its dispatch table: one arm per event, each a few
+    /// assignments to the model; split up, that table would be scattered.
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::NoBus(why) => {

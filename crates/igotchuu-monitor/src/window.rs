@@ -153,7 +153,8 @@ fn scrolled(page: &adw::StatusPage) -> gtk::ScrolledWindow {
 
 impl Window {
     /// The window, with `browse` (the "Browse backups" page, src/browse_page.rs) as its second
-    /// page.
+    /// page. Long on purpose: one straight widget tree, top to bottom as the window shows it,
+    /// with no decision in it; split up, the tree would be harder to see.
     pub fn new(app: &adw::Application, browse: &gtk::Widget) -> Window {
         let message = adw::StatusPage::new();
 

@@ -287,22 +287,8 @@ impl Run<'_> {
         // After the snapshots are gone; never changes `code`.
         let retention = maintenance::after_backup(plan, code, &mut events, &mut stop).await;
         if let Some(n) = notifier {
-            let profile = plan.profile.clone().unwrap_or_default();
-            let warnings = n
-                .finish(
-                    &profile,
-                    &self.run_id,
-                    code,
-                    retention.map(|o| o.word().to_owned()),
-                    &plan.restic.secrets,
-                )
-                .await;
-            for w in &warnings {
-                events.warning(w.clone());
-            }
-            if let Err(w) = maintenance::record_notify(plan, &self.run_id, &warnings) {
-                events.warning(w);
-            }
+            let retention = retention.map(|o| o.word().to_owned());
+            finish_notify(n, plan, &self.run_id, code, retention, &mut events).await;
         }
         // Before the publisher runs again: LastOutcome leaves after the record is on disk.
         recording.finish(plan, code, &mut events);
@@ -310,5 +296,27 @@ impl Run<'_> {
             d.finish(events).await;
         }
         code
+    }
+}
+
+/// Sends the notification of the run's end (and its retention's word) and records it; what went
+/// wrong on the way is a warning of the run.
+async fn finish_notify(
+    n: notify::Notifier,
+    plan: &Plan,
+    run_id: &str,
+    code: i32,
+    retention: Option<String>,
+    events: &mut Events,
+) {
+    let profile = plan.profile.clone().unwrap_or_default();
+    let warnings = n
+        .finish(&profile, run_id, code, retention, &plan.restic.secrets)
+        .await;
+    for w in &warnings {
+        events.warning(w.clone());
+    }
+    if let Err(w) = maintenance::record_notify(plan, run_id, &warnings) {
+        events.warning(w);
     }
 }

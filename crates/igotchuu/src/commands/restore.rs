@@ -144,13 +144,9 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         Ok(u) => u,
         Err(c) => return c,
     };
-    let dest = match (a.target, a.in_place) {
-        (Some(t), false) => match std::path::absolute(t) {
-            Ok(t) => Destination::Into(t),
-            Err(e) => return fail(format_args!("cannot use --target {}: {e}", t.display())),
-        },
-        (None, true) => Destination::InPlace,
-        _ => return fail("give either --target DIR or --in-place"),
+    let dest = match destination(a.target, a.in_place) {
+        Ok(d) => d,
+        Err(c) => return c,
     };
     let plan = match load_plan(g) {
         Ok(p) => p,
@@ -185,32 +181,50 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         &id,
         &lib::Control::default(),
     ) {
-        Ok(done) => {
-            for p in &done.placed {
-                say_out!("restored {}", escape::line(p));
-            }
-            say_out!(
-                "{} files, {} bytes from snapshot {} ({})",
-                done.files,
-                done.bytes,
-                snap.short_id,
-                snap.time
-            );
-            for s in &done.skipped {
-                say_err!(
-                    "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
-                    escape::line(s)
-                );
-            }
-            // Already escaped by the restore (and naming only what the user may see).
-            for w in &done.warnings {
-                say_err!("igotchuu: warning: {w}");
-            }
-            crate::exit::SUCCESS
-        }
+        Ok(done) => report(&done, &snap),
         Err(e) => fail(format_args!(
             "restore from snapshot {} failed: {e}",
             snap.short_id
         )),
     }
+}
+
+/// Where `--target` or `--in-place` says to restore to; the exit code after saying why not.
+fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
+    match (target, in_place) {
+        (Some(t), false) => match std::path::absolute(t) {
+            Ok(t) => Ok(Destination::Into(t)),
+            Err(e) => Err(fail(format_args!(
+                "cannot use --target {}: {e}",
+                t.display()
+            ))),
+        },
+        (None, true) => Ok(Destination::InPlace),
+        _ => Err(fail("give either --target DIR or --in-place")),
+    }
+}
+
+/// Says what a restore placed, skipped and warned about. The exit code.
+fn report(done: &lib::Restored, snap: &lib::snapshots::Snapshot) -> i32 {
+    for p in &done.placed {
+        say_out!("restored {}", escape::line(p));
+    }
+    say_out!(
+        "{} files, {} bytes from snapshot {} ({})",
+        done.files,
+        done.bytes,
+        snap.short_id,
+        snap.time
+    );
+    for s in &done.skipped {
+        say_err!(
+            "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
+            escape::line(s)
+        );
+    }
+    // Already escaped by the restore (and naming only what the user may see).
+    for w in &done.warnings {
+        say_err!("igotchuu: warning: {w}");
+    }
+    crate::exit::SUCCESS
 }

@@ -8,6 +8,7 @@
 //! from systemd directly. Root and the `igotchuu` group may read all of it; anyone else is told
 //! why not.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use igotchuu_dbus::{CallError, Client, Event, OutcomeKind, Phase, Progress, Properties};
@@ -489,18 +490,7 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
         (f, _) => (f, None),
     };
     let now = now();
-    let (check, why) = match &file {
-        Ok(f) => {
-            let (c, mut why) = judge(f, profile, max_age, now);
-            let (oc, ow) = judge_ops(f, profile.unwrap_or(""), schedule, max_age, now);
-            for w in ow {
-                why.push_str("; ");
-                why.push_str(&w);
-            }
-            (c.max(oc), why)
-        }
-        Err(e) => (Check::Unknown, e.clone()),
-    };
+    let (check, why) = verdict(&file, profile, schedule, max_age, now);
     if json {
         let ops = ops_json(file.as_ref().ok(), profile.unwrap_or(""), schedule, max_age);
         print_json(
@@ -520,26 +510,58 @@ pub fn main(g: &super::Global, json: bool, max_age: u64) -> i32 {
             );
         }
         print_text(&live, &file, profile, next_run, now);
-        // The last retention and check (issue 18 §6): from status.json, or ops.json when
-        // status.json has none (written before); then the notification warnings (ops.json).
-        let ops = file
-            .as_ref()
-            .ok()
-            .and_then(|f| f.ops.get(profile.unwrap_or("")));
-        for (kind, r) in [OpKind::Forget, OpKind::Check]
-            .into_iter()
-            .filter_map(|k| Some((k, ops?.get(k)?)))
-        {
-            say_out!("{}", escape::line(&describe_op(kind, r, now)));
-        }
-        if let Ok(d) = &state_dir {
-            for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now, ops.is_none()) {
-                say_out!("{}", escape::line(&l));
-            }
-        }
+        print_ops(&file, &state_dir, profile, now);
         say_out!("{}: {}", check.as_str(), escape::line(&why));
     }
     check as i32
+}
+
+/// The check's result and why: the last runs' and the retention and check operations' (issue 18),
+/// the worse of them.
+fn verdict(
+    file: &Result<StatusFile, String>,
+    profile: Option<&str>,
+    schedule: OpsSchedule,
+    max_age: u64,
+    now: u64,
+) -> (Check, String) {
+    match file {
+        Ok(f) => {
+            let (c, mut why) = judge(f, profile, max_age, now);
+            let (oc, ow) = judge_ops(f, profile.unwrap_or(""), schedule, max_age, now);
+            for w in ow {
+                why.push_str("; ");
+                why.push_str(&w);
+            }
+            (c.max(oc), why)
+        }
+        Err(e) => (Check::Unknown, e.clone()),
+    }
+}
+
+/// The last retention and check (issue 18 §6): from status.json, or ops.json when status.json has
+/// none (written before); then the notification warnings (ops.json).
+fn print_ops(
+    file: &Result<StatusFile, String>,
+    state_dir: &Result<PathBuf, String>,
+    profile: Option<&str>,
+    now: u64,
+) {
+    let ops = file
+        .as_ref()
+        .ok()
+        .and_then(|f| f.ops.get(profile.unwrap_or("")));
+    for (kind, r) in [OpKind::Forget, OpKind::Check]
+        .into_iter()
+        .filter_map(|k| Some((k, ops?.get(k)?)))
+    {
+        say_out!("{}", escape::line(&describe_op(kind, r, now)));
+    }
+    if let Ok(d) = state_dir {
+        for l in crate::ops::state::status_lines(d, profile.unwrap_or(""), now, ops.is_none()) {
+            say_out!("{}", escape::line(&l));
+        }
+    }
 }
 
 fn print_text(

@@ -163,6 +163,7 @@ pub(crate) enum End {
 
 /// Follows one run on the terminal until it ends. With `stop`, Ctrl-C and SIGTERM send `Stop`
 /// (once) to the owner instead of ending this process.
+// Long: one select! loop over one state (owner, running) whose arms read best side by side.
 pub(crate) async fn follow(
     client: &mut Client,
     p: &IgotchuuProxy<'static>,

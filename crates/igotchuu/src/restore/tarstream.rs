@@ -135,15 +135,7 @@ impl<R: Read> TarReader<R> {
                 return Ok(None);
             }
             let h = tar::Header::from_byte_slice(&block);
-            let sum: u32 = block[..148]
-                .iter()
-                .chain(&block[156..])
-                .map(|b| u32::from(*b))
-                .sum::<u32>()
-                + 8 * 32;
-            if h.cksum()? != sum {
-                return Err(bad("a header's checksum is wrong"));
-            }
+            verify_checksum(h, &block)?;
             let et = h.entry_type();
             let size = h.entry_size()?;
             if et.is_gnu_longname() || et.is_gnu_longlink() {
@@ -174,17 +166,7 @@ impl<R: Read> TarReader<R> {
                 continue;
             }
             let size = p.size.unwrap_or(size);
-            let kind = if et.is_dir() {
-                EntryKind::Dir
-            } else if et.is_file() || et.is_contiguous() {
-                EntryKind::File
-            } else if et.is_symlink() {
-                EntryKind::Symlink
-            } else if et.is_hard_link() {
-                EntryKind::HardLink
-            } else {
-                EntryKind::Other
-            };
+            let kind = kind_of(et);
             let name = if p.lost {
                 None
             } else {
@@ -265,6 +247,35 @@ fn apply_pax(mut data: &[u8], p: &mut Pending) -> io::Result<()> {
         data = &data[len..];
     }
     Ok(())
+}
+
+/// Checks a header block's checksum (its own 8 bytes counted as spaces).
+fn verify_checksum(h: &tar::Header, block: &[u8; BLOCK as usize]) -> io::Result<()> {
+    let sum: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|b| u32::from(*b))
+        .sum::<u32>()
+        + 8 * 32;
+    if h.cksum()? != sum {
+        return Err(bad("a header's checksum is wrong"));
+    }
+    Ok(())
+}
+
+/// What an entry of type `et` is.
+fn kind_of(et: tar::EntryType) -> EntryKind {
+    if et.is_dir() {
+        EntryKind::Dir
+    } else if et.is_file() || et.is_contiguous() {
+        EntryKind::File
+    } else if et.is_symlink() {
+        EntryKind::Symlink
+    } else if et.is_hard_link() {
+        EntryKind::HardLink
+    } else {
+        EntryKind::Other
+    }
 }
 
 #[cfg(test)]

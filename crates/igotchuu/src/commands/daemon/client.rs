@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use igotchuu_dbus::{CallError, Client, Event as BusEvent, Outcome, NAME};
+use igotchuu_dbus::{CallError, Client, Event as BusEvent, IgotchuuProxy, Outcome, NAME};
 use zbus::names::BusName;
 
 use crate::commands::watch::{self, End, Interrupts, Run};
@@ -105,48 +105,9 @@ async fn follow(g: &Global, scheduled: bool) -> Option<i32> {
     let proxy = client.proxy().await.ok()?;
     let profile = g.profile.clone().unwrap_or_default();
     // Subscribed (Client::connect) before Start, so nothing of the run is missed.
-    let asked = match scheduled {
-        false => proxy.start(&profile).await.map_err(CallError::from),
-        true => match start_scheduled(client.connection(), &profile).await {
-            // A daemon older than this igotchuu (still running after an upgrade): its `Start`
-            // runs the backup, without the run conditions.
-            Err(CallError::Unknown(_)) => {
-                say_err!(
-                    "igotchuu: warning: the running igotchuu daemon is older than this igotchuu \
-                     and has no StartTask: this scheduled backup runs without checking the run \
-                     conditions (restart igotchuu-daemon.service)"
-                );
-                proxy.start(&profile).await.map_err(CallError::from)
-            }
-            r => r,
-        },
-    };
-    let run_id = match asked {
+    let run_id = match ask_to_start(client.connection(), &proxy, &profile, scheduled).await {
         Ok(id) => id,
-        // Not installed (as a user without root: activation found no service file).
-        Err(CallError::Absent) => return None,
-        // An igotchuu older than the daemon owns the name: its run is a backup.
-        Err(CallError::Unknown(_)) => {
-            return fail(format_args!(
-                "another igotchuu backup is running (it owns {NAME}); wait for it to finish"
-            ))
-        }
-        Err(CallError::Denied(msg)) => {
-            return fail(format_args!(
-                "the igotchuu daemon refused to start a backup: {msg}"
-            ))
-        }
-        Err(CallError::Other { name, message }) if name.is_empty() => {
-            return fail(format_args!(
-                "cannot ask the igotchuu daemon to start a backup: {message}"
-            ))
-        }
-        Err(
-            CallError::AlreadyRunning(m)
-            | CallError::UnknownProfile(m)
-            | CallError::ConfigInvalid(m)
-            | CallError::Other { message: m, .. },
-        ) => return fail(m),
+        Err(refusal) => return refused(refusal),
     };
     say_err!("igotchuu: the igotchuu daemon runs this backup (run {run_id}); Ctrl-C stops it");
     // Where it records the run, asked while the daemon that answered Start (and may have been
@@ -175,6 +136,67 @@ async fn follow(g: &Global, scheduled: bool) -> Option<i32> {
         }
     };
     let record = record_of(&config_path, explicit, g.profile.as_deref(), &run_id);
+    exit_code(record, end, &run_id, note, &mut term)
+}
+
+/// Asks the daemon to start a run of `profile`: `StartTask` for a scheduled one (it checks the run
+/// conditions), else `Start`. The run's id.
+async fn ask_to_start(
+    conn: &zbus::Connection,
+    proxy: &IgotchuuProxy<'static>,
+    profile: &str,
+    scheduled: bool,
+) -> Result<String, CallError> {
+    match scheduled {
+        false => proxy.start(profile).await.map_err(CallError::from),
+        true => match start_scheduled(conn, profile).await {
+            // A daemon older than this igotchuu (still running after an upgrade): its `Start`
+            // runs the backup, without the run conditions.
+            Err(CallError::Unknown(_)) => {
+                say_err!(
+                    "igotchuu: warning: the running igotchuu daemon is older than this igotchuu \
+                     and has no StartTask: this scheduled backup runs without checking the run \
+                     conditions (restart igotchuu-daemon.service)"
+                );
+                proxy.start(profile).await.map_err(CallError::from)
+            }
+            r => r,
+        },
+    }
+}
+
+/// The exit code when the daemon did not start the run: `None` when there is no daemon to ask (the
+/// caller runs the backup itself).
+fn refused(refusal: CallError) -> Option<i32> {
+    match refusal {
+        // Not installed (as a user without root: activation found no service file).
+        CallError::Absent => None,
+        // An igotchuu older than the daemon owns the name: its run is a backup.
+        CallError::Unknown(_) => fail(format_args!(
+            "another igotchuu backup is running (it owns {NAME}); wait for it to finish"
+        )),
+        CallError::Denied(msg) => fail(format_args!(
+            "the igotchuu daemon refused to start a backup: {msg}"
+        )),
+        CallError::Other { name, message } if name.is_empty() => fail(format_args!(
+            "cannot ask the igotchuu daemon to start a backup: {message}"
+        )),
+        CallError::AlreadyRunning(m)
+        | CallError::UnknownProfile(m)
+        | CallError::ConfigInvalid(m)
+        | CallError::Other { message: m, .. } => fail(m),
+    }
+}
+
+/// The run's exit code from its record (the bus's word on how it ended is only a note), said on
+/// the terminal; or an error saying the record could not be read and why.
+fn exit_code(
+    record: Result<status::RunRecord, String>,
+    end: End,
+    run_id: &str,
+    note: Option<String>,
+    term: &mut Terminal,
+) -> Option<i32> {
     match (record, end) {
         (Ok(r), end) => {
             if !matches!(end, End::Outcome(_)) {

@@ -68,6 +68,30 @@ async fn serve(settings: Settings) -> i32 {
             .unwrap_or_else(|_| crate::defaults::DEFAULT_STATE_DIR.into()),
         profile: None,
     };
+    let Some((conn, iface)) = connect(&daemon, source).await else {
+        return exit::IGOTCHUU_FAILED;
+    };
+    show_last_run(&daemon, &iface).await;
+    tokio::spawn(publish::publish(iface, rx));
+    say_err!(
+        "igotchuu: daemon serving {NAME} (idle timeout {})",
+        idle_timeout.map_or_else(|| "none".into(), |t| format!("{}s", t.as_secs()))
+    );
+
+    wait_for_stop(&daemon, &mut activity_rx, &mut stop, idle_timeout).await;
+    wind_down(&daemon, &conn, &mut activity_rx).await;
+    exit::SUCCESS
+}
+
+/// Connects to the system bus, serves the object and owns [`NAME`] alone. `None` after saying why
+/// not.
+async fn connect(
+    daemon: &Arc<Daemon>,
+    source: status::Source,
+) -> Option<(
+    zbus::Connection,
+    zbus::object_server::InterfaceRef<Igotchuu>,
+)> {
     let built = async {
         zbus::connection::Builder::system()?
             .serve_at(PATH, Igotchuu::new(Control::Daemon(daemon.clone()), source))?
@@ -78,7 +102,7 @@ async fn serve(settings: Settings) -> i32 {
         Ok(c) => c,
         Err(e) => {
             say_err!("igotchuu: error: cannot connect to the D-Bus system bus: {e}");
-            return exit::IGOTCHUU_FAILED;
+            return None;
         }
     };
     match conn
@@ -91,7 +115,7 @@ async fn serve(settings: Settings) -> i32 {
                 "igotchuu: error: another process owns {NAME} on the system bus (a one-shot \
                  backup, or another daemon); the daemon is not needed while it runs"
             );
-            return exit::IGOTCHUU_FAILED;
+            return None;
         }
         Err(e) => {
             say_err!(
@@ -99,17 +123,21 @@ async fn serve(settings: Settings) -> i32 {
                  dist/dbus-1/system.d/com.nyantec.IGotChuu.conf as \
                  /usr/share/dbus-1/system.d/com.nyantec.IGotChuu.conf and reload dbus"
             );
-            return exit::IGOTCHUU_FAILED;
+            return None;
         }
     }
     let iface = match conn.object_server().interface::<_, Igotchuu>(PATH).await {
         Ok(i) => i,
         Err(e) => {
             say_err!("igotchuu: error: cannot serve {PATH}: {e}");
-            return exit::IGOTCHUU_FAILED;
+            return None;
         }
     };
-    // What the last run left, so the properties have values while idle.
+    Some((conn, iface))
+}
+
+/// What the last run left, so the properties have values while idle.
+async fn show_last_run(daemon: &Daemon, iface: &zbus::object_server::InterfaceRef<Igotchuu>) {
     if let Ok(c) = daemon.load(None) {
         if let Ok(file) = status::load(&c.state_dir) {
             if let Some(last) = file.last(None) {
@@ -119,12 +147,16 @@ async fn serve(settings: Settings) -> i32 {
             }
         }
     }
-    tokio::spawn(publish::publish(iface, rx));
-    say_err!(
-        "igotchuu: daemon serving {NAME} (idle timeout {})",
-        idle_timeout.map_or_else(|| "none".into(), |t| format!("{}s", t.as_secs()))
-    );
+}
 
+/// Waits until a stop is requested (a running backup is stopped first and waited for) or the
+/// idle timeout passes with nothing running.
+async fn wait_for_stop(
+    daemon: &Daemon,
+    activity_rx: &mut watch::Receiver<Activity>,
+    stop: &mut stop::StopSignal,
+    idle_timeout: Option<std::time::Duration>,
+) {
     loop {
         let now = *activity_rx.borrow_and_update();
         match now {
@@ -177,6 +209,14 @@ async fn serve(settings: Settings) -> i32 {
             }
         }
     }
+}
+
+/// Leaves the bus and lets what was started end: a run finishes, restores are cancelled.
+async fn wind_down(
+    daemon: &Daemon,
+    conn: &zbus::Connection,
+    activity_rx: &mut watch::Receiver<Activity>,
+) {
     // Release the name first: a Start in flight then gets an error rather than a run that
     // nobody watches, and the next call activates a fresh daemon.
     let _ = conn.release_name(NAME).await;
@@ -196,5 +236,4 @@ async fn serve(settings: Settings) -> i32 {
         );
         daemon.jobs.cancel_all_and_wait().await;
     }
-    exit::SUCCESS
 }
