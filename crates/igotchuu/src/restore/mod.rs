@@ -67,6 +67,91 @@ use writer::{Identity, Record, Writer};
 
 use crate::plan::Plan;
 
+/// Why listing or restoring failed. Paths and restic's words are escaped when said (they may
+/// hold control characters); restic's stderr is scrubbed of secrets before it is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// restic could not be started at all.
+    #[error("cannot run {program}: {source}; install restic or extend PATH")]
+    NoRestic {
+        program: String,
+        source: std::io::Error,
+    },
+    /// restic ran and exited non-zero; `said` is its stderr, scrubbed.
+    #[error("`restic {command}` failed ({status}): {}", crate::escape::line(.said.trim()))]
+    Restic {
+        command: String,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    #[error("restic printed something that is not UTF-8")]
+    NotUtf8,
+    #[error("restic ls --json printed a line igotchuu cannot read: {0}")]
+    BadLs(serde_json::Error),
+    /// Reading, naming or choosing a snapshot.
+    #[error(transparent)]
+    Snapshot(#[from] snapshots::Error),
+    /// The user database could not be read (its error says which lookup).
+    #[error(transparent)]
+    Users(crate::users::LookupError),
+    #[error("no user has uid {0} (the user database says so)")]
+    NoSuchUser(u32),
+    /// The rule of [`access`] says no (or the path is malformed).
+    #[error(transparent)]
+    Refused(#[from] access::Refused),
+    #[error("cannot start the restore writer: {0}")]
+    StartWriter(std::io::Error),
+    /// The writer failed, or said why it stopped (its own reason: a full disk, a target gone).
+    #[error(transparent)]
+    Writer(#[from] writer::WriterError),
+    /// A record could not be passed to the writer.
+    #[error("{0}")]
+    Send(std::io::Error),
+    #[error("the restore writer is gone")]
+    WriterGone,
+    #[error("cannot pass {} to the restore writer: {source}", crate::escape::line(.path))]
+    Pass {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The owner (or the daemon stopping) cancelled the restore.
+    #[error("{}", CANCELLED)]
+    Cancelled,
+    #[error("cannot run restic dump: {0}")]
+    StartDump(std::io::Error),
+    #[error("restic dump has no stdout")]
+    DumpNoStdout,
+    #[error("cannot read {} from restic: {source}", crate::escape::line(.path))]
+    ReadDump {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The tar stream of a directory could not be read (cut short, or malformed).
+    #[error("{0}")]
+    Tar(std::io::Error),
+    #[error("{0}")]
+    WaitDump(std::io::Error),
+    /// `restic dump` exited non-zero; `said` is its stderr, scrubbed.
+    #[error(
+        "`restic dump` of {} failed ({status}): {}",
+        crate::escape::line(.path),
+        crate::escape::line(.said.trim())
+    )]
+    DumpFailed {
+        path: String,
+        status: std::process::ExitStatus,
+        said: String,
+    },
+    /// A directory stream failed, and restic said why (already scrubbed and escaped).
+    #[error("{error}; restic said: {said}")]
+    StreamFailed { error: Box<Error>, said: String },
+    #[error(
+        "`restic dump` of {} gave another size than `restic ls` recorded ({size} bytes); nothing was restored under its name",
+        crate::escape::line(.path)
+    )]
+    SizeMismatch { path: String, size: u64 },
+}
+
 /// restic, with the config's repository and global options.
 pub struct Repo {
     plan: Plan,
@@ -85,32 +170,30 @@ impl Repo {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.command(args).output().map_err(|e| {
-            format!(
-                "cannot run {}: {e}; install restic or extend PATH",
-                self.plan.restic.program
-            )
-        })?;
+    fn run(&self, args: &[&str]) -> Result<String, Error> {
+        let out = self
+            .command(args)
+            .output()
+            .map_err(|source| Error::NoRestic {
+                program: self.plan.restic.program.clone(),
+                source,
+            })?;
         if !out.status.success() {
-            let err = crate::redact::scrub(
-                &String::from_utf8_lossy(&out.stderr),
-                &self.plan.restic.secrets,
-            );
-            return Err(format!(
-                "`restic {}` failed ({}): {}",
-                args.first().copied().unwrap_or_default(),
-                out.status,
-                crate::escape::line(err.trim())
-            ));
+            return Err(Error::Restic {
+                command: args.first().copied().unwrap_or_default().to_owned(),
+                status: out.status,
+                said: crate::redact::scrub(
+                    &String::from_utf8_lossy(&out.stderr),
+                    &self.plan.restic.secrets,
+                ),
+            });
         }
-        String::from_utf8(out.stdout)
-            .map_err(|_| "restic printed something that is not UTF-8".to_owned())
+        String::from_utf8(out.stdout).map_err(|_| Error::NotUtf8)
     }
 
     /// Every snapshot of the repository.
-    pub fn snapshots(&self) -> Result<Vec<Snapshot>, String> {
-        snapshots::parse_list(&self.run(&["snapshots", "--json"])?)
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, Error> {
+        Ok(snapshots::parse_list(&self.run(&["snapshots", "--json"])?)?)
     }
 
     /// The profile's snapshots among `all`, oldest first: this host's snapshots of the
@@ -126,11 +209,11 @@ impl Repo {
     }
 
     /// The snapshot `spec` names.
-    pub fn resolve(&self, spec: &str) -> Result<Snapshot, String> {
+    pub fn resolve(&self, spec: &str) -> Result<Snapshot, Error> {
         let spec = snapshots::Spec::parse(spec)?;
         let all = self.snapshots()?;
         let scoped = self.scoped(&all);
-        snapshots::resolve(&spec, &all, &scoped).cloned()
+        Ok(snapshots::resolve(&spec, &all, &scoped)?.clone())
     }
 
     /// `restic ls --json` of `dirs` (each directory and its children; `recursive`: everything
@@ -140,7 +223,7 @@ impl Repo {
         snap: &Snapshot,
         dirs: &[String],
         recursive: bool,
-    ) -> Result<Vec<Node>, String> {
+    ) -> Result<Vec<Node>, Error> {
         let mut args = vec!["ls", "--json"];
         if recursive {
             args.push("--recursive");
@@ -157,7 +240,7 @@ impl Repo {
         dirs: &[String],
         recursive: bool,
         links: &[&Node],
-    ) -> Result<HashMap<String, String>, String> {
+    ) -> Result<HashMap<String, String>, Error> {
         let mut args = vec!["ls", "-l"];
         if recursive {
             args.push("--recursive");
@@ -194,11 +277,10 @@ struct LsLine {
 }
 
 /// The nodes of `restic ls --json` (the snapshot line and anything else skipped).
-pub fn parse_ls(stdout: &str) -> Result<Vec<Node>, String> {
+pub fn parse_ls(stdout: &str) -> Result<Vec<Node>, Error> {
     let mut out = Vec::new();
     for line in stdout.lines().filter(|l| l.starts_with('{')) {
-        let l: LsLine = serde_json::from_str(line)
-            .map_err(|e| format!("restic ls --json printed a line igotchuu cannot read: {e}"))?;
+        let l: LsLine = serde_json::from_str(line).map_err(Error::BadLs)?;
         if l.struct_type.as_deref() != Some("node") {
             continue;
         }
@@ -251,7 +333,7 @@ pub fn parse_link_targets(stdout: &str, links: &[&Node]) -> HashMap<String, Stri
 }
 
 /// Who a request is for.
-pub fn who_for(uid: u32) -> Result<(Who, Identity), String> {
+pub fn who_for(uid: u32) -> Result<(Who, Identity), Error> {
     if uid == 0 {
         return Ok((
             Who::Root,
@@ -262,7 +344,7 @@ pub fn who_for(uid: u32) -> Result<(Who, Identity), String> {
             },
         ));
     }
-    match crate::users::user_identity(uid).map_err(|e| e.to_string())? {
+    match crate::users::user_identity(uid).map_err(Error::Users)? {
         Some((gid, groups)) => Ok((
             Who::User {
                 uid,
@@ -270,24 +352,19 @@ pub fn who_for(uid: u32) -> Result<(Who, Identity), String> {
             },
             Identity { uid, gid, groups },
         )),
-        None => Err(format!("no user has uid {uid} (the user database says so)")),
+        None => Err(Error::NoSuchUser(uid)),
     }
 }
 
 /// The entries of directory `path` of `snap` that `who` may see.
-pub fn list(repo: &Repo, snap: &Snapshot, path: &str, who: &Who) -> Result<Vec<Node>, String> {
+pub fn list(repo: &Repo, snap: &Snapshot, path: &str, who: &Who) -> Result<Vec<Node>, Error> {
     let mut dirs = vec!["/".to_owned()];
-    dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
+    dirs.extend(access::ancestors(path)?);
     if path != "/" {
         dirs.push(path.to_owned());
     }
     let nodes = Nodes::new(repo.ls(snap, &dirs, false)?);
-    Ok(nodes
-        .list(path, who)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .cloned()
-        .collect())
+    Ok(nodes.list(path, who)?.into_iter().cloned().collect())
 }
 
 /// Where a restore goes.
@@ -353,7 +430,7 @@ impl Control {
     }
 }
 
-/// Why a restore was refused or did not finish.
+/// What a cancelled restore says ([`Error::Cancelled`]).
 pub const CANCELLED: &str =
     "the restore was cancelled; nothing half written was left under its name";
 
@@ -417,9 +494,9 @@ fn plan_job(
     path: &str,
     dest: &Destination,
     who: &Who,
-) -> Result<Job, String> {
+) -> Result<Job, Error> {
     let mut dirs = vec!["/".to_owned()];
-    dirs.extend(access::ancestors(path).map_err(|e| e.to_string())?);
+    dirs.extend(access::ancestors(path)?);
     let mut listed = repo.ls(snap, &dirs, false)?;
     let top_is_dir = listed.iter().any(|n| n.path == path && n.kind == Kind::Dir);
     let prefix = format!("{path}/");
@@ -436,12 +513,7 @@ fn plan_job(
         listed.extend(sub);
     }
     let all = Nodes::new(listed);
-    let chosen: Vec<Node> = all
-        .subtree(path, who)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .cloned()
-        .collect();
+    let chosen: Vec<Node> = all.subtree(path, who)?.into_iter().cloned().collect();
     let files = chosen.iter().filter(|n| n.kind == Kind::File);
     let how = if top_is_dir {
         choose(
@@ -490,7 +562,7 @@ pub fn restore(
     who: &Who,
     id: &Identity,
     ctl: &Control,
-) -> Result<Restored, String> {
+) -> Result<Restored, Error> {
     // Decide everything first.
     let jobs = paths
         .iter()
@@ -514,8 +586,7 @@ pub fn restore(
     ctl.files_total.store(files.len() as u64, Ordering::Relaxed);
     ctl.bytes_total
         .store(files.iter().map(|n| n.size).sum(), Ordering::Relaxed);
-    let w = Writer::start(id, &suffix, overwrite)
-        .map_err(|e| format!("cannot start the restore writer: {e}"))?;
+    let w = Writer::start(id, &suffix, overwrite).map_err(Error::StartWriter)?;
     let mut s = Sender {
         repo,
         snap,
@@ -535,10 +606,10 @@ pub fn restore(
             // The writer's own reason (a full disk, a target gone) is the one that matters.
             // A cancel is said as such, whatever the writer made of its stdin closing.
             let said = w.abort();
-            Err(if said.trim().is_empty() || e == CANCELLED {
+            Err(if said.trim().is_empty() || matches!(e, Error::Cancelled) {
                 e
             } else {
-                said.trim().to_owned()
+                writer::WriterError::Said(said.trim().to_owned()).into()
             })
         }
     }
@@ -568,15 +639,15 @@ fn rel_path(job: &Job, n: &Node) -> Vec<String> {
 }
 
 impl Sender<'_> {
-    fn send(&mut self, r: &Record) -> Result<(), String> {
-        self.w.send(r).map_err(|e| e.to_string())
+    fn send(&mut self, r: &Record) -> Result<(), Error> {
+        self.w.send(r).map_err(Error::Send)
     }
 
     fn owner(&self, n: &Node) -> Option<(u32, u32)> {
         self.as_root.then_some((n.uid, n.gid))
     }
 
-    fn job(&mut self, job: &Job) -> Result<(), String> {
+    fn job(&mut self, job: &Job) -> Result<(), Error> {
         self.send(&Record::Target {
             dir: job.target.clone(),
         })?;
@@ -592,9 +663,9 @@ impl Sender<'_> {
         }
     }
 
-    fn check_cancel(&self) -> Result<(), String> {
+    fn check_cancel(&self) -> Result<(), Error> {
         if self.ctl.is_cancelled() {
-            Err(CANCELLED.to_owned())
+            Err(Error::Cancelled)
         } else {
             Ok(())
         }
@@ -602,7 +673,7 @@ impl Sender<'_> {
 
     /// One node the per-file way: a directory or a symlink from the listing, a file through its
     /// own `restic dump`.
-    fn per_node(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+    fn per_node(&mut self, job: &Job, n: &Node) -> Result<(), Error> {
         let (path, owner, mtime) = (rel_path(job, n), self.owner(n), nanos(&n.mtime));
         match n.kind {
             Kind::Dir => self.send(&Record::Dir {
@@ -631,7 +702,7 @@ impl Sender<'_> {
         }
     }
 
-    fn file_record(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+    fn file_record(&mut self, job: &Job, n: &Node) -> Result<(), Error> {
         self.send(&Record::File {
             path: rel_path(job, n),
             mode: n.mode,
@@ -643,24 +714,25 @@ impl Sender<'_> {
 
     /// Copies exactly `size` bytes of `from` to the writer, counting them as they pass and
     /// stopping at a cancel. Returns how many bytes `from` gave (less than `size` at its end).
-    fn copy(&mut self, from: &mut impl Read, size: u64, what: &str) -> Result<u64, String> {
+    fn copy(&mut self, from: &mut impl Read, size: u64, what: &str) -> Result<u64, Error> {
         let mut buf = vec![0u8; CHUNK];
         let mut left = size;
         while left > 0 {
             self.check_cancel()?;
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = from.read(&mut buf[..want]).map_err(|e| {
-                format!("cannot read {} from restic: {e}", crate::escape::line(what))
-            })?;
+            let n = from
+                .read(&mut buf[..want])
+                .map_err(|source| Error::ReadDump {
+                    path: what.to_owned(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
-            let stdin = self.w.stdin.as_mut().ok_or("the restore writer is gone")?;
-            stdin.write_all(&buf[..n]).map_err(|e| {
-                format!(
-                    "cannot pass {} to the restore writer: {e}",
-                    crate::escape::line(what)
-                )
+            let stdin = self.w.stdin.as_mut().ok_or(Error::WriterGone)?;
+            stdin.write_all(&buf[..n]).map_err(|source| Error::Pass {
+                path: what.to_owned(),
+                source,
             })?;
             left -= n as u64;
             self.ctl.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
@@ -675,7 +747,7 @@ impl Sender<'_> {
     }
 
     /// One file through its own `restic dump SNAPSHOT FILE`: exactly `n.size` bytes.
-    fn file_by_dump(&mut self, job: &Job, n: &Node) -> Result<(), String> {
+    fn file_by_dump(&mut self, job: &Job, n: &Node) -> Result<(), Error> {
         self.file_record(job, n)?;
         let mut dump = Dump::start(self.repo, self.snap, &n.path)?;
         // On an error restic is killed at once (dropping `dump`), not waited for.
@@ -695,7 +767,7 @@ impl Sender<'_> {
     /// is the one the listing recorded; everything else is read and thrown away here. An
     /// allowed file the stream did not carry (a hard link entry, a name over the reader's
     /// bounds) is fetched on its own afterwards.
-    fn stream(&mut self, job: &Job) -> Result<(), String> {
+    fn stream(&mut self, job: &Job) -> Result<(), Error> {
         for n in job.nodes.iter().filter(|n| n.kind == Kind::Dir) {
             self.per_node(job, n)?;
         }
@@ -706,8 +778,8 @@ impl Sender<'_> {
         let mut dump = Dump::start(self.repo, self.snap, &job.path)?;
         let mut tar =
             tarstream::TarReader::new(std::io::BufReader::with_capacity(CHUNK, &mut dump.out));
-        let read = (|| -> Result<(), String> {
-            while let Some(e) = tar.next_entry().map_err(|e| e.to_string())? {
+        let read = (|| -> Result<(), Error> {
+            while let Some(e) = tar.next_entry().map_err(Error::Tar)? {
                 self.check_cancel()?;
                 match filter.judge(&e) {
                     Verdict::File(n) => {
@@ -729,17 +801,20 @@ impl Sender<'_> {
                     Verdict::Drop(None) => {}
                 }
             }
-            tar.drain().map_err(|e| e.to_string())?;
+            tar.drain().map_err(Error::Tar)?;
             Ok(())
         })();
         drop(tar);
         if let Err(e) = read {
             // restic's own words say more than a stream cut short (a damaged pack, say).
             let said = dump.abort(self.repo);
-            return Err(if e == CANCELLED || said.is_empty() {
+            return Err(if matches!(e, Error::Cancelled) || said.is_empty() {
                 e
             } else {
-                format!("{e}; restic said: {said}")
+                Error::StreamFailed {
+                    error: Box::new(e),
+                    said,
+                }
             });
         }
         dump.finish(self.repo, &job.path)?;
@@ -757,11 +832,11 @@ impl Sender<'_> {
     }
 }
 
-fn mismatch(path: &str, size: u64) -> String {
-    format!(
-        "`restic dump` of {} gave another size than `restic ls` recorded ({size} bytes); nothing was restored under its name",
-        crate::escape::line(path)
-    )
+fn mismatch(path: &str, size: u64) -> Error {
+    Error::SizeMismatch {
+        path: path.to_owned(),
+        size,
+    }
 }
 
 /// A running `restic dump`; killed if dropped before [`Dump::finish`].
@@ -772,13 +847,11 @@ struct Dump {
 }
 
 impl Dump {
-    fn start(repo: &Repo, snap: &Snapshot, path: &str) -> Result<Dump, String> {
+    fn start(repo: &Repo, snap: &Snapshot, path: &str) -> Result<Dump, Error> {
         let mut c = repo.command(&["dump", &snap.id, path]);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| format!("cannot run restic dump: {e}"))?;
-        let out = child.stdout.take().ok_or("restic dump has no stdout")?;
+        let mut child = c.spawn().map_err(Error::StartDump)?;
+        let out = child.stdout.take().ok_or(Error::DumpNoStdout)?;
         // Read on the side, so restic never blocks on a full stderr pipe; at most 64 KiB kept.
         let err = child.stderr.take().map(|e| {
             std::thread::spawn(move || {
@@ -797,27 +870,25 @@ impl Dump {
     }
 
     /// Waits for restic (killing it first when its output was not read to the end).
-    fn finish(mut self, repo: &Repo, path: &str) -> Result<(), String> {
+    fn finish(mut self, repo: &Repo, path: &str) -> Result<(), Error> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         if !matches!(self.out.read(&mut [0u8; 1]), Ok(0)) {
             let _ = child.kill();
         }
-        let status = child.wait().map_err(|e| e.to_string())?;
+        let status = child.wait().map_err(Error::WaitDump)?;
         let err = self
             .err
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         if !status.success() {
-            return Err(format!(
-                "`restic dump` of {} failed ({status}): {}",
-                crate::escape::line(path),
-                crate::escape::line(
-                    crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str()
-                )
-            ));
+            return Err(Error::DumpFailed {
+                path: path.to_owned(),
+                status,
+                said: crate::redact::scrub(err.trim(), &repo.restic.secrets),
+            });
         }
         Ok(())
     }

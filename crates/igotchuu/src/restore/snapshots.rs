@@ -13,6 +13,31 @@
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+/// Why a snapshot list could not be read, or a snapshot's name names none.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("restic snapshots --json printed something that is not a snapshot list: {0}")]
+    BadList(serde_json::Error),
+    /// Not an id, `latest` or a time (the spelling as given).
+    #[error(
+        "`{}` names no snapshot: give an id from `igotchuu snapshots`, `latest`, or a time \
+         (`2026-12-05`, `2026-12-05 14:30`, `2026-12-05T14:30:00+01:00`; without an offset, UTC)",
+        crate::escape::line(.0)
+    )]
+    BadSpec(String),
+    #[error(
+        "this profile has no snapshots yet (this host's snapshots of the profile's places); \
+         `igotchuu snapshots` lists them"
+    )]
+    NoSnapshots,
+    #[error("this profile has no snapshot made at or before {0}; `igotchuu snapshots` lists them")]
+    NoneAtOrBefore(OffsetDateTime),
+    #[error("no snapshot has the id {0}; `igotchuu snapshots` lists them")]
+    NoSuchId(String),
+    #[error("{count} snapshots have ids starting with {prefix}; give more of the id")]
+    Ambiguous { count: usize, prefix: String },
+}
+
 /// One snapshot as `restic snapshots --json` describes it (0.14 … 0.18; unknown fields ignored).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub struct Snapshot {
@@ -36,10 +61,8 @@ impl Snapshot {
 }
 
 /// Parses `restic snapshots --json` (one array).
-pub fn parse_list(stdout: &str) -> Result<Vec<Snapshot>, String> {
-    serde_json::from_str(stdout.trim()).map_err(|e| {
-        format!("restic snapshots --json printed something that is not a snapshot list: {e}")
-    })
+pub fn parse_list(stdout: &str) -> Result<Vec<Snapshot>, Error> {
+    serde_json::from_str(stdout.trim()).map_err(Error::BadList)
 }
 
 /// A snapshot as the user named it.
@@ -51,7 +74,7 @@ pub enum Spec {
 }
 
 impl Spec {
-    pub fn parse(s: &str) -> Result<Spec, String> {
+    pub fn parse(s: &str) -> Result<Spec, Error> {
         use time::format_description::well_known::Rfc3339;
         use time::macros::format_description;
         use time::{Date, PrimitiveDateTime, Time};
@@ -80,11 +103,7 @@ impl Spec {
             );
             return Ok(Spec::At(end.assume_utc()));
         }
-        Err(format!(
-            "`{}` names no snapshot: give an id from `igotchuu snapshots`, `latest`, or a time \
-             (`2026-12-05`, `2026-12-05 14:30`, `2026-12-05T14:30:00+01:00`; without an offset, UTC)",
-            crate::escape::line(s)
-        ))
+        Err(Error::BadSpec(s.to_owned()))
     }
 }
 
@@ -93,7 +112,7 @@ pub fn resolve<'a>(
     spec: &Spec,
     all: &'a [Snapshot],
     scoped: &[&'a Snapshot],
-) -> Result<&'a Snapshot, String> {
+) -> Result<&'a Snapshot, Error> {
     let newest = |pred: &dyn Fn(&Snapshot) -> bool| {
         scoped
             .iter()
@@ -103,20 +122,22 @@ pub fn resolve<'a>(
             .map(|(_, s)| s)
     };
     match spec {
-        Spec::Latest => newest(&|_| true).ok_or_else(|| {
-            "this profile has no snapshots yet (this host's snapshots of the profile's places); \
-             `igotchuu snapshots` lists them"
-                .to_owned()
-        }),
-        Spec::At(t) => newest(&|s| s.when().is_some_and(|w| w <= *t)).ok_or_else(|| {
-            format!("this profile has no snapshot made at or before {t}; `igotchuu snapshots` lists them")
-        }),
+        Spec::Latest => newest(&|_| true).ok_or(Error::NoSnapshots),
+        Spec::At(t) => {
+            newest(&|s| s.when().is_some_and(|w| w <= *t)).ok_or(Error::NoneAtOrBefore(*t))
+        }
         Spec::Id(prefix) => {
-            let hits: Vec<&Snapshot> = all.iter().filter(|s| s.id.starts_with(prefix.as_str())).collect();
+            let hits: Vec<&Snapshot> = all
+                .iter()
+                .filter(|s| s.id.starts_with(prefix.as_str()))
+                .collect();
             match hits.as_slice() {
                 [one] => Ok(one),
-                [] => Err(format!("no snapshot has the id {prefix}; `igotchuu snapshots` lists them")),
-                _ => Err(format!("{} snapshots have ids starting with {prefix}; give more of the id", hits.len())),
+                [] => Err(Error::NoSuchId(prefix.clone())),
+                _ => Err(Error::Ambiguous {
+                    count: hits.len(),
+                    prefix: prefix.clone(),
+                }),
             }
         }
     }
@@ -140,8 +161,11 @@ mod tests {
 
     #[test]
     fn spellings() {
-        assert_eq!(Spec::parse("latest"), Ok(Spec::Latest));
-        assert_eq!(Spec::parse("3F1A46fb"), Ok(Spec::Id("3f1a46fb".into())));
+        assert_eq!(Spec::parse("latest").ok(), Some(Spec::Latest));
+        assert_eq!(
+            Spec::parse("3F1A46fb").ok(),
+            Some(Spec::Id("3f1a46fb".into()))
+        );
         let at = |s: &str| match Spec::parse(s) {
             Ok(Spec::At(t)) => t.unix_timestamp(),
             other => panic!("{s}: {other:?}"),
@@ -152,8 +176,17 @@ mod tests {
         assert_eq!(at("2026-12-05T01:00:00"), 1796432400);
         assert_eq!(at("2026-12-05"), 1796515199);
         for bad in ["", "yesterday", "2026-13-01", "lat", "../x"] {
-            assert!(Spec::parse(bad).is_err(), "{bad}");
+            assert!(
+                matches!(Spec::parse(bad), Err(Error::BadSpec(ref s)) if s == bad),
+                "{bad}"
+            );
         }
+        // The message names the spelling, escaped, and says what would do.
+        let said = Spec::parse("x\ny").unwrap_err().to_string();
+        assert!(
+            said.starts_with("`x\\x0ay` names no snapshot: give an id"),
+            "{said}"
+        );
     }
 
     #[test]
@@ -174,10 +207,18 @@ mod tests {
         assert_eq!(r("latest").unwrap(), "aaaa2222");
         assert_eq!(r("2026-12-02T10:00:00Z").unwrap(), "aaaa1111");
         assert_eq!(r("2026-12-02").unwrap(), "aaaa2222");
-        assert!(r("2026-11-30").is_err());
+        assert!(matches!(r("2026-11-30"), Err(Error::NoneAtOrBefore(_))));
         // An id names any snapshot of the repository; an ambiguous prefix is refused.
         assert_eq!(r("cccc").unwrap(), "cccc4444");
-        assert!(r("aaaa").unwrap_err().contains("2 snapshots"));
-        assert!(r("dddd").is_err());
+        let ambiguous = r("aaaa").unwrap_err();
+        assert!(
+            matches!(ambiguous, Error::Ambiguous { count: 2, .. }),
+            "{ambiguous:?}"
+        );
+        assert_eq!(
+            ambiguous.to_string(),
+            "2 snapshots have ids starting with aaaa; give more of the id"
+        );
+        assert!(matches!(r("dddd"), Err(Error::NoSuchId(p)) if p == "dddd"));
     }
 }

@@ -34,6 +34,19 @@ use serde::{Deserialize, Serialize};
 /// argv[1] of the writer. Checked in `main` before any argument parsing.
 pub const WRITER_ARG: &str = "__restore-writer";
 
+/// Why the writer did not finish (as the privileged side sees it).
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// It exited non-zero and said nothing.
+    #[error("the restore writer failed ({0})")]
+    Failed(std::process::ExitStatus),
+    /// Its own reason, from its stderr (a full disk, a target gone, a permission denied).
+    #[error("{0}")]
+    Said(String),
+    #[error("cannot wait for the restore writer: {0}")]
+    Wait(io::Error),
+}
+
 /// One step of the stream from the privileged side.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -161,7 +174,7 @@ impl Writer {
     }
 
     /// Ends the stream and waits: the names the writer restored, or what it said went wrong.
-    pub fn finish(mut self) -> Result<Vec<String>, String> {
+    pub fn finish(mut self) -> Result<Vec<String>, WriterError> {
         drop(self.stdin.take());
         let status = self.child.wait();
         let answers = self.answers.join().unwrap_or_default();
@@ -169,11 +182,11 @@ impl Writer {
         match status {
             Ok(s) if s.success() => Ok(answers),
             Ok(s) => Err(if errors.trim().is_empty() {
-                format!("the restore writer failed ({s})")
+                WriterError::Failed(s)
             } else {
-                errors.trim().to_owned()
+                WriterError::Said(errors.trim().to_owned())
             }),
-            Err(e) => Err(format!("cannot wait for the restore writer: {e}")),
+            Err(e) => Err(WriterError::Wait(e)),
         }
     }
 

@@ -63,6 +63,33 @@ fn failed(message: impl Into<String>) -> Refusal {
     Refusal::new(FAILED, message)
 }
 
+/// A listing or a restore's preparation failed: the bus error `Failed`, with what the restore
+/// module says (restic's failure, a snapshot named wrongly, a path refused by the rule).
+fn restore_failed(e: lib::Error) -> Refusal {
+    failed(e.to_string())
+}
+
+/// Why a job did not finish; its owner reads it as the job's message.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// igotchuu's repository lock stayed held, or could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::state::lock::LockError),
+    /// The snapshot `Restore` resolved could not be found again under the lock.
+    #[error(
+        "snapshot {short_id} is gone from the repository (a forget or prune ran since the \
+         restore was asked for): {source}"
+    )]
+    Gone {
+        short_id: String,
+        source: lib::Error,
+    },
+    #[error(transparent)]
+    Restore(#[from] lib::Error),
+    #[error("cannot start the restore's thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// One restore job.
 pub(super) struct Job {
     owner: u32,
@@ -89,7 +116,7 @@ impl Job {
     }
 
     /// Records the restore's result (`None`: its thread died without one).
-    fn finish(&self, result: Option<Result<Restored, String>>) {
+    fn finish(&self, result: Option<Result<Restored, JobError>>) {
         let ended = match result {
             Some(Ok(r)) => Ended {
                 state: RestoreState::Done,
@@ -107,7 +134,7 @@ impl Job {
             },
             Some(Err(e)) => Ended {
                 state: RestoreState::Failed,
-                message: e,
+                message: e.to_string(),
                 placed: Vec::new(),
                 done: None,
             },
@@ -303,17 +330,16 @@ impl Work {
     /// waited for up to `lock_wait`. The snapshot `Restore` resolved is looked up again under
     /// the lock, by its full id: a prune that ran in between is said plainly, and `latest` still
     /// means what it meant when the caller asked.
-    fn run(self, ctl: &Control) -> Result<Restored, String> {
-        let _lock = crate::state::lock::repo_shared(&self.repo.lock_file, self.repo.lock_wait)
-            .map_err(|e| e.to_string())?;
-        let snap = self.repo.resolve(&self.snap.id).map_err(|e| {
-            format!(
-                "snapshot {} is gone from the repository (a forget or prune ran since the \
-                 restore was asked for): {e}",
-                self.snap.short_id
-            )
-        })?;
-        lib::restore(
+    fn run(self, ctl: &Control) -> Result<Restored, JobError> {
+        let _lock = crate::state::lock::repo_shared(&self.repo.lock_file, self.repo.lock_wait)?;
+        let snap = self
+            .repo
+            .resolve(&self.snap.id)
+            .map_err(|source| JobError::Gone {
+                short_id: self.snap.short_id.clone(),
+                source,
+            })?;
+        Ok(lib::restore(
             &self.repo,
             &snap,
             &self.paths,
@@ -322,7 +348,7 @@ impl Work {
             &self.who,
             &self.identity,
             ctl,
-        )
+        )?)
     }
 }
 
@@ -469,7 +495,7 @@ impl Daemon {
         blocking(move || {
             let _busy = busy;
             let repo = me.repo_for(&profile)?;
-            let all = repo.snapshots().map_err(failed)?;
+            let all = repo.snapshots().map_err(restore_failed)?;
             Ok(repo.scoped(&all).into_iter().map(snapshot_entry).collect())
         })
         .await
@@ -494,8 +520,8 @@ impl Daemon {
         blocking(move || {
             let _busy = busy;
             let repo = me.repo_for("")?;
-            let (who, _) = lib::who_for(uid).map_err(failed)?;
-            let snap = repo.resolve(&snapshot).map_err(failed)?;
+            let (who, _) = lib::who_for(uid).map_err(restore_failed)?;
+            let snap = repo.resolve(&snapshot).map_err(restore_failed)?;
             let nodes = lib::list(&repo, &snap, &path, &who)
                 .map_err(|e| failed(format!("snapshot {}: {e}", snap.short_id)))?;
             Ok(nodes.into_iter().map(dir_entry).collect())
@@ -519,8 +545,8 @@ impl Daemon {
         let (me, spec) = (Arc::clone(self), request.snapshot.clone());
         let (repo, snap, who, identity) = blocking(move || {
             let repo = me.repo_for("")?;
-            let (who, identity) = lib::who_for(uid).map_err(failed)?;
-            let snap = repo.resolve(&spec).map_err(failed)?;
+            let (who, identity) = lib::who_for(uid).map_err(restore_failed)?;
+            let snap = repo.resolve(&spec).map_err(restore_failed)?;
             Ok((repo, snap, who, identity))
         })
         .await?;
@@ -574,7 +600,7 @@ impl Daemon {
                 let _ = tx.send(work.run(&worker.ctl));
             });
         if let Err(e) = spawned {
-            job.finish(Some(Err(format!("cannot start the restore's thread: {e}"))));
+            job.finish(Some(Err(JobError::Thread(e))));
         }
         // Counts only: the paths are the user's business, not the journal's.
         say_err!("igotchuu: restore job {job_id} started for uid {uid} ({n_paths} path(s))");
@@ -588,7 +614,7 @@ impl Daemon {
     async fn follow(
         self: Arc<Self>,
         job: Arc<Job>,
-        rx: tokio::sync::oneshot::Receiver<Result<Restored, String>>,
+        rx: tokio::sync::oneshot::Receiver<Result<Restored, JobError>>,
         id: String,
         path: String,
         conn: Connection,
