@@ -186,7 +186,7 @@ pub fn recover(journal: &Journal, events: &mut Events) -> Vec<Found> {
                     &file,
                     format!("unreadable journal record {file}: {e}; inspect it, delete the snapshot it names if any, then remove the file"),
                 );
-                out.push(Found::Failed(entry.file.clone(), e));
+                out.push(Found::Failed(entry.file.clone(), e.to_string()));
                 continue;
             }
         };
@@ -231,7 +231,7 @@ fn verdict_of(r: &Record, events: &mut Events) -> Verdict {
                 events.warning(format!("the journal names {path}, but {note}"));
                 Verdict::Gone
             }
-            Err(why) => Verdict::Unknown(why),
+            Err(why) => Verdict::Unknown(why.to_string()),
         },
         v => v,
     }

@@ -510,10 +510,30 @@ pub fn verify(r: &Record) -> Verdict {
     Ours
 }
 
+/// Why a moved snapshot could not be looked for, or deleted where it was found. Said after "the
+/// journal names PATH, …, but": the record is kept and a later run retries.
+#[derive(Debug, thiserror::Error)]
+pub enum MovedError {
+    #[error("no directory of its filesystem is reachable: {0}")]
+    Unreachable(io::Error),
+    #[error("cannot look up its UUID: {0}")]
+    Lookup(io::Error),
+    /// Found by its UUID as subvolume `id`, away from `from` (the recorded place).
+    #[error(
+        "it was moved away from {}; found as subvolume id {id} by its UUID, but cannot delete it: {source}",
+        .from.display()
+    )]
+    Delete {
+        from: PathBuf,
+        id: u64,
+        source: io::Error,
+    },
+}
+
 /// A snapshot that is not where the journal says: someone with write access to the directory
 /// around it moved it (or its root-only directory). With its UUID in the journal it is found
 /// through the filesystem's UUID tree wherever it is, and deleted by id; without, it is reported.
-pub fn find_moved(r: &Record) -> Result<Option<String>, String> {
+pub fn find_moved(r: &Record) -> Result<Option<String>, MovedError> {
     let Some(uuid) = r.snapshot_id.as_deref().and_then(ioctl::parse_uuid) else {
         return Ok(None);
     };
@@ -526,19 +546,21 @@ pub fn find_moved(r: &Record) -> Result<Option<String>, String> {
         .unwrap_or(Path::new("/"));
     let fs = fs::open_dir_nofollow(near)
         .or_else(|_| fs::open_dir_nofollow(&r.source))
-        .map_err(|e| format!("no directory of its filesystem is reachable: {e}"))?;
+        .map_err(MovedError::Unreachable)?;
     match ioctl::subvol_id_by_uuid(&fs, &uuid) {
         Ok(None) => Ok(None),
         Ok(Some(id)) => {
-            ioctl::delete_subvolume_by_id(&fs, id).map_err(|e| {
-                format!("it was moved away from {}; found as subvolume id {id} by its UUID, but cannot delete it: {e}", r.snapshot.display())
+            ioctl::delete_subvolume_by_id(&fs, id).map_err(|source| MovedError::Delete {
+                from: r.snapshot.clone(),
+                id,
+                source,
             })?;
             Ok(Some(format!(
                 "it had been moved away from {} by someone; it was found by its UUID (subvolume id {id}) and deleted",
                 r.snapshot.display()
             )))
         }
-        Err(e) => Err(format!("cannot look up its UUID: {e}")),
+        Err(e) => Err(MovedError::Lookup(e)),
     }
 }
 

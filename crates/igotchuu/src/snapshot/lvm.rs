@@ -653,25 +653,57 @@ fn identify_and_mount(
     Ok(())
 }
 
+/// Why a snapshot LV could not be mounted on its staging directory.
+#[derive(Debug, thiserror::Error)]
+enum MountLvError {
+    /// The LV (its full name) has no device: it is not active.
+    #[error("{0} is not active")]
+    Inactive(String),
+    #[error("cannot stat {path}: {source}")]
+    Stat {
+        path: String,
+        source: rustix::io::Errno,
+    },
+    /// The node `lvs` names is not the LV's device (a stale node).
+    #[error(
+        "{path} is not the block device {}:{} that `lvs` reports for {lv}",
+        .dev.0,
+        .dev.1
+    )]
+    NotTheDevice {
+        path: String,
+        dev: (u32, u32),
+        lv: String,
+    },
+    /// The mount syscall failed; the kernel log says why.
+    #[error("mount -t {fstype} -o {options} {path}: {source} (the kernel log, `dmesg`, says why)")]
+    Mount {
+        fstype: String,
+        options: String,
+        path: String,
+        source: rustix::io::Errno,
+    },
+}
+
 /// Mounts the active snapshot `lv` read-only on its directory `c` with the mount syscall.
-fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<(), String> {
+fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<(), MountLvError> {
     let Some(dev) = lv.dev else {
-        return Err(format!("{} is not active", lv.full_name()));
+        return Err(MountLvError::Inactive(lv.full_name()));
     };
     // The node `lvs` names must be that device: /dev is root's, but a stale node would mount
     // something else.
-    let st = rustix::fs::stat(lv.dm_path.as_str())
-        .map_err(|e| format!("cannot stat {}: {e}", lv.dm_path))?;
+    let st = rustix::fs::stat(lv.dm_path.as_str()).map_err(|source| MountLvError::Stat {
+        path: lv.dm_path.clone(),
+        source,
+    })?;
     if FileType::from_raw_mode(st.st_mode) != FileType::BlockDevice
         || device::split_dev(st.st_rdev) != dev
     {
-        return Err(format!(
-            "{} is not the block device {}:{} that `lvs` reports for {}",
-            lv.dm_path,
-            dev.0,
-            dev.1,
-            lv.full_name()
-        ));
+        return Err(MountLvError::NotTheDevice {
+            path: lv.dm_path.clone(),
+            dev,
+            lv: lv.full_name(),
+        });
     }
     let target = format!("/proc/self/fd/{}", c.fd.as_raw_fd());
     rustix::mount::mount(
@@ -681,13 +713,11 @@ fn mount_staged(lv: &cli::Lv, fs: Fs, c: &Container) -> Result<(), String> {
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
         fs.options(),
     )
-    .map_err(|e| {
-        format!(
-            "mount -t {} -o {} {}: {e} (the kernel log, `dmesg`, says why)",
-            fs.fstype().to_string_lossy(),
-            fs.shown_options(),
-            lv.dm_path
-        )
+    .map_err(|source| MountLvError::Mount {
+        fstype: fs.fstype().to_string_lossy().into_owned(),
+        options: fs.shown_options().to_owned(),
+        path: lv.dm_path.clone(),
+        source,
     })
 }
 
@@ -789,7 +819,7 @@ fn ours(name: &LvName, mark: Option<&str>, uuid: Option<&str>) -> Verdict {
 pub fn verify(r: &Record) -> Verdict {
     match LvName::parse(&r.snapshot.to_string_lossy()) {
         Ok(name) => ours(&name, r.mark.as_deref(), r.snapshot_id.as_deref()),
-        Err(why) => Verdict::NotOurs(why),
+        Err(why) => Verdict::NotOurs(why.to_string()),
     }
 }
 

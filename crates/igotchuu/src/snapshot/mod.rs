@@ -334,7 +334,7 @@ pub fn verify(r: &Record) -> Verdict {
 
 /// A snapshot that is not where the journal says (see the backend's `find_moved`): `Ok(Some)`
 /// with a note when it was found elsewhere and deleted.
-pub fn find_moved(r: &Record) -> Result<Option<String>, String> {
+pub fn find_moved(r: &Record) -> Result<Option<String>, btrfs::MovedError> {
     match r.backend {
         Backend::Btrfs => btrfs::find_moved(r),
         // A renamed snapshot keeps its mark but not its name; igotchuu destroys only by the

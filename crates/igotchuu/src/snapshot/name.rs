@@ -32,6 +32,20 @@ impl Name {
     }
 }
 
+/// A ZFS or LVM name refused: not exactly one snapshot named the way igotchuu names them (the
+/// name as given; `Debug`-quoted when said, so no control character reaches a terminal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a snapshot name igotchuu makes")]
+pub struct NameError {
+    pub name: String,
+}
+
+fn refused<T>(name: &str) -> Result<T, NameError> {
+    Err(NameError {
+        name: name.to_owned(),
+    })
+}
+
 /// What ZFS's and LVM's names have in common: igotchuu's own word in them, and no character a
 /// tool could read as more than one name, an option or a second argument.
 fn plain(s: &str) -> bool {
@@ -52,18 +66,18 @@ impl ZfsName {
     }
 
     /// The name a run gives the snapshot of `dataset`.
-    pub fn new(dataset: &str, timestamp: &str) -> Result<ZfsName, String> {
+    pub fn new(dataset: &str, timestamp: &str) -> Result<ZfsName, NameError> {
         ZfsName::parse(&ZfsName::text(dataset, timestamp))
     }
 
     /// A name read back (from the journal): refused unless it is one snapshot named the way
     /// igotchuu names them.
-    pub fn parse(name: &str) -> Result<ZfsName, String> {
+    pub fn parse(name: &str) -> Result<ZfsName, NameError> {
         match name.split_once('@') {
             Some((ds, snap)) if plain(ds) && plain(snap) && snap.starts_with("igotchuu-") => {
                 Ok(ZfsName(name.to_owned()))
             }
-            _ => Err(format!("{name:?} is not a snapshot name igotchuu makes")),
+            _ => refused(name),
         }
     }
 
@@ -98,13 +112,13 @@ impl LvName {
     }
 
     /// The name a run gives the snapshot of `vg/origin`.
-    pub fn new(vg: &str, origin: &str, timestamp: &str) -> Result<LvName, String> {
+    pub fn new(vg: &str, origin: &str, timestamp: &str) -> Result<LvName, NameError> {
         LvName::parse(&format!("{vg}/{}", LvName::text(origin, timestamp)))
     }
 
     /// A name read back (from the journal): refused unless it is one `vg/lv` named the way
     /// igotchuu names snapshots.
-    pub fn parse(full: &str) -> Result<LvName, String> {
+    pub fn parse(full: &str) -> Result<LvName, NameError> {
         let ok = |s: &str| {
             plain(s)
                 && s.bytes()
@@ -115,7 +129,7 @@ impl LvName {
                 full: full.to_owned(),
                 slash: vg.len(),
             }),
-            _ => Err(format!("{full:?} is not a snapshot name igotchuu makes")),
+            _ => refused(full),
         }
     }
 
@@ -160,7 +174,10 @@ mod tests {
         assert!(!ok("tank/home@igotchuu-a@b"));
         assert!(!ok("@igotchuu-a"));
         assert!(!ok("-o@igotchuu-a"));
-        assert!(ZfsName::new("tank/my home", "t").is_err());
+        assert_eq!(
+            ZfsName::new("tank/my home", "t").map_err(|e| e.to_string()),
+            Err("\"tank/my home@igotchuu-t\" is not a snapshot name igotchuu makes".into())
+        );
         let n = ZfsName::new("tank/home/alice", "t").expect("a name");
         assert_eq!(n.as_str(), "tank/home/alice@igotchuu-t");
         assert_eq!(n.pool(), "tank");

@@ -58,6 +58,23 @@ impl Stage {
     }
 }
 
+/// Why a staged mount failed: the backend's own mount (`E`, its words), or the check after it
+/// that something really is mounted there.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError<E> {
+    #[error("{0}")]
+    Mount(E),
+    #[error("the directory has no name")]
+    NoName,
+    #[error("cannot open {}: {source}", .path.display())]
+    Open { path: PathBuf, source: Errno },
+    #[error("the mount succeeded but nothing is mounted on {}", .0.display())]
+    NothingMounted(PathBuf),
+    /// The mount ids to compare could not be read.
+    #[error("{0}")]
+    MountId(io::Error),
+}
+
 /// A ZFS or LVM snapshot's mount on its root-only directory.
 pub struct Staged {
     pub container: Rc<Container>,
@@ -80,28 +97,26 @@ impl Staged {
 
     /// Mounts the snapshot on its directory by `mount` (the backend's way, given the directory),
     /// then opens the mounted root and checks that a mount is really there.
-    pub fn mount(
+    pub fn mount<E>(
         &mut self,
-        mount: impl FnOnce(&Container) -> Result<(), String>,
-    ) -> Result<(), String> {
+        mount: impl FnOnce(&Container) -> Result<(), E>,
+    ) -> Result<(), MountError<E>> {
         let c = &self.container;
-        mount(c)?;
-        let file = c
-            .path
-            .file_name()
-            .ok_or_else(|| "the directory has no name".to_owned())?;
-        let root = openat(&c.parent, file, fs::DIR_FLAGS, Mode::empty())
-            .map_err(|e| format!("cannot open {}: {e}", c.path.display()))?;
+        mount(c).map_err(MountError::Mount)?;
+        let file = c.path.file_name().ok_or(MountError::NoName)?;
+        let root = openat(&c.parent, file, fs::DIR_FLAGS, Mode::empty()).map_err(|source| {
+            MountError::Open {
+                path: c.path.clone(),
+                source,
+            }
+        })?;
         match (mountinfo::mount_id(&root), mountinfo::mount_id(&c.fd)) {
             (Ok(a), Ok(b)) if a != b => {
                 self.root = Some(root);
                 Ok(())
             }
-            (Ok(_), Ok(_)) => Err(format!(
-                "the mount succeeded but nothing is mounted on {}",
-                c.path.display()
-            )),
-            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            (Ok(_), Ok(_)) => Err(MountError::NothingMounted(c.path.clone())),
+            (Err(e), _) | (_, Err(e)) => Err(MountError::MountId(e)),
         }
     }
 

@@ -425,8 +425,7 @@ pub fn make(plan: &Plan, items: Vec<(Item, Rc<Container>)>, events: &mut Events)
             snapshot: PathBuf::from(name.as_str()),
         });
         let mut staged = Staged::new(container);
-        let mounted =
-            staged.mount(|c| cli::mount_snapshot(&name, &c.path).map_err(|e| e.to_string()));
+        let mounted = staged.mount(|c| cli::mount_snapshot(&name, &c.path));
         let failed = mounted.err().map(|e| {
             err(
                 Step::Mount,
@@ -531,7 +530,7 @@ fn ours(name: &ZfsName, mark: Option<&str>, guid: Option<&str>) -> Verdict {
 pub fn verify(r: &Record) -> Verdict {
     match ZfsName::parse(&r.snapshot.to_string_lossy()) {
         Ok(name) => ours(&name, r.mark.as_deref(), r.snapshot_id.as_deref()),
-        Err(why) => Verdict::NotOurs(why),
+        Err(why) => Verdict::NotOurs(why.to_string()),
     }
 }
 

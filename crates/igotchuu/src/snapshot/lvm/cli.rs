@@ -31,7 +31,7 @@ pub enum CliError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("cannot read the JSON report of `{cmd}`: {why}")]
-    Report { cmd: String, why: String },
+    Report { cmd: String, why: ReportError },
 }
 
 impl CliError {
@@ -144,12 +144,25 @@ struct RawLv {
     lv_dm_path: String,
 }
 
-fn bytes(field: &str, v: &str) -> Result<u64, String> {
+/// Why `lvs`'s JSON report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Not JSON, or not the report's shape.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A size field that is not a whole number of bytes (the value as given, trimmed).
+    #[error("{field} is {value:?}, not a number of bytes")]
+    NotBytes { field: &'static str, value: String },
+}
+
+fn bytes(field: &'static str, v: &str) -> Result<u64, ReportError> {
     // `--units b --nosuffix` prints whole bytes; older versions add ".00".
     let v = v.trim();
     let v = v.strip_suffix(".00").unwrap_or(v);
-    v.parse::<u64>()
-        .map_err(|_| format!("{field} is {v:?}, not a number of bytes"))
+    v.parse::<u64>().map_err(|_| ReportError::NotBytes {
+        field,
+        value: v.to_owned(),
+    })
 }
 
 fn percent(v: &str) -> Option<f64> {
@@ -157,8 +170,8 @@ fn percent(v: &str) -> Option<f64> {
 }
 
 /// Parses the output of `lvs --reportformat json --units b --nosuffix -o FIELDS`.
-pub fn parse_report(json: &str) -> Result<Vec<Lv>, String> {
-    let r: Report = serde_json::from_str(json).map_err(|e| e.to_string())?;
+pub fn parse_report(json: &str) -> Result<Vec<Lv>, ReportError> {
+    let r: Report = serde_json::from_str(json)?;
     let mut out = Vec::new();
     for raw in r.report.into_iter().flat_map(|s| s.lv) {
         let dev = match (
@@ -310,7 +323,18 @@ mod tests {
         assert!(parse_report("").is_err());
         assert!(parse_report(r#"{"report":[{"lv":[{"lv_name":"a"}]}]}"#).is_err());
         let odd = r#"{"report":[{"lv":[{"lv_name":"a","vg_name":"v","lv_uuid":"u","lv_attr":"-wi-a-----","lv_size":"12G","vg_extent_size":"4194304","vg_free":"0"}]}]}"#;
-        assert!(parse_report(odd).unwrap_err().contains("lv_size"));
+        let e = parse_report(odd).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReportError::NotBytes {
+                    field: "lv_size",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("lv_size is "), "{e}");
         let empty = r#"{"report":[{"lv":[]}]}"#;
         assert_eq!(parse_report(empty).expect("parses"), vec![]);
     }
