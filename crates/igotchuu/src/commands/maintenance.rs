@@ -226,13 +226,15 @@ fn record_status(
     metrics: bool,
     warn: &mut dyn FnMut(&str),
 ) {
-    let written = crate::session::record::reach_state_dir(&plan.state_dir).and_then(|state| {
-        crate::session::record::write_status(&state, &mut |w| warn(&w), |gid| {
-            status::record_op(&state, profile_key(plan), kind, rec.clone(), gid)
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(state)
-    });
+    let written = crate::session::record::reach_state_dir(&plan.state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|state| {
+            crate::session::record::write_status(&state, &mut |w| warn(&w), |gid| {
+                status::record_op(&state, profile_key(plan), kind, rec.clone(), gid)
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(state)
+        });
     match written {
         Ok(state) if metrics => {
             crate::session::record::write_metrics_to(plan, &state, &mut |w| warn(&w), true)

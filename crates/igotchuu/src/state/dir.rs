@@ -3,7 +3,7 @@
 //! restic's version cache all write through.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::safe_fs::Dir;
 
@@ -12,23 +12,37 @@ use crate::safe_fs::Dir;
 /// writable by anyone else.
 pub const STATE_DIR_MODE: u32 = 0o711;
 
+/// Why the state directory cannot be used; each names the directory and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// Root's walk found no directory and could not create one.
+    #[error("cannot create {}", .0.display())]
+    NotCreated(PathBuf),
+    /// Root's walk refused it (a symlink, or a directory others could change, on the way).
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Refused),
+    /// Not root: it could not be reached or created.
+    #[error("cannot use the state directory {}: {source}", .path.display())]
+    Unusable {
+        path: PathBuf,
+        source: crate::safe_fs::Stop,
+    },
+}
+
 /// Reaches `state_dir` for writing (see safe_fs.rs), creating it (mode [`STATE_DIR_MODE`]) if
 /// needed: as root through trust.rs's walk, which refuses a symlink or a directory others could
 /// change on the way; as anyone else (who cannot hurt root) without those checks, still without
 /// following a symlink. The error names the directory and what to do.
-pub fn reach_state_dir(state_dir: &Path) -> Result<Dir, String> {
+pub fn reach_state_dir(state_dir: &Path) -> Result<Dir, StateDirError> {
     if rustix::process::geteuid().is_root() {
-        match crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, Some(STATE_DIR_MODE)) {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(format!("cannot create {}", state_dir.display())),
-            Err(e) => Err(e.to_string()),
-        }
+        crate::trust::reach_dir(state_dir, &crate::trust::STATE_DIR, Some(STATE_DIR_MODE))?
+            .ok_or_else(|| StateDirError::NotCreated(state_dir.to_owned()))
     } else {
-        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE).map_err(|e| {
-            format!(
-                "cannot use the state directory {}: {e}",
-                state_dir.display()
-            )
+        crate::safe_fs::reach_creating(state_dir, STATE_DIR_MODE).map_err(|source| {
+            StateDirError::Unusable {
+                path: state_dir.to_owned(),
+                source,
+            }
         })
     }
 }

@@ -75,11 +75,24 @@ pub struct Journal {
     _lock: File,
 }
 
+/// Why a journal record could not be read. It is kept: it may name a snapshot, and an admin
+/// must look (session/recovery.rs says what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRecord {
+    /// Not a record's JSON (damaged, or written by something else).
+    #[error("{0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("it was removed while being read")]
+    Removed,
+    #[error("{0}")]
+    Read(#[from] io::Error),
+}
+
 /// An entry found in the journal: the file and its record, or why it could not be read.
 pub struct Entry {
     /// For messages and [`Journal::remove_file`]; the file is read through the journal's fd.
     pub file: PathBuf,
-    pub record: Result<Record, String>,
+    pub record: Result<Record, BadRecord>,
     /// Set for a record of a snapshot a run deleted, not yet confirmed gone for good (see
     /// [`Journal::mark_deleted`]).
     pub deleted: Option<Deleted>,
@@ -327,9 +340,9 @@ impl Journal {
                     d.marked_at = self.dir.stat_at(&name).ok().map(|st| st.st_mtime);
                 }
                 let record = match self.dir.read(&name, MAX_RECORD) {
-                    Ok(Some(b)) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
-                    Ok(None) => Err("it was removed while being read".to_owned()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(Some(b)) => serde_json::from_slice(&b).map_err(BadRecord::Parse),
+                    Ok(None) => Err(BadRecord::Removed),
+                    Err(e) => Err(BadRecord::Read(e)),
                 };
                 Entry {
                     file: self.dir.show(&name),

@@ -355,9 +355,18 @@ pub fn repo_path(lock_file: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// One try at the repository lock of `lock_file` for `what`: `Ok(Err(holders))` while others
+/// The repository lock is held in a way that keeps a use out (not a failure: a waiter tries
+/// again); `holders` says by whom, for the messages of a wait or a timeout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("held by {holders}")]
+pub struct Held {
+    /// "PID 1234 (igotchuu backup, shared)", …, or "another process".
+    pub holders: String,
+}
+
+/// One try at the repository lock of `lock_file` for `what`: `Ok(Err(Held))` while others
 /// hold it in a way that keeps `what` out.
-pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, String>, LockError> {
+pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, Held>, LockError> {
     let path = repo_path(lock_file);
     let file = open_checked(&path, rustix::process::geteuid().is_root())?;
     let op = if what.exclusive() {
@@ -367,7 +376,9 @@ pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, Stri
     };
     match flock(&file, op) {
         Ok(()) => Ok(Ok(RepoLock { _file: file, what })),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(Err(holders(&file))),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(Err(Held {
+            holders: holders(&file),
+        })),
         Err(e) => Err(LockError::Io {
             path,
             source: e.into(),
@@ -389,7 +400,7 @@ pub fn repo_waiting(
     loop {
         match try_repo(lock_file, what)? {
             Ok(l) => return Ok(l),
-            Err(holders) if began.elapsed() >= bound => {
+            Err(Held { holders }) if began.elapsed() >= bound => {
                 return Err(LockError::Busy {
                     path: repo_path(lock_file),
                     wanted: what,
@@ -397,7 +408,7 @@ pub fn repo_waiting(
                     waited: began.elapsed().as_secs(),
                 })
             }
-            Err(holders) => {
+            Err(Held { holders }) => {
                 if let Some(say) = waiting.take() {
                     say(&holders);
                 }
@@ -435,7 +446,7 @@ pub async fn repo_waiting_async(
     loop {
         match try_repo(lock_file, what)? {
             Ok(l) => return Ok(Some(l)),
-            Err(holders) if began.elapsed() >= bound => {
+            Err(Held { holders }) if began.elapsed() >= bound => {
                 return Err(LockError::Busy {
                     path: repo_path(lock_file),
                     wanted: what,
@@ -443,7 +454,7 @@ pub async fn repo_waiting_async(
                     waited: began.elapsed().as_secs(),
                 })
             }
-            Err(holders) => {
+            Err(Held { holders }) => {
                 if let Some(say) = waiting.take() {
                     say(&holders);
                 }
@@ -586,7 +597,9 @@ mod tests {
         let backup = take(RepoUse::Backup).expect("free");
         let restore = take(RepoUse::Restore).expect("shared with a backup");
         // Each open file is its own holder, as in separate processes.
-        let held = take(RepoUse::Check).expect_err("a check waits for both");
+        let held = take(RepoUse::Check)
+            .expect_err("a check waits for both")
+            .holders;
         let me = std::process::id();
         assert!(
             held.contains(&format!("PID {me} (")) && held.contains(", shared)"),
@@ -595,7 +608,9 @@ mod tests {
         take(RepoUse::Retention).expect_err("so does a forget");
         drop((backup, restore));
         let check = take(RepoUse::Check).expect("free again");
-        let held = take(RepoUse::Backup).expect_err("a backup waits for a check");
+        let held = take(RepoUse::Backup)
+            .expect_err("a backup waits for a check")
+            .holders;
         assert!(held.contains(", exclusive)"), "{held}");
         let err = repo_waiting(&run_lock, RepoUse::Restore, Duration::ZERO, |_| {})
             .expect_err("no wait: given up at once");
