@@ -122,8 +122,23 @@ impl Ping {
     }
 }
 
+/// Why a ping did not reach the health-check service (a warning: the run's outcome stands).
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// The request failed. `why` is the HTTP client's error with the URL in it replaced by
+    /// `shown` (the URL without its key), so it is text, not the client's error value.
+    #[error("the {ping} ping to {shown} failed: {why}")]
+    Failed {
+        ping: String,
+        shown: String,
+        why: String,
+    },
+    #[error("the ping's thread failed: {0}")]
+    Thread(tokio::task::JoinError),
+}
+
 /// Sends one ping, blocking (call from a blocking thread). `Err` says why, URL redacted.
-pub fn send(base: &str, ping: Ping, body: String, timeout: Duration) -> Result<(), String> {
+pub fn send(base: &str, ping: Ping, body: String, timeout: Duration) -> Result<(), PingError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .user_agent(concat!("igotchuu/", env!("CARGO_PKG_VERSION")))
@@ -134,16 +149,16 @@ pub fn send(base: &str, ping: Ping, body: String, timeout: Duration) -> Result<(
     match agent.post(&url).send(body) {
         Ok(_) => Ok(()),
         // ureq's errors may quote the URL.
-        Err(e) => Err(format!(
-            "the {} ping to {shown} failed: {}",
-            ping.name(),
-            e.to_string().replace(&url, &shown).replace(base, &shown)
-        )),
+        Err(e) => Err(PingError::Failed {
+            ping: ping.name(),
+            why: e.to_string().replace(&url, &shown).replace(base, &shown),
+            shown,
+        }),
     }
 }
 
 /// A ping under way on a blocking thread.
-pub struct Pending(tokio::task::JoinHandle<Result<(), String>>);
+pub struct Pending(tokio::task::JoinHandle<Result<(), PingError>>);
 
 impl Pending {
     pub fn start(base: &str, ping: Ping, body: String, timeout: Duration) -> Pending {
@@ -154,10 +169,10 @@ impl Pending {
     }
 
     /// Its result (bounded: the ping's own timeout ends it).
-    pub async fn result(self) -> Result<(), String> {
+    pub async fn result(self) -> Result<(), PingError> {
         match self.0.await {
             Ok(r) => r,
-            Err(e) => Err(format!("the ping's thread failed: {e}")),
+            Err(e) => Err(PingError::Thread(e)),
         }
     }
 }
@@ -271,7 +286,7 @@ impl Notifier {
         let mut warnings = Vec::new();
         if let Some(p) = self.start_ping {
             if let Err(e) = p.result().await {
-                warnings.push(e);
+                warnings.push(e.to_string());
             }
         }
         let Seen {
@@ -303,7 +318,7 @@ impl Notifier {
             if let Some(argv) = argv {
                 if let Err(w) = run_hook(key, argv, &env, self.settings.timeout).await {
                     self.tail.push(format!("warning: {w}"));
-                    warnings.push(w);
+                    warnings.push(w.to_string());
                 }
             }
         }
@@ -318,10 +333,34 @@ impl Notifier {
                 .result()
                 .await
             {
-                warnings.push(e);
+                warnings.push(e.to_string());
             }
         }
         warnings
+    }
+}
+
+/// An end-of-run hook that failed: which (`on_success`, …), its argv (redacted), and why, in
+/// end-of-run words (hook.rs's own words are those of `exec_before_snapshot`).
+#[derive(Debug, thiserror::Error)]
+#[error("{key} `{shown}`: {}; the backup's outcome stands", why_hook_failed(.error))]
+struct HookFailed {
+    key: String,
+    shown: String,
+    error: crate::hook::HookError,
+}
+
+fn why_hook_failed(e: &crate::hook::HookError) -> String {
+    use crate::hook::HookError as H;
+    match e {
+        H::Spawn(e) => format!("cannot start it: {e}"),
+        H::Failed(c) => format!("it exited with status {c}"),
+        H::Wait(e) => format!("cannot wait for it: {e}"),
+        H::Signalled(s) => format!("it was killed by signal {s}"),
+        H::TimedOut(t) => {
+            format!("it did not finish within {t}s (`notify_timeout`) and was killed")
+        }
+        H::Stopped => "it was stopped".into(),
     }
 }
 
@@ -333,26 +372,16 @@ async fn run_hook(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), HookFailed> {
     // A stop signal nobody can send.
     let (handle, mut never) = crate::stop::channel();
     drop(handle);
-    let shown = crate::redact::argv(argv).join(" ");
     crate::hook::run_with_env(argv, env, Some(timeout.as_secs().max(1)), &mut never)
         .await
-        .map_err(|e| {
-            use crate::hook::HookError as H;
-            let why = match e {
-                H::Spawn(e) => format!("cannot start it: {e}"),
-                H::Failed(c) => format!("it exited with status {c}"),
-                H::Wait(e) => format!("cannot wait for it: {e}"),
-                H::Signalled(s) => format!("it was killed by signal {s}"),
-                H::TimedOut(t) => {
-                    format!("it did not finish within {t}s (`notify_timeout`) and was killed")
-                }
-                H::Stopped => "it was stopped".into(),
-            };
-            format!("{key} `{shown}`: {why}; the backup's outcome stands")
+        .map_err(|error| HookFailed {
+            key: key.to_owned(),
+            shown: crate::redact::argv(argv).join(" "),
+            error,
         })
 }
 

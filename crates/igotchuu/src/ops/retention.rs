@@ -253,10 +253,20 @@ pub struct Decision {
     pub remove: Vec<Snap>,
 }
 
+/// Why `restic forget --dry-run --json`'s output could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    /// No line starts a JSON list (restic printed only text: an error, a warning).
+    #[error("restic printed no JSON list")]
+    NoList,
+    #[error("unreadable JSON from restic: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 impl Decision {
     /// Reads `restic forget --dry-run --json`'s stdout (one JSON array; plain-text lines before
     /// it are skipped) and keeps the snapshots `scope` owns.
-    pub fn from_dry_run(stdout: &str, scope: &Scope) -> Result<Decision, String> {
+    pub fn from_dry_run(stdout: &str, scope: &Scope) -> Result<Decision, DryRunError> {
         // The list starts on the first line that starts with `[`; text after it is ignored.
         let mut at = 0;
         let start = stdout
@@ -266,12 +276,11 @@ impl Decision {
                 at += l.len();
                 l.trim_start().starts_with('[').then_some(here)
             })
-            .ok_or_else(|| "restic printed no JSON list".to_owned())?;
+            .ok_or(DryRunError::NoList)?;
         let groups: Vec<Group> = serde_json::Deserializer::from_str(&stdout[start..])
             .into_iter()
             .next()
-            .ok_or_else(|| "restic printed no JSON list".to_owned())?
-            .map_err(|e| format!("unreadable JSON from restic: {e}"))?;
+            .ok_or(DryRunError::NoList)??;
         let owned = |s: &Snap| scope.owns(&s.hostname, &s.paths, s.tags.as_deref().unwrap_or(&[]));
         let mut d = Decision::default();
         for g in groups {
@@ -378,7 +387,7 @@ pub async fn decide(
         step: Step::DryRun,
         code: Some(0),
         locked: false,
-        message: m,
+        message: m.to_string(),
         removed: 0,
     })
 }
@@ -521,7 +530,10 @@ mod tests {
             "{refused}"
         );
         assert!(Decision::default().refusal().is_none(), "no snapshots yet");
-        assert!(Decision::from_dry_run("Fatal: x", &scope).is_err());
+        assert!(matches!(
+            Decision::from_dry_run("Fatal: x", &scope),
+            Err(DryRunError::NoList)
+        ));
     }
 
     #[test]

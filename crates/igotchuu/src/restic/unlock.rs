@@ -31,6 +31,30 @@ fn shown(cmd: &ResticCommand) -> String {
     )
 }
 
+/// Why `restic unlock` did not remove the stale locks; said after "… could not remove its
+/// stale lock:" or "… failed:", followed by what to do.
+#[derive(Debug, thiserror::Error)]
+enum UnlockError {
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("interrupted by a stop request")]
+    Stopped,
+    /// restic exited non-zero and said nothing on stderr.
+    #[error("it exited with {0}")]
+    Exited(std::process::ExitStatus),
+    /// restic exited non-zero: its stderr, scrubbed, on one line.
+    #[error("{0}")]
+    Said(String),
+    /// Its output could not be collected.
+    #[error("{0}")]
+    Wait(std::io::Error),
+    #[error("no answer within {}s", TIMEOUT.as_secs())]
+    Timeout,
+}
+
 /// Runs `restic unlock` with the backup's program, environment and global options. `Ok` carries
 /// restic's last line on stdout ("successfully removed locks"), `Err` why it failed, in restic's
 /// words where it gave any. A stop request ends the wait (`unlock` holds no lock of its own, so
@@ -38,15 +62,16 @@ fn shown(cmd: &ResticCommand) -> String {
 async fn restic_unlock(
     cmd: &ResticCommand,
     stop: Option<&mut StopSignal>,
-) -> Result<String, String> {
+) -> Result<String, UnlockError> {
     let mut c = Command::from(cmd.with_args(cmd.unlock_args.clone()));
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = c
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", cmd.program))?;
+    let child = c.spawn().map_err(|source| UnlockError::Start {
+        program: cmd.program.clone(),
+        source,
+    })?;
     let stopped = async {
         match stop {
             Some(s) => s.requested().await,
@@ -55,7 +80,7 @@ async fn restic_unlock(
     };
     let output = tokio::select! {
         r = tokio::time::timeout(TIMEOUT, child.wait_with_output()) => r,
-        () = stopped => return Err("interrupted by a stop request".into()),
+        () = stopped => return Err(UnlockError::Stopped),
     };
     let scrub = |b: &[u8]| crate::redact::scrub(String::from_utf8_lossy(b).trim(), &cmd.secrets);
     match output {
@@ -67,13 +92,13 @@ async fn restic_unlock(
         Ok(Ok(o)) => {
             let why = scrub(&o.stderr);
             Err(if why.is_empty() {
-                format!("it exited with {}", o.status)
+                UnlockError::Exited(o.status)
             } else {
-                why.lines().collect::<Vec<_>>().join("; ")
+                UnlockError::Said(why.lines().collect::<Vec<_>>().join("; "))
             })
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(UnlockError::Wait(e)),
+        Err(_) => Err(UnlockError::Timeout),
     }
 }
 
