@@ -32,6 +32,70 @@ pub const GROUP: &str = "igotchuu";
 /// (25 s in most clients) without a reason.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a caller may not stop backups, for the caller (the bus error's message) and the admin.
+/// Each says who (the uid) and, where a lookup failed, what to check.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Denied {
+    #[error("the bus did not tell the caller's uid")]
+    NoUid,
+    #[error(
+        "uid {uid} is not root and group `{group}` does not exist, so only root may stop backups",
+        group = GROUP
+    )]
+    NoGroup { uid: u32 },
+    #[error(
+        "uid {uid} is not root and {source}, so igotchuu cannot tell who is a member of group \
+         `{group}`; check the services /etc/nsswitch.conf names for `group`",
+        group = GROUP
+    )]
+    GroupLookup {
+        uid: u32,
+        source: users::LookupError,
+    },
+    #[error("uid {uid} is neither root nor a member of group `{group}`", group = GROUP)]
+    NotMember { uid: u32 },
+    #[error(
+        "uid {uid} is neither root nor a member of group `{group}` (the user database has no \
+         user with that uid)",
+        group = GROUP
+    )]
+    NoSuchUser { uid: u32 },
+    #[error(
+        "uid {uid} is not root, its process does not hold group `{group}`, and {source}; check the \
+         services /etc/nsswitch.conf names for `passwd` and `group`",
+        group = GROUP
+    )]
+    GroupsLookup {
+        uid: u32,
+        source: users::LookupError,
+    },
+    #[error(
+        "cannot start a thread to look up the caller's groups ({source}), so igotchuu cannot tell \
+         whether uid {} is a member of group `{group}`; only root may stop backups until then",
+        show(*.uid),
+        group = GROUP
+    )]
+    NoThread {
+        uid: Option<u32>,
+        source: std::io::Error,
+    },
+    #[error(
+        "looking up the groups of uid {} ended without an answer (the lookup thread panicked; \
+         see the message above), so igotchuu refuses",
+        show(*.uid)
+    )]
+    NoAnswer { uid: Option<u32> },
+    #[error(
+        "the user database did not answer within {}s, so igotchuu cannot tell whether uid {} \
+         is a member of group `{group}`; check the services /etc/nsswitch.conf names for \
+         `group` and `passwd` (sssd, LDAP, systemd-userdb)",
+        LOOKUP_TIMEOUT.as_secs(),
+        show(*.uid),
+        group = GROUP
+    )]
+    Timeout { uid: Option<u32> },
+}
+
 /// Who called, as the bus daemon tells it.
 pub(crate) struct Caller {
     pub(crate) sender: UniqueName<'static>,
@@ -61,7 +125,7 @@ impl Caller {
 
 /// Whether `caller` may stop the backup; `Err` says why not, for the caller and the admin.
 /// Looked up at each call: an admin adding the group or a member mid-run takes effect at once.
-pub(crate) async fn may_stop(caller: &Caller) -> Result<(), String> {
+pub(crate) async fn may_stop(caller: &Caller) -> Result<(), Denied> {
     // Root needs no lookup, and must be able to stop a run even when no thread can be started.
     if caller.uid == Some(0) {
         return Ok(());
@@ -77,27 +141,13 @@ pub(crate) async fn may_stop(caller: &Caller) -> Result<(), String> {
             // Fails only when the caller gave up waiting (timeout below): nobody to tell.
             let _ = tx.send(authorize(uid, groups.as_deref(), &Nss));
         });
-    if let Err(e) = spawned {
-        return Err(format!(
-            "cannot start a thread to look up the caller's groups ({e}), so igotchuu cannot tell \
-             whether uid {} is a member of group `{GROUP}`; only root may stop backups until then",
-            show(uid)
-        ));
+    if let Err(source) = spawned {
+        return Err(Denied::NoThread { uid, source });
     }
     match tokio::time::timeout(LOOKUP_TIMEOUT, rx).await {
         Ok(Ok(decision)) => decision,
-        Ok(Err(_)) => Err(format!(
-            "looking up the groups of uid {} ended without an answer (the lookup thread panicked; \
-             see the message above), so igotchuu refuses",
-            show(uid)
-        )),
-        Err(_) => Err(format!(
-            "the user database did not answer within {}s, so igotchuu cannot tell whether uid {} \
-             is a member of group `{GROUP}`; check the services /etc/nsswitch.conf names for \
-             `group` and `passwd` (sssd, LDAP, systemd-userdb)",
-            LOOKUP_TIMEOUT.as_secs(),
-            show(uid)
-        )),
+        Ok(Err(_)) => Err(Denied::NoAnswer { uid }),
+        Err(_) => Err(Denied::Timeout { uid }),
     }
 }
 
@@ -108,10 +158,10 @@ fn show(uid: Option<u32>) -> String {
 /// The user database, as far as the decision needs it.
 pub(crate) trait UserDb {
     /// The gid of group `name`; `Ok(None)` when there is no such group. `Err` says what failed.
-    fn group_gid(&self, name: &str) -> Result<Option<u32>, String>;
+    fn group_gid(&self, name: &str) -> Result<Option<u32>, users::LookupError>;
     /// Every group of the user with uid `uid`, its primary group included; `Ok(None)` when no
     /// user has that uid. `Err` says what failed.
-    fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, String>;
+    fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, users::LookupError>;
 }
 
 /// Whether a caller may stop the backup: root, or a caller in group [`GROUP`] by its process's
@@ -121,26 +171,17 @@ pub(super) fn authorize(
     uid: Option<u32>,
     process_groups: Option<&[u32]>,
     db: &impl UserDb,
-) -> Result<(), String> {
+) -> Result<(), Denied> {
     let Some(uid) = uid else {
-        return Err("the bus did not tell the caller's uid".into());
+        return Err(Denied::NoUid);
     };
     if uid == 0 {
         return Ok(());
     }
     let gid = match db.group_gid(GROUP) {
         Ok(Some(gid)) => gid,
-        Ok(None) => {
-            return Err(format!(
-                "uid {uid} is not root and group `{GROUP}` does not exist, so only root may stop backups"
-            ))
-        }
-        Err(e) => {
-            return Err(format!(
-                "uid {uid} is not root and {e}, so igotchuu cannot tell who is a member of group \
-                 `{GROUP}`; check the services /etc/nsswitch.conf names for `group`"
-            ))
-        }
+        Ok(None) => return Err(Denied::NoGroup { uid }),
+        Err(source) => return Err(Denied::GroupLookup { uid, source }),
     };
     // The process holds the group (bus credentials): the user database need not be asked.
     if process_groups.is_some_and(|g| g.contains(&gid)) {
@@ -148,17 +189,9 @@ pub(super) fn authorize(
     }
     match db.user_groups(uid) {
         Ok(Some(groups)) if groups.contains(&gid) => Ok(()),
-        Ok(Some(_)) => Err(format!(
-            "uid {uid} is neither root nor a member of group `{GROUP}`"
-        )),
-        Ok(None) => Err(format!(
-            "uid {uid} is neither root nor a member of group `{GROUP}` (the user database has no \
-             user with that uid)"
-        )),
-        Err(e) => Err(format!(
-            "uid {uid} is not root, its process does not hold group `{GROUP}`, and {e}; check the \
-             services /etc/nsswitch.conf names for `passwd` and `group`"
-        )),
+        Ok(Some(_)) => Err(Denied::NotMember { uid }),
+        Ok(None) => Err(Denied::NoSuchUser { uid }),
+        Err(source) => Err(Denied::GroupsLookup { uid, source }),
     }
 }
 
@@ -166,12 +199,12 @@ pub(super) fn authorize(
 pub(crate) struct Nss;
 
 impl UserDb for Nss {
-    fn group_gid(&self, name: &str) -> Result<Option<u32>, String> {
-        users::group_gid(name).map_err(|e| e.to_string())
+    fn group_gid(&self, name: &str) -> Result<Option<u32>, users::LookupError> {
+        users::group_gid(name)
     }
 
-    fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, String> {
-        users::user_groups(uid).map_err(|e| e.to_string())
+    fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, users::LookupError> {
+        users::user_groups(uid)
     }
 }
 
@@ -179,20 +212,28 @@ impl UserDb for Nss {
 mod tests {
     use super::*;
 
-    /// A user database that answers what it is told.
+    /// A user database that answers what it is told; an `Err` is the lookup that failed (its
+    /// `what`), failing with "boom".
     struct Db {
-        gid: Result<Option<u32>, String>,
-        groups: Result<Option<Vec<u32>>, String>,
+        gid: Result<Option<u32>, &'static str>,
+        groups: Result<Option<Vec<u32>>, &'static str>,
+    }
+
+    fn boom(what: &str) -> users::LookupError {
+        users::LookupError::System {
+            what: what.to_owned(),
+            source: std::io::Error::other("boom"),
+        }
     }
 
     impl UserDb for Db {
-        fn group_gid(&self, name: &str) -> Result<Option<u32>, String> {
+        fn group_gid(&self, name: &str) -> Result<Option<u32>, users::LookupError> {
             assert_eq!(name, GROUP);
-            self.gid.clone()
+            self.gid.map_err(boom)
         }
-        fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, String> {
+        fn user_groups(&self, uid: u32) -> Result<Option<Vec<u32>>, users::LookupError> {
             assert_ne!(uid, 0, "root needs no lookup");
-            self.groups.clone()
+            self.groups.clone().map_err(boom)
         }
     }
 
@@ -206,8 +247,8 @@ mod tests {
     #[test]
     fn only_root_and_members_may_stop() {
         let failing = Db {
-            gid: Err("looking up group `igotchuu` (getgrnam_r) failed: boom".into()),
-            groups: Err("boom".into()),
+            gid: Err("looking up group `igotchuu` (getgrnam_r)"),
+            groups: Err("looking up the groups of uid 1000 (getpwuid_r, …)"),
         };
         // Root, whatever the database says.
         assert!(authorize(Some(0), None, &failing).is_ok());
@@ -219,14 +260,21 @@ mod tests {
         // Not a member anywhere.
         let no = authorize(Some(1000), Some(&[100]), &db(Some(998), &[1000, 100]));
         assert_eq!(
-            no.unwrap_err(),
+            no.unwrap_err().to_string(),
             "uid 1000 is neither root nor a member of group `igotchuu`"
         );
         // No group: only root.
         let no = authorize(Some(1000), Some(&[998]), &db(None, &[998])).unwrap_err();
-        assert!(no.contains("group `igotchuu` does not exist"), "{no}");
+        assert!(matches!(no, Denied::NoGroup { uid: 1000 }), "{no:?}");
+        assert!(
+            no.to_string().contains("group `igotchuu` does not exist"),
+            "{no}"
+        );
         // Fail closed when the bus does not say who called.
-        assert!(authorize(None, Some(&[998]), &db(Some(998), &[998])).is_err());
+        assert!(matches!(
+            authorize(None, Some(&[998]), &db(Some(998), &[998])),
+            Err(Denied::NoUid)
+        ));
     }
 
     #[test]
@@ -235,11 +283,12 @@ mod tests {
             Some(1000),
             Some(&[998]),
             &Db {
-                gid: Err("looking up group `igotchuu` (getgrnam_r) failed: boom".into()),
+                gid: Err("looking up group `igotchuu` (getgrnam_r)"),
                 groups: Ok(Some(vec![998])),
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(no.contains("getgrnam_r) failed: boom"), "{no}");
         assert!(no.contains("nsswitch.conf"), "{no}");
         let no = authorize(
@@ -247,12 +296,11 @@ mod tests {
             Some(&[100]),
             &Db {
                 gid: Ok(Some(998)),
-                groups: Err(
-                    "looking up the groups of uid 1000 (getpwuid_r, …) failed: boom".into(),
-                ),
+                groups: Err("looking up the groups of uid 1000 (getpwuid_r, …)"),
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(no.contains("failed: boom"), "{no}");
         // A user the database does not know is not a member.
         let no = authorize(
@@ -263,7 +311,8 @@ mod tests {
                 groups: Ok(None),
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(no.contains("no user with that uid"), "{no}");
     }
 }

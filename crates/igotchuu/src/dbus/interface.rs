@@ -390,7 +390,7 @@ impl Igotchuu {
                     "igotchuu: warning: refused D-Bus Stop from {}: {why}",
                     caller.sender
                 );
-                Err(fdo::Error::AccessDenied(why))
+                Err(fdo::Error::AccessDenied(why.to_string()))
             }
         }
     }

@@ -48,13 +48,56 @@ pub(crate) enum Fallback {
     AnyCaller,
 }
 
+/// Why a caller may not do an action: refused by polkit or by the group check, or not to be
+/// told (fail closed). For the caller (the bus error's message) and the admin.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Denied {
+    #[error("cannot tell who is calling: {0}")]
+    Caller(fdo::Error),
+    #[error("the bus did not tell the caller's uid")]
+    NoUid,
+    /// polkitd is not on the bus and the group check (auth.rs) said no.
+    #[error("{0} (polkitd is not running, so igotchuu checked the group itself)")]
+    GroupCheck(auth::Denied),
+    #[error("cannot tell whether polkitd is running ({0}), so igotchuu refuses")]
+    Presence(fdo::Error),
+    #[error("cannot name the caller to polkit: {0}")]
+    Subject(zbus_polkit::Error),
+    /// polkit would allow it after authenticating, which igotchuu never asks for.
+    #[error(
+        "polkit would let uid {uid} do {action} only after authenticating, which igotchuu \
+         does not ask for over D-Bus; an administrator can allow it without a password by \
+         adding the user to the group `{group}` (usermod -aG {group} USER)",
+        group = igotchuu_dbus::GROUP
+    )]
+    Challenge { uid: String, action: String },
+    #[error(
+        "polkit does not allow uid {uid} to do {action}; members of the group `{group}` may \
+         (dist/polkit-1/rules.d/50-igotchuu.rules)",
+        group = igotchuu_dbus::GROUP
+    )]
+    NotAllowed { uid: String, action: String },
+    #[error("cannot ask polkit whether uid {uid} may do {action} ({source}), so igotchuu refuses")]
+    Ask {
+        uid: String,
+        action: String,
+        source: zbus::Error,
+    },
+    #[error(
+        "polkit did not answer within {}s whether uid {uid} may do {action}, so igotchuu \
+         refuses",
+        CHECK_TIMEOUT.as_secs()
+    )]
+    Timeout { uid: String, action: String },
+}
+
 /// Whether the caller of `header` may do `action` (igotchuu_dbus::actions). `Err` says why not,
 /// for the caller and the admin.
 pub(crate) async fn authorize(
     header: &Header<'_>,
     conn: &Connection,
     action: &str,
-) -> Result<(Caller, Judge), String> {
+) -> Result<(Caller, Judge), Denied> {
     authorize_or(header, conn, action, Fallback::GroupCheck).await
 }
 
@@ -64,10 +107,8 @@ pub(crate) async fn authorize_or(
     conn: &Connection,
     action: &str,
     fallback: Fallback,
-) -> Result<(Caller, Judge), String> {
-    let caller = Caller::of(header, conn)
-        .await
-        .map_err(|e| format!("cannot tell who is calling: {e}"))?;
+) -> Result<(Caller, Judge), Denied> {
+    let caller = Caller::of(header, conn).await.map_err(Denied::Caller)?;
     // polkitd authorizes root for everything too; asking it would only add a failure mode.
     if caller.uid == Some(0) {
         return Ok((caller, Judge::Root));
@@ -76,26 +117,19 @@ pub(crate) async fn authorize_or(
         Ok(false) if fallback == Fallback::AnyCaller => {
             return match caller.uid {
                 Some(_) => Ok((caller, Judge::AnyCaller)),
-                None => Err("the bus did not tell the caller's uid".into()),
+                None => Err(Denied::NoUid),
             }
         }
         Ok(false) => {
             return match auth::may_stop(&caller).await {
                 Ok(()) => Ok((caller, Judge::GroupCheck)),
-                Err(why) => Err(format!(
-                    "{why} (polkitd is not running, so igotchuu checked the group itself)"
-                )),
+                Err(why) => Err(Denied::GroupCheck(why)),
             }
         }
         Ok(true) => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot tell whether polkitd is running ({e}), so igotchuu refuses"
-            ))
-        }
+        Err(e) => return Err(Denied::Presence(e)),
     }
-    let subject = Subject::new_for_message_header(header)
-        .map_err(|e| format!("cannot name the caller to polkit: {e}"))?;
+    let subject = Subject::new_for_message_header(header).map_err(Denied::Subject)?;
     let check = async {
         let authority = AuthorityProxy::new(conn).await?;
         authority
@@ -105,27 +139,17 @@ pub(crate) async fn authorize_or(
     let uid = caller
         .uid
         .map_or_else(|| "(unknown)".to_owned(), |u| u.to_string());
+    let action = action.to_owned();
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(r)) if r.is_authorized => Ok((caller, Judge::Polkit)),
-        Ok(Ok(r)) if r.is_challenge => Err(format!(
-            "polkit would let uid {uid} do {action} only after authenticating, which igotchuu \
-             does not ask for over D-Bus; an administrator can allow it without a password by \
-             adding the user to the group `{group}` (usermod -aG {group} USER)",
-            group = igotchuu_dbus::GROUP
-        )),
-        Ok(Ok(_)) => Err(format!(
-            "polkit does not allow uid {uid} to do {action}; members of the group `{group}` may \
-             (dist/polkit-1/rules.d/50-igotchuu.rules)",
-            group = igotchuu_dbus::GROUP
-        )),
-        Ok(Err(e)) => Err(format!(
-            "cannot ask polkit whether uid {uid} may do {action} ({e}), so igotchuu refuses"
-        )),
-        Err(_) => Err(format!(
-            "polkit did not answer within {}s whether uid {uid} may do {action}, so igotchuu \
-             refuses",
-            CHECK_TIMEOUT.as_secs()
-        )),
+        Ok(Ok(r)) if r.is_challenge => Err(Denied::Challenge { uid, action }),
+        Ok(Ok(_)) => Err(Denied::NotAllowed { uid, action }),
+        Ok(Err(source)) => Err(Denied::Ask {
+            uid,
+            action,
+            source,
+        }),
+        Err(_) => Err(Denied::Timeout { uid, action }),
     }
 }
 

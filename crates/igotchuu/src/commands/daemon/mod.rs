@@ -213,7 +213,7 @@ impl Daemon {
                     "igotchuu: warning: refused D-Bus Start of a {}: {why}",
                     task.as_str()
                 );
-                Refusal::new(errors::ACCESS_DENIED, why)
+                Refusal::new(errors::ACCESS_DENIED, why.to_string())
             })?;
         self.touch();
         let who = format!(
@@ -431,7 +431,7 @@ impl Daemon {
             .await
             .map_err(|why| {
                 say_err!("igotchuu: warning: refused D-Bus Stop: {why}");
-                fdo::Error::AccessDenied(why)
+                fdo::Error::AccessDenied(why.to_string())
             })?;
         // Only an allowed call counts as activity: refused calls must not keep the daemon up.
         self.touch();

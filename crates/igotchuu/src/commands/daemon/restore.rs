@@ -453,17 +453,15 @@ impl Daemon {
         conn: &Connection,
         method: &str,
     ) -> Result<u32, Refusal> {
-        let refuse = |why: String| {
+        let refuse = |why: polkit::Denied| {
             say_err!("igotchuu: warning: refused D-Bus {method}: {why}");
-            Refusal::new(errors::ACCESS_DENIED, why)
+            Refusal::new(errors::ACCESS_DENIED, why.to_string())
         };
         let (caller, _) =
             polkit::authorize_or(header, conn, actions::RESTORE_OWN, Fallback::AnyCaller)
                 .await
                 .map_err(refuse)?;
-        caller
-            .uid
-            .ok_or_else(|| refuse("the bus did not tell the caller's uid".into()))
+        caller.uid.ok_or_else(|| refuse(polkit::Denied::NoUid))
     }
 
     /// The repository as `profile` ("" = the top level) configures it.
