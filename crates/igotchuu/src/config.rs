@@ -933,9 +933,24 @@ pub enum CowSize {
 
 pub const DEFAULT_COW_SIZE: CowSize = CowSize::PercentOrigin(10);
 
+/// Why a COW size was refused; each carries the value as written and shows an example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CowSizeError {
+    #[error("{0:?}: the percentage must be a whole number from 1 to 100, e.g. \"10%ORIGIN\"")]
+    Percent(String),
+    #[error(
+        "{0:?} is neither N%ORIGIN nor a size with a unit (K, M, G or T), e.g. \"10%ORIGIN\" or \"2G\""
+    )]
+    NoUnit(String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    #[error("{0:?}: give a whole number above 0 before the unit, e.g. \"2G\"")]
+    NotANumber(String),
+}
+
 impl CowSize {
     /// Parses `10%ORIGIN` or a size with a unit suffix (K, M, G, T; binary).
-    pub fn parse(s: &str) -> Result<CowSize, String> {
+    pub fn parse(s: &str) -> Result<CowSize, CowSizeError> {
         let t = s.trim();
         if let Some(n) = t
             .strip_suffix("%ORIGIN")
@@ -943,9 +958,7 @@ impl CowSize {
         {
             return match n.parse::<u32>() {
                 Ok(p) if (1..=100).contains(&p) => Ok(CowSize::PercentOrigin(p)),
-                _ => Err(format!(
-                    "{s:?}: the percentage must be a whole number from 1 to 100, e.g. \"10%ORIGIN\""
-                )),
+                _ => Err(CowSizeError::Percent(s.to_owned())),
             };
         }
         let (num, unit) = t.split_at(t.len().saturating_sub(1));
@@ -954,20 +967,14 @@ impl CowSize {
             "M" | "m" => 20,
             "G" | "g" => 30,
             "T" | "t" => 40,
-            _ => {
-                return Err(format!(
-                    "{s:?} is neither N%ORIGIN nor a size with a unit (K, M, G or T), e.g. \"10%ORIGIN\" or \"2G\""
-                ))
-            }
+            _ => return Err(CowSizeError::NoUnit(s.to_owned())),
         };
         match num.parse::<u64>() {
             Ok(n) if n > 0 => n
                 .checked_mul(1u64 << shift)
                 .map(CowSize::Bytes)
-                .ok_or_else(|| format!("{s:?} is too large")),
-            _ => Err(format!(
-                "{s:?}: give a whole number above 0 before the unit, e.g. \"2G\""
-            )),
+                .ok_or_else(|| CowSizeError::TooLarge(s.to_owned())),
+            _ => Err(CowSizeError::NotANumber(s.to_owned())),
         }
     }
 
