@@ -1199,6 +1199,56 @@ mod tests {
         assert!(left.is_empty());
     }
 
+    /// The words users and the daemon's callers see are those the restore said as strings
+    /// before it had typed errors; restic's words and paths stay escaped.
+    #[test]
+    fn errors_say_what_failed_as_before() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(1 << 8);
+        let said = |e: Error| e.to_string();
+        assert_eq!(
+            said(Error::Restic {
+                command: "ls".into(),
+                status,
+                said: " Fatal: no\nrepository \n".into(),
+            }),
+            "`restic ls` failed (exit status: 1): Fatal: no\\x0arepository"
+        );
+        assert_eq!(
+            said(Error::DumpFailed {
+                path: "/d/a\nb".into(),
+                status,
+                said: "boom".into(),
+            }),
+            "`restic dump` of /d/a\\x0ab failed (exit status: 1): boom"
+        );
+        assert_eq!(said(Error::Cancelled), CANCELLED);
+        assert_eq!(
+            said(Error::StreamFailed {
+                error: Box::new(Error::Tar(std::io::Error::other("cut short"))),
+                said: "pack damaged".into(),
+            }),
+            "cut short; restic said: pack damaged"
+        );
+        assert_eq!(
+            said(mismatch("/d/f", 5)),
+            "`restic dump` of /d/f gave another size than `restic ls` recorded (5 bytes); \
+             nothing was restored under its name"
+        );
+        assert_eq!(
+            said(writer::WriterError::Said("No space left on device".into()).into()),
+            "No space left on device"
+        );
+        assert_eq!(
+            said(Error::NoSuchUser(4242)),
+            "no user has uid 4242 (the user database says so)"
+        );
+        assert_eq!(
+            said(access::Refused::WholeSnapshot.into()),
+            access::Refused::WholeSnapshot.to_string()
+        );
+    }
+
     #[test]
     fn few_allowed_files_in_much_data_are_fetched_one_by_one() {
         const M: u64 = 1 << 20;
