@@ -151,7 +151,8 @@ pub(crate) async fn may_stop(caller: &Caller) -> Result<(), Denied> {
     }
 }
 
-fn show(uid: Option<u32>) -> String {
+/// A uid for a message: "(unknown)" when the bus did not tell it.
+pub(super) fn show(uid: Option<u32>) -> String {
     uid.map_or_else(|| "(unknown)".into(), |u| u.to_string())
 }
 

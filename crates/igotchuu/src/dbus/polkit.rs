@@ -65,30 +65,37 @@ pub(crate) enum Denied {
     Subject(zbus_polkit::Error),
     /// polkit would allow it after authenticating, which igotchuu never asks for.
     #[error(
-        "polkit would let uid {uid} do {action} only after authenticating, which igotchuu \
+        "polkit would let uid {} do {action} only after authenticating, which igotchuu \
          does not ask for over D-Bus; an administrator can allow it without a password by \
          adding the user to the group `{group}` (usermod -aG {group} USER)",
+        auth::show(*.uid),
         group = igotchuu_dbus::GROUP
     )]
-    Challenge { uid: String, action: String },
+    Challenge { uid: Option<u32>, action: String },
     #[error(
-        "polkit does not allow uid {uid} to do {action}; members of the group `{group}` may \
+        "polkit does not allow uid {} to do {action}; members of the group `{group}` may \
          (dist/polkit-1/rules.d/50-igotchuu.rules)",
+        auth::show(*.uid),
         group = igotchuu_dbus::GROUP
     )]
-    NotAllowed { uid: String, action: String },
-    #[error("cannot ask polkit whether uid {uid} may do {action} ({source}), so igotchuu refuses")]
+    NotAllowed { uid: Option<u32>, action: String },
+    #[error(
+        "cannot ask polkit whether uid {} may do {action} ({source}), so igotchuu refuses",
+        auth::show(*.uid)
+    )]
     Ask {
-        uid: String,
+        /// `None`: the bus did not say (shown as "(unknown)").
+        uid: Option<u32>,
         action: String,
         source: zbus::Error,
     },
     #[error(
-        "polkit did not answer within {}s whether uid {uid} may do {action}, so igotchuu \
+        "polkit did not answer within {}s whether uid {} may do {action}, so igotchuu \
          refuses",
-        CHECK_TIMEOUT.as_secs()
+        CHECK_TIMEOUT.as_secs(),
+        auth::show(*.uid)
     )]
-    Timeout { uid: String, action: String },
+    Timeout { uid: Option<u32>, action: String },
 }
 
 /// Whether the caller of `header` may do `action` (igotchuu_dbus::actions). `Err` says why not,
@@ -136,9 +143,7 @@ pub(crate) async fn authorize_or(
             .check_authorization(&subject, action, &HashMap::new(), Default::default(), "")
             .await
     };
-    let uid = caller
-        .uid
-        .map_or_else(|| "(unknown)".to_owned(), |u| u.to_string());
+    let uid = caller.uid;
     let action = action.to_owned();
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(r)) if r.is_authorized => Ok((caller, Judge::Polkit)),
@@ -162,4 +167,35 @@ async fn polkit_present(conn: &Connection) -> fdo::Result<bool> {
     }
     let activatable = bus.list_activatable_names().await?;
     Ok(activatable.iter().any(|n| n.as_str() == POLKIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal names the uid (or says it is unknown), the action, and how to be allowed.
+    #[test]
+    fn refusals_say_who_what_and_how_to_be_allowed() {
+        let action = "com.nyantec.igotchuu.start".to_owned();
+        assert_eq!(
+            Denied::NotAllowed {
+                uid: Some(1000),
+                action: action.clone(),
+            }
+            .to_string(),
+            "polkit does not allow uid 1000 to do com.nyantec.igotchuu.start; members of the \
+             group `igotchuu` may (dist/polkit-1/rules.d/50-igotchuu.rules)"
+        );
+        let unknown = Denied::Timeout { uid: None, action }.to_string();
+        assert!(
+            unknown.contains("whether uid (unknown) may do com.nyantec.igotchuu.start"),
+            "{unknown}"
+        );
+        let grouped = Denied::GroupCheck(auth::Denied::NotMember { uid: 1000 }).to_string();
+        assert_eq!(
+            grouped,
+            "uid 1000 is neither root nor a member of group `igotchuu` (polkitd is not running, \
+             so igotchuu checked the group itself)"
+        );
+    }
 }
