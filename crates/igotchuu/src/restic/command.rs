@@ -321,8 +321,10 @@ mod tests {
         let cmd = ResticCommand {
             program: "restic".into(),
             args: vec![],
+            shown_args: vec![],
             set_env: vec![],
             unlock_args: vec![],
+            shown_unlock_args: vec![],
             secrets: vec![],
             remove_env: vec![],
         };

@@ -163,7 +163,7 @@ async fn snapshot_and_back_up(
     events.emit(Event::Step(format!(
         "running {} {}",
         plan.restic.program,
-        crate::redact::argv(&plan.restic.args).join(" ")
+        plan.restic.shown_args.join(" ")
     )));
     let (outcome, written) = match restic::run::backup(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
