@@ -131,7 +131,8 @@ pub fn build(
     args.extend(restic_args.iter().cloned());
     args.push("--".into());
     args.extend(config.places.iter().map(|p| p.display().to_string()));
-    let mut unlock_args = global_args(&restic_args);
+    let global_args = global_args(&restic_args);
+    let mut unlock_args = global_args.clone();
     unlock_args.push("unlock".into());
     let (environment, trees) = Environment::decide(config, env, &restic_args, restic_version);
     Plan {
@@ -146,6 +147,7 @@ pub fn build(
         restic: ResticCommand {
             program: RESTIC_PROGRAM.into(),
             secrets: redact::secrets_of(&args, &[env, &environment.set[..]].concat()),
+            global_args,
             unlock_args: unlock_args.clone(),
             shown_unlock_args: redact::argv(&unlock_args),
             shown_args: redact::argv(&args),

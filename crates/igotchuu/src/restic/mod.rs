@@ -32,6 +32,9 @@ pub struct ResticCommand {
     pub shown_args: Vec<String>,
     /// Variables set on top of igotchuu's own environment.
     pub set_env: Vec<(String, String)>,
+    /// restic's global options among the configured `restic_args` ([`global_args`]), which
+    /// every restic command other than `backup` is given too; picked out once, with the plan.
+    pub global_args: Vec<String>,
     /// `restic unlock` with the same global options, run when restic had to be killed and so
     /// could not remove its own repository lock.
     pub unlock_args: Vec<String>,

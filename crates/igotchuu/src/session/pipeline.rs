@@ -195,7 +195,7 @@ async fn overflowed(
     }
     let mut msg = why.join("; ");
     if let Some(id) = written {
-        match restic::forget::forget_snapshot(&plan.restic, &plan.restic_args, id).await {
+        match restic::forget::forget_snapshot(&plan.restic, id).await {
             Ok(()) => msg.push_str(&format!(
                 "; restic's snapshot {id} of this run was forgotten (restic forget {id}), so it cannot be restored by mistake; its data goes with the next `restic prune`"
             )),
