@@ -189,7 +189,7 @@ async fn overflowed(
     events: &mut Events,
     written: Option<&str>,
 ) -> Option<Outcome> {
-    let why = taken.overflowed(plan);
+    let why = taken.overflowed(plan.lvm_snapshot_size);
     if why.is_empty() {
         return None;
     }
