@@ -131,6 +131,9 @@ pub fn build(
     args.extend(restic_args.iter().cloned());
     args.push("--".into());
     args.extend(config.places.iter().map(|p| p.display().to_string()));
+    let global_args = global_args(&restic_args);
+    let mut unlock_args = global_args.clone();
+    unlock_args.push("unlock".into());
     let (environment, trees) = Environment::decide(config, env, &restic_args, restic_version);
     Plan {
         config_path: config.path.clone(),
@@ -144,11 +147,10 @@ pub fn build(
         restic: ResticCommand {
             program: RESTIC_PROGRAM.into(),
             secrets: redact::secrets_of(&args, &[env, &environment.set[..]].concat()),
-            unlock_args: {
-                let mut a = global_args(&restic_args);
-                a.push("unlock".into());
-                a
-            },
+            global_args,
+            unlock_args: unlock_args.clone(),
+            shown_unlock_args: redact::argv(&unlock_args),
+            shown_args: redact::argv(&args),
             args,
             set_env: environment.set,
             remove_env: environment.remove,
@@ -332,7 +334,9 @@ impl Plan {
         for k in &self.restic.remove_env {
             writeln!(f, "     (unset {k}: the config overrides it)")?;
         }
-        let args: Vec<String> = redact::argv(&self.restic.args)
+        let args: Vec<String> = self
+            .restic
+            .shown_args
             .iter()
             .map(|a| shell_quote(a))
             .collect();

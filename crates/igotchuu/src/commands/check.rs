@@ -171,7 +171,7 @@ fn check_trees(r: &mut Report, plan: &Plan) {
 }
 
 fn check_repository(r: &mut Report, plan: &Plan, config: &Config) {
-    let mut args = crate::restic::global_args(&plan.restic_args);
+    let mut args = plan.restic.global_args.clone();
     args.extend(["cat".to_owned(), "config".to_owned()]);
     let out = plan.restic.with_args(args).stdin(Stdio::null()).output();
     let repo = config

@@ -15,7 +15,6 @@ use crate::exit;
 use crate::ops::{retention, state as ops_state, verify};
 use crate::plan::Plan;
 use crate::restic::command::{Place, Runner, LOCK_WAIT};
-use crate::restic::global_args;
 use crate::session::record::now;
 use crate::state::lock::{self, LockError, RepoLock, RepoUse};
 use crate::state::status::{self, OpRecord};
@@ -26,7 +25,7 @@ use igotchuu_dbus::OpKind;
 pub fn runner(plan: &Plan, place: Place) -> Runner<'_> {
     Runner {
         cmd: &plan.restic,
-        global: global_args(&plan.restic_args),
+        global: plan.restic.global_args.clone(),
         version: plan.trees.version().copied(),
         lock_wait: lock_wait(),
         place,

@@ -13,7 +13,7 @@ pub fn main(g: &Global, target: &Path) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let mut args = crate::restic::global_args(&plan.restic_args);
+    let mut args = plan.restic.global_args.clone();
     args.extend(["mount".to_owned(), "--allow-other".to_owned()]);
     args.push(target.display().to_string());
     let err = std::os::unix::process::CommandExt::exec(&mut plan.restic.with_args(args));

@@ -91,7 +91,7 @@ pub enum Place {
 /// A restic maintenance command with the backup's program, environment and global options.
 pub struct Runner<'a> {
     pub cmd: &'a ResticCommand,
-    /// The global options from `restic_args` (crate::restic::global_args).
+    /// The global options (`ResticCommand::global_args`).
     pub global: Vec<String>,
     pub version: Option<Version>,
     pub lock_wait: Duration,
@@ -321,8 +321,11 @@ mod tests {
         let cmd = ResticCommand {
             program: "restic".into(),
             args: vec![],
+            shown_args: vec![],
             set_env: vec![],
+            global_args: vec![],
             unlock_args: vec![],
+            shown_unlock_args: vec![],
             secrets: vec![],
             remove_env: vec![],
         };

@@ -31,14 +31,10 @@ pub enum ForgetError {
     Timeout,
 }
 
-/// Runs `restic forget <id>` with the backup's program (`cmd`), environment and global options
-/// (from `restic_args`). The error says why it failed, in restic's words where it gave any.
-pub async fn forget_snapshot(
-    cmd: &ResticCommand,
-    restic_args: &[String],
-    id: &str,
-) -> Result<(), ForgetError> {
-    let mut args = super::global_args(restic_args);
+/// Runs `restic forget <id>` with the backup's program, environment and global options (all in
+/// `cmd`). The error says why it failed, in restic's words where it gave any.
+pub async fn forget_snapshot(cmd: &ResticCommand, id: &str) -> Result<(), ForgetError> {
+    let mut args = cmd.global_args.clone();
     args.extend(["forget".to_owned(), id.to_owned()]);
     let mut c = Command::from(cmd.with_args(args));
     c.stdin(Stdio::null())

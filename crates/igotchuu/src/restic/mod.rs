@@ -26,11 +26,20 @@ pub const RESTIC_PROGRAM: &str = "restic";
 pub struct ResticCommand {
     pub program: String,
     pub args: Vec<String>,
+    /// `args` as shown to the user (the dry run, events, the journal, D-Bus), secrets redacted
+    /// (redact::argv): decided once, with the plan, so every place that shows the command shows
+    /// the same words and none of them has to know what is secret.
+    pub shown_args: Vec<String>,
     /// Variables set on top of igotchuu's own environment.
     pub set_env: Vec<(String, String)>,
+    /// restic's global options among the configured `restic_args` ([`global_args`]), which
+    /// every restic command other than `backup` is given too; picked out once, with the plan.
+    pub global_args: Vec<String>,
     /// `restic unlock` with the same global options, run when restic had to be killed and so
     /// could not remove its own repository lock.
     pub unlock_args: Vec<String>,
+    /// `unlock_args` as shown, secrets redacted, like `shown_args`.
+    pub shown_unlock_args: Vec<String>,
     /// Secret strings to scrub from everything restic prints before it is shown or published.
     pub secrets: Vec<String>,
     /// Inherited variables removed because the config overrides them (restic refuses e.g.

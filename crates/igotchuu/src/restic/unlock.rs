@@ -22,13 +22,9 @@ use crate::stop::StopSignal;
 /// gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `restic unlock` as shown to the user, secrets redacted.
+/// `restic unlock` as shown to the user, secrets redacted (by the plan).
 fn shown(cmd: &ResticCommand) -> String {
-    format!(
-        "{} {}",
-        cmd.program,
-        crate::redact::argv(&cmd.unlock_args).join(" ")
-    )
+    format!("{} {}", cmd.program, cmd.shown_unlock_args.join(" "))
 }
 
 /// Why `restic unlock` did not remove the stale locks; said after "… could not remove its

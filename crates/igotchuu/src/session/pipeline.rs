@@ -163,7 +163,7 @@ async fn snapshot_and_back_up(
     events.emit(Event::Step(format!(
         "running {} {}",
         plan.restic.program,
-        crate::redact::argv(&plan.restic.args).join(" ")
+        plan.restic.shown_args.join(" ")
     )));
     let (outcome, written) = match restic::run::backup(&plan.restic, events, stop, run_lock).await {
         Err(e) => {
@@ -189,13 +189,13 @@ async fn overflowed(
     events: &mut Events,
     written: Option<&str>,
 ) -> Option<Outcome> {
-    let why = taken.overflowed(plan);
+    let why = taken.overflowed(plan.lvm_snapshot_size);
     if why.is_empty() {
         return None;
     }
     let mut msg = why.join("; ");
     if let Some(id) = written {
-        match restic::forget::forget_snapshot(&plan.restic, &plan.restic_args, id).await {
+        match restic::forget::forget_snapshot(&plan.restic, id).await {
             Ok(()) => msg.push_str(&format!(
                 "; restic's snapshot {id} of this run was forgotten (restic forget {id}), so it cannot be restored by mistake; its data goes with the next `restic prune`"
             )),

@@ -740,8 +740,8 @@ impl Snapshot {
 
 /// The COW snapshots among `snaps` that overflowed (or vanished), each with why; the caller
 /// fails the run. An `lvs` that cannot answer counts too: a backup is not called good on an
-/// unknown.
-pub fn overflowed<'a>(plan: &Plan, snaps: impl Iterator<Item = &'a Snapshot>) -> Vec<String> {
+/// unknown. `size` is the `lvm_snapshot_size` they were made with, for the advice.
+pub fn overflowed<'a>(size: CowSize, snaps: impl Iterator<Item = &'a Snapshot>) -> Vec<String> {
     let mut out = Vec::new();
     for s in snaps.filter(|s| s.cow) {
         match cli::lvs(&[s.name.vg()]) {
@@ -756,7 +756,7 @@ pub fn overflowed<'a>(plan: &Plan, snaps: impl Iterator<Item = &'a Snapshot>) ->
                     s.name,
                     l.attr,
                     l.data_percent.map_or("?".into(), |p| format!("{p:.2}")),
-                    plan.lvm_snapshot_size
+                    size
                 )),
                 Some(_) => {}
             },

@@ -281,10 +281,10 @@ impl Taken {
     }
 
     /// The COW snapshots of this run that overflowed, each with why (see
-    /// [`lvm::overflowed`]).
-    pub fn overflowed(&self, plan: &Plan) -> Vec<String> {
+    /// [`lvm::overflowed`]); `size` is the plan's `lvm_snapshot_size`.
+    pub fn overflowed(&self, size: lvm::CowSize) -> Vec<String> {
         lvm::overflowed(
-            plan,
+            size,
             self.snapshots.iter().filter_map(|s| match s {
                 Snapshot::Lvm(l) => Some(l),
                 _ => None,
