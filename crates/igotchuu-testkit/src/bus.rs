@@ -637,32 +637,65 @@ pub fn string_values(msgs: &[zbus::Message], prop: &str) -> Vec<String> {
 // polkitd
 // ------------------------------------------------------------------------------------------------
 
-/// Where polkitd reads actions and rules. polkitd 122 has no option for other directories, so the
-/// shipped files are copied there for as long as a [`Polkitd`] of this test process runs, and
-/// removed afterwards unless they were there before (the .deb test installs the same files).
-const POLKIT_FILES: [(&str, &str); 2] = [
+/// Where polkitd reads actions and rules (polkitd 122 has no option for other directories), and
+/// the shipped file each gets.
+const POLKIT_DIRS: [(&str, &str); 2] = [
     (
+        "/usr/share/polkit-1/actions",
         "polkit-1/actions/com.nyantec.igotchuu.policy",
-        "/usr/share/polkit-1/actions/com.nyantec.igotchuu.policy",
     ),
     (
+        "/usr/share/polkit-1/rules.d",
         "polkit-1/rules.d/50-igotchuu.rules",
-        "/usr/share/polkit-1/rules.d/50-igotchuu.rules",
     ),
 ];
 
-/// How many [`Polkitd`]s of this process use the installed files, and which files it installed.
-static POLKIT_USERS: Mutex<(usize, Vec<&'static str>)> = Mutex::new((0, Vec::new()));
-
 /// A real polkitd on a private bus (started with [`Extras::system_policies`]), with the shipped
-/// action and rules files installed. It runs as root, drops to user `polkitd` itself, and logs
-/// its decisions (no `--no-debug`) to `polkitd.log` in the bus's directory. Without logind there
-/// are no sessions, so the actions' `allow_any` (no) applies and the rules file decides.
+/// action and rules files. It runs as root, drops to user `polkitd` itself, and logs its
+/// decisions (no `--no-debug`) to `polkitd.log` in the bus's directory. Without logind there are
+/// no sessions, so the actions' `allow_any` applies and the rules file decides.
+///
+/// polkitd reads only `/usr/share/polkit-1/{actions,rules.d}`, so it runs in a mount namespace of
+/// its own where each is a private copy of the machine's, with the shipped file added: the
+/// machine's directories are never written. (They once were, for a test's length: another test
+/// process's polkitd then lost its files whenever that one removed them, and a call it was
+/// asked about was refused, "Action … is not registered".)
 pub struct Polkitd {
     child: Child,
+    /// The private copies, removed once polkitd is stopped (after [`Drop::drop`]).
+    _dirs: tempfile::TempDir,
 }
 
 pub const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
+
+/// A copy of the machine's polkit directory `system` in `to`, with the shipped `file` added (or
+/// put in place of the machine's, whatever version of igotchuu installed that).
+fn private_polkit_dir(system: &str, file: &str, to: &Path) {
+    std::fs::create_dir(to).expect("mkdir a private polkit dir");
+    std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod a private polkit dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../dist")
+        .join(file);
+    let name = shipped.file_name().expect("a file name").to_owned();
+    for e in std::fs::read_dir(system)
+        .unwrap_or_else(|e| panic!("read {system}: {e}"))
+        .flatten()
+    {
+        // Ours is skipped: another test process may be writing or removing its copy right now.
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && e.file_name() != name {
+            match std::fs::copy(e.path(), to.join(e.file_name())) {
+                Ok(_) => {}
+                // Removed since it was listed (by a package's removal, say).
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copy {}: {err}", e.path().display()),
+            }
+        }
+    }
+    std::fs::copy(&shipped, to.join(&name))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", shipped.display()));
+}
 
 impl Polkitd {
     /// `None` after "SKIPPED" (or a panic under CI=true) when polkitd is not installed.
@@ -671,43 +704,56 @@ impl Polkitd {
             cannot_run("polkitd is not installed (scripts/setup installs the package polkitd)");
             return None;
         }
-        {
-            let mut users = POLKIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
-            if users.0 == 0 {
-                for (src, dst) in POLKIT_FILES {
-                    let shipped = std::fs::read(
-                        Path::new(env!("CARGO_MANIFEST_DIR"))
-                            .join("../../dist")
-                            .join(src),
-                    )
-                    .expect("read a shipped polkit file");
-                    if std::fs::read(dst).ok().as_deref() == Some(&shipped[..]) {
-                        continue;
-                    }
-                    if let Some(d) = Path::new(dst).parent() {
-                        std::fs::create_dir_all(d).expect("mkdir polkit dir");
-                    }
-                    std::fs::write(dst, &shipped).expect("install a polkit file");
-                    users.1.push(dst);
-                }
-            }
-            users.0 += 1;
+        if !super::have(&["unshare", "mount"]) {
+            return None;
+        }
+        let dirs = tempfile::Builder::new()
+            .prefix("igotchuu-polkit-")
+            .tempdir()
+            .expect("polkit temp dir");
+        // polkitd reads them as user polkitd.
+        std::fs::set_permissions(
+            dirs.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod polkit temp dir");
+        let mut binds = String::new();
+        let mut args: Vec<PathBuf> = Vec::new();
+        for (i, (system, file)) in POLKIT_DIRS.iter().enumerate() {
+            let private = dirs.path().join(i.to_string());
+            private_polkit_dir(system, file, &private);
+            binds.push_str(&format!(
+                "mount --bind \"${}\" \"${}\" && ",
+                2 * i + 1,
+                2 * i + 2
+            ));
+            args.push(private);
+            args.push(PathBuf::from(system));
         }
         let log = std::fs::File::create(bus.dir().join("polkitd.log")).expect("polkitd log");
-        let child = Command::new(POLKITD)
+        // unshare and sh exec: the child's pid is polkitd's, which Drop kills.
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{binds}exec {POLKITD}"))
+            .arg("sh")
+            .args(&args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
             .expect("start polkitd");
-        let p = Polkitd { child };
+        let mut p = Polkitd { child, _dirs: dirs };
         let end = Instant::now() + WAIT_TIMEOUT;
         while !bus.has_owner("org.freedesktop.PolicyKit1") {
+            let log = || std::fs::read_to_string(bus.dir().join("polkitd.log")).unwrap_or_default();
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("polkitd exited ({status}):\n{}", log());
+            }
             assert!(
                 Instant::now() < end,
                 "polkitd did not own its name within {WAIT_TIMEOUT:?}:\n{}",
-                std::fs::read_to_string(bus.dir().join("polkitd.log")).unwrap_or_default()
+                log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -719,13 +765,6 @@ impl Drop for Polkitd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut users = POLKIT_USERS.lock().unwrap_or_else(|e| e.into_inner());
-        users.0 -= 1;
-        if users.0 == 0 {
-            for dst in users.1.drain(..) {
-                let _ = std::fs::remove_file(dst);
-            }
-        }
     }
 }
 

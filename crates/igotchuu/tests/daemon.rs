@@ -1,7 +1,7 @@
 //! `igotchuu daemon` (issue 9 §1–2) against real parts: a private `dbus-daemon` loading the
 //! shipped policy and (for activation) the shipped `.service` file rewritten to this build's
-//! binary and a test config, a real polkitd with the shipped action and rules files (copied to
-//! /usr/share/polkit-1 for the test's length, see common::bus::Polkitd), real restic, loop btrfs.
+//! binary and a test config, a real polkitd with the shipped action and rules files (in private
+//! copies of /usr/share/polkit-1's directories, see common::bus::Polkitd), real restic, loop btrfs.
 //!
 //! Clients are gdbus (calls, as root, as nobody, as a member of `igotchuu`) and the harness's
 //! zbus Recorder (signals). "Mid-run" moments use the harness's hold wrapper (a fake `restic`
