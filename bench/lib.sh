@@ -111,3 +111,22 @@ floor() {
 
 # stats NUMBERS...: "median min max" of seconds, in milliseconds.
 stats() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1*1000} END {m=(NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); printf "%.1f %.1f %.1f\n", m, a[1], a[NR]}'; }
+
+# med_ci NUMBERS...: "median lo hi n" with the order-statistic 95 % interval of the median.
+med_ci() {
+  printf '%s\n' "$@" | sort -g | awk '
+    { x[NR] = $1 }
+    END {
+      n = NR
+      m = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+      # k: the largest with P(Binomial(n, 1/2) < k) <= 0.025; the interval is [x_k, x_(n+1-k)].
+      k = 0; c = 0; lp = -n * log(2)
+      for (i = 0; i < n; i++) {
+        p = exp(lp); if (c + p > 0.025) break
+        c += p; k = i + 1
+        lp += log((n - i) / (i + 1))
+      }
+      if (k < 1) { lo = x[1]; hi = x[n] } else { lo = x[k]; hi = x[n + 1 - k] }
+      printf "%.4f %.4f %.4f %d\n", m, lo, hi, n
+    }'
+}

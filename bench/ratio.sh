@@ -16,6 +16,7 @@
 #                        (`du -s` of the places, in the background, on the other core) while
 #                        restic starts and loads its index: the "warm the inodes" experiment
 #   BENCH_DIR=dir        see bench/lib.sh
+#   BENCH_RATIOS_OUT=f   append each round's two ratios to f (bench/ratio-multi.sh pools them)
 #
 # Method. Each round runs every tool once, in an order rotated round by round (igotchuu first,
 # then second, then third, …), so position in the round and drifting load fall on all alike.
@@ -86,25 +87,6 @@ log=$work/seed.log
 export BENCH_PHASE_LOG=$log
 for t in "${tools[@]}"; do "$t" || { echo "$t failed while seeding:" >&2; cat "$work/igo.err" >&2; exit 1; }; done
 
-# med_ci NUMBERS...: "median lo hi n" with the order-statistic 95 % interval of the median.
-med_ci() {
-  printf '%s\n' "$@" | sort -g | awk '
-    { x[NR] = $1 }
-    END {
-      n = NR
-      m = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
-      # k: the largest with P(Binomial(n, 1/2) < k) <= 0.025; the interval is [x_k, x_(n+1-k)].
-      k = 0; c = 0; lp = -n * log(2)
-      for (i = 0; i < n; i++) {
-        p = exp(lp); if (c + p > 0.025) break
-        c += p; k = i + 1
-        lp += log((n - i) / (i + 1))
-      }
-      if (k < 1) { lo = x[1]; hi = x[n] } else { lo = x[k]; hi = x[n + 1 - k] }
-      printf "%.4f %.4f %.4f %d\n", m, lo, hi, n
-    }'
-}
-
 declare -A tot pre post
 r_plain=() r_floor=() r_warm=() hwm=() loads=() versions=0
 round=0
@@ -134,6 +116,8 @@ while :; do
   r_floor+=("$(echo "$last_igo / $last_floor" | bc -l)")
   # shellcheck disable=SC2154
   [ "${BENCH_WARM:-0}" = 1 ] && r_warm+=("$(echo "$last_igo_warm / $last_igo" | bc -l)")
+  # BENCH_RATIOS_OUT (bench/ratio-multi.sh): each round's two ratios, to pool over fixtures.
+  [ -n "${BENCH_RATIOS_OUT:-}" ] && echo "${r_plain[-1]} ${r_floor[-1]}" >> "$BENCH_RATIOS_OUT"
   read -r l1 _ < /proc/loadavg
   loads+=("$l1")
   [ "$round" -lt "$min_rounds" ] && continue
