@@ -20,8 +20,10 @@ trap 'rm -f "$out"' EXIT
 echo "load before: $(cat /proc/loadavg)"
 for i in $(seq 1 "$k"); do
   before=$(wc -l < "$out")
-  BENCH_RATIOS_OUT=$out bench/ratio.sh "$r" "$r" \
-    | grep -E '^  (igotchuu /|igo |floor |plain )|^rounds' | sed "s/^/fixture $i: /"
+  # The peak-RSS pass (3 more runs) only on the first fixture: it does not depend on the fixture.
+  peak=0; [ "$i" = 1 ] && peak=1
+  BENCH_RATIOS_OUT=$out BENCH_PEAK=$peak bench/ratio.sh "$r" "$r" \
+    | grep -E '^  (igotchuu /|igo |floor |plain )|^rounds|peak RSS' | sed "s/^/fixture $i: /"
   # This fixture's own medians, to show how far fixtures differ.
   # shellcheck disable=SC2046
   read -r m lo hi _ <<< "$(med_ci $(tail -n +"$((before + 1))" "$out" | awk '{print $1}'))"

@@ -17,6 +17,7 @@
 #                        restic starts and loads its index: the "warm the inodes" experiment
 #   BENCH_DIR=dir        see bench/lib.sh
 #   BENCH_RATIOS_OUT=f   append each round's two ratios to f (bench/ratio-multi.sh pools them)
+#   BENCH_PEAK=0         skip the separate peak-RSS pass
 #
 # Method. Each round runs every tool once, in an order rotated round by round (igotchuu first,
 # then second, then third, …), so position in the round and drifting load fall on all alike.
@@ -151,6 +152,11 @@ echo "restic version probes by igotchuu: $versions in $round runs"
 echo "igotchuu VmHWM at restic's exit, KiB: median $(printf '%s\n' "${hwm[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] ", max " a[NR]}')"
 
 # Peak RSS over the whole run (the final record, D-Bus flush, cleanup come after restic).
+# BENCH_PEAK=0 skips it: bench/ratio-multi.sh measures it once, not once per fixture.
+if [ "${BENCH_PEAK:-1}" = 0 ]; then
+  echo "load after: $(cat /proc/loadavg)"
+  exit 0
+fi
 peak=0
 for _ in 1 2 3; do
   "$bin" -c "$work/c.toml" backup >/dev/null 2>&1 &
