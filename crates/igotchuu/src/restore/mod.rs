@@ -163,7 +163,7 @@ impl Repo {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut a = crate::restic::global_args(&self.plan.restic_args);
+        let mut a = self.plan.restic.global_args.clone();
         a.extend(args.iter().map(|s| (*s).to_owned()));
         let mut c = self.plan.restic.with_args(a);
         c.stdin(Stdio::null());
