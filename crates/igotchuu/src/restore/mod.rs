@@ -878,11 +878,7 @@ impl Dump {
             let _ = child.kill();
         }
         let status = child.wait().map_err(Error::WaitDump)?;
-        let err = self
-            .err
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let err = self.stderr();
         if !status.success() {
             return Err(Error::DumpFailed {
                 path: path.to_owned(),
@@ -892,31 +888,35 @@ impl Dump {
         }
         Ok(())
     }
-}
 
-impl Dump {
     /// Kills restic and returns what it said on stderr (scrubbed, escaped).
     fn abort(mut self, repo: &Repo) -> String {
+        self.kill();
+        let err = self.stderr();
+        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+            .into_owned()
+    }
+
+    /// Kills restic, if it was not waited for yet, and waits for it.
+    fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let err = self
-            .err
+    }
+
+    /// What restic said on stderr (at most 64 KiB), once it has ended.
+    fn stderr(&mut self) -> String {
+        self.err
             .take()
             .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
-            .into_owned()
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Dump {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 
