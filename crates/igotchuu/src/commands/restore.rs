@@ -190,7 +190,8 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
 }
 
 /// Where `--target` or `--in-place` says to restore to; the exit code after saying why not.
-fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
+/// Also what restore_client.rs hands the daemon.
+pub(super) fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
     match (target, in_place) {
         (Some(t), false) => match std::path::absolute(t) {
             Ok(t) => Ok(Destination::Into(t)),
