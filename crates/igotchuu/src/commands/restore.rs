@@ -219,7 +219,8 @@ fn report(done: &lib::Restored, snap: &lib::snapshots::Snapshot) -> i32 {
     );
     for s in &done.skipped {
         say_err!(
-            "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
+            "igotchuu: warning: {}: {}",
+            lib::NOT_RESTORED,
             escape::line(s)
         );
     }

@@ -384,12 +384,17 @@ pub struct Restored {
     pub placed: Vec<String>,
     pub files: u64,
     pub bytes: u64,
-    /// Entries the writer is never sent: devices, fifos, sockets (paths, for the report).
+    /// Entries the writer is never sent: devices, fifos, sockets (paths, for the report,
+    /// which says [`NOT_RESTORED`]).
     pub skipped: Vec<String>,
     /// Where `restic dump`'s stream and `restic ls` disagreed and an entry was dropped (escaped;
     /// a path the user may not see is never named).
     pub warnings: Vec<String>,
 }
+
+/// What the CLI and the daemon say of [`Restored::skipped`], before the paths.
+pub const NOT_RESTORED: &str =
+    "not restored (a device, fifo or socket, or a symlink whose target restic did not show)";
 
 /// A running restore's progress and its cancel switch, shared with whoever watches it: the CLI,
 /// or the daemon's job object answering its owner (issue 20). Atomics, because the restore runs on
