@@ -944,7 +944,8 @@ struct Filter<'a> {
     /// Allowed nodes by path, and whether the stream delivered them yet.
     allowed: HashMap<&'a str, (&'a Node, bool)>,
     listed: &'a HashSet<String>,
-    order: Vec<&'a Node>,
+    /// The allowed nodes in listing order.
+    nodes: &'a [Node],
 }
 
 impl<'a> Filter<'a> {
@@ -955,7 +956,7 @@ impl<'a> Filter<'a> {
                 .map(|n| (n.path.as_str(), (n, n.kind == Kind::Other)))
                 .collect(),
             listed,
-            order: nodes.iter().collect(),
+            nodes,
         }
     }
 
@@ -1031,9 +1032,8 @@ impl<'a> Filter<'a> {
 
     /// Allowed files and symlinks the stream did not deliver, in listing order.
     fn undelivered(&self) -> Vec<&'a Node> {
-        self.order
+        self.nodes
             .iter()
-            .copied()
             .filter(|n| {
                 matches!(n.kind, Kind::File | Kind::Symlink)
                     && self.allowed.get(n.path.as_str()).is_some_and(|(_, d)| !d)
