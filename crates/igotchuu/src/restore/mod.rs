@@ -493,16 +493,28 @@ struct Job {
     links: HashMap<String, String>,
 }
 
+/// The listings of `/` and a path's ancestors a restore read already, by the directories listed:
+/// paths of one directory share one `restic ls`.
+type AboveListings = HashMap<Vec<String>, Vec<Node>>;
+
 fn plan_job(
     repo: &Repo,
     snap: &Snapshot,
     path: &str,
     dest: &Destination,
     who: &Who,
+    above: &mut AboveListings,
 ) -> Result<Job, Error> {
     let mut dirs = vec!["/".to_owned()];
     dirs.extend(access::ancestors(path)?);
-    let mut listed = repo.ls(snap, &dirs, false)?;
+    let mut listed = match above.get(&dirs) {
+        Some(l) => l.clone(),
+        None => {
+            let l = repo.ls(snap, &dirs, false)?;
+            above.insert(dirs.clone(), l.clone());
+            l
+        }
+    };
     let top_is_dir = listed.iter().any(|n| n.path == path && n.kind == Kind::Dir);
     let prefix = format!("{path}/");
     let mut below = HashSet::new();
@@ -569,9 +581,10 @@ pub fn restore(
     ctl: &Control,
 ) -> Result<Restored, Error> {
     // Decide everything first.
+    let mut above = AboveListings::new();
     let jobs = paths
         .iter()
-        .map(|p| plan_job(repo, snap, p, dest, who))
+        .map(|p| plan_job(repo, snap, p, dest, who, &mut above))
         .collect::<Result<Vec<_>, _>>()?;
     let suffix: String = snap
         .short_id
