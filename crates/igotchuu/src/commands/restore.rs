@@ -190,7 +190,8 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
 }
 
 /// Where `--target` or `--in-place` says to restore to; the exit code after saying why not.
-fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
+/// Also what restore_client.rs hands the daemon.
+pub(super) fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
     match (target, in_place) {
         (Some(t), false) => match std::path::absolute(t) {
             Ok(t) => Ok(Destination::Into(t)),
@@ -218,7 +219,8 @@ fn report(done: &lib::Restored, snap: &lib::snapshots::Snapshot) -> i32 {
     );
     for s in &done.skipped {
         say_err!(
-            "igotchuu: warning: not restored (a device, fifo or socket, or a symlink whose target restic did not show): {}",
+            "igotchuu: warning: {}: {}",
+            lib::NOT_RESTORED,
             escape::line(s)
         );
     }

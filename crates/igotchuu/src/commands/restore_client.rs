@@ -29,6 +29,7 @@ use zbus::Connection;
 use super::{fail, Global};
 use crate::escape;
 use crate::restore::access::Kind;
+use crate::restore::Destination;
 
 /// `ls`'s first column (root's listing and this one): the kind and the rwx bits.
 pub(super) fn perms(kind: Kind, mode: u32) -> String {
@@ -256,22 +257,19 @@ pub fn restore(
     if let Err(c) = no_profile(g) {
         return c;
     }
-    let target: Option<String> = match (target, in_place) {
-        (Some(t), false) => match std::path::absolute(t).map(PathBuf::into_os_string) {
-            Ok(t) => match t.into_string() {
-                Ok(t) => Some(t),
-                Err(t) => {
-                    return fail(format_args!(
-                        "--target {} is not UTF-8, which D-Bus cannot carry; restore into \
-                         another directory and move the files",
-                        escape::line(&t.to_string_lossy())
-                    ))
-                }
-            },
-            Err(e) => return fail(format_args!("cannot use --target {}: {e}", t.display())),
+    let target: Option<String> = match super::restore::destination(target, in_place) {
+        Ok(Destination::Into(t)) => match t.into_os_string().into_string() {
+            Ok(t) => Some(t),
+            Err(t) => {
+                return fail(format_args!(
+                    "--target {} is not UTF-8, which D-Bus cannot carry; restore into \
+                     another directory and move the files",
+                    escape::line(&t.to_string_lossy())
+                ))
+            }
         },
-        (None, true) => None,
-        _ => return fail("give either --target DIR or --in-place"),
+        Ok(Destination::InPlace) => None,
+        Err(c) => return c,
     };
     let options = RestoreOptions { overwrite };
     with_bus(|conn| async move {

@@ -163,7 +163,7 @@ impl Repo {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut a = crate::restic::global_args(&self.plan.restic_args);
+        let mut a = self.plan.restic.global_args.clone();
         a.extend(args.iter().map(|s| (*s).to_owned()));
         let mut c = self.plan.restic.with_args(a);
         c.stdin(Stdio::null());
@@ -384,12 +384,17 @@ pub struct Restored {
     pub placed: Vec<String>,
     pub files: u64,
     pub bytes: u64,
-    /// Entries the writer is never sent: devices, fifos, sockets (paths, for the report).
+    /// Entries the writer is never sent: devices, fifos, sockets (paths, for the report,
+    /// which says [`NOT_RESTORED`]).
     pub skipped: Vec<String>,
     /// Where `restic dump`'s stream and `restic ls` disagreed and an entry was dropped (escaped;
     /// a path the user may not see is never named).
     pub warnings: Vec<String>,
 }
+
+/// What the CLI and the daemon say of [`Restored::skipped`], before the paths.
+pub const NOT_RESTORED: &str =
+    "not restored (a device, fifo or socket, or a symlink whose target restic did not show)";
 
 /// A running restore's progress and its cancel switch, shared with whoever watches it: the CLI,
 /// or the daemon's job object answering its owner (issue 20). Atomics, because the restore runs on
@@ -488,16 +493,28 @@ struct Job {
     links: HashMap<String, String>,
 }
 
+/// The listings of `/` and a path's ancestors a restore read already, by the directories listed:
+/// paths of one directory share one `restic ls`.
+type AboveListings = HashMap<Vec<String>, Vec<Node>>;
+
 fn plan_job(
     repo: &Repo,
     snap: &Snapshot,
     path: &str,
     dest: &Destination,
     who: &Who,
+    above: &mut AboveListings,
 ) -> Result<Job, Error> {
     let mut dirs = vec!["/".to_owned()];
     dirs.extend(access::ancestors(path)?);
-    let mut listed = repo.ls(snap, &dirs, false)?;
+    let mut listed = match above.get(&dirs) {
+        Some(l) => l.clone(),
+        None => {
+            let l = repo.ls(snap, &dirs, false)?;
+            above.insert(dirs.clone(), l.clone());
+            l
+        }
+    };
     let top_is_dir = listed.iter().any(|n| n.path == path && n.kind == Kind::Dir);
     let prefix = format!("{path}/");
     let mut below = HashSet::new();
@@ -564,9 +581,10 @@ pub fn restore(
     ctl: &Control,
 ) -> Result<Restored, Error> {
     // Decide everything first.
+    let mut above = AboveListings::new();
     let jobs = paths
         .iter()
-        .map(|p| plan_job(repo, snap, p, dest, who))
+        .map(|p| plan_job(repo, snap, p, dest, who, &mut above))
         .collect::<Result<Vec<_>, _>>()?;
     let suffix: String = snap
         .short_id
@@ -878,11 +896,7 @@ impl Dump {
             let _ = child.kill();
         }
         let status = child.wait().map_err(Error::WaitDump)?;
-        let err = self
-            .err
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let err = self.stderr();
         if !status.success() {
             return Err(Error::DumpFailed {
                 path: path.to_owned(),
@@ -892,31 +906,35 @@ impl Dump {
         }
         Ok(())
     }
-}
 
-impl Dump {
     /// Kills restic and returns what it said on stderr (scrubbed, escaped).
     fn abort(mut self, repo: &Repo) -> String {
+        self.kill();
+        let err = self.stderr();
+        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
+            .into_owned()
+    }
+
+    /// Kills restic, if it was not waited for yet, and waits for it.
+    fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let err = self
-            .err
+    }
+
+    /// What restic said on stderr (at most 64 KiB), once it has ended.
+    fn stderr(&mut self) -> String {
+        self.err
             .take()
             .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        crate::escape::line(crate::redact::scrub(err.trim(), &repo.restic.secrets).as_str())
-            .into_owned()
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Dump {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 
@@ -939,7 +957,8 @@ struct Filter<'a> {
     /// Allowed nodes by path, and whether the stream delivered them yet.
     allowed: HashMap<&'a str, (&'a Node, bool)>,
     listed: &'a HashSet<String>,
-    order: Vec<&'a Node>,
+    /// The allowed nodes in listing order.
+    nodes: &'a [Node],
 }
 
 impl<'a> Filter<'a> {
@@ -950,7 +969,7 @@ impl<'a> Filter<'a> {
                 .map(|n| (n.path.as_str(), (n, n.kind == Kind::Other)))
                 .collect(),
             listed,
-            order: nodes.iter().collect(),
+            nodes,
         }
     }
 
@@ -1026,9 +1045,8 @@ impl<'a> Filter<'a> {
 
     /// Allowed files and symlinks the stream did not deliver, in listing order.
     fn undelivered(&self) -> Vec<&'a Node> {
-        self.order
+        self.nodes
             .iter()
-            .copied()
             .filter(|n| {
                 matches!(n.kind, Kind::File | Kind::Symlink)
                     && self.allowed.get(n.path.as_str()).is_some_and(|(_, d)| !d)

@@ -155,11 +155,7 @@ fn skipped_message(skipped: &[String]) -> String {
     if skipped.is_empty() {
         return String::new();
     }
-    format!(
-        "not restored (a device, fifo or socket, or a symlink whose target restic did not \
-         show): {}",
-        skipped.join(", ")
-    )
+    format!("{}: {}", lib::NOT_RESTORED, skipped.join(", "))
 }
 
 impl JobView for Job {
