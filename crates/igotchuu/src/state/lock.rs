@@ -367,6 +367,14 @@ pub struct Held {
 /// One try at the repository lock of `lock_file` for `what`: `Ok(Err(Held))` while others
 /// hold it in a way that keeps `what` out.
 pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, Held>, LockError> {
+    Ok(attempt(lock_file, what)?.map_err(|file| Held {
+        holders: holders(&file),
+    }))
+}
+
+/// One try: `Ok(Err(file))` while others hold it, `file` being where to ask who (asked only
+/// when a message needs it: /proc/locks is not read on every poll of a wait).
+fn attempt(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, File>, LockError> {
     let path = repo_path(lock_file);
     let file = open_checked(&path, rustix::process::geteuid().is_root())?;
     let op = if what.exclusive() {
@@ -376,14 +384,40 @@ pub fn try_repo(lock_file: &Path, what: RepoUse) -> Result<Result<RepoLock, Held
     };
     match flock(&file, op) {
         Ok(()) => Ok(Ok(RepoLock { _file: file, what })),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(Err(Held {
-            holders: holders(&file),
-        })),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(Err(file)),
         Err(e) => Err(LockError::Io {
             path,
             source: e.into(),
         }),
     }
+}
+
+/// One step of a wait begun at `began`: `Ok(Some)` the lock, `Ok(None)` wait [`POLL`] and try
+/// again, [`LockError::Busy`] once `bound` is out. `waiting` (taken) hears the holders when the
+/// wait begins.
+fn wait_step(
+    lock_file: &Path,
+    what: RepoUse,
+    began: Instant,
+    bound: Duration,
+    waiting: &mut Option<impl FnOnce(&str)>,
+) -> Result<Option<RepoLock>, LockError> {
+    let file = match attempt(lock_file, what)? {
+        Ok(l) => return Ok(Some(l)),
+        Err(file) => file,
+    };
+    if began.elapsed() >= bound {
+        return Err(LockError::Busy {
+            path: repo_path(lock_file),
+            wanted: what,
+            holders: holders(&file),
+            waited: began.elapsed().as_secs(),
+        });
+    }
+    if let Some(say) = waiting.take() {
+        say(&holders(&file));
+    }
+    Ok(None)
 }
 
 /// The repository lock for `what`, waited for up to `bound`; `waiting` is called once, with the
@@ -398,23 +432,10 @@ pub fn repo_waiting(
     let began = Instant::now();
     let mut waiting = Some(waiting);
     loop {
-        match try_repo(lock_file, what)? {
-            Ok(l) => return Ok(l),
-            Err(Held { holders }) if began.elapsed() >= bound => {
-                return Err(LockError::Busy {
-                    path: repo_path(lock_file),
-                    wanted: what,
-                    holders,
-                    waited: began.elapsed().as_secs(),
-                })
-            }
-            Err(Held { holders }) => {
-                if let Some(say) = waiting.take() {
-                    say(&holders);
-                }
-                std::thread::sleep(POLL);
-            }
+        if let Some(l) = wait_step(lock_file, what, began, bound, &mut waiting)? {
+            return Ok(l);
         }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -444,25 +465,12 @@ pub async fn repo_waiting_async(
     let mut waiting = Some(waiting);
     tokio::pin!(stopped);
     loop {
-        match try_repo(lock_file, what)? {
-            Ok(l) => return Ok(Some(l)),
-            Err(Held { holders }) if began.elapsed() >= bound => {
-                return Err(LockError::Busy {
-                    path: repo_path(lock_file),
-                    wanted: what,
-                    holders,
-                    waited: began.elapsed().as_secs(),
-                })
-            }
-            Err(Held { holders }) => {
-                if let Some(say) = waiting.take() {
-                    say(&holders);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = &mut stopped => return Ok(None),
-                }
-            }
+        if let Some(l) = wait_step(lock_file, what, began, bound, &mut waiting)? {
+            return Ok(Some(l));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = &mut stopped => return Ok(None),
         }
     }
 }
