@@ -260,6 +260,21 @@ pub struct Bus {
     pub address: String,
 }
 
+/// A temporary directory with prefix `prefix`, mode 0755, so processes run as other users
+/// (clients, polkitd) can reach what is in it.
+fn world_readable_tempdir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{prefix} temp dir: {e}"));
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap_or_else(|e| panic!("chmod {prefix} temp dir: {e}"));
+    dir
+}
+
 impl Bus {
     pub fn start(policy: Policy) -> Bus {
         Bus::start_with(policy, Extras::default())
@@ -269,16 +284,8 @@ impl Bus {
         // dbus-daemon resolves policy group names when it reads its config: the group must exist
         // first, or the `igotchuu` policy is ignored.
         member_ids();
-        let dir = tempfile::Builder::new()
-            .prefix("igotchuu-bus-")
-            .tempdir()
-            .expect("bus temp dir");
         // The unprivileged clients must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod bus dir");
+        let dir = world_readable_tempdir("igotchuu-bus-");
         let socket = dir.path().join("system_bus_socket");
         let include = match policy {
             Policy::Shipped => format!(
@@ -707,16 +714,8 @@ impl Polkitd {
         if !super::have(&["unshare", "mount"]) {
             return None;
         }
-        let dirs = tempfile::Builder::new()
-            .prefix("igotchuu-polkit-")
-            .tempdir()
-            .expect("polkit temp dir");
         // polkitd reads them as user polkitd.
-        std::fs::set_permissions(
-            dirs.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod polkit temp dir");
+        let dirs = world_readable_tempdir("igotchuu-polkit-");
         let mut binds = String::new();
         let mut args: Vec<PathBuf> = Vec::new();
         for (i, (system, file)) in POLKIT_DIRS.iter().enumerate() {
