@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use zbus::zvariant::OwnedValue;
 
-use super::{bin, cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, WAIT_TIMEOUT};
+use super::{
+    bin, cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, Running, RUN_TIMEOUT,
+    WAIT_TIMEOUT,
+};
 
 pub const NAME: &str = "com.nyantec.IGotChuu";
 pub const OBJECT: &str = "/com/nyantec/igotchuu";
@@ -433,6 +436,38 @@ impl Bus {
     /// igotchuu with this bus as its system bus.
     pub fn igotchuu(&self, fx: &Fixture) -> IgotchuuCmd {
         fx.igotchuu().env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+    }
+
+    /// `igotchuu -c cfg daemon --idle-timeout idle` on this bus, `path` (if any) first in its
+    /// PATH; returns once it owns [`NAME`]. Panics with the daemon's output if it exits first,
+    /// and if it does not own the name within [`WAIT_TIMEOUT`].
+    pub fn start_daemon(
+        &self,
+        fx: &Fixture,
+        cfg: &Path,
+        idle: u64,
+        path: Option<&Path>,
+    ) -> Running {
+        let mut cmd = self.igotchuu(fx).arg("-c").arg(cfg).args([
+            "daemon",
+            "--idle-timeout",
+            &idle.to_string(),
+        ]);
+        if let Some(p) = path {
+            cmd = cmd.path_prepend(p);
+        }
+        let mut d = cmd.spawn();
+        let end = Instant::now() + WAIT_TIMEOUT;
+        while !self.has_owner(NAME) {
+            assert!(
+                !d.has_exited(),
+                "the daemon exited:\n{}",
+                d.wait(RUN_TIMEOUT)
+            );
+            assert!(Instant::now() < end, "the daemon did not own {NAME}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
     }
 }
 
