@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use zbus::zvariant::OwnedValue;
 
-use super::{bin, cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, WAIT_TIMEOUT};
+use super::{
+    bin, cannot_run, find_program, Fixture, IgotchuuCmd, RunOutput, Running, RUN_TIMEOUT,
+    WAIT_TIMEOUT,
+};
 
 pub const NAME: &str = "com.nyantec.IGotChuu";
 pub const OBJECT: &str = "/com/nyantec/igotchuu";
@@ -260,6 +263,21 @@ pub struct Bus {
     pub address: String,
 }
 
+/// A temporary directory with prefix `prefix`, mode 0755, so processes run as other users
+/// (clients, polkitd) can reach what is in it.
+fn world_readable_tempdir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{prefix} temp dir: {e}"));
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap_or_else(|e| panic!("chmod {prefix} temp dir: {e}"));
+    dir
+}
+
 impl Bus {
     pub fn start(policy: Policy) -> Bus {
         Bus::start_with(policy, Extras::default())
@@ -269,16 +287,8 @@ impl Bus {
         // dbus-daemon resolves policy group names when it reads its config: the group must exist
         // first, or the `igotchuu` policy is ignored.
         member_ids();
-        let dir = tempfile::Builder::new()
-            .prefix("igotchuu-bus-")
-            .tempdir()
-            .expect("bus temp dir");
         // The unprivileged clients must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod bus dir");
+        let dir = world_readable_tempdir("igotchuu-bus-");
         let socket = dir.path().join("system_bus_socket");
         let include = match policy {
             Policy::Shipped => format!(
@@ -426,6 +436,38 @@ impl Bus {
     /// igotchuu with this bus as its system bus.
     pub fn igotchuu(&self, fx: &Fixture) -> IgotchuuCmd {
         fx.igotchuu().env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+    }
+
+    /// `igotchuu -c cfg daemon --idle-timeout idle` on this bus, `path` (if any) first in its
+    /// PATH; returns once it owns [`NAME`]. Panics with the daemon's output if it exits first,
+    /// and if it does not own the name within [`WAIT_TIMEOUT`].
+    pub fn start_daemon(
+        &self,
+        fx: &Fixture,
+        cfg: &Path,
+        idle: u64,
+        path: Option<&Path>,
+    ) -> Running {
+        let mut cmd = self.igotchuu(fx).arg("-c").arg(cfg).args([
+            "daemon",
+            "--idle-timeout",
+            &idle.to_string(),
+        ]);
+        if let Some(p) = path {
+            cmd = cmd.path_prepend(p);
+        }
+        let mut d = cmd.spawn();
+        let end = Instant::now() + WAIT_TIMEOUT;
+        while !self.has_owner(NAME) {
+            assert!(
+                !d.has_exited(),
+                "the daemon exited:\n{}",
+                d.wait(RUN_TIMEOUT)
+            );
+            assert!(Instant::now() < end, "the daemon did not own {NAME}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
     }
 }
 
@@ -707,16 +749,8 @@ impl Polkitd {
         if !super::have(&["unshare", "mount"]) {
             return None;
         }
-        let dirs = tempfile::Builder::new()
-            .prefix("igotchuu-polkit-")
-            .tempdir()
-            .expect("polkit temp dir");
         // polkitd reads them as user polkitd.
-        std::fs::set_permissions(
-            dirs.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod polkit temp dir");
+        let dirs = world_readable_tempdir("igotchuu-polkit-");
         let mut binds = String::new();
         let mut args: Vec<PathBuf> = Vec::new();
         for (i, (system, file)) in POLKIT_DIRS.iter().enumerate() {

@@ -360,30 +360,6 @@ fn a_guessed_metered_connection_postpones_unless_switched_off() {
         .assert_stdout_contains("a scheduled run now would go ahead");
 }
 
-/// `igotchuu -c cfg daemon --idle-timeout 0`; returns once it owns the name.
-fn run_daemon(bus: &Bus, fx: &Fixture, cfg: &Path) -> Running {
-    let mut d = bus
-        .igotchuu(fx)
-        .arg("-c")
-        .arg(cfg)
-        .args(["daemon", "--idle-timeout", "0"])
-        .spawn();
-    let end = std::time::Instant::now() + WAIT_TIMEOUT;
-    while !bus.has_owner(bus::NAME) {
-        assert!(
-            !d.has_exited(),
-            "the daemon exited:\n{}",
-            d.wait(RUN_TIMEOUT)
-        );
-        assert!(
-            std::time::Instant::now() < end,
-            "the daemon did not own its name"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    d
-}
-
 /// A delegated scheduled run (`igotchuu backup --scheduled` while the daemon owns the name)
 /// asks `StartTask(p, "backup", {"scheduled": true})`: the daemon's child is postponed on battery
 /// (exit 25 comes back to the caller, nothing is backed up), the daemon's `Postponed` property
@@ -396,7 +372,7 @@ fn a_delegated_scheduled_run_is_postponed_by_the_daemon_s_child() {
     let cfg = fx.write_config(&places(&[&d]));
     let bus = Bus::start(Policy::Shipped);
     let _upower = Mock::upower(&bus, true);
-    let _daemon = run_daemon(&bus, &fx, &cfg);
+    let _daemon = bus.start_daemon(&fx, &cfg, 0, None);
 
     // No --config-file: the daemon's config is the one that runs.
     let out = bus.igotchuu(&fx).args(["backup", "--scheduled"]).run();

@@ -452,26 +452,7 @@ fn ctrl_c_of_a_delegated_backup_stops_the_daemon_s_run() {
 /// `igotchuu -c cfg daemon --idle-timeout idle`, `path` first in PATH; returns once it owns the
 /// name.
 fn run_daemon_idle(bus: &Bus, fx: &Fixture, cfg: &Path, idle: u64, path: Option<&Path>) -> Running {
-    let mut cmd =
-        bus.igotchuu(fx)
-            .arg("-c")
-            .arg(cfg)
-            .args(["daemon", "--idle-timeout", &idle.to_string()]);
-    if let Some(p) = path {
-        cmd = cmd.path_prepend(p);
-    }
-    let mut d = cmd.spawn();
-    let end = Instant::now() + WAIT_TIMEOUT;
-    while !bus.has_owner(NAME) {
-        assert!(
-            !d.has_exited(),
-            "the daemon exited:\n{}",
-            d.wait(RUN_TIMEOUT)
-        );
-        assert!(Instant::now() < end, "the daemon did not own {NAME}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
+    bus.start_daemon(fx, cfg, idle, path)
 }
 
 /// A fake restic (first in the daemon's PATH) that appends each invocation's arguments, one line

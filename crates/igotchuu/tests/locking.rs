@@ -176,6 +176,11 @@ fn forget_waits_for_a_running_backup(restic: Restic) {
     ));
     // It waits before restic: the backup's snapshot-to-be is not there, the first one is.
     assert_eq!(fx.restic_snapshots().len(), 1);
+    assert!(
+        !forget.exited(),
+        "the forget is still waiting while the backup runs\n{}",
+        forget.stderr()
+    );
     touch(&h.go);
     assert_ok("the backup", &backup.wait());
     let f = forget.wait();
@@ -216,6 +221,11 @@ fn backup_waits_for_a_running_check(restic: Restic) {
     ));
     // Waiting, it has taken no snapshot.
     fx.assert_no_snapshot_left("while the backup waits for the check");
+    assert!(
+        !backup.exited(),
+        "the backup is still waiting while the check runs\n{}",
+        backup.stderr()
+    );
     touch(&h.go);
     let c = check.wait();
     assert_ok("the check", &c);
@@ -304,6 +314,11 @@ fn a_prune_waits_for_a_restore_of_the_snapshot_it_would_delete() {
         snapshot_ids(&fx),
         ids,
         "the snapshot being restored is still there"
+    );
+    assert!(
+        !forget.exited(),
+        "the forget is still waiting while the restore runs\n{}",
+        forget.stderr()
     );
     touch(&h.go);
     let r = restore.wait();

@@ -543,21 +543,7 @@ fn a_stop_mid_file_leaves_no_partial_file() {
             flag = sh_quote(&flag)
         ));
         let t = s.a_dir(&format!("stop-{}", sig.as_raw()));
-        let mut run =
-            s.fx.igotchuu()
-                .path_prepend(&fake)
-                .arg("-c")
-                .arg(&s.config)
-                .args([
-                    "restore",
-                    "latest",
-                    &s.p("home/a/big"),
-                    "--target",
-                    t.to_str().unwrap(),
-                    "--as-uid",
-                    &s.a.uid.to_string(),
-                ])
-                .spawn();
+        let mut run = restore_as_a_through_cmd(&s, &fake, &s.p("home/a/big"), &t).spawn();
         run.wait_for_path(&flag);
         run.signal(sig);
         let out = run.wait(WAIT_TIMEOUT);
@@ -588,21 +574,7 @@ fn a_target_removed_mid_restore_fails_clearly_and_leaves_nothing() {
     let t = parent.join("target");
     std::fs::create_dir(&t).unwrap();
     chown(&t, &s.a);
-    let mut run =
-        s.fx.igotchuu()
-            .path_prepend(&fake)
-            .arg("-c")
-            .arg(&s.config)
-            .args([
-                "restore",
-                "latest",
-                &s.p("home/a/big"),
-                "--target",
-                t.to_str().unwrap(),
-                "--as-uid",
-                &s.a.uid.to_string(),
-            ])
-            .spawn();
+    let mut run = restore_as_a_through_cmd(&s, &fake, &s.p("home/a/big"), &t).spawn();
     run.wait_for_path(&flag);
     // A removes her target while the file is half written.
     let st =
@@ -652,6 +624,11 @@ const B_MARK: &str = "B-ONLY-0700-CONTENT-7f3a9c";
 
 /// `restore latest PATH --target DIR --as-uid A` with `restic` from `fake` first on PATH.
 fn restore_as_a_through(s: &Setup, fake: &Path, path: &str, target: &Path) -> RunOutput {
+    restore_as_a_through_cmd(s, fake, path, target).run()
+}
+
+/// The command [`restore_as_a_through`] runs, for a test that spawns it and acts mid-run.
+fn restore_as_a_through_cmd(s: &Setup, fake: &Path, path: &str, target: &Path) -> IgotchuuCmd {
     s.fx.igotchuu()
         .path_prepend(fake)
         .arg("-c")
@@ -665,7 +642,6 @@ fn restore_as_a_through(s: &Setup, fake: &Path, path: &str, target: &Path) -> Ru
             "--as-uid",
             &s.a.uid.to_string(),
         ])
-        .run()
 }
 
 /// The directory restore (one `restic dump` of the directory, its tar stream filtered by root

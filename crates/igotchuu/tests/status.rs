@@ -1001,30 +1001,6 @@ fn age_ops(fx: &Fixture, secs: u64) {
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).expect("rewrite status.json");
 }
 
-/// `igotchuu -c cfg daemon --idle-timeout 0` on `bus`, once it owns the name.
-fn daemon_on(bus: &Bus, fx: &Fixture, cfg: &Path) -> Running {
-    let mut d = bus
-        .igotchuu(fx)
-        .arg("-c")
-        .arg(cfg)
-        .args(["daemon", "--idle-timeout", "0"])
-        .spawn();
-    let end = std::time::Instant::now() + WAIT_TIMEOUT;
-    while !bus.has_owner(bus::NAME) {
-        assert!(
-            !d.has_exited(),
-            "the daemon exited:\n{}",
-            d.wait(RUN_TIMEOUT)
-        );
-        assert!(
-            std::time::Instant::now() < end,
-            "the daemon did not own the name"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    d
-}
-
 /// After a real backup (with retention after it), a real `igotchuu verify` and a real `igotchuu
 /// forget` that is refused: status.json holds the last forget and check (0640 as ever);
 /// `status` shows them and its verdict follows them both ways (OK, WARNING for a refused forget
@@ -1153,7 +1129,7 @@ fn the_last_forget_and_check_reach_status_metrics_the_daemon_and_watch() {
 
     // The daemon's properties, read by a member of the group.
     let bus = Bus::start(Policy::Shipped);
-    let _d = daemon_on(&bus, &fx, &none);
+    let _d = bus.start_daemon(&fx, &none, 0, None);
     let prop = |name: &str| {
         let out = bus.get_property(Who::Member, name);
         out.assert_code(0);
