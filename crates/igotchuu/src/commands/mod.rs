@@ -61,3 +61,24 @@ pub fn load_plan(g: &Global) -> Result<plan::Plan, i32> {
         restic::version::detect_cached(restic::RESTIC_PROGRAM, &config.state_dir, false);
     Ok(plan::build(&config, &plan::timestamp_now(), &env, &version))
 }
+
+/// Where `--target` or `--in-place` says to restore to; the exit code after saying why not.
+/// Here, in the face, because root's `restore` (restore.rs) and the daemon's client
+/// (restore_client.rs, which restore.rs calls) both use it: in either file it would close a circle.
+fn destination(
+    target: Option<&std::path::PathBuf>,
+    in_place: bool,
+) -> Result<crate::restore::Destination, i32> {
+    use crate::restore::Destination;
+    match (target, in_place) {
+        (Some(t), false) => match std::path::absolute(t) {
+            Ok(t) => Ok(Destination::Into(t)),
+            Err(e) => Err(fail(format_args!(
+                "cannot use --target {}: {e}",
+                t.display()
+            ))),
+        },
+        (None, true) => Ok(Destination::InPlace),
+        _ => Err(fail("give either --target DIR or --in-place")),
+    }
+}

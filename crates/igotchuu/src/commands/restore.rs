@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use super::{fail, load_plan, Global};
+use super::{destination, fail, load_plan, Global};
 use crate::escape;
-use crate::restore::{self as lib, Destination, Repo};
+use crate::restore::{self as lib, Repo};
 
 fn repo(g: &Global) -> Result<Repo, i32> {
     Ok(Repo::new(load_plan(g)?))
@@ -186,22 +186,6 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
             "restore from snapshot {} failed: {e}",
             snap.short_id
         )),
-    }
-}
-
-/// Where `--target` or `--in-place` says to restore to; the exit code after saying why not.
-/// Also what restore_client.rs hands the daemon.
-pub(super) fn destination(target: Option<&PathBuf>, in_place: bool) -> Result<Destination, i32> {
-    match (target, in_place) {
-        (Some(t), false) => match std::path::absolute(t) {
-            Ok(t) => Ok(Destination::Into(t)),
-            Err(e) => Err(fail(format_args!(
-                "cannot use --target {}: {e}",
-                t.display()
-            ))),
-        },
-        (None, true) => Ok(Destination::InPlace),
-        _ => Err(fail("give either --target DIR or --in-place")),
     }
 }
 

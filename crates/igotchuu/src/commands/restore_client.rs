@@ -257,7 +257,7 @@ pub fn restore(
     if let Err(c) = no_profile(g) {
         return c;
     }
-    let target: Option<String> = match super::restore::destination(target, in_place) {
+    let target: Option<String> = match super::destination(target, in_place) {
         Ok(Destination::Into(t)) => match t.into_os_string().into_string() {
             Ok(t) => Some(t),
             Err(t) => {
