@@ -7,7 +7,7 @@
 # fixture cannot average that out, more fixtures can. Run as root after
 # `cargo build --release --locked`:
 #   bench/ratio-multi.sh [K [R]]      (default 6 fixtures of 15 rounds)
-# The environment is bench/ratio.sh's (IGOTCHUU, BENCH_BUS, BENCH_NICE, BENCH_DIR); each run's
+# The environment is bench/ratio.sh's (IGOTCHUU, BENCH_BUS, BENCH_NICE, BENCH_DIR, BENCH_OPS); each run's
 # own summary is printed as it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ for i in $(seq 1 "$k"); do
   # The peak-RSS pass (3 more runs) only on the first fixture: it does not depend on the fixture.
   peak=0; [ "$i" = 1 ] && peak=1
   BENCH_RATIOS_OUT=$out BENCH_PEAK=$peak bench/ratio.sh "$r" "$r" \
-    | grep -E '^  (igotchuu /|igo |floor |plain )|^rounds|peak RSS' | sed "s/^/fixture $i: /"
+    | grep -E '^  (igotchuu|igo |igo_ops |floor |plain )|^rounds|^pings|peak RSS' | sed "s/^/fixture $i: /"
   # This fixture's own medians, to show how far fixtures differ.
   # shellcheck disable=SC2046
   read -r m lo hi _ <<< "$(med_ci $(tail -n +"$((before + 1))" "$out" | awk '{print $1}'))"
@@ -34,4 +34,10 @@ echo "pooled over $k fixtures × $r rounds, median [95% interval]:"
 echo "  igotchuu / plain restic  $(med_ci $(awk '{print $1}' "$out"))"
 # shellcheck disable=SC2046
 echo "  igotchuu / floor         $(med_ci $(awk '{print $2}' "$out"))"
+if [ "${BENCH_OPS:-0}" = 1 ]; then
+  # shellcheck disable=SC2046
+  echo "  igotchuu+ops / igotchuu   $(med_ci $(awk '{print $3}' "$out"))"
+  # shellcheck disable=SC2046
+  echo "  igotchuu+ops / plain      $(med_ci $(awk '{print $4}' "$out"))"
+fi
 echo "load after: $(cat /proc/loadavg)"

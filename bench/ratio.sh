@@ -15,6 +15,10 @@
 #   BENCH_WARM=1         a fourth tool: igotchuu with a restic wrapper that walks the snapshot
 #                        (`du -s` of the places, in the background, on the other core) while
 #                        restic starts and loads its index: the "warm the inodes" experiment
+#   BENCH_OPS=1          a fourth tool: igotchuu with issue 15's unattended features configured
+#                        (a `ping_url` to a local HTTP server, `on_success` and `on_finish` hooks,
+#                        `backup --scheduled` so the run conditions are checked), reported as
+#                        igotchuu+ops ÷ igotchuu and ÷ plain restic; see bench/README.md
 #   BENCH_DIR=dir        see bench/lib.sh
 #   BENCH_RATIOS_OUT=f   append each round's two ratios to f (bench/ratio-multi.sh pools them)
 #   BENCH_PEAK=0         skip the separate peak-RSS pass
@@ -71,9 +75,40 @@ SH
   chmod 755 "$work/warm/restic"
 fi
 
+if [ "${BENCH_OPS:-0}" = 1 ]; then
+  # The ping server: answers every request 200 once it has read the body, as healthchecks.io
+  # does; python3 is already on every machine the benchmarks run on.
+  python3 - "$work/ping.port" > "$work/ping.log" 2>&1 <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def _ok(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        with open(sys.argv[1] + ".hits", "a") as f: f.write(self.command + " " + self.path + "\n")
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
+        self.wfile.write(b"OK")
+    do_GET = do_POST = do_HEAD = _ok
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+  ping_pid=$!
+  for _ in $(seq 100); do [ -s "$work/ping.port" ] && break; sleep 0.05; done
+  [ -s "$work/ping.port" ] || { echo "the ping server did not start" >&2; exit 1; }
+  cp "$work/c.toml" "$work/c-ops.toml"
+  cat >> "$work/c-ops.toml" <<TOML
+ping_url = "http://127.0.0.1:$(cat "$work/ping.port")/bench-ping"
+on_success = ["/bin/true"]
+on_finish = ["/bin/true"]
+TOML
+  trap 'kill "$ping_pid" 2>/dev/null; bench_cleanup' EXIT
+fi
+
 # Each tool is one command for the clock; the environment comes from here (no `env` exec).
 igo() { "$clock" "$log" "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err"; }
 igo_warm() { PATH="$work/warm:$PATH" "$clock" "$log" "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err"; }
+igo_ops() { "$clock" "$log" "$bin" -c "$work/c-ops.toml" backup --scheduled >/dev/null 2>"$work/igo.err"; }
 floor() {
   RESTIC_REPOSITORY="$work/repo-floor" RESTIC_CACHE_DIR="$work/cache-floor" \
     "$clock" "$log" "$src/bench/floor.sh" "$mnt/.floor" "$mnt/a" "$mnt/b" >/dev/null
@@ -84,12 +119,13 @@ plain() {
 }
 tools=(igo floor plain)
 [ "${BENCH_WARM:-0}" = 1 ] && tools+=(igo_warm)
+[ "${BENCH_OPS:-0}" = 1 ] && tools+=(igo_ops)
 log=$work/seed.log
 export BENCH_PHASE_LOG=$log
 for t in "${tools[@]}"; do "$t" || { echo "$t failed while seeding:" >&2; cat "$work/igo.err" >&2; exit 1; }; done
 
 declare -A tot pre post
-r_plain=() r_floor=() r_warm=() hwm=() loads=() versions=0
+r_plain=() r_floor=() r_warm=() r_ops=() r_ops_plain=() hwm=() loads=() versions=0
 round=0
 n=${#tools[@]}
 read -r l1 l5 l15 _ < /proc/loadavg
@@ -117,8 +153,20 @@ while :; do
   r_floor+=("$(echo "$last_igo / $last_floor" | bc -l)")
   # shellcheck disable=SC2154
   [ "${BENCH_WARM:-0}" = 1 ] && r_warm+=("$(echo "$last_igo_warm / $last_igo" | bc -l)")
+  # shellcheck disable=SC2154
+  if [ "${BENCH_OPS:-0}" = 1 ]; then
+    r_ops+=("$(echo "$last_igo_ops / $last_igo" | bc -l)")
+    r_ops_plain+=("$(echo "$last_igo_ops / $last_plain" | bc -l)")
+  fi
   # BENCH_RATIOS_OUT (bench/ratio-multi.sh): each round's two ratios, to pool over fixtures.
-  [ -n "${BENCH_RATIOS_OUT:-}" ] && echo "${r_plain[-1]} ${r_floor[-1]}" >> "$BENCH_RATIOS_OUT"
+  # With BENCH_OPS=1 two more: igotchuu+ops ÷ igotchuu and ÷ plain restic.
+  if [ -n "${BENCH_RATIOS_OUT:-}" ]; then
+    if [ "${BENCH_OPS:-0}" = 1 ]; then
+      echo "${r_plain[-1]} ${r_floor[-1]} ${r_ops[-1]} ${r_ops_plain[-1]}" >> "$BENCH_RATIOS_OUT"
+    else
+      echo "${r_plain[-1]} ${r_floor[-1]}" >> "$BENCH_RATIOS_OUT"
+    fi
+  fi
   read -r l1 _ < /proc/loadavg
   loads+=("$l1")
   [ "$round" -lt "$min_rounds" ] && continue
@@ -137,6 +185,10 @@ echo "per-round ratios, median [95% interval]:"
 pr "igotchuu / plain restic" "${r_plain[@]}"
 pr "igotchuu / floor" "${r_floor[@]}"
 [ "${BENCH_WARM:-0}" = 1 ] && pr "igotchuu+warm / igotchuu" "${r_warm[@]}"
+if [ "${BENCH_OPS:-0}" = 1 ]; then
+  pr "igotchuu+ops / igotchuu" "${r_ops[@]}"
+  pr "igotchuu+ops / plain restic" "${r_ops_plain[@]}"
+fi
 ms() { for v in "$@"; do echo "$v * 1000" | bc -l; done; }
 echo "ms, median [95% interval]:     total                    before restic's exec       after restic's exit"
 for t in "${tools[@]}"; do
@@ -148,6 +200,10 @@ for t in "${tools[@]}"; do
   read -r c clo chi _ <<< "$(med_ci $(ms ${post[$t]}))"
   printf '  %-9s %8.1f [%7.1f %7.1f]   %7.2f [%6.2f %6.2f]   %7.2f [%6.2f %6.2f]\n' "$t" "$a" "$alo" "$ahi" "$b" "$blo" "$bhi" "$c" "$clo" "$chi"
 done
+if [ "${BENCH_OPS:-0}" = 1 ]; then
+  # The pings must have been sent and answered, or igotchuu+ops measured a failure path.
+  echo "pings received by the server: $(wc -l < "$work/ping.port.hits") ($(grep -c /start "$work/ping.port.hits") of them /start) in $((round + 1)) runs of igotchuu+ops"
+fi
 echo "restic version probes by igotchuu: $versions in $round runs"
 echo "igotchuu VmHWM at restic's exit, KiB: median $(printf '%s\n' "${hwm[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] ", max " a[NR]}')"
 

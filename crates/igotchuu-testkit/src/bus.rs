@@ -278,6 +278,80 @@ fn world_readable_tempdir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The `<include>`, `<includedir>` and `<servicedir>` lines for `policy` and `extras`.
+fn policy_include(policy: Policy, extras: &Extras) -> String {
+    let mut include = match policy {
+        Policy::Shipped => format!(
+            "<include>{}</include>",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
+                .display()
+        ),
+        Policy::LetsEveryoneCall => format!(
+            r#"<policy user="root"><allow own="{NAME}"/></policy>
+  <policy context="default"><allow send_destination="{NAME}"/></policy>"#
+        ),
+        Policy::Missing => String::new(),
+    };
+    if extras.system_policies {
+        include.push_str("\n  <includedir>/usr/share/dbus-1/system.d</includedir>");
+    }
+    if let Some(d) = &extras.service_dir {
+        include.push_str(&format!("\n  <servicedir>{}</servicedir>", d.display()));
+    }
+    include
+}
+
+/// The bus's config file: listening on `socket`, with `include` after the default policy.
+fn bus_config(socket: &Path, include: &str) -> String {
+    // The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed; the include
+    // comes after it, as system.d/ does there.
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+<allow user="*"/>
+<deny own="*"/>
+<deny send_type="method_call"/>
+<allow send_type="signal"/>
+<allow send_requested_reply="true" send_type="method_return"/>
+<allow send_requested_reply="true" send_type="error"/>
+<allow receive_type="method_call"/>
+<allow receive_type="method_return"/>
+<allow receive_type="error"/>
+<allow receive_type="signal"/>
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+<deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+<deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+  <policy user="root">
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+<!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
+<allow own="org.freedesktop.login1"/>
+<allow send_destination="org.freedesktop.login1"/>
+<!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
+     (tests/conditions.rs); their own policies let everyone call them. -->
+<allow own="org.freedesktop.UPower"/>
+<allow own="org.freedesktop.NetworkManager"/>
+  </policy>
+  <policy context="default">
+<allow send_destination="org.freedesktop.UPower"/>
+<allow send_destination="org.freedesktop.NetworkManager"/>
+  </policy>
+  {include}
+</busconfig>
+"#,
+        socket = socket.display()
+    )
+}
+
 impl Bus {
     pub fn start(policy: Policy) -> Bus {
         Bus::start_with(policy, Extras::default())
@@ -290,72 +364,7 @@ impl Bus {
         // The unprivileged clients must reach the socket.
         let dir = world_readable_tempdir("igotchuu-bus-");
         let socket = dir.path().join("system_bus_socket");
-        let include = match policy {
-            Policy::Shipped => format!(
-                "<include>{}</include>",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../dist/dbus-1/system.d/com.nyantec.IGotChuu.conf")
-                    .display()
-            ),
-            Policy::LetsEveryoneCall => format!(
-                r#"<policy user="root"><allow own="{NAME}"/></policy>
-  <policy context="default"><allow send_destination="{NAME}"/></policy>"#
-            ),
-            Policy::Missing => String::new(),
-        };
-        let mut include = include;
-        if extras.system_policies {
-            include.push_str("\n  <includedir>/usr/share/dbus-1/system.d</includedir>");
-        }
-        if let Some(d) = &extras.service_dir {
-            include.push_str(&format!("\n  <servicedir>{}</servicedir>", d.display()));
-        }
-        // The default policy of Debian's /usr/share/dbus-1/system.conf, trimmed; the include
-        // comes after it, as system.d/ does there.
-        let conf = format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
-  </policy>
-  <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-    <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
-    <allow own="org.freedesktop.login1"/>
-    <allow send_destination="org.freedesktop.login1"/>
-    <!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
-         (tests/conditions.rs); their own policies let everyone call them. -->
-    <allow own="org.freedesktop.UPower"/>
-    <allow own="org.freedesktop.NetworkManager"/>
-  </policy>
-  <policy context="default">
-    <allow send_destination="org.freedesktop.UPower"/>
-    <allow send_destination="org.freedesktop.NetworkManager"/>
-  </policy>
-  {include}
-</busconfig>
-"#,
-            socket = socket.display()
-        );
+        let conf = bus_config(&socket, &policy_include(policy, &extras));
         let conf_path = dir.path().join("system.conf");
         std::fs::write(&conf_path, conf).expect("write bus config");
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
