@@ -561,6 +561,12 @@ pub async fn restore_status(conn: &Connection, job: &str) -> Result<RestoreStatu
     })
 }
 
+/// `RestoreJob.Warnings()` of job `job`: what the ended restore warns about, one line each,
+/// already escaped by the daemon. [`CallError::Unknown`] from a daemon older than the method.
+pub async fn restore_warnings(conn: &Connection, job: &str) -> Result<Vec<String>, CallError> {
+    Ok(restore_job(conn, job).await?.warnings().await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

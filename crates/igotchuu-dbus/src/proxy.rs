@@ -168,6 +168,11 @@ pub trait RestoreJob {
     /// (state "running"|"done"|"failed"|"cancelled", files_total, files_done, bytes_total,
     /// bytes_done, message, placed); [`crate::types::RestoreStatus`] is its typed form.
     fn status(&self) -> zbus::Result<(String, u64, u64, u64, u64, String, Vec<String>)>;
+
+    /// Where `restic dump`'s stream and `restic ls` disagreed and an entry was dropped (one
+    /// line each, escaped by the daemon); empty until the job is done. A method of its own, not
+    /// a field of `Status`: a client built before it still reads `Status`'s reply.
+    fn warnings(&self) -> zbus::Result<Vec<String>>;
 }
 
 impl ProgressArgs<'_> {

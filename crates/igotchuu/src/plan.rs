@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::redact;
 use crate::restic::features::{self, Trees};
 use crate::restic::version::{Version, VersionError};
-use crate::restic::{global_args, ResticCommand, RESTIC_PROGRAM};
+use crate::restic::{global_args, EnvChange, ResticCommand, RESTIC_PROGRAM};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStep {
@@ -328,11 +328,13 @@ impl Plan {
             f,
             "{n}. run restic with these variables added to the environment:"
         )?;
-        for (k, v) in &self.restic.set_env {
-            writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?;
-        }
-        for k in &self.restic.remove_env {
-            writeln!(f, "     (unset {k}: the config overrides it)")?;
+        for change in self.restic.env_changes() {
+            match change {
+                EnvChange::Set(k, v) => {
+                    writeln!(f, "     {k}={}", shell_quote(&redact::env_value(k, v)))?
+                }
+                EnvChange::Unset(k) => writeln!(f, "     (unset {k}: the config overrides it)")?,
+            }
         }
         let args: Vec<String> = self
             .restic
@@ -478,6 +480,38 @@ mod tests {
             .iter()
             .find(|(k, _)| k == features::ENV)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The dry run shows the environment restic will get: the config's repository set, the
+    /// inherited repository file it overrides unset, the other inherited variables untouched.
+    #[test]
+    fn the_plan_shows_the_variables_set_and_the_inherited_ones_removed() {
+        let config = crate::config::parse(
+            Path::new("/c.toml"),
+            "places = [\"/home\"]\nrepo = \"/srv/repo\"\n",
+            None,
+        )
+        .expect("valid config");
+        let env = vec![
+            ("RESTIC_REPOSITORY_FILE".to_owned(), "/etc/repo".to_owned()),
+            ("RESTIC_PASSWORD_COMMAND".to_owned(), "pass".to_owned()),
+        ];
+        let version = "0.14.0"
+            .parse::<Version>()
+            .map_err(|e| VersionError::Unrecognised {
+                program: "restic".into(),
+                said: e.to_string(),
+            });
+        let shown = build(&config, "2026-01-01T00:00:00Z", &env, &version).to_string();
+        assert!(
+            shown.contains("     RESTIC_REPOSITORY=/srv/repo\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("     (unset RESTIC_REPOSITORY_FILE: the config overrides it)\n"),
+            "{shown}"
+        );
+        assert!(!shown.contains("RESTIC_PASSWORD_COMMAND"), "{shown}");
     }
 
     #[test]

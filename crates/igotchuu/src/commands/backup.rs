@@ -199,11 +199,7 @@ async fn wait_for_repo(
         Err(e) => {
             let msg = e.to_string();
             events.error(Step::Setup, "", msg.clone());
-            let code = match e {
-                lock::LockError::Busy { .. } => exit::LOCK_TIMEOUT,
-                _ => exit::IGOTCHUU_FAILED,
-            };
-            (Outcome::Failed(msg), code)
+            (Outcome::Failed(msg), e.exit_code())
         }
     };
     events.emit(Event::Finished(outcome));

@@ -111,12 +111,8 @@ fn no_lock(got: Result<Option<RepoLock>, LockError>) -> Result<RepoLock, i32> {
             Err(exit::INTERRUPTED)
         }
         Err(e) => {
-            let code = match e {
-                LockError::Busy { .. } => exit::LOCK_TIMEOUT,
-                _ => exit::IGOTCHUU_FAILED,
-            };
             say_err!("igotchuu: error: {}", crate::escape::line(&e.to_string()));
-            Err(code)
+            Err(e.exit_code())
         }
     }
 }

@@ -14,15 +14,6 @@ fn repo(g: &Global) -> Result<Repo, i32> {
     Ok(Repo::new(load_plan(g)?))
 }
 
-/// A repository lock that stayed held is exit 26; any other lock error (the lock file refused,
-/// unusable) is igotchuu's failure.
-fn lock_exit(e: &crate::state::lock::LockError) -> i32 {
-    match e {
-        crate::state::lock::LockError::Busy { .. } => crate::exit::LOCK_TIMEOUT,
-        _ => crate::exit::IGOTCHUU_FAILED,
-    }
-}
-
 /// The uid a request is for: the caller, or `--as-uid` (root only).
 fn for_uid(as_uid: Option<u32>) -> Result<u32, i32> {
     let me = rustix::process::getuid().as_raw();
@@ -159,7 +150,7 @@ pub fn restore(g: &Global, a: RestoreArgs<'_>) -> i32 {
         Ok(l) => l,
         Err(e) => {
             say_err!("igotchuu: error: {}", escape::line(&e.to_string()));
-            return lock_exit(&e);
+            return e.exit_code();
         }
     };
     let repo = Repo::new(plan);

@@ -249,6 +249,8 @@ pub(crate) trait JobView: Send + Sync {
     /// The uid that started the job: the only one its object answers.
     fn owner(&self) -> u32;
     fn status(&self) -> RestoreStatus;
+    /// What the ended restore warns about (already escaped); empty while it runs.
+    fn warnings(&self) -> Vec<String>;
 }
 
 /// The object of one restore job, at igotchuu_dbus::restore_job_path(id). It sends no signals:
@@ -272,13 +274,34 @@ impl RestoreJob {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> fdo::Result<(String, u64, u64, u64, u64, String, Vec<String>)> {
-        let caller = auth::Caller::of(&header, conn).await?;
+        self.owner_only(&header, conn).await?;
+        Ok(self.0.status().to_wire())
+    }
+
+    /// Where `restic dump`'s stream and `restic ls` disagreed and an entry was dropped, one
+    /// line each (already escaped); empty until the job is done. Added after `Status`, whose
+    /// reply stays as it was for the clients that read it; for the job's owner only.
+    #[zbus(out_args("warnings"))]
+    async fn warnings(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> fdo::Result<Vec<String>> {
+        self.owner_only(&header, conn).await?;
+        Ok(self.0.warnings())
+    }
+}
+
+impl RestoreJob {
+    /// Refuses anyone but the uid that started the job: its paths are theirs alone.
+    async fn owner_only(&self, header: &Header<'_>, conn: &Connection) -> fdo::Result<()> {
+        let caller = auth::Caller::of(header, conn).await?;
         if caller.uid != Some(self.0.owner()) {
             return Err(fdo::Error::AccessDenied(
                 "this restore job is another user's; only the user who started it may ask".into(),
             ));
         }
-        Ok(self.0.status().to_wire())
+        Ok(())
     }
 }
 

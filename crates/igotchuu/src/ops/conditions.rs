@@ -273,22 +273,13 @@ fn repository(plan: &Plan, env: &[(String, String)]) -> Option<String> {
             return read_first_line(&f);
         }
     }
-    let set = |k: &str| {
-        plan.restic
-            .set_env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                (!plan.restic.remove_env.iter().any(|n| n == k))
-                    .then(|| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
-                    .flatten()
-            })
-    };
-    if let Some(r) = set("RESTIC_REPOSITORY") {
-        return Some(r);
+    // The variables as restic will see them: the config's set, the ones it overrides removed.
+    if let Some(r) = plan.restic.effective_env("RESTIC_REPOSITORY", env) {
+        return Some(r.to_owned());
     }
-    set("RESTIC_REPOSITORY_FILE").and_then(|f| read_first_line(&f))
+    plan.restic
+        .effective_env("RESTIC_REPOSITORY_FILE", env)
+        .and_then(read_first_line)
 }
 
 /// restic reads the repository file's first line (trimmed). The config already checked that the

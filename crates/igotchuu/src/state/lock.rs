@@ -94,6 +94,19 @@ pub enum LockError {
     },
 }
 
+impl LockError {
+    /// The exit code of a command that could not have its lock: [`crate::exit::LOCK_TIMEOUT`]
+    /// (26) when others held it for the whole wait, so a timer or a script can tell "try later"
+    /// from a fault; [`crate::exit::IGOTCHUU_FAILED`] (20) for everything else (the lock file
+    /// refused or unusable, another backup on the run lock).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LockError::Busy { .. } => crate::exit::LOCK_TIMEOUT,
+            _ => crate::exit::IGOTCHUU_FAILED,
+        }
+    }
+}
+
 /// Held for as long as the value lives. The fd is close-on-exec so restic and hooks never inherit
 /// it (an orphaned child must not keep the lock).
 #[derive(Debug)]
@@ -548,6 +561,28 @@ mod tests {
 
     // The mechanics run anywhere (`lock_at`); where the file may be is trust.rs's, tested there
     // and, end to end, in tests/hostile.rs.
+
+    /// Only a lock that stayed held is "try later" (26); tests/locking.rs sees it end to end.
+    #[test]
+    fn only_a_lock_held_for_the_whole_wait_is_exit_26() {
+        let busy = LockError::Busy {
+            path: "/run/igotchuu.lock.repo".into(),
+            wanted: RepoUse::Retention,
+            holders: "PID 1 (igotchuu)".into(),
+            waited: 5,
+        };
+        assert_eq!(busy.exit_code(), crate::exit::LOCK_TIMEOUT);
+        let io = LockError::Io {
+            path: "/run/igotchuu.lock.repo".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(io.exit_code(), crate::exit::IGOTCHUU_FAILED);
+        let held = LockError::Held {
+            path: "/run/igotchuu.lock".into(),
+            pid: 1,
+        };
+        assert_eq!(held.exit_code(), crate::exit::IGOTCHUU_FAILED);
+    }
 
     #[test]
     fn a_second_lock_names_the_holder() {

@@ -104,6 +104,8 @@ struct Ended {
     placed: Vec<String>,
     /// What was restored, when it finished.
     done: Option<(u64, u64)>,
+    /// [`Restored::warnings`], for `RestoreJob.Warnings` (already escaped).
+    warnings: Vec<String>,
 }
 
 impl Job {
@@ -123,6 +125,7 @@ impl Job {
                 message: skipped_message(&r.skipped),
                 placed: r.placed,
                 done: Some((r.files, r.bytes)),
+                warnings: r.warnings,
             },
             // Whatever the restore made of being stopped (its writer's input ending mid-file),
             // the owner asked for it: said as a cancel.
@@ -131,12 +134,14 @@ impl Job {
                 message: lib::CANCELLED.to_owned(),
                 placed: Vec::new(),
                 done: None,
+                warnings: Vec::new(),
             },
             Some(Err(e)) => Ended {
                 state: RestoreState::Failed,
                 message: e.to_string(),
                 placed: Vec::new(),
                 done: None,
+                warnings: Vec::new(),
             },
             None => Ended {
                 state: RestoreState::Failed,
@@ -145,6 +150,7 @@ impl Job {
                     .into(),
                 placed: Vec::new(),
                 done: None,
+                warnings: Vec::new(),
             },
         };
         *self.ended() = Some(ended);
@@ -183,6 +189,13 @@ impl JobView for Job {
             }
         }
         s
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.ended()
+            .as_ref()
+            .map(|e| e.warnings.clone())
+            .unwrap_or_default()
     }
 }
 
