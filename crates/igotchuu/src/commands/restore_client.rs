@@ -350,7 +350,7 @@ async fn warnings(conn: &Connection, job: &str) -> Vec<String> {
         Err(CallError::Unknown(_)) => Vec::new(),
         Err(e) => {
             say_err!(
-                "igotchuu: warning: the restore is done, but the daemon did not say whether                  restic dump and restic ls disagreed on any entry: {}",
+                "igotchuu: warning: the restore is done, but the daemon did not say whether restic dump and restic ls disagreed on any entry: {}",
                 escape::line(&e.to_string())
             );
             Vec::new()
