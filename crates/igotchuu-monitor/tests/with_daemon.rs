@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::bus::{self, Bus, Extras, Policy, Who};
+use common::bus::{self, Bus, Extras, Policy, RuntimeThread, Who};
 use common::{places, subvolume_with_files, Fixture, WAIT_TIMEOUT};
 use igotchuu_dbus::OutcomeKind;
 use igotchuu_monitor::client::Request;
@@ -35,8 +35,7 @@ fn setup() -> Option<Fixture> {
 /// the one fake here; the bus must load /usr/share/dbus-1/system.d (systemd's policy lets root
 /// own the name). Serves until dropped.
 struct TimerStandIn {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: RuntimeThread,
 }
 
 const TIMER_PATH: &str = "/org/freedesktop/systemd1/unit/igotchuu_2etimer";
@@ -74,60 +73,33 @@ impl TimerStandIn {
     /// Serves igotchuu.timer, next elapsing at `next` (Unix seconds), on `bus`.
     fn start(bus: &Bus, next: u64) -> TimerStandIn {
         let address = bus.address.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let conn = async {
-                    zbus::connection::Builder::address(address.as_str())?
-                        .serve_at("/org/freedesktop/systemd1", Manager)?
-                        .serve_at(
-                            TIMER_PATH,
-                            Timer {
-                                next_usec: next * 1_000_000,
-                            },
-                        )?
-                        .name("org.freedesktop.systemd1")?
-                        .build()
-                        .await
-                }
-                .await;
-                let ok = conn.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                let _ = ready_tx.send(ok);
-                if conn.is_ok() {
-                    let _ = stopped.await;
-                }
-            });
-        });
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!(
-                "the stand-in for systemd cannot own org.freedesktop.systemd1 on the test bus \
-                 (is systemd's D-Bus policy in /usr/share/dbus-1/system.d? scripts/setup \
-                 installs systemd): {e}"
-            ),
-            Err(_) => panic!("the stand-in for systemd died"),
-        }
+        let setup = move || async move {
+            serve_timer(&address, next).await.map_err(|e| {
+                format!(
+                    "it cannot own org.freedesktop.systemd1 on the test bus (is systemd's D-Bus \
+                     policy in /usr/share/dbus-1/system.d? scripts/setup installs systemd): {e}"
+                )
+            })
+        };
         TimerStandIn {
-            stop: Some(stop),
-            thread: Some(thread),
+            _thread: RuntimeThread::serve("the stand-in for systemd", setup),
         }
     }
 }
 
-impl Drop for TimerStandIn {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The connection that owns systemd's name and serves its manager and igotchuu.timer.
+async fn serve_timer(address: &str, next: u64) -> zbus::Result<zbus::Connection> {
+    zbus::connection::Builder::address(address)?
+        .serve_at("/org/freedesktop/systemd1", Manager)?
+        .serve_at(
+            TIMER_PATH,
+            Timer {
+                next_usec: next * 1_000_000,
+            },
+        )?
+        .name("org.freedesktop.systemd1")?
+        .build()
+        .await
 }
 
 fn idle_with(w: &Watch, kind: OutcomeKind) -> igotchuu_monitor::model::IdleView {

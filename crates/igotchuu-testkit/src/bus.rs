@@ -4,7 +4,8 @@
 //! `<include>`s dist/dbus-1/system.d/com.nyantec.IGotChuu.conf (or another [`Policy`]) after a
 //! default policy like the system bus's; [`Bus::igotchuu`] points igotchuu's
 //! `DBUS_SYSTEM_BUS_ADDRESS` at it. [`Recorder`] is a root zbus client that records every signal
-//! igotchuu sends. [`setup`] is [`Fixture::new`] that also requires the D-Bus tools.
+//! igotchuu sends; it, and the tests' own clients and stand-in services, run on a
+//! [`RuntimeThread`]. [`setup`] is [`Fixture::new`] that also requires the D-Bus tools.
 //!
 //! The shipped policy names the group `igotchuu`: starting a bus creates that group and a system
 //! user `igotchuu-test-member` in it on the machine (idempotently; left in place, like any test
@@ -499,20 +500,52 @@ impl Drop for Bus {
 // Clients
 // ------------------------------------------------------------------------------------------------
 
-/// A root zbus client that records every signal on igotchuu's object path (both interfaces) and
-/// the name's NameOwnerChanged, in arrival order.
-pub struct Recorder {
-    msgs: Arc<Mutex<Vec<zbus::Message>>>,
-    done: Arc<AtomicBool>,
+/// Async code (a zbus client, a stand-in service) on a thread of its own with a current-thread
+/// tokio runtime: the tests are synchronous, and a client must keep reading (or serving) while
+/// the test blocks. [`RuntimeThread::start`] returns once the code's setup has succeeded, so a
+/// test never races its own client's connection; dropping the value asks the code to stop (see
+/// [`Stop`]) and joins the thread.
+pub struct RuntimeThread {
+    stop: Stop,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Recorder {
-    pub fn start(bus: &Bus) -> Recorder {
-        let msgs: Arc<Mutex<Vec<zbus::Message>>> = Default::default();
-        let done = Arc::new(AtomicBool::new(false));
+/// The request to stop that dropping a [`RuntimeThread`] makes; its code polls it.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Returns once stopping is requested (checked every 50 ms).
+    pub async fn wait(&self) {
+        while !self.requested() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl RuntimeThread {
+    /// Runs `setup` and then `run` with what `setup` made, both on the new thread (so neither
+    /// needs to be `Send`, only the closures that make them). Panics, naming `what`, when the
+    /// runtime or `setup` fails, or `setup` takes over [`WAIT_TIMEOUT`].
+    pub fn start<T, E, Setup, SetupFut, Run, RunFut>(
+        what: &str,
+        setup: Setup,
+        run: Run,
+    ) -> RuntimeThread
+    where
+        E: std::fmt::Display,
+        Setup: FnOnce() -> SetupFut + Send + 'static,
+        SetupFut: std::future::Future<Output = Result<T, E>>,
+        Run: FnOnce(T, Stop) -> RunFut + Send + 'static,
+        RunFut: std::future::Future<Output = ()>,
+    {
+        let stop = Stop::default();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (m, d, address) = (msgs.clone(), done.clone(), bus.address.clone());
+        let s = stop.clone();
         let thread = std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -525,38 +558,92 @@ impl Recorder {
                 }
             };
             rt.block_on(async move {
-                use zbus::export::futures_core::Stream;
-                let setup = async {
-                    let conn = zbus::connection::Builder::address(address.as_str())?
-                        .build()
-                        .await?;
-                    // Created before the match rules are added, so nothing matched is missed.
-                    let stream = zbus::MessageStream::from(&conn);
-                    for rule in [
-                        format!("type='signal',path='{OBJECT}'"),
-                        format!("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"),
-                    ] {
-                        conn.call_method(
-                            Some("org.freedesktop.DBus"),
-                            "/org/freedesktop/DBus",
-                            Some("org.freedesktop.DBus"),
-                            "AddMatch",
-                            &rule,
-                        )
-                        .await?;
-                    }
-                    Ok::<_, zbus::Error>((conn, stream))
-                };
-                let (_conn, mut stream) = match setup.await {
-                    Ok(s) => s,
+                let made = match setup().await {
+                    Ok(made) => made,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
                         return;
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                while !d.load(Ordering::SeqCst) {
-                    let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+                run(made, s).await;
+            });
+        });
+        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{what} cannot start: {e}"),
+            Err(_) => panic!("{what} did not start within {WAIT_TIMEOUT:?}"),
+        }
+        RuntimeThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A stand-in service: `setup` builds the connection that serves it, which is held (and
+    /// served by the runtime's tasks) until the value is dropped.
+    pub fn serve<E, Setup, SetupFut>(what: &str, setup: Setup) -> RuntimeThread
+    where
+        E: std::fmt::Display,
+        Setup: FnOnce() -> SetupFut + Send + 'static,
+        SetupFut: std::future::Future<Output = Result<zbus::Connection, E>>,
+    {
+        let hold = |conn: zbus::Connection, stop: Stop| async move {
+            stop.wait().await;
+            // Named here so the future owns the connection: dropping it ends the service.
+            drop(conn);
+        };
+        RuntimeThread::start(what, setup, hold)
+    }
+}
+
+impl Drop for RuntimeThread {
+    fn drop(&mut self) {
+        self.stop.0.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A root zbus client that records every signal on igotchuu's object path (both interfaces) and
+/// the name's NameOwnerChanged, in arrival order.
+pub struct Recorder {
+    msgs: Arc<Mutex<Vec<zbus::Message>>>,
+    _thread: RuntimeThread,
+}
+
+impl Recorder {
+    pub fn start(bus: &Bus) -> Recorder {
+        let msgs: Arc<Mutex<Vec<zbus::Message>>> = Default::default();
+        let (m, address) = (msgs.clone(), bus.address.clone());
+        let setup = || async move {
+            let conn = zbus::connection::Builder::address(address.as_str())?
+                .build()
+                .await?;
+            // Created before the match rules are added, so nothing matched is missed.
+            let stream = zbus::MessageStream::from(&conn);
+            for rule in [
+                format!("type='signal',path='{OBJECT}'"),
+                format!("type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'"),
+            ] {
+                conn.call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus"),
+                    "AddMatch",
+                    &rule,
+                )
+                .await?;
+            }
+            Ok::<_, zbus::Error>((conn, stream))
+        };
+        let record = |(conn, mut stream): (zbus::Connection, zbus::MessageStream), stop: Stop| {
+            async move {
+                use zbus::export::futures_core::Stream;
+                while !stop.requested() {
+                    let next =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
                     match tokio::time::timeout(Duration::from_millis(100), next).await {
                         Ok(Some(Ok(msg))) => {
                             if msg.message_type() == zbus::message::Type::Signal {
@@ -567,17 +654,13 @@ impl Recorder {
                         Ok(Some(Err(_))) | Err(_) => {}
                     }
                 }
-            });
-        });
-        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the zbus test client cannot connect: {e}"),
-            Err(_) => panic!("the zbus test client did not connect within {WAIT_TIMEOUT:?}"),
-        }
+                // Named here so the future owns the connection for as long as it records.
+                drop(conn);
+            }
+        };
         Recorder {
             msgs,
-            done,
-            thread: Some(thread),
+            _thread: RuntimeThread::start("the zbus test client", setup, record),
         }
     }
 
@@ -611,15 +694,6 @@ impl Recorder {
                 msgs.iter().map(member).collect::<Vec<_>>()
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

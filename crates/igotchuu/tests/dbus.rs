@@ -19,8 +19,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::bus::*;
@@ -204,8 +203,7 @@ type Calls = Arc<Mutex<Vec<(String, String, String, String)>>>;
 struct FakeLogind {
     calls: Calls,
     read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>>,
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: RuntimeThread,
 }
 
 struct LogindManager {
@@ -242,57 +240,23 @@ impl FakeLogind {
     fn start(bus: &Bus, refuse: bool) -> FakeLogind {
         let calls: Arc<Mutex<Vec<_>>> = Default::default();
         let read_end: Arc<Mutex<Option<std::os::fd::OwnedFd>>> = Default::default();
-        let done = Arc::new(AtomicBool::new(false));
         let manager = LogindManager {
             calls: calls.clone(),
             read_end: read_end.clone(),
             refuse,
         };
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (d, address) = (done.clone(), bus.address.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+        let address = bus.address.clone();
+        let setup = || async move {
+            zbus::connection::Builder::address(address.as_str())?
+                .serve_at("/org/freedesktop/login1", manager)?
+                .name("org.freedesktop.login1")?
                 .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let conn = async {
-                    zbus::connection::Builder::address(address.as_str())?
-                        .serve_at("/org/freedesktop/login1", manager)?
-                        .name("org.freedesktop.login1")?
-                        .build()
-                        .await
-                };
-                let _conn = match conn.await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                // Serving happens in the runtime's tasks while this waits.
-                while !d.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
-        });
-        match ready_rx.recv_timeout(WAIT_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the fake logind cannot start: {e}"),
-            Err(_) => panic!("the fake logind did not start within {WAIT_TIMEOUT:?}"),
-        }
+                .await
+        };
         FakeLogind {
             calls,
             read_end,
-            done,
-            thread: Some(thread),
+            _thread: RuntimeThread::serve("the fake logind", setup),
         }
     }
 
@@ -319,15 +283,6 @@ impl FakeLogind {
             Ok(0) => false,
             Err(e) if e == rustix::io::Errno::AGAIN => true,
             other => panic!("unexpected read on the inhibitor pipe: {other:?}"),
-        }
-    }
-}
-
-impl Drop for FakeLogind {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

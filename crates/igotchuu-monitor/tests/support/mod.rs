@@ -14,7 +14,7 @@ use igotchuu_monitor::client::{self, Request};
 use igotchuu_monitor::model::{Model, Screen};
 use tokio::sync::mpsc;
 
-use igotchuu_testkit::bus::{Bus, Who};
+use igotchuu_testkit::bus::{Bus, RuntimeThread, Stop, Who};
 use igotchuu_testkit::{
     cannot_run, places, toml_str, write_secret, Fixture, IgotchuuCmd, Running, WAIT_TIMEOUT,
 };
@@ -71,7 +71,7 @@ struct Seen {
 pub struct Watch {
     seen: Arc<Mutex<Seen>>,
     requests: Option<mpsc::UnboundedSender<Request>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: RuntimeThread,
 }
 
 impl Watch {
@@ -79,26 +79,24 @@ impl Watch {
         let seen: Arc<Mutex<Seen>> = Default::default();
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (s, address) = (seen.clone(), bus.address.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                tokio::spawn(client::watch(Some(address), tx, req_rx));
-                while let Some(event) = rx.recv().await {
-                    let mut seen = s.lock().expect("lock");
-                    seen.model.apply(event);
-                    let screen = seen.model.screen(igotchuu_monitor::now());
-                    seen.screens.push(screen);
-                }
-            });
-        });
+        let setup = || async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(client::watch(Some(address), tx, req_rx));
+            Ok::<_, std::convert::Infallible>(rx)
+        };
+        // The client ends when the request channel closes, and this loop with it.
+        let apply = |mut rx: mpsc::UnboundedReceiver<_>, _: Stop| async move {
+            while let Some(event) = rx.recv().await {
+                let mut seen = s.lock().expect("lock");
+                seen.model.apply(event);
+                let screen = seen.model.screen(igotchuu_monitor::now());
+                seen.screens.push(screen);
+            }
+        };
         Watch {
             seen,
             requests: Some(req_tx),
-            thread: Some(thread),
+            _thread: RuntimeThread::start("the monitor's client", setup, apply),
         }
     }
 
@@ -139,11 +137,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        // Closing the request channel ends the client, which ends the event loop.
+        // Closing the request channel ends the client, which ends the event loop; the thread
+        // is joined when the fields are dropped, after this.
         self.requests = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

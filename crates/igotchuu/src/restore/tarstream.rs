@@ -72,6 +72,12 @@ struct Pending {
     any: bool,
 }
 
+/// The zero bytes after `size` bytes of data that fill its last block: every entry's data, and
+/// every extension header's, is followed by them.
+fn padding(size: u64) -> u64 {
+    (BLOCK - size % BLOCK) % BLOCK
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -99,7 +105,7 @@ impl<R: Read> TarReader<R> {
 
     /// Reads `size` bytes (and the padding) when at most `cap`; skips them otherwise.
     fn read_bounded(&mut self, size: u64, cap: u64) -> io::Result<Option<Vec<u8>>> {
-        let pad = (BLOCK - size % BLOCK) % BLOCK;
+        let pad = padding(size);
         if size > cap {
             self.skip(size + pad)?;
             return Ok(None);
@@ -180,7 +186,7 @@ impl<R: Read> TarReader<R> {
                 .link
                 .or_else(|| h.link_name_bytes().map(|l| l.into_owned()));
             self.left = size;
-            self.pad = (BLOCK - size % BLOCK) % BLOCK;
+            self.pad = padding(size);
             return Ok(Some(Entry {
                 name,
                 kind,
@@ -391,6 +397,14 @@ mod tests {
         let mut b2 = bytes.clone();
         b2[10] ^= 1;
         assert!(TarReader::new(&b2[..]).next_entry().is_err());
+    }
+
+    #[test]
+    fn padding_fills_the_last_block_and_no_more() {
+        assert_eq!(padding(0), 0);
+        assert_eq!(padding(1), 511);
+        assert_eq!(padding(512), 0);
+        assert_eq!(padding(700), 324);
     }
 
     #[test]
