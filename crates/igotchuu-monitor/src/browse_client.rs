@@ -1,6 +1,7 @@
 //! The "Browse backups" page's side of the bus: the browse model's [`Request`]s made with the
 //! shared client's restore calls (igotchuu_dbus::client: ListSnapshots, ListDirectory, Restore,
-//! CancelRestore, RestoreJob.Status), their answers sent back as [`Event`]s.
+//! CancelRestore, RestoreJob.Status, RestoreJob.Warnings), their answers sent back as
+//! [`Event`]s.
 //!
 //! A connection of its own, apart from the watch of src/client.rs: these methods are the ones
 //! the bus policy lets every local user call, so the page works for a user outside the group
@@ -15,7 +16,7 @@ use igotchuu_dbus::{CallError, RestoreOptions, RestoreState};
 use tokio::sync::mpsc;
 use zbus::Connection;
 
-use crate::browse_model::{Event, Request};
+use crate::browse_model::{Event, Request, Warnings};
 use crate::client::Address;
 
 /// How often a running job's `Status` is read.
@@ -123,10 +124,21 @@ async fn answer(conn: Connection, r: Request, events: mpsc::UnboundedSender<Even
     }
 }
 
-/// Reads job `job`'s status until it ends (or cannot be read), sending each reading.
+/// Reads job `job`'s status until it ends (or cannot be read), sending each reading; a done
+/// job's last reading goes with its warnings.
 async fn follow(conn: &Connection, job: &str, send: &impl Fn(Event)) {
     loop {
         let result = bus::restore_status(conn, job).await.map_err(words);
+        if let Ok(status) = &result {
+            if status.state == RestoreState::Done {
+                send(Event::Done {
+                    job: job.to_owned(),
+                    status: status.clone(),
+                    warnings: warnings(conn, job).await,
+                });
+                return;
+            }
+        }
         let ended = !matches!(&result, Ok(s) if s.state == RestoreState::Running);
         send(Event::Status {
             job: job.to_owned(),
@@ -136,6 +148,16 @@ async fn follow(conn: &Connection, job: &str, send: &impl Fn(Event)) {
             return;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A done job's warnings (`RestoreJob.Warnings`). A daemon older than the method had none to
+/// give, as `igotchuu restore` takes it; any other failure leaves them unknown.
+async fn warnings(conn: &Connection, job: &str) -> Warnings {
+    match bus::restore_warnings(conn, job).await {
+        Ok(lines) => Warnings::Said(lines),
+        Err(CallError::Unknown(_)) => Warnings::none(),
+        Err(e) => Warnings::Unknown(words(e)),
     }
 }
 

@@ -59,8 +59,34 @@ pub enum Event {
         job: String,
         result: Result<RestoreStatus, String>,
     },
+    /// The last reading of a job that ended `done`, with its warnings (`RestoreJob.Warnings`,
+    /// asked once it is done). One event, not a `Status` and then the warnings, so the page
+    /// never shows a done restore as clean and then takes that back.
+    Done {
+        job: String,
+        status: RestoreStatus,
+        warnings: Warnings,
+    },
     /// The answer to `CancelRestore` when it failed (a success shows in the next status).
     CancelFailed { job: String, error: String },
+}
+
+/// What a restore that ended `done` warns about (`RestoreJob.Warnings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warnings {
+    /// The daemon's lines (escaped by it), each an entry dropped where `restic dump` and
+    /// `restic ls` disagreed. Empty also from a daemon older than the method: it dropped such
+    /// entries without a word, and `igotchuu restore` says nothing then either.
+    Said(Vec<String>),
+    /// The daemon could not be asked (why, in a person's words): whether anything was dropped
+    /// is not known, and the page says so rather than show the restore as clean.
+    Unknown(String),
+}
+
+impl Warnings {
+    pub fn none() -> Warnings {
+        Warnings::Said(Vec::new())
+    }
 }
 
 /// Something asked for and not yet answered, answered, or refused.
@@ -109,6 +135,8 @@ enum Job {
     Ended {
         status: Option<RestoreStatus>,
         refusal: Option<String>,
+        /// Only a done job has any.
+        warnings: Warnings,
     },
 }
 
@@ -394,10 +422,16 @@ impl Browse {
                     Err(e) => Job::Ended {
                         status: None,
                         refusal: Some(e),
+                        warnings: Warnings::none(),
                     },
                 }
             }
-            Event::Status { job, result } => self.status(&job, result),
+            Event::Status { job, result } => self.status(&job, result, Warnings::none()),
+            Event::Done {
+                job,
+                status,
+                warnings,
+            } => self.status(&job, Ok(status), warnings),
             Event::CancelFailed { job, error } => {
                 if let Job::Running {
                     id,
@@ -416,7 +450,8 @@ impl Browse {
         }
     }
 
-    fn status(&mut self, job: &str, result: Result<RestoreStatus, String>) {
+    /// A reading of job `job`; `warnings` are kept when it has ended.
+    fn status(&mut self, job: &str, result: Result<RestoreStatus, String>, warnings: Warnings) {
         let Job::Running {
             id, status, notice, ..
         } = &mut self.job
@@ -435,6 +470,7 @@ impl Browse {
                 self.job = Job::Ended {
                     status: Some(s),
                     refusal: None,
+                    warnings,
                 }
             }
             // The client stops polling after an error: the job's fate is unknown.
@@ -442,6 +478,7 @@ impl Browse {
                 self.job = Job::Ended {
                     status: None,
                     refusal: Some(format!("Lost track of the restore: {e}")),
+                    warnings: Warnings::none(),
                 }
             }
         }
@@ -463,8 +500,16 @@ impl Browse {
                     notice.clone(),
                 ))
             }
-            Job::Ended { status, refusal } => {
-                return BrowseScreen::Finished(finished_view(status.as_ref(), refusal.as_deref()))
+            Job::Ended {
+                status,
+                refusal,
+                warnings,
+            } => {
+                return BrowseScreen::Finished(finished_view(
+                    status.as_ref(),
+                    refusal.as_deref(),
+                    warnings,
+                ))
             }
             Job::None | Job::Asking { .. } => {}
         }
@@ -660,13 +705,18 @@ fn question(target: &Target, conflicts: &[String], folder: &str) -> Question {
     }
 }
 
-fn finished_view(s: Option<&RestoreStatus>, refusal: Option<&str>) -> FinishedView {
+fn finished_view(
+    s: Option<&RestoreStatus>,
+    refusal: Option<&str>,
+    warnings: &Warnings,
+) -> FinishedView {
     let Some(s) = s else {
         return FinishedView {
             outcome: Outcome::Failed,
             title: "The restore did not start".to_owned(),
             body: refusal.unwrap_or_default().to_owned(),
             placed: Vec::new(),
+            warnings: Vec::new(),
         };
     };
     let (outcome, title) = match s.state {
@@ -691,11 +741,19 @@ fn finished_view(s: Option<&RestoreStatus>, refusal: Option<&str>) -> FinishedVi
         }
         (Outcome::Failed, _) => s.message.clone(),
     };
+    let warnings = match (outcome, warnings) {
+        (Outcome::Done, Warnings::Said(lines)) => lines.clone(),
+        (Outcome::Done, Warnings::Unknown(e)) => vec![format!(
+            "Whether any file was left out is not known: the daemon did not say ({e})."
+        )],
+        _ => Vec::new(),
+    };
     FinishedView {
         outcome,
         title,
         body,
         placed: s.placed.clone(),
+        warnings,
     }
 }
 
@@ -775,7 +833,7 @@ pub enum BrowseScreen {
 impl BrowseScreen {
     /// A short description for scripts and tests (the app's `browse` action's state):
     /// "snapshots:loading", "snapshots:3", "folder:/home/a:2:sel1", "folder:/home/a:2:ask",
-    /// "restoring", "done", "failed", "cancelled".
+    /// "restoring", "done", "done:warn1" (one warning), "failed", "cancelled".
     pub fn tag(&self) -> String {
         fn listed<T>(l: &Listed<T>) -> String {
             match l {
@@ -801,7 +859,10 @@ impl BrowseScreen {
                 Some(_) => "restoring:progress".to_owned(),
                 None => "restoring".to_owned(),
             },
-            BrowseScreen::Finished(v) => v.outcome.as_str().to_owned(),
+            BrowseScreen::Finished(v) => match v.warnings.len() {
+                0 => v.outcome.as_str().to_owned(),
+                n => format!("{}:warn{n}", v.outcome.as_str()),
+            },
         }
     }
 }
@@ -897,4 +958,7 @@ pub struct FinishedView {
     pub body: String,
     /// Where the restored entries are ("Show in Files" shows them).
     pub placed: Vec<String>,
+    /// What the user must know about a done restore (entries dropped, one line each), shown
+    /// under its result in the warning style.
+    pub warnings: Vec<String>,
 }

@@ -5,8 +5,8 @@
 //! Layout: a `GtkStack` of four pages: the snapshots (one row per backup, newest first, the
 //! profile to choose above them when the config has profiles), a folder (back to the list, up,
 //! a path bar, the entries with a check box each, "Restore N items to…"), the progress of a
-//! restore (a bar, the figures, Cancel), and its end (what happened, where the files went,
-//! "Show in Files"). The question "keep both or replace?" is an `AdwMessageDialog` over the
+//! restore (a bar, the figures, Cancel), and its end (what happened, what it warns about,
+//! where the files went, "Show in Files"). The question "keep both or replace?" is an `AdwMessageDialog` over the
 //! window.
 
 use std::cell::Cell;
@@ -54,6 +54,7 @@ pub struct BrowsePage {
     cancel: gtk::Button,
     // finished
     finished: adw::StatusPage,
+    warnings: gtk::Label,
     placed: gtk::Label,
     show: gtk::Button,
     /// Set while rendering: check boxes and the profile row changed by `render` do not count as
@@ -199,7 +200,13 @@ impl BrowsePage {
             .child(&adw::Clamp::builder().child(&progress_box).build())
             .build();
 
-        // The end.
+        // The end. Its warnings come first, right under the result they qualify.
+        let warnings = gtk::Label::builder()
+            .wrap(true)
+            .selectable(true)
+            .justify(gtk::Justification::Center)
+            .build();
+        warnings.add_css_class("warning");
         let placed = gtk::Label::builder()
             .wrap(true)
             .selectable(true)
@@ -207,6 +214,7 @@ impl BrowsePage {
             .build();
         let show = pill("Show in Files", "app.browse-show", "suggested-action");
         let done_box = vbox(18);
+        done_box.append(&warnings);
         done_box.append(&placed);
         done_box.append(&show);
         done_box.append(&pill("Back to the Folder", "app.browse-dismiss", "flat"));
@@ -245,6 +253,7 @@ impl BrowsePage {
             progress_notice,
             cancel,
             finished,
+            warnings,
             placed,
             show,
             rendering,
@@ -515,6 +524,8 @@ impl BrowsePage {
         self.finished.set_title(&v.title);
         self.finished
             .set_description(Some(glib::markup_escape_text(&v.body).as_str()));
+        self.warnings.set_visible(!v.warnings.is_empty());
+        self.warnings.set_label(&v.warnings.join("\n"));
         self.placed.set_visible(!v.placed.is_empty());
         self.placed.set_label(&v.placed.join("\n"));
         self.show.set_visible(!v.placed.is_empty());

@@ -4,11 +4,15 @@
 //! client, uid and gid, no supplementary groups). The user chooses the backup, opens their
 //! home, selects a file and a folder, asks for "Restore to…", is asked "keep both or replace?"
 //! (both still exist), keeps both, follows the progress, and gets the files back byte for byte,
-//! owned by them: the file beside its current version, the folder merged into the current one. Screenshots of each page go to
+//! owned by them: the file beside its current version, the folder merged into the current one.
+//! Then they restore a folder of which restic's listing and its data disagree, and the page
+//! says, under the result, that an entry was dropped. Screenshots of each page go to
 //! target/monitor-screenshots/browse-*.png.
 //!
 //! Two fakes: a restic wrapper that holds `restic dump` (the data of a restore) until the test
-//! says go, so that the progress page is on screen for its screenshot (every other restic call
+//! says go, so that the progress page is on screen for its screenshot, and leaves one file of
+//! ~/Photos out of `restic ls`, so that `restic dump` gives an entry the listing did not have
+//! (real restic cannot be made to disagree with itself on demand; every other restic call
 //! passes straight through); and a stand-in for the file manager's
 //! org.freedesktop.FileManager1 on the desktop's session bus (no file manager is installed
 //! here), which writes down the URIs "Show in Files" asked it to show. It is this test binary
@@ -125,6 +129,8 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     fx.write_file("data/home/a/notes.txt", &notes);
     fx.write_file("data/home/a/Documents/report.bin", &report);
     fx.write_file("data/home/a/Documents/todo.txt", "buy milk\n");
+    fx.write_file("data/home/a/Photos/a.jpg", "a");
+    fx.write_file("data/home/a/Photos/b.jpg", "b");
     let home = fx.at("data/home/a");
     chown_r(&home, &a);
     chmod(&fx.at("data/home/a/notes.txt"), 0o640);
@@ -150,13 +156,19 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     // restore in place must ask.
     std::fs::write(home.join("notes.txt"), "changed since\n").expect("write");
     std::fs::remove_file(home.join("Documents/report.bin")).expect("rm");
+    std::fs::remove_dir_all(home.join("Photos")).expect("rm -r");
 
-    // restic dump (a restore's data) waits for `go`; nothing else does.
+    // restic dump (a restore's data) waits for `go`; restic ls leaves Photos/b.jpg out (so
+    // restoring Photos, whose dump still carries it, drops it with a warning); nothing else is
+    // touched.
     let (held, go) = (fx.path("dump-held"), fx.path("dump-go"));
     let wrapper = fx.restic_wrapper(&format!(
-        "case \" $* \" in *\" dump \"*) touch {}\n{};; esac",
+        "case \" $* \" in *\" dump \"*) touch {}\n{};;\n\
+         *\" ls \"*) out=$({real} \"$@\"); \
+         printf '%s\\n' \"$out\" | {{ grep -v '/Photos/b.jpg\"' || true; }}; exit 0;; esac",
         sh_quote(&held),
-        sh_wait_for(&go)
+        sh_wait_for(&go),
+        real = sh_quote(&fx.restic_bin),
     ));
     let _daemon = daemon_from(bus.igotchuu(&fx).path_prepend(&wrapper), &bus, &cfg);
 
@@ -178,10 +190,10 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
 
     desk.activate_with("browse-snapshot", &format!("'{id}'"));
     let at = format!("folder:{}:", home.display());
-    desk.wait_for_browse("the home, listed", |s| s == format!("{at}2:sel0"));
+    desk.wait_for_browse("the home, listed", |s| s == format!("{at}3:sel0"));
     desk.activate_with("browse-select", "('notes.txt', true)");
     desk.activate_with("browse-select", "('Documents', true)");
-    desk.wait_for_browse("two selected", |s| s == format!("{at}2:sel2"));
+    desk.wait_for_browse("two selected", |s| s == format!("{at}3:sel2"));
     shots.push((
         "folder",
         desk.screenshot(&window, &dir.join("browse-folder.png")),
@@ -199,7 +211,7 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     // The original place, as the chooser's "Restore Here" on it would give (the chooser is
     // closed by it): both names exist, so the page asks.
     desk.activate_with("browse-restore-to", &format!("'{}'", home.display()));
-    desk.wait_for_browse("the question", |s| s == format!("{at}2:ask"));
+    desk.wait_for_browse("the question", |s| s == format!("{at}3:ask"));
     assert!(
         desk.windows_titled("Restore to").is_empty(),
         "the chooser closed"
@@ -306,5 +318,23 @@ fn a_user_outside_the_group_browses_and_restores_their_files_in_the_window() {
     want.sort();
     assert_eq!(got, want);
     desk.activate("browse-dismiss");
-    desk.wait_for_browse("the folder again", |s| s == format!("{at}2:sel0"));
+    desk.wait_for_browse("the folder again", |s| s == format!("{at}3:sel0"));
+
+    // Photos, gone from the disk, back in place: restic dump carries b.jpg, restic ls did not
+    // list it, so it is dropped, and the result says so under it.
+    desk.activate_with("browse-select", "('Photos', true)");
+    desk.wait_for_browse("Photos selected", |s| s == format!("{at}3:sel1"));
+    desk.activate_with("browse-restore-to", "''");
+    desk.wait_for_browse("the restore done, with a warning", |s| s == "done:warn1");
+    shots.push((
+        "done-warnings",
+        desk.screenshot(&window, &dir.join("browse-done-warnings.png")),
+    ));
+    assert_distinct_screenshots(&shots);
+    let photos = home.join("Photos");
+    assert_eq!(std::fs::read(photos.join("a.jpg")).expect("read"), b"a");
+    assert!(
+        !photos.join("b.jpg").exists(),
+        "the dropped entry is not there"
+    );
 }

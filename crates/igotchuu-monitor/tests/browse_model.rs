@@ -1,7 +1,7 @@
 //! The "Browse backups" page's view model, headless (no bus, no GTK): navigation, selection,
 //! the question before anything is replaced, and every state of the page (loading, empty,
-//! error, progress, done, failed, cancelled). The same model against a real daemon is in
-//! tests/with_daemon.rs (browse → restore under Xvfb).
+//! error, progress, done with or without warnings, failed, cancelled). The same model against a
+//! real daemon is in tests/browse.rs (browse → restore under Xvfb).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use igotchuu_dbus::{DirEntry, EntryKind, RestoreState, RestoreStatus, SnapshotEntry};
 use igotchuu_monitor::browse_model::{
     date_time, file_uri, Answer, Browse, BrowseScreen, Event, Listed, Outcome, Request, Target,
+    Warnings,
 };
 
 const ID_OLD: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -375,6 +376,68 @@ fn progress_then_done_with_where_the_files_went() {
     assert_eq!(b.screen(0).tag(), "done");
     b.dismiss();
     assert_eq!(b.screen(0).tag(), "folder:/home/a:4:sel0");
+}
+
+/// A done restore's warnings (RestoreJob.Warnings) stay with its result and are shown under
+/// it; when the daemon could not be asked, the page says it does not know rather than nothing.
+#[test]
+fn a_done_restore_shows_its_warnings_or_that_they_are_unknown() {
+    const DROPPED: &str = "restic dump gave an entry restic ls did not list; dropped";
+    let mut b = running();
+    b.apply(Event::Done {
+        job: "j1".into(),
+        status: status(RestoreState::Done, 3, &["/home/a/notes.txt"], ""),
+        warnings: Warnings::Said(vec![DROPPED.into()]),
+    });
+    let BrowseScreen::Finished(f) = b.screen(0) else {
+        panic!()
+    };
+    assert_eq!(f.outcome, Outcome::Done);
+    assert_eq!(f.body, "Restored 3 of 4 files, 3.0 KiB of 4.0 KiB.");
+    assert_eq!(f.warnings, [DROPPED]);
+    assert_eq!(b.screen(0).tag(), "done:warn1");
+    // Leaving the result leaves its warnings behind.
+    b.dismiss();
+    assert_eq!(b.screen(0).tag(), "folder:/home/a:4:sel0");
+
+    // Another job's end is not ours.
+    let mut b = running();
+    b.apply(Event::Done {
+        job: "j2".into(),
+        status: status(RestoreState::Done, 4, &[], ""),
+        warnings: Warnings::Said(vec![DROPPED.into()]),
+    });
+    assert_eq!(b.screen(0).tag(), "restoring");
+
+    // None said (a daemon older than the method says none either): a clean result.
+    b.apply(Event::Done {
+        job: "j1".into(),
+        status: status(RestoreState::Done, 4, &[], ""),
+        warnings: Warnings::none(),
+    });
+    let BrowseScreen::Finished(f) = b.screen(0) else {
+        panic!()
+    };
+    assert!(f.warnings.is_empty(), "{f:?}");
+    assert_eq!(b.screen(0).tag(), "done");
+
+    let mut b = running();
+    b.apply(Event::Done {
+        job: "j1".into(),
+        status: status(RestoreState::Done, 4, &[], ""),
+        warnings: Warnings::Unknown("Not allowed: not your job".into()),
+    });
+    let BrowseScreen::Finished(f) = b.screen(0) else {
+        panic!()
+    };
+    assert_eq!(
+        f.warnings,
+        [
+            "Whether any file was left out is not known: the daemon did not say (Not allowed: not \
+          your job)."
+        ]
+    );
+    assert_eq!(b.screen(0).tag(), "done:warn1");
 }
 
 #[test]
