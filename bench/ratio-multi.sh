@@ -6,13 +6,14 @@
 # filesystem from one fixture to the next (bench/README.md section 8); more rounds on one
 # fixture cannot average that out, more fixtures can. Run as root after
 # `cargo build --release --locked`:
-#   bench/ratio-multi.sh [K [R]]      (default 6 fixtures of 15 rounds)
+#   bench/ratio-multi.sh [K [R]]      (default 20 fixtures of 14 rounds: about 16 min idle; two
+#                                      such runs agreed within 0.7 %, bench/README.md section 9)
 # The environment is bench/ratio.sh's (IGOTCHUU, BENCH_BUS, BENCH_NICE, BENCH_DIR, BENCH_OPS); each run's
 # own summary is printed as it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-k=${1:-6}
-r=${2:-15}
+k=${1:-20}
+r=${2:-14}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 out=$(mktemp /tmp/igotchuu-ratios.XXXXXX)
