@@ -315,36 +315,36 @@ fn bus_config(socket: &Path, include: &str) -> String {
   <listen>unix:path={socket}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
-<allow user="*"/>
-<deny own="*"/>
-<deny send_type="method_call"/>
-<allow send_type="signal"/>
-<allow send_requested_reply="true" send_type="method_return"/>
-<allow send_requested_reply="true" send_type="error"/>
-<allow receive_type="method_call"/>
-<allow receive_type="method_return"/>
-<allow receive_type="error"/>
-<allow receive_type="signal"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-<deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-<deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
   </policy>
   <policy user="root">
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-<!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
-<allow own="org.freedesktop.login1"/>
-<allow send_destination="org.freedesktop.login1"/>
-<!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
-     (tests/conditions.rs); their own policies let everyone call them. -->
-<allow own="org.freedesktop.UPower"/>
-<allow own="org.freedesktop.NetworkManager"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <!-- For the fake logind of the inhibitor tests, as logind's own policy allows. -->
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+    <!-- For python-dbusmock's upower and networkmanager templates of the run-condition tests
+         (tests/conditions.rs); their own policies let everyone call them. -->
+    <allow own="org.freedesktop.UPower"/>
+    <allow own="org.freedesktop.NetworkManager"/>
   </policy>
   <policy context="default">
-<allow send_destination="org.freedesktop.UPower"/>
-<allow send_destination="org.freedesktop.NetworkManager"/>
+    <allow send_destination="org.freedesktop.UPower"/>
+    <allow send_destination="org.freedesktop.NetworkManager"/>
   </policy>
   {include}
 </busconfig>
@@ -356,6 +356,18 @@ fn bus_config(socket: &Path, include: &str) -> String {
 impl Bus {
     pub fn start(policy: Policy) -> Bus {
         Bus::start_with(policy, Extras::default())
+    }
+
+    /// The shipped policy and the machine's own `system.d` policies, so that [`Polkitd`] can
+    /// own its name: the bus of every test that asks polkit.
+    pub fn for_polkit() -> Bus {
+        Bus::start_with(
+            Policy::Shipped,
+            Extras {
+                service_dir: None,
+                system_policies: true,
+            },
+        )
     }
 
     pub fn start_with(policy: Policy, extras: Extras) -> Bus {

@@ -815,13 +815,7 @@ fn start_task_runs_forget_and_check_and_refuses_bad_names_and_outsiders() {
         places(&[&data]),
         toml_str(fx.path("no-such-repo"))
     ));
-    let bus = Bus::start_with(
-        Policy::Shipped,
-        Extras {
-            service_dir: None,
-            system_policies: true,
-        },
-    );
+    let bus = Bus::for_polkit();
     let Some(_polkit) = Polkitd::start(&bus) else {
         return;
     };

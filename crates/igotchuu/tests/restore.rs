@@ -1223,13 +1223,7 @@ mod through_daemon {
     fn cancel_mid_file_leaves_no_partial_file_and_only_the_owner_may_cancel() {
         let Some(s) = setup() else { return };
         s.backup();
-        let bus = Bus::start_with(
-            Policy::Shipped,
-            Extras {
-                service_dir: None,
-                system_policies: true,
-            },
-        );
+        let bus = Bus::for_polkit();
         let Some(_polkit) = Polkitd::start(&bus) else {
             return;
         };
@@ -1317,13 +1311,7 @@ mod through_daemon {
     fn a_users_restore_through_the_daemon_shows_the_restores_warnings() {
         let Some(s) = setup() else { return };
         s.backup();
-        let bus = Bus::start_with(
-            Policy::Shipped,
-            Extras {
-                service_dir: None,
-                system_policies: true,
-            },
-        );
+        let bus = Bus::for_polkit();
         let Some(_polkit) = Polkitd::start(&bus) else {
             return;
         };
