@@ -58,6 +58,15 @@ pub enum EnvChange<'a> {
     Unset(&'a str),
 }
 
+impl EnvChange<'_> {
+    /// The variable changed.
+    pub fn name(&self) -> &str {
+        match self {
+            EnvChange::Set(k, _) | EnvChange::Unset(k) => k,
+        }
+    }
+}
+
 impl ResticCommand {
     /// The rule for restic's environment, stated once for whoever starts restic, shows the plan
     /// or predicts what restic will see: every variable of `set_env` is set (in order, so a later
@@ -80,13 +89,15 @@ impl ResticCommand {
         name: &str,
         inherited: &'a [(String, String)],
     ) -> Option<&'a str> {
-        let changed = self.env_changes().into_iter().rev().find_map(|c| match c {
-            EnvChange::Set(k, v) if k == name => Some(Some(v)),
-            EnvChange::Unset(k) if k == name => Some(None),
-            _ => None,
-        });
-        match changed {
-            Some(v) => v,
+        // The last change of `name` wins, as the last `env` call does on a Command.
+        match self
+            .env_changes()
+            .into_iter()
+            .rev()
+            .find(|c| c.name() == name)
+        {
+            Some(EnvChange::Set(_, v)) => Some(v),
+            Some(EnvChange::Unset(_)) => None,
             None => inherited
                 .iter()
                 .find(|(k, _)| k == name)
