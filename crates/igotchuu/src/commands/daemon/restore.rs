@@ -108,6 +108,19 @@ struct Ended {
     warnings: Vec<String>,
 }
 
+impl Ended {
+    /// A job that placed nothing: cancelled, failed, or lost with its thread.
+    fn without_result(state: RestoreState, message: String) -> Ended {
+        Ended {
+            state,
+            message,
+            placed: Vec::new(),
+            done: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 impl Job {
     fn ended(&self) -> MutexGuard<'_, Option<Ended>> {
         self.end.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,29 +142,16 @@ impl Job {
             },
             // Whatever the restore made of being stopped (its writer's input ending mid-file),
             // the owner asked for it: said as a cancel.
-            Some(Err(_)) if self.ctl.is_cancelled() => Ended {
-                state: RestoreState::Cancelled,
-                message: lib::CANCELLED.to_owned(),
-                placed: Vec::new(),
-                done: None,
-                warnings: Vec::new(),
-            },
-            Some(Err(e)) => Ended {
-                state: RestoreState::Failed,
-                message: e.to_string(),
-                placed: Vec::new(),
-                done: None,
-                warnings: Vec::new(),
-            },
-            None => Ended {
-                state: RestoreState::Failed,
-                message: "the restore ended without a result (its thread panicked; the \
-                          daemon's log says why)"
+            Some(Err(_)) if self.ctl.is_cancelled() => {
+                Ended::without_result(RestoreState::Cancelled, lib::CANCELLED.to_owned())
+            }
+            Some(Err(e)) => Ended::without_result(RestoreState::Failed, e.to_string()),
+            None => Ended::without_result(
+                RestoreState::Failed,
+                "the restore ended without a result (its thread panicked; the daemon's log says \
+                 why)"
                     .into(),
-                placed: Vec::new(),
-                done: None,
-                warnings: Vec::new(),
-            },
+            ),
         };
         *self.ended() = Some(ended);
     }
