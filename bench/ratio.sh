@@ -202,7 +202,9 @@ for t in "${tools[@]}"; do
 done
 if [ "${BENCH_OPS:-0}" = 1 ]; then
   # The pings must have been sent and answered, or igotchuu+ops measured a failure path.
-  echo "pings received by the server: $(wc -l < "$work/ping.port.hits") ($(grep -c /start "$work/ping.port.hits") of them /start) in $((round + 1)) runs of igotchuu+ops"
+  hits=$(wc -l < "$work/ping.port.hits")
+  echo "pings received by the server: $hits ($(grep -c /start "$work/ping.port.hits") of them /start) in $((round + 1)) runs of igotchuu+ops"
+  [ "$hits" = $((2 * (round + 1))) ] || { echo "expected 2 pings per igotchuu+ops run: its figures measured failing pings" >&2; exit 1; }
 fi
 echo "restic version probes by igotchuu: $versions in $round runs"
 echo "igotchuu VmHWM at restic's exit, KiB: median $(printf '%s\n' "${hwm[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] ", max " a[NR]}')"
