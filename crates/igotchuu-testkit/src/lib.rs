@@ -201,6 +201,52 @@ pub fn wait_for_path(path: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// How [`write_executable`] puts the file in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// A new inode renamed over `path`, as a package upgrade installs a binary.
+    NewInode,
+    /// `path`'s own inode truncated and rewritten (it must exist): an edit in place.
+    InPlace,
+}
+
+/// Writes `text` to `path` as an executable (mode 0755) that a test then runs.
+///
+/// Why not `std::fs::write` and `chmod`: the tests of one binary run on parallel threads, and a
+/// thread that starts any process forks a child that holds a copy of every descriptor open in
+/// this process until it execs. If that fork falls inside our write, the child holds the new
+/// file open for writing, and exec'ing the file in that moment fails with ETXTBSY ("Text file
+/// busy"); renaming does not help, the open inode is the same. CI hit it once (stop 23, the
+/// version cache's unit test). Here a `sh` child writes the file, so no descriptor open for
+/// writing on it ever exists in this process and no fork here can carry one.
+pub fn write_executable(path: &Path, text: &str, how: Install) {
+    let script = match how {
+        Install::NewInode => r#"cat > "$1.new" && chmod 755 "$1.new" && mv -f "$1.new" "$1""#,
+        Install::InPlace => r#"cat > "$1" && chmod 755 "$1""#,
+    };
+    let mut child = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start sh to write {}: {e}", path.display()));
+    {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        // Dropped here: EOF for cat.
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("wait for sh writing {}: {e}", path.display()));
+    assert!(
+        status.success(),
+        "sh could not write {}: {status}",
+        path.display()
+    );
+}
+
 /// Creates (or truncates) an empty file: used to release a waiting wrapper.
 pub fn touch(path: &Path) {
     std::fs::write(path, b"").unwrap_or_else(|e| panic!("touch {}: {e}", path.display()));
@@ -1297,9 +1343,7 @@ impl Fixture {
              if [ \"${{1-}}\" = version ]; then exec {real} version; fi\n\
              {body}\nexec {real} \"$@\"\n",
         );
-        let p = dir.join("restic");
-        std::fs::write(&p, script).expect("write wrapper");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&dir.join("restic"), &script, Install::NewInode);
         dir
     }
 

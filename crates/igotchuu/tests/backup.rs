@@ -649,7 +649,6 @@ fn journal_names(fx: &Fixture) -> Vec<String> {
 /// rewritten. The runs back up all the same.
 #[test]
 fn restic_version_is_asked_once_per_binary() {
-    use std::os::unix::fs::PermissionsExt;
     let Some(fx) = Fixture::new() else { return };
     let data = subvolume_with_files(&fx, "data", 3);
     let cfg = fx.write_config(&places(&[&data]));
@@ -658,18 +657,12 @@ fn restic_version_is_asked_once_per_binary() {
     let log = fx.path("restic-calls");
     // Written anew and renamed into place each time: a new inode, like an upgrade.
     let install = |tag: &str| {
-        let tmp = dir.join("restic.new");
-        std::fs::write(
-            &tmp,
-            format!(
-                "#!/bin/sh\n# {tag}\necho \"$1\" >> {}\nexec {} \"$@\"\n",
-                sh_quote(&log),
-                sh_quote(&fx.restic_bin)
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, dir.join("restic")).unwrap();
+        let script = format!(
+            "#!/bin/sh\n# {tag}\necho \"$1\" >> {}\nexec {} \"$@\"\n",
+            sh_quote(&log),
+            sh_quote(&fx.restic_bin)
+        );
+        write_executable(&dir.join("restic"), &script, Install::NewInode);
     };
     let version_calls = || {
         std::fs::read_to_string(&log)

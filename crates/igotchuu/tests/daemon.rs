@@ -484,10 +484,7 @@ fn logging_restic(fx: &Fixture) -> LoggingRestic {
         wait = sh_wait_for(&go).trim_end(),
         real = sh_quote(&fx.restic_bin),
     );
-    let p = dir.join("restic");
-    std::fs::write(&p, script).expect("write wrapper");
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_executable(&dir.join("restic"), &script, Install::NewInode);
     LoggingRestic { dir, log, held, go }
 }
 

@@ -312,6 +312,7 @@ fn read_cache(dir: &Dir, id: &BinaryId) -> Option<Version> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use igotchuu_testkit::Install;
 
     #[test]
     fn parses_what_restic_version_prints() {
@@ -393,24 +394,20 @@ mod tests {
     }
 
     /// A stand-in restic that says its version and logs each call: the probe count is what the
-    /// cache saves. Written to a new file and renamed into place, so each call makes a new inode,
-    /// as a package upgrade does.
+    /// cache saves. Each call makes a new inode renamed into place, as a package upgrade does.
+    /// Written by the test kit's `write_executable`, which keeps it from being "Text file busy"
+    /// when another test thread forks during the write (it did once in CI).
     fn stand_in(dir: &Path, version: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
         let p = dir.join("restic");
-        let tmp = dir.join("restic.new");
-        let log = dir.join("calls");
-        std::fs::write(
-            &tmp,
-            format!(
-                "#!/bin/sh\necho \"$1\" >> '{}'\necho 'restic {version} compiled with go1.24.4 on linux/amd64'\n",
-                log.display()
-            ),
-        )
-        .expect("write stand-in");
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::rename(&tmp, &p).expect("rename stand-in");
+        igotchuu_testkit::write_executable(&p, &stand_in_text(dir, version), Install::NewInode);
         p
+    }
+
+    fn stand_in_text(dir: &Path, version: &str) -> String {
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\necho 'restic {version} compiled with go1.24.4 on linux/amd64'\n",
+            dir.join("calls").display()
+        )
     }
 
     fn calls(dir: &Path) -> usize {
@@ -448,8 +445,8 @@ mod tests {
 
         // The same file, rewritten in place (same inode): mtime/size/ctime change.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let text = std::fs::read_to_string(&bin).expect("read");
-        std::fs::write(&bin, text.replace("0.18.0", "0.18.1")).expect("rewrite");
+        let text = stand_in_text(d.path(), "0.18.1");
+        igotchuu_testkit::write_executable(&bin, &text, Install::InPlace);
         assert_eq!(detect(), (Version::new(0, 18, 1), Source::Probed));
         assert_eq!(calls(d.path()), 3);
 
