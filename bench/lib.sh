@@ -91,6 +91,19 @@ XML
   bus_addr="unix:path=$work/bus"
 }
 
+# The timer: bench/clock.c compiled to $clock, and a copy named `restic` first in PATH that logs
+# restic's start and exit (and igotchuu's VmHWM then) to $BENCH_PHASE_LOG before exec'ing the real
+# restic. Needs $work; exits when restic is not installed.
+bench_clock() {
+  local real
+  real=$(command -v restic) || { echo "restic is not installed" >&2; exit 1; }
+  mkdir "$work/wrap"
+  cc -O2 -Wall -o "$work/clock" "$src/bench/clock.c"
+  cp "$work/clock" "$work/wrap/restic"
+  export BENCH_REAL_RESTIC=$real PATH="$work/wrap:$PATH"
+  clock=$work/clock
+}
+
 bench_cleanup() {
   [ -n "${bus_pid:-}" ] && kill "$bus_pid" 2>/dev/null
   [ -n "${work:-}" ] || return 0

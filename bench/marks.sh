@@ -23,7 +23,6 @@ passes=${2:-2}
 bin=${IGOTCHUU:-$src/target/release/igotchuu}
 [ -x "$bin" ] || { echo "build first: cargo build --release --locked" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-real_restic=$(command -v restic) || { echo "restic is not installed" >&2; exit 1; }
 renice -n -10 -p $$ >/dev/null
 
 # shellcheck source=bench/lib.sh
@@ -32,10 +31,7 @@ trap bench_cleanup EXIT
 bench_fixture
 bench_bus
 export DBUS_SYSTEM_BUS_ADDRESS=$bus_addr
-mkdir "$work/wrap"
-cc -O2 -Wall -o "$work/clock" "$src/bench/clock.c"
-cp "$work/clock" "$work/wrap/restic"
-export BENCH_REAL_RESTIC=$real_restic PATH="$work/wrap:$PATH"
+bench_clock
 log=$work/phase.log
 export BENCH_PHASE_LOG=$log
 out=$work/rows
@@ -46,7 +42,7 @@ one() {
   # Before the first run there is no journal yet: none.
   marks=$({ find "$work/state/journal" -maxdepth 1 -name '*.deleted*' 2>/dev/null || true; } | wc -l)
   : > "$log"
-  "$work/clock" "$log" "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err" ||
+  "$clock" "$log" "$bin" -c "$work/c.toml" backup >/dev/null 2>"$work/igo.err" ||
     { echo "igotchuu failed:" >&2; cat "$work/igo.err" >&2; exit 1; }
   awk -v tag="$1" -v m="$marks" '
     $1 == "run" { t0 = $2; t1 = $3 } $1 == "restic" && !x { x = $2 } $1 == "restic" { y = $3 }
@@ -75,6 +71,7 @@ awk '
   END {
     b = (n * sxy - sx * sy) / (n * sxx - sx * sx)
     printf "before restic, least squares over %d runs: %.4f ms per young mark, %.2f ms at none\n", n, b, (sy - b * sx) / n
-    printf "median before restic: %.2f ms with <= 10 marks (%d runs), %.2f ms with >= 40 (%d runs)\n", med(few, nf), nf, med(many, nm), nm
+    printf "median before restic: %s with <= 10 marks (%d runs), %s with >= 40 (%d runs)\n",
+      nf ? sprintf("%.2f ms", med(few, nf)) : "none", nf, nm ? sprintf("%.2f ms", med(many, nm)) : "none", nm
     printf "runs that confirmed the marks:%s\n", c
   }' "$out"

@@ -46,7 +46,7 @@ precision=${BENCH_PRECISION:-0.01}
 bin=${IGOTCHUU:-$src/target/release/igotchuu}
 [ -x "$bin" ] || { echo "build first: cargo build --release --locked" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-real_restic=$(command -v restic) || { echo "restic is not installed" >&2; exit 1; }
+command -v restic >/dev/null || { echo "restic is not installed" >&2; exit 1; }
 [ "${BENCH_NICE:--10}" = 0 ] || renice -n "${BENCH_NICE:--10}" -p $$ >/dev/null
 
 # shellcheck source=bench/lib.sh
@@ -59,11 +59,7 @@ case ${BENCH_BUS:-real} in
   *) echo "BENCH_BUS is none or real" >&2; exit 1 ;;
 esac
 
-mkdir "$work/wrap"
-cc -O2 -Wall -o "$work/clock" "$src/bench/clock.c"
-cp "$work/clock" "$work/wrap/restic"
-export BENCH_REAL_RESTIC=$real_restic PATH="$work/wrap:$PATH"
-clock=$work/clock
+bench_clock
 if [ "${BENCH_WARM:-0}" = 1 ]; then
   mkdir "$work/warm"
   # Inside igotchuu's namespace the places are the snapshots: du stats every inode on them.
